@@ -1,0 +1,370 @@
+//! `daprd`'s command line, with Dapr's flag names, defaults and spellings.
+//!
+//! Parsing never binds a port or reads the process environment: the caller
+//! passes the arguments and an environment map, so tests need neither.
+
+use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+/// How the sidecar talks to its app.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AppProtocol {
+    /// HTTP/1.1.
+    Http,
+    /// HTTP/1.1 over TLS (the app's certificate is not verified).
+    Https,
+    /// gRPC (`AppCallback`).
+    Grpc,
+    /// gRPC over TLS (the app's certificate is not verified).
+    Grpcs,
+    /// HTTP/2 without TLS.
+    H2c,
+}
+
+impl AppProtocol {
+    /// The protocol's name as Dapr prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+            Self::Grpc => "grpc",
+            Self::Grpcs => "grpcs",
+            Self::H2c => "h2c",
+        }
+    }
+
+    /// True for the gRPC protocols.
+    pub fn is_grpc(self) -> bool {
+        matches!(self, Self::Grpc | Self::Grpcs)
+    }
+}
+
+/// Where the sidecar runs, which decides name resolution and where resources come from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// On a developer machine: resources from files, local name registry.
+    Standalone,
+    /// In a pod: sidecars find each other through cluster DNS.
+    Kubernetes,
+}
+
+/// Log verbosity.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Everything.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Problems only.
+    Warn,
+    /// Failures only.
+    Error,
+}
+
+/// The flags of `daprd`.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "daprd", version, about = "Dapr-compatible sidecar runtime", disable_help_subcommand = true)]
+pub struct Flags {
+    /// Unique id of the application: its name for service discovery and state key prefixes.
+    #[arg(long, default_value = "")]
+    pub app_id: String,
+
+    /// Port the application listens on; without it there is no app channel.
+    #[arg(long)]
+    pub app_port: Option<u16>,
+
+    /// Protocol of the application: http, https, grpc, grpcs or h2c.
+    #[arg(long, value_enum, ignore_case = true, default_value = "http")]
+    pub app_protocol: AppProtocol,
+
+    /// Host the sidecar dials to reach the application.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub app_channel_address: String,
+
+    /// Port of the Dapr HTTP API.
+    #[arg(long, default_value_t = 3500)]
+    pub dapr_http_port: u16,
+
+    /// Port of the Dapr gRPC API.
+    #[arg(long, default_value_t = 50001)]
+    pub dapr_grpc_port: u16,
+
+    /// Port for calls from other sidecars (50002 in Kubernetes; a free port when unset in standalone).
+    #[arg(long)]
+    pub dapr_internal_grpc_port: Option<u16>,
+
+    /// Optional port serving only the health and metadata routes, for probes.
+    #[arg(long)]
+    pub dapr_public_port: Option<u16>,
+
+    /// Port of the Prometheus metrics endpoint.
+    #[arg(long, default_value_t = 9090)]
+    pub metrics_port: u16,
+
+    /// Serve metrics.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub enable_metrics: bool,
+
+    /// Comma-separated addresses the HTTP and gRPC APIs bind to (all interfaces when empty).
+    #[arg(long, default_value = "")]
+    pub dapr_listen_addresses: String,
+
+    /// Folder of resource files (components, subscriptions, ...); repeatable.
+    #[arg(long, value_delimiter = ',', action = ArgAction::Append)]
+    pub resources_path: Vec<PathBuf>,
+
+    /// Old name of --resources-path, used only when that flag is absent.
+    #[arg(long, value_delimiter = ',', action = ArgAction::Append)]
+    pub components_path: Vec<PathBuf>,
+
+    /// Configuration file(s) in standalone mode; the Configuration's name in Kubernetes.
+    #[arg(long, value_delimiter = ',', action = ArgAction::Append)]
+    pub config: Vec<String>,
+
+    /// standalone or kubernetes.
+    #[arg(long, value_enum, ignore_case = true, default_value = "standalone")]
+    pub mode: Mode,
+
+    /// debug, info, warn or error.
+    #[arg(long, value_enum, ignore_case = true, default_value = "info")]
+    pub log_level: LogLevel,
+
+    /// Print logs as JSON lines.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub log_as_json: bool,
+
+    /// Log one line per API call (unset: the Configuration decides).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub enable_api_logging: Option<bool>,
+
+    /// Most concurrent requests sent to the application; -1 means no limit.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub app_max_concurrency: i64,
+
+    /// Largest request body, e.g. 4Mi; overrides --dapr-http-max-request-size.
+    #[arg(long)]
+    pub max_body_size: Option<String>,
+
+    /// Largest request body in MB (older form of --max-body-size).
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    pub dapr_http_max_request_size: i64,
+
+    /// Longest time spent draining requests at shutdown, in seconds.
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
+    pub dapr_graceful_shutdown_seconds: i64,
+
+    /// Probe the application's health periodically.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub enable_app_health_check: bool,
+
+    /// HTTP path of the application's health endpoint.
+    #[arg(long, default_value = "/healthz")]
+    pub app_health_check_path: String,
+
+    /// Seconds between health probes.
+    #[arg(long, default_value_t = 5)]
+    pub app_health_probe_interval: u64,
+
+    /// Milliseconds a health probe may take.
+    #[arg(long, default_value_t = 500)]
+    pub app_health_probe_timeout: u64,
+
+    /// Consecutive failed probes before the application counts as unhealthy.
+    #[arg(long, default_value_t = 3)]
+    pub app_health_threshold: u32,
+}
+
+/// Validated settings derived from the flags and the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The flags as given.
+    pub flags: Flags,
+    /// Resource folders (from --resources-path, else --components-path).
+    pub resources_paths: Vec<PathBuf>,
+    /// Largest request body in bytes.
+    pub max_body_size: usize,
+    /// Addresses the API servers bind to.
+    pub listen_addresses: Vec<IpAddr>,
+    /// Grace period at shutdown.
+    pub graceful_shutdown: Duration,
+    /// Semaphore size for calls into the app; None = unlimited.
+    pub app_max_concurrency: Option<usize>,
+    /// `DAPR_API_TOKEN`: required on API calls when set.
+    pub api_token: Option<String>,
+    /// `APP_API_TOKEN`: sent to the app when set.
+    pub app_token: Option<String>,
+    /// `NAMESPACE`.
+    pub namespace: Option<String>,
+    /// The environment, for component templates and `envRef`.
+    pub env: HashMap<String, String>,
+}
+
+/// Dapr accepts `-app-id` as well as `--app-id`; rewrite single-dash long flags.
+pub fn normalise_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let single_dash_long = i > 0 && a.starts_with('-') && !a.starts_with("--") && a.len() > 2;
+            if single_dash_long && a[1..].starts_with(|c: char| c.is_ascii_alphabetic()) { format!("-{a}") } else { a }
+        })
+        .collect()
+}
+
+/// Parses a Kubernetes-style quantity (`4Mi`, `512Ki`, `1G`, `1048576`) into bytes.
+pub fn parse_quantity(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+impl Settings {
+    /// Checks the flags against each other and reads the environment map.
+    pub fn from_flags(flags: Flags, env: HashMap<String, String>) -> Result<Self, String> {
+        if flags.app_id.is_empty() && flags.mode == Mode::Standalone {
+            return Err("--app-id is required".into());
+        }
+        if flags.app_id.contains('.') {
+            return Err(format!("--app-id {:?} must not contain dots", flags.app_id));
+        }
+        if let Some(port) = flags.app_port {
+            for (name, p) in [("--dapr-http-port", flags.dapr_http_port), ("--dapr-grpc-port", flags.dapr_grpc_port)] {
+                if port == p {
+                    return Err(format!("--app-port {port} is the same as {name}"));
+                }
+            }
+        }
+        if flags.dapr_http_port == flags.dapr_grpc_port {
+            return Err(format!(
+                "--dapr-http-port and --dapr-grpc-port are both {}",
+                flags.dapr_http_port
+            ));
+        }
+        let max_body_size = match &flags.max_body_size {
+            Some(q) => parse_quantity(q)
+                .ok_or_else(|| format!("--max-body-size {q:?} is not a size such as 4Mi or 1048576"))?,
+            None if flags.dapr_http_max_request_size <= 0 => 4 << 20,
+            None => (flags.dapr_http_max_request_size as u64) << 20,
+        };
+        let max_body_size = usize::try_from(max_body_size).map_err(|_| "--max-body-size is too large".to_string())?;
+        let listen_addresses = flags
+            .dapr_listen_addresses
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("--dapr-listen-addresses: {a:?} is not an IP address"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let listen_addresses = if listen_addresses.is_empty() {
+            vec![IpAddr::from([0, 0, 0, 0])]
+        } else {
+            listen_addresses
+        };
+        if !flags.app_health_check_path.starts_with('/') {
+            return Err(format!("--app-health-check-path {:?} must start with /", flags.app_health_check_path));
+        }
+        if flags.app_health_probe_interval == 0 || flags.app_health_threshold == 0 {
+            return Err("--app-health-probe-interval and --app-health-threshold must be at least 1".into());
+        }
+        let graceful = if flags.dapr_graceful_shutdown_seconds < 0 { 5 } else { flags.dapr_graceful_shutdown_seconds };
+        let resources_paths =
+            if flags.resources_path.is_empty() { flags.components_path.clone() } else { flags.resources_path.clone() };
+        let non_empty = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        Ok(Self {
+            resources_paths,
+            max_body_size,
+            listen_addresses,
+            graceful_shutdown: Duration::from_secs(graceful as u64),
+            app_max_concurrency: usize::try_from(flags.app_max_concurrency).ok().filter(|n| *n > 0),
+            api_token: non_empty("DAPR_API_TOKEN"),
+            app_token: non_empty("APP_API_TOKEN"),
+            namespace: non_empty("NAMESPACE"),
+            env,
+            flags,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+        let mut all = vec!["daprd".to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Flags::try_parse_from(normalise_args(all))
+    }
+
+    #[test]
+    fn defaults_match_dapr() {
+        let f = parse(&["--app-id", "a"]).expect("parse");
+        assert_eq!((f.dapr_http_port, f.dapr_grpc_port, f.metrics_port), (3500, 50001, 9090));
+        assert_eq!(f.app_protocol, AppProtocol::Http);
+        assert_eq!(f.app_channel_address, "127.0.0.1");
+        assert_eq!(f.app_health_check_path, "/healthz");
+        assert!(f.enable_metrics && !f.log_as_json && f.enable_api_logging.is_none());
+        let s = Settings::from_flags(f, HashMap::new()).expect("valid");
+        assert_eq!(s.max_body_size, 4 << 20);
+        assert_eq!(s.graceful_shutdown, Duration::from_secs(5));
+        assert_eq!(s.app_max_concurrency, None);
+    }
+
+    #[test]
+    fn accepts_single_dash_repeated_and_comma_separated_flags() {
+        let f = parse(&[
+            "-app-id", "a", "-app-protocol", "GRPC", "--resources-path", "x,y", "--resources-path=z",
+            "--enable-metrics=false", "--log-as-json", "--app-max-concurrency", "-1",
+        ])
+        .expect("parse");
+        assert_eq!(f.app_protocol, AppProtocol::Grpc);
+        assert_eq!(f.resources_path, ["x", "y", "z"].map(PathBuf::from));
+        assert!(!f.enable_metrics && f.log_as_json);
+    }
+
+    #[test]
+    fn rejects_unknown_and_invalid_flags_with_usage_errors() {
+        for bad in [&["--nope"][..], &["--app-protocol", "tcp"], &["--log-level", "loud"], &["--app-port", "x"]] {
+            let e = parse(bad).expect_err("invalid");
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn validates_combinations() {
+        let check = |args: &[&str]| Settings::from_flags(parse(args).expect("parse"), HashMap::new());
+        assert!(check(&[]).expect_err("no id").contains("--app-id"));
+        assert!(check(&["--app-id", "a.b"]).expect_err("dot").contains("dots"));
+        assert!(check(&["--app-id", "a", "--app-port", "3500"]).expect_err("clash").contains("--dapr-http-port"));
+        assert!(check(&["--app-id", "a", "--max-body-size", "4Q"]).expect_err("size").contains("--max-body-size"));
+        assert!(check(&["--app-id", "a", "--dapr-listen-addresses", "nope"]).is_err());
+        let s = check(&["--app-id", "a", "--max-body-size", "16Mi", "--dapr-listen-addresses", "[::1],127.0.0.1"])
+            .expect("valid");
+        assert_eq!(s.max_body_size, 16 << 20);
+        assert_eq!(s.listen_addresses.len(), 2);
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("4Mi"), Some(4 << 20));
+        assert_eq!(parse_quantity("1000"), Some(1000));
+        assert_eq!(parse_quantity("2k"), Some(2000));
+        assert_eq!(parse_quantity("Mi"), None);
+        assert_eq!(parse_quantity("99999999999999999999Gi"), None);
+    }
+}
