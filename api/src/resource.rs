@@ -96,7 +96,13 @@ pub fn decode_yaml(text: &str) -> Result<Decoded, Vec<ResourceError>> {
 }
 
 fn decode_value(doc: usize, value: serde_json::Value) -> Result<Result<Resource, Skipped>, ResourceError> {
-    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
     let api_version = text("apiVersion");
     let kind = text("kind");
     let name = value
@@ -104,17 +110,26 @@ fn decode_value(doc: usize, value: serde_json::Value) -> Result<Result<Resource,
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_owned();
-    let invalid = |source| ResourceError::Invalid { doc, kind: kind.clone(), name: name.clone(), source };
+    let invalid = |source| ResourceError::Invalid {
+        doc,
+        kind: kind.clone(),
+        name: name.clone(),
+        source,
+    };
     let is_dapr = api_version.starts_with("dapr.io/");
     if is_dapr && name.is_empty() {
         return Err(invalid(serde::de::Error::custom("metadata.name is required")));
     }
     let resource = match (api_version.as_str(), kind.as_str()) {
-        ("dapr.io/v1alpha1", "Component") => Resource::Component(serde_json::from_value(value).map_err(invalid)?),
+        ("dapr.io/v1alpha1", "Component") => {
+            Resource::Component(serde_json::from_value(value).map_err(invalid)?)
+        }
         ("dapr.io/v1alpha1", "Configuration") => {
             Resource::Configuration(serde_json::from_value(value).map_err(invalid)?)
         }
-        ("dapr.io/v1alpha1", "Resiliency") => Resource::Resiliency(serde_json::from_value(value).map_err(invalid)?),
+        ("dapr.io/v1alpha1", "Resiliency") => {
+            Resource::Resiliency(serde_json::from_value(value).map_err(invalid)?)
+        }
         ("dapr.io/v1alpha1", "HTTPEndpoint") => {
             Resource::HttpEndpoint(serde_json::from_value(value).map_err(invalid)?)
         }
@@ -124,7 +139,13 @@ fn decode_value(doc: usize, value: serde_json::Value) -> Result<Result<Resource,
         ("dapr.io/v2alpha1", "Subscription") => {
             Resource::SubscriptionV2(serde_json::from_value(value).map_err(invalid)?)
         }
-        _ => return Ok(Err(Skipped { doc, api_version, kind })),
+        _ => {
+            return Ok(Err(Skipped {
+                doc,
+                api_version,
+                kind,
+            }));
+        }
     };
     Ok(Ok(resource))
 }
@@ -183,18 +204,25 @@ metadata: {name: unrelated}
     fn decodes_multi_document_dapr_yaml() {
         let decoded = decode_yaml(STATESTORE).expect("valid");
         assert_eq!(decoded.resources.len(), 2);
-        let Resource::Component(c) = &decoded.resources[0] else { panic!("not a component") };
+        let Resource::Component(c) = &decoded.resources[0] else {
+            panic!("not a component")
+        };
         assert_eq!(c.spec.spec.type_, "state.redis");
         assert_eq!(c.building_block(), "state");
         assert_eq!(c.spec.scopes, ["orders"]);
         assert!(c.in_scope("orders") && !c.in_scope("other"));
-        assert_eq!(c.spec.auth.as_ref().map(|a| a.secret_store.as_str()), Some("local"));
+        assert_eq!(
+            c.spec.auth.as_ref().map(|a| a.secret_store.as_str()),
+            Some("local")
+        );
         let values: Vec<_> = c.spec.spec.metadata.iter().map(|m| m.inline_value()).collect();
         assert_eq!(values[0].as_deref(), Some("localhost:6379"));
         assert_eq!(values[3].as_deref(), Some("3"), "numbers are read as their text");
         let r = c.spec.spec.metadata[4].secret_key_ref.as_ref().expect("ref");
         assert_eq!((r.name.as_str(), r.key.as_str()), ("redis", "password"));
-        let Resource::SubscriptionV2(s) = &decoded.resources[1] else { panic!("not a subscription") };
+        let Resource::SubscriptionV2(s) = &decoded.resources[1] else {
+            panic!("not a subscription")
+        };
         assert_eq!(s.spec.spec.routes.rules[0].path, "/orders/created");
         assert_eq!(decoded.skipped[0].kind, "ConfigMap");
     }
@@ -202,7 +230,9 @@ metadata: {name: unrelated}
     #[test]
     fn round_trips_component_yaml_with_top_level_scopes() {
         let decoded = decode_yaml(STATESTORE).expect("valid");
-        let Resource::Component(c) = &decoded.resources[0] else { panic!("not a component") };
+        let Resource::Component(c) = &decoded.resources[0] else {
+            panic!("not a component")
+        };
         let json = serde_json::to_value(c).expect("serialise");
         assert_eq!(json["scopes"][0], "orders");
         assert_eq!(json["spec"]["type"], "state.redis");
@@ -211,16 +241,27 @@ metadata: {name: unrelated}
 
     #[test]
     fn reports_invalid_documents_with_position_and_name() {
-        let text = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: broken}\nspec: {version: v1}\n";
+        let text =
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: broken}\nspec: {version: v1}\n";
         let errors = decode_yaml(text).expect_err("missing spec.type");
         let msg = errors[0].to_string();
-        assert!(msg.contains("document 1") && msg.contains("broken") && msg.contains("type"), "{msg}");
+        assert!(
+            msg.contains("document 1") && msg.contains("broken") && msg.contains("type"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn rejects_nameless_resources_and_bad_yaml() {
         let nameless = "apiVersion: dapr.io/v1alpha1\nkind: Component\nspec: {type: state.in-memory}\n";
-        assert!(decode_yaml(nameless).expect_err("no name")[0].to_string().contains("metadata.name"));
-        assert!(matches!(decode_yaml("a: [b").expect_err("bad yaml")[..], [ResourceError::Yaml { .. }]));
+        assert!(
+            decode_yaml(nameless).expect_err("no name")[0]
+                .to_string()
+                .contains("metadata.name")
+        );
+        assert!(matches!(
+            decode_yaml("a: [b").expect_err("bad yaml")[..],
+            [ResourceError::Yaml { .. }]
+        ));
     }
 }

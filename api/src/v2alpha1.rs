@@ -10,7 +10,13 @@ pub use crate::v1alpha1::BulkSubscribe;
 
 /// A declarative subscription whose events are routed by rules (`dapr.io/v2alpha1`).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "dapr.io", version = "v2alpha1", kind = "Subscription", namespaced, no_spec)]
+#[kube(
+    group = "dapr.io",
+    version = "v2alpha1",
+    kind = "Subscription",
+    namespaced,
+    no_spec
+)]
 pub struct SubscriptionFields {
     /// What to subscribe to and where to deliver.
     pub spec: SubscriptionSpec,

@@ -27,7 +27,14 @@ pub struct ApiError {
 impl ApiError {
     /// An error with an explicit HTTP status and gRPC code.
     pub fn new(code: &'static str, http: StatusCode, grpc: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), http, grpc, reason: None, resource: None }
+        Self {
+            code,
+            message: message.into(),
+            http,
+            grpc,
+            reason: None,
+            resource: None,
+        }
     }
 
     /// Adds the `ErrorInfo` reason of a rich error.
@@ -44,12 +51,22 @@ impl ApiError {
 
     /// 400 / InvalidArgument `ERR_MALFORMED_REQUEST`.
     pub fn malformed(message: impl Into<String>) -> Self {
-        Self::new("ERR_MALFORMED_REQUEST", StatusCode::BAD_REQUEST, Code::InvalidArgument, message)
+        Self::new(
+            "ERR_MALFORMED_REQUEST",
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            message,
+        )
     }
 
     /// 400 / InvalidArgument `ERR_BAD_REQUEST`.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new("ERR_BAD_REQUEST", StatusCode::BAD_REQUEST, Code::InvalidArgument, message)
+        Self::new(
+            "ERR_BAD_REQUEST",
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            message,
+        )
     }
 
     /// 500 / Internal with the given code.
@@ -92,7 +109,11 @@ impl ApiError {
 
     /// The JSON body Dapr returns for this error.
     pub fn to_json(&self) -> Vec<u8> {
-        let body = Body { error_code: self.code, message: &self.message, details: self.details_json() };
+        let body = Body {
+            error_code: self.code,
+            message: &self.message,
+            details: self.details_json(),
+        };
         serde_json::to_vec(&body).unwrap_or_default()
     }
 }
@@ -100,8 +121,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.http, self.to_json()).into_response();
-        res.headers_mut()
-            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
         res
     }
 }
@@ -111,7 +134,11 @@ impl From<ApiError> for tonic::Status {
         use tonic_types::{ErrorDetails, StatusExt};
         let mut details = ErrorDetails::new();
         if let Some(reason) = e.reason {
-            details.set_error_info(reason, "dapr.io", std::collections::HashMap::<String, String>::new());
+            details.set_error_info(
+                reason,
+                "dapr.io",
+                std::collections::HashMap::<String, String>::new(),
+            );
         }
         if let Some((kind, name)) = &e.resource {
             details.set_resource_info(*kind, name.clone(), "", "");
@@ -165,8 +192,13 @@ mod tests {
 
     #[test]
     fn json_body_has_code_message_and_rich_details() {
-        let e = ApiError::new("ERR_STATE_STORE_NOT_FOUND", StatusCode::BAD_REQUEST, Code::InvalidArgument, "x")
-            .with_reason("DAPR_STATE_NOT_FOUND");
+        let e = ApiError::new(
+            "ERR_STATE_STORE_NOT_FOUND",
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            "x",
+        )
+        .with_reason("DAPR_STATE_NOT_FOUND");
         let v: serde_json::Value = serde_json::from_slice(&e.to_json()).expect("json");
         assert_eq!(v["errorCode"], "ERR_STATE_STORE_NOT_FOUND");
         assert_eq!(v["message"], "x");
@@ -179,8 +211,13 @@ mod tests {
     #[test]
     fn grpc_status_carries_code_and_error_info() {
         use tonic_types::StatusExt;
-        let e = ApiError::new("ERR_STATE_STORE_NOT_FOUND", StatusCode::BAD_REQUEST, Code::InvalidArgument, "x")
-            .with_reason("DAPR_STATE_NOT_FOUND");
+        let e = ApiError::new(
+            "ERR_STATE_STORE_NOT_FOUND",
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            "x",
+        )
+        .with_reason("DAPR_STATE_NOT_FOUND");
         let status = tonic::Status::from(e);
         assert_eq!(status.code(), Code::InvalidArgument);
         let info = status.get_details_error_info().expect("error info");

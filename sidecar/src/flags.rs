@@ -64,7 +64,12 @@ pub enum LogLevel {
 
 /// The flags of `daprd`.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "daprd", version, about = "Dapr-compatible sidecar runtime", disable_help_subcommand = true)]
+#[command(
+    name = "daprd",
+    version,
+    about = "Dapr-compatible sidecar runtime",
+    disable_help_subcommand = true
+)]
 pub struct Flags {
     /// Unique id of the application: its name for service discovery and state key prefixes.
     #[arg(long, default_value = "")]
@@ -206,7 +211,11 @@ pub fn normalise_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
         .enumerate()
         .map(|(i, a)| {
             let single_dash_long = i > 0 && a.starts_with('-') && !a.starts_with("--") && a.len() > 2;
-            if single_dash_long && a[1..].starts_with(|c: char| c.is_ascii_alphabetic()) { format!("-{a}") } else { a }
+            if single_dash_long && a[1..].starts_with(|c: char| c.is_ascii_alphabetic()) {
+                format!("-{a}")
+            } else {
+                a
+            }
         })
         .collect()
 }
@@ -240,7 +249,10 @@ impl Settings {
             return Err(format!("--app-id {:?} must not contain dots", flags.app_id));
         }
         if let Some(port) = flags.app_port {
-            for (name, p) in [("--dapr-http-port", flags.dapr_http_port), ("--dapr-grpc-port", flags.dapr_grpc_port)] {
+            for (name, p) in [
+                ("--dapr-http-port", flags.dapr_http_port),
+                ("--dapr-grpc-port", flags.dapr_grpc_port),
+            ] {
                 if port == p {
                     return Err(format!("--app-port {port} is the same as {name}"));
                 }
@@ -258,7 +270,8 @@ impl Settings {
             None if flags.dapr_http_max_request_size <= 0 => 4 << 20,
             None => (flags.dapr_http_max_request_size as u64) << 20,
         };
-        let max_body_size = usize::try_from(max_body_size).map_err(|_| "--max-body-size is too large".to_string())?;
+        let max_body_size =
+            usize::try_from(max_body_size).map_err(|_| "--max-body-size is too large".to_string())?;
         let listen_addresses = flags
             .dapr_listen_addresses
             .split(',')
@@ -277,14 +290,24 @@ impl Settings {
             listen_addresses
         };
         if !flags.app_health_check_path.starts_with('/') {
-            return Err(format!("--app-health-check-path {:?} must start with /", flags.app_health_check_path));
+            return Err(format!(
+                "--app-health-check-path {:?} must start with /",
+                flags.app_health_check_path
+            ));
         }
         if flags.app_health_probe_interval == 0 || flags.app_health_threshold == 0 {
             return Err("--app-health-probe-interval and --app-health-threshold must be at least 1".into());
         }
-        let graceful = if flags.dapr_graceful_shutdown_seconds < 0 { 5 } else { flags.dapr_graceful_shutdown_seconds };
-        let resources_paths =
-            if flags.resources_path.is_empty() { flags.components_path.clone() } else { flags.resources_path.clone() };
+        let graceful = if flags.dapr_graceful_shutdown_seconds < 0 {
+            5
+        } else {
+            flags.dapr_graceful_shutdown_seconds
+        };
+        let resources_paths = if flags.resources_path.is_empty() {
+            flags.components_path.clone()
+        } else {
+            flags.resources_path.clone()
+        };
         let non_empty = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
         Ok(Self {
             resources_paths,
@@ -314,7 +337,10 @@ mod tests {
     #[test]
     fn defaults_match_dapr() {
         let f = parse(&["--app-id", "a"]).expect("parse");
-        assert_eq!((f.dapr_http_port, f.dapr_grpc_port, f.metrics_port), (3500, 50001, 9090));
+        assert_eq!(
+            (f.dapr_http_port, f.dapr_grpc_port, f.metrics_port),
+            (3500, 50001, 9090)
+        );
         assert_eq!(f.app_protocol, AppProtocol::Http);
         assert_eq!(f.app_channel_address, "127.0.0.1");
         assert_eq!(f.app_health_check_path, "/healthz");
@@ -328,8 +354,17 @@ mod tests {
     #[test]
     fn accepts_single_dash_repeated_and_comma_separated_flags() {
         let f = parse(&[
-            "-app-id", "a", "-app-protocol", "GRPC", "--resources-path", "x,y", "--resources-path=z",
-            "--enable-metrics=false", "--log-as-json", "--app-max-concurrency", "-1",
+            "-app-id",
+            "a",
+            "-app-protocol",
+            "GRPC",
+            "--resources-path",
+            "x,y",
+            "--resources-path=z",
+            "--enable-metrics=false",
+            "--log-as-json",
+            "--app-max-concurrency",
+            "-1",
         ])
         .expect("parse");
         assert_eq!(f.app_protocol, AppProtocol::Grpc);
@@ -339,7 +374,12 @@ mod tests {
 
     #[test]
     fn rejects_unknown_and_invalid_flags_with_usage_errors() {
-        for bad in [&["--nope"][..], &["--app-protocol", "tcp"], &["--log-level", "loud"], &["--app-port", "x"]] {
+        for bad in [
+            &["--nope"][..],
+            &["--app-protocol", "tcp"],
+            &["--log-level", "loud"],
+            &["--app-port", "x"],
+        ] {
             let e = parse(bad).expect_err("invalid");
             assert_eq!(e.exit_code(), 2, "{bad:?}");
         }
@@ -350,11 +390,26 @@ mod tests {
         let check = |args: &[&str]| Settings::from_flags(parse(args).expect("parse"), HashMap::new());
         assert!(check(&[]).expect_err("no id").contains("--app-id"));
         assert!(check(&["--app-id", "a.b"]).expect_err("dot").contains("dots"));
-        assert!(check(&["--app-id", "a", "--app-port", "3500"]).expect_err("clash").contains("--dapr-http-port"));
-        assert!(check(&["--app-id", "a", "--max-body-size", "4Q"]).expect_err("size").contains("--max-body-size"));
+        assert!(
+            check(&["--app-id", "a", "--app-port", "3500"])
+                .expect_err("clash")
+                .contains("--dapr-http-port")
+        );
+        assert!(
+            check(&["--app-id", "a", "--max-body-size", "4Q"])
+                .expect_err("size")
+                .contains("--max-body-size")
+        );
         assert!(check(&["--app-id", "a", "--dapr-listen-addresses", "nope"]).is_err());
-        let s = check(&["--app-id", "a", "--max-body-size", "16Mi", "--dapr-listen-addresses", "[::1],127.0.0.1"])
-            .expect("valid");
+        let s = check(&[
+            "--app-id",
+            "a",
+            "--max-body-size",
+            "16Mi",
+            "--dapr-listen-addresses",
+            "[::1],127.0.0.1",
+        ])
+        .expect("valid");
         assert_eq!(s.max_body_size, 16 << 20);
         assert_eq!(s.listen_addresses.len(), 2);
     }

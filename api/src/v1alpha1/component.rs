@@ -6,7 +6,13 @@ use serde::{Deserialize, Serialize};
 /// pub/sub broker, a binding, ...). `auth` and `scopes` sit beside `spec` at the
 /// top level of the object, as in Dapr's YAML.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "dapr.io", version = "v1alpha1", kind = "Component", namespaced, no_spec)]
+#[kube(
+    group = "dapr.io",
+    version = "v1alpha1",
+    kind = "Component",
+    namespaced,
+    no_spec
+)]
 #[kube(
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,

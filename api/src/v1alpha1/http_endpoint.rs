@@ -6,7 +6,13 @@ use super::{Auth, NameValuePair, SecretKeyRef};
 
 /// An external HTTP service that apps invoke by name like another app.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "dapr.io", version = "v1alpha1", kind = "HTTPEndpoint", namespaced, no_spec)]
+#[kube(
+    group = "dapr.io",
+    version = "v1alpha1",
+    kind = "HTTPEndpoint",
+    namespaced,
+    no_spec
+)]
 pub struct HttpEndpointFields {
     /// Where the endpoint is and how to call it.
     pub spec: HttpEndpointSpec,

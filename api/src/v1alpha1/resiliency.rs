@@ -6,7 +6,13 @@ use serde::{Deserialize, Serialize};
 
 /// Timeouts, retries and circuit breakers, and the targets they apply to.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "dapr.io", version = "v1alpha1", kind = "Resiliency", namespaced, no_spec)]
+#[kube(
+    group = "dapr.io",
+    version = "v1alpha1",
+    kind = "Resiliency",
+    namespaced,
+    no_spec
+)]
 pub struct ResiliencyFields {
     /// Policies and targets.
     pub spec: ResiliencySpec,

@@ -6,7 +6,13 @@ use serde::{Deserialize, Serialize};
 
 /// A declarative subscription with a single route (`dapr.io/v1alpha1`).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "dapr.io", version = "v1alpha1", kind = "Subscription", namespaced, no_spec)]
+#[kube(
+    group = "dapr.io",
+    version = "v1alpha1",
+    kind = "Subscription",
+    namespaced,
+    no_spec
+)]
 pub struct SubscriptionFields {
     /// What to subscribe to and where to deliver.
     pub spec: SubscriptionSpec,

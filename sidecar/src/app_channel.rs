@@ -1,0 +1,484 @@
+//! The app channel: how the sidecar calls its own application, over HTTP
+//! (`<VERB> /<method>?<query>`) or gRPC (`AppCallback/OnInvoke`). It adds the app
+//! token, honours `--app-max-concurrency`, and probes the app's health.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use daprs_proto::{
+    common::{HttpExtension, InvokeRequest, InvokeResponse, http_extension::Verb},
+    internals::{InternalInvokeRequest, InternalInvokeResponse, ListStringValue, Status},
+    runtime::{
+        app_callback_client::AppCallbackClient,
+        app_callback_health_check_client::AppCallbackHealthCheckClient,
+    },
+};
+use http::{HeaderName, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio::sync::Semaphore;
+use tonic::{metadata::MetadataMap, transport::Channel};
+
+use crate::{error::ApiError, flags::AppProtocol, invoke::Metadata};
+
+/// Largest app response body read into memory.
+const MAX_RESPONSE: usize = 256 << 20;
+
+/// Smallest message limit used for unary gRPC calls between sidecars.
+pub const MAX_UNARY: usize = 4 << 20;
+
+/// Headers that describe one connection and are never forwarded.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+enum Transport {
+    Http {
+        client: Client<HttpConnector, Full<Bytes>>,
+        base: String,
+    },
+    Grpc {
+        channel: Channel,
+    },
+}
+
+/// Calls into the application.
+pub struct AppChannel {
+    transport: Transport,
+    token: Option<HeaderValue>,
+    limit: Option<Arc<Semaphore>>,
+    /// How the app is spoken to.
+    pub protocol: AppProtocol,
+    /// The app's port.
+    pub port: u16,
+    /// The host dialled.
+    pub address: String,
+    max_body: usize,
+}
+
+fn direct_invoke(message: impl Into<String>) -> ApiError {
+    ApiError::internal("ERR_DIRECT_INVOKE", message)
+}
+
+/// Maps a verb of the wire contract to an HTTP method (NONE means POST).
+pub fn method_of(verb: i32) -> Result<Method, ApiError> {
+    Ok(match Verb::try_from(verb).unwrap_or(Verb::None) {
+        Verb::None | Verb::Post => Method::POST,
+        Verb::Get => Method::GET,
+        Verb::Head => Method::HEAD,
+        Verb::Put => Method::PUT,
+        Verb::Delete => Method::DELETE,
+        Verb::Options => Method::OPTIONS,
+        Verb::Trace => Method::TRACE,
+        Verb::Patch => Method::PATCH,
+        Verb::Connect => return Err(ApiError::bad_request("CONNECT cannot be invoked")),
+    })
+}
+
+/// Maps an HTTP method to a verb of the wire contract.
+pub fn verb_of(method: &Method) -> Verb {
+    match *method {
+        Method::GET => Verb::Get,
+        Method::HEAD => Verb::Head,
+        Method::POST => Verb::Post,
+        Method::PUT => Verb::Put,
+        Method::DELETE => Verb::Delete,
+        Method::CONNECT => Verb::Connect,
+        Method::OPTIONS => Verb::Options,
+        Method::TRACE => Verb::Trace,
+        Method::PATCH => Verb::Patch,
+        _ => Verb::None,
+    }
+}
+
+/// Request headers Dapr renames to `dapr-<name>` when passing them to a gRPC app.
+const PERMANENT_HEADERS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-language",
+    "accept-ranges",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "cache-control",
+    "content-type",
+    "content-length",
+    "cookie",
+    "date",
+    "expect",
+    "from",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-schedule-tag-match",
+    "if-unmodified-since",
+    "max-forwards",
+    "origin",
+    "pragma",
+    "referer",
+    "via",
+    "warning",
+];
+
+/// Converts invocation metadata into gRPC metadata for the app.
+pub fn grpc_metadata(metadata: &Metadata) -> MetadataMap {
+    use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, MetadataKey};
+    let mut out = MetadataMap::new();
+    for (key, list) in metadata {
+        let lower = key.to_ascii_lowercase();
+        if lower.starts_with(':')
+            || lower.starts_with("grpc-")
+            || lower == "destination-app-id"
+            || lower == "te"
+        {
+            continue;
+        }
+        let name = if PERMANENT_HEADERS.contains(&lower.as_str()) {
+            format!("dapr-{lower}")
+        } else {
+            lower
+        };
+        for v in &list.values {
+            if name.ends_with("-bin") {
+                use base64::Engine;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(v));
+                if let (Ok(k), Ok(bytes)) = (MetadataKey::from_bytes(name.as_bytes()), decoded) {
+                    out.append_bin(k, BinaryMetadataValue::from_bytes(&bytes));
+                }
+            } else if let (Ok(k), Ok(val)) = (
+                MetadataKey::from_bytes(name.as_bytes()),
+                AsciiMetadataValue::try_from(v.as_str()),
+            ) {
+                out.append(k, val);
+            }
+        }
+    }
+    out
+}
+
+/// Collects gRPC metadata into invocation metadata (binary values base64-encoded).
+pub fn from_grpc_metadata(map: &MetadataMap) -> Metadata {
+    use base64::Engine;
+    let mut out: Metadata = HashMap::new();
+    for kv in map.iter() {
+        let (key, value) = match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                (k.as_str(), v.to_str().unwrap_or_default().to_string())
+            }
+            tonic::metadata::KeyAndValueRef::Binary(k, v) => (
+                k.as_str(),
+                base64::engine::general_purpose::STANDARD.encode(v.as_encoded_bytes()),
+            ),
+        };
+        out.entry(key.to_string())
+            .or_insert_with(|| ListStringValue { values: vec![] })
+            .values
+            .push(value);
+    }
+    out
+}
+
+/// Collects HTTP headers into invocation metadata, leaving out hop-by-hop headers.
+pub fn from_http_headers(headers: &http::HeaderMap, skip: &[&str]) -> Metadata {
+    let mut out: Metadata = HashMap::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || skip.contains(&n) {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            out.entry(n.to_string())
+                .or_insert_with(|| ListStringValue { values: vec![] })
+                .values
+                .push(v.to_string());
+        }
+    }
+    out
+}
+
+impl AppChannel {
+    /// A channel to the app at `address:port`. Nothing is dialled until the first call.
+    pub fn new(
+        protocol: AppProtocol,
+        address: &str,
+        port: u16,
+        token: Option<&str>,
+        max_concurrency: Option<usize>,
+        max_body: usize,
+    ) -> Result<Self, String> {
+        let host = if address.contains(':') && !address.starts_with('[') {
+            format!("[{address}]")
+        } else {
+            address.to_string()
+        };
+        let transport = match protocol {
+            AppProtocol::Http | AppProtocol::H2c => {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                let mut builder = Client::builder(TokioExecutor::new());
+                builder
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(256);
+                if protocol == AppProtocol::H2c {
+                    builder.http2_only(true);
+                }
+                Transport::Http {
+                    client: builder.build(connector),
+                    base: format!("http://{host}:{port}"),
+                }
+            }
+            AppProtocol::Grpc => {
+                let endpoint = Channel::from_shared(format!("http://{host}:{port}"))
+                    .map_err(|e| format!("invalid app address {address}: {e}"))?
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(5));
+                Transport::Grpc {
+                    channel: endpoint.connect_lazy(),
+                }
+            }
+            AppProtocol::Https | AppProtocol::Grpcs => {
+                return Err(format!(
+                    "--app-protocol {} (TLS to the app) is not available in this build; use {}",
+                    protocol.as_str(),
+                    if protocol.is_grpc() { "grpc" } else { "http" }
+                ));
+            }
+        };
+        let token = match token {
+            Some(t) => Some(
+                HeaderValue::from_str(t)
+                    .map_err(|_| "APP_API_TOKEN is not a valid header value".to_string())?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            transport,
+            token,
+            limit: max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            protocol,
+            port,
+            address: address.to_string(),
+            max_body,
+        })
+    }
+
+    /// Invokes a method of the app. The reply's status is an HTTP status for HTTP
+    /// apps and a gRPC code for gRPC apps, as between Dapr sidecars.
+    pub async fn invoke(&self, req: InternalInvokeRequest) -> Result<InternalInvokeResponse, ApiError> {
+        let _permit = match &self.limit {
+            Some(s) => Some(
+                s.acquire()
+                    .await
+                    .map_err(|_| direct_invoke("app channel closed"))?,
+            ),
+            None => None,
+        };
+        match &self.transport {
+            Transport::Http { client, base } => self.invoke_http(client, base, req).await,
+            Transport::Grpc { channel } => self.invoke_grpc(channel.clone(), req).await,
+        }
+    }
+
+    async fn invoke_http(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        base: &str,
+        req: InternalInvokeRequest,
+    ) -> Result<InternalInvokeResponse, ApiError> {
+        let msg = req.message.unwrap_or_default();
+        let ext = msg.http_extension.unwrap_or_default();
+        let method = method_of(ext.verb)?;
+        let path = msg.method.trim_start_matches('/');
+        let uri = if ext.querystring.is_empty() {
+            format!("{base}/{path}")
+        } else {
+            format!("{base}/{path}?{}", ext.querystring)
+        };
+        let mut builder = Request::builder().method(method).uri(&uri);
+        let headers = builder
+            .headers_mut()
+            .ok_or_else(|| ApiError::bad_request(format!("invalid method path {path:?}")))?;
+        for (key, list) in &req.metadata {
+            let lower = key.to_ascii_lowercase();
+            if HOP_BY_HOP.contains(&lower.as_str())
+                || matches!(
+                    lower.as_str(),
+                    "content-length" | "content-type" | "host" | "destination-app-id" | "dapr-api-token"
+                )
+                || lower.ends_with("-bin")
+                || lower.starts_with(':')
+            {
+                continue;
+            }
+            let name = if lower.starts_with("grpc-") {
+                format!("dapr-{lower}")
+            } else {
+                lower
+            };
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            for v in &list.values {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    headers.append(name.clone(), v);
+                }
+            }
+        }
+        if !msg.content_type.is_empty() {
+            if let Ok(ct) = HeaderValue::from_str(&msg.content_type) {
+                headers.insert(http::header::CONTENT_TYPE, ct);
+            }
+        }
+        if let Some(token) = &self.token {
+            headers.insert("dapr-api-token", token.clone());
+        }
+        let body = msg.data.map(|a| a.value).unwrap_or_default();
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ApiError::bad_request(format!("invalid request to app: {e}")))?;
+        let res = client
+            .request(request)
+            .await
+            .map_err(|e| direct_invoke(format!("error invoking app at {uri}: {e}")))?;
+        let status = res.status().as_u16();
+        let headers = from_http_headers(res.headers(), &["content-length"]);
+        let content_type = res
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = Limited::new(res.into_body(), MAX_RESPONSE.max(self.max_body))
+            .collect()
+            .await
+            .map_err(|e| direct_invoke(format!("error reading app response: {e}")))?
+            .to_bytes();
+        Ok(InternalInvokeResponse {
+            status: Some(Status {
+                code: i32::from(status),
+                message: String::new(),
+                details: vec![],
+            }),
+            headers,
+            trailers: HashMap::new(),
+            message: Some(InvokeResponse {
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: body.to_vec(),
+                }),
+                content_type,
+            }),
+        })
+    }
+
+    async fn invoke_grpc(
+        &self,
+        channel: Channel,
+        req: InternalInvokeRequest,
+    ) -> Result<InternalInvokeResponse, ApiError> {
+        let msg: InvokeRequest = req.message.unwrap_or_default();
+        let mut request = tonic::Request::new(msg);
+        *request.metadata_mut() = grpc_metadata(&req.metadata);
+        if let Some(token) = &self.token {
+            if let Ok(v) = token.to_str().unwrap_or_default().parse() {
+                request.metadata_mut().insert("dapr-api-token", v);
+            }
+        }
+        let mut client = AppCallbackClient::new(channel)
+            .max_decoding_message_size(MAX_RESPONSE.max(self.max_body))
+            .max_encoding_message_size(MAX_RESPONSE.max(self.max_body));
+        match client.on_invoke(request).await {
+            Ok(res) => {
+                let headers = from_grpc_metadata(res.metadata());
+                let body = res.into_inner();
+                Ok(InternalInvokeResponse {
+                    status: Some(Status {
+                        code: 0,
+                        message: String::new(),
+                        details: vec![],
+                    }),
+                    headers,
+                    trailers: HashMap::new(),
+                    message: Some(body),
+                })
+            }
+            Err(status) if is_transport_failure(&status) => Err(direct_invoke(format!(
+                "error invoking app over gRPC: {}",
+                status.message()
+            ))),
+            Err(status) => Ok(InternalInvokeResponse {
+                status: Some(Status {
+                    code: status.code() as i32,
+                    message: status.message().to_string(),
+                    details: vec![],
+                }),
+                headers: from_grpc_metadata(status.metadata()),
+                trailers: HashMap::new(),
+                message: Some(InvokeResponse::default()),
+            }),
+        }
+    }
+
+    /// One health probe: HTTP GET `path` answering 2xx, or gRPC `HealthCheck` OK.
+    pub async fn probe(&self, path: &str, timeout: Duration) -> bool {
+        let check = async {
+            match &self.transport {
+                Transport::Http { client, base } => {
+                    let mut req = Request::get(format!("{base}{path}"));
+                    if let (Some(h), Some(t)) = (req.headers_mut(), &self.token) {
+                        h.insert("dapr-api-token", t.clone());
+                    }
+                    let Ok(req) = req.body(Full::new(Bytes::new())) else {
+                        return false;
+                    };
+                    client.request(req).await.is_ok_and(|r| r.status().is_success())
+                }
+                Transport::Grpc { channel } => {
+                    let mut req = tonic::Request::new(());
+                    if let Some(Ok(v)) = self
+                        .token
+                        .as_ref()
+                        .map(|t| t.to_str().unwrap_or_default().parse())
+                    {
+                        req.metadata_mut().insert("dapr-api-token", v);
+                    }
+                    AppCallbackHealthCheckClient::new(channel.clone())
+                        .health_check(req)
+                        .await
+                        .is_ok()
+                }
+            }
+        };
+        tokio::time::timeout(timeout, check).await.unwrap_or(false)
+    }
+}
+
+/// A status that reports a broken connection rather than an answer from the app.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.metadata().is_empty()
+}
+
+/// An HTTP extension for an HTTP method and raw query string.
+pub fn http_extension(method: &Method, query: &str) -> HttpExtension {
+    HttpExtension {
+        verb: verb_of(method) as i32,
+        querystring: query.to_string(),
+    }
+}

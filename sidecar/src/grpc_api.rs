@@ -1,0 +1,336 @@
+//! The Dapr gRPC API (port 50001): `dapr.proto.runtime.v1.Dapr` for service
+//! invocation, state, metadata and shutdown.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use daprs_proto::{
+    common::{InvokeResponse, StateItem, state_options::StateConcurrency},
+    internals::{InternalInvokeRequest, InternalInvokeResponse},
+    runtime::{
+        BulkStateItem, DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest,
+        GetBulkStateRequest, GetBulkStateResponse, GetMetadataRequest, GetMetadataResponse, GetStateRequest,
+        GetStateResponse, InvokeServiceRequest, SaveStateRequest, SetMetadataRequest, ShutdownRequest,
+        dapr_server::Dapr,
+    },
+};
+use tonic::{
+    Code, Request, Response, Status,
+    metadata::{MetadataKey, MetadataMap, MetadataValue},
+};
+
+use crate::{
+    app_channel::{HOP_BY_HOP, from_grpc_metadata},
+    error::ApiError,
+    registry::Target,
+    runtime::Runtime,
+    state::Concurrency,
+    state_api::{SaveItem, TxOp, item_metadata},
+};
+
+/// The `Dapr` service.
+pub struct DaprApi {
+    /// Shared sidecar state.
+    pub rt: Arc<Runtime>,
+}
+
+fn meta_map(m: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    m.into_iter().collect()
+}
+
+fn concurrency(item: &StateItem) -> Concurrency {
+    match item.options.as_ref().map(|o| o.concurrency()) {
+        Some(StateConcurrency::ConcurrencyFirstWrite) => Concurrency::FirstWrite,
+        _ => Concurrency::LastWrite,
+    }
+}
+
+fn save_item(item: StateItem) -> SaveItem {
+    let concurrency = concurrency(&item);
+    SaveItem {
+        key: item.key,
+        value: item.value,
+        etag: item.etag.map(|e| e.value),
+        metadata: meta_map(item.metadata),
+        concurrency,
+    }
+}
+
+/// gRPC code for an app's HTTP status (Dapr's table; note 400 → Internal).
+pub fn grpc_code_of_http(status: u16) -> Code {
+    match status {
+        200..=299 => Code::Ok,
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        408 => Code::Cancelled,
+        409 => Code::AlreadyExists,
+        429 => Code::ResourceExhausted,
+        501 => Code::Unimplemented,
+        503 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        _ => Code::Unknown,
+    }
+}
+
+fn response_metadata(headers: &crate::invoke::Metadata) -> MetadataMap {
+    let mut out = MetadataMap::new();
+    for (k, list) in headers {
+        let lower = k.to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&lower.as_str())
+            || lower == "content-length"
+            || lower.starts_with("grpc-")
+            || lower == "content-type"
+        {
+            continue;
+        }
+        let Ok(key) = MetadataKey::from_bytes(lower.as_bytes()) else {
+            continue;
+        };
+        for v in &list.values {
+            if let Ok(v) = MetadataValue::try_from(v.as_str()) {
+                out.append(key.clone(), v);
+            }
+        }
+    }
+    out
+}
+
+/// Renders an app's reply for a gRPC `InvokeService` caller.
+pub fn grpc_response(res: InternalInvokeResponse) -> Result<Response<InvokeResponse>, Status> {
+    let status = res.status.clone().unwrap_or_default();
+    let message = res.message.clone().unwrap_or_default();
+    let mut md = response_metadata(&res.headers);
+    if status.code >= 100 {
+        let code = u16::try_from(status.code).unwrap_or(500);
+        md.insert("dapr-http-status", MetadataValue::from(code));
+        let grpc = grpc_code_of_http(code);
+        if grpc != Code::Ok {
+            use tonic_types::{ErrorDetails, StatusExt};
+            let text = http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Unknown");
+            let body = message
+                .data
+                .as_ref()
+                .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+                .unwrap_or_default();
+            let body: String = body.chars().take(63).collect();
+            let mut details = ErrorDetails::new();
+            details.set_error_info(
+                text,
+                "dapr.io",
+                [
+                    ("http.code".to_string(), code.to_string()),
+                    ("http.error_message".to_string(), body),
+                ],
+            );
+            let mut s = Status::with_error_details(grpc, text, details);
+            s.metadata_mut()
+                .insert("dapr-http-status", MetadataValue::from(code));
+            return Err(s);
+        }
+    } else if status.code != 0 {
+        return Err(Status::new(Code::from_i32(status.code), status.message));
+    }
+    let mut out = Response::new(message);
+    *out.metadata_mut() = md;
+    Ok(out)
+}
+
+#[tonic::async_trait]
+impl Dapr for DaprApi {
+    async fn invoke_service(
+        &self,
+        request: Request<InvokeServiceRequest>,
+    ) -> Result<Response<InvokeResponse>, Status> {
+        let metadata = from_grpc_metadata(request.metadata());
+        let req = request.into_inner();
+        let target = Target::parse(&req.id).map_err(|e| Status::invalid_argument(e))?;
+        let message = req
+            .message
+            .ok_or_else(|| Status::invalid_argument("message is required"))?;
+        let mut metadata = metadata;
+        for skip in [
+            "dapr-api-token",
+            "dapr-app-id",
+            "content-type",
+            "user-agent",
+            "te",
+            "grpc-accept-encoding",
+            "grpc-timeout",
+        ] {
+            metadata.remove(skip);
+        }
+        let internal = InternalInvokeRequest {
+            ver: 0,
+            metadata,
+            message: Some(message),
+            actor: None,
+        };
+        let res = self.rt.invoke(&target, internal).await?;
+        grpc_response(res)
+    }
+
+    async fn get_state(
+        &self,
+        request: Request<GetStateRequest>,
+    ) -> Result<Response<GetStateResponse>, Status> {
+        let req = request.into_inner();
+        let item = self.rt.get_state(&req.store_name, &req.key).await?;
+        Ok(Response::new(match item {
+            Some(item) => GetStateResponse {
+                metadata: item_metadata(&item).into_iter().collect(),
+                etag: item.etag,
+                data: item.data,
+            },
+            None => GetStateResponse::default(),
+        }))
+    }
+
+    async fn get_bulk_state(
+        &self,
+        request: Request<GetBulkStateRequest>,
+    ) -> Result<Response<GetBulkStateResponse>, Status> {
+        let req = request.into_inner();
+        let items = self.rt.bulk_get_state(&req.store_name, &req.keys).await?;
+        Ok(Response::new(GetBulkStateResponse {
+            items: items
+                .into_iter()
+                .map(|i| BulkStateItem {
+                    key: i.key,
+                    data: i.data.unwrap_or_default(),
+                    etag: i.etag.unwrap_or_default(),
+                    error: i.error.unwrap_or_default(),
+                    metadata: i.metadata.into_iter().collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn save_state(&self, request: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        self.rt
+            .save_state(&req.store_name, req.states.into_iter().map(save_item).collect())
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn delete_state(&self, request: Request<DeleteStateRequest>) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        self.rt
+            .delete_state(&req.store_name, &req.key, req.etag.map(|e| e.value))
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn delete_bulk_state(
+        &self,
+        request: Request<DeleteBulkStateRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        for item in req.states {
+            self.rt
+                .delete_state(&req.store_name, &item.key, item.etag.map(|e| e.value))
+                .await?;
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn execute_state_transaction(
+        &self,
+        request: Request<ExecuteStateTransactionRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        let mut ops = Vec::with_capacity(req.operations.len());
+        for op in req.operations {
+            let item = op
+                .request
+                .ok_or_else(|| Status::invalid_argument("each operation needs a request"))?;
+            ops.push(match op.operation_type.as_str() {
+                "upsert" => TxOp::Upsert(save_item(item)),
+                "delete" => TxOp::Delete(item.key, item.etag.map(|e| e.value), meta_map(item.metadata)),
+                other => {
+                    return Err(ApiError::new(
+                        "ERR_NOT_SUPPORTED_STATE_OPERATION",
+                        http::StatusCode::BAD_REQUEST,
+                        Code::InvalidArgument,
+                        format!("operation type {other} not supported"),
+                    )
+                    .into());
+                }
+            });
+        }
+        self.rt.transact_state(&req.store_name, ops).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_metadata(
+        &self,
+        _request: Request<GetMetadataRequest>,
+    ) -> Result<Response<GetMetadataResponse>, Status> {
+        Ok(Response::new(crate::metadata_api::response(&self.rt)))
+    }
+
+    async fn set_metadata(&self, request: Request<SetMetadataRequest>) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        self.rt
+            .extended
+            .write()
+            .map_err(|_| Status::internal("metadata lock poisoned"))?
+            .insert(req.key, req.value);
+        Ok(Response::new(()))
+    }
+
+    async fn shutdown(&self, request: Request<ShutdownRequest>) -> Result<Response<()>, Status> {
+        let force = request
+            .metadata()
+            .get("dapr-force-shutdown")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if force {
+            tokio::spawn(async {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                std::process::exit(1);
+            });
+        } else {
+            self.rt.begin_shutdown();
+        }
+        Ok(Response::new(()))
+    }
+}
+
+/// Checks `dapr-api-token` on every gRPC call when `DAPR_API_TOKEN` is set.
+pub fn token_check(
+    token: Option<Arc<str>>,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut req: Request<()>| {
+        let Some(want) = &token else { return Ok(req) };
+        match req.metadata().get("dapr-api-token") {
+            None => Err(Status::unauthenticated(
+                "Unauthorized: missing api token in request metadata",
+            )),
+            Some(v) if v.as_bytes() == want.as_bytes() => {
+                req.metadata_mut().remove("dapr-api-token");
+                Ok(req)
+            }
+            Some(_) => Err(Status::unauthenticated(
+                "Unauthorized: authentication error: api token mismatch",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_statuses_to_grpc_codes() {
+        assert_eq!(grpc_code_of_http(200), Code::Ok);
+        assert_eq!(grpc_code_of_http(400), Code::Internal);
+        assert_eq!(grpc_code_of_http(404), Code::NotFound);
+        assert_eq!(grpc_code_of_http(500), Code::Unknown);
+    }
+}

@@ -1,0 +1,696 @@
+//! The Dapr HTTP API (port 3500): service invocation, state, metadata, health
+//! and shutdown. Handlers only translate between HTTP and the protocol-neutral
+//! operations on [`Runtime`]; errors are [`ApiError`]s rendered once.
+
+use std::{collections::BTreeMap, sync::Arc, sync::atomic::Ordering};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Path, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{any, get, post, put},
+};
+use bytes::Bytes;
+use daprs_proto::{
+    common::InvokeRequest,
+    internals::{InternalInvokeRequest, InternalInvokeResponse},
+};
+use http_body_util::{BodyExt, Limited};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    app_channel::{HOP_BY_HOP, from_http_headers, http_extension},
+    error::ApiError,
+    registry::Target,
+    runtime::Runtime,
+    state_api::{BulkItem, SaveItem, TxOp, check_consistency, item_metadata, parse_concurrency},
+};
+
+type Rt = State<Arc<Runtime>>;
+
+/// Builds the HTTP API router.
+pub fn router(rt: Arc<Runtime>) -> Router {
+    let api = Router::new()
+        .route("/v1.0/invoke/{*rest}", any(invoke_path))
+        .route("/v1.0/state/{store}", post(save_state).put(save_state))
+        .route(
+            "/v1.0/state/{store}/{key}",
+            get(get_state)
+                .delete(delete_state)
+                .post(bulk_or_transaction)
+                .put(bulk_or_transaction),
+        )
+        .route("/v1.0/metadata", get(get_metadata))
+        .route("/v1.0/metadata/{key}", put(put_metadata))
+        .route("/v1.0/shutdown", post(shutdown))
+        .fallback(invoke_header)
+        .layer(middleware::from_fn_with_state(rt.clone(), require_token));
+    public_router(rt.clone()).merge(api).with_state(rt)
+}
+
+/// Routes that need no API token: health (and, on the public port, metadata).
+pub fn public_router(_rt: Arc<Runtime>) -> Router<Arc<Runtime>> {
+    Router::new()
+        .route("/v1.0/healthz", get(healthz))
+        .route("/v1.0/healthz/outbound", get(healthz_outbound))
+}
+
+/// The router of `--dapr-public-port`: health and metadata only, no token.
+pub fn public_port_router(rt: Arc<Runtime>) -> Router {
+    public_router(rt.clone())
+        .route("/v1.0/metadata", get(get_metadata))
+        .route("/v1.0/metadata/{key}", put(put_metadata))
+        .with_state(rt)
+}
+
+async fn require_token(State(rt): Rt, mut req: Request, next: Next) -> Response {
+    if let Some(want) = &rt.settings.api_token {
+        let ok = req
+            .headers()
+            .get("dapr-api-token")
+            .is_some_and(|v| v.as_bytes() == want.as_bytes());
+        if !ok {
+            return (StatusCode::UNAUTHORIZED, "invalid api token").into_response();
+        }
+        req.headers_mut().remove("dapr-api-token");
+    }
+    next.run(req).await
+}
+
+/// Reads a request body up to `--max-body-size`.
+async fn read_body(rt: &Runtime, body: Body) -> Result<Bytes, ApiError> {
+    let limit = rt.settings.max_body_size;
+    match Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
+            "ERR_BODY_READ",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            format!("request body exceeds the limit of {limit} bytes; raise it with --max-body-size"),
+        )),
+        Err(e) => Err(ApiError::new(
+            "ERR_BODY_READ",
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            e.to_string(),
+        )),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Query parameters as (name, value) pairs, percent-decoded.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// `metadata.<key>=<value>` query parameters (first value wins).
+fn query_metadata(pairs: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in pairs {
+        if let Some(key) = k.strip_prefix("metadata.") {
+            out.entry(key.to_string()).or_insert_with(|| v.clone());
+        }
+    }
+    out
+}
+
+fn query_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::malformed(format!("failed to parse the request body as JSON: {e}")))
+}
+
+// === state ===
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct StateOptionsJson {
+    concurrency: String,
+    consistency: String,
+}
+
+#[derive(Deserialize)]
+struct SaveJson {
+    key: String,
+    #[serde(default)]
+    value: serde_json::Value,
+    #[serde(default)]
+    etag: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    options: Option<StateOptionsJson>,
+}
+
+impl SaveJson {
+    fn into_item(self, query_meta: &BTreeMap<String, String>) -> Result<SaveItem, ApiError> {
+        let opts = self.options.unwrap_or_default();
+        check_consistency(&opts.consistency)?;
+        let mut metadata = self.metadata;
+        metadata.extend(query_meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let value = serde_json::to_vec(&self.value).map_err(|e| ApiError::malformed(e.to_string()))?;
+        Ok(SaveItem {
+            key: self.key,
+            value: value.into(),
+            etag: self.etag.filter(|e| !e.is_empty()),
+            metadata,
+            concurrency: parse_concurrency(&opts.concurrency)?,
+        })
+    }
+}
+
+async fn save_state(State(rt): Rt, Path(store): Path<String>, req: Request) -> Result<StatusCode, ApiError> {
+    let meta = query_metadata(&query_pairs(req.uri().query()));
+    let body = read_body(&rt, req.into_body()).await?;
+    let items: Vec<SaveJson> = parse_json(&body)?;
+    let items = items
+        .into_iter()
+        .map(|i| i.into_item(&meta))
+        .collect::<Result<Vec<_>, _>>()?;
+    rt.save_state(&store, items).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_state(
+    State(rt): Rt,
+    Path((store, key)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let pairs = query_pairs(req.uri().query());
+    check_consistency(query_value(&pairs, "consistency").unwrap_or(""))?;
+    let Some(item) = rt.get_state(&store, &key).await? else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let mut res = Response::new(Body::from(item.data.clone()));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&item.etag) {
+        h.insert(header::ETAG, v);
+    }
+    for (k, v) in item_metadata(&item) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(format!("metadata.{k}").as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
+            h.insert(name, value);
+        }
+    }
+    Ok(res)
+}
+
+async fn delete_state(
+    State(rt): Rt,
+    Path((store, key)): Path<(String, String)>,
+    req: Request,
+) -> Result<StatusCode, ApiError> {
+    let pairs = query_pairs(req.uri().query());
+    parse_concurrency(query_value(&pairs, "concurrency").unwrap_or(""))?;
+    check_consistency(query_value(&pairs, "consistency").unwrap_or(""))?;
+    let etag = req
+        .headers()
+        .get(header::IF_MATCH)
+        .map(|v| v.to_str().unwrap_or_default().trim_matches('"').to_string());
+    rt.delete_state(&store, &key, etag).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct BulkJson {
+    keys: Vec<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    parallelism: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct BulkOut {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Box<serde_json::value::RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Stored bytes inlined as JSON when they are JSON, else as a JSON string.
+fn raw_json(data: &[u8]) -> Option<Box<serde_json::value::RawValue>> {
+    serde_json::from_slice::<Box<serde_json::value::RawValue>>(data)
+        .ok()
+        .or_else(|| serde_json::value::to_raw_value(&String::from_utf8_lossy(data)).ok())
+}
+
+#[derive(Deserialize)]
+struct TxJson {
+    operations: Vec<TxOpJson>,
+}
+
+#[derive(Deserialize)]
+struct TxOpJson {
+    operation: String,
+    request: SaveJson,
+}
+
+async fn bulk_or_transaction(
+    State(rt): Rt,
+    Path((store, action)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let meta = query_metadata(&query_pairs(req.uri().query()));
+    match action.as_str() {
+        "bulk" => {
+            let body = read_body(&rt, req.into_body()).await?;
+            let bulk: BulkJson = parse_json(&body)?;
+            let items = rt.bulk_get_state(&store, &bulk.keys).await?;
+            let out: Vec<BulkOut> = items
+                .into_iter()
+                .map(
+                    |BulkItem {
+                         key,
+                         data,
+                         etag,
+                         error,
+                         metadata,
+                     }| BulkOut {
+                        key,
+                        data: data.as_deref().and_then(raw_json),
+                        etag,
+                        metadata,
+                        error,
+                    },
+                )
+                .collect();
+            Ok(axum::Json(out).into_response())
+        }
+        "transaction" => {
+            let body = read_body(&rt, req.into_body()).await?;
+            let tx: TxJson = parse_json(&body)?;
+            let mut ops = Vec::with_capacity(tx.operations.len());
+            for op in tx.operations {
+                ops.push(match op.operation.as_str() {
+                    "upsert" => TxOp::Upsert(op.request.into_item(&meta)?),
+                    "delete" => {
+                        let item = op.request.into_item(&meta)?;
+                        TxOp::Delete(item.key, item.etag, item.metadata)
+                    }
+                    other => {
+                        return Err(ApiError::new(
+                            "ERR_NOT_SUPPORTED_STATE_OPERATION",
+                            StatusCode::BAD_REQUEST,
+                            tonic::Code::InvalidArgument,
+                            format!("operation type {other} not supported"),
+                        ));
+                    }
+                });
+            }
+            rt.transact_state(&store, ops).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(ApiError::new(
+            "ERR_METHOD_NOT_ALLOWED",
+            StatusCode::METHOD_NOT_ALLOWED,
+            tonic::Code::Unimplemented,
+            format!(
+                "{} is not allowed on a state key; use GET or DELETE",
+                req.method()
+            ),
+        )),
+    }
+}
+
+// === invocation ===
+
+/// Splits `/v1.0/invoke/<target>/method/<method...>`.
+fn split_invoke_path(rest: &str) -> Result<(String, String), ApiError> {
+    let (target, method) = rest
+        .split_once("/method/")
+        .or_else(|| rest.strip_suffix("/method").map(|t| (t, "")))
+        .ok_or_else(|| {
+            ApiError::new(
+                "ERR_DIRECT_INVOKE",
+                StatusCode::NOT_FOUND,
+                tonic::Code::NotFound,
+                "failed getting app id either from the URL path or the header dapr-app-id",
+            )
+        })?;
+    Ok((percent_decode(target), method.to_string()))
+}
+
+async fn invoke_path(State(rt): Rt, req: Request) -> Result<Response, ApiError> {
+    let path = req.uri().path();
+    let rest = path.strip_prefix("/v1.0/invoke/").unwrap_or_default();
+    let (target, method) = split_invoke_path(rest)?;
+    invoke(&rt, &target, method, req).await
+}
+
+fn target_from_basic_auth(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(v.strip_prefix("Basic ")?)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.strip_prefix("dapr-app-id:").map(str::to_string)
+}
+
+async fn invoke_header(State(rt): Rt, req: Request) -> Result<Response, ApiError> {
+    let target = req
+        .headers()
+        .get("dapr-app-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| target_from_basic_auth(req.headers()));
+    let Some(target) = target else {
+        return Err(ApiError::new(
+            "ERR_DIRECT_INVOKE",
+            StatusCode::NOT_FOUND,
+            tonic::Code::NotFound,
+            "failed getting app id either from the URL path or the header dapr-app-id",
+        ));
+    };
+    let method = req.uri().path().trim_start_matches('/').to_string();
+    invoke(&rt, &target, method, req).await
+}
+
+/// Resolves `.` and `..` segments so a method cannot climb out of the app's routes.
+fn clean_method(method: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in method.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let mut out = parts.join("/");
+    if method.ends_with('/') && !out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+async fn invoke(rt: &Runtime, target: &str, method: String, req: Request) -> Result<Response, ApiError> {
+    let target = Target::parse(target).map_err(|e| {
+        ApiError::new(
+            "ERR_DIRECT_INVOKE",
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            e,
+        )
+    })?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(rt, body).await?;
+    let metadata = from_http_headers(
+        &parts.headers,
+        &[
+            "dapr-app-id",
+            "dapr-api-token",
+            "host",
+            "content-length",
+            "content-type",
+            "authorization",
+        ],
+    );
+    let mut metadata = metadata;
+    // Basic auth carrying the target is Dapr's addressing, not the caller's credential.
+    if let Some(auth) = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if target_from_basic_auth(&parts.headers).is_none() {
+            metadata.insert(
+                "authorization".into(),
+                daprs_proto::internals::ListStringValue {
+                    values: vec![auth.into()],
+                },
+            );
+        }
+    }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let request = InternalInvokeRequest {
+        ver: 0,
+        metadata,
+        message: Some(InvokeRequest {
+            method: clean_method(&method),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: body.to_vec(),
+            }),
+            content_type,
+            http_extension: Some(http_extension(&parts.method, parts.uri.query().unwrap_or(""))),
+        }),
+        actor: None,
+    };
+    let res = rt.invoke(&target, request).await?;
+    Ok(http_response(res))
+}
+
+/// HTTP status for a gRPC code (the grpc-gateway table Dapr uses).
+pub fn http_status_of(code: tonic::Code) -> StatusCode {
+    use tonic::Code::*;
+    match code {
+        Ok => StatusCode::OK,
+        Cancelled => StatusCode::REQUEST_TIMEOUT,
+        InvalidArgument | FailedPrecondition | OutOfRange => StatusCode::BAD_REQUEST,
+        DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        NotFound => StatusCode::NOT_FOUND,
+        AlreadyExists | Aborted => StatusCode::CONFLICT,
+        PermissionDenied => StatusCode::FORBIDDEN,
+        Unauthenticated => StatusCode::UNAUTHORIZED,
+        ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Unknown | Internal | DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Renders an app's reply for an HTTP caller: HTTP apps' status, headers and body
+/// pass through; gRPC apps' replies become 200 or the mapped error status.
+pub fn http_response(res: InternalInvokeResponse) -> Response {
+    let status = res.status.unwrap_or_default();
+    let msg = res.message.unwrap_or_default();
+    let body = msg.data.map(|a| a.value).unwrap_or_default();
+    if status.code >= 100 {
+        let code = u16::try_from(status.code)
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut out = Response::new(Body::from(body));
+        *out.status_mut() = code;
+        let h = out.headers_mut();
+        for (k, list) in &res.headers {
+            let lower = k.to_ascii_lowercase();
+            if HOP_BY_HOP.contains(&lower.as_str()) || lower == "content-length" {
+                continue;
+            }
+            let Ok(name) = http::HeaderName::from_bytes(lower.as_bytes()) else {
+                continue;
+            };
+            for v in &list.values {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.append(name.clone(), v);
+                }
+            }
+        }
+        if !h.contains_key(header::CONTENT_TYPE) && !msg.content_type.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&msg.content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+        }
+        return out;
+    }
+    let code = tonic::Code::from_i32(status.code);
+    if code == tonic::Code::Ok {
+        let mut out = Response::new(Body::from(body));
+        if let Ok(v) = HeaderValue::from_str(&msg.content_type) {
+            if !msg.content_type.is_empty() {
+                out.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+        }
+        return out;
+    }
+    let json = serde_json::json!({ "code": status.code, "message": status.message, "details": [] });
+    let mut out = (http_status_of(code), json.to_string()).into_response();
+    out.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    out
+}
+
+// === metadata, health, shutdown ===
+
+async fn get_metadata(State(rt): Rt) -> Response {
+    axum::Json(crate::metadata_api::http_json(&rt)).into_response()
+}
+
+async fn put_metadata(State(rt): Rt, Path(key): Path<String>, req: Request) -> Result<StatusCode, ApiError> {
+    let body = read_body(&rt, req.into_body()).await?;
+    let value = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("metadata value must be UTF-8"))?;
+    rt.extended
+        .write()
+        .map_err(|_| ApiError::internal("ERR_INTERNAL", "metadata lock poisoned"))?
+        .insert(key, value);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn healthz(State(rt): Rt, req: Request) -> Result<StatusCode, ApiError> {
+    let pairs = query_pairs(req.uri().query());
+    if let Some(id) = query_value(&pairs, "appid") {
+        if id != rt.app_id {
+            return Err(ApiError::internal(
+                "ERR_HEALTH_APPID_NOT_MATCH",
+                "dapr app-id does not match",
+            ));
+        }
+    }
+    let unready = rt.unready();
+    if unready.is_empty() {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::internal(
+            "ERR_HEALTH_NOT_READY",
+            format!("dapr is not ready: [{}]", unready.join(" ")),
+        ))
+    }
+}
+
+async fn healthz_outbound(State(rt): Rt) -> Result<StatusCode, ApiError> {
+    if rt.health.outbound.load(Ordering::Relaxed) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::internal(
+            "ERR_OUTBOUND_HEALTH_NOT_READY",
+            "dapr outbound is not ready",
+        ))
+    }
+}
+
+async fn shutdown(State(rt): Rt, headers: HeaderMap) -> StatusCode {
+    let force = headers
+        .get("dapr-force-shutdown")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if force {
+        tracing::warn!("forced shutdown requested through the API");
+        tokio::spawn(async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            std::process::exit(1);
+        });
+    } else {
+        tracing::info!("shutdown requested through the API");
+        rt.begin_shutdown();
+    }
+    StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoke_paths() {
+        assert_eq!(
+            split_invoke_path("app/method/a/b").expect("ok"),
+            ("app".into(), "a/b".into())
+        );
+        assert_eq!(split_invoke_path("app.ns/method/x").expect("ok").0, "app.ns");
+        assert_eq!(
+            split_invoke_path("http%3A%2F%2Fh%3A1/method/x").expect("ok").0,
+            "http://h:1"
+        );
+        assert_eq!(
+            split_invoke_path("app/method").expect("ok"),
+            ("app".into(), "".into())
+        );
+        assert_eq!(
+            split_invoke_path("app").expect_err("no method").http,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(clean_method("a/../../b/./c"), "b/c");
+        assert_eq!(clean_method("a/b/"), "a/b/");
+    }
+
+    #[test]
+    fn query_metadata_and_decoding() {
+        let pairs = query_pairs(Some(
+            "metadata.ttlInSeconds=5&metadata.ttlInSeconds=9&x=a%20b+c&metadata.k%2Fv=%zz",
+        ));
+        let meta = query_metadata(&pairs);
+        assert_eq!(meta["ttlInSeconds"], "5");
+        assert_eq!(meta["k/v"], "%zz");
+        assert_eq!(query_value(&pairs, "x"), Some("a b c"));
+    }
+
+    #[test]
+    fn grpc_codes_to_http() {
+        assert_eq!(
+            http_status_of(tonic::Code::InvalidArgument),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            http_status_of(tonic::Code::Unimplemented),
+            StatusCode::NOT_IMPLEMENTED
+        );
+        assert_eq!(
+            http_status_of(tonic::Code::Cancelled),
+            StatusCode::REQUEST_TIMEOUT
+        );
+    }
+}

@@ -1,0 +1,499 @@
+//! `daprd`: a Dapr-compatible sidecar.
+//!
+//! Layout:
+//! - [`flags`]: Dapr's command-line flags and the settings derived from them.
+//! - [`components`]: resource files, embedded defaults, metadata resolution.
+//! - [`state`]: the state-store trait and its implementations.
+//! - [`runtime`]: shared state; [`state_api`] and [`invoke`] hold the building
+//!   blocks that both APIs call.
+//! - [`http_api`], [`grpc_api`]: the public APIs; [`internal`]: sidecar-to-sidecar.
+//! - [`app_channel`]: calls into the app; [`registry`]: name resolution.
+//!
+//! [`run`] starts everything and returns when the sidecar has shut down.
+
+pub mod app_channel;
+pub mod components;
+pub mod error;
+pub mod flags;
+pub mod grpc_api;
+pub mod http_api;
+pub mod internal;
+pub mod invoke;
+pub mod metadata_api;
+pub mod registry;
+pub mod runtime;
+pub mod state;
+pub mod state_api;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use daprs_api::{Resource, v1alpha1::Component};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{
+    components::{Templates, env_secret_resolver, init_timeout, resolve_metadata},
+    error::StartError,
+    flags::{Mode, Settings},
+    registry::{DEFAULT_NAMESPACE, LocalRegistry, Resolver},
+    runtime::{ComponentInfo, Health, Runtime, StoreEntry},
+    state::KeyPrefix,
+};
+
+/// Loads and initialises the components this app may use. State stores are
+/// returned ready; other building blocks are listed for the metadata API.
+async fn init_components(
+    settings: &Settings,
+    resources: &[Resource],
+) -> Result<(HashMap<String, StoreEntry>, Vec<ComponentInfo>), StartError> {
+    let app_id = settings.flags.app_id.as_str();
+    let comps: Vec<&Component> = resources
+        .iter()
+        .filter_map(|r| {
+            if let Resource::Component(c) = r {
+                Some(c)
+            } else {
+                None
+            }
+        })
+        .filter(|c| c.in_scope(app_id))
+        .collect();
+    let templates = Templates {
+        app_id,
+        namespace: settings.namespace.as_deref(),
+        env: &settings.env,
+    };
+    let resolver = env_secret_resolver(&comps, &templates);
+    let mut stores = HashMap::new();
+    let mut infos = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for c in &comps {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        let kind = c.spec.spec.type_.clone();
+        if !seen.insert(name.clone()) {
+            return Err(StartError::Resources(format!(
+                "component name {name} is defined more than once"
+            )));
+        }
+        let fail = |reason: String| StartError::Component {
+            name: name.clone(),
+            kind: kind.clone(),
+            reason,
+        };
+        let result: Result<Vec<String>, String> = async {
+            let metadata = resolve_metadata(c, &templates, &resolver)?;
+            match c.building_block() {
+                "state" => {
+                    let timeout = init_timeout(c);
+                    let store =
+                        tokio::time::timeout(timeout, state::connect(&kind, &c.spec.spec.version, &metadata))
+                            .await
+                            .map_err(|_| format!("init timed out after {timeout:?} (spec.initTimeout)"))??;
+                    let caps = store.features().iter().map(|s| s.to_string()).collect();
+                    let prefix = KeyPrefix::parse(state::meta(&metadata, "keyPrefix"));
+                    stores.insert(name.clone(), StoreEntry { store, prefix });
+                    Ok(caps)
+                }
+                "secretstores" if kind == "secretstores.local.env" => Ok(vec![]),
+                "pubsub" if kind == "pubsub.in-memory" => Ok(vec![]),
+                block => Err(format!(
+                    "{block} components are not supported by this sidecar yet"
+                )),
+            }
+        }
+        .await;
+        match result {
+            Ok(capabilities) => {
+                tracing::info!(component = %name, r#type = %kind, "component loaded");
+                infos.push(ComponentInfo {
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    version: c.spec.spec.version.clone(),
+                    capabilities,
+                });
+            }
+            Err(reason) if c.spec.spec.ignore_errors => {
+                tracing::error!(component = %name, r#type = %kind, %reason, "component failed to initialise; ignored because spec.ignoreErrors is true");
+            }
+            Err(reason) => return Err(fail(reason)),
+        }
+    }
+    Ok((stores, infos))
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+        what,
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// Waits until the app's port accepts a TCP connection, polling with back-off.
+async fn wait_for_app(address: &str, port: u16) {
+    let mut delay = Duration::from_millis(5);
+    let mut logged = false;
+    loop {
+        if tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect((address, port)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+        {
+            return;
+        }
+        if !logged && delay >= Duration::from_millis(100) {
+            tracing::info!(port, "waiting for the app to listen on port {port}");
+            logged = true;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Probes the app and flips `app_healthy` after `threshold` consecutive failures or one success.
+async fn probe_app(rt: Arc<Runtime>) {
+    let f = &rt.settings.flags;
+    let (interval, timeout, threshold) = (
+        Duration::from_secs(f.app_health_probe_interval),
+        Duration::from_millis(f.app_health_probe_timeout),
+        f.app_health_threshold,
+    );
+    let Some(app) = rt.app.as_ref() else { return };
+    let mut failures = 0;
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        let ok = app.probe(&f.app_health_check_path, timeout).await;
+        let was = rt.health.app_healthy.load(Ordering::Relaxed);
+        if ok {
+            failures = 0;
+            if !was {
+                tracing::info!("app is healthy");
+                rt.health.app_healthy.store(true, Ordering::Relaxed);
+            }
+        } else {
+            failures += 1;
+            if was && failures >= threshold {
+                tracing::warn!(failures, "app is unhealthy");
+                rt.health.app_healthy.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Addresses the public APIs listen on.
+fn api_addrs(ips: &[IpAddr], port: u16) -> Vec<SocketAddr> {
+    ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+}
+
+/// Runs the sidecar until shutdown (signal, `POST /v1.0/shutdown` or `Shutdown`).
+pub async fn run(
+    settings: Settings,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let started = std::time::Instant::now();
+    let flags = settings.flags.clone();
+    let resources = if settings.resources_paths.is_empty() {
+        components::embedded_defaults(&settings.env)
+    } else {
+        components::load_paths(&settings.resources_paths)?
+    };
+    for cfg in &flags.config {
+        if flags.mode == Mode::Standalone {
+            let text = std::fs::read_to_string(cfg)
+                .map_err(|e| StartError::Resources(format!("cannot read --config {cfg}: {e}")))?;
+            daprs_api::resource::decode_yaml(&text).map_err(|errs| {
+                StartError::Resources(format!(
+                    "--config {cfg}: {}",
+                    errs.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))
+            })?;
+        }
+    }
+    let (stores, infos) = init_components(&settings, &resources).await?;
+
+    let namespace = settings
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let data_dir = components::data_dir(&settings.env);
+    let resolver = match flags.mode {
+        Mode::Standalone => Resolver::Local(LocalRegistry::new(&data_dir)),
+        Mode::Kubernetes => Resolver::Kubernetes {
+            cluster_domain: settings
+                .env
+                .get("DAPR_CLUSTER_DOMAIN")
+                .cloned()
+                .unwrap_or_else(|| "cluster.local".into()),
+            port: flags.dapr_internal_grpc_port.unwrap_or(50002),
+        },
+    };
+    let app = match flags.app_port {
+        Some(port) => Some(
+            app_channel::AppChannel::new(
+                flags.app_protocol,
+                &flags.app_channel_address,
+                port,
+                settings.app_token.as_deref(),
+                settings.app_max_concurrency,
+                settings.max_body_size,
+            )
+            .map_err(StartError::Config)?,
+        ),
+        None => None,
+    };
+
+    // Bind every port before announcing anything, so a clash fails start-up cleanly.
+    let internal_port = match (flags.dapr_internal_grpc_port, flags.mode) {
+        (Some(p), _) => p,
+        (None, Mode::Kubernetes) => 50002,
+        (None, Mode::Standalone) => 0,
+    };
+    let internal = bind(
+        "internal gRPC API",
+        SocketAddr::from(([0, 0, 0, 0], internal_port)),
+    )
+    .await?;
+    let internal_port = internal
+        .local_addr()
+        .map_err(|e| StartError::Io(e.to_string()))?
+        .port();
+    let mut http_listeners = Vec::new();
+    for a in api_addrs(&settings.listen_addresses, flags.dapr_http_port) {
+        http_listeners.push(bind("HTTP API", a).await?);
+    }
+    let mut grpc_listeners = Vec::new();
+    for a in api_addrs(&settings.listen_addresses, flags.dapr_grpc_port) {
+        grpc_listeners.push(bind("gRPC API", a).await?);
+    }
+    let public = match flags.dapr_public_port {
+        Some(p) => Some(bind("public health API", SocketAddr::from(([0, 0, 0, 0], p))).await?),
+        None => None,
+    };
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let invoker = invoke::Invoker::new(
+        flags.app_id.clone(),
+        namespace.clone(),
+        resolver,
+        settings.max_body_size,
+    );
+    let rt = Arc::new(Runtime {
+        app_id: flags.app_id.clone(),
+        namespace: settings.namespace.clone(),
+        stores,
+        components: infos,
+        extended: Default::default(),
+        health: Health::default(),
+        app,
+        invoker,
+        shutdown,
+        internal_port,
+        settings,
+    });
+    rt.health.app_healthy.store(true, Ordering::Relaxed);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let stop = {
+        let rx = shutdown_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|v| *v).await;
+            }
+        }
+    };
+
+    // HTTP API.
+    let router = http_api::router(rt.clone());
+    for l in http_listeners {
+        let (router, stop) = (router.clone(), stop());
+        tasks.spawn(async move {
+            axum::serve(l, router)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+    if let Some(l) = public {
+        let (router, stop) = (http_api::public_port_router(rt.clone()), stop());
+        tasks.spawn(async move {
+            axum::serve(l, router)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+
+    // gRPC API with reflection and the standard health service.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(daprs_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Io(format!("reflection: {e}")))?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<daprs_proto::runtime::dapr_server::DaprServer<grpc_api::DaprApi>>()
+        .await;
+    let max = rt.settings.max_body_size + (64 << 10);
+    let token: Option<Arc<str>> = rt.settings.api_token.as_deref().map(Arc::from);
+    for l in grpc_listeners {
+        let dapr = daprs_proto::runtime::dapr_server::DaprServer::new(grpc_api::DaprApi { rt: rt.clone() })
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max.max(app_channel::MAX_UNARY));
+        let server = tonic::transport::Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(grpc_api::token_check(
+                token.clone(),
+            )))
+            .add_service(dapr)
+            .add_service(reflection.clone())
+            .add_service(health_service.clone());
+        let stop = stop();
+        tasks.spawn(async move {
+            server
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+
+    // Internal API for other sidecars.
+    {
+        let svc = daprs_proto::internals::service_invocation_server::ServiceInvocationServer::new(
+            internal::InternalServer { rt: rt.clone() },
+        )
+        .max_decoding_message_size(max.max(app_channel::MAX_UNARY))
+        .max_encoding_message_size(usize::MAX);
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(4 << 20))
+            .add_service(svc);
+        let stop = stop();
+        tasks.spawn(async move {
+            server
+                .serve_with_incoming_shutdown(TcpListenerStream::new(internal), stop)
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+
+    // Metrics.
+    if flags.enable_metrics {
+        let l = bind("metrics", SocketAddr::from(([0, 0, 0, 0], flags.metrics_port))).await;
+        match l {
+            Ok(l) => {
+                let router = axum::Router::new()
+                    .route("/metrics", axum::routing::get(metrics_text))
+                    .with_state(rt.clone());
+                let stop = stop();
+                tasks.spawn(async move {
+                    axum::serve(l, router)
+                        .with_graceful_shutdown(stop)
+                        .await
+                        .map_err(|e| e.to_string())
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics are off"),
+        }
+    }
+
+    // Announce this sidecar to the others.
+    let registration = match &rt.invoker_resolver_local(&data_dir) {
+        Some(reg) => Some(
+            reg.register(&rt.app_id, &namespace, &format!("127.0.0.1:{internal_port}"))
+                .map_err(|e| StartError::Io(format!("cannot register in {}: {e}", data_dir.display())))?,
+        ),
+        None => None,
+    };
+    rt.health.outbound.store(true, Ordering::Relaxed);
+    tracing::info!(
+        app_id = %rt.app_id,
+        http_port = flags.dapr_http_port,
+        grpc_port = flags.dapr_grpc_port,
+        internal_port,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "dapr initialized. Status: Running"
+    );
+
+    // App readiness and health.
+    match rt.app.as_ref() {
+        Some(app) => {
+            let (rt2, address, port) = (rt.clone(), app.address.clone(), app.port);
+            tasks.spawn(async move {
+                wait_for_app(&address, port).await;
+                rt2.health.app_ready.store(true, Ordering::Relaxed);
+                tracing::info!(port, "app is listening");
+                if rt2.settings.flags.enable_app_health_check {
+                    probe_app(rt2).await;
+                }
+                Ok(())
+            });
+        }
+        None => rt.health.app_ready.store(true, Ordering::Relaxed),
+    }
+
+    // Signals start the same shutdown as the API.
+    {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            signal.await;
+            tracing::info!("received termination signal, shutting down");
+            rt.begin_shutdown();
+        });
+    }
+
+    let mut rx = shutdown_rx.clone();
+    let _ = rx.wait_for(|v| *v).await;
+    drop(registration);
+    let grace = rt.settings.graceful_shutdown;
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(res) = tasks.join_next().await {
+            if let Ok(Err(e)) = res {
+                tracing::warn!(error = %e, "server stopped with an error");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            ?grace,
+            "in-flight requests did not finish within --dapr-graceful-shutdown-seconds"
+        );
+        tasks.abort_all();
+    }
+    tracing::info!("daprd shut down");
+    Ok(())
+}
+
+impl Runtime {
+    fn invoker_resolver_local(&self, data_dir: &std::path::Path) -> Option<LocalRegistry> {
+        (self.settings.flags.mode == Mode::Standalone).then(|| LocalRegistry::new(data_dir))
+    }
+}
+
+async fn metrics_text(axum::extract::State(rt): axum::extract::State<Arc<Runtime>>) -> String {
+    let ready = |b: bool| if b { 1 } else { 0 };
+    format!(
+        "# HELP dapr_runtime_ready Whether the sidecar is ready (outbound and app).\n\
+         # TYPE dapr_runtime_ready gauge\n\
+         dapr_runtime_ready{{app_id=\"{id}\",target=\"outbound\"}} {o}\n\
+         dapr_runtime_ready{{app_id=\"{id}\",target=\"app\"}} {a}\n\
+         # HELP dapr_runtime_component_loaded Components loaded.\n\
+         # TYPE dapr_runtime_component_loaded gauge\n\
+         dapr_runtime_component_loaded{{app_id=\"{id}\"}} {c}\n",
+        id = rt.app_id,
+        o = ready(rt.health.outbound.load(Ordering::Relaxed)),
+        a = ready(rt.health.app_ready.load(Ordering::Relaxed)),
+        c = rt.components.len(),
+    )
+}

@@ -1,0 +1,254 @@
+//! Name resolution: app-id → address of that app's sidecar (its internal gRPC port).
+//!
+//! - Standalone: a zero-configuration registry in the data folder. Each sidecar
+//!   writes `registry/<namespace>/<app-id>/<pid>` holding `host:port` and removes it
+//!   on exit; entries of processes that are gone are ignored and cleaned up.
+//! - Kubernetes: the operator's headless Service
+//!   `<app-id>-dapr.<namespace>.svc.<cluster-domain>:<port>`.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// Namespace used when `NAMESPACE` is unset.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// An app-id, optionally qualified with a namespace (`app.ns`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The app-id.
+    pub app_id: String,
+    /// The namespace, or None for the caller's own.
+    pub namespace: Option<String>,
+}
+
+impl Target {
+    /// Parses `app` or `app.namespace`; more than one dot is an error.
+    pub fn parse(id: &str) -> Result<Self, String> {
+        let id = id.trim();
+        match id.split('.').collect::<Vec<_>>()[..] {
+            [""] => Err("app id is empty".into()),
+            [app] => Ok(Self {
+                app_id: app.into(),
+                namespace: None,
+            }),
+            [app, ns] if !app.is_empty() && !ns.is_empty() => Ok(Self {
+                app_id: app.into(),
+                namespace: Some(ns.into()),
+            }),
+            _ => Err(format!(
+                "invalid app id {id:?}: expected app-id or app-id.namespace"
+            )),
+        }
+    }
+}
+
+/// The Kubernetes DNS name of an app's sidecar.
+pub fn kubernetes_address(app_id: &str, namespace: &str, cluster_domain: &str, port: u16) -> String {
+    format!("{app_id}-dapr.{namespace}.svc.{cluster_domain}:{port}")
+}
+
+/// Resolves app-ids to sidecar addresses.
+pub enum Resolver {
+    /// The local folder registry.
+    Local(LocalRegistry),
+    /// Cluster DNS.
+    Kubernetes {
+        /// e.g. `cluster.local`.
+        cluster_domain: String,
+        /// The internal gRPC port of every sidecar.
+        port: u16,
+    },
+}
+
+impl Resolver {
+    /// Addresses (`host:port`) for a target in `namespace`.
+    pub fn resolve(&self, app_id: &str, namespace: &str) -> Result<String, String> {
+        match self {
+            Self::Local(r) => r.resolve(app_id, namespace),
+            Self::Kubernetes { cluster_domain, port } => {
+                Ok(kubernetes_address(app_id, namespace, cluster_domain, *port))
+            }
+        }
+    }
+
+    /// Forgets cached addresses of an app after a connection failure.
+    pub fn invalidate(&self, app_id: &str, namespace: &str) {
+        if let Self::Local(r) = self {
+            r.invalidate(app_id, namespace);
+        }
+    }
+}
+
+/// The standalone registry folder.
+pub struct LocalRegistry {
+    root: PathBuf,
+    cache: Mutex<HashMap<(String, String), (Instant, Vec<String>)>>,
+    next: AtomicUsize,
+}
+
+/// How long resolved addresses are reused before the folder is read again.
+const CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// A registration that is removed when dropped.
+pub struct Registration {
+    path: PathBuf,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    // Without /proc (macOS, Windows) a dead entry is found by a failed connection instead.
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
+impl LocalRegistry {
+    /// A registry rooted at `<data dir>/registry`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            root: data_dir.join("registry"),
+            cache: Mutex::default(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn app_dir(&self, app_id: &str, namespace: &str) -> PathBuf {
+        self.root.join(namespace).join(app_id)
+    }
+
+    /// Announces this process as `app_id` at `address`.
+    pub fn register(&self, app_id: &str, namespace: &str, address: &str) -> std::io::Result<Registration> {
+        let dir = self.app_dir(app_id, namespace);
+        std::fs::create_dir_all(&dir)?;
+        let pid = std::process::id();
+        let tmp = dir.join(format!(".{pid}.tmp"));
+        std::fs::write(&tmp, address)?;
+        let path = dir.join(pid.to_string());
+        std::fs::rename(&tmp, &path)?;
+        Ok(Registration { path })
+    }
+
+    fn read(&self, app_id: &str, namespace: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.app_dir(app_id, namespace)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if !process_alive(pid) {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            if let Ok(addr) = std::fs::read_to_string(entry.path()) {
+                let addr = addr.trim();
+                if !addr.is_empty() {
+                    out.push(addr.to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// One address of `app_id`, spreading calls over its instances.
+    pub fn resolve(&self, app_id: &str, namespace: &str) -> Result<String, String> {
+        let key = (app_id.to_string(), namespace.to_string());
+        let cached = self.cache.lock().ok().and_then(|c| {
+            c.get(&key)
+                .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+                .map(|(_, a)| a.clone())
+        });
+        let addrs = match cached {
+            Some(a) => a,
+            None => {
+                let a = self.read(app_id, namespace);
+                if let Ok(mut c) = self.cache.lock() {
+                    c.insert(key, (Instant::now(), a.clone()));
+                }
+                a
+            }
+        };
+        if addrs.is_empty() {
+            return Err(format!(
+                "app id {app_id} not found in namespace {namespace}: no sidecar with that id is running"
+            ));
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
+        Ok(addrs[i].clone())
+    }
+
+    /// Drops cached addresses of an app.
+    pub fn invalidate(&self, app_id: &str, namespace: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.remove(&(app_id.to_string(), namespace.to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::parse("a").expect("ok"),
+            Target {
+                app_id: "a".into(),
+                namespace: None
+            }
+        );
+        assert_eq!(
+            Target::parse("a.ns").expect("ok").namespace.as_deref(),
+            Some("ns")
+        );
+        assert!(Target::parse("a.b.c").is_err());
+        assert!(Target::parse("").is_err());
+        assert!(Target::parse("a.").is_err());
+    }
+
+    #[test]
+    fn kubernetes_names() {
+        assert_eq!(
+            kubernetes_address("orders", "prod", "cluster.local", 50002),
+            "orders-dapr.prod.svc.cluster.local:50002"
+        );
+    }
+
+    #[test]
+    fn register_resolve_and_unregister() {
+        let dir = std::env::temp_dir().join(format!("daprs-registry-test-{}", std::process::id()));
+        let reg = LocalRegistry::new(&dir);
+        assert!(reg.resolve("svc", "default").is_err());
+        let r = reg
+            .register("svc", "default", "127.0.0.1:4000")
+            .expect("register");
+        reg.invalidate("svc", "default");
+        assert_eq!(reg.resolve("svc", "default").as_deref(), Ok("127.0.0.1:4000"));
+        assert!(reg.resolve("svc", "other").is_err(), "namespaces are separate");
+        // A dead process's entry is ignored and removed.
+        let stale = dir.join("registry/default/svc/999999999");
+        std::fs::write(&stale, "127.0.0.1:1").expect("write");
+        reg.invalidate("svc", "default");
+        assert_eq!(reg.read("svc", "default"), ["127.0.0.1:4000"]);
+        assert!(!stale.exists());
+        drop(r);
+        reg.invalidate("svc", "default");
+        assert!(reg.resolve("svc", "default").is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

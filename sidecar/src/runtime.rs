@@ -1,0 +1,138 @@
+//! The sidecar's shared state: settings, loaded components, app channel,
+//! invocation router, health and lifecycle. Both APIs and the internal server
+//! hold an `Arc<Runtime>`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use daprs_proto::internals::{InternalInvokeRequest, InternalInvokeResponse};
+use tokio::sync::watch;
+
+use crate::{
+    app_channel::AppChannel,
+    error::ApiError,
+    flags::Settings,
+    invoke::Invoker,
+    registry::Target,
+    state::{KeyPrefix, StateStore},
+};
+
+/// A loaded state store.
+pub struct StoreEntry {
+    /// The implementation.
+    pub store: Arc<dyn StateStore>,
+    /// How keys are prefixed.
+    pub prefix: KeyPrefix,
+}
+
+/// A component as the metadata API lists it.
+#[derive(Debug, Clone)]
+pub struct ComponentInfo {
+    /// Component name.
+    pub name: String,
+    /// Component type, e.g. `state.redis`.
+    pub kind: String,
+    /// Component version.
+    pub version: String,
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+}
+
+/// Readiness flags.
+#[derive(Default)]
+pub struct Health {
+    /// Components loaded and API servers listening.
+    pub outbound: AtomicBool,
+    /// The app's port accepted a connection (or there is no app port).
+    pub app_ready: AtomicBool,
+    /// The last health probes succeeded (true when probing is off).
+    pub app_healthy: AtomicBool,
+}
+
+/// Everything the request handlers share.
+pub struct Runtime {
+    /// Validated settings.
+    pub settings: Settings,
+    /// This app's id.
+    pub app_id: String,
+    /// `NAMESPACE`, if set.
+    pub namespace: Option<String>,
+    /// State stores by component name.
+    pub stores: HashMap<String, StoreEntry>,
+    /// Every loaded component.
+    pub components: Vec<ComponentInfo>,
+    /// Attributes set through `PUT /v1.0/metadata/{key}`.
+    pub extended: RwLock<BTreeMap<String, String>>,
+    /// Readiness.
+    pub health: Health,
+    /// The app, when `--app-port` is set.
+    pub app: Option<AppChannel>,
+    /// Routes invocations to other sidecars.
+    pub invoker: Invoker,
+    /// Set to true to begin a graceful shutdown.
+    pub shutdown: watch::Sender<bool>,
+    /// Port the internal gRPC server listens on.
+    pub internal_port: u16,
+}
+
+impl Runtime {
+    /// The app channel, or the error Dapr gives when there is none.
+    pub fn app(&self) -> Result<&AppChannel, ApiError> {
+        self.app.as_ref().ok_or_else(|| {
+            ApiError::internal(
+                "ERR_APP_CHANNEL_NIL",
+                "app channel is not initialized: daprd was started without --app-port",
+            )
+        })
+    }
+
+    /// Hands a call to the local app, unless probes say the app is unhealthy.
+    pub async fn invoke_local(&self, req: InternalInvokeRequest) -> Result<InternalInvokeResponse, ApiError> {
+        let app = self.app()?;
+        if !self.health.app_healthy.load(Ordering::Relaxed) {
+            return Err(ApiError::new(
+                "ERR_DIRECT_INVOKE",
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::FailedPrecondition,
+                format!("app {} is not healthy", self.app_id),
+            ));
+        }
+        app.invoke(req).await
+    }
+
+    /// Invokes `target` (self or another app) with a request the caller built.
+    pub async fn invoke(
+        &self,
+        target: &Target,
+        mut req: InternalInvokeRequest,
+    ) -> Result<InternalInvokeResponse, ApiError> {
+        self.invoker.stamp(target, &mut req);
+        if self.invoker.is_self(target) {
+            self.invoke_local(req).await
+        } else {
+            self.invoker.remote(target, req).await
+        }
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// The names of the targets that are not ready, for `/v1.0/healthz`.
+    pub fn unready(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.health.outbound.load(Ordering::Relaxed) {
+            out.push("outbound");
+        }
+        if !self.health.app_ready.load(Ordering::Relaxed) {
+            out.push("app");
+        }
+        out
+    }
+}

@@ -1,0 +1,369 @@
+//! State stores: one trait, four implementations, and the key-prefix rules that
+//! Dapr applies before a key reaches a store.
+//!
+//! Semantics every store honours:
+//! - a write or delete carrying an ETag succeeds only if the stored ETag matches
+//!   (a missing key never matches);
+//! - a write without an ETag under `first-write` only creates the key;
+//! - `ttlInSeconds` > 0 expires the key; -1 (or 0) keeps it forever; expired keys
+//!   read as absent;
+//! - a transaction applies all of its operations or none.
+
+pub mod memory;
+pub mod postgres;
+pub mod redis;
+pub mod sqlite;
+
+use std::{
+    collections::BTreeMap,
+    hash::{BuildHasher, Hasher},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// A capability a store reports in the metadata API.
+pub const ETAG: &str = "ETAG";
+/// Multi-operation transactions.
+pub const TRANSACTIONAL: &str = "TRANSACTIONAL";
+/// `ttlInSeconds` support.
+pub const TTL: &str = "TTL";
+
+/// A stored value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The bytes as written.
+    pub data: Bytes,
+    /// The current ETag.
+    pub etag: String,
+    /// When the key expires, if it does.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Write concurrency mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Concurrency {
+    /// Last writer wins (the default).
+    #[default]
+    LastWrite,
+    /// Writers without the current ETag cannot overwrite an existing key.
+    FirstWrite,
+}
+
+/// One key to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetRequest {
+    /// The full (prefixed) key.
+    pub key: String,
+    /// The bytes to store.
+    pub value: Bytes,
+    /// Expected current ETag, if any.
+    pub etag: Option<String>,
+    /// Concurrency mode.
+    pub concurrency: Concurrency,
+    /// Time to live; None keeps the key forever.
+    pub ttl: Option<Duration>,
+}
+
+/// One key to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRequest {
+    /// The full (prefixed) key.
+    pub key: String,
+    /// Expected current ETag, if any.
+    pub etag: Option<String>,
+}
+
+/// One step of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// Create or replace a key.
+    Upsert(SetRequest),
+    /// Remove a key.
+    Delete(DeleteRequest),
+}
+
+/// What went wrong inside a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The ETag given does not match the stored one (or the key is absent).
+    #[error("possible etag mismatch. error from state store: {0}")]
+    EtagMismatch(String),
+    /// The ETag given is not of this store's form.
+    #[error("invalid etag value: {0}")]
+    EtagInvalid(String),
+    /// The request asks for something the store cannot do.
+    #[error("{0}")]
+    Invalid(String),
+    /// The backing server or file failed.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// Result of store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A state store implementation.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Capabilities, as reported by the metadata API.
+    fn features(&self) -> &'static [&'static str];
+
+    /// Reads one key; None when absent or expired.
+    async fn get(&self, key: &str) -> StoreResult<Option<Item>>;
+
+    /// Writes one key.
+    async fn set(&self, req: SetRequest) -> StoreResult<()>;
+
+    /// Deletes one key; deleting an absent key without an ETag succeeds.
+    async fn delete(&self, req: DeleteRequest) -> StoreResult<()>;
+
+    /// Applies all operations atomically.
+    async fn transact(&self, ops: Vec<Operation>) -> StoreResult<()>;
+
+    /// Reads many keys; the default reads them one by one.
+    async fn bulk_get(&self, keys: &[String]) -> Vec<StoreResult<Option<Item>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await);
+        }
+        out
+    }
+}
+
+/// How keys are prefixed before they reach the store (component metadata `keyPrefix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPrefix {
+    /// `<app-id>||key` (the default).
+    AppId,
+    /// `<component name>||key`.
+    Name,
+    /// `<namespace>.<app-id>||key`.
+    Namespace,
+    /// The key as given.
+    None,
+    /// `<literal>||key`.
+    Custom(String),
+}
+
+/// Dapr's separator between prefix and key; not allowed inside user keys.
+pub const SEPARATOR: &str = "||";
+
+impl KeyPrefix {
+    /// Reads the `keyPrefix` metadata value.
+    pub fn parse(value: Option<&str>) -> Self {
+        match value.map(str::trim) {
+            None | Some("") => Self::AppId,
+            Some(v) if v.eq_ignore_ascii_case("appid") => Self::AppId,
+            Some(v) if v.eq_ignore_ascii_case("name") => Self::Name,
+            Some(v) if v.eq_ignore_ascii_case("namespace") => Self::Namespace,
+            Some(v) if v.eq_ignore_ascii_case("none") => Self::None,
+            Some(v) => Self::Custom(v.to_string()),
+        }
+    }
+
+    /// The prefix string for a given app, store and namespace (None for `none`).
+    pub fn prefix(&self, app_id: &str, store: &str, namespace: Option<&str>) -> Option<String> {
+        match self {
+            Self::AppId => Some(app_id.to_string()),
+            Self::Name => Some(store.to_string()),
+            Self::Namespace => Some(match namespace {
+                Some(ns) => format!("{ns}.{app_id}"),
+                None => app_id.to_string(),
+            }),
+            Self::None => None,
+            Self::Custom(p) => Some(p.clone()),
+        }
+    }
+}
+
+/// Strips everything up to the first separator, as Dapr does when returning keys.
+pub fn original_key(stored: &str) -> &str {
+    stored.split_once(SEPARATOR).map_or(stored, |(_, k)| k)
+}
+
+/// Parses `ttlInSeconds` metadata.
+pub fn parse_ttl(metadata: &BTreeMap<String, String>) -> Result<Option<Duration>, String> {
+    let Some(raw) = metadata.get("ttlInSeconds") else {
+        return Ok(None);
+    };
+    let secs: i64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("ttlInSeconds {raw:?} is not a whole number of seconds"))?;
+    match secs {
+        s if s < -1 => Err(format!("ttlInSeconds must be -1 or more, got {s}")),
+        s if s <= 0 => Ok(None),
+        s => Ok(Some(Duration::from_secs(s as u64))),
+    }
+}
+
+/// A fresh opaque ETag (random 128 bits, hex).
+pub fn new_etag() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut out = String::with_capacity(32);
+    for salt in [0x9e37_79b9_7f4a_7c15u64, 0xc2b2_ae3d_27d4_eb4f] {
+        // RandomState is seeded from the OS once per process and per thread; mixing in
+        // a counter and the clock makes every value unique.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n ^ salt);
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// Formats a time as RFC 3339 in UTC (`2024-01-02T03:04:05Z`), as Dapr reports `ttlExpireTime`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Builds a store from its component type, version and metadata.
+pub async fn connect(
+    kind: &str,
+    version: &str,
+    metadata: &BTreeMap<String, String>,
+) -> Result<std::sync::Arc<dyn StateStore>, String> {
+    let _ = version;
+    Ok(match kind {
+        "state.in-memory" => std::sync::Arc::new(memory::MemoryStore::default()),
+        "state.sqlite" => std::sync::Arc::new(sqlite::SqliteStore::open(metadata).await?),
+        "state.redis" => std::sync::Arc::new(redis::RedisStore::connect(metadata).await?),
+        "state.postgresql" | "state.postgres" => {
+            std::sync::Arc::new(postgres::PostgresStore::connect(metadata).await?)
+        }
+        other => return Err(format!("unknown state store type {other}")),
+    })
+}
+
+/// Looks a metadata key up case-insensitively, as Dapr's components do.
+pub fn meta<'a>(metadata: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
+    metadata
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// Reads a Go-style duration (`5s`, `500ms`, `1h`, `1m30s`) from metadata.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "ns" => n / 1e9,
+            "us" | "µs" => n / 1e6,
+            "ms" => n / 1e3,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return None,
+        };
+        total += Duration::try_from_secs_f64(secs).ok()?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_prefix_strategies() {
+        assert_eq!(
+            KeyPrefix::parse(None).prefix("app", "store", None).as_deref(),
+            Some("app")
+        );
+        assert_eq!(
+            KeyPrefix::parse(Some("name"))
+                .prefix("app", "store", None)
+                .as_deref(),
+            Some("store")
+        );
+        assert_eq!(
+            KeyPrefix::parse(Some("namespace"))
+                .prefix("app", "s", Some("ns"))
+                .as_deref(),
+            Some("ns.app")
+        );
+        assert_eq!(
+            KeyPrefix::parse(Some("namespace"))
+                .prefix("app", "s", None)
+                .as_deref(),
+            Some("app")
+        );
+        assert_eq!(KeyPrefix::parse(Some("none")).prefix("app", "s", None), None);
+        assert_eq!(
+            KeyPrefix::parse(Some("shared"))
+                .prefix("app", "s", None)
+                .as_deref(),
+            Some("shared")
+        );
+        assert_eq!(original_key("app||k||x"), "k||x");
+        assert_eq!(original_key("plain"), "plain");
+    }
+
+    #[test]
+    fn ttl_metadata() {
+        let m = |v: &str| BTreeMap::from([("ttlInSeconds".to_string(), v.to_string())]);
+        assert_eq!(parse_ttl(&m("10")), Ok(Some(Duration::from_secs(10))));
+        assert_eq!(parse_ttl(&m("-1")), Ok(None));
+        assert!(parse_ttl(&m("-5")).is_err());
+        assert!(parse_ttl(&m("ten")).is_err());
+        assert_eq!(parse_ttl(&BTreeMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn etags_are_unique_and_times_format() {
+        let a = new_etag();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, new_etag());
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)),
+            "2024-02-29T23:59:59Z"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("20"), Some(Duration::from_secs(20)));
+        assert_eq!(parse_duration("5x"), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! `state.postgresql`: one row per key in a table created on first use
+//! (`key text primary key, value bytea, etag text, expires_at timestamptz`).
+//! Each conditional write is a single statement whose row count says whether
+//! the ETag matched; a transaction runs those statements in one database
+//! transaction and rolls back on the first failure.
+
+use std::{collections::BTreeMap, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, Pool};
+use tokio_postgres::{NoTls, types::ToSql};
+
+use super::{sqlite::valid_identifier, *};
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: Pool,
+    sql: Statements,
+}
+
+struct Statements {
+    get: String,
+    upsert: String,
+    update_if: String,
+    insert_only: String,
+    delete: String,
+    delete_if: String,
+}
+
+impl Statements {
+    fn new(t: &str) -> Self {
+        const LIVE: &str = "(expires_at IS NULL OR expires_at > now())";
+        // $4: time to live in seconds; 0 means no expiry.
+        const EXPIRY: &str = "CASE WHEN $4::bigint > 0 THEN now() + $4::bigint * interval '1 second' END";
+        Self {
+            get: format!("SELECT value, etag, expires_at FROM {t} WHERE key = $1 AND {LIVE}"),
+            upsert: format!(
+                "INSERT INTO {t} (key, value, etag, expires_at) VALUES ($1, $2, $3, {EXPIRY})
+                 ON CONFLICT (key) DO UPDATE SET value = $2, etag = $3, expires_at = {EXPIRY}"
+            ),
+            update_if: format!(
+                "UPDATE {t} SET value = $2, etag = $3, expires_at = {EXPIRY} WHERE key = $1 AND etag = $5 AND {LIVE}"
+            ),
+            insert_only: format!(
+                "INSERT INTO {t} (key, value, etag, expires_at) VALUES ($1, $2, $3, {EXPIRY})
+                 ON CONFLICT (key) DO UPDATE SET value = $2, etag = $3, expires_at = {EXPIRY}
+                 WHERE {t}.expires_at IS NOT NULL AND {t}.expires_at <= now()"
+            ),
+            delete: format!("DELETE FROM {t} WHERE key = $1"),
+            delete_if: format!("DELETE FROM {t} WHERE key = $1 AND etag = $2 AND {LIVE}"),
+        }
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl PostgresStore {
+    /// Connects with `connectionString` (key=value pairs or a postgres:// URL) and creates the table.
+    pub async fn connect(metadata: &BTreeMap<String, String>) -> Result<Self, String> {
+        let conn_str = meta(metadata, "connectionString").ok_or("metadata connectionString is required")?;
+        let mut config = tokio_postgres::Config::from_str(conn_str)
+            .map_err(|e| format!("connectionString is not valid: {e}"))?;
+        let timeout = meta(metadata, "timeout")
+            .and_then(parse_duration)
+            .unwrap_or(Duration::from_secs(20));
+        config.connect_timeout(timeout);
+        let table = meta(metadata, "tableName")
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}state", meta(metadata, "tablePrefix").unwrap_or("")));
+        if !valid_identifier(&table) {
+            return Err(format!(
+                "tableName {table:?} must be letters, digits and underscores"
+            ));
+        }
+        let max_conns = meta(metadata, "maxConns")
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(16);
+        let pool = Pool::builder(Manager::new(config, NoTls))
+            .max_size(max_conns)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let client = tokio::time::timeout(timeout, pool.get())
+            .await
+            .map_err(|_| format!("timed out connecting to PostgreSQL after {timeout:?}"))?
+            .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                    key text NOT NULL PRIMARY KEY,
+                    value bytea NOT NULL,
+                    etag text NOT NULL,
+                    expires_at timestamptz
+                )"
+            ))
+            .await
+            .map_err(|e| format!("cannot create table {table}: {e}"))?;
+        client
+            .batch_execute(&format!(
+                "SELECT key, value, etag, expires_at FROM {table} LIMIT 0"
+            ))
+            .await
+            .map_err(|e| {
+                format!("table {table} exists with another layout ({e}); choose another tableName")
+            })?;
+        let cleanup = meta(metadata, "cleanupInterval")
+            .and_then(parse_duration)
+            .unwrap_or(Duration::from_secs(3600));
+        if !cleanup.is_zero() {
+            let (pool, sql) = (
+                pool.clone(),
+                format!("DELETE FROM {table} WHERE expires_at <= now()"),
+            );
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(cleanup);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Ok(c) = pool.get().await {
+                        if let Err(e) = c.execute(sql.as_str(), &[]).await {
+                            tracing::warn!(error = %e, "expired state cleanup failed");
+                        }
+                    }
+                }
+            });
+        }
+        Ok(Self {
+            pool,
+            sql: Statements::new(&table),
+        })
+    }
+
+    async fn apply(&self, client: &impl deadpool_postgres::GenericClient, op: &Operation) -> StoreResult<()> {
+        let mismatch = || StoreError::EtagMismatch("the etag does not match the stored row".into());
+        match op {
+            Operation::Upsert(r) => {
+                let etag = new_etag();
+                let ttl = r.ttl.map_or(0i64, |d| d.as_secs().max(1) as i64);
+                let value: &[u8] = &r.value;
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&r.key, &value, &etag, &ttl];
+                let sql = match (&r.etag, r.concurrency) {
+                    (Some(e), _) => {
+                        params.push(e);
+                        &self.sql.update_if
+                    }
+                    (None, Concurrency::FirstWrite) => &self.sql.insert_only,
+                    (None, Concurrency::LastWrite) => &self.sql.upsert,
+                };
+                let stmt = client.prepare_cached(sql).await.map_err(backend)?;
+                let n = client.execute(&stmt, &params).await.map_err(backend)?;
+                if n == 0 { Err(mismatch()) } else { Ok(()) }
+            }
+            Operation::Delete(r) => match &r.etag {
+                Some(e) => {
+                    let stmt = client
+                        .prepare_cached(&self.sql.delete_if)
+                        .await
+                        .map_err(backend)?;
+                    let n = client.execute(&stmt, &[&r.key, e]).await.map_err(backend)?;
+                    if n == 0 { Err(mismatch()) } else { Ok(()) }
+                }
+                None => {
+                    let stmt = client.prepare_cached(&self.sql.delete).await.map_err(backend)?;
+                    client.execute(&stmt, &[&r.key]).await.map_err(backend).map(drop)
+                }
+            },
+        }
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Client> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Backend(format!("no PostgreSQL connection: {e}")))
+    }
+}
+
+#[async_trait]
+impl StateStore for PostgresStore {
+    fn features(&self) -> &'static [&'static str] {
+        &[ETAG, TRANSACTIONAL, TTL]
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Item>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.get).await.map_err(backend)?;
+        let row = client.query_opt(&stmt, &[&key]).await.map_err(backend)?;
+        Ok(match row {
+            None => None,
+            Some(row) => Some(Item {
+                data: row.try_get::<_, Vec<u8>>(0).map_err(backend)?.into(),
+                etag: row.try_get(1).map_err(backend)?,
+                expires_at: row.try_get(2).map_err(backend)?,
+            }),
+        })
+    }
+
+    async fn set(&self, req: SetRequest) -> StoreResult<()> {
+        let client = self.client().await?;
+        self.apply(&client, &Operation::Upsert(req)).await
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> StoreResult<()> {
+        let client = self.client().await?;
+        self.apply(&client, &Operation::Delete(req)).await
+    }
+
+    async fn transact(&self, ops: Vec<Operation>) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        for op in &ops {
+            // Dropping the transaction on error rolls it back.
+            self.apply(&tx, op).await?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+}

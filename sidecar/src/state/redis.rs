@@ -1,0 +1,230 @@
+//! `state.redis`: each key is a hash `{data, version}` as Dapr lays it out, so
+//! data written by either runtime reads back in the other. The ETag is the
+//! integer `version`; checks and writes run inside one Lua script, so they are
+//! atomic, and a transaction is one script call.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+use ::redis::{IntoConnectionInfo, RedisConnectionInfo, Script, aio::ConnectionManager};
+use async_trait::async_trait;
+
+use super::*;
+
+/// Validates every operation first, then applies them all. ARGV holds five
+/// values per key: op (s|d), etag ("" = none), first-write (1|0), data, ttl seconds.
+const APPLY: &str = r#"
+for i = 1, #KEYS do
+  local b = (i - 1) * 5
+  local etag = ARGV[b + 2]
+  local ver = redis.call("HGET", KEYS[i], "version")
+  if etag ~= "" then
+    if ver == false or ver ~= etag then
+      return redis.error_reply("ETAG_MISMATCH " .. KEYS[i])
+    end
+  elseif ARGV[b + 3] == "1" and ver ~= false then
+    return redis.error_reply("ETAG_MISMATCH " .. KEYS[i])
+  end
+end
+for i = 1, #KEYS do
+  local b = (i - 1) * 5
+  if ARGV[b + 1] == "d" then
+    redis.call("DEL", KEYS[i])
+  else
+    redis.call("HSET", KEYS[i], "data", ARGV[b + 4])
+    redis.call("HINCRBY", KEYS[i], "version", 1)
+    local ttl = tonumber(ARGV[b + 5])
+    if ttl > 0 then
+      redis.call("EXPIRE", KEYS[i], ttl)
+    else
+      redis.call("PERSIST", KEYS[i])
+    end
+  end
+end
+return #KEYS
+"#;
+
+/// The Redis store.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    script: Script,
+}
+
+fn backend(e: ::redis::RedisError) -> StoreError {
+    let text = e.to_string();
+    if text.contains("ETAG_MISMATCH") {
+        StoreError::EtagMismatch("the etag does not match the stored version".into())
+    } else {
+        StoreError::Backend(text)
+    }
+}
+
+impl RedisStore {
+    /// Connects to `redisHost` (`host:port`) with the optional password, username and database.
+    pub async fn connect(metadata: &BTreeMap<String, String>) -> Result<Self, String> {
+        let host = meta(metadata, "redisHost").ok_or("metadata redisHost is required (host:port)")?;
+        if meta(metadata, "enableTLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Err("enableTLS is not supported by this build's Redis client".into());
+        }
+        if meta(metadata, "redisType").is_some_and(|v| v.eq_ignore_ascii_case("cluster")) {
+            return Err("redisType cluster is not supported; use node".into());
+        }
+        let (h, p) = host.rsplit_once(':').unwrap_or((host, "6379"));
+        let port: u16 = p
+            .parse()
+            .map_err(|_| format!("redisHost {host:?} has an invalid port"))?;
+        let db: i64 = match meta(metadata, "redisDB") {
+            Some(v) => v.parse().map_err(|_| format!("redisDB {v:?} is not a number"))?,
+            None => 0,
+        };
+        let mut settings = RedisConnectionInfo::default().set_db(db);
+        if let Some(pw) = meta(metadata, "redisPassword") {
+            settings = settings.set_password(pw);
+        }
+        if let Some(user) = meta(metadata, "redisUsername") {
+            settings = settings.set_username(user);
+        }
+        let info = (h.trim_matches(|c| c == '[' || c == ']').to_string(), port)
+            .into_connection_info()
+            .map_err(|e| e.to_string())?
+            .set_redis_settings(settings);
+        let client = ::redis::Client::open(info).map_err(|e| e.to_string())?;
+        let conn = ConnectionManager::new(client)
+            .await
+            .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+        Ok(Self {
+            conn,
+            script: Script::new(APPLY),
+        })
+    }
+
+    async fn run(&self, ops: Vec<Operation>) -> StoreResult<()> {
+        let mut inv = self.script.prepare_invoke();
+        for op in &ops {
+            let (key, etag) = match op {
+                Operation::Upsert(r) => (&r.key, &r.etag),
+                Operation::Delete(r) => (&r.key, &r.etag),
+            };
+            if let Some(e) = etag {
+                if e.parse::<u64>().is_err() {
+                    return Err(StoreError::EtagInvalid(e.clone()));
+                }
+            }
+            inv.key(key);
+            match op {
+                Operation::Upsert(r) => {
+                    let first = if r.concurrency == Concurrency::FirstWrite {
+                        "1"
+                    } else {
+                        "0"
+                    };
+                    let ttl = r.ttl.map_or(0, |d| d.as_secs().max(1));
+                    inv.arg("s")
+                        .arg(r.etag.as_deref().unwrap_or(""))
+                        .arg(first)
+                        .arg(r.value.as_ref())
+                        .arg(ttl);
+                }
+                Operation::Delete(r) => {
+                    inv.arg("d")
+                        .arg(r.etag.as_deref().unwrap_or(""))
+                        .arg("0")
+                        .arg("")
+                        .arg(0);
+                }
+            }
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisStore {
+    fn features(&self) -> &'static [&'static str] {
+        &[ETAG, TRANSACTIONAL, TTL]
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Item>> {
+        let mut conn = self.conn.clone();
+        let (fields, pttl): ((Option<Vec<u8>>, Option<String>), i64) = ::redis::pipe()
+            .cmd("HMGET")
+            .arg(key)
+            .arg("data")
+            .arg("version")
+            .cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        let (Some(data), Some(version)) = fields else {
+            return Ok(None);
+        };
+        let expires_at = (pttl > 0).then(|| SystemTime::now() + Duration::from_millis(pttl as u64));
+        Ok(Some(Item {
+            data: data.into(),
+            etag: version,
+            expires_at,
+        }))
+    }
+
+    async fn set(&self, req: SetRequest) -> StoreResult<()> {
+        self.run(vec![Operation::Upsert(req)]).await
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> StoreResult<()> {
+        self.run(vec![Operation::Delete(req)]).await
+    }
+
+    async fn transact(&self, ops: Vec<Operation>) -> StoreResult<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.run(ops).await
+    }
+
+    async fn bulk_get(&self, keys: &[String]) -> Vec<StoreResult<Option<Item>>> {
+        let mut pipe = ::redis::pipe();
+        for k in keys {
+            pipe.cmd("HMGET")
+                .arg(k)
+                .arg("data")
+                .arg("version")
+                .cmd("PTTL")
+                .arg(k);
+        }
+        let mut conn = self.conn.clone();
+        let res: Result<Vec<::redis::Value>, _> = pipe.query_async(&mut conn).await;
+        match res {
+            Ok(values) => values
+                .chunks(2)
+                .map(|pair| {
+                    let [fields, pttl] = pair else {
+                        return Err(StoreError::Backend("short reply from redis".into()));
+                    };
+                    let parse_err = |e: ::redis::ParsingError| StoreError::Backend(e.to_string());
+                    let fields: (Option<Vec<u8>>, Option<String>) =
+                        ::redis::from_redis_value_ref(fields).map_err(parse_err)?;
+                    let pttl: i64 = ::redis::from_redis_value_ref(pttl).map_err(parse_err)?;
+                    let (Some(data), Some(version)) = fields else {
+                        return Ok(None);
+                    };
+                    let expires_at =
+                        (pttl > 0).then(|| SystemTime::now() + Duration::from_millis(pttl as u64));
+                    Ok(Some(Item {
+                        data: data.into(),
+                        etag: version,
+                        expires_at,
+                    }))
+                })
+                .collect(),
+            Err(e) => keys
+                .iter()
+                .map(|_| Err(StoreError::Backend(e.to_string())))
+                .collect(),
+        }
+    }
+}
