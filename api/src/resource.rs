@@ -5,6 +5,8 @@ use serde::Deserialize;
 use crate::{v1alpha1, v2alpha1};
 
 /// One Dapr resource read from a file.
+// Resources are read once at start-up; boxing the larger kinds would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Resource {
     /// `kind: Component`.

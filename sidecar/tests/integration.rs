@@ -1,0 +1,14 @@
+//! Integration tests: real `daprd` processes on loopback ports, with small HTTP
+//! and gRPC apps served from the test process, and the real Redis and
+//! PostgreSQL on this machine.
+
+#[path = "integration/apps.rs"]
+mod apps;
+#[path = "integration/harness.rs"]
+mod harness;
+#[path = "integration/invoke.rs"]
+mod invoke;
+#[path = "integration/startup.rs"]
+mod startup;
+#[path = "integration/state.rs"]
+mod state;

@@ -1,0 +1,171 @@
+//! Test applications: an HTTP echo app and a gRPC `AppCallback` app.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Router,
+    extract::{Path, Request},
+    http::{HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing::{any, get},
+};
+use daprs_proto::{
+    common::{InvokeRequest, InvokeResponse},
+    runtime::{
+        BindingEventRequest, BindingEventResponse, JobEventRequest, JobEventResponse,
+        ListInputBindingsResponse, ListTopicSubscriptionsResponse, TopicEventBulkRequest,
+        TopicEventBulkResponse, TopicEventRequest, TopicEventResponse,
+        app_callback_server::{AppCallback, AppCallbackServer},
+    },
+};
+use http_body_util::BodyExt;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use super::harness::free_port;
+
+fn headers_json(h: &HeaderMap) -> BTreeMap<String, String> {
+    h.iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect()
+}
+
+async fn echo(req: Request) -> impl IntoResponse {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    if parts.uri.path() == "/raw" {
+        // Large bodies come back byte for byte.
+        return (
+            StatusCode::OK,
+            [("content-type", "application/octet-stream")],
+            body,
+        )
+            .into_response();
+    }
+    let json = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query().unwrap_or(""),
+        "headers": headers_json(&parts.headers),
+        "body": String::from_utf8_lossy(&body),
+    });
+    (StatusCode::OK, [("x-app", "echo")], axum::Json(json)).into_response()
+}
+
+async fn status(Path(code): Path<u16>) -> impl IntoResponse {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        code,
+        [("x-app", "status")],
+        format!("app answered {}", code.as_u16()),
+    )
+}
+
+/// Starts the HTTP echo app; returns its port.
+pub async fn http_app() -> u16 {
+    let port = free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind app");
+    let router = Router::new()
+        .route("/status/{code}", any(status))
+        .route("/healthz", get(|| async { StatusCode::OK }))
+        .fallback(echo)
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    port
+}
+
+struct GrpcApp;
+
+#[tonic::async_trait]
+impl AppCallback for GrpcApp {
+    async fn on_invoke(
+        &self,
+        req: GrpcRequest<InvokeRequest>,
+    ) -> Result<GrpcResponse<InvokeResponse>, Status> {
+        let caller = req
+            .metadata()
+            .get("dapr-caller-app-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let r = req.into_inner();
+        match r.method.as_str() {
+            "missing" => Err(Status::not_found("no such thing")),
+            "invalid" => Err(Status::invalid_argument("bad argument")),
+            _ => {
+                let body = r.data.map(|a| a.value).unwrap_or_default();
+                let reply = format!(
+                    "{}|{}|{}|{}",
+                    r.method,
+                    caller,
+                    r.content_type,
+                    String::from_utf8_lossy(&body)
+                );
+                let mut res = GrpcResponse::new(InvokeResponse {
+                    data: Some(prost_types::Any {
+                        type_url: String::new(),
+                        value: reply.into_bytes(),
+                    }),
+                    content_type: "text/plain".into(),
+                });
+                res.metadata_mut().insert("x-app", "grpc".parse().expect("value"));
+                Ok(res)
+            }
+        }
+    }
+    async fn list_topic_subscriptions(
+        &self,
+        _: GrpcRequest<()>,
+    ) -> Result<GrpcResponse<ListTopicSubscriptionsResponse>, Status> {
+        Ok(GrpcResponse::new(ListTopicSubscriptionsResponse::default()))
+    }
+    async fn on_topic_event(
+        &self,
+        _: GrpcRequest<TopicEventRequest>,
+    ) -> Result<GrpcResponse<TopicEventResponse>, Status> {
+        Err(Status::unimplemented("test app"))
+    }
+    async fn list_input_bindings(
+        &self,
+        _: GrpcRequest<()>,
+    ) -> Result<GrpcResponse<ListInputBindingsResponse>, Status> {
+        Ok(GrpcResponse::new(ListInputBindingsResponse::default()))
+    }
+    async fn on_binding_event(
+        &self,
+        _: GrpcRequest<BindingEventRequest>,
+    ) -> Result<GrpcResponse<BindingEventResponse>, Status> {
+        Err(Status::unimplemented("test app"))
+    }
+    async fn on_bulk_topic_event(
+        &self,
+        _: GrpcRequest<TopicEventBulkRequest>,
+    ) -> Result<GrpcResponse<TopicEventBulkResponse>, Status> {
+        Err(Status::unimplemented("test app"))
+    }
+    async fn on_job_event(
+        &self,
+        _: GrpcRequest<JobEventRequest>,
+    ) -> Result<GrpcResponse<JobEventResponse>, Status> {
+        Err(Status::unimplemented("test app"))
+    }
+}
+
+/// Starts the gRPC app; returns its port.
+pub async fn grpc_app() -> u16 {
+    let port = free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind app");
+    let svc = AppCallbackServer::new(GrpcApp)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    port
+}

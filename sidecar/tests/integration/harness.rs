@@ -1,0 +1,231 @@
+//! Starting `daprd` processes and talking HTTP to them.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+/// A free loopback port (bound once and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A fresh folder for one test's data and registry.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("daprs-it-{name}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A running daprd, killed on drop.
+pub struct Daprd {
+    child: Child,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub log: PathBuf,
+}
+
+impl Drop for Daprd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What to start.
+pub struct Spec<'a> {
+    pub app_id: &'a str,
+    pub home: &'a Path,
+    pub app_port: Option<u16>,
+    pub protocol: &'a str,
+    pub resources: Option<&'a Path>,
+    pub extra: Vec<String>,
+    pub env: Vec<(&'a str, String)>,
+}
+
+impl<'a> Spec<'a> {
+    pub fn new(app_id: &'a str, home: &'a Path) -> Self {
+        Self {
+            app_id,
+            home,
+            app_port: None,
+            protocol: "http",
+            resources: None,
+            extra: vec![],
+            env: vec![],
+        }
+    }
+}
+
+impl Daprd {
+    /// Starts daprd and waits for `/v1.0/healthz/outbound`.
+    pub async fn start(spec: Spec<'_>) -> Self {
+        let http_port = free_port();
+        let grpc_port = free_port();
+        let log = spec.home.join(format!("{}-{http_port}.log", spec.app_id));
+        let out = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_daprd"));
+        cmd.args(["--app-id", spec.app_id])
+            .args(["--dapr-http-port", &http_port.to_string()])
+            .args(["--dapr-grpc-port", &grpc_port.to_string()])
+            .args(["--metrics-port", &free_port().to_string()])
+            .args(["--app-protocol", spec.protocol])
+            .args(["--dapr-listen-addresses", "127.0.0.1"])
+            .args(["--log-level", "debug"])
+            .args(&spec.extra)
+            .env("DAPRS_HOME", spec.home)
+            .env_remove("DAPR_API_TOKEN")
+            .env_remove("APP_API_TOKEN")
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out);
+        if let Some(p) = spec.app_port {
+            cmd.args(["--app-port", &p.to_string()]);
+        }
+        if let Some(r) = spec.resources {
+            cmd.arg("--resources-path").arg(r);
+        }
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn daprd");
+        let mut d = Self {
+            child,
+            http_port,
+            grpc_port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = d.get("/v1.0/healthz/outbound").await {
+                if r.status == 204 {
+                    return d;
+                }
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!(
+                    "daprd exited with {status}: {}",
+                    std::fs::read_to_string(&d.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daprd did not start: {}",
+                std::fs::read_to_string(&d.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Reply, String> {
+        send("GET", &self.url(path), &[], Bytes::new()).await
+    }
+
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        send(method, &self.url(path), headers, body.into())
+            .await
+            .expect("request")
+    }
+
+    pub async fn grpc(&self) -> daprs_proto::runtime::dapr_client::DaprClient<tonic::transport::Channel> {
+        daprs_proto::runtime::dapr_client::DaprClient::connect(format!("http://127.0.0.1:{}", self.grpc_port))
+            .await
+            .expect("grpc connect")
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// Stops the process with SIGTERM-like kill and waits.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+/// A received HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["errorCode"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Reply, String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let res = client.request(req).await.map_err(|e| e.to_string())?;
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Writes a component file into a fresh resources folder.
+pub fn resources(home: &Path, yaml: &str) -> PathBuf {
+    let dir = home.join(format!("resources-{}", free_port()));
+    std::fs::create_dir_all(&dir).expect("resources dir");
+    std::fs::write(dir.join("components.yaml"), yaml).expect("write component");
+    dir
+}

@@ -1,0 +1,296 @@
+//! Start-up, flags, components that fail, health, metadata, tokens and shutdown.
+
+use std::{process::Command, time::Duration};
+
+use super::harness::{Daprd, Spec, free_port, resources, temp_dir};
+
+fn daprd_exit(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_daprd"))
+        .args(args)
+        .output()
+        .expect("run daprd");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_exit_with_code_2_and_a_clear_message() {
+    let (code, err) = daprd_exit(&["--app-id", "x", "--no-such-flag"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--no-such-flag"), "{err}");
+    let (code, err) = daprd_exit(&["--app-id", "x", "--app-protocol", "tcp"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("tcp") && err.contains("grpc"), "{err}");
+    let (code, err) = daprd_exit(&["--app-port", "80"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--app-id"), "{err}");
+    let (code, err) = daprd_exit(&["-app-id", "x", "-app-port", "3500"]);
+    assert_eq!(
+        code, 2,
+        "single-dash flags are accepted, and the port clash reported"
+    );
+    assert!(err.contains("--dapr-http-port"), "{err}");
+}
+
+const BROKEN_REDIS: &str = "apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: broken
+spec:
+  type: state.redis
+  version: v1
+  initTimeout: 2s
+  ignoreErrors: IGNORE
+  metadata:
+  - name: redisHost
+    value: 127.0.0.1:PORT
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: good
+spec:
+  type: state.in-memory
+  version: v1
+";
+
+#[tokio::test]
+async fn failing_components_stop_startup_unless_errors_are_ignored() {
+    let home = temp_dir("broken");
+    let closed = free_port().to_string();
+    let fatal = resources(
+        &home,
+        &BROKEN_REDIS.replace("IGNORE", "false").replace("PORT", &closed),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_daprd"))
+        .args([
+            "--app-id",
+            "broken",
+            "--dapr-http-port",
+            &free_port().to_string(),
+            "--dapr-grpc-port",
+            &free_port().to_string(),
+        ])
+        .args(["--metrics-port", &free_port().to_string()])
+        .arg("--resources-path")
+        .arg(&fatal)
+        .env("DAPRS_HOME", &home)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("component broken (state.redis) failed to initialise"),
+        "{err}"
+    );
+
+    let lenient = resources(
+        &home,
+        &BROKEN_REDIS.replace("IGNORE", "true").replace("PORT", &closed),
+    );
+    let d = Daprd::start(Spec {
+        resources: Some(&lenient),
+        ..Spec::new("lenient", &home)
+    })
+    .await;
+    let meta = d.send("GET", "/v1.0/metadata", &[], "").await.json();
+    let names: Vec<&str> = meta["components"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["good"]);
+    let r = d.send("GET", "/v1.0/state/broken/k", &[], "").await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "ERR_STATE_STORE_NOT_FOUND")
+    );
+    assert_eq!(d.send("GET", "/v1.0/state/good/k", &[], "").await.status, 204);
+}
+
+#[tokio::test]
+async fn no_state_store_configured() {
+    let home = temp_dir("nostores");
+    let empty = resources(&home, "# nothing here\n");
+    let d = Daprd::start(Spec {
+        resources: Some(&empty),
+        ..Spec::new("bare", &home)
+    })
+    .await;
+    let r = d.send("GET", "/v1.0/state/any/k", &[], "").await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (500, "ERR_STATE_STORE_NOT_CONFIGURED")
+    );
+}
+
+#[tokio::test]
+async fn healthz_waits_for_the_app_port() {
+    let home = temp_dir("health");
+    let app_port = free_port();
+    let d = Daprd::start(Spec {
+        app_port: Some(app_port),
+        ..Spec::new("waiting", &home)
+    })
+    .await;
+    assert_eq!(
+        d.get("/v1.0/healthz/outbound").await.expect("outbound").status,
+        204
+    );
+    let r = d.get("/v1.0/healthz").await.expect("healthz");
+    assert_eq!(r.status, 500);
+    assert_eq!(r.error_code(), "ERR_HEALTH_NOT_READY");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", app_port))
+        .await
+        .expect("app port");
+    let mut ready = false;
+    for _ in 0..100 {
+        if d.get("/v1.0/healthz").await.expect("healthz").status == 204 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "healthz turns 204 once the app listens");
+    assert_eq!(
+        d.get("/v1.0/healthz?appid=someone-else")
+            .await
+            .expect("h")
+            .error_code(),
+        "ERR_HEALTH_APPID_NOT_MATCH"
+    );
+    drop(listener);
+}
+
+#[tokio::test]
+async fn metadata_api_over_http_and_grpc() {
+    let home = temp_dir("metadata");
+    let d = Daprd::start(Spec::new("meta-app", &home)).await;
+    let r = d.send("PUT", "/v1.0/metadata/team", &[], "payments").await;
+    assert_eq!(r.status, 204);
+    let v = d.send("GET", "/v1.0/metadata", &[], "").await.json();
+    assert_eq!(v["id"], "meta-app");
+    assert_eq!(v["extended"]["team"], "payments");
+    assert!(v["extended"]["daprRuntimeVersion"].is_string());
+    let comps = v["components"].as_array().expect("components");
+    assert!(
+        comps.iter().any(|c| c["name"] == "statestore"
+            && c["type"] == "state.sqlite"
+            && c["capabilities"][0] == "ETAG")
+    );
+    let mut c = d.grpc().await;
+    c.set_metadata(daprs_proto::runtime::SetMetadataRequest {
+        key: "k".into(),
+        value: "v".into(),
+    })
+    .await
+    .expect("set");
+    let m = c
+        .get_metadata(daprs_proto::runtime::GetMetadataRequest {})
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(m.id, "meta-app");
+    assert_eq!(m.extended_metadata.get("k").map(String::as_str), Some("v"));
+    assert_eq!(
+        m.extended_metadata.get("team").map(String::as_str),
+        Some("payments")
+    );
+}
+
+#[tokio::test]
+async fn api_token_is_required_except_for_health() {
+    let home = temp_dir("token");
+    let d = Daprd::start(Spec {
+        env: vec![("DAPR_API_TOKEN", "s3cret".into())],
+        ..Spec::new("guarded", &home)
+    })
+    .await;
+    let r = d.send("GET", "/v1.0/metadata", &[], "").await;
+    assert_eq!((r.status, r.text().as_str()), (401, "invalid api token"));
+    assert_eq!(
+        d.send("GET", "/v1.0/metadata", &[("dapr-api-token", "wrong")], "")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        d.send("GET", "/v1.0/metadata", &[("dapr-api-token", "s3cret")], "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(d.send("GET", "/v1.0/healthz", &[], "").await.status, 204);
+    let mut c = d.grpc().await;
+    let err = c
+        .get_metadata(daprs_proto::runtime::GetMetadataRequest {})
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut req = tonic::Request::new(daprs_proto::runtime::GetMetadataRequest {});
+    req.metadata_mut()
+        .insert("dapr-api-token", "s3cret".parse().expect("value"));
+    assert!(c.get_metadata(req).await.is_ok());
+}
+
+#[tokio::test]
+async fn shutdown_api_stops_the_process_cleanly() {
+    let home = temp_dir("shutdown");
+    let mut d = Daprd::start(Spec::new("stopper", &home)).await;
+    let registry = home.join("registry/default/stopper");
+    assert_eq!(
+        std::fs::read_dir(&registry).map(|d| d.count()).unwrap_or(0),
+        1,
+        "registered while running"
+    );
+    assert_eq!(d.send("POST", "/v1.0/shutdown", &[], "").await.status, 204);
+    let status = d.wait_exit(Duration::from_secs(10)).await.expect("exited");
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_dir(&registry).map(|d| d.count()).unwrap_or(0),
+        0,
+        "unregistered on exit"
+    );
+}
+
+#[tokio::test]
+async fn grpc_reflection_and_health_are_served() {
+    let home = temp_dir("reflection");
+    let d = Daprd::start(Spec::new("reflect", &home)).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", d.grpc_port))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    // grpc.health.v1.Health/Check with an empty service name.
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
+    let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+    let res = grpc
+        .unary(
+            tonic::Request::new(HealthCheckRequest {
+                service: String::new(),
+            }),
+            path,
+            codec,
+        )
+        .await
+        .expect("health");
+    assert_eq!(res.into_inner().status, 1, "SERVING");
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
