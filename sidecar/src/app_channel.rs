@@ -46,7 +46,7 @@ pub const HOP_BY_HOP: &[&str] = &[
 
 enum Transport {
     Http {
-        client: Client<HttpConnector, Full<Bytes>>,
+        client: Box<Client<HttpConnector, Full<Bytes>>>,
         base: String,
     },
     Grpc {
@@ -240,7 +240,7 @@ impl AppChannel {
                     builder.http2_only(true);
                 }
                 Transport::Http {
-                    client: builder.build(connector),
+                    client: Box::new(builder.build(connector)),
                     base: format!("http://{host}:{port}"),
                 }
             }
@@ -341,10 +341,10 @@ impl AppChannel {
                 }
             }
         }
-        if !msg.content_type.is_empty() {
-            if let Ok(ct) = HeaderValue::from_str(&msg.content_type) {
-                headers.insert(http::header::CONTENT_TYPE, ct);
-            }
+        if !msg.content_type.is_empty()
+            && let Ok(ct) = HeaderValue::from_str(&msg.content_type)
+        {
+            headers.insert(http::header::CONTENT_TYPE, ct);
         }
         if let Some(token) = &self.token {
             headers.insert("dapr-api-token", token.clone());
@@ -396,10 +396,10 @@ impl AppChannel {
         let msg: InvokeRequest = req.message.unwrap_or_default();
         let mut request = tonic::Request::new(msg);
         *request.metadata_mut() = grpc_metadata(&req.metadata);
-        if let Some(token) = &self.token {
-            if let Ok(v) = token.to_str().unwrap_or_default().parse() {
-                request.metadata_mut().insert("dapr-api-token", v);
-            }
+        if let Some(token) = &self.token
+            && let Ok(v) = token.to_str().unwrap_or_default().parse()
+        {
+            request.metadata_mut().insert("dapr-api-token", v);
         }
         let mut client = AppCallbackClient::new(channel)
             .max_decoding_message_size(MAX_RESPONSE.max(self.max_body))

@@ -147,7 +147,7 @@ impl Dapr for DaprApi {
     ) -> Result<Response<InvokeResponse>, Status> {
         let metadata = from_grpc_metadata(request.metadata());
         let req = request.into_inner();
-        let target = Target::parse(&req.id).map_err(|e| Status::invalid_argument(e))?;
+        let target = Target::parse(&req.id).map_err(Status::invalid_argument)?;
         let message = req
             .message
             .ok_or_else(|| Status::invalid_argument("message is required"))?;

@@ -468,15 +468,14 @@ async fn invoke(rt: &Runtime, target: &str, method: String, req: Request) -> Res
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+        && target_from_basic_auth(&parts.headers).is_none()
     {
-        if target_from_basic_auth(&parts.headers).is_none() {
-            metadata.insert(
-                "authorization".into(),
-                daprs_proto::internals::ListStringValue {
-                    values: vec![auth.into()],
-                },
-            );
-        }
+        metadata.insert(
+            "authorization".into(),
+            daprs_proto::internals::ListStringValue {
+                values: vec![auth.into()],
+            },
+        );
     }
     let content_type = parts
         .headers
@@ -549,20 +548,21 @@ pub fn http_response(res: InternalInvokeResponse) -> Response {
                 }
             }
         }
-        if !h.contains_key(header::CONTENT_TYPE) && !msg.content_type.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&msg.content_type) {
-                h.insert(header::CONTENT_TYPE, v);
-            }
+        if !h.contains_key(header::CONTENT_TYPE)
+            && !msg.content_type.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&msg.content_type)
+        {
+            h.insert(header::CONTENT_TYPE, v);
         }
         return out;
     }
     let code = tonic::Code::from_i32(status.code);
     if code == tonic::Code::Ok {
         let mut out = Response::new(Body::from(body));
-        if let Ok(v) = HeaderValue::from_str(&msg.content_type) {
-            if !msg.content_type.is_empty() {
-                out.headers_mut().insert(header::CONTENT_TYPE, v);
-            }
+        if let Ok(v) = HeaderValue::from_str(&msg.content_type)
+            && !msg.content_type.is_empty()
+        {
+            out.headers_mut().insert(header::CONTENT_TYPE, v);
         }
         return out;
     }
@@ -592,13 +592,13 @@ async fn put_metadata(State(rt): Rt, Path(key): Path<String>, req: Request) -> R
 
 async fn healthz(State(rt): Rt, req: Request) -> Result<StatusCode, ApiError> {
     let pairs = query_pairs(req.uri().query());
-    if let Some(id) = query_value(&pairs, "appid") {
-        if id != rt.app_id {
-            return Err(ApiError::internal(
-                "ERR_HEALTH_APPID_NOT_MATCH",
-                "dapr app-id does not match",
-            ));
-        }
+    if let Some(id) = query_value(&pairs, "appid")
+        && id != rt.app_id
+    {
+        return Err(ApiError::internal(
+            "ERR_HEALTH_APPID_NOT_MATCH",
+            "dapr app-id does not match",
+        ));
     }
     let unready = rt.unready();
     if unready.is_empty() {

@@ -86,10 +86,13 @@ impl Resolver {
     }
 }
 
+/// Addresses read for (app-id, namespace), and when.
+type AddressCache = HashMap<(String, String), (Instant, Vec<String>)>;
+
 /// The standalone registry folder.
 pub struct LocalRegistry {
     root: PathBuf,
-    cache: Mutex<HashMap<(String, String), (Instant, Vec<String>)>>,
+    cache: Mutex<AddressCache>,
     next: AtomicUsize,
 }
 

@@ -118,10 +118,10 @@ impl PostgresStore {
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    if let Ok(c) = pool.get().await {
-                        if let Err(e) = c.execute(sql.as_str(), &[]).await {
-                            tracing::warn!(error = %e, "expired state cleanup failed");
-                        }
+                    if let Ok(c) = pool.get().await
+                        && let Err(e) = c.execute(sql.as_str(), &[]).await
+                    {
+                        tracing::warn!(error = %e, "expired state cleanup failed");
                     }
                 }
             });

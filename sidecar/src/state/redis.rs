@@ -107,10 +107,10 @@ impl RedisStore {
                 Operation::Upsert(r) => (&r.key, &r.etag),
                 Operation::Delete(r) => (&r.key, &r.etag),
             };
-            if let Some(e) = etag {
-                if e.parse::<u64>().is_err() {
-                    return Err(StoreError::EtagInvalid(e.clone()));
-                }
+            if let Some(e) = etag
+                && e.parse::<u64>().is_err()
+            {
+                return Err(StoreError::EtagInvalid(e.clone()));
             }
             inv.key(key);
             match op {

@@ -55,14 +55,12 @@ impl SqliteStore {
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, String> {
             let path = target.strip_prefix("file:").unwrap_or(&target);
             let path = path.split('?').next().unwrap_or(path);
-            if path != ":memory:" {
-                if let Some(dir) = std::path::Path::new(path)
+            if path != ":memory:"
+                && let Some(dir) = std::path::Path::new(path)
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
-                {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-                }
+            {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
             let conn = Connection::open_with_flags(path, OpenFlags::default())
                 .map_err(|e| format!("cannot open {path}: {e}"))?;

@@ -105,10 +105,10 @@ impl Daprd {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = d.get("/v1.0/healthz/outbound").await {
-                if r.status == 204 {
-                    return d;
-                }
+            if let Ok(r) = d.get("/v1.0/healthz/outbound").await
+                && r.status == 204
+            {
+                return d;
             }
             if let Ok(Some(status)) = d.child.try_wait() {
                 panic!(

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: starts the servers the tests need, then every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/services.sh
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
