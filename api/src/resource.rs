@@ -23,6 +23,16 @@ pub enum Resource {
     SubscriptionV2(v2alpha1::Subscription),
 }
 
+impl Resource {
+    /// The component, when this resource is one.
+    pub fn as_component(&self) -> Option<&v1alpha1::Component> {
+        match self {
+            Self::Component(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// Why a document could not be read as a Dapr resource.
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {

@@ -302,16 +302,7 @@ metadata: {name: envstore}
 spec: {type: secretstores.local.env, version: v1}
 "#;
         let resources = decode_yaml(yaml).expect("yaml").resources;
-        let comps: Vec<&Component> = resources
-            .iter()
-            .filter_map(|r| {
-                if let Resource::Component(c) = r {
-                    Some(c)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let comps: Vec<&Component> = resources.iter().filter_map(Resource::as_component).collect();
         let e = env(&[("HOST", "h"), ("PASSWORD", "pw")]);
         let t = Templates {
             app_id: "app",

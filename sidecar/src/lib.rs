@@ -54,13 +54,7 @@ async fn init_components(
     let app_id = settings.flags.app_id.as_str();
     let comps: Vec<&Component> = resources
         .iter()
-        .filter_map(|r| {
-            if let Resource::Component(c) = r {
-                Some(c)
-            } else {
-                None
-            }
-        })
+        .filter_map(Resource::as_component)
         .filter(|c| c.in_scope(app_id))
         .collect();
     let templates = Templates {
