@@ -289,14 +289,7 @@ impl Dapr for DaprApi {
             .get("dapr-force-shutdown")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        if force {
-            tokio::spawn(async {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                std::process::exit(1);
-            });
-        } else {
-            self.rt.begin_shutdown();
-        }
+        self.rt.shutdown_requested(force);
         Ok(Response::new(()))
     }
 }

@@ -627,16 +627,7 @@ async fn shutdown(State(rt): Rt, headers: HeaderMap) -> StatusCode {
         .get("dapr-force-shutdown")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    if force {
-        tracing::warn!("forced shutdown requested through the API");
-        tokio::spawn(async {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            std::process::exit(1);
-        });
-    } else {
-        tracing::info!("shutdown requested through the API");
-        rt.begin_shutdown();
-    }
+    rt.shutdown_requested(force);
     StatusCode::NO_CONTENT
 }
 

@@ -124,6 +124,21 @@ impl Runtime {
         self.shutdown.send_replace(true);
     }
 
+    /// Handles a shutdown call from either API: graceful, or with
+    /// `dapr-force-shutdown: true` an exit(1) shortly after the reply is sent.
+    pub fn shutdown_requested(&self, force: bool) {
+        if force {
+            tracing::warn!("forced shutdown requested through the API");
+            tokio::spawn(async {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                std::process::exit(1);
+            });
+        } else {
+            tracing::info!("shutdown requested through the API");
+            self.begin_shutdown();
+        }
+    }
+
     /// The names of the targets that are not ready, for `/v1.0/healthz`.
     pub fn unready(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
