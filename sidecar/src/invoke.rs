@@ -60,6 +60,14 @@ impl Invoker {
         }
     }
 
+    /// The standalone registry, when names resolve through one.
+    pub fn local_registry(&self) -> Option<&crate::registry::LocalRegistry> {
+        match &self.resolver {
+            Resolver::Local(r) => Some(r),
+            Resolver::Kubernetes { .. } => None,
+        }
+    }
+
     /// Whether a target is this sidecar's own app.
     pub fn is_self(&self, target: &Target) -> bool {
         target.app_id == self.app_id && target.namespace.as_deref().is_none_or(|ns| ns == self.namespace)

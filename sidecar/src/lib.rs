@@ -402,7 +402,7 @@ pub async fn run(
     }
 
     // Announce this sidecar to the others.
-    let registration = match &rt.invoker_resolver_local(&data_dir) {
+    let registration = match rt.invoker.local_registry() {
         Some(reg) => Some(
             reg.register(&rt.app_id, &namespace, &format!("127.0.0.1:{internal_port}"))
                 .map_err(|e| StartError::Io(format!("cannot register in {}: {e}", data_dir.display())))?,
@@ -467,12 +467,6 @@ pub async fn run(
     }
     tracing::info!("daprd shut down");
     Ok(())
-}
-
-impl Runtime {
-    fn invoker_resolver_local(&self, data_dir: &std::path::Path) -> Option<LocalRegistry> {
-        (self.settings.flags.mode == Mode::Standalone).then(|| LocalRegistry::new(data_dir))
-    }
 }
 
 async fn metrics_text(axum::extract::State(rt): axum::extract::State<Arc<Runtime>>) -> String {
