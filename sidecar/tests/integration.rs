@@ -8,6 +8,8 @@ mod apps;
 mod harness;
 #[path = "integration/invoke.rs"]
 mod invoke;
+#[path = "integration/sdk.rs"]
+mod sdk;
 #[path = "integration/startup.rs"]
 mod startup;
 #[path = "integration/state.rs"]

@@ -35,6 +35,31 @@ pub(crate) fn valid_identifier(name: &str) -> bool {
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// Puts the database in WAL mode (unless disabled) and creates the table.
+fn prepare(conn: &Connection, table: &str, wal: bool) -> rusqlite::Result<()> {
+    if wal {
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+    }
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+            key TEXT NOT NULL PRIMARY KEY,
+            value BLOB NOT NULL,
+            etag TEXT NOT NULL,
+            expires_at INTEGER
+        )"
+    ))
+}
+
+fn is_locked(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 impl SqliteStore {
     /// Opens (and creates) the database named by `connectionString`.
     pub async fn open(metadata: &BTreeMap<String, String>) -> Result<Self, String> {
@@ -65,19 +90,19 @@ impl SqliteStore {
             let conn = Connection::open_with_flags(path, OpenFlags::default())
                 .map_err(|e| format!("cannot open {path}: {e}"))?;
             conn.busy_timeout(busy).map_err(|e| e.to_string())?;
-            if wal && path != ":memory:" {
-                conn.pragma_update(None, "journal_mode", "WAL")
-                    .map_err(|e| e.to_string())?;
+            // Several sidecars share the default database. Switching to WAL and
+            // creating the table take locks that SQLite's busy handler does not
+            // always wait for, so a fresh file opened by two processes at once
+            // needs a retry here rather than a failed start.
+            let deadline = std::time::Instant::now() + busy.max(Duration::from_secs(5));
+            loop {
+                match prepare(&conn, &t, wal && path != ":memory:") {
+                    Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    other => break other.map_err(|e| format!("cannot prepare table {t}: {e}"))?,
+                }
             }
-            conn.execute_batch(&format!(
-                "CREATE TABLE IF NOT EXISTS {t} (
-                    key TEXT NOT NULL PRIMARY KEY,
-                    value BLOB NOT NULL,
-                    etag TEXT NOT NULL,
-                    expires_at INTEGER
-                )"
-            ))
-            .map_err(|e| format!("cannot create table {t}: {e}"))?;
             Ok(conn)
         })
         .await

@@ -294,3 +294,28 @@ struct HealthCheckResponse {
     #[prost(int32, tag = "1")]
     status: i32,
 }
+
+#[tokio::test]
+async fn sidecars_started_together_share_the_default_store() {
+    let home = temp_dir("together");
+    let ids = ["one", "two", "three", "four"];
+    let started =
+        futures_util::future::join_all(ids.iter().map(|id| Daprd::start(Spec::new(id, &home)))).await;
+    // All four opened one fresh sqlite file at the same moment. Keys are
+    // prefixed by app-id, so the same key holds four separate values.
+    for (d, id) in started.iter().zip(ids) {
+        let saved = d
+            .send(
+                "POST",
+                "/v1.0/state/statestore",
+                &[("content-type", "application/json")],
+                format!(r#"[{{"key":"k","value":"{id}"}}]"#),
+            )
+            .await;
+        assert_eq!(saved.status, 204, "{}", saved.text());
+    }
+    for (d, id) in started.iter().zip(ids) {
+        let got = d.get("/v1.0/state/statestore/k").await.expect("get");
+        assert_eq!(got.json(), serde_json::json!(id));
+    }
+}
