@@ -32,9 +32,10 @@ use std::{
     time::Duration,
 };
 
+use axum::serve::ListenerExt;
 use daprs_api::{Resource, v1alpha1::Component};
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 
 use crate::{
     components::{Templates, env_secret_resolver, init_timeout, resolve_metadata},
@@ -313,7 +314,7 @@ pub async fn run(
     for l in http_listeners {
         let (router, stop) = (router.clone(), stop());
         tasks.spawn(async move {
-            axum::serve(l, router)
+            axum::serve(nodelay(l), router)
                 .with_graceful_shutdown(stop)
                 .await
                 .map_err(|e| e.to_string())
@@ -322,7 +323,7 @@ pub async fn run(
     if let Some(l) = public {
         let (router, stop) = (http_api::public_port_router(rt.clone()), stop());
         tasks.spawn(async move {
-            axum::serve(l, router)
+            axum::serve(nodelay(l), router)
                 .with_graceful_shutdown(stop)
                 .await
                 .map_err(|e| e.to_string())
@@ -354,7 +355,7 @@ pub async fn run(
         let stop = stop();
         tasks.spawn(async move {
             server
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
+                .serve_with_incoming_shutdown(nodelay_stream(l), stop)
                 .await
                 .map_err(|e| e.to_string())
         });
@@ -368,14 +369,13 @@ pub async fn run(
         .max_decoding_message_size(max.max(app_channel::MAX_UNARY))
         .max_encoding_message_size(usize::MAX);
         let server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .initial_stream_window_size(Some(1 << 20))
             .initial_connection_window_size(Some(4 << 20))
             .add_service(svc);
         let stop = stop();
         tasks.spawn(async move {
             server
-                .serve_with_incoming_shutdown(TcpListenerStream::new(internal), stop)
+                .serve_with_incoming_shutdown(nodelay_stream(internal), stop)
                 .await
                 .map_err(|e| e.to_string())
         });
@@ -391,7 +391,7 @@ pub async fn run(
                     .with_state(rt.clone());
                 let stop = stop();
                 tasks.spawn(async move {
-                    axum::serve(l, router)
+                    axum::serve(nodelay(l), router)
                         .with_graceful_shutdown(stop)
                         .await
                         .map_err(|e| e.to_string())
@@ -484,4 +484,26 @@ async fn metrics_text(axum::extract::State(rt): axum::extract::State<Arc<Runtime
         a = ready(rt.health.app_ready.load(Ordering::Relaxed)),
         c = rt.components.len(),
     )
+}
+
+/// Request/response traffic is small writes answered quickly: Nagle's
+/// algorithm plus delayed ACKs would hold each reply for tens of
+/// milliseconds, so every accepted connection turns it off.
+fn nodelay(l: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
+    l.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    })
+}
+
+/// The same for tonic, which only sets it on listeners it binds itself.
+fn nodelay_stream(
+    l: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(l).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }

@@ -319,3 +319,20 @@ async fn sidecars_started_together_share_the_default_store() {
         assert_eq!(got.json(), serde_json::json!(id));
     }
 }
+
+#[tokio::test]
+async fn worker_threads_come_from_the_environment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_daprd"))
+        .args(["--app-id", "x"])
+        .env("DAPRS_WORKER_THREADS", "zero")
+        .output()
+        .expect("run daprd");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DAPRS_WORKER_THREADS"));
+
+    let home = temp_dir("threads");
+    let mut spec = Spec::new("threaded", &home);
+    spec.env.push(("DAPRS_WORKER_THREADS", "2".into()));
+    let d = Daprd::start(spec).await;
+    assert_eq!(d.get("/v1.0/healthz").await.expect("healthz").status, 204);
+}
