@@ -15,12 +15,16 @@ use daprs_proto::{
 };
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
 use tokio::sync::Semaphore;
-use tonic::{metadata::MetadataMap, transport::Channel};
+use tonic::{
+    metadata::{AsciiMetadataValue, MetadataMap},
+    transport::Channel,
+};
 
 use crate::{error::ApiError, flags::AppProtocol, invoke::Metadata};
 
@@ -44,9 +48,12 @@ pub const HOP_BY_HOP: &[&str] = &[
     "http2-settings",
 ];
 
+/// Dials the app over plain TCP, or TLS for `https://` addresses.
+type AppConnector = HttpsConnector<HttpConnector>;
+
 enum Transport {
     Http {
-        client: Box<Client<HttpConnector, Full<Bytes>>>,
+        client: Box<Client<AppConnector, Full<Bytes>>>,
         base: String,
     },
     Grpc {
@@ -58,6 +65,8 @@ enum Transport {
 pub struct AppChannel {
     transport: Transport,
     token: Option<HeaderValue>,
+    /// The same token as gRPC metadata, converted once.
+    grpc_token: Option<AsciiMetadataValue>,
     limit: Option<Arc<Semaphore>>,
     /// How the app is spoken to.
     pub protocol: AppProtocol,
@@ -213,6 +222,23 @@ pub fn from_http_headers(headers: &http::HeaderMap, skip: &[&str]) -> Metadata {
     out
 }
 
+/// TCP with Nagle off; TLS (certificate not checked, see `app_tls`) when the
+/// protocol asks for it, offering the HTTP versions the protocol can use.
+fn app_connector(protocol: AppProtocol) -> Result<AppConnector, String> {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(crate::app_tls::client_config()?)
+        .https_or_http();
+    Ok(match protocol {
+        AppProtocol::Grpc | AppProtocol::Grpcs | AppProtocol::H2c => {
+            builder.enable_http2().wrap_connector(tcp)
+        }
+        AppProtocol::Http | AppProtocol::Https => builder.enable_http1().enable_http2().wrap_connector(tcp),
+    })
+}
+
 impl AppChannel {
     /// A channel to the app at `address:port`. Nothing is dialled until the first call.
     pub fn new(
@@ -228,37 +254,27 @@ impl AppChannel {
         } else {
             address.to_string()
         };
-        let transport = match protocol {
-            AppProtocol::Http | AppProtocol::H2c => {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                let mut builder = Client::builder(TokioExecutor::new());
-                builder
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(256);
-                if protocol == AppProtocol::H2c {
-                    builder.http2_only(true);
-                }
-                Transport::Http {
-                    client: Box::new(builder.build(connector)),
-                    base: format!("http://{host}:{port}"),
-                }
+        let tls = matches!(protocol, AppProtocol::Https | AppProtocol::Grpcs);
+        let base = format!("{}://{host}:{port}", if tls { "https" } else { "http" });
+        let connector = app_connector(protocol)?;
+        let transport = if protocol.is_grpc() {
+            let endpoint = Channel::from_shared(base)
+                .map_err(|e| format!("invalid app address {address}: {e}"))?
+                .connect_timeout(Duration::from_secs(5));
+            Transport::Grpc {
+                channel: endpoint.connect_with_connector_lazy(connector),
             }
-            AppProtocol::Grpc => {
-                let endpoint = Channel::from_shared(format!("http://{host}:{port}"))
-                    .map_err(|e| format!("invalid app address {address}: {e}"))?
-                    .tcp_nodelay(true)
-                    .connect_timeout(Duration::from_secs(5));
-                Transport::Grpc {
-                    channel: endpoint.connect_lazy(),
-                }
+        } else {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256);
+            if protocol == AppProtocol::H2c {
+                builder.http2_only(true);
             }
-            AppProtocol::Https | AppProtocol::Grpcs => {
-                return Err(format!(
-                    "--app-protocol {} (TLS to the app) is not available in this build; use {}",
-                    protocol.as_str(),
-                    if protocol.is_grpc() { "grpc" } else { "http" }
-                ));
+            Transport::Http {
+                client: Box::new(builder.build(connector)),
+                base,
             }
         };
         let token = match token {
@@ -268,9 +284,15 @@ impl AppChannel {
             ),
             None => None,
         };
+        let grpc_token = match token.as_ref().map(|t| AsciiMetadataValue::try_from(t.as_bytes())) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => return Err("APP_API_TOKEN is not a valid gRPC metadata value".into()),
+            None => None,
+        };
         Ok(Self {
             transport,
             token,
+            grpc_token,
             limit: max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
             protocol,
             port,
@@ -298,7 +320,7 @@ impl AppChannel {
 
     async fn invoke_http(
         &self,
-        client: &Client<HttpConnector, Full<Bytes>>,
+        client: &Client<AppConnector, Full<Bytes>>,
         base: &str,
         req: InternalInvokeRequest,
     ) -> Result<InternalInvokeResponse, ApiError> {
@@ -396,10 +418,8 @@ impl AppChannel {
         let msg: InvokeRequest = req.message.unwrap_or_default();
         let mut request = tonic::Request::new(msg);
         *request.metadata_mut() = grpc_metadata(&req.metadata);
-        if let Some(token) = &self.token
-            && let Ok(v) = token.to_str().unwrap_or_default().parse()
-        {
-            request.metadata_mut().insert("dapr-api-token", v);
+        if let Some(token) = &self.grpc_token {
+            request.metadata_mut().insert("dapr-api-token", token.clone());
         }
         let mut client = AppCallbackClient::new(channel)
             .max_decoding_message_size(MAX_RESPONSE.max(self.max_body))
@@ -452,12 +472,8 @@ impl AppChannel {
                 }
                 Transport::Grpc { channel } => {
                     let mut req = tonic::Request::new(());
-                    if let Some(Ok(v)) = self
-                        .token
-                        .as_ref()
-                        .map(|t| t.to_str().unwrap_or_default().parse())
-                    {
-                        req.metadata_mut().insert("dapr-api-token", v);
+                    if let Some(token) = &self.grpc_token {
+                        req.metadata_mut().insert("dapr-api-token", token.clone());
                     }
                     AppCallbackHealthCheckClient::new(channel.clone())
                         .health_check(req)

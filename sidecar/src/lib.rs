@@ -12,6 +12,7 @@
 //! [`run`] starts everything and returns when the sidecar has shut down.
 
 pub mod app_channel;
+mod app_tls;
 pub mod components;
 pub mod error;
 pub mod flags;

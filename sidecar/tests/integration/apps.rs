@@ -169,3 +169,79 @@ pub async fn grpc_app() -> u16 {
     });
     port
 }
+
+/// A TLS acceptor with a fresh self-signed certificate for 127.0.0.1,
+/// offering `alpn` protocols.
+fn tls_acceptor(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-signed");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
+/// Serves `svc` over TLS on a free port; returns the port.
+async fn serve_tls<S>(svc: S, alpn: &[&[u8]]) -> u16
+where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<axum::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let acceptor = tls_acceptor(alpn);
+    let port = free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind app");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, svc) = (acceptor.clone(), svc.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tls),
+                        hyper_util::service::TowerToHyperService::new(svc),
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// The HTTP echo app behind TLS (`--app-protocol https`).
+pub async fn https_app() -> u16 {
+    let router = Router::new()
+        .route("/healthz", get(|| async { StatusCode::OK }))
+        .fallback(echo);
+    serve_tls(router, &[b"h2", b"http/1.1"]).await
+}
+
+/// The gRPC app behind TLS (`--app-protocol grpcs`).
+pub async fn grpcs_app() -> u16 {
+    let routes = tonic::service::Routes::new(AppCallbackServer::new(GrpcApp)).prepare();
+    let svc = tower::ServiceExt::<http::Request<hyper::body::Incoming>>::map_response(
+        routes,
+        |r: http::Response<tonic::body::Body>| r.map(axum::body::Body::new),
+    );
+    serve_tls(svc, &[b"h2"]).await
+}

@@ -3,7 +3,7 @@
 use daprs_proto::{common::InvokeRequest, runtime::InvokeServiceRequest};
 
 use super::{
-    apps::{grpc_app, http_app},
+    apps::{grpc_app, grpcs_app, http_app, https_app},
     harness::{Daprd, Spec, temp_dir},
 };
 
@@ -277,4 +277,88 @@ async fn invocation_errors_are_clear() {
         .await
         .expect_err("no message");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn apps_behind_tls_are_invoked_with_https_and_grpcs() {
+    let home = temp_dir("invoke-tls");
+    let https_port = https_app().await;
+    let grpcs_port = grpcs_app().await;
+    let web = Daprd::start(Spec {
+        app_port: Some(https_port),
+        protocol: "https",
+        extra: vec![
+            "--enable-app-health-check".into(),
+            "--app-health-check-path".into(),
+            "/healthz".into(),
+        ],
+        ..Spec::new("tls-web", &home)
+    })
+    .await;
+    let grpcs = Daprd::start(Spec {
+        app_port: Some(grpcs_port),
+        protocol: "grpcs",
+        ..Spec::new("tls-grpc", &home)
+    })
+    .await;
+    let a = Daprd::start(Spec::new("tls-caller", &home)).await;
+    // Readiness needs the health probe, which also goes over TLS.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while web.get("/v1.0/healthz").await.expect("healthz").status != 204 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "https app never reported healthy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let r = a
+        .send(
+            "PUT",
+            "/v1.0/invoke/tls-web/method/items/3?q=1",
+            &[("x-custom", "7")],
+            "over tls",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["method"], "PUT");
+    assert_eq!(v["path"], "/items/3");
+    assert_eq!(v["query"], "q=1");
+    assert_eq!(v["body"], "over tls");
+    assert_eq!(v["headers"]["x-custom"], "7");
+
+    let r = a
+        .send(
+            "POST",
+            "/v1.0/invoke/tls-grpc/method/hello",
+            &[("content-type", "text/plain")],
+            "secure",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hello|tls-caller|text/plain|secure");
+    let r = a
+        .send("POST", "/v1.0/invoke/tls-grpc/method/missing", &[], "")
+        .await;
+    assert_eq!(
+        r.status, 404,
+        "gRPC app errors still map to HTTP statuses over TLS"
+    );
+    drop((web, grpcs));
+}
+
+#[tokio::test]
+async fn plain_protocol_against_a_tls_app_fails_clearly() {
+    let home = temp_dir("invoke-tls-mismatch");
+    let https_port = https_app().await;
+    let _b = Daprd::start(Spec {
+        app_port: Some(https_port),
+        ..Spec::new("tls-mismatch", &home)
+    })
+    .await;
+    let a = Daprd::start(Spec::new("tls-mismatch-caller", &home)).await;
+    let r = a.send("GET", "/v1.0/invoke/tls-mismatch/method/x", &[], "").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.error_code(), "ERR_DIRECT_INVOKE");
 }
