@@ -8,6 +8,8 @@ mod apps;
 mod harness;
 #[path = "integration/invoke.rs"]
 mod invoke;
+#[path = "integration/lifecycle.rs"]
+mod lifecycle;
 #[path = "integration/sdk.rs"]
 mod sdk;
 #[path = "integration/startup.rs"]

@@ -245,3 +245,55 @@ pub async fn grpcs_app() -> u16 {
     );
     serve_tls(svc, &[b"h2"]).await
 }
+
+/// An HTTP app whose health the test switches, with a slow route that counts
+/// how many requests it serves at once.
+#[derive(Clone, Default)]
+pub struct Controlled {
+    pub unhealthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub max_in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Starts a [`Controlled`] app; returns it and its port. `GET /healthz` answers
+/// 200 or 503; `/slow/{ms}` answers after that many milliseconds.
+pub async fn controlled_app() -> (Controlled, u16) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let state = Controlled::default();
+    let port = free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind app");
+    let health = state.clone();
+    let slow = state.clone();
+    let router = Router::new()
+        .route(
+            "/healthz",
+            get(move || {
+                let s = health.clone();
+                async move {
+                    if s.unhealthy.load(SeqCst) {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                }
+            }),
+        )
+        .route(
+            "/slow/{ms}",
+            any(move |Path(ms): Path<u64>| {
+                let s = slow.clone();
+                async move {
+                    let now = s.in_flight.fetch_add(1, SeqCst) + 1;
+                    s.max_in_flight.fetch_max(now, SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    s.in_flight.fetch_sub(1, SeqCst);
+                    format!("slept {ms}")
+                }
+            }),
+        )
+        .fallback(echo);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (state, port)
+}

@@ -159,6 +159,15 @@ impl Daprd {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM, as Kubernetes and Ctrl-C-like tooling do.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
     /// Waits for the process to exit by itself.
     pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
