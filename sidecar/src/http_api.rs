@@ -48,7 +48,24 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/v1.0/shutdown", post(shutdown))
         .fallback(invoke_header)
         .layer(middleware::from_fn_with_state(rt.clone(), require_token));
-    public_router(rt.clone()).merge(api).with_state(rt)
+    public_router(rt.clone())
+        .merge(api)
+        .layer(middleware::from_fn_with_state(rt.clone(), api_access))
+        .with_state(rt)
+}
+
+/// `spec.api` of the Configuration: a route that is not enabled behaves as if
+/// it did not exist, falling through to the `dapr-app-id` header form of
+/// invocation (or to a bare 404 when invocation is not enabled either).
+async fn api_access(State(rt): Rt, req: Request, next: Next) -> Response {
+    let access = &rt.config.api;
+    if access.http_permits(req.uri().path()) {
+        next.run(req).await
+    } else if access.http_permits("/") {
+        invoke_header(State(rt.clone()), req).await.into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "404 page not found").into_response()
+    }
 }
 
 /// Routes that need no API token: health (and, on the public port, metadata).

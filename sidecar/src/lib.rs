@@ -14,6 +14,7 @@
 pub mod app_channel;
 mod app_tls;
 pub mod components;
+pub mod config;
 pub mod error;
 pub mod flags;
 pub mod grpc_api;
@@ -40,8 +41,9 @@ use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 
 use crate::{
     components::{Templates, env_secret_resolver, init_timeout, resolve_metadata},
+    config::SidecarConfig,
     error::StartError,
-    flags::{Mode, Settings},
+    flags::{Flags, Mode, Settings},
     registry::{DEFAULT_NAMESPACE, LocalRegistry, Resolver},
     runtime::{ComponentInfo, Health, Runtime, StoreEntry},
     state::KeyPrefix,
@@ -51,6 +53,7 @@ use crate::{
 /// returned ready; other building blocks are listed for the metadata API.
 async fn init_components(
     settings: &Settings,
+    config: &SidecarConfig,
     resources: &[Resource],
 ) -> Result<(HashMap<String, StoreEntry>, Vec<ComponentInfo>), StartError> {
     let app_id = settings.flags.app_id.as_str();
@@ -82,6 +85,9 @@ async fn init_components(
             reason,
         };
         let result: Result<Vec<String>, String> = async {
+            if let Some(why) = config.component_denied(&kind, &c.spec.spec.version) {
+                return Err(why);
+            }
             let metadata = resolve_metadata(c, &templates, &resolver)?;
             match c.building_block() {
                 "state" => {
@@ -184,6 +190,43 @@ async fn probe_app(rt: Arc<Runtime>) {
     }
 }
 
+/// The Configuration named by `--config`. In standalone mode that is a file
+/// holding a `kind: Configuration` document; in Kubernetes mode it is a
+/// resource name that the operator serves, so nothing is read here.
+fn load_config(flags: &Flags) -> Result<SidecarConfig, StartError> {
+    let Some(path) = flags.config.first().filter(|_| flags.mode == Mode::Standalone) else {
+        return Ok(SidecarConfig::from_configuration(None));
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StartError::Resources(format!("cannot read --config {path}: {e}")))?;
+    let decoded = daprs_api::resource::decode_yaml(&text).map_err(|errs| {
+        StartError::Resources(format!(
+            "--config {path}: {}",
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })?;
+    let found = decoded.resources.iter().find_map(|r| match r {
+        Resource::Configuration(c) => Some(c),
+        _ => None,
+    });
+    match found {
+        Some(c) => {
+            let config = SidecarConfig::from_configuration(Some(c));
+            tracing::info!(
+                name = config.name.as_deref().unwrap_or(""),
+                "loaded configuration from {path}"
+            );
+            Ok(config)
+        }
+        None => Err(StartError::Resources(format!(
+            "--config {path}: no document of kind Configuration"
+        ))),
+    }
+}
+
 /// Addresses the public APIs listen on.
 fn api_addrs(ips: &[IpAddr], port: u16) -> Vec<SocketAddr> {
     ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
@@ -201,22 +244,8 @@ pub async fn run(
     } else {
         components::load_paths(&settings.resources_paths)?
     };
-    for cfg in &flags.config {
-        if flags.mode == Mode::Standalone {
-            let text = std::fs::read_to_string(cfg)
-                .map_err(|e| StartError::Resources(format!("cannot read --config {cfg}: {e}")))?;
-            daprs_api::resource::decode_yaml(&text).map_err(|errs| {
-                StartError::Resources(format!(
-                    "--config {cfg}: {}",
-                    errs.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ))
-            })?;
-        }
-    }
-    let (stores, infos) = init_components(&settings, &resources).await?;
+    let config = load_config(&flags)?;
+    let (stores, infos) = init_components(&settings, &config, &resources).await?;
 
     let namespace = settings
         .namespace
@@ -296,6 +325,7 @@ pub async fn run(
         shutdown,
         internal_port,
         settings,
+        config,
     });
     rt.health.app_healthy.store(true, Ordering::Relaxed);
 
@@ -342,6 +372,7 @@ pub async fn run(
         .await;
     let max = rt.settings.max_body_size + (64 << 10);
     let token: Option<Arc<str>> = rt.settings.api_token.as_deref().map(Arc::from);
+    let api_access = Arc::new(rt.config.api.clone());
     for l in grpc_listeners {
         let dapr = daprs_proto::runtime::dapr_server::DaprServer::new(grpc_api::DaprApi { rt: rt.clone() })
             .max_decoding_message_size(max)
@@ -350,6 +381,7 @@ pub async fn run(
             .layer(tonic::service::InterceptorLayer::new(grpc_api::token_check(
                 token.clone(),
             )))
+            .layer(grpc_api::ApiAccessLayer(api_access.clone()))
             .add_service(dapr)
             .add_service(reflection.clone())
             .add_service(health_service.clone());
@@ -383,7 +415,7 @@ pub async fn run(
     }
 
     // Metrics.
-    if flags.enable_metrics {
+    if flags.enable_metrics && rt.config.metrics_enabled {
         let l = bind("metrics", SocketAddr::from(([0, 0, 0, 0], flags.metrics_port))).await;
         match l {
             Ok(l) => {

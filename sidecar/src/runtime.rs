@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::{
     app_channel::AppChannel,
+    config::SidecarConfig,
     error::ApiError,
     flags::Settings,
     invoke::Invoker,
@@ -78,6 +79,8 @@ pub struct Runtime {
     pub shutdown: watch::Sender<bool>,
     /// Port the internal gRPC server listens on.
     pub internal_port: u16,
+    /// What the `--config` Configuration changes.
+    pub config: SidecarConfig,
 }
 
 impl Runtime {

@@ -242,7 +242,7 @@ pub struct ApiRule {
     pub name: String,
     /// API version.
     pub version: String,
-    /// `http` or `grpc`; empty means both.
+    /// `http` or `grpc`; empty means `http`, as in Dapr.
     #[serde(default)]
     pub protocol: String,
 }

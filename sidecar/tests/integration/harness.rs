@@ -31,6 +31,7 @@ pub struct Daprd {
     child: Child,
     pub http_port: u16,
     pub grpc_port: u16,
+    pub metrics_port: u16,
     pub log: PathBuf,
 }
 
@@ -71,13 +72,14 @@ impl Daprd {
     pub async fn start(spec: Spec<'_>) -> Self {
         let http_port = free_port();
         let grpc_port = free_port();
+        let metrics_port = free_port();
         let log = spec.home.join(format!("{}-{http_port}.log", spec.app_id));
         let out = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_daprd"));
         cmd.args(["--app-id", spec.app_id])
             .args(["--dapr-http-port", &http_port.to_string()])
             .args(["--dapr-grpc-port", &grpc_port.to_string()])
-            .args(["--metrics-port", &free_port().to_string()])
+            .args(["--metrics-port", &metrics_port.to_string()])
             .args(["--app-protocol", spec.protocol])
             .args(["--dapr-listen-addresses", "127.0.0.1"])
             .args(["--log-level", "debug"])
@@ -101,6 +103,7 @@ impl Daprd {
             child,
             http_port,
             grpc_port,
+            metrics_port,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -336,3 +336,135 @@ async fn worker_threads_come_from_the_environment() {
     let d = Daprd::start(spec).await;
     assert_eq!(d.get("/v1.0/healthz").await.expect("healthz").status, 204);
 }
+
+const CONFIG: &str = "apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: locked-down
+spec:
+  metric:
+    enabled: false
+  components:
+    deny:
+      - state.in-memory
+  api:
+    allowed:
+      - name: state
+        version: v1.0
+        protocol: http
+      - name: metadata
+        version: v1
+        protocol: grpc
+";
+
+const TWO_STORES: &str = "apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: disk
+spec:
+  type: state.sqlite
+  version: v1
+  metadata:
+  - name: connectionString
+    value: \":memory:\"
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: mem
+spec:
+  type: state.in-memory
+  version: v1
+  ignoreErrors: true
+";
+
+#[tokio::test]
+async fn config_file_limits_apis_components_and_metrics() {
+    let home = temp_dir("config");
+    let config = home.join("config.yaml");
+    std::fs::write(&config, CONFIG).expect("write config");
+    let d = Daprd::start(Spec {
+        resources: Some(&resources(&home, TWO_STORES)),
+        extra: vec!["--config".into(), config.display().to_string()],
+        ..Spec::new("configured", &home)
+    })
+    .await;
+
+    // HTTP: state is enabled; everything else behaves as a route that does
+    // not exist, and with invocation disabled too that is a bare 404.
+    let saved = d
+        .send(
+            "POST",
+            "/v1.0/state/disk",
+            &[("content-type", "application/json")],
+            r#"[{"key":"k","value":1}]"#,
+        )
+        .await;
+    assert_eq!(saved.status, 204, "{}", saved.text());
+    let meta = d.get("/v1.0/metadata").await.expect("metadata");
+    assert_eq!(meta.status, 404);
+    assert_eq!(meta.text(), "404 page not found");
+    let invoke = d.send("POST", "/v1.0/invoke/other/method/x", &[], "").await;
+    assert_eq!(invoke.status, 404);
+    assert_eq!(d.get("/v1.0/healthz").await.expect("healthz").status, 204);
+
+    // The denied component type was not loaded; ignoreErrors kept the sidecar up.
+    let missing = d.get("/v1.0/state/mem/k").await.expect("get");
+    assert_eq!(missing.status, 400, "{}", missing.text());
+    assert_eq!(missing.error_code(), "ERR_STATE_STORE_NOT_FOUND");
+    let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+    assert!(log.contains("denied by the Configuration"), "{log}");
+
+    // gRPC: only metadata is enabled.
+    let mut client = d.grpc().await;
+    let md = client
+        .get_metadata(daprs_proto::runtime::GetMetadataRequest {})
+        .await
+        .expect("metadata");
+    assert_eq!(md.into_inner().id, "configured");
+    let err = client
+        .get_state(daprs_proto::runtime::GetStateRequest {
+            store_name: "disk".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("state is not enabled over gRPC");
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+
+    // spec.metric.enabled: false turns the metrics endpoint off.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", d.metrics_port)).is_err());
+
+    // A denylist: the denied route falls through to header-form invocation,
+    // which answers as Dapr does for a request without a target app.
+    let deny = home.join("deny.yaml");
+    std::fs::write(
+        &deny,
+        "kind: Configuration\napiVersion: dapr.io/v1alpha1\nmetadata:\n  name: d\nspec:\n  api:\n    denied:\n    - name: state\n      version: v1.0\n",
+    )
+    .expect("write config");
+    let d2 = Daprd::start(Spec {
+        extra: vec!["--config".into(), deny.display().to_string()],
+        ..Spec::new("configured-deny", &home)
+    })
+    .await;
+    let r = d2.get("/v1.0/state/statestore/k").await.expect("get");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.error_code(), "ERR_DIRECT_INVOKE");
+    assert_eq!(d2.get("/v1.0/metadata").await.expect("metadata").status, 200);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", d2.metrics_port)).is_ok());
+}
+
+#[test]
+fn config_file_errors_stop_startup() {
+    let home = temp_dir("config-bad");
+    let missing = home.join("nope.yaml");
+    let (code, err) = daprd_exit(&["--app-id", "x", "--config", &missing.display().to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read --config"), "{err}");
+    let not_config = home.join("component.yaml");
+    std::fs::write(&not_config, TWO_STORES).expect("write");
+    let (code, err) = daprd_exit(&["--app-id", "x", "--config", &not_config.display().to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no document of kind Configuration"), "{err}");
+}

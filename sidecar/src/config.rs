@@ -1,0 +1,284 @@
+//! What a `Configuration` (`--config`) changes in the sidecar: which APIs are
+//! served (`spec.api`), which component types may load (`spec.components.deny`)
+//! and whether metrics are served (`spec.metric.enabled`). Pure functions over
+//! the shared resource types; the servers consult the result.
+
+use std::collections::HashSet;
+
+use daprs_api::v1alpha1::{ApiRule, Configuration, ConfigurationSpec};
+
+/// The parts of a Configuration the sidecar applies.
+#[derive(Clone, Debug, Default)]
+pub struct SidecarConfig {
+    /// The Configuration's name, for the metadata API and logs.
+    pub name: Option<String>,
+    pub api: ApiAccess,
+    /// `type` or `type/version` entries that may not be loaded.
+    pub denied_components: Vec<String>,
+    /// `spec.metric.enabled`; metrics stay on when unset.
+    pub metrics_enabled: bool,
+}
+
+impl SidecarConfig {
+    pub fn from_configuration(c: Option<&Configuration>) -> Self {
+        let Some(c) = c else {
+            return Self {
+                metrics_enabled: true,
+                ..Self::default()
+            };
+        };
+        let spec: &ConfigurationSpec = &c.spec;
+        Self {
+            name: c.metadata.name.clone(),
+            api: spec
+                .api
+                .as_ref()
+                .map(|a| ApiAccess::new(&a.allowed, &a.denied))
+                .unwrap_or_default(),
+            denied_components: spec
+                .components
+                .as_ref()
+                .map(|c| c.deny.clone())
+                .unwrap_or_default(),
+            metrics_enabled: spec.metric.as_ref().is_none_or(|m| m.enabled),
+        }
+    }
+
+    /// Why a component of `kind`/`version` may not load, if it may not.
+    pub fn component_denied(&self, kind: &str, version: &str) -> Option<String> {
+        self.denied_components
+            .iter()
+            .find(|d| match d.split_once('/') {
+                Some((t, v)) => t == kind && v == version,
+                None => d.as_str() == kind,
+            })
+            .map(|d| {
+                format!(
+                    "component type {kind}/{version} is denied by the Configuration (components.deny: {d})"
+                )
+            })
+    }
+}
+
+/// The version prefixes of Dapr's HTTP API.
+const HTTP_VERSIONS: &[&str] = &["v1.0", "v1.0-alpha1", "v1.0-alpha2", "v1.0-beta1"];
+
+/// `(name, version)` pairs allowed and denied for one protocol.
+#[derive(Clone, Debug, Default)]
+struct Rules {
+    /// `None` when there is no allowlist: everything not denied is served.
+    allowed: Option<HashSet<(String, String)>>,
+    denied: HashSet<(String, String)>,
+}
+
+impl Rules {
+    fn permits(&self, name: &str, version: &str) -> bool {
+        let key = (name.to_string(), version.to_string());
+        if self.denied.contains(&key) {
+            return false;
+        }
+        self.allowed.as_ref().is_none_or(|a| a.contains(&key))
+    }
+}
+
+/// `spec.api.allowed` / `spec.api.denied`. A denylist entry wins over an
+/// allowlist entry for the same API; health endpoints are always served.
+#[derive(Clone, Debug, Default)]
+pub struct ApiAccess {
+    http: Rules,
+    grpc: Rules,
+}
+
+impl ApiAccess {
+    pub fn new(allowed: &[ApiRule], denied: &[ApiRule]) -> Self {
+        let pick = |rules: &[ApiRule], grpc: bool| -> HashSet<(String, String)> {
+            rules
+                .iter()
+                // A rule without a protocol is an HTTP rule.
+                .filter(|r| r.protocol.eq_ignore_ascii_case("grpc") == grpc)
+                .map(|r| (r.name.clone(), r.version.clone()))
+                .collect()
+        };
+        let rules = |grpc: bool| {
+            let allowed = pick(allowed, grpc);
+            Rules {
+                allowed: (!allowed.is_empty()).then_some(allowed),
+                denied: pick(denied, grpc),
+            }
+        };
+        Self {
+            http: rules(false),
+            grpc: rules(true),
+        }
+    }
+
+    /// Whether an HTTP request path (`/<version>/<api>/...`) is served.
+    pub fn http_permits(&self, path: &str) -> bool {
+        let mut parts = path.trim_start_matches('/').split('/');
+        match (parts.next(), parts.next()) {
+            (Some(version), Some(name)) if HTTP_VERSIONS.contains(&version) => {
+                name == "healthz" || self.http.permits(name, version)
+            }
+            // Any other path is the app's own, reached through the
+            // `dapr-app-id` header form of invocation.
+            _ => self.http.permits("invoke", "v1.0"),
+        }
+    }
+
+    /// Whether a gRPC method (`/package.Service/Method`) is served. Only the
+    /// `dapr.proto.runtime.v1.Dapr` service is subject to the lists.
+    pub fn grpc_permits(&self, path: &str) -> bool {
+        let Some(method) = path.strip_prefix("/dapr.proto.runtime.v1.Dapr/") else {
+            return true;
+        };
+        match grpc_api(method) {
+            Some((name, version)) => self.grpc.permits(name, version),
+            None => self.grpc.allowed.is_none(),
+        }
+    }
+}
+
+/// The API name and version of a `Dapr` service method, as the allowlist
+/// names them (`state`/`v1`, `lock`/`v1alpha1`, ...).
+fn grpc_api(method: &str) -> Option<(&'static str, &'static str)> {
+    let (base, version) = match method.strip_suffix("Alpha1") {
+        Some(b) => (b, "v1alpha1"),
+        None => match method.strip_suffix("Alpha2") {
+            Some(b) => (b, "v1alpha2"),
+            None => (method, "v1"),
+        },
+    };
+    let name = match base {
+        "InvokeService" => "invoke",
+        "GetState"
+        | "GetBulkState"
+        | "SaveState"
+        | "QueryState"
+        | "DeleteState"
+        | "DeleteBulkState"
+        | "ExecuteStateTransaction" => "state",
+        "PublishEvent" | "BulkPublishEvent" => "publish",
+        "SubscribeTopicEvents" => "subscribe",
+        "InvokeBinding" => "bindings",
+        "GetSecret" | "GetBulkSecret" => "secrets",
+        "RegisterActorTimer"
+        | "UnregisterActorTimer"
+        | "RegisterActorReminder"
+        | "UnregisterActorReminder"
+        | "GetActorState"
+        | "ExecuteActorStateTransaction"
+        | "InvokeActor"
+        | "GetActorReminder"
+        | "ListActorReminders"
+        | "UnregisterActorRemindersByType" => "actors",
+        "GetConfiguration" | "SubscribeConfiguration" | "UnsubscribeConfiguration" => "configuration",
+        "TryLock" => "lock",
+        "Unlock" => "unlock",
+        "Encrypt" | "Decrypt" => "crypto",
+        "GetMetadata" | "SetMetadata" => "metadata",
+        "Shutdown" => "shutdown",
+        b if b.starts_with("Subtle") => "subtlecrypto",
+        b if b.contains("Workflow") => "workflows",
+        b if b.contains("Job") => "jobs",
+        b if b.starts_with("Converse") => "conversation",
+        _ => return None,
+    };
+    Some((name, version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, version: &str, protocol: &str) -> ApiRule {
+        ApiRule {
+            name: name.into(),
+            version: version.into(),
+            protocol: protocol.into(),
+        }
+    }
+
+    #[test]
+    fn no_lists_serve_everything() {
+        let a = ApiAccess::default();
+        assert!(a.http_permits("/v1.0/state/s/k"));
+        assert!(a.grpc_permits("/dapr.proto.runtime.v1.Dapr/GetState"));
+    }
+
+    #[test]
+    fn an_http_allowlist_keeps_health_and_drops_the_rest() {
+        let a = ApiAccess::new(&[rule("state", "v1.0", "http")], &[]);
+        assert!(a.http_permits("/v1.0/state/s/k"));
+        assert!(a.http_permits("/v1.0/healthz"));
+        assert!(a.http_permits("/v1.0/healthz/outbound"));
+        assert!(!a.http_permits("/v1.0/invoke/b/method/m"));
+        assert!(!a.http_permits("/orders"), "the header form is invocation");
+        assert!(
+            !a.http_permits("/v1.0-alpha1/state/s/query"),
+            "versions are distinct"
+        );
+        // gRPC has no rules, so it is untouched.
+        assert!(a.grpc_permits("/dapr.proto.runtime.v1.Dapr/InvokeService"));
+    }
+
+    #[test]
+    fn rules_without_protocol_are_http_rules() {
+        let a = ApiAccess::new(&[], &[rule("invoke", "v1.0", "")]);
+        assert!(!a.http_permits("/v1.0/invoke/b/method/m"));
+        assert!(a.grpc_permits("/dapr.proto.runtime.v1.Dapr/InvokeService"));
+    }
+
+    #[test]
+    fn grpc_lists_name_apis_and_deny_wins() {
+        let a = ApiAccess::new(
+            &[rule("state", "v1", "grpc"), rule("metadata", "v1", "grpc")],
+            &[rule("metadata", "v1", "grpc"), rule("lock", "v1alpha1", "grpc")],
+        );
+        assert!(a.grpc_permits("/dapr.proto.runtime.v1.Dapr/SaveState"));
+        assert!(a.grpc_permits("/dapr.proto.runtime.v1.Dapr/ExecuteStateTransaction"));
+        assert!(!a.grpc_permits("/dapr.proto.runtime.v1.Dapr/GetMetadata"));
+        assert!(!a.grpc_permits("/dapr.proto.runtime.v1.Dapr/InvokeService"));
+        assert!(
+            !a.grpc_permits("/dapr.proto.runtime.v1.Dapr/QueryStateAlpha1"),
+            "state v1alpha1 is not state v1"
+        );
+        assert!(a.grpc_permits("/grpc.health.v1.Health/Check"));
+        let d = ApiAccess::new(&[], &[rule("lock", "v1alpha1", "grpc")]);
+        assert!(!d.grpc_permits("/dapr.proto.runtime.v1.Dapr/TryLockAlpha1"));
+        assert!(d.grpc_permits("/dapr.proto.runtime.v1.Dapr/UnlockAlpha1"));
+    }
+
+    #[test]
+    fn configuration_yaml_is_applied() {
+        let yaml = "apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: appconfig
+spec:
+  metric:
+    enabled: false
+  components:
+    deny:
+      - state.redis
+      - state.postgresql/v2
+  api:
+    denied:
+      - name: shutdown
+        version: v1.0
+        protocol: http
+";
+        let decoded = daprs_api::resource::decode_yaml(yaml).expect("valid");
+        let conf = decoded.resources.iter().find_map(|r| match r {
+            daprs_api::Resource::Configuration(c) => Some(c),
+            _ => None,
+        });
+        let c = SidecarConfig::from_configuration(conf);
+        assert_eq!(c.name.as_deref(), Some("appconfig"));
+        assert!(!c.metrics_enabled);
+        assert!(c.component_denied("state.redis", "v1").is_some());
+        assert!(c.component_denied("state.postgresql", "v1").is_none());
+        assert!(c.component_denied("state.postgresql", "v2").is_some());
+        assert!(!c.api.http_permits("/v1.0/shutdown"));
+        assert!(SidecarConfig::from_configuration(None).metrics_enabled);
+    }
+}
