@@ -1,6 +1,9 @@
-//! `daprs-injector`: the admission webhook that adds `daprd` to pods annotated
-//! with `dapr.io/enabled: "true"`.
-//!
-//! Annotation keys and the sidecar's flags are shared through `daprs-api`.
+//! `daprs-injector`: decides which pods get a `daprd` sidecar and builds the
+//! JSON patch that adds it. The decision and the patch are pure functions of
+//! the pod and the injector's settings; the webhook server and the `render`
+//! command are thin layers over them.
 
-pub use daprs_api as api;
+pub mod annotations;
+pub mod patch;
+pub mod render;
+pub mod sidecar;
