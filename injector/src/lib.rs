@@ -3,7 +3,10 @@
 //! the pod and the injector's settings; the webhook server and the `render`
 //! command are thin layers over them.
 
+pub mod admission;
 pub mod annotations;
+pub mod cluster;
 pub mod patch;
 pub mod render;
+pub mod server;
 pub mod sidecar;

@@ -1,0 +1,229 @@
+//! `daprs-injector serve` runs the admission webhook; `daprs-injector render`
+//! injects manifests read from standard input.
+
+use std::{io::Read, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use daprs_injector::{
+    admission::{BUILTIN_REQUESTERS, Requesters},
+    cluster, render,
+    server::{self, ReloadingCert, Webhook},
+    sidecar::{InjectorConfig, NativeSidecar},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "daprs-injector",
+    about = "Adds the daprd sidecar to Dapr-enabled pods"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the mutating admission webhook over HTTPS.
+    Serve(Serve),
+    /// Read YAML manifests on stdin and print them with their pods injected.
+    Render(Render),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Native {
+    Auto,
+    On,
+    Off,
+}
+
+/// Settings of the injected sidecar, shared by both commands.
+#[derive(Args)]
+struct SidecarArgs {
+    /// daprd image.
+    #[arg(long, env = "SIDECAR_IMAGE", default_value = "ghcr.io/daprs/daprd:latest")]
+    sidecar_image: String,
+    /// Pull policy of the daprd image.
+    #[arg(long, env = "SIDECAR_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    sidecar_image_pull_policy: String,
+    /// Namespace of the control plane.
+    #[arg(long, env = "NAMESPACE", default_value = "dapr-system")]
+    control_plane_namespace: String,
+    /// Cluster DNS domain.
+    #[arg(long, env = "KUBE_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Trust domain of the control plane.
+    #[arg(
+        long,
+        env = "DAPR_CONTROL_PLANE_TRUST_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    control_plane_trust_domain: String,
+    /// PEM file with the trust anchors handed to sidecars (optional).
+    #[arg(long, env = "DAPR_TRUST_ANCHORS_FILE")]
+    trust_anchors_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct Serve {
+    /// HTTPS port.
+    #[arg(long, env = "INJECTOR_PORT", default_value_t = 4000)]
+    port: u16,
+    /// Serving certificate (PEM, re-read when it changes).
+    #[arg(long, env = "TLS_CERT_FILE")]
+    tls_cert_file: PathBuf,
+    /// Serving key (PEM, re-read when it changes).
+    #[arg(long, env = "TLS_KEY_FILE")]
+    tls_key_file: PathBuf,
+    /// Extra service accounts allowed to create injected pods, as
+    /// `namespace:name` globs, comma-separated (the built-in controllers are always allowed).
+    #[arg(long, env = "ALLOWED_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    allowed_service_accounts: Vec<String>,
+    /// User UIDs allowed to create injected pods, comma-separated.
+    #[arg(long, env = "ALLOWED_UIDS", value_delimiter = ',')]
+    allowed_uids: Vec<String>,
+    /// Inject daprd as a native sidecar: auto asks the API server (≥ 1.29 → on).
+    #[arg(long, env = "NATIVE_SIDECAR", value_enum, default_value = "auto")]
+    native_sidecar: Native,
+    /// Log as JSON.
+    #[arg(long, env = "LOG_AS_JSON")]
+    log_as_json: bool,
+    #[command(flatten)]
+    sidecar: SidecarArgs,
+}
+
+#[derive(Args)]
+struct Render {
+    /// Inject daprd as a native sidecar (there is no cluster to ask).
+    #[arg(long, value_enum, default_value = "off")]
+    native_sidecar: Native,
+    #[command(flatten)]
+    sidecar: SidecarArgs,
+}
+
+fn config(a: &SidecarArgs, native: Native) -> Result<InjectorConfig, String> {
+    let trust_anchors = match &a.trust_anchors_file {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    Ok(InjectorConfig {
+        image: a.sidecar_image.clone(),
+        pull_policy: a.sidecar_image_pull_policy.clone(),
+        control_plane_namespace: a.control_plane_namespace.clone(),
+        cluster_domain: a.cluster_domain.clone(),
+        control_plane_trust_domain: a.control_plane_trust_domain.clone(),
+        trust_anchors,
+        native_sidecar: match native {
+            Native::Auto => NativeSidecar::Auto,
+            Native::On => NativeSidecar::On,
+            Native::Off => NativeSidecar::Off,
+        },
+        server_minor_version: None,
+    })
+}
+
+fn render_cmd(args: &Render) -> ExitCode {
+    let cfg = match config(&args.sidecar, args.native_sidecar) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("daprs-injector: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("daprs-injector: cannot read stdin: {e}");
+        return ExitCode::from(1);
+    }
+    match render::render(&input, &cfg) {
+        Err(e) => {
+            eprintln!("daprs-injector: {e}");
+            ExitCode::from(1)
+        }
+        Ok(r) => {
+            print!("{}", r.output);
+            for m in &r.messages {
+                eprintln!("{m}");
+            }
+            if r.refused {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}
+
+async fn serve_cmd(args: Serve) -> Result<(), String> {
+    let mut cfg = config(&args.sidecar, args.native_sidecar)?;
+    if cfg.native_sidecar == NativeSidecar::Auto {
+        match cluster::in_cluster_minor_version().await {
+            Ok(minor) => {
+                tracing::info!(minor, native = minor >= 29, "Kubernetes 1.{minor}");
+                cfg.server_minor_version = Some(minor);
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot learn the API server version; injecting regular containers (use --native-sidecar on to change)"
+            ),
+        }
+    }
+    let mut patterns: Vec<String> = BUILTIN_REQUESTERS.iter().map(|s| s.to_string()).collect();
+    patterns.extend(
+        args.allowed_service_accounts
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
+    );
+    let requesters = Requesters {
+        patterns,
+        uids: args.allowed_uids.clone(),
+    };
+    let cert = Arc::new(ReloadingCert::new(
+        args.tls_cert_file.clone(),
+        args.tls_key_file.clone(),
+    )?);
+    let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, "webhook listening");
+    let router = server::router(Arc::new(Webhook {
+        config: cfg,
+        requesters,
+    }));
+    server::serve(listener, cert, router, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Render(args) => render_cmd(&args),
+        Command::Serve(args) => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                .with_target(false);
+            if args.log_as_json {
+                builder.json().init();
+            } else {
+                builder.init();
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("daprs-injector: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(serve_cmd(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("daprs-injector: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
