@@ -239,10 +239,13 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let started = std::time::Instant::now();
     let flags = settings.flags.clone();
-    let resources = if settings.resources_paths.is_empty() {
-        components::embedded_defaults(&settings.env)
-    } else {
-        components::load_paths(&settings.resources_paths)?
+    // Embedded defaults are a laptop convenience; in Kubernetes the
+    // resources come from the control plane (and the root file system is
+    // read-only), as with Dapr.
+    let resources = match (settings.resources_paths.is_empty(), flags.mode) {
+        (true, Mode::Standalone) => components::embedded_defaults(&settings.env),
+        (true, Mode::Kubernetes) => Vec::new(),
+        (false, _) => components::load_paths(&settings.resources_paths)?,
     };
     let config = load_config(&flags)?;
     let (stores, infos) = init_components(&settings, &config, &resources).await?;

@@ -80,7 +80,8 @@ fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+type HttpsClient =
+    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
 
 fn client(ca_pem: &str) -> anyhow::Result<HttpsClient> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -98,7 +99,9 @@ fn client(ca_pem: &str) -> anyhow::Result<HttpsClient> {
         .enable_http1()
         .build();
     // One connection per caller, kept alive, as the API server does.
-    Ok(Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1).build(https))
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .build(https))
 }
 
 async fn admit(client: &HttpsClient, url: &str, body: &Bytes) -> anyhow::Result<()> {
@@ -109,7 +112,10 @@ async fn admit(client: &HttpsClient, url: &str, body: &Bytes) -> anyhow::Result<
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     anyhow::ensure!(status.is_success(), "status {status}");
-    anyhow::ensure!(bytes.windows(9).any(|w| w == b"JSONPatch"), "no patch in the answer");
+    anyhow::ensure!(
+        bytes.windows(9).any(|w| w == b"JSONPatch"),
+        "no patch in the answer"
+    );
     Ok(())
 }
 
@@ -175,7 +181,8 @@ async fn main() -> anyhow::Result<()> {
     let mut reviewed = 0u64;
     while t1.elapsed() < Duration::from_secs(args.seconds.min(5)) {
         for _ in 0..100 {
-            daprs_injector::admission::review(&body, &cfg, &requesters).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            daprs_injector::admission::review(&body, &cfg, &requesters)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             reviewed += 1;
         }
     }
@@ -193,15 +200,23 @@ async fn main() -> anyhow::Result<()> {
     let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])?.signed_by(&key, &issuer)?;
     std::fs::write(dir.join("tls.crt"), leaf.pem())?;
     std::fs::write(dir.join("tls.key"), key.serialize_pem())?;
-    let cert = Arc::new(ReloadingCert::new(dir.join("tls.crt"), dir.join("tls.key")).map_err(anyhow::Error::msg)?);
+    let cert =
+        Arc::new(ReloadingCert::new(dir.join("tls.crt"), dir.join("tls.key")).map_err(anyhow::Error::msg)?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("https://127.0.0.1:{}/mutate", listener.local_addr()?.port());
     let hook = Arc::new(Webhook {
         config: cfg.clone(),
         requesters,
     });
-    tokio::spawn(server::serve(listener, cert, server::router(hook), std::future::pending()));
-    let clients: Vec<HttpsClient> = (0..args.conns).map(|_| client(&ca_cert.pem())).collect::<Result<_, _>>()?;
+    tokio::spawn(server::serve(
+        listener,
+        cert,
+        server::router(hook),
+        std::future::pending(),
+    ));
+    let clients: Vec<HttpsClient> = (0..args.conns)
+        .map(|_| client(&ca_cert.pem()))
+        .collect::<Result<_, _>>()?;
     for c in &clients {
         admit(c, &url, &review_body()).await?;
     }
@@ -210,8 +225,13 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
 
     println!("Pure patch builder, one thread: {per_sec:.0} patches/s");
-    println!("Whole review without the network (parse, decide, encode), one thread: {reviews_per_sec:.0} reviews/s\n");
-    println!("| over HTTPS ({} connections) | p50 ms | p90 ms | p99 ms | reviews/s |", args.conns);
+    println!(
+        "Whole review without the network (parse, decide, encode), one thread: {reviews_per_sec:.0} reviews/s\n"
+    );
+    println!(
+        "| over HTTPS ({} connections) | p50 ms | p90 ms | p99 ms | reviews/s |",
+        args.conns
+    );
     println!("|---|---|---|---|---|");
     println!(
         "| fixed {} /s | {:.3} | {:.3} | {:.3} | {:.0} |",

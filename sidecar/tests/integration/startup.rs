@@ -468,3 +468,27 @@ fn config_file_errors_stop_startup() {
     assert_eq!(code, 1);
     assert!(err.contains("no document of kind Configuration"), "{err}");
 }
+
+#[tokio::test]
+async fn kubernetes_mode_loads_no_embedded_defaults() {
+    let home = temp_dir("k8s-mode");
+    let d = Daprd::start(Spec {
+        extra: vec![
+            "--mode".into(),
+            "kubernetes".into(),
+            "--dapr-internal-grpc-port".into(),
+            free_port().to_string(),
+        ],
+        env: vec![("NAMESPACE", "shop".into())],
+        ..Spec::new("in-cluster", &home)
+    })
+    .await;
+    let meta = d.get("/v1.0/metadata").await.expect("metadata").json();
+    assert!(meta.get("components").is_none(), "no components: {meta}");
+    assert!(
+        !home.join("state.db").exists(),
+        "nothing written to the data folder"
+    );
+    let r = d.get("/v1.0/state/statestore/k").await.expect("get");
+    assert_eq!(r.error_code(), "ERR_STATE_STORE_NOT_CONFIGURED");
+}

@@ -1,0 +1,13 @@
+# The daprd sidecar image. The binary sits at /daprd and the image has no
+# ENTRYPOINT, so the injector's args ["/daprd", flags...] run it directly,
+# as with Dapr's own image.
+#   docker build -f deploy/docker/daprd.Dockerfile -t ghcr.io/daprs/daprd:dev .
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin daprd
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/daprd /daprd
+USER 65532:65532
+CMD ["/daprd"]
