@@ -136,6 +136,27 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
     })
 }
 
+/// Binds every address it can; an address that cannot be bound (say `[::1]`
+/// where IPv6 is off) is logged and skipped, and only when none can be bound
+/// does start-up fail, as Dapr does.
+async fn bind_some(what: &'static str, addrs: Vec<SocketAddr>) -> Result<Vec<TcpListener>, StartError> {
+    let mut bound = Vec::new();
+    let mut first_error = None;
+    for a in addrs {
+        match bind(what, a).await {
+            Ok(l) => bound.push(l),
+            Err(e) => {
+                tracing::warn!("{e}; continuing without it");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (bound.is_empty(), first_error) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(bound),
+    }
+}
+
 /// Waits until the app's port accepts a TCP connection, polling with back-off.
 async fn wait_for_app(address: &str, port: u16) {
     let mut delay = Duration::from_millis(5);
@@ -296,14 +317,16 @@ pub async fn run(
         .local_addr()
         .map_err(|e| StartError::Io(e.to_string()))?
         .port();
-    let mut http_listeners = Vec::new();
-    for a in api_addrs(&settings.listen_addresses, flags.dapr_http_port) {
-        http_listeners.push(bind("HTTP API", a).await?);
-    }
-    let mut grpc_listeners = Vec::new();
-    for a in api_addrs(&settings.listen_addresses, flags.dapr_grpc_port) {
-        grpc_listeners.push(bind("gRPC API", a).await?);
-    }
+    let http_listeners = bind_some(
+        "HTTP API",
+        api_addrs(&settings.listen_addresses, flags.dapr_http_port),
+    )
+    .await?;
+    let grpc_listeners = bind_some(
+        "gRPC API",
+        api_addrs(&settings.listen_addresses, flags.dapr_grpc_port),
+    )
+    .await?;
     let public = match flags.dapr_public_port {
         Some(p) => Some(bind("public health API", SocketAddr::from(([0, 0, 0, 0], p))).await?),
         None => None,

@@ -81,7 +81,6 @@ impl Daprd {
             .args(["--dapr-grpc-port", &grpc_port.to_string()])
             .args(["--metrics-port", &metrics_port.to_string()])
             .args(["--app-protocol", spec.protocol])
-            .args(["--dapr-listen-addresses", "127.0.0.1"])
             .args(["--log-level", "debug"])
             .args(&spec.extra)
             .env("DAPRS_HOME", spec.home)
@@ -89,6 +88,9 @@ impl Daprd {
             .env_remove("APP_API_TOKEN")
             .stdout(out.try_clone().expect("log"))
             .stderr(out);
+        if !spec.extra.iter().any(|a| a == "--dapr-listen-addresses") {
+            cmd.args(["--dapr-listen-addresses", "127.0.0.1"]);
+        }
         if let Some(p) = spec.app_port {
             cmd.args(["--app-port", &p.to_string()]);
         }

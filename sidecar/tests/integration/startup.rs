@@ -492,3 +492,25 @@ async fn kubernetes_mode_loads_no_embedded_defaults() {
     let r = d.get("/v1.0/state/statestore/k").await.expect("get");
     assert_eq!(r.error_code(), "ERR_STATE_STORE_NOT_CONFIGURED");
 }
+
+#[tokio::test]
+async fn listen_addresses_that_cannot_be_bound_are_skipped() {
+    let home = temp_dir("listen");
+    // 192.0.2.1 (TEST-NET-1) is on no interface here; 127.0.0.1 is.
+    let d = Daprd::start(Spec {
+        extra: vec!["--dapr-listen-addresses".into(), "127.0.0.1,192.0.2.1".into()],
+        ..Spec::new("listen", &home)
+    })
+    .await;
+    assert_eq!(d.get("/v1.0/healthz").await.expect("healthz").status, 204);
+    let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+    assert!(
+        log.contains("192.0.2.1") && log.contains("continuing without it"),
+        "{log}"
+    );
+
+    // When no address can be bound, start-up fails.
+    let (code, err) = daprd_exit(&["--app-id", "x", "--dapr-listen-addresses", "192.0.2.1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("192.0.2.1"), "{err}");
+}

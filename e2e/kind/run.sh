@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Kind tier: builds the images, installs the injector into a kind cluster,
+# deploys an annotated app and checks that daprd was injected, becomes ready
+# and serves the Dapr API. Needs docker, kind, kubectl and openssl.
+#   bash e2e/kind/run.sh            # creates (and afterwards deletes) cluster daprs-e2e
+#   KEEP_CLUSTER=1 bash e2e/kind/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cluster=${CLUSTER:-daprs-e2e}
+tag=e2e
+work=$(mktemp -d)
+
+cleanup() {
+  if [ -z "${KEEP_CLUSTER:-}" ]; then kind delete cluster --name "$cluster" >/dev/null 2>&1 || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  kubectl get pods -A -o wide >&2 || true
+  kubectl -n dapr-system logs deploy/daprs-injector --tail=100 >&2 || true
+  kubectl -n e2e describe pods >&2 || true
+  kubectl -n e2e logs deploy/echo -c daprd --tail=100 >&2 || true
+  exit 1
+}
+
+kind get clusters | grep -qx "$cluster" || kind create cluster --name "$cluster" --wait 120s
+docker build -f deploy/docker/daprd.Dockerfile -t "ghcr.io/daprs/daprd:$tag" .
+docker build -f deploy/docker/injector.Dockerfile -t "ghcr.io/daprs/daprs-injector:$tag" .
+kind load docker-image --name "$cluster" "ghcr.io/daprs/daprd:$tag" "ghcr.io/daprs/daprs-injector:$tag"
+
+# The injector's serving certificate. In a full install the operator's CA
+# issues it; here a throw-away CA stands in.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj "/CN=daprs e2e CA" -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -subj "/CN=daprs-injector.dapr-system.svc" -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null
+printf 'subjectAltName=DNS:daprs-injector.dapr-system.svc,DNS:daprs-injector.dapr-system.svc.cluster.local\n' > "$work/ext"
+openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
+  -days 1 -extfile "$work/ext" -out "$work/tls.crt" 2>/dev/null
+
+kubectl create namespace dapr-system --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n dapr-system create secret tls daprs-injector-tls --cert "$work/tls.crt" --key "$work/tls.key" \
+  --dry-run=client -o yaml | kubectl apply -f -
+sed -e "s#ghcr.io/daprs/daprs-injector:latest#ghcr.io/daprs/daprs-injector:$tag#" \
+    -e "s#ghcr.io/daprs/daprd:latest#ghcr.io/daprs/daprd:$tag#" deploy/injector/injector.yaml | kubectl apply -f -
+ca_bundle=$(base64 < "$work/ca.crt" | tr -d '\n')
+kubectl patch mutatingwebhookconfiguration daprs-injector --type=json \
+  -p "[{\"op\":\"add\",\"path\":\"/webhooks/0/clientConfig/caBundle\",\"value\":\"$ca_bundle\"}]"
+kubectl -n dapr-system rollout status deploy/daprs-injector --timeout=180s || fail "injector not ready"
+
+# An annotated app: http-echo answers every path with its text.
+kubectl create namespace e2e --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n e2e apply -f - <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo}
+      annotations:
+        dapr.io/enabled: "true"
+        dapr.io/app-id: "echo"
+        dapr.io/app-port: "5678"
+        dapr.io/log-level: "debug"
+    spec:
+      containers:
+      - name: echo
+        image: hashicorp/http-echo:1.0
+        args: ["-text=hello from echo", "-listen=:5678"]
+        ports:
+        - containerPort: 5678
+YAML
+kubectl -n e2e rollout status deploy/echo --timeout=180s || fail "echo not ready"
+
+pod=$(kubectl -n e2e get pods -l app=echo -o jsonpath='{.items[0].metadata.name}')
+containers=$(kubectl -n e2e get pod "$pod" -o jsonpath='{.spec.containers[*].name} {.spec.initContainers[*].name}')
+echo "containers: $containers"
+echo "$containers" | grep -qw daprd || fail "daprd was not injected"
+[ "$(kubectl -n e2e get pod "$pod" -o jsonpath='{.metadata.labels.dapr\.io/sidecar-injected}')" = "true" ] \
+  || fail "label dapr.io/sidecar-injected missing"
+
+kubectl -n e2e port-forward "pod/$pod" 13500:3500 >/dev/null 2>&1 &
+pf=$!
+trap 'kill $pf 2>/dev/null || true; cleanup' EXIT
+for _ in $(seq 1 50); do curl -fsS -o /dev/null localhost:13500/v1.0/healthz && break; sleep 0.2; done
+[ "$(curl -s -o /dev/null -w '%{http_code}' localhost:13500/v1.0/healthz)" = "204" ] || fail "healthz"
+reply=$(curl -fsS localhost:13500/v1.0/invoke/echo/method/anything) || fail "invoke"
+echo "invoke reply: $reply"
+[ "$reply" = "hello from echo" ] || fail "unexpected reply: $reply"
+[ "$(curl -fsS localhost:13500/v1.0/metadata | grep -o '"id":"echo"')" = '"id":"echo"' ] || fail "metadata"
+
+# A pod without the annotation stays as it is.
+kubectl -n e2e run plain --image=hashicorp/http-echo:1.0 --restart=Never -- -text=x >/dev/null
+[ "$(kubectl -n e2e get pod plain -o jsonpath='{.spec.containers[*].name}')" = "plain" ] || fail "plain pod changed"
+
+echo "PASS: kind e2e"
