@@ -156,7 +156,7 @@ fn render_cmd(args: &Render) -> ExitCode {
 async fn serve_cmd(args: Serve) -> Result<(), String> {
     let mut cfg = config(&args.sidecar, args.native_sidecar)?;
     if cfg.native_sidecar == NativeSidecar::Auto {
-        match cluster::in_cluster_minor_version().await {
+        match cluster::detect_minor_version().await {
             Ok(minor) => {
                 tracing::info!(minor, native = minor >= 29, "Kubernetes 1.{minor}");
                 cfg.server_minor_version = Some(minor);
