@@ -50,6 +50,7 @@ pub mod key {
     pub const APP_HEALTH_PROBE_TIMEOUT: &str = "dapr.io/app-health-probe-timeout";
     pub const APP_HEALTH_THRESHOLD: &str = "dapr.io/app-health-threshold";
     pub const ENABLE_NATIVE_SIDECAR: &str = "dapr.io/enable-native-sidecar";
+    pub const UNIX_DOMAIN_SOCKET_PATH: &str = "dapr.io/unix-domain-socket-path";
     /// Annotations Dapr documents whose feature this daprd does not have yet;
     /// they are reported rather than silently dropped.
     pub const NOT_SUPPORTED: &[&str] = &[
@@ -59,7 +60,6 @@ pub mod key {
         "dapr.io/http-read-buffer-size",
         "dapr.io/read-buffer-size",
         "dapr.io/block-shutdown-duration",
-        "dapr.io/unix-domain-socket-path",
         "dapr.io/disable-builtin-k8s-secret-store",
         "dapr.io/app-binding-options-timeout",
         "dapr.io/placement-host-address",

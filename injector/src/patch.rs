@@ -117,8 +117,31 @@ pub fn decide(pod: &Pod, namespace: &str, cfg: &InjectorConfig) -> Decision {
             ops.push(add(format!("/metadata/labels/{}", segment(k)), json!(v)));
         }
     }
-    // Env for the app containers; values the app sets itself win.
+    // Env and mounts for the app containers; what the app sets itself wins.
     for (i, c) in spec.containers.iter().enumerate() {
+        let taken: Vec<(&str, &str)> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        let mounts: Vec<_> = sc
+            .app_mounts
+            .iter()
+            .filter(|m| !taken.iter().any(|(n, p)| *n == m.name || *p == m.mount_path))
+            .collect();
+        if !mounts.is_empty() {
+            if c.volume_mounts.is_none() {
+                ops.push(add(
+                    format!("/spec/containers/{i}/volumeMounts"),
+                    to_value(&mounts),
+                ));
+            } else {
+                for m in mounts {
+                    ops.push(add(format!("/spec/containers/{i}/volumeMounts/-"), to_value(m)));
+                }
+            }
+        }
         let existing: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
         let missing: Vec<_> = sc
             .app_env

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::core::v1::{
-        Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-        Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretKeySelector,
-        SecurityContext, ServiceAccountTokenProjection, TCPSocketAction, Volume, VolumeMount,
-        VolumeProjection,
+        Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+        ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+        SecretKeySelector, SecurityContext, ServiceAccountTokenProjection, TCPSocketAction, Volume,
+        VolumeMount, VolumeProjection,
     },
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
@@ -21,6 +21,9 @@ pub const HTTP_PORT: u16 = 3500;
 pub const PUBLIC_PORT: u16 = 3501;
 pub const TOKEN_VOLUME: &str = "dapr-identity-token";
 pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/dapr.io/sentrytoken";
+pub const SOCKET_VOLUME: &str = "dapr-unix-domain-socket";
+/// Where daprd sees the socket folder; the app mounts it where it likes.
+pub const SOCKET_DIR: &str = "/var/run/dapr-sockets";
 const PROTOCOLS: &[&str] = &["http", "grpc", "https", "grpcs", "h2c"];
 const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "error"];
 const SECCOMP_TYPES: &[&str] = &["Unconfined", "RuntimeDefault", "Localhost"];
@@ -97,6 +100,8 @@ pub struct Sidecar {
     pub volumes: Vec<Volume>,
     /// Env for every app container (names they already set are kept).
     pub app_env: Vec<EnvVar>,
+    /// Mounts for every app container (skipped where the name or path is taken).
+    pub app_mounts: Vec<VolumeMount>,
     /// Problems with annotations, returned to the user as warnings.
     pub warnings: Vec<String>,
 }
@@ -306,6 +311,10 @@ pub fn build(cfg: &InjectorConfig, namespace: &str, pod: &PodFacts<'_>) -> Resul
         let v = r.bool(key::ENABLE_API_LOGGING, false);
         flag("enable-api-logging", v.to_string());
     }
+    let socket_path = r.string(key::UNIX_DOMAIN_SOCKET_PATH);
+    if socket_path.is_some() {
+        flag("unix-domain-socket", SOCKET_DIR.into());
+    }
     if r.bool(key::ENABLE_APP_HEALTH_CHECK, false) {
         flag("enable-app-health-check", "true".into());
         flag(
@@ -397,6 +406,13 @@ pub fn build(cfg: &InjectorConfig, namespace: &str, pod: &PodFacts<'_>) -> Resul
         read_only: Some(true),
         ..Default::default()
     }];
+    if socket_path.is_some() {
+        mounts.push(VolumeMount {
+            name: SOCKET_VOLUME.into(),
+            mount_path: SOCKET_DIR.into(),
+            ..Default::default()
+        });
+    }
     for (k, read_only) in [(key::VOLUME_MOUNTS, true), (key::VOLUME_MOUNTS_RW, false)] {
         let Some(raw) = r.string(k) else { continue };
         for (name, path) in parse_mounts(&raw) {
@@ -515,6 +531,24 @@ pub fn build(cfg: &InjectorConfig, namespace: &str, pod: &PodFacts<'_>) -> Resul
         ..Default::default()
     };
 
+    let mut volumes = vec![token_volume];
+    let mut app_mounts = Vec::new();
+    if let Some(path) = socket_path {
+        volumes.push(Volume {
+            name: SOCKET_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: None,
+            }),
+            ..Default::default()
+        });
+        app_mounts.push(VolumeMount {
+            name: SOCKET_VOLUME.into(),
+            mount_path: path,
+            ..Default::default()
+        });
+    }
+
     let mut app_env = vec![
         env("DAPR_HTTP_PORT", HTTP_PORT.to_string()),
         env("DAPR_GRPC_PORT", grpc_port.to_string()),
@@ -530,8 +564,9 @@ pub fn build(cfg: &InjectorConfig, namespace: &str, pod: &PodFacts<'_>) -> Resul
         metrics_enabled,
         native,
         container,
-        volumes: vec![token_volume],
+        volumes,
         app_env,
+        app_mounts,
         warnings,
     })
 }

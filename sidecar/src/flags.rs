@@ -103,6 +103,11 @@ pub struct Flags {
     #[arg(long)]
     pub dapr_public_port: Option<u16>,
 
+    /// Folder in which the HTTP and gRPC APIs listen on Unix domain sockets
+    /// (`dapr-<app-id>-http.socket`, `dapr-<app-id>-grpc.socket`) instead of TCP.
+    #[arg(long)]
+    pub unix_domain_socket: Option<std::path::PathBuf>,
+
     /// Port of the Prometheus metrics endpoint.
     #[arg(long, default_value_t = 9090)]
     pub metrics_port: u16,

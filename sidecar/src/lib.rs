@@ -136,6 +136,41 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
     })
 }
 
+/// Where a public API listens.
+enum ApiListener {
+    Tcp(TcpListener),
+    /// A Unix domain socket, removed from the folder when serving ends.
+    Unix(tokio::net::UnixListener, SocketFile),
+}
+
+/// Removes a socket file when dropped.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Listens on a Unix domain socket at `path`, replacing a stale socket file.
+fn bind_unix(what: &'static str, path: &std::path::Path) -> Result<ApiListener, StartError> {
+    let fail = |source: std::io::Error| StartError::Bind {
+        what,
+        addr: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(fail)?;
+    Ok(ApiListener::Unix(listener, SocketFile(path.to_path_buf())))
+}
+
 /// Binds every address it can; an address that cannot be bound (say `[::1]`
 /// where IPv6 is off) is logged and skipped, and only when none can be bound
 /// does start-up fail, as Dapr does.
@@ -317,16 +352,36 @@ pub async fn run(
         .local_addr()
         .map_err(|e| StartError::Io(e.to_string()))?
         .port();
-    let http_listeners = bind_some(
-        "HTTP API",
-        api_addrs(&settings.listen_addresses, flags.dapr_http_port),
-    )
-    .await?;
-    let grpc_listeners = bind_some(
-        "gRPC API",
-        api_addrs(&settings.listen_addresses, flags.dapr_grpc_port),
-    )
-    .await?;
+    let (http_listeners, grpc_listeners) = match &flags.unix_domain_socket {
+        Some(dir) => (
+            vec![bind_unix(
+                "HTTP API",
+                &dir.join(format!("dapr-{}-http.socket", flags.app_id)),
+            )?],
+            vec![bind_unix(
+                "gRPC API",
+                &dir.join(format!("dapr-{}-grpc.socket", flags.app_id)),
+            )?],
+        ),
+        None => (
+            bind_some(
+                "HTTP API",
+                api_addrs(&settings.listen_addresses, flags.dapr_http_port),
+            )
+            .await?
+            .into_iter()
+            .map(ApiListener::Tcp)
+            .collect(),
+            bind_some(
+                "gRPC API",
+                api_addrs(&settings.listen_addresses, flags.dapr_grpc_port),
+            )
+            .await?
+            .into_iter()
+            .map(ApiListener::Tcp)
+            .collect(),
+        ),
+    };
     let public = match flags.dapr_public_port {
         Some(p) => Some(bind("public health API", SocketAddr::from(([0, 0, 0, 0], p))).await?),
         None => None,
@@ -371,10 +426,11 @@ pub async fn run(
     for l in http_listeners {
         let (router, stop) = (router.clone(), stop());
         tasks.spawn(async move {
-            axum::serve(nodelay(l), router)
-                .with_graceful_shutdown(stop)
-                .await
-                .map_err(|e| e.to_string())
+            let served = match l {
+                ApiListener::Tcp(l) => axum::serve(nodelay(l), router).with_graceful_shutdown(stop).await,
+                ApiListener::Unix(l, _cleanup) => axum::serve(l, router).with_graceful_shutdown(stop).await,
+            };
+            served.map_err(|e| e.to_string())
         });
     }
     if let Some(l) = public {
@@ -413,10 +469,14 @@ pub async fn run(
             .add_service(health_service.clone());
         let stop = stop();
         tasks.spawn(async move {
-            server
-                .serve_with_incoming_shutdown(nodelay_stream(l), stop)
-                .await
-                .map_err(|e| e.to_string())
+            let served = match l {
+                ApiListener::Tcp(l) => server.serve_with_incoming_shutdown(nodelay_stream(l), stop).await,
+                ApiListener::Unix(l, _cleanup) => {
+                    let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+                    server.serve_with_incoming_shutdown(incoming, stop).await
+                }
+            };
+            served.map_err(|e| e.to_string())
         });
     }
 

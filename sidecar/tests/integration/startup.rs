@@ -514,3 +514,109 @@ async fn listen_addresses_that_cannot_be_bound_are_skipped() {
     assert_eq!(code, 1);
     assert!(err.contains("192.0.2.1"), "{err}");
 }
+
+/// One HTTP/1.1 request over a Unix domain socket.
+async fn uds_request(path: &std::path::Path, method: &str, uri: &str, body: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::UnixStream::connect(path)
+        .await
+        .expect("connect socket");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn apis_listen_on_unix_domain_sockets_when_asked() {
+    let home = temp_dir("uds");
+    let sockets = home.join("sockets");
+    let http_port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_daprd"))
+        .args(["--app-id", "uds", "--dapr-http-port", &http_port.to_string()])
+        .args(["--metrics-port", &free_port().to_string()])
+        .arg("--unix-domain-socket")
+        .arg(&sockets)
+        .env("DAPRS_HOME", &home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn daprd");
+    let http_sock = sockets.join("dapr-uds-http.socket");
+    let grpc_sock = sockets.join("dapr-uds-grpc.socket");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(http_sock.exists() && grpc_sock.exists()) {
+        assert!(std::time::Instant::now() < deadline, "sockets never appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    assert_eq!(
+        uds_request(&http_sock, "GET", "/v1.0/healthz/outbound", "")
+            .await
+            .0,
+        204
+    );
+    let saved = uds_request(
+        &http_sock,
+        "POST",
+        "/v1.0/state/statestore",
+        r#"[{"key":"k","value":"over uds"}]"#,
+    )
+    .await;
+    assert_eq!(saved.0, 204, "{}", saved.1);
+    assert_eq!(
+        uds_request(&http_sock, "GET", "/v1.0/state/statestore/k", "").await,
+        (200, "\"over uds\"".to_string())
+    );
+    // The HTTP API is not on TCP.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err());
+
+    // gRPC over the other socket.
+    let path = grpc_sock.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://uds")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .expect("grpc over uds");
+    let mut client = daprs_proto::runtime::dapr_client::DaprClient::new(channel);
+    let md = client
+        .get_metadata(daprs_proto::runtime::GetMetadataRequest {})
+        .await
+        .expect("metadata");
+    assert_eq!(md.into_inner().id, "uds");
+
+    // A clean stop is prompt even with the client's connection still open,
+    // and removes the socket files.
+    let stopping = std::time::Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        stopping.elapsed()
+    );
+    drop(client);
+    assert!(!http_sock.exists() && !grpc_sock.exists());
+}
