@@ -8,7 +8,9 @@
 //! - [`v1alpha1`]: Component, Configuration, Resiliency, HTTPEndpoint, Subscription (v1).
 //! - [`v2alpha1`]: Subscription (v2, routes with rules).
 //! - [`resource`]: decoding multi-document YAML into a [`resource::Resource`].
+//! - [`crds`]: the CustomResourceDefinitions derived from the types.
 
+pub mod crds;
 pub mod resource;
 pub mod v1alpha1;
 pub mod v2alpha1;

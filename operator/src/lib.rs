@@ -1,6 +1,8 @@
-//! `daprs-operator`: reconciles Dapr's resources in a cluster, serves them to
-//! sidecars and acts as their certificate authority.
-//!
-//! The shared resource types come from `daprs-api`.
+//! `daprs-operator`: keeps the Dapr resources checked and the per-app
+//! Services in place. The reconcile decisions are pure functions over the
+//! Kubernetes objects ([`service`], [`validate`], [`scope`]); the controllers
+//! that read and write the API server sit on top of them.
 
-pub use daprs_api as api;
+pub mod scope;
+pub mod service;
+pub mod validate;
