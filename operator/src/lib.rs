@@ -4,6 +4,8 @@
 //! that read and write the API server sit on top of them.
 
 pub mod ca;
+pub mod identity;
 pub mod scope;
+pub mod sentry;
 pub mod service;
 pub mod validate;

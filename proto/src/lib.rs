@@ -23,6 +23,11 @@ pub mod dapr {
                 tonic::include_proto!("dapr.proto.internals.v1");
             }
         }
+        pub mod sentry {
+            pub mod v1 {
+                tonic::include_proto!("dapr.proto.sentry.v1");
+            }
+        }
     }
 }
 
@@ -32,6 +37,8 @@ pub use dapr::proto::common::v1 as common;
 pub use dapr::proto::internals::v1 as internals;
 /// `dapr.proto.runtime.v1`: the public API (`Dapr`) and the app callbacks.
 pub use dapr::proto::runtime::v1 as runtime;
+/// `dapr.proto.sentry.v1`: certificates for workloads.
+pub use dapr::proto::sentry::v1 as sentry;
 
 /// Encoded `FileDescriptorSet` of every file above, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
