@@ -199,3 +199,83 @@ fn expiry_is_warned_30_days_ahead() {
     assert_eq!(w.len(), 2, "{w:?}");
     assert!(w[0].contains("issuer"));
 }
+
+mod bootstrap {
+    use std::collections::BTreeMap;
+
+    use daprs_operator::bootstrap::{Bootstrap, decide};
+    use time::OffsetDateTime;
+
+    fn secret(bundle: &daprs_operator::ca::Bundle) -> BTreeMap<String, Vec<u8>> {
+        BTreeMap::from([
+            ("ca.crt".to_string(), bundle.ca_crt.clone().into_bytes()),
+            ("issuer.crt".to_string(), bundle.issuer_crt.clone().into_bytes()),
+            ("issuer.key".to_string(), bundle.issuer_key.clone().into_bytes()),
+        ])
+    }
+
+    fn refused(b: Bootstrap) -> String {
+        match b {
+            Bootstrap::Refuse(m) => m,
+            _ => panic!("expected a refusal"),
+        }
+    }
+
+    #[test]
+    fn creates_only_when_nothing_exists_and_never_replaces() {
+        let now = OffsetDateTime::now_utc();
+        let Bootstrap::Create { bundle, .. } = decide(None, None, "cluster.local", "dapr-system", now) else {
+            panic!("expected a new CA");
+        };
+        // Stored: used as is, nothing published twice.
+        let stored = secret(&bundle);
+        match decide(
+            Some(&stored),
+            Some(&bundle.ca_crt),
+            "cluster.local",
+            "dapr-system",
+            now,
+        ) {
+            Bootstrap::Use { publish, .. } => assert!(publish.is_none()),
+            _ => panic!("expected use"),
+        }
+        // A brought-in Secret without a ConfigMap: use it and publish its roots.
+        match decide(Some(&stored), None, "cluster.local", "dapr-system", now) {
+            Bootstrap::Use { publish, .. } => assert_eq!(publish.as_deref(), Some(bundle.ca_crt.as_str())),
+            _ => panic!("expected use"),
+        }
+        // Disagreement is refused, not repaired.
+        let Bootstrap::Create { bundle: other, .. } = decide(None, None, "cluster.local", "dapr-system", now)
+        else {
+            panic!("second CA");
+        };
+        let m = refused(decide(
+            Some(&stored),
+            Some(&other.ca_crt),
+            "cluster.local",
+            "dapr-system",
+            now,
+        ));
+        assert!(m.contains("ConfigMap"), "{m}");
+        // Published anchors without a Secret: refused.
+        let m = refused(decide(
+            None,
+            Some(&bundle.ca_crt),
+            "cluster.local",
+            "dapr-system",
+            now,
+        ));
+        assert!(m.contains("holds no CA"), "{m}");
+        // Partial Secret: refused, naming what is missing.
+        let mut partial = stored.clone();
+        partial.remove("issuer.key");
+        let m = refused(decide(
+            Some(&partial),
+            Some(&bundle.ca_crt),
+            "cluster.local",
+            "dapr-system",
+            now,
+        ));
+        assert!(m.contains("issuer.key missing"), "{m}");
+    }
+}
