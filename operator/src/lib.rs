@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 pub mod ca;
+pub mod ca_sync;
 pub mod identity;
 pub mod scope;
 pub mod sentry;

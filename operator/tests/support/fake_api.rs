@@ -1,0 +1,116 @@
+//! A small in-memory API server for namespaced core objects (Secrets,
+//! ConfigMaps, ...): GET, POST (create, 409 when present), PATCH (JSON merge)
+//! and DELETE, answering with the shapes and Status objects the real one uses.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+pub struct FakeApi {
+    pub objects: Arc<Mutex<BTreeMap<String, Value>>>,
+    pub writes: Arc<Mutex<Vec<String>>>,
+}
+
+fn status(code: u16, reason: &str, message: String) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+impl FakeApi {
+    pub fn put(&self, path: &str, object: Value) {
+        if let Ok(mut o) = self.objects.lock() {
+            o.insert(path.to_string(), object);
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.objects.lock().ok().and_then(|o| o.get(path).cloned())
+    }
+
+    fn handle(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        let mut objects = match self.objects.lock() {
+            Ok(o) => o,
+            Err(_) => return status(500, "InternalError", "lock".into()),
+        };
+        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        match method {
+            "GET" => match objects.get(path) {
+                Some(v) => (200, v.clone()),
+                None => status(404, "NotFound", format!("{path} not found")),
+            },
+            "POST" => {
+                let name = body["metadata"]["name"].as_str().unwrap_or_default();
+                let key = format!("{path}/{name}");
+                if objects.contains_key(&key) {
+                    return status(409, "AlreadyExists", format!("{name} already exists"));
+                }
+                if let Ok(mut w) = self.writes.lock() {
+                    w.push(format!("POST {key}"));
+                }
+                objects.insert(key, body.clone());
+                (201, body)
+            }
+            "PATCH" => match objects.get_mut(path) {
+                Some(v) => {
+                    merge(v, &body);
+                    if let Ok(mut w) = self.writes.lock() {
+                        w.push(format!("PATCH {path}"));
+                    }
+                    (200, v.clone())
+                }
+                None => status(404, "NotFound", format!("{path} not found")),
+            },
+            "DELETE" => match objects.remove(path) {
+                Some(v) => (200, v),
+                None => status(404, "NotFound", format!("{path} not found")),
+            },
+            _ => status(405, "MethodNotAllowed", method.into()),
+        }
+    }
+
+    /// A kube client talking to this fake.
+    pub fn client(&self) -> kube::Client {
+        let me = self.clone();
+        let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let me = me.clone();
+            async move {
+                use http_body_util::BodyExt;
+                let method = req.method().to_string();
+                let path = req.uri().path().to_string();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let (code, answer) = me.handle(&method, &path, &body);
+                http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(answer.to_string().into_bytes()))
+            }
+        });
+        kube::Client::new(svc, "default")
+    }
+}
