@@ -6,6 +6,7 @@
 pub mod bootstrap;
 pub mod ca;
 pub mod ca_sync;
+pub mod controllers;
 pub mod identity;
 pub mod scope;
 pub mod sentry;

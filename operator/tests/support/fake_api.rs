@@ -71,6 +71,31 @@ impl FakeApi {
                 objects.insert(key, body.clone());
                 (201, body)
             }
+            // Server-side apply creates what is missing.
+            "PATCH"
+                if !objects.contains_key(path)
+                    && body.get("kind").is_some()
+                    && !path.ends_with("/status") =>
+            {
+                if let Ok(mut w) = self.writes.lock() {
+                    w.push(format!("APPLY {path}"));
+                }
+                objects.insert(path.to_string(), body.clone());
+                (201, body)
+            }
+            "PATCH" if path.ends_with("/status") => {
+                let parent = path.trim_end_matches("/status");
+                match objects.get_mut(parent) {
+                    Some(v) => {
+                        merge(v, &body);
+                        if let Ok(mut w) = self.writes.lock() {
+                            w.push(format!("STATUS {parent}"));
+                        }
+                        (200, v.clone())
+                    }
+                    None => status(404, "NotFound", format!("{parent} not found")),
+                }
+            }
             "PATCH" => match objects.get_mut(path) {
                 Some(v) => {
                     merge(v, &body);
