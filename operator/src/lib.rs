@@ -10,5 +10,7 @@ pub mod controllers;
 pub mod identity;
 pub mod scope;
 pub mod sentry;
+pub mod serve;
 pub mod service;
+pub mod tls;
 pub mod validate;

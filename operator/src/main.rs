@@ -1,8 +1,13 @@
-//! `daprs-operator crdgen [--out DIR]` prints or writes the CRDs.
+//! `daprs-operator serve` runs the operator; `daprs-operator crdgen` prints
+//! or writes the CRDs.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use daprs_operator::{
+    sentry::SentrySettings,
+    serve::{self, ServeSettings},
+};
 
 #[derive(Parser)]
 #[command(
@@ -16,12 +21,67 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: certificate authority, controllers, health.
+    Serve(Serve),
     /// Print the CustomResourceDefinitions, or write one file each into --out.
     Crdgen {
         /// Folder to write into (e.g. deploy/crds); standard output when absent.
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// A duration such as `24h`, `15m`, `10s` or `500ms`.
+fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 24h, 15m or 10s"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?} is not a duration like 24h, 15m or 10s")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[derive(Args)]
+struct Serve {
+    /// The control plane's namespace (where dapr-trust-bundle lives).
+    #[arg(long, env = "NAMESPACE", default_value = "dapr-system")]
+    namespace: String,
+    /// Trust domain of the control plane.
+    #[arg(
+        long,
+        env = "DAPR_CONTROL_PLANE_TRUST_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    trust_domain: String,
+    /// Address of the certificate service (gRPC over TLS).
+    #[arg(long, env = "SENTRY_LISTEN_ADDRESS", default_value = "0.0.0.0:50001")]
+    sentry_listen: SocketAddr,
+    /// Address of /healthz and /readyz.
+    #[arg(long, env = "HEALTH_LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
+    health_listen: SocketAddr,
+    /// Lifetime of workload certificates.
+    #[arg(long, env = "WORKLOAD_CERT_TTL", default_value = "24h", value_parser = duration)]
+    workload_cert_ttl: Duration,
+    /// How far back workload certificates' NotBefore is set.
+    #[arg(long, env = "ALLOWED_CLOCK_SKEW", default_value = "15m", value_parser = duration)]
+    allowed_clock_skew: Duration,
+    /// How often the CA material is re-read.
+    #[arg(long, env = "CA_SYNC_INTERVAL", default_value = "10s", value_parser = duration)]
+    ca_sync_interval: Duration,
+    /// Serve certificates only; run no controllers.
+    #[arg(long, env = "DISABLE_CONTROLLERS")]
+    disable_controllers: bool,
+    /// Log as JSON.
+    #[arg(long, env = "LOG_AS_JSON")]
+    log_as_json: bool,
 }
 
 fn crdgen(out: Option<PathBuf>) -> Result<(), String> {
@@ -44,10 +104,53 @@ fn crdgen(out: Option<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
+async fn serve_cmd(args: Serve) -> Result<(), String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("no Kubernetes credentials (in-cluster or KUBECONFIG): {e}"))?;
+    // Fail at once, with the reason, when the CA material cannot be read.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), &args.namespace);
+    secrets
+        .get_opt(daprs_operator::bootstrap::TRUST_BUNDLE)
+        .await
+        .map_err(|e| format!("cannot read Secret {}/dapr-trust-bundle: {e}", args.namespace))?;
+    serve::run(
+        client,
+        ServeSettings {
+            sentry: SentrySettings {
+                control_plane_namespace: args.namespace,
+                control_plane_trust_domain: args.trust_domain,
+                workload_ttl: args.workload_cert_ttl,
+                allowed_skew: args.allowed_clock_skew,
+            },
+            sentry_addr: args.sentry_listen,
+            health_addr: args.health_listen,
+            ca_sync_interval: args.ca_sync_interval,
+            run_controllers: !args.disable_controllers,
+        },
+    )
+    .await
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crdgen { out } => crdgen(out),
+        Command::Serve(args) => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                .with_target(false);
+            if args.log_as_json {
+                builder.json().init();
+            } else {
+                builder.init();
+            }
+            match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(serve_cmd(args)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,3 +1,6 @@
+// Each test binary uses a different part of the fake.
+#![allow(dead_code)]
+
 //! A small in-memory API server for namespaced core objects (Secrets,
 //! ConfigMaps, ...): GET, POST (create, 409 when present), PATCH (JSON merge)
 //! and DELETE, answering with the shapes and Status objects the real one uses.

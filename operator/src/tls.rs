@@ -1,0 +1,119 @@
+//! The operator's own serving certificate, issued by its CA for the
+//! control-plane identity and renewed when the CA changes or half its life
+//! has passed. Sidecars verify it against the published trust anchors.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rustls::{
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
+use time::OffsetDateTime;
+
+use crate::{ca::Ca, sentry::CaState};
+
+/// Lifetime of the operator's own certificate.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Issues and caches the serving certificate.
+pub struct SelfCert {
+    ca: CaState,
+    spiffe_id: String,
+    dns: Vec<String>,
+    cached: Mutex<Option<(String, OffsetDateTime, Arc<CertifiedKey>)>>,
+}
+
+impl std::fmt::Debug for SelfCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfCert")
+            .field("spiffe_id", &self.spiffe_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SelfCert {
+    pub fn new(ca: CaState, trust_domain: &str, namespace: &str) -> Self {
+        Self {
+            ca,
+            spiffe_id: format!("spiffe://{trust_domain}/ns/{namespace}/dapr-sentry"),
+            dns: vec![
+                format!("dapr-sentry.{namespace}.svc"),
+                format!("dapr-api.{namespace}.svc"),
+                format!("daprs-operator.{namespace}.svc"),
+            ],
+            cached: Mutex::new(None),
+        }
+    }
+
+    fn issue(&self, ca: &Ca) -> Result<Arc<CertifiedKey>, String> {
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .and_then(|p| p.serialize_request(&key))
+            .and_then(|c| c.pem())
+            .map_err(|e| e.to_string())?;
+        let signed = ca
+            .sign(
+                csr.as_bytes(),
+                &self.spiffe_id,
+                &self.dns,
+                TTL,
+                Duration::from_secs(900),
+                OffsetDateTime::now_utc(),
+            )
+            .map_err(|e| e.to_string())?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(signed.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let signer = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| e.to_string())?;
+        Ok(Arc::new(CertifiedKey::new(chain, signer)))
+    }
+
+    /// The current certificate, issuing a new one when needed.
+    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
+        let ca = match &*self.ca.read().ok()? {
+            Ok(ca) => ca.clone(),
+            Err(_) => return None,
+        };
+        let mut cached = self.cached.lock().ok()?;
+        let now = OffsetDateTime::now_utc();
+        if let Some((anchors, renew_at, key)) = &*cached
+            && *anchors == ca.trust_anchors
+            && now < *renew_at
+        {
+            return Some(key.clone());
+        }
+        match self.issue(&ca) {
+            Ok(key) => {
+                *cached = Some((ca.trust_anchors.clone(), now + TTL / 2, key.clone()));
+                Some(key)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot issue the operator's serving certificate");
+                None
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for SelfCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current()
+    }
+}
+
+/// Server-side TLS (clients prove who they are with their token, as with Dapr's sentry).
+pub fn server_config(cert: Arc<SelfCert>) -> Result<rustls::ServerConfig, String> {
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}

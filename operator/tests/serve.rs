@@ -1,0 +1,101 @@
+//! `serve` end to end on loopback: the CA comes up in an empty (fake)
+//! cluster, health turns ready, and the certificate service answers over TLS
+//! with a certificate that chains to the published anchors.
+
+#[path = "support/fake_api.rs"]
+mod fake_api;
+
+use std::{sync::Arc, time::Duration};
+
+use daprs_operator::{
+    sentry::SentrySettings,
+    serve::{ServeSettings, run},
+};
+use daprs_proto::sentry::{SignCertificateRequest, ca_client::CaClient};
+use fake_api::FakeApi;
+
+fn free() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+#[tokio::test]
+async fn the_certificate_service_comes_up_over_tls() {
+    let api = FakeApi::default();
+    let (sentry_addr, health_addr) = (free(), free());
+    tokio::spawn(run(
+        api.client(),
+        ServeSettings {
+            sentry: SentrySettings {
+                control_plane_namespace: "dapr-system".into(),
+                control_plane_trust_domain: "cluster.local".into(),
+                workload_ttl: Duration::from_secs(3600),
+                allowed_skew: Duration::from_secs(900),
+            },
+            sentry_addr,
+            health_addr,
+            ca_sync_interval: Duration::from_millis(200),
+            run_controllers: false,
+        },
+    ));
+
+    // Ready once the CA exists.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = async {
+            let mut s = tokio::net::TcpStream::connect(health_addr).await.ok()?;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).await.ok()?;
+            Some(buf.starts_with("HTTP/1.1 200"))
+        }
+        .await
+        .unwrap_or(false);
+        if ok {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let anchors = api
+        .get("/api/v1/namespaces/dapr-system/configmaps/dapr-trust-bundle")
+        .and_then(|m| m["data"]["ca.crt"].as_str().map(str::to_string))
+        .expect("anchors published");
+
+    // A client that trusts only the published anchors and checks the name.
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(anchors.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let mut tls =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let channel = tonic::transport::Endpoint::from_static("http://dapr-sentry.dapr-system.svc")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(sentry_addr).await?;
+                let name =
+                    ServerName::try_from("dapr-sentry.dapr-system.svc").map_err(std::io::Error::other)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .expect("TLS connection verified against the anchors");
+    let err = CaClient::new(channel)
+        .sign_certificate(SignCertificateRequest::default())
+        .await
+        .expect_err("an empty request is refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("app-id"), "{}", err.message());
+}
