@@ -8,6 +8,7 @@ pub mod ca;
 pub mod ca_sync;
 pub mod controllers;
 pub mod identity;
+pub mod leader;
 pub mod scope;
 pub mod sentry;
 pub mod serve;

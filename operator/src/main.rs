@@ -82,6 +82,9 @@ struct Serve {
     /// Log as JSON.
     #[arg(long, env = "LOG_AS_JSON")]
     log_as_json: bool,
+    /// This replica's identity in the leader election.
+    #[arg(long, env = "POD_NAME", default_value = "daprs-operator")]
+    identity: String,
 }
 
 fn crdgen(out: Option<PathBuf>) -> Result<(), String> {
@@ -128,6 +131,7 @@ async fn serve_cmd(args: Serve) -> Result<(), String> {
             health_addr: args.health_listen,
             ca_sync_interval: args.ca_sync_interval,
             run_controllers: !args.disable_controllers,
+            identity: args.identity,
         },
     )
     .await

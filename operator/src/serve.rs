@@ -28,6 +28,30 @@ pub struct ServeSettings {
     pub health_addr: SocketAddr,
     pub ca_sync_interval: Duration,
     pub run_controllers: bool,
+    /// This replica's name in the leader election (the pod name).
+    pub identity: String,
+}
+
+/// Runs the controllers only while this replica holds the lease.
+async fn lead(client: kube::Client, namespace: String, identity: String) {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::leader::campaign(
+        client.clone(),
+        namespace,
+        "daprs-operator".into(),
+        identity,
+        Duration::from_secs(15),
+        tx,
+    ));
+    loop {
+        if rx.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        let controllers = tokio::spawn(controllers::run(client.clone()));
+        let _ = rx.wait_for(|l| !*l).await;
+        controllers.abort();
+        tracing::warn!("lost the lease; controllers stopped");
+    }
 }
 
 /// A TLS connection tonic can serve.
@@ -140,11 +164,11 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
         .serve_with_incoming(incoming);
     tracing::info!(sentry = %s.sentry_addr, health = %s.health_addr, "daprs-operator serving");
     if s.run_controllers {
-        tokio::select! {
-            r = grpc => r.map_err(|e| e.to_string()),
-            () = controllers::run(client) => Err("the controllers stopped".into()),
-        }
-    } else {
-        grpc.await.map_err(|e| e.to_string())
+        tokio::spawn(lead(
+            client,
+            s.sentry.control_plane_namespace.clone(),
+            s.identity.clone(),
+        ));
     }
+    grpc.await.map_err(|e| e.to_string())
 }

@@ -36,6 +36,7 @@ async fn the_certificate_service_comes_up_over_tls() {
             health_addr,
             ca_sync_interval: Duration::from_millis(200),
             run_controllers: false,
+            identity: "test".into(),
         },
     ));
 

@@ -71,6 +71,8 @@ impl FakeApi {
                 if let Ok(mut w) = self.writes.lock() {
                     w.push(format!("POST {key}"));
                 }
+                let mut body = body;
+                body["metadata"]["resourceVersion"] = json!("1");
                 objects.insert(key, body.clone());
                 (201, body)
             }
@@ -109,6 +111,27 @@ impl FakeApi {
                 }
                 None => status(404, "NotFound", format!("{path} not found")),
             },
+            // Replace, with optimistic concurrency on resourceVersion.
+            "PUT" => {
+                let Some(stored) = objects.get(path) else {
+                    return status(404, "NotFound", format!("{path} not found"));
+                };
+                let have = stored["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("0")
+                    .to_string();
+                if body["metadata"]["resourceVersion"].as_str() != Some(have.as_str()) {
+                    return status(409, "Conflict", format!("{path}: the object has been modified"));
+                }
+                let next = have.parse::<u64>().unwrap_or(0) + 1;
+                let mut body = body;
+                body["metadata"]["resourceVersion"] = json!(next.to_string());
+                if let Ok(mut w) = self.writes.lock() {
+                    w.push(format!("PUT {path}"));
+                }
+                objects.insert(path.to_string(), body.clone());
+                (200, body)
+            }
             "DELETE" => match objects.remove(path) {
                 Some(v) => (200, v),
                 None => status(404, "NotFound", format!("{path} not found")),
