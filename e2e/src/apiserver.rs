@@ -165,6 +165,25 @@ impl ControlPlane {
         }
     }
 
+    /// A kube client for this API server (through a generated kubeconfig).
+    pub async fn kube_client(&self) -> Result<kube::Client, String> {
+        use base64::Engine;
+        let ca = std::fs::read(self.dir.join("certs").join("apiserver.crt")).map_err(|e| e.to_string())?;
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: envtest\n  context:\n    cluster: envtest\n    user: admin\ncurrent-context: envtest\n",
+            self.url,
+            base64::engine::general_purpose::STANDARD.encode(ca),
+            self.token
+        );
+        let path = self.dir.join("kubeconfig");
+        std::fs::write(&path, kubeconfig).map_err(|e| e.to_string())?;
+        let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| e.to_string())?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        kube::Client::try_from(config).map_err(|e| e.to_string())
+    }
+
     /// One authenticated request; the body is JSON.
     pub async fn request(
         &self,

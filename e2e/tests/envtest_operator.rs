@@ -1,0 +1,245 @@
+//! Envtest tier for the operator: CRDs installed in a real API server, Dapr
+//! sample Components given a status, a Deployment given its Service, and a
+//! certificate issued for a real pod-bound token through a TokenReview.
+//! Skips (one line) without `KUBEBUILDER_ASSETS`.
+
+use std::{sync::Arc, time::Duration};
+
+use daprs_e2e::apiserver::{ControlPlane, assets};
+use daprs_operator::{
+    sentry::SentrySettings,
+    serve::{ServeSettings, run},
+};
+use daprs_proto::sentry::{
+    SignCertificateRequest, ca_client::CaClient, sign_certificate_request::TokenValidator,
+};
+use serde_json::{Value, json};
+
+const AUDIENCE: &str = "spiffe://cluster.local/ns/dapr-system/dapr-sentry";
+
+fn free() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+async fn eventually(cp: &ControlPlane, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = cp.request("GET", path, None).await
+            && r.status == 200
+            && ok(&r.body)
+        {
+            return r.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn create(cp: &ControlPlane, path: &str, body: Value) -> Value {
+    let r = cp.request("POST", path, Some(&body)).await.expect("request");
+    assert!(
+        r.status == 201 || r.status == 200,
+        "POST {path}: {} {:?}",
+        r.status,
+        r.body
+    );
+    r.body
+}
+
+fn csr() -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().expect("key");
+    rcgen::CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem")
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn operator_against_a_real_api_server() {
+    let assets = match assets() {
+        Ok(a) => a,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let cp = ControlPlane::start(&assets).await.expect("control plane");
+
+    // CRDs, generated from the types, installed and established.
+    for (_, crd) in daprs_api::crds::all().expect("crds") {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        create(
+            &cp,
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            serde_json::to_value(&crd).expect("json"),
+        )
+        .await;
+        eventually(
+            &cp,
+            &format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"),
+            "CRD established",
+            |v| {
+                v["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                })
+            },
+        )
+        .await;
+    }
+    for ns in ["dapr-system", "prod"] {
+        create(
+            &cp,
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
+    }
+
+    // Sample Components from Dapr's docs, one of them broken.
+    let components = "/apis/dapr.io/v1alpha1/namespaces/prod/components";
+    create(&cp, components, json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component", "metadata": {"name": "statestore"},
+        "spec": {"type": "state.redis", "version": "v1", "metadata": [{"name": "redisHost", "value": "redis-master:6379"}]}})).await;
+    create(&cp, components, json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component", "metadata": {"name": "pubsub"},
+        "spec": {"type": "pubsub.kafka", "version": "v1", "metadata": [{"name": "consumerGroup", "value": "g"}]}})).await;
+    // A Dapr-enabled Deployment (no controller-manager runs, so no pods; the Service still follows).
+    create(&cp, "/apis/apps/v1/namespaces/prod/deployments", json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "orders"},
+        "spec": {"selector": {"matchLabels": {"app": "orders"}}, "template": {"metadata": {"labels": {"app": "orders"},
+            "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}},
+            "spec": {"containers": [{"name": "orders", "image": "example.com/orders:1"}]}}}})).await;
+
+    let client = cp.kube_client().await.expect("kube client");
+    let sentry_addr = free();
+    tokio::spawn(run(
+        client,
+        ServeSettings {
+            sentry: SentrySettings {
+                control_plane_namespace: "dapr-system".into(),
+                control_plane_trust_domain: "cluster.local".into(),
+                workload_ttl: Duration::from_secs(3600),
+                allowed_skew: Duration::from_secs(900),
+            },
+            sentry_addr,
+            health_addr: free(),
+            ca_sync_interval: Duration::from_secs(1),
+            run_controllers: true,
+            identity: "envtest".into(),
+        },
+    ));
+
+    eventually(
+        &cp,
+        &format!("{components}/statestore"),
+        "statestore Ready=True",
+        |v| v["status"]["conditions"][0]["status"] == "True",
+    )
+    .await;
+    let pubsub = eventually(&cp, &format!("{components}/pubsub"), "pubsub Ready=False", |v| {
+        v["status"]["conditions"][0]["status"] == "False"
+    })
+    .await;
+    assert_eq!(pubsub["status"]["conditions"][0]["reason"], "MissingMetadata");
+    let svc = eventually(
+        &cp,
+        "/api/v1/namespaces/prod/services/orders-dapr",
+        "orders-dapr Service",
+        |_| true,
+    )
+    .await;
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    assert_eq!(svc["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+    let bundle = eventually(
+        &cp,
+        "/api/v1/namespaces/dapr-system/configmaps/dapr-trust-bundle",
+        "trust anchors",
+        |v| v["data"]["ca.crt"].is_string(),
+    )
+    .await;
+    let anchors = bundle["data"]["ca.crt"].as_str().unwrap_or_default().to_string();
+
+    // A pod and a token bound to it, audience-bound to the operator.
+    create(
+        &cp,
+        "/api/v1/namespaces/prod/serviceaccounts",
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "orders"}}),
+    )
+    .await;
+    let pod = create(&cp, "/api/v1/namespaces/prod/pods", json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders-1", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}},
+        "spec": {"serviceAccountName": "orders", "containers": [{"name": "orders", "image": "example.com/orders:1"}]}})).await;
+    let token = create(&cp, "/api/v1/namespaces/prod/serviceaccounts/orders/token", json!({"apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest", "spec": {"audiences": [AUDIENCE], "expirationSeconds": 3600,
+        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "orders-1", "uid": pod["metadata"]["uid"]}}})).await;
+    let token = token["status"]["token"].as_str().expect("token").to_string();
+
+    // The certificate service over TLS, trusting only the published anchors.
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(anchors.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let mut tls =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let channel = tonic::transport::Endpoint::from_static("http://dapr-sentry.dapr-system.svc")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(sentry_addr).await?;
+                let name =
+                    ServerName::try_from("dapr-sentry.dapr-system.svc").map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(connector.connect(name, tcp).await?))
+            }
+        }))
+        .await
+        .expect("TLS to the certificate service");
+    let mut ca = CaClient::new(channel);
+    let request = |id: &str, ns: &str| SignCertificateRequest {
+        id: id.into(),
+        token: token.clone(),
+        trust_domain: String::new(),
+        namespace: ns.into(),
+        certificate_signing_request: csr().into(),
+        token_validator: TokenValidator::Kubernetes as i32,
+        jwt_audiences: vec![],
+    };
+    let signed = ca
+        .sign_certificate(request("orders", "prod"))
+        .await
+        .expect("signed")
+        .into_inner();
+    let leaf = String::from_utf8(signed.workload_certificate.to_vec()).expect("pem");
+    let der = CertificateDer::pem_slice_iter(leaf.as_bytes())
+        .next()
+        .expect("leaf")
+        .expect("der");
+    let spiffe = b"spiffe://public/ns/prod/orders";
+    assert!(
+        der.windows(spiffe.len()).any(|w| w == spiffe),
+        "SPIFFE ID in the certificate"
+    );
+
+    let err = ca
+        .sign_certificate(request("payments", "prod"))
+        .await
+        .expect_err("other app-id");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let err = ca
+        .sign_certificate(request("orders", "dapr-system"))
+        .await
+        .expect_err("other namespace");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+}
