@@ -20,6 +20,7 @@ fail() {
   echo "FAIL: $*" >&2
   kubectl get pods -A -o wide >&2 || true
   kubectl -n dapr-system logs deploy/daprs-injector --tail=100 >&2 || true
+  kubectl -n dapr-system logs deploy/daprs-operator --tail=100 >&2 || true
   kubectl -n e2e describe pods >&2 || true
   kubectl -n e2e logs deploy/echo -c daprd --tail=100 >&2 || true
   exit 1
@@ -28,7 +29,16 @@ fail() {
 kind get clusters | grep -qx "$cluster" || kind create cluster --name "$cluster" --wait 120s
 docker build -f deploy/docker/daprd.Dockerfile -t "ghcr.io/daprs/daprd:$tag" .
 docker build -f deploy/docker/injector.Dockerfile -t "ghcr.io/daprs/daprs-injector:$tag" .
-kind load docker-image --name "$cluster" "ghcr.io/daprs/daprd:$tag" "ghcr.io/daprs/daprs-injector:$tag"
+docker build -f deploy/docker/operator.Dockerfile -t "ghcr.io/daprs/daprs-operator:$tag" .
+kind load docker-image --name "$cluster" "ghcr.io/daprs/daprd:$tag" "ghcr.io/daprs/daprs-injector:$tag" \
+  "ghcr.io/daprs/daprs-operator:$tag"
+
+# The operator first: CRDs, then the CA (it creates dapr-trust-bundle).
+kubectl apply -f deploy/crds/
+sed -e "s#ghcr.io/daprs/daprs-operator:latest#ghcr.io/daprs/daprs-operator:$tag#" deploy/operator/operator.yaml | kubectl apply -f -
+kubectl -n dapr-system rollout status deploy/daprs-operator --timeout=180s || fail "operator not ready"
+kubectl -n dapr-system get configmap dapr-trust-bundle -o jsonpath='{.data.ca\.crt}' | grep -q "BEGIN CERTIFICATE" \
+  || fail "trust anchors not published"
 
 # The injector's serving certificate. In a full install the operator's CA
 # issues it; here a throw-away CA stands in.
@@ -78,6 +88,27 @@ spec:
         - containerPort: 5678
 YAML
 kubectl -n e2e rollout status deploy/echo --timeout=180s || fail "echo not ready"
+
+# The operator gave the app its Service, and checks Components.
+kubectl -n e2e get service echo-dapr -o jsonpath='{.spec.clusterIP}' | grep -qx None || fail "echo-dapr Service"
+kubectl -n e2e apply -f - <<'YAML'
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: broken
+spec:
+  type: pubsub.kafka
+  version: v1
+  metadata:
+  - name: consumerGroup
+    value: g
+YAML
+for _ in $(seq 1 30); do
+  reason=$(kubectl -n e2e get component broken -o jsonpath='{.status.conditions[0].reason}')
+  [ "$reason" = "MissingMetadata" ] && break
+  sleep 1
+done
+[ "$reason" = "MissingMetadata" ] || fail "component status: $reason"
 
 pod=$(kubectl -n e2e get pods -l app=echo -o jsonpath='{.items[0].metadata.name}')
 containers=$(kubectl -n e2e get pod "$pod" -o jsonpath='{.spec.containers[*].name} {.spec.initContainers[*].name}')
