@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# Kind tier: builds the images, installs the injector into a kind cluster,
+# Kind tier: builds the images, installs the operator and the injector into a kind cluster,
 # deploys an annotated app and checks that daprd was injected, becomes ready
-# and serves the Dapr API. Needs docker, kind, kubectl and openssl.
+# and serves the Dapr API. Needs docker, kind and kubectl.
 #   bash e2e/kind/run.sh            # creates (and afterwards deletes) cluster daprs-e2e
 #   KEEP_CLUSTER=1 bash e2e/kind/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cluster=${CLUSTER:-daprs-e2e}
 tag=e2e
-work=$(mktemp -d)
 
 cleanup() {
   if [ -z "${KEEP_CLUSTER:-}" ]; then kind delete cluster --name "$cluster" >/dev/null 2>&1 || true; fi
-  rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -40,24 +38,16 @@ kubectl -n dapr-system rollout status deploy/daprs-operator --timeout=180s || fa
 kubectl -n dapr-system get configmap dapr-trust-bundle -o jsonpath='{.data.ca\.crt}' | grep -q "BEGIN CERTIFICATE" \
   || fail "trust anchors not published"
 
-# The injector's serving certificate. In a full install the operator's CA
-# issues it; here a throw-away CA stands in.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-  -subj "/CN=daprs e2e CA" -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-  -subj "/CN=daprs-injector.dapr-system.svc" -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null
-printf 'subjectAltName=DNS:daprs-injector.dapr-system.svc,DNS:daprs-injector.dapr-system.svc.cluster.local\n' > "$work/ext"
-openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
-  -days 1 -extfile "$work/ext" -out "$work/tls.crt" 2>/dev/null
-
-kubectl create namespace dapr-system --dry-run=client -o yaml | kubectl apply -f -
-kubectl -n dapr-system create secret tls daprs-injector-tls --cert "$work/tls.crt" --key "$work/tls.key" \
-  --dry-run=client -o yaml | kubectl apply -f -
+# The injector; the operator issues its serving certificate (Secret
+# daprs-injector-tls) and sets the webhook's caBundle.
 sed -e "s#ghcr.io/daprs/daprs-injector:latest#ghcr.io/daprs/daprs-injector:$tag#" \
     -e "s#ghcr.io/daprs/daprd:latest#ghcr.io/daprs/daprd:$tag#" deploy/injector/injector.yaml | kubectl apply -f -
-ca_bundle=$(base64 < "$work/ca.crt" | tr -d '\n')
-kubectl patch mutatingwebhookconfiguration daprs-injector --type=json \
-  -p "[{\"op\":\"add\",\"path\":\"/webhooks/0/clientConfig/caBundle\",\"value\":\"$ca_bundle\"}]"
+for _ in $(seq 1 60); do
+  bundle=$(kubectl get mutatingwebhookconfiguration daprs-injector -o jsonpath='{.webhooks[0].clientConfig.caBundle}')
+  [ -n "$bundle" ] && break
+  sleep 1
+done
+[ -n "$bundle" ] || fail "the operator did not set the webhook caBundle"
 kubectl -n dapr-system rollout status deploy/daprs-injector --timeout=180s || fail "injector not ready"
 
 # An annotated app: http-echo answers every path with its text.

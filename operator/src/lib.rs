@@ -15,3 +15,4 @@ pub mod serve;
 pub mod service;
 pub mod tls;
 pub mod validate;
+pub mod webhook_tls;

@@ -32,12 +32,26 @@ pub struct ServeSettings {
     pub identity: String,
 }
 
-/// Runs the controllers only while this replica holds the lease.
-async fn lead(client: kube::Client, namespace: String, identity: String) {
+/// Keeps the injector's certificate and the webhook's caBundle current.
+async fn injector_tls(client: kube::Client, ca: CaState, namespace: String, trust_domain: String) {
+    loop {
+        let current = ca.read().ok().and_then(|c| c.as_ref().ok().cloned());
+        if let Some(ca) = current
+            && let Err(e) = crate::webhook_tls::ensure(&client, &ca, &namespace, &trust_domain).await
+        {
+            tracing::warn!("injector certificate: {e}");
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+}
+
+/// Runs the controllers (and the injector's certificate upkeep) only while
+/// this replica holds the lease.
+async fn lead(client: kube::Client, ca: CaState, namespace: String, trust_domain: String, identity: String) {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::leader::campaign(
         client.clone(),
-        namespace,
+        namespace.clone(),
         "daprs-operator".into(),
         identity,
         Duration::from_secs(15),
@@ -48,8 +62,15 @@ async fn lead(client: kube::Client, namespace: String, identity: String) {
             return;
         }
         let controllers = tokio::spawn(controllers::run(client.clone()));
+        let tls = tokio::spawn(injector_tls(
+            client.clone(),
+            ca.clone(),
+            namespace.clone(),
+            trust_domain.clone(),
+        ));
         let _ = rx.wait_for(|l| !*l).await;
         controllers.abort();
+        tls.abort();
         tracing::warn!("lost the lease; controllers stopped");
     }
 }
@@ -154,6 +175,7 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
         &s.sentry.control_plane_namespace,
     ));
     let incoming = tls_incoming(listener, tls::server_config(cert)?);
+    let ca_for_leader = ca.clone();
     let sentry = Sentry {
         kube: client.clone(),
         ca,
@@ -166,7 +188,9 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
     if s.run_controllers {
         tokio::spawn(lead(
             client,
+            ca_for_leader,
             s.sentry.control_plane_namespace.clone(),
+            s.sentry.control_plane_trust_domain.clone(),
             s.identity.clone(),
         ));
     }

@@ -102,6 +102,19 @@ impl FakeApi {
                 }
             }
             "PATCH" => match objects.get_mut(path) {
+                Some(v) if body.is_array() => {
+                    let ops: json_patch::Patch = match serde_json::from_value(body.clone()) {
+                        Ok(p) => p,
+                        Err(e) => return status(400, "BadRequest", e.to_string()),
+                    };
+                    if let Err(e) = json_patch::patch(v, &ops) {
+                        return status(422, "Invalid", e.to_string());
+                    }
+                    if let Ok(mut w) = self.writes.lock() {
+                        w.push(format!("JSONPATCH {path}"));
+                    }
+                    (200, v.clone())
+                }
                 Some(v) => {
                     merge(v, &body);
                     if let Ok(mut w) = self.writes.lock() {

@@ -1,0 +1,160 @@
+//! The injector's serving certificate and the webhook's `caBundle`, both
+//! from the operator's CA: the Secret `daprs-injector-tls` holds a
+//! certificate for `daprs-injector.<ns>.svc`, renewed at half its life or
+//! when the CA changes, and the MutatingWebhookConfiguration `daprs-injector`
+//! trusts the published anchors.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use base64::Engine;
+use k8s_openapi::{
+    ByteString,
+    api::{admissionregistration::v1::MutatingWebhookConfiguration, core::v1::Secret},
+};
+use kube::{
+    Api,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+};
+use time::OffsetDateTime;
+
+use crate::ca::Ca;
+
+pub const SECRET: &str = "daprs-injector-tls";
+pub const WEBHOOK: &str = "daprs-injector";
+const ISSUED_FOR: &str = "daprs.dev/issued-for-anchors";
+const RENEW_AFTER: &str = "daprs.dev/renew-after";
+const TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A short fingerprint of the anchors a certificate was issued under.
+fn fingerprint(anchors: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, anchors.as_bytes());
+    digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the stored Secret needs a new certificate.
+pub fn needs_renewal(secret: Option<&Secret>, anchors: &str, now: OffsetDateTime) -> bool {
+    let Some(s) = secret else { return true };
+    let annotations = s.metadata.annotations.clone().unwrap_or_default();
+    let has_pair = s
+        .data
+        .as_ref()
+        .is_some_and(|d| d.contains_key("tls.crt") && d.contains_key("tls.key"));
+    let same_ca = annotations.get(ISSUED_FOR) == Some(&fingerprint(anchors));
+    let fresh = annotations
+        .get(RENEW_AFTER)
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|after| now.unix_timestamp() < after);
+    !(has_pair && same_ca && fresh)
+}
+
+/// Issues the serving pair for the injector's Service name.
+pub fn issue(ca: &Ca, namespace: &str, trust_domain: &str, now: OffsetDateTime) -> Result<Secret, String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .and_then(|p| p.serialize_request(&key))
+        .and_then(|c| c.pem())
+        .map_err(|e| e.to_string())?;
+    let dns = vec![
+        format!("daprs-injector.{namespace}.svc"),
+        format!("daprs-injector.{namespace}.svc.cluster.local"),
+    ];
+    let signed = ca
+        .sign(
+            csr.as_bytes(),
+            &format!("spiffe://{trust_domain}/ns/{namespace}/dapr-injector"),
+            &dns,
+            TTL,
+            Duration::from_secs(900),
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+    let renew_after = now + TTL / 2;
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(SECRET.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/part-of".into(),
+                "daprs".into(),
+            )])),
+            annotations: Some(BTreeMap::from([
+                (ISSUED_FOR.into(), fingerprint(&ca.trust_anchors)),
+                (RENEW_AFTER.into(), renew_after.unix_timestamp().to_string()),
+            ])),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".into(), ByteString(signed.chain_pem.into_bytes())),
+            ("tls.key".into(), ByteString(key.serialize_pem().into_bytes())),
+        ])),
+        ..Default::default()
+    })
+}
+
+/// One pass: renew the Secret if needed and make the webhook trust the anchors.
+pub async fn ensure(
+    client: &kube::Client,
+    ca: &Ca,
+    namespace: &str,
+    trust_domain: &str,
+) -> Result<(), String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let current = secrets
+        .get_opt(SECRET)
+        .await
+        .map_err(|e| format!("reading Secret {SECRET}: {e}"))?;
+    let now = OffsetDateTime::now_utc();
+    if needs_renewal(current.as_ref(), &ca.trust_anchors, now) {
+        let mut fresh = issue(ca, namespace, trust_domain, now)?;
+        match current {
+            None => {
+                secrets
+                    .create(&PostParams::default(), &fresh)
+                    .await
+                    .map_err(|e| format!("creating Secret {SECRET}: {e}"))?;
+            }
+            Some(old) => {
+                fresh.metadata.resource_version = old.metadata.resource_version;
+                secrets
+                    .replace(SECRET, &PostParams::default(), &fresh)
+                    .await
+                    .map_err(|e| format!("renewing Secret {SECRET}: {e}"))?;
+            }
+        }
+        tracing::info!("issued the injector's serving certificate");
+    }
+    let hooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let Some(config) = hooks
+        .get_opt(WEBHOOK)
+        .await
+        .map_err(|e| format!("reading MutatingWebhookConfiguration {WEBHOOK}: {e}"))?
+    else {
+        return Ok(());
+    };
+    let bundle = base64::engine::general_purpose::STANDARD.encode(&ca.trust_anchors);
+    let webhooks = config.webhooks.unwrap_or_default();
+    let stale: Vec<usize> = webhooks
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| {
+            w.client_config.ca_bundle.as_ref().map(|b| &b.0) != Some(&ca.trust_anchors.clone().into_bytes())
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let ops: Vec<serde_json::Value> = stale
+        .iter()
+        .map(|i| serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle}))
+        .collect();
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::Value::Array(ops)).map_err(|e| e.to_string())?;
+    hooks
+        .patch(WEBHOOK, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(|e| format!("setting the caBundle of {WEBHOOK}: {e}"))?;
+    tracing::info!("webhook {WEBHOOK} trusts the current anchors");
+    Ok(())
+}
