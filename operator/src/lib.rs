@@ -3,6 +3,7 @@
 //! Kubernetes objects ([`service`], [`validate`], [`scope`]); the controllers
 //! that read and write the API server sit on top of them.
 
+pub mod api;
 pub mod bootstrap;
 pub mod ca;
 pub mod ca_sync;

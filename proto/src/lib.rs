@@ -23,6 +23,11 @@ pub mod dapr {
                 tonic::include_proto!("dapr.proto.internals.v1");
             }
         }
+        pub mod operator {
+            pub mod v1 {
+                tonic::include_proto!("dapr.proto.operator.v1");
+            }
+        }
         pub mod sentry {
             pub mod v1 {
                 tonic::include_proto!("dapr.proto.sentry.v1");
@@ -35,6 +40,8 @@ pub mod dapr {
 pub use dapr::proto::common::v1 as common;
 /// `dapr.proto.internals.v1`: invocation between sidecars.
 pub use dapr::proto::internals::v1 as internals;
+/// `dapr.proto.operator.v1`: resources served to sidecars.
+pub use dapr::proto::operator::v1 as operator;
 /// `dapr.proto.runtime.v1`: the public API (`Dapr`) and the app callbacks.
 pub use dapr::proto::runtime::v1 as runtime;
 /// `dapr.proto.sentry.v1`: certificates for workloads.
