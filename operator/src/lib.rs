@@ -16,4 +16,5 @@ pub mod serve;
 pub mod service;
 pub mod tls;
 pub mod validate;
+pub mod watch;
 pub mod webhook_tls;

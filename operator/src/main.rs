@@ -64,6 +64,9 @@ struct Serve {
     /// Address of the certificate service (gRPC over TLS).
     #[arg(long, env = "SENTRY_LISTEN_ADDRESS", default_value = "0.0.0.0:50001")]
     sentry_listen: SocketAddr,
+    /// Address of the operator API for sidecars (gRPC over mutual TLS).
+    #[arg(long, env = "API_LISTEN_ADDRESS", default_value = "0.0.0.0:6500")]
+    api_listen: SocketAddr,
     /// Address of /healthz and /readyz.
     #[arg(long, env = "HEALTH_LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
     health_listen: SocketAddr,
@@ -128,6 +131,7 @@ async fn serve_cmd(args: Serve) -> Result<(), String> {
                 allowed_skew: args.allowed_clock_skew,
             },
             sentry_addr: args.sentry_listen,
+            api_addr: args.api_listen,
             health_addr: args.health_listen,
             ca_sync_interval: args.ca_sync_interval,
             run_controllers: !args.disable_controllers,

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
+    api::PeerId,
     ca_sync::CaSync,
     controllers,
     sentry::{CaState, Sentry, SentrySettings},
@@ -25,6 +26,8 @@ use crate::{
 pub struct ServeSettings {
     pub sentry: SentrySettings,
     pub sentry_addr: SocketAddr,
+    /// Where sidecars read their resources (mutual TLS).
+    pub api_addr: SocketAddr,
     pub health_addr: SocketAddr,
     pub ca_sync_interval: Duration,
     pub run_controllers: bool,
@@ -75,12 +78,25 @@ async fn lead(client: kube::Client, ca: CaState, namespace: String, trust_domain
     }
 }
 
-/// A TLS connection tonic can serve.
-struct TlsConn(tokio_rustls::server::TlsStream<TcpStream>);
+/// A TLS connection tonic can serve, with the SPIFFE ID of the client
+/// certificate (if one was presented) as its connect info.
+struct TlsConn(tokio_rustls::server::TlsStream<TcpStream>, PeerId);
 
 impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
+    type ConnectInfo = PeerId;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.1.clone()
+    }
+}
+
+/// The URI SAN of a DER certificate that is a SPIFFE ID.
+fn spiffe_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => Some(u.to_string()),
+        _ => None,
+    })
 }
 
 impl AsyncRead for TlsConn {
@@ -109,12 +125,12 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-/// Accepts TCP connections and completes TLS handshakes concurrently.
+/// Accepts TCP connections and completes TLS handshakes concurrently, with
+/// the configuration `config` gives for each connection (None: not ready).
 fn tls_incoming(
     listener: TcpListener,
-    config: rustls::ServerConfig,
+    config: impl Fn() -> Option<Arc<rustls::ServerConfig>> + Send + 'static,
 ) -> impl futures_util::Stream<Item = std::io::Result<TlsConn>> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<TlsConn>>(64);
     tokio::spawn(async move {
         loop {
@@ -126,11 +142,22 @@ fn tls_incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let Some(config) = config() else {
+                tracing::debug!("TLS not ready; connection dropped");
+                continue;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(TlsConn(tls))).await;
+                        let peer = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(|c| spiffe_of(c));
+                        let _ = tx.send(Ok(TlsConn(tls, PeerId(peer)))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -174,7 +201,44 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
         &s.sentry.control_plane_trust_domain,
         &s.sentry.control_plane_namespace,
     ));
-    let incoming = tls_incoming(listener, tls::server_config(cert)?);
+    let sentry_tls = Arc::new(tls::server_config(cert.clone(), None)?);
+    let incoming = tls_incoming(listener, move || Some(sentry_tls.clone()));
+
+    // The operator API: mutual TLS against the current trust anchors.
+    let api_listener = TcpListener::bind(s.api_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {} (operator API): {e}", s.api_addr))?;
+    let api_tls = {
+        let (ca, cert) = (ca.clone(), cert.clone());
+        let cached: std::sync::Mutex<Option<(String, Arc<rustls::ServerConfig>)>> =
+            std::sync::Mutex::new(None);
+        move || {
+            let anchors = ca.read().ok()?.as_ref().ok()?.trust_anchors.clone();
+            let mut c = cached.lock().ok()?;
+            if let Some((a, cfg)) = &*c
+                && *a == anchors
+            {
+                return Some(cfg.clone());
+            }
+            let cfg = Arc::new(tls::server_config(cert.clone(), Some(&anchors)).ok()?);
+            *c = Some((anchors, cfg.clone()));
+            Some(cfg)
+        }
+    };
+    let (changes, _) = tokio::sync::broadcast::channel(256);
+    let api = crate::api::OperatorApi {
+        caches: crate::watch::start(&client, &changes),
+        kube: client.clone(),
+        changes,
+    };
+    let api_server = tonic::transport::Server::builder()
+        .add_service(daprs_proto::operator::operator_server::OperatorServer::new(api))
+        .serve_with_incoming(tls_incoming(api_listener, api_tls));
+    tokio::spawn(async move {
+        if let Err(e) = api_server.await {
+            tracing::error!(error = %e, "operator API stopped");
+        }
+    });
     let ca_for_leader = ca.clone();
     let sentry = Sentry {
         kube: client.clone(),

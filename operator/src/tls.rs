@@ -106,14 +106,34 @@ impl ResolvesServerCert for SelfCert {
     }
 }
 
-/// Server-side TLS (clients prove who they are with their token, as with Dapr's sentry).
-pub fn server_config(cert: Arc<SelfCert>) -> Result<rustls::ServerConfig, String> {
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
-            .with_cert_resolver(cert);
+/// TLS for the operator's servers. Without `client_roots` only the server
+/// proves who it is (the certificate service: clients send a token); with
+/// them, clients must present a certificate chaining to those anchors.
+pub fn server_config(
+    cert: Arc<SelfCert>,
+    client_roots: Option<&str>,
+) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots
+                    .add(c.map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }

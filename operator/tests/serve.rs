@@ -22,7 +22,7 @@ fn free() -> std::net::SocketAddr {
 #[tokio::test]
 async fn the_certificate_service_comes_up_over_tls() {
     let api = FakeApi::default();
-    let (sentry_addr, health_addr) = (free(), free());
+    let (sentry_addr, api_addr, health_addr) = (free(), free(), free());
     tokio::spawn(run(
         api.client(),
         ServeSettings {
@@ -33,6 +33,7 @@ async fn the_certificate_service_comes_up_over_tls() {
                 allowed_skew: Duration::from_secs(900),
             },
             sentry_addr,
+            api_addr,
             health_addr,
             ca_sync_interval: Duration::from_millis(200),
             run_controllers: false,
@@ -99,4 +100,150 @@ async fn the_certificate_service_comes_up_over_tls() {
         .expect_err("an empty request is refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("app-id"), "{}", err.message());
+}
+
+/// A TLS channel to `addr`, checking the server's name against `anchors`
+/// and presenting `client` (PEM chain and key) when given.
+async fn channel(
+    addr: std::net::SocketAddr,
+    anchors: &str,
+    client: Option<(String, String)>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(anchors.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let builder =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+    let mut tls = match client {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(chain.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("chain"),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+            )
+            .expect("client auth"),
+    };
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    tonic::transport::Endpoint::from_static("http://dapr-api.dapr-system.svc")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let name = ServerName::try_from("dapr-api.dapr-system.svc").map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(connector.connect(name, tcp).await?))
+            }
+        }))
+        .await
+}
+
+#[tokio::test]
+async fn the_operator_api_requires_a_workload_certificate() {
+    use base64::Engine;
+    use daprs_proto::operator::{ListComponentsRequest, operator_client::OperatorClient};
+    let api = FakeApi::default();
+    let (sentry_addr, api_addr, health_addr) = (free(), free(), free());
+    tokio::spawn(run(
+        api.client(),
+        ServeSettings {
+            sentry: SentrySettings {
+                control_plane_namespace: "dapr-system".into(),
+                control_plane_trust_domain: "cluster.local".into(),
+                workload_ttl: Duration::from_secs(3600),
+                allowed_skew: Duration::from_secs(900),
+            },
+            sentry_addr,
+            api_addr,
+            health_addr,
+            ca_sync_interval: Duration::from_millis(200),
+            run_controllers: false,
+            identity: "test".into(),
+        },
+    ));
+    // Wait for the CA, then sign client certificates with the same material.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let secret = loop {
+        if let Some(s) = api.get("/api/v1/namespaces/dapr-system/secrets/dapr-trust-bundle") {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "no CA");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let field = |k: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(secret["data"][k].as_str().expect("field"))
+                .expect("b64"),
+        )
+        .expect("utf8")
+    };
+    let bundle = daprs_operator::ca::Bundle {
+        ca_crt: field("ca.crt"),
+        issuer_crt: field("issuer.crt"),
+        issuer_key: field("issuer.key"),
+    };
+    let ca = daprs_operator::ca::Ca::load(&bundle, Some(&bundle.ca_crt), time::OffsetDateTime::now_utc())
+        .expect("ca");
+    let workload = |id: &str| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem");
+        let signed = ca
+            .sign(
+                csr.as_bytes(),
+                id,
+                &[],
+                Duration::from_secs(3600),
+                Duration::from_secs(60),
+                time::OffsetDateTime::now_utc(),
+            )
+            .expect("sign");
+        (signed.chain_pem, key.serialize_pem())
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let orders = channel(
+        api_addr,
+        &ca.trust_anchors,
+        Some(workload("spiffe://public/ns/prod/orders")),
+    )
+    .await
+    .expect("mTLS");
+    let listed = OperatorClient::new(orders.clone())
+        .list_components(ListComponentsRequest {
+            namespace: "prod".into(),
+        })
+        .await
+        .expect("listed");
+    assert!(listed.into_inner().components.is_empty());
+    let e = OperatorClient::new(orders)
+        .list_components(ListComponentsRequest {
+            namespace: "staging".into(),
+        })
+        .await
+        .expect_err("another namespace");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+
+    // Without a client certificate the handshake itself is refused.
+    let refused = match channel(api_addr, &ca.trust_anchors, None).await {
+        Err(_) => true,
+        Ok(ch) => OperatorClient::new(ch)
+            .list_components(ListComponentsRequest {
+                namespace: "prod".into(),
+            })
+            .await
+            .is_err(),
+    };
+    assert!(refused, "no client certificate, no answer");
 }
