@@ -133,6 +133,7 @@ async fn operator_against_a_real_api_server() {
             ca_sync_interval: Duration::from_secs(1),
             run_controllers: true,
             identity: "envtest".into(),
+            watchdog: None,
         },
     ));
 

@@ -17,4 +17,5 @@ pub mod service;
 pub mod tls;
 pub mod validate;
 pub mod watch;
+pub mod watchdog;
 pub mod webhook_tls;

@@ -19,6 +19,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator: certificate authority, controllers, health.
@@ -85,6 +87,16 @@ struct Serve {
     /// Log as JSON.
     #[arg(long, env = "LOG_AS_JSON")]
     log_as_json: bool,
+    /// How often the watchdog looks for Dapr-enabled pods without daprd (0: never).
+    #[arg(long, env = "WATCHDOG_INTERVAL", default_value = "0", value_parser = duration)]
+    watchdog_interval: Duration,
+    /// Let the watchdog delete such pods so their controller recreates them
+    /// (otherwise it only records an Event).
+    #[arg(long, env = "WATCHDOG_DELETE_PODS")]
+    watchdog_delete_pods: bool,
+    /// Most pods the watchdog deletes per minute (0: no limit).
+    #[arg(long, env = "MAX_POD_RESTARTS_PER_MINUTE", default_value_t = 20)]
+    max_pod_restarts_per_minute: u32,
     /// This replica's identity in the leader election.
     #[arg(long, env = "POD_NAME", default_value = "daprs-operator")]
     identity: String,
@@ -136,6 +148,11 @@ async fn serve_cmd(args: Serve) -> Result<(), String> {
             ca_sync_interval: args.ca_sync_interval,
             run_controllers: !args.disable_controllers,
             identity: args.identity,
+            watchdog: (!args.watchdog_interval.is_zero()).then_some(daprs_operator::watchdog::Watchdog {
+                every: args.watchdog_interval,
+                delete: args.watchdog_delete_pods,
+                max_per_minute: args.max_pod_restarts_per_minute,
+            }),
         },
     )
     .await

@@ -33,6 +33,8 @@ pub struct ServeSettings {
     pub run_controllers: bool,
     /// This replica's name in the leader election (the pod name).
     pub identity: String,
+    /// The watchdog, when enabled.
+    pub watchdog: Option<crate::watchdog::Watchdog>,
 }
 
 /// Keeps the injector's certificate and the webhook's caBundle current.
@@ -50,7 +52,14 @@ async fn injector_tls(client: kube::Client, ca: CaState, namespace: String, trus
 
 /// Runs the controllers (and the injector's certificate upkeep) only while
 /// this replica holds the lease.
-async fn lead(client: kube::Client, ca: CaState, namespace: String, trust_domain: String, identity: String) {
+async fn lead(
+    client: kube::Client,
+    ca: CaState,
+    namespace: String,
+    trust_domain: String,
+    identity: String,
+    watchdog: Option<crate::watchdog::Watchdog>,
+) {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::leader::campaign(
         client.clone(),
@@ -71,9 +80,13 @@ async fn lead(client: kube::Client, ca: CaState, namespace: String, trust_domain
             namespace.clone(),
             trust_domain.clone(),
         ));
+        let dog = watchdog.clone().map(|w| tokio::spawn(w.run(client.clone())));
         let _ = rx.wait_for(|l| !*l).await;
         controllers.abort();
         tls.abort();
+        if let Some(d) = dog {
+            d.abort();
+        }
         tracing::warn!("lost the lease; controllers stopped");
     }
 }
@@ -256,6 +269,7 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
             s.sentry.control_plane_namespace.clone(),
             s.sentry.control_plane_trust_domain.clone(),
             s.identity.clone(),
+            s.watchdog.clone(),
         ));
     }
     grpc.await.map_err(|e| e.to_string())

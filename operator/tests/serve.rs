@@ -38,6 +38,7 @@ async fn the_certificate_service_comes_up_over_tls() {
             ca_sync_interval: Duration::from_millis(200),
             run_controllers: false,
             identity: "test".into(),
+            watchdog: None,
         },
     ));
 
@@ -165,6 +166,7 @@ async fn the_operator_api_requires_a_workload_certificate() {
             ca_sync_interval: Duration::from_millis(200),
             run_controllers: false,
             identity: "test".into(),
+            watchdog: None,
         },
     ));
     // Wait for the CA, then sign client certificates with the same material.

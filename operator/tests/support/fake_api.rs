@@ -40,6 +40,32 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Whether `path` names a collection rather than one object.
+fn is_collection(path: &str) -> bool {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let rest = match segs.first() {
+        Some(&"api") => segs.get(2..),
+        Some(&"apis") => segs.get(3..),
+        _ => None,
+    };
+    matches!(rest, Some([_] | ["namespaces", _, _]))
+}
+
+/// Whether the object at `key` belongs to the collection at `path`, either
+/// namespaced (`.../namespaces/<ns>/<plural>`) or cluster-wide (`.../<plural>`).
+fn in_collection(path: &str, key: &str) -> bool {
+    if let Some(rest) = key.strip_prefix(&format!("{path}/")) {
+        return !rest.contains('/');
+    }
+    let Some((base, plural)) = path.rsplit_once('/') else {
+        return false;
+    };
+    key.strip_prefix(&format!("{base}/namespaces/"))
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .is_some_and(|(p, name)| p == plural && !name.contains('/'))
+}
+
 impl FakeApi {
     pub fn put(&self, path: &str, object: Value) {
         if let Ok(mut o) = self.objects.lock() {
@@ -60,9 +86,29 @@ impl FakeApi {
         match method {
             "GET" => match objects.get(path) {
                 Some(v) => (200, v.clone()),
-                None => status(404, "NotFound", format!("{path} not found")),
+                None => {
+                    let items: Vec<Value> = objects
+                        .iter()
+                        .filter(|(k, _)| in_collection(path, k))
+                        .map(|(_, v)| v.clone())
+                        .collect();
+                    if !is_collection(path) {
+                        return status(404, "NotFound", format!("{path} not found"));
+                    }
+                    (
+                        200,
+                        json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
+                    )
+                }
             },
             "POST" => {
+                let mut body = body;
+                if body["metadata"]["name"].as_str().unwrap_or_default().is_empty()
+                    && let Some(prefix) = body["metadata"]["generateName"].as_str()
+                {
+                    let n = objects.len();
+                    body["metadata"]["name"] = json!(format!("{prefix}{n:05}"));
+                }
                 let name = body["metadata"]["name"].as_str().unwrap_or_default();
                 let key = format!("{path}/{name}");
                 if objects.contains_key(&key) {
@@ -71,7 +117,6 @@ impl FakeApi {
                 if let Ok(mut w) = self.writes.lock() {
                     w.push(format!("POST {key}"));
                 }
-                let mut body = body;
                 body["metadata"]["resourceVersion"] = json!("1");
                 objects.insert(key, body.clone());
                 (201, body)
