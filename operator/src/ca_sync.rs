@@ -150,7 +150,14 @@ impl CaSync {
             if last.as_ref() != Some(&now) {
                 match &now {
                     Ok(notes) if notes.is_empty() => tracing::info!("CA ready"),
-                    Ok(notes) => notes.iter().for_each(|n| tracing::warn!("CA: {n}")),
+                    Ok(notes) => {
+                        let secret =
+                            crate::events::reference("v1", "Secret", &self.namespace, TRUST_BUNDLE, None);
+                        for n in notes {
+                            tracing::warn!("CA: {n}");
+                            crate::events::warn(&client, secret.clone(), "CertificateAuthority", n).await;
+                        }
+                    }
                     Err(e) => tracing::warn!("CA: {e}"),
                 }
                 last = Some(now);

@@ -89,6 +89,8 @@ pub async fn reconcile_component(c: Arc<Component>, ctx: Arc<Ctx>) -> Result<Act
         && cond.status != "True"
     {
         tracing::warn!(component = %format!("{ns}/{}", c.name_any()), reason = %cond.reason, "{}", cond.message);
+        let object = crate::events::reference("dapr.io/v1alpha1", "Component", &ns, &c.name_any(), c.uid());
+        crate::events::warn(&ctx.client, object, &cond.reason, &cond.message).await;
     }
     let patch = serde_json::json!({"status": status});
     Api::<Component>::namespaced(ctx.client.clone(), &ns)

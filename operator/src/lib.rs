@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod ca_sync;
 pub mod controllers;
+pub mod events;
 pub mod identity;
 pub mod leader;
 pub mod scope;

@@ -5,14 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::{
-    api::core::v1::{Event, EventSource, ObjectReference, Pod},
-    apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
-    jiff::Timestamp,
-};
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+    api::{DeleteParams, ListParams},
 };
 
 /// A pod the watchdog acts on, and its controller.
@@ -114,51 +110,23 @@ impl RateLimit {
     }
 }
 
-fn event(m: &Missing, deleted: bool) -> Event {
-    let now = Timestamp::now();
-    let message = if deleted {
-        format!(
-            "pod {} was created without the daprd sidecar (the injector was unreachable); it was deleted so that it is recreated with one",
-            m.pod
+fn message(m: &Missing, deleted: bool) -> (&'static str, String) {
+    if deleted {
+        (
+            "DaprSidecarRestarted",
+            format!(
+                "pod {} was created without the daprd sidecar (the injector was unreachable); it was deleted so that it is recreated with one",
+                m.pod
+            ),
         )
     } else {
-        format!(
-            "pod {} runs without the daprd sidecar (the injector was unreachable when it was created); delete it to have it recreated with one",
-            m.pod
+        (
+            "DaprSidecarMissing",
+            format!(
+                "pod {} runs without the daprd sidecar (the injector was unreachable when it was created); delete it to have it recreated with one",
+                m.pod
+            ),
         )
-    };
-    Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", m.owner.name)),
-            namespace: Some(m.namespace.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some(m.owner.api_version.clone()),
-            kind: Some(m.owner.kind.clone()),
-            name: Some(m.owner.name.clone()),
-            namespace: Some(m.namespace.clone()),
-            uid: Some(m.owner.uid.clone()),
-            ..Default::default()
-        },
-        reason: Some(
-            if deleted {
-                "DaprSidecarRestarted"
-            } else {
-                "DaprSidecarMissing"
-            }
-            .into(),
-        ),
-        message: Some(message),
-        type_: Some("Warning".into()),
-        source: Some(EventSource {
-            component: Some("daprs-operator".into()),
-            host: None,
-        }),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Default::default()
     }
 }
 
@@ -182,13 +150,15 @@ impl Watchdog {
                         .delete(&pod.name_any(), &DeleteParams::default())
                         .await?;
                 }
-                let ev = event(&m, delete);
-                if let Err(e) = Api::<Event>::namespaced(client.clone(), &m.namespace)
-                    .create(&PostParams::default(), &ev)
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot record an Event");
-                }
+                let (reason, text) = message(&m, delete);
+                let owner = crate::events::reference(
+                    &m.owner.api_version,
+                    &m.owner.kind,
+                    &m.namespace,
+                    &m.owner.name,
+                    Some(m.owner.uid.clone()),
+                );
+                crate::events::warn(client, owner, reason, &text).await;
                 tracing::warn!(namespace = %m.namespace, pod = %m.pod, deleted = delete, "pod without daprd");
                 acted.push(m);
             }

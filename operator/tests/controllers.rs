@@ -87,6 +87,14 @@ spec:
     assert_eq!(cond["status"], "False");
     assert_eq!(cond["reason"], "MissingMetadata");
     assert_eq!(cond["observedGeneration"], 3);
+    // A person looking at `kubectl describe component pubsub` sees why.
+    let writes = api.writes.lock().expect("lock").clone();
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.starts_with("POST /api/v1/namespaces/default/events")),
+        "{writes:?}"
+    );
     // With the status already current, nothing more is written.
     let current: Component = serde_json::from_value(stored).expect("component");
     let before = api.writes.lock().expect("lock").len();
