@@ -2,19 +2,45 @@
 //! the code cannot drift apart. `daprs-operator crdgen` writes them to
 //! `deploy/crds/`; a test fails when the committed files differ.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceConversion, CustomResourceDefinition, ServiceReference, WebhookClientConfig,
+    WebhookConversion,
+};
 use kube::CustomResourceExt;
 
 use crate::{v1alpha1, v2alpha1};
 
+/// Where the Subscription conversion webhook is served (the operator's
+/// namespace is patched in at run time when it differs).
+pub const CONVERSION_NAMESPACE: &str = "dapr-system";
+pub const CONVERSION_SERVICE: &str = "dapr-webhook";
+
 /// Every CRD, with the file name it is written to.
 pub fn all() -> Result<Vec<(&'static str, CustomResourceDefinition)>, String> {
     // Subscriptions are served in both versions; v2alpha1 is stored, as in Dapr.
-    let subscriptions = kube::core::crd::merge_crds(
+    let mut subscriptions = kube::core::crd::merge_crds(
         vec![v1alpha1::Subscription::crd(), v2alpha1::Subscription::crd()],
         "v2alpha1",
     )
     .map_err(|e| format!("subscription versions do not merge: {e}"))?;
+    // The two versions differ in shape (route / routes), so the API server
+    // asks the operator to convert; it fills in the caBundle (and the
+    // namespace, when installed elsewhere) at run time.
+    subscriptions.spec.conversion = Some(CustomResourceConversion {
+        strategy: "Webhook".into(),
+        webhook: Some(WebhookConversion {
+            conversion_review_versions: vec!["v1".into()],
+            client_config: Some(WebhookClientConfig {
+                service: Some(ServiceReference {
+                    namespace: CONVERSION_NAMESPACE.into(),
+                    name: CONVERSION_SERVICE.into(),
+                    path: Some("/convert".into()),
+                    port: Some(443),
+                }),
+                ..Default::default()
+            }),
+        }),
+    });
     let mut crds = vec![
         ("components.yaml", v1alpha1::Component::crd()),
         ("configurations.yaml", v1alpha1::Configuration::crd()),

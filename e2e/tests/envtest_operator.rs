@@ -129,6 +129,7 @@ async fn operator_against_a_real_api_server() {
             },
             sentry_addr,
             api_addr: free(),
+            webhook_addr: free(),
             health_addr: free(),
             ca_sync_interval: Duration::from_secs(1),
             run_controllers: true,

@@ -66,6 +66,9 @@ struct Serve {
     /// Address of the certificate service (gRPC over TLS).
     #[arg(long, env = "SENTRY_LISTEN_ADDRESS", default_value = "0.0.0.0:50001")]
     sentry_listen: SocketAddr,
+    /// Address of the Subscription conversion webhook (HTTPS).
+    #[arg(long, env = "WEBHOOK_LISTEN_ADDRESS", default_value = "0.0.0.0:19443")]
+    webhook_listen: SocketAddr,
     /// Address of the operator API for sidecars (gRPC over mutual TLS).
     #[arg(long, env = "API_LISTEN_ADDRESS", default_value = "0.0.0.0:6500")]
     api_listen: SocketAddr,
@@ -144,6 +147,7 @@ async fn serve_cmd(args: Serve) -> Result<(), String> {
             },
             sentry_addr: args.sentry_listen,
             api_addr: args.api_listen,
+            webhook_addr: args.webhook_listen,
             health_addr: args.health_listen,
             ca_sync_interval: args.ca_sync_interval,
             run_controllers: !args.disable_controllers,

@@ -26,6 +26,8 @@ use crate::{
 pub struct ServeSettings {
     pub sentry: SentrySettings,
     pub sentry_addr: SocketAddr,
+    /// The Subscription conversion webhook (HTTPS, for the API server).
+    pub webhook_addr: SocketAddr,
     /// Where sidecars read their resources (mutual TLS).
     pub api_addr: SocketAddr,
     pub health_addr: SocketAddr,
@@ -41,10 +43,13 @@ pub struct ServeSettings {
 async fn injector_tls(client: kube::Client, ca: CaState, namespace: String, trust_domain: String) {
     loop {
         let current = ca.read().ok().and_then(|c| c.as_ref().ok().cloned());
-        if let Some(ca) = current
-            && let Err(e) = crate::webhook_tls::ensure(&client, &ca, &namespace, &trust_domain).await
-        {
-            tracing::warn!("injector certificate: {e}");
+        if let Some(ca) = current {
+            if let Err(e) = crate::webhook_tls::ensure(&client, &ca, &namespace, &trust_domain).await {
+                tracing::warn!("injector certificate: {e}");
+            }
+            if let Err(e) = crate::webhook_tls::ensure_conversion(&client, &ca, &namespace).await {
+                tracing::warn!("conversion webhook: {e}");
+            }
         }
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
@@ -181,6 +186,37 @@ fn tls_incoming(
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
 }
 
+/// `POST /convert`: a ConversionReview for Subscriptions.
+async fn convert(body: axum::body::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(review) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
+    match daprs_api::convert::review(&review) {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+/// Serves `router` over already-accepted TLS connections.
+async fn serve_https(
+    incoming: impl futures_util::Stream<Item = std::io::Result<TlsConn>> + Send + 'static,
+    router: Router,
+) {
+    use futures_util::StreamExt;
+    let mut incoming = std::pin::pin!(incoming);
+    while let Some(conn) = incoming.next().await {
+        let Ok(conn) = conn else { continue };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(conn.0), service)
+                .await;
+        });
+    }
+}
+
 async fn ready(State(ca): State<CaState>) -> (StatusCode, String) {
     match &*ca.read().unwrap_or_else(|e| e.into_inner()) {
         Ok(_) => (StatusCode::OK, "ready\n".into()),
@@ -215,6 +251,19 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
         &s.sentry.control_plane_namespace,
     ));
     let sentry_tls = Arc::new(tls::server_config(cert.clone(), None)?);
+
+    // The Subscription conversion webhook, for the API server.
+    let convert_listener = TcpListener::bind(s.webhook_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {} (conversion webhook): {e}", s.webhook_addr))?;
+    let mut webhook_tls = tls::server_config(cert.clone(), None)?;
+    webhook_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let webhook_tls = Arc::new(webhook_tls);
+    let convert_router = Router::new().route("/convert", axum::routing::post(convert));
+    tokio::spawn(serve_https(
+        tls_incoming(convert_listener, move || Some(webhook_tls.clone())),
+        convert_router,
+    ));
     let incoming = tls_incoming(listener, move || Some(sentry_tls.clone()));
 
     // The operator API: mutual TLS against the current trust anchors.

@@ -44,6 +44,7 @@ impl SelfCert {
                 format!("dapr-sentry.{namespace}.svc"),
                 format!("dapr-api.{namespace}.svc"),
                 format!("daprs-operator.{namespace}.svc"),
+                format!("dapr-webhook.{namespace}.svc"),
             ],
             cached: Mutex::new(None),
         }

@@ -158,3 +158,49 @@ pub async fn ensure(
     tracing::info!("webhook {WEBHOOK} trusts the current anchors");
     Ok(())
 }
+
+/// Points the Subscription CRD's conversion webhook at this namespace and
+/// makes it trust the anchors; skipped when both are already right.
+pub async fn ensure_conversion(client: &kube::Client, ca: &Ca, namespace: &str) -> Result<(), String> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let Some(crd) = crds
+        .get_opt("subscriptions.dapr.io")
+        .await
+        .map_err(|e| format!("reading CRD subscriptions.dapr.io: {e}"))?
+    else {
+        return Ok(());
+    };
+    let Some(config) = crd
+        .spec
+        .conversion
+        .as_ref()
+        .and_then(|c| c.webhook.as_ref())
+        .and_then(|w| w.client_config.as_ref())
+    else {
+        return Err(
+            "CRD subscriptions.dapr.io has no conversion webhook; apply deploy/crds/subscriptions.yaml"
+                .into(),
+        );
+    };
+    let current_ns = config.service.as_ref().map(|s| s.namespace.as_str());
+    let current_bundle = config.ca_bundle.as_ref().map(|b| b.0.as_slice());
+    if current_ns == Some(namespace) && current_bundle == Some(ca.trust_anchors.as_bytes()) {
+        return Ok(());
+    }
+    let bundle = base64::engine::general_purpose::STANDARD.encode(&ca.trust_anchors);
+    let ops = serde_json::json!([
+        {"op": "add", "path": "/spec/conversion/webhook/clientConfig/service/namespace", "value": namespace},
+        {"op": "add", "path": "/spec/conversion/webhook/clientConfig/caBundle", "value": bundle},
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| e.to_string())?;
+    crds.patch(
+        "subscriptions.dapr.io",
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await
+    .map_err(|e| format!("patching CRD subscriptions.dapr.io: {e}"))?;
+    tracing::info!("Subscription conversion webhook trusts the current anchors");
+    Ok(())
+}

@@ -34,6 +34,7 @@ async fn the_certificate_service_comes_up_over_tls() {
             },
             sentry_addr,
             api_addr,
+            webhook_addr: free(),
             health_addr,
             ca_sync_interval: Duration::from_millis(200),
             run_controllers: false,
@@ -162,6 +163,7 @@ async fn the_operator_api_requires_a_workload_certificate() {
             },
             sentry_addr,
             api_addr,
+            webhook_addr: free(),
             health_addr,
             ca_sync_interval: Duration::from_millis(200),
             run_controllers: false,
@@ -248,4 +250,84 @@ async fn the_operator_api_requires_a_workload_certificate() {
             .is_err(),
     };
     assert!(refused, "no client certificate, no answer");
+}
+
+#[tokio::test]
+async fn the_conversion_webhook_converts_subscriptions_over_https() {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let api = FakeApi::default();
+    let (webhook_addr, health_addr) = (free(), free());
+    tokio::spawn(run(
+        api.client(),
+        ServeSettings {
+            sentry: SentrySettings {
+                control_plane_namespace: "dapr-system".into(),
+                control_plane_trust_domain: "cluster.local".into(),
+                workload_ttl: Duration::from_secs(3600),
+                allowed_skew: Duration::from_secs(900),
+            },
+            sentry_addr: free(),
+            api_addr: free(),
+            webhook_addr,
+            health_addr,
+            ca_sync_interval: Duration::from_millis(200),
+            run_controllers: false,
+            identity: "test".into(),
+            watchdog: None,
+        },
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let anchors = loop {
+        if let Some(a) = api
+            .get("/api/v1/namespaces/dapr-system/configmaps/dapr-trust-bundle")
+            .and_then(|m| m["data"]["ca.crt"].as_str().map(str::to_string))
+        {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "no CA");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(anchors.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(webhook_addr)
+        .await
+        .expect("connect");
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(
+            ServerName::try_from("dapr-webhook.dapr-system.svc").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("TLS checked against the anchors");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("http");
+    tokio::spawn(conn);
+    let review = serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+        "request": {"uid": "r1", "desiredAPIVersion": "dapr.io/v2alpha1", "objects": [
+            {"apiVersion": "dapr.io/v1alpha1", "kind": "Subscription", "metadata": {"name": "order"},
+             "spec": {"pubsubname": "pubsub", "topic": "orders", "route": "/orders"}}]}});
+    let req = http::Request::post("/convert")
+        .header("host", "dapr-webhook.dapr-system.svc")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(review.to_string())))
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(answer["response"]["uid"], "r1");
+    assert_eq!(
+        answer["response"]["convertedObjects"][0]["spec"]["routes"]["default"],
+        "/orders"
+    );
 }

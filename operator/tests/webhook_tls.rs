@@ -99,3 +99,35 @@ async fn the_injector_gets_a_certificate_and_the_webhook_trusts_it() {
         .expect("b64");
     assert_eq!(bundle, next.trust_anchors.as_bytes());
 }
+
+#[tokio::test]
+async fn the_subscription_crd_is_pointed_at_this_operator() {
+    let api = FakeApi::default();
+    let (_, crd) = daprs_api::crds::all()
+        .expect("crds")
+        .into_iter()
+        .find(|(f, _)| *f == "subscriptions.yaml")
+        .expect("subscriptions");
+    let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/subscriptions.dapr.io";
+    api.put(path, serde_json::to_value(&crd).expect("json"));
+    let (ca, _) = Ca::generate("cluster.local", "daprs", OffsetDateTime::now_utc()).expect("ca");
+    webhook_tls::ensure_conversion(&api.client(), &ca, "daprs")
+        .await
+        .expect("ensure");
+    let stored = api.get(path).expect("crd");
+    let config = &stored["spec"]["conversion"]["webhook"]["clientConfig"];
+    assert_eq!(config["service"]["namespace"], "daprs");
+    let bundle = base64::engine::general_purpose::STANDARD
+        .decode(config["caBundle"].as_str().expect("caBundle"))
+        .expect("b64");
+    assert_eq!(bundle, ca.trust_anchors.as_bytes());
+    let writes = api.writes.lock().expect("lock").len();
+    webhook_tls::ensure_conversion(&api.client(), &ca, "daprs")
+        .await
+        .expect("again");
+    assert_eq!(
+        api.writes.lock().expect("lock").len(),
+        writes,
+        "nothing to do the second time"
+    );
+}
