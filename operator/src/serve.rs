@@ -217,6 +217,40 @@ async fn serve_https(
     }
 }
 
+/// Prometheus text: whether the CA can sign, and when its certificates expire
+/// (alert on `dapr_sentry_issuercert_expiry_timestamp - time() < 30d`).
+pub fn metrics_text(ca: &CaState) -> String {
+    let state = ca
+        .read()
+        .map(|s| s.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
+    let mut out = String::from(
+        "# HELP daprs_operator_ca_ready Whether the certificate authority can sign.\n# TYPE daprs_operator_ca_ready gauge\n",
+    );
+    match state {
+        Err(_) => out.push_str("daprs_operator_ca_ready 0\n"),
+        Ok(ca) => {
+            let soon = !ca.expiry_warnings(time::OffsetDateTime::now_utc()).is_empty();
+            out.push_str(&format!(
+                "daprs_operator_ca_ready 1\n\
+                 # HELP dapr_sentry_issuercert_expiry_timestamp When the issuer certificate expires (Unix seconds).\n\
+                 # TYPE dapr_sentry_issuercert_expiry_timestamp gauge\n\
+                 dapr_sentry_issuercert_expiry_timestamp {}\n\
+                 # HELP daprs_operator_root_expiry_timestamp When the earliest root certificate expires (Unix seconds).\n\
+                 # TYPE daprs_operator_root_expiry_timestamp gauge\n\
+                 daprs_operator_root_expiry_timestamp {}\n\
+                 # HELP daprs_operator_ca_expiring_soon 1 when the issuer or a root expires within 30 days.\n\
+                 # TYPE daprs_operator_ca_expiring_soon gauge\n\
+                 daprs_operator_ca_expiring_soon {}\n",
+                ca.issuer_not_after.unix_timestamp(),
+                ca.root_not_after.unix_timestamp(),
+                u8::from(soon)
+            ));
+        }
+    }
+    out
+}
+
 async fn ready(State(ca): State<CaState>) -> (StatusCode, String) {
     match &*ca.read().unwrap_or_else(|e| e.into_inner()) {
         Ok(_) => (StatusCode::OK, "ready\n".into()),
@@ -239,6 +273,10 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
     let router = Router::new()
         .route("/healthz", get(|| async { StatusCode::OK }))
         .route("/readyz", get(ready))
+        .route(
+            "/metrics",
+            get(|State(ca): State<CaState>| async move { metrics_text(&ca) }),
+        )
         .with_state(ca.clone());
     tokio::spawn(async move { axum::serve(health, router).await });
 

@@ -279,3 +279,21 @@ mod bootstrap {
         assert!(m.contains("issuer.key missing"), "{m}");
     }
 }
+
+#[test]
+fn metrics_show_readiness_and_expiry() {
+    use std::sync::{Arc, RwLock};
+    let not_ready: daprs_operator::sentry::CaState = Arc::new(RwLock::new(Err("no CA".into())));
+    assert!(daprs_operator::serve::metrics_text(&not_ready).contains("daprs_operator_ca_ready 0"));
+    let now = OffsetDateTime::now_utc();
+    let (ca, _) = Ca::generate("cluster.local", "dapr-system", now).expect("ca");
+    let expiry = ca.issuer_not_after.unix_timestamp();
+    let ready: daprs_operator::sentry::CaState = Arc::new(RwLock::new(Ok(Arc::new(ca))));
+    let text = daprs_operator::serve::metrics_text(&ready);
+    assert!(text.contains("daprs_operator_ca_ready 1"), "{text}");
+    assert!(
+        text.contains(&format!("dapr_sentry_issuercert_expiry_timestamp {expiry}")),
+        "{text}"
+    );
+    assert!(text.contains("daprs_operator_ca_expiring_soon 0"), "{text}");
+}
