@@ -1,7 +1,8 @@
-//! `daprs-operator`: keeps the Dapr resources checked and the per-app
-//! Services in place. The reconcile decisions are pure functions over the
-//! Kubernetes objects ([`service`], [`validate`], [`scope`]); the controllers
-//! that read and write the API server sit on top of them.
+//! `daprs-operator`: the certificate authority of the sidecars ([`ca`],
+//! [`sentry`]), the resources they load ([`api`]), the per-app Services and
+//! Component status ([`controllers`]), and the watchdog. Decisions are pure
+//! functions over Kubernetes objects ([`service`], [`validate`], [`scope`],
+//! [`identity`], [`bootstrap`]); the I/O sits on top of them ([`serve`]).
 
 pub mod api;
 pub mod bootstrap;

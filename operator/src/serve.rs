@@ -1,5 +1,7 @@
-//! `daprs-operator serve`: the CA and its gRPC service, the controllers and
-//! the health endpoints, in one process.
+//! `daprs-operator serve`, in one process: the CA and its certificate
+//! service, the operator API for sidecars, the Subscription conversion
+//! webhook, the health and metrics endpoints, and (on the leader) the
+//! controllers, the watchdog and the injector's certificate upkeep.
 
 use std::{
     net::SocketAddr,
