@@ -51,6 +51,7 @@ pub mod key {
     pub const APP_HEALTH_THRESHOLD: &str = "dapr.io/app-health-threshold";
     pub const ENABLE_NATIVE_SIDECAR: &str = "dapr.io/enable-native-sidecar";
     pub const UNIX_DOMAIN_SOCKET_PATH: &str = "dapr.io/unix-domain-socket-path";
+    pub const BLOCK_SHUTDOWN_DURATION: &str = "dapr.io/block-shutdown-duration";
     /// Annotations Dapr documents whose feature this daprd does not have yet;
     /// they are reported rather than silently dropped.
     pub const NOT_SUPPORTED: &[&str] = &[
@@ -59,7 +60,6 @@ pub mod key {
         "dapr.io/debug-port",
         "dapr.io/http-read-buffer-size",
         "dapr.io/read-buffer-size",
-        "dapr.io/block-shutdown-duration",
         "dapr.io/disable-builtin-k8s-secret-store",
         "dapr.io/app-binding-options-timeout",
         "dapr.io/placement-host-address",
@@ -204,6 +204,20 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A duration such as `10s`, `500ms` or `1m30s`.
+    pub fn go_duration(&mut self, key: &'static str) -> Option<String> {
+        let v = self.string(key)?;
+        if valid_go_duration(&v) {
+            Some(v)
+        } else {
+            self.problem(
+                key,
+                format!("{v:?} is not a duration (for example 10s, 500ms, 1m30s); the annotation is ignored"),
+            );
+            None
+        }
+    }
+
     /// Notes every annotation whose feature this daprd lacks.
     pub fn note_unsupported(&mut self) {
         for key in key::NOT_SUPPORTED {
@@ -236,6 +250,34 @@ pub fn valid_quantity(s: &str) -> bool {
             .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
             .is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())),
     }
+}
+
+/// Whether `s` is a Go-style duration: a plain number of seconds, or
+/// numbers each followed by ns, us, µs, ms, s, m or h.
+pub fn valid_go_duration(s: &str) -> bool {
+    let s = s.trim();
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        return true;
+    }
+    let mut rest = s;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 || rest[..digits].parse::<f64>().is_err() {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        if !matches!(&rest[..unit], "ns" | "us" | "µs" | "ms" | "s" | "m" | "h") {
+            return false;
+        }
+        rest = &rest[unit..];
+    }
+    true
 }
 
 /// Whether `id` can be an app-id: `<id>-dapr` must be a DNS-1123 label.
@@ -292,6 +334,16 @@ mod tests {
         }
         for bad in ["", "m", "1.2.3", "100mb", "1 Gi", "lots", "1e", "Gi"] {
             assert!(!valid_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        for ok in ["10s", "500ms", "1m30s", "1h", "30", "1.5s"] {
+            assert!(valid_go_duration(ok), "{ok}");
+        }
+        for bad in ["", "s", "ten seconds", "10 s", "5d", "1.2.3s"] {
+            assert!(!valid_go_duration(bad), "{bad}");
         }
     }
 

@@ -303,6 +303,9 @@ pub fn build(cfg: &InjectorConfig, namespace: &str, pod: &PodFacts<'_>) -> Resul
     if let Some(n) = r.int(key::GRACEFUL_SHUTDOWN_SECONDS, -1..=86_400) {
         flag("dapr-graceful-shutdown-seconds", n.to_string());
     }
+    if let Some(d) = r.go_duration(key::BLOCK_SHUTDOWN_DURATION) {
+        flag("dapr-block-shutdown-duration", d);
+    }
     if r.raw(key::LOG_AS_JSON).is_some() {
         let v = r.bool(key::LOG_AS_JSON, false);
         flag("log-as-json", v.to_string());

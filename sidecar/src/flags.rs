@@ -103,6 +103,12 @@ pub struct Flags {
     #[arg(long)]
     pub dapr_public_port: Option<u16>,
 
+    /// On a termination signal, keep serving for up to this long (e.g. `5s`)
+    /// or until the app reports unhealthy, so the app can still call its
+    /// sidecar while it shuts down.
+    #[arg(long)]
+    pub dapr_block_shutdown_duration: Option<String>,
+
     /// Folder in which the HTTP and gRPC APIs listen on Unix domain sockets
     /// (`dapr-<app-id>-http.socket`, `dapr-<app-id>-grpc.socket`) instead of TCP.
     #[arg(long)]
@@ -198,6 +204,8 @@ pub struct Settings {
     pub listen_addresses: Vec<IpAddr>,
     /// Grace period at shutdown.
     pub graceful_shutdown: Duration,
+    /// `--dapr-block-shutdown-duration`.
+    pub block_shutdown: Option<Duration>,
     /// Semaphore size for calls into the app; None = unlimited.
     pub app_max_concurrency: Option<usize>,
     /// `DAPR_API_TOKEN`: required on API calls when set.
@@ -308,6 +316,12 @@ impl Settings {
         } else {
             flags.dapr_graceful_shutdown_seconds
         };
+        let block_shutdown = match &flags.dapr_block_shutdown_duration {
+            None => None,
+            Some(d) => Some(crate::state::parse_duration(d).ok_or_else(|| {
+                format!("--dapr-block-shutdown-duration {d:?} is not a duration such as 10s or 1m")
+            })?),
+        };
         let resources_paths = if flags.resources_path.is_empty() {
             flags.components_path.clone()
         } else {
@@ -319,6 +333,7 @@ impl Settings {
             max_body_size,
             listen_addresses,
             graceful_shutdown: Duration::from_secs(graceful as u64),
+            block_shutdown,
             app_max_concurrency: usize::try_from(flags.app_max_concurrency).ok().filter(|n| *n > 0),
             api_token: non_empty("DAPR_API_TOKEN"),
             app_token: non_empty("APP_API_TOKEN"),

@@ -541,13 +541,21 @@ pub async fn run(
     // App readiness and health.
     match rt.app.as_ref() {
         Some(app) => {
-            let (rt2, address, port) = (rt.clone(), app.address.clone(), app.port);
+            let (rt2, address, port, stop) = (rt.clone(), app.address.clone(), app.port, stop());
+            // Waiting for and probing the app ends with the shutdown; it is not
+            // in-flight work to drain.
             tasks.spawn(async move {
-                wait_for_app(&address, port).await;
-                rt2.health.app_ready.store(true, Ordering::Relaxed);
-                tracing::info!(port, "app is listening");
-                if rt2.settings.flags.enable_app_health_check {
-                    probe_app(rt2).await;
+                let watch_app = async {
+                    wait_for_app(&address, port).await;
+                    rt2.health.app_ready.store(true, Ordering::Relaxed);
+                    tracing::info!(port, "app is listening");
+                    if rt2.settings.flags.enable_app_health_check {
+                        probe_app(rt2.clone()).await;
+                    }
+                };
+                tokio::select! {
+                    () = watch_app => {}
+                    () = stop => {}
                 }
                 Ok(())
             });
@@ -560,6 +568,17 @@ pub async fn run(
         let rt = rt.clone();
         tokio::spawn(async move {
             signal.await;
+            if let Some(limit) = rt.settings.block_shutdown {
+                tracing::info!(
+                    ?limit,
+                    "received termination signal; serving on until the app is unhealthy or the time is up"
+                );
+                let deadline = tokio::time::Instant::now() + limit;
+                while tokio::time::Instant::now() < deadline && rt.health.app_healthy.load(Ordering::Relaxed)
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
             tracing::info!("received termination signal, shutting down");
             rt.begin_shutdown();
         });

@@ -178,3 +178,62 @@ async fn public_port_serves_health_and_metadata_only_without_a_token() {
     // The main port still wants the token.
     assert_eq!(d.get("/v1.0/state/statestore/k").await.expect("get").status, 401);
 }
+
+#[tokio::test]
+async fn block_shutdown_keeps_serving_until_the_app_is_unhealthy_or_time_is_up() {
+    let home = temp_dir("block");
+    // No health checks: the block lasts the whole duration.
+    let mut d = Daprd::start(Spec {
+        extra: vec!["--dapr-block-shutdown-duration".into(), "2s".into()],
+        ..Spec::new("blocking", &home)
+    })
+    .await;
+    let stopping = Instant::now();
+    d.terminate();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(d.get("/v1.0/metadata").await.expect("still serving").status, 200);
+    let status = d
+        .wait_exit(Duration::from_secs(6))
+        .await
+        .expect("exits after the block");
+    assert!(status.success());
+    assert!(
+        stopping.elapsed() >= Duration::from_millis(1900),
+        "blocked for the duration"
+    );
+
+    // With health checks: an unhealthy app ends the block early.
+    let (app, port) = controlled_app().await;
+    let mut d = Daprd::start(Spec {
+        app_port: Some(port),
+        extra: [
+            "--dapr-block-shutdown-duration",
+            "20s",
+            "--enable-app-health-check",
+            "--app-health-check-path",
+            "/healthz",
+            "--app-health-probe-interval",
+            "1",
+            "--app-health-threshold",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Spec::new("blocking-app", &home)
+    })
+    .await;
+    let stopping = Instant::now();
+    d.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.unhealthy.store(true, SeqCst);
+    let status = d
+        .wait_exit(Duration::from_secs(8))
+        .await
+        .expect("exits once the app is unhealthy");
+    assert!(status.success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "no wait for the rest of the block, nor for the probe loop: {:?}",
+        stopping.elapsed()
+    );
+}
