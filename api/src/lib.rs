@@ -10,6 +10,7 @@
 //! - [`resource`]: decoding multi-document YAML into a [`resource::Resource`].
 //! - [`crds`]: the CustomResourceDefinitions derived from the types.
 
+pub mod contract;
 pub mod convert;
 pub mod crds;
 pub mod resource;

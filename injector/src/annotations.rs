@@ -92,13 +92,7 @@ pub struct Reader<'a> {
     pub problems: Vec<Problem>,
 }
 
-/// Dapr's truthy spellings.
-pub fn truthy(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_lowercase().as_str(),
-        "1" | "t" | "true" | "y" | "yes" | "on"
-    )
-}
+pub use daprs_api::contract::{truthy, valid_app_id};
 
 fn falsy(v: &str) -> bool {
     matches!(
@@ -252,42 +246,9 @@ pub fn valid_quantity(s: &str) -> bool {
     }
 }
 
-/// Whether `s` is a Go-style duration: a plain number of seconds, or
-/// numbers each followed by ns, us, µs, ms, s, m or h.
+/// Whether `s` is a non-empty Go-style duration daprd accepts.
 pub fn valid_go_duration(s: &str) -> bool {
-    let s = s.trim();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-        return true;
-    }
-    let mut rest = s;
-    if rest.is_empty() {
-        return false;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if digits == 0 || rest[..digits].parse::<f64>().is_err() {
-            return false;
-        }
-        rest = &rest[digits..];
-        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        if !matches!(&rest[..unit], "ns" | "us" | "µs" | "ms" | "s" | "m" | "h") {
-            return false;
-        }
-        rest = &rest[unit..];
-    }
-    true
-}
-
-/// Whether `id` can be an app-id: `<id>-dapr` must be a DNS-1123 label.
-pub fn valid_app_id(id: &str) -> bool {
-    let label = format!("{id}-dapr");
-    label.len() <= 63
-        && id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && label
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    !s.trim().is_empty() && daprs_api::contract::parse_duration(s).is_some()
 }
 
 /// `K=v,K2=v2`; a value may hold commas, since a new pair only starts at

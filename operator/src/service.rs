@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use daprs_api::contract::truthy;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
@@ -25,13 +26,6 @@ struct Workload<'a> {
     meta: &'a ObjectMeta,
     selector: &'a LabelSelector,
     annotations: Option<&'a BTreeMap<String, String>>,
-}
-
-fn truthy(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_lowercase().as_str(),
-        "1" | "t" | "true" | "y" | "yes" | "on"
-    )
 }
 
 fn port_annotation(a: &BTreeMap<String, String>, key: &str, default: i32) -> i32 {

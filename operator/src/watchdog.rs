@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use daprs_api::contract::truthy;
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, ResourceExt,
@@ -17,13 +18,6 @@ pub struct Missing {
     pub namespace: String,
     pub pod: String,
     pub owner: OwnerReference,
-}
-
-fn truthy(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_lowercase().as_str(),
-        "1" | "t" | "true" | "y" | "yes" | "on"
-    )
 }
 
 /// Whether `pod` is Dapr-enabled, lacks daprd, and has a controller to recreate it.

@@ -269,33 +269,7 @@ pub fn meta<'a>(metadata: &'a BTreeMap<String, String>, key: &str) -> Option<&'a
         .filter(|v| !v.is_empty())
 }
 
-/// Reads a Go-style duration (`5s`, `500ms`, `1h`, `1m30s`) from metadata.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let secs = match &rest[..unit_len] {
-            "ns" => n / 1e9,
-            "us" | "µs" => n / 1e6,
-            "ms" => n / 1e3,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            _ => return None,
-        };
-        total += Duration::try_from_secs_f64(secs).ok()?;
-        rest = &rest[unit_len..];
-    }
-    Some(total)
-}
+pub use daprs_api::contract::parse_duration;
 
 #[cfg(test)]
 mod tests {
@@ -356,14 +330,5 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)),
             "2024-02-29T23:59:59Z"
         );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("20"), Some(Duration::from_secs(20)));
-        assert_eq!(parse_duration("5x"), None);
     }
 }
