@@ -267,9 +267,38 @@ impl Ca {
             .filter_map(Result::ok)
             .find(|p| p.label == "CERTIFICATE REQUEST" || p.label == "NEW CERTIFICATE REQUEST")
             .ok_or_else(|| CaError::BadRequest("no CERTIFICATE REQUEST block in the CSR".into()))?;
-        let mut csr = CertificateSigningRequestParams::from_der(&der.contents.clone().into())
+        let csr = CertificateSigningRequestParams::from_der(&der.contents.clone().into())
             .map_err(|e| CaError::BadRequest(format!("the CSR cannot be used: {e}")))?;
         // Only the public key of the request is used; everything else is ours.
+        self.leaf(&csr.public_key, spiffe_id, dns_names, ttl, skew, now)
+    }
+
+    /// A certificate and a fresh key for the operator's own servers (no CSR:
+    /// the key never leaves this process).
+    pub fn issue_own(
+        &self,
+        spiffe_id: &str,
+        dns_names: &[String],
+        ttl: Duration,
+        skew: Duration,
+        now: OffsetDateTime,
+    ) -> Result<(Signed, KeyPair), CaError> {
+        let key =
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Internal(e.to_string()))?;
+        let signed = self.leaf(&key, spiffe_id, dns_names, ttl, skew, now)?;
+        Ok((signed, key))
+    }
+
+    /// Signs a workload certificate for `public_key`.
+    fn leaf(
+        &self,
+        public_key: &impl PublicKeyData,
+        spiffe_id: &str,
+        dns_names: &[String],
+        ttl: Duration,
+        skew: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Signed, CaError> {
         let uri = spiffe_id
             .try_into()
             .map_err(|_| CaError::BadRequest(format!("{spiffe_id:?} is not a valid URI")))?;
@@ -297,14 +326,12 @@ impl Ca {
         p.not_after = now + ttl;
         p.serial_number = Some(random_serial()?);
         p.use_authority_key_identifier_extension = true;
-        csr.params = p;
-        let not_after = csr.params.not_after;
-        let leaf = csr
-            .signed_by(&self.issuer)
+        let leaf = p
+            .signed_by(public_key, &self.issuer)
             .map_err(|e| CaError::Internal(e.to_string()))?;
         Ok(Signed {
             chain_pem: format!("{}{}", leaf.pem(), self.issuer_chain),
-            not_after,
+            not_after: p.not_after,
         })
     }
 

@@ -27,6 +27,12 @@ use crate::{
 /// The CA as currently loaded, or why it cannot sign.
 pub type CaState = Arc<RwLock<Result<Arc<Ca>, String>>>;
 
+/// The CA if it can sign, or why not. Writers only ever replace the whole
+/// value, so a poisoned lock still holds a consistent one.
+pub fn current(state: &CaState) -> Result<Arc<Ca>, String> {
+    state.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Settings of the signing service.
 #[derive(Clone, Debug)]
 pub struct SentrySettings {
@@ -130,10 +136,8 @@ impl CaService for Sentry {
         if req.token.is_empty() {
             return Err(Refusal::InvalidArgument("token is required".into()).into());
         }
-        let ca = match &*self.ca.read().map_err(|_| Status::internal("CA lock poisoned"))? {
-            Ok(ca) => ca.clone(),
-            Err(why) => return Err(Status::unavailable(format!("the CA cannot sign: {why}"))),
-        };
+        let ca =
+            current(&self.ca).map_err(|why| Status::unavailable(format!("the CA cannot sign: {why}")))?;
         let reviewed = self.review(&req.token).await?;
         let sa = identity::service_account(&reviewed)?;
         let Some(pod_name) = reviewed.pod_name.clone() else {

@@ -19,7 +19,7 @@ use crate::{
     api::PeerId,
     ca_sync::CaSync,
     controllers,
-    sentry::{CaState, Sentry, SentrySettings},
+    sentry::{CaState, Sentry, SentrySettings, current},
     tls::{self, SelfCert},
 };
 
@@ -44,8 +44,7 @@ pub struct ServeSettings {
 /// Keeps the injector's certificate and the webhook's caBundle current.
 async fn injector_tls(client: kube::Client, ca: CaState, namespace: String, trust_domain: String) {
     loop {
-        let current = ca.read().ok().and_then(|c| c.as_ref().ok().cloned());
-        if let Some(ca) = current {
+        if let Ok(ca) = current(&ca) {
             if let Err(e) = crate::webhook_tls::ensure(&client, &ca, &namespace, &trust_domain).await {
                 tracing::warn!("injector certificate: {e}");
             }
@@ -222,14 +221,10 @@ async fn serve_https(
 /// Prometheus text: whether the CA can sign, and when its certificates expire
 /// (alert on `dapr_sentry_issuercert_expiry_timestamp - time() < 30d`).
 pub fn metrics_text(ca: &CaState) -> String {
-    let state = ca
-        .read()
-        .map(|s| s.clone())
-        .unwrap_or_else(|e| e.into_inner().clone());
     let mut out = String::from(
         "# HELP daprs_operator_ca_ready Whether the certificate authority can sign.\n# TYPE daprs_operator_ca_ready gauge\n",
     );
-    match state {
+    match current(ca) {
         Err(_) => out.push_str("daprs_operator_ca_ready 0\n"),
         Ok(ca) => {
             let soon = !ca.expiry_warnings(time::OffsetDateTime::now_utc()).is_empty();
@@ -254,7 +249,7 @@ pub fn metrics_text(ca: &CaState) -> String {
 }
 
 async fn ready(State(ca): State<CaState>) -> (StatusCode, String) {
-    match &*ca.read().unwrap_or_else(|e| e.into_inner()) {
+    match current(&ca) {
         Ok(_) => (StatusCode::OK, "ready\n".into()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("CA not ready: {why}\n")),
     }
@@ -315,7 +310,7 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
         let cached: std::sync::Mutex<Option<(String, Arc<rustls::ServerConfig>)>> =
             std::sync::Mutex::new(None);
         move || {
-            let anchors = ca.read().ok()?.as_ref().ok()?.trust_anchors.clone();
+            let anchors = current(&ca).ok()?.trust_anchors.clone();
             let mut c = cached.lock().ok()?;
             if let Some((a, cfg)) = &*c
                 && *a == anchors

@@ -51,14 +51,8 @@ impl SelfCert {
     }
 
     fn issue(&self, ca: &Ca) -> Result<Arc<CertifiedKey>, String> {
-        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-            .and_then(|p| p.serialize_request(&key))
-            .and_then(|c| c.pem())
-            .map_err(|e| e.to_string())?;
-        let signed = ca
-            .sign(
-                csr.as_bytes(),
+        let (signed, key) = ca
+            .issue_own(
                 &self.spiffe_id,
                 &self.dns,
                 TTL,
@@ -76,10 +70,7 @@ impl SelfCert {
 
     /// The current certificate, issuing a new one when needed.
     pub fn current(&self) -> Option<Arc<CertifiedKey>> {
-        let ca = match &*self.ca.read().ok()? {
-            Ok(ca) => ca.clone(),
-            Err(_) => return None,
-        };
+        let ca = crate::sentry::current(&self.ca).ok()?;
         let mut cached = self.cached.lock().ok()?;
         let now = OffsetDateTime::now_utc();
         if let Some((anchors, renew_at, key)) = &*cached

@@ -49,18 +49,12 @@ pub fn needs_renewal(secret: Option<&Secret>, anchors: &str, now: OffsetDateTime
 
 /// Issues the serving pair for the injector's Service name.
 pub fn issue(ca: &Ca, namespace: &str, trust_domain: &str, now: OffsetDateTime) -> Result<Secret, String> {
-    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-        .and_then(|p| p.serialize_request(&key))
-        .and_then(|c| c.pem())
-        .map_err(|e| e.to_string())?;
     let dns = vec![
         format!("daprs-injector.{namespace}.svc"),
         format!("daprs-injector.{namespace}.svc.cluster.local"),
     ];
-    let signed = ca
-        .sign(
-            csr.as_bytes(),
+    let (signed, key) = ca
+        .issue_own(
             &format!("spiffe://{trust_domain}/ns/{namespace}/dapr-injector"),
             &dns,
             TTL,
