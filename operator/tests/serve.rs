@@ -1,6 +1,7 @@
 //! `serve` end to end on loopback: the CA comes up in an empty (fake)
-//! cluster, health turns ready, and the certificate service answers over TLS
-//! with a certificate that chains to the published anchors.
+//! cluster, health turns ready, and the certificate service, the operator
+//! API and the conversion webhook answer over TLS with a certificate that
+//! chains to the published anchors.
 
 #[path = "support/fake_api.rs"]
 mod fake_api;
@@ -13,105 +14,57 @@ use daprs_operator::{
 };
 use daprs_proto::sentry::{SignCertificateRequest, ca_client::CaClient};
 use fake_api::FakeApi;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use serde_json::Value;
+
+const ANCHORS: &str = "/api/v1/namespaces/dapr-system/configmaps/dapr-trust-bundle";
 
 fn free() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
 }
 
-#[tokio::test]
-async fn the_certificate_service_comes_up_over_tls() {
+/// Starts `serve` on free loopback ports against an empty fake cluster.
+fn start() -> (FakeApi, ServeSettings) {
     let api = FakeApi::default();
-    let (sentry_addr, api_addr, health_addr) = (free(), free(), free());
-    tokio::spawn(run(
-        api.client(),
-        ServeSettings {
-            sentry: SentrySettings {
-                control_plane_namespace: "dapr-system".into(),
-                control_plane_trust_domain: "cluster.local".into(),
-                workload_ttl: Duration::from_secs(3600),
-                allowed_skew: Duration::from_secs(900),
-            },
-            sentry_addr,
-            api_addr,
-            webhook_addr: free(),
-            health_addr,
-            ca_sync_interval: Duration::from_millis(200),
-            run_controllers: false,
-            identity: "test".into(),
-            watchdog: None,
+    let settings = ServeSettings {
+        sentry: SentrySettings {
+            control_plane_namespace: "dapr-system".into(),
+            control_plane_trust_domain: "cluster.local".into(),
+            workload_ttl: Duration::from_secs(3600),
+            allowed_skew: Duration::from_secs(900),
         },
-    ));
-
-    // Ready once the CA exists.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ok = async {
-            let mut s = tokio::net::TcpStream::connect(health_addr).await.ok()?;
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-                .await
-                .ok()?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).await.ok()?;
-            Some(buf.starts_with("HTTP/1.1 200"))
-        }
-        .await
-        .unwrap_or(false);
-        if ok {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let anchors = api
-        .get("/api/v1/namespaces/dapr-system/configmaps/dapr-trust-bundle")
-        .and_then(|m| m["data"]["ca.crt"].as_str().map(str::to_string))
-        .expect("anchors published");
-
-    // A client that trusts only the published anchors and checks the name.
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(anchors.as_bytes()) {
-        roots.add(c.expect("pem")).expect("root");
-    }
-    let mut tls =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let channel = tonic::transport::Endpoint::from_static("http://dapr-sentry.dapr-system.svc")
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let connector = connector.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(sentry_addr).await?;
-                let name =
-                    ServerName::try_from("dapr-sentry.dapr-system.svc").map_err(std::io::Error::other)?;
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        }))
-        .await
-        .expect("TLS connection verified against the anchors");
-    let err = CaClient::new(channel)
-        .sign_certificate(SignCertificateRequest::default())
-        .await
-        .expect_err("an empty request is refused");
-    assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("app-id"), "{}", err.message());
+        sentry_addr: free(),
+        api_addr: free(),
+        webhook_addr: free(),
+        health_addr: free(),
+        ca_sync_interval: Duration::from_millis(200),
+        run_controllers: false,
+        identity: "test".into(),
+        watchdog: None,
+    };
+    tokio::spawn(run(api.client(), settings.clone()));
+    (api, settings)
 }
 
-/// A TLS channel to `addr`, checking the server's name against `anchors`
-/// and presenting `client` (PEM chain and key) when given.
-async fn channel(
-    addr: std::net::SocketAddr,
-    anchors: &str,
-    client: Option<(String, String)>,
-) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+/// Waits up to 10 s for `pick` to find something at `path` in the fake cluster.
+async fn wait_for<T>(api: &FakeApi, path: &str, pick: impl Fn(&Value) -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(found) = api.get(path).as_ref().and_then(&pick) {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "no CA");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn published_anchors(api: &FakeApi) -> String {
+    wait_for(api, ANCHORS, |m| m["data"]["ca.crt"].as_str().map(str::to_string)).await
+}
+
+/// A client trusting only `anchors`, presenting `client` (PEM chain and key) when given.
+fn client_tls(anchors: &str, client: Option<(String, String)>, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(anchors.as_bytes()) {
         roots.add(c.expect("pem")).expect("root");
@@ -132,14 +85,24 @@ async fn channel(
             )
             .expect("client auth"),
     };
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    tonic::transport::Endpoint::from_static("http://dapr-api.dapr-system.svc")
+    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tls
+}
+
+/// A gRPC channel to `addr` over TLS, checking the server is `name`.
+async fn channel(
+    addr: std::net::SocketAddr,
+    name: &'static str,
+    anchors: &str,
+    client: Option<(String, String)>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(anchors, client, &[b"h2"])));
+    tonic::transport::Endpoint::from_static("http://operator")
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
             let connector = connector.clone();
             async move {
                 let tcp = tokio::net::TcpStream::connect(addr).await?;
-                let name = ServerName::try_from("dapr-api.dapr-system.svc").map_err(std::io::Error::other)?;
+                let name = ServerName::try_from(name).map_err(std::io::Error::other)?;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(connector.connect(name, tcp).await?))
             }
         }))
@@ -147,39 +110,60 @@ async fn channel(
 }
 
 #[tokio::test]
+async fn the_certificate_service_comes_up_over_tls() {
+    let (api, s) = start();
+
+    // Ready once the CA exists.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = async {
+            let mut stream = tokio::net::TcpStream::connect(s.health_addr).await.ok()?;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream
+                .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut buf = String::new();
+            stream.read_to_string(&mut buf).await.ok()?;
+            Some(buf.starts_with("HTTP/1.1 200"))
+        }
+        .await
+        .unwrap_or(false);
+        if ok {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let anchors = api
+        .get(ANCHORS)
+        .and_then(|m| m["data"]["ca.crt"].as_str().map(str::to_string))
+        .expect("anchors published");
+
+    // A client that trusts only the published anchors and checks the name.
+    let channel = channel(s.sentry_addr, "dapr-sentry.dapr-system.svc", &anchors, None)
+        .await
+        .expect("TLS connection verified against the anchors");
+    let err = CaClient::new(channel)
+        .sign_certificate(SignCertificateRequest::default())
+        .await
+        .expect_err("an empty request is refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("app-id"), "{}", err.message());
+}
+
+#[tokio::test]
 async fn the_operator_api_requires_a_workload_certificate() {
     use base64::Engine;
     use daprs_proto::operator::{ListComponentsRequest, operator_client::OperatorClient};
-    let api = FakeApi::default();
-    let (sentry_addr, api_addr, health_addr) = (free(), free(), free());
-    tokio::spawn(run(
-        api.client(),
-        ServeSettings {
-            sentry: SentrySettings {
-                control_plane_namespace: "dapr-system".into(),
-                control_plane_trust_domain: "cluster.local".into(),
-                workload_ttl: Duration::from_secs(3600),
-                allowed_skew: Duration::from_secs(900),
-            },
-            sentry_addr,
-            api_addr,
-            webhook_addr: free(),
-            health_addr,
-            ca_sync_interval: Duration::from_millis(200),
-            run_controllers: false,
-            identity: "test".into(),
-            watchdog: None,
-        },
-    ));
+    let (api, s) = start();
     // Wait for the CA, then sign client certificates with the same material.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let secret = loop {
-        if let Some(s) = api.get("/api/v1/namespaces/dapr-system/secrets/dapr-trust-bundle") {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "no CA");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let secret = wait_for(
+        &api,
+        "/api/v1/namespaces/dapr-system/secrets/dapr-trust-bundle",
+        |s| Some(s.clone()),
+    )
+    .await;
     let field = |k: &str| {
         String::from_utf8(
             base64::engine::general_purpose::STANDARD
@@ -196,16 +180,8 @@ async fn the_operator_api_requires_a_workload_certificate() {
     let ca = daprs_operator::ca::Ca::load(&bundle, Some(&bundle.ca_crt), time::OffsetDateTime::now_utc())
         .expect("ca");
     let workload = |id: &str| {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-            .expect("params")
-            .serialize_request(&key)
-            .expect("csr")
-            .pem()
-            .expect("pem");
-        let signed = ca
-            .sign(
-                csr.as_bytes(),
+        let (signed, key) = ca
+            .issue_own(
                 id,
                 &[],
                 Duration::from_secs(3600),
@@ -217,8 +193,10 @@ async fn the_operator_api_requires_a_workload_certificate() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    let api_name = "dapr-api.dapr-system.svc";
     let orders = channel(
-        api_addr,
+        s.api_addr,
+        api_name,
         &ca.trust_anchors,
         Some(workload("spiffe://public/ns/prod/orders")),
     )
@@ -240,7 +218,7 @@ async fn the_operator_api_requires_a_workload_certificate() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
 
     // Without a client certificate the handshake itself is refused.
-    let refused = match channel(api_addr, &ca.trust_anchors, None).await {
+    let refused = match channel(s.api_addr, api_name, &ca.trust_anchors, None).await {
         Err(_) => true,
         Ok(ch) => OperatorClient::new(ch)
             .list_components(ListComponentsRequest {
@@ -255,50 +233,11 @@ async fn the_operator_api_requires_a_workload_certificate() {
 #[tokio::test]
 async fn the_conversion_webhook_converts_subscriptions_over_https() {
     use http_body_util::BodyExt;
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-    let api = FakeApi::default();
-    let (webhook_addr, health_addr) = (free(), free());
-    tokio::spawn(run(
-        api.client(),
-        ServeSettings {
-            sentry: SentrySettings {
-                control_plane_namespace: "dapr-system".into(),
-                control_plane_trust_domain: "cluster.local".into(),
-                workload_ttl: Duration::from_secs(3600),
-                allowed_skew: Duration::from_secs(900),
-            },
-            sentry_addr: free(),
-            api_addr: free(),
-            webhook_addr,
-            health_addr,
-            ca_sync_interval: Duration::from_millis(200),
-            run_controllers: false,
-            identity: "test".into(),
-            watchdog: None,
-        },
-    ));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let anchors = loop {
-        if let Some(a) = api
-            .get("/api/v1/namespaces/dapr-system/configmaps/dapr-trust-bundle")
-            .and_then(|m| m["data"]["ca.crt"].as_str().map(str::to_string))
-        {
-            break a;
-        }
-        assert!(std::time::Instant::now() < deadline, "no CA");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (api, s) = start();
+    let anchors = published_anchors(&api).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(anchors.as_bytes()) {
-        roots.add(c.expect("pem")).expect("root");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(webhook_addr)
+    let tls = client_tls(&anchors, None, &[]);
+    let tcp = tokio::net::TcpStream::connect(s.webhook_addr)
         .await
         .expect("connect");
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
