@@ -11,6 +11,23 @@ use super::{
     harness::{Daprd, Spec, free_port, temp_dir},
 };
 
+/// Flags probing the controlled app's `/healthz` every second, calling it
+/// unhealthy after `threshold` failures.
+fn health_checks(threshold: u32) -> Vec<String> {
+    [
+        "--enable-app-health-check",
+        "--app-health-check-path",
+        "/healthz",
+        "--app-health-probe-interval",
+        "1",
+        "--app-health-threshold",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([threshold.to_string()])
+    .collect()
+}
+
 /// Polls `f` until it holds, for at most `within`.
 async fn eventually(within: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -26,17 +43,7 @@ async fn unhealthy_apps_stop_receiving_calls_until_they_recover() {
     let (app, port) = controlled_app().await;
     let b = Daprd::start(Spec {
         app_port: Some(port),
-        extra: [
-            "--enable-app-health-check",
-            "--app-health-check-path",
-            "/healthz",
-            "--app-health-probe-interval",
-            "1",
-            "--app-health-threshold",
-            "2",
-        ]
-        .map(String::from)
-        .to_vec(),
+        extra: health_checks(2),
         ..Spec::new("health-b", &home)
     })
     .await;
@@ -207,18 +214,10 @@ async fn block_shutdown_keeps_serving_until_the_app_is_unhealthy_or_time_is_up()
     let mut d = Daprd::start(Spec {
         app_port: Some(port),
         extra: [
-            "--dapr-block-shutdown-duration",
-            "20s",
-            "--enable-app-health-check",
-            "--app-health-check-path",
-            "/healthz",
-            "--app-health-probe-interval",
-            "1",
-            "--app-health-threshold",
-            "1",
+            vec!["--dapr-block-shutdown-duration".into(), "20s".into()],
+            health_checks(1),
         ]
-        .map(String::from)
-        .to_vec(),
+        .concat(),
         ..Spec::new("blocking-app", &home)
     })
     .await;
