@@ -185,16 +185,7 @@ async fn operator_against_a_real_api_server() {
 
     // The certificate service over TLS, trusting only the published anchors.
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(anchors.as_bytes()) {
-        roots.add(c.expect("pem")).expect("root");
-    }
-    let mut tls =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let mut tls = daprs_e2e::pki::client_config(anchors.as_bytes()).expect("anchors");
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let channel = tonic::transport::Endpoint::from_static("http://dapr-sentry.dapr-system.svc")
