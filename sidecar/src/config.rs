@@ -72,7 +72,15 @@ struct Rules {
 }
 
 impl Rules {
+    /// Whether any rule exists at all.
+    fn restricts(&self) -> bool {
+        self.allowed.is_some() || !self.denied.is_empty()
+    }
+
     fn permits(&self, name: &str, version: &str) -> bool {
+        if !self.restricts() {
+            return true;
+        }
         let key = (name.to_string(), version.to_string());
         if self.denied.contains(&key) {
             return false;
@@ -110,6 +118,11 @@ impl ApiAccess {
             http: rules(false),
             grpc: rules(true),
         }
+    }
+
+    /// Whether any HTTP rule exists (without one every route is served).
+    pub fn restricts_http(&self) -> bool {
+        self.http.restricts()
     }
 
     /// Whether an HTTP request path (`/<version>/<api>/...`) is served.

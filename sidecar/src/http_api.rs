@@ -48,10 +48,14 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/v1.0/shutdown", post(shutdown))
         .fallback(invoke_header)
         .layer(middleware::from_fn_with_state(rt.clone(), require_token));
-    public_router(rt.clone())
-        .merge(api)
-        .layer(middleware::from_fn_with_state(rt.clone(), api_access))
-        .with_state(rt)
+    let router = public_router(rt.clone()).merge(api);
+    // Without HTTP rules every route is served; no check on each request.
+    let router = if rt.config.api.restricts_http() {
+        router.layer(middleware::from_fn_with_state(rt.clone(), api_access))
+    } else {
+        router
+    };
+    router.with_state(rt)
 }
 
 /// `spec.api` of the Configuration: a route that is not enabled behaves as if
