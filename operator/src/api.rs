@@ -21,23 +21,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
-/// The SPIFFE ID of the caller's client certificate, put in each request's
-/// extensions by the TLS layer.
-#[derive(Clone, Debug)]
-pub struct PeerId(pub Option<String>);
-
-/// `(namespace, app-id)` from `spiffe://<td>/ns/<ns>/<app-id>[/...]`.
-pub fn parse_spiffe(id: &str) -> Option<(String, String)> {
-    let rest = id.strip_prefix("spiffe://")?;
-    let mut parts = rest.split('/');
-    let _trust_domain = parts.next().filter(|t| !t.is_empty())?;
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("ns"), Some(ns), Some(app)) if !ns.is_empty() && !app.is_empty() => {
-            Some((ns.into(), app.into()))
-        }
-        _ => None,
-    }
-}
+pub use daprs_mtls::PeerId;
 
 /// Whether `scopes` admit `app_id` (empty admits everyone).
 fn in_scope(scopes: &[String], app_id: &str) -> bool {
@@ -131,14 +115,15 @@ fn caller<T>(req: &Request<T>, namespace: &str) -> Result<String, Status> {
         .get::<PeerId>()
         .and_then(|p| p.0.clone())
         .ok_or_else(|| Status::unauthenticated("a client certificate with a SPIFFE ID is required"))?;
-    let (ns, app) = parse_spiffe(&id)
+    let peer = daprs_mtls::SpiffeId::parse(&id)
         .ok_or_else(|| Status::permission_denied(format!("{id:?} is not an app identity")))?;
-    if namespace.is_empty() || namespace != ns {
+    if namespace.is_empty() || namespace != peer.namespace {
         return Err(Status::permission_denied(format!(
-            "the caller is in namespace {ns:?} and may not read {namespace:?}"
+            "the caller is in namespace {:?} and may not read {namespace:?}",
+            peer.namespace
         )));
     }
-    Ok(app)
+    Ok(peer.app_id)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, Status> {

@@ -5,22 +5,19 @@
 
 use std::{
     net::SocketAddr,
-    pin::Pin,
     sync::{Arc, RwLock},
-    task::{Context, Poll},
     time::Duration,
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use daprs_mtls::{TlsConn, net::incoming};
+use tokio::net::TcpListener;
 
 use crate::{
-    api::PeerId,
     ca_sync::CaSync,
     controllers,
     sentry::{CaState, Sentry, SentrySettings, current},
-    tls::{self, SelfCert},
+    tls::SelfCert,
 };
 
 /// What `serve` needs.
@@ -97,96 +94,6 @@ async fn lead(
     }
 }
 
-/// A TLS connection tonic can serve, with the SPIFFE ID of the client
-/// certificate (if one was presented) as its connect info.
-struct TlsConn(tokio_rustls::server::TlsStream<TcpStream>, PeerId);
-
-impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = PeerId;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.1.clone()
-    }
-}
-
-/// The URI SAN of a DER certificate that is a SPIFFE ID.
-fn spiffe_of(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|n| match n {
-        x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => Some(u.to_string()),
-        _ => None,
-    })
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// Accepts TCP connections and completes TLS handshakes concurrently, with
-/// the configuration `config` gives for each connection (None: not ready).
-fn tls_incoming(
-    listener: TcpListener,
-    config: impl Fn() -> Option<Arc<rustls::ServerConfig>> + Send + 'static,
-) -> impl futures_util::Stream<Item = std::io::Result<TlsConn>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<TlsConn>>(64);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let Some(config) = config() else {
-                tracing::debug!("TLS not ready; connection dropped");
-                continue;
-            };
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let peer = tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .and_then(|c| spiffe_of(c));
-                        let _ = tx.send(Ok(TlsConn(tls, PeerId(peer)))).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
-}
-
 /// `POST /convert`: a ConversionReview for Subscriptions.
 async fn convert(body: axum::body::Bytes) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -212,7 +119,7 @@ async fn serve_https(
         tokio::spawn(async move {
             let service = hyper_util::service::TowerToHyperService::new(router);
             let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(conn.0), service)
+                .serve_connection(hyper_util::rt::TokioIo::new(conn.stream), service)
                 .await;
         });
     }
@@ -285,21 +192,21 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
         &s.sentry.control_plane_trust_domain,
         &s.sentry.control_plane_namespace,
     ));
-    let sentry_tls = Arc::new(tls::server_config(cert.clone(), None)?);
+    let sentry_tls = Arc::new(daprs_mtls::tls::server_config(cert.clone(), None)?);
 
     // The Subscription conversion webhook, for the API server.
     let convert_listener = TcpListener::bind(s.webhook_addr)
         .await
         .map_err(|e| format!("cannot listen on {} (conversion webhook): {e}", s.webhook_addr))?;
-    let mut webhook_tls = tls::server_config(cert.clone(), None)?;
+    let mut webhook_tls = daprs_mtls::tls::server_config(cert.clone(), None)?;
     webhook_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let webhook_tls = Arc::new(webhook_tls);
     let convert_router = Router::new().route("/convert", axum::routing::post(convert));
     tokio::spawn(serve_https(
-        tls_incoming(convert_listener, move || Some(webhook_tls.clone())),
+        incoming(convert_listener, move || Some(webhook_tls.clone())),
         convert_router,
     ));
-    let incoming = tls_incoming(listener, move || Some(sentry_tls.clone()));
+    let sentry_incoming = incoming(listener, move || Some(sentry_tls.clone()));
 
     // The operator API: mutual TLS against the current trust anchors.
     let api_listener = TcpListener::bind(s.api_addr)
@@ -317,7 +224,8 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
             {
                 return Some(cfg.clone());
             }
-            let cfg = Arc::new(tls::server_config(cert.clone(), Some(&anchors)).ok()?);
+            let roots = Arc::new(daprs_mtls::tls::roots(&anchors).ok()?);
+            let cfg = Arc::new(daprs_mtls::tls::server_config(cert.clone(), Some(roots)).ok()?);
             *c = Some((anchors, cfg.clone()));
             Some(cfg)
         }
@@ -330,7 +238,7 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
     };
     let api_server = tonic::transport::Server::builder()
         .add_service(daprs_proto::operator::operator_server::OperatorServer::new(api))
-        .serve_with_incoming(tls_incoming(api_listener, api_tls));
+        .serve_with_incoming(incoming(api_listener, api_tls));
     tokio::spawn(async move {
         if let Err(e) = api_server.await {
             tracing::error!(error = %e, "operator API stopped");
@@ -344,7 +252,7 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
     };
     let grpc = tonic::transport::Server::builder()
         .add_service(daprs_proto::sentry::ca_server::CaServer::new(sentry))
-        .serve_with_incoming(incoming);
+        .serve_with_incoming(sentry_incoming);
     tracing::info!(sentry = %s.sentry_addr, health = %s.health_addr, "daprs-operator serving");
     if s.run_controllers {
         tokio::spawn(lead(

@@ -8,7 +8,6 @@ use std::{
 };
 
 use rustls::{
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
@@ -60,12 +59,7 @@ impl SelfCert {
                 OffsetDateTime::now_utc(),
             )
             .map_err(|e| e.to_string())?;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(signed.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        let signer = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| e.to_string())?;
-        Ok(Arc::new(CertifiedKey::new(chain, signer)))
+        daprs_mtls::tls::certified_key(&signed.chain_pem, &key.serialize_pem())
     }
 
     /// The current certificate, issuing a new one when needed.
@@ -96,36 +90,4 @@ impl ResolvesServerCert for SelfCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current()
     }
-}
-
-/// TLS for the operator's servers. Without `client_roots` only the server
-/// proves who it is (the certificate service: clients send a token); with
-/// them, clients must present a certificate chaining to those anchors.
-pub fn server_config(
-    cert: Arc<SelfCert>,
-    client_roots: Option<&str>,
-) -> Result<rustls::ServerConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let builder = match client_roots {
-        None => builder.with_no_client_auth(),
-        Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                roots
-                    .add(c.map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?;
-            }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| e.to_string())?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let mut config = builder.with_cert_resolver(cert);
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
 }

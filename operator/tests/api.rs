@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use daprs_api::v1alpha1::{Component, Configuration, HTTPEndpoint, Resiliency};
 use daprs_api::v2alpha1::Subscription;
-use daprs_operator::api::{Caches, Change, OperatorApi, PeerId, parse_spiffe};
+use daprs_operator::api::{Caches, Change, OperatorApi, PeerId};
 use daprs_proto::operator::{
     ComponentUpdateRequest, GetConfigurationRequest, ListComponentsRequest, ResourceEventType,
     operator_server::Operator,
@@ -71,20 +71,6 @@ fn as_app<T>(msg: T, id: Option<&str>) -> Request<T> {
 }
 
 const ORDERS: Option<&str> = Some("spiffe://public/ns/prod/orders");
-
-#[test]
-fn spiffe_ids() {
-    assert_eq!(
-        parse_spiffe("spiffe://public/ns/prod/orders"),
-        Some(("prod".into(), "orders".into()))
-    );
-    assert_eq!(
-        parse_spiffe("spiffe://td/ns/prod/orders/extra"),
-        Some(("prod".into(), "orders".into()))
-    );
-    assert_eq!(parse_spiffe("spiffe://td/prod/orders"), None);
-    assert_eq!(parse_spiffe("https://td/ns/prod/orders"), None);
-}
 
 #[tokio::test]
 async fn components_are_listed_by_namespace_and_scope_with_secrets_resolved() {

@@ -1,0 +1,14 @@
+//! Workload identity on the wire: SPIFFE IDs in X.509 certificates
+//! ([`spiffe`]), the rustls configurations that check them ([`tls`]), and
+//! the accept loop and dialer that carry them into tonic ([`net`]).
+//!
+//! daprd and the operator both speak mutual TLS with certificates from the
+//! operator's CA, so they share one implementation of what a peer must prove.
+
+pub mod net;
+pub mod spiffe;
+pub mod tls;
+
+pub use net::{PeerId, TlsConn};
+pub use spiffe::SpiffeId;
+pub use tls::{Authorize, Identity};
