@@ -184,6 +184,9 @@ pub enum StartError {
     /// Other I/O at start-up.
     #[error("{0}")]
     Io(String),
+    /// The control plane did not give this sidecar its identity or resources.
+    #[error("{0}")]
+    ControlPlane(String),
 }
 
 #[cfg(test)]

@@ -189,7 +189,45 @@ pub struct Flags {
     /// Consecutive failed probes before the application counts as unhealthy.
     #[arg(long, default_value_t = 3)]
     pub app_health_threshold: u32,
+
+    /// Address (`host:port`) of the operator API that serves this app's
+    /// components and configuration in Kubernetes mode.
+    #[arg(long)]
+    pub control_plane_address: Option<String>,
+
+    /// Address (`host:port`) of the certificate service that issues this
+    /// sidecar's identity.
+    #[arg(long)]
+    pub sentry_address: Option<String>,
+
+    /// Mutual TLS, with a certificate from --sentry-address, on the port
+    /// other sidecars call.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub enable_mtls: bool,
 }
+
+/// Where the sidecar gets its identity and, in Kubernetes, its resources.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    /// `--sentry-address`.
+    pub sentry_address: String,
+    /// `--control-plane-address` (Kubernetes mode only).
+    pub operator_address: Option<String>,
+    /// `DAPR_CONTROLPLANE_NAMESPACE` (default `dapr-system`).
+    pub namespace: String,
+    /// `DAPR_CONTROLPLANE_TRUST_DOMAIN` (default `cluster.local`).
+    pub trust_domain: String,
+    /// `DAPR_TRUST_ANCHORS`: PEM roots of the control plane's CA.
+    pub trust_anchors: String,
+    /// The projected service-account token sent to the certificate service
+    /// (`DAPR_SENTRY_TOKEN_FILE` overrides the mounted path).
+    pub token_file: PathBuf,
+    /// Whether sidecar-to-sidecar traffic uses mutual TLS.
+    pub mtls: bool,
+}
+
+/// Where the injector mounts the identity token.
+pub const SENTRY_TOKEN_FILE: &str = "/var/run/secrets/dapr.io/sentrytoken/token";
 
 /// Validated settings derived from the flags and the environment.
 #[derive(Debug, Clone)]
@@ -214,6 +252,8 @@ pub struct Settings {
     pub app_token: Option<String>,
     /// `NAMESPACE`.
     pub namespace: Option<String>,
+    /// Identity and resources from the control plane, when configured.
+    pub control_plane: Option<ControlPlane>,
     /// The environment, for component templates and `envRef`.
     pub env: HashMap<String, String>,
 }
@@ -328,6 +368,7 @@ impl Settings {
             flags.resources_path.clone()
         };
         let non_empty = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        let control_plane = control_plane(&flags, &non_empty)?;
         Ok(Self {
             resources_paths,
             max_body_size,
@@ -338,10 +379,58 @@ impl Settings {
             api_token: non_empty("DAPR_API_TOKEN"),
             app_token: non_empty("APP_API_TOKEN"),
             namespace: non_empty("NAMESPACE"),
+            control_plane,
             env,
             flags,
         })
     }
+}
+
+/// The control-plane settings: needed for mutual TLS, and in Kubernetes
+/// mode whenever an operator address is given (the operator only answers
+/// callers that prove who they are).
+fn control_plane(
+    flags: &Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<ControlPlane>, String> {
+    let operator_address = flags
+        .control_plane_address
+        .clone()
+        .filter(|a| !a.is_empty() && flags.mode == Mode::Kubernetes);
+    if !flags.enable_mtls && operator_address.is_none() {
+        return Ok(None);
+    }
+    let why = if flags.enable_mtls {
+        "--enable-mtls"
+    } else {
+        "--control-plane-address"
+    };
+    let sentry_address = flags
+        .sentry_address
+        .clone()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| format!("{why} needs --sentry-address to obtain a certificate"))?;
+    let trust_anchors = env("DAPR_TRUST_ANCHORS")
+        .ok_or_else(|| format!("{why} needs the DAPR_TRUST_ANCHORS environment variable (PEM)"))?;
+    if env("NAMESPACE").is_none() {
+        return Err(format!(
+            "{why} needs the NAMESPACE environment variable (the pod's namespace)"
+        ));
+    }
+    if flags.app_id.is_empty() {
+        return Err(format!("{why} needs --app-id"));
+    }
+    Ok(Some(ControlPlane {
+        sentry_address,
+        operator_address,
+        namespace: env("DAPR_CONTROLPLANE_NAMESPACE").unwrap_or_else(|| "dapr-system".into()),
+        trust_domain: env("DAPR_CONTROLPLANE_TRUST_DOMAIN").unwrap_or_else(|| "cluster.local".into()),
+        trust_anchors,
+        token_file: env("DAPR_SENTRY_TOKEN_FILE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(SENTRY_TOKEN_FILE)),
+        mtls: flags.enable_mtls,
+    }))
 }
 
 #[cfg(test)]
@@ -432,6 +521,59 @@ mod tests {
         .expect("valid");
         assert_eq!(s.max_body_size, 16 << 20);
         assert_eq!(s.listen_addresses.len(), 2);
+    }
+
+    #[test]
+    fn control_plane_needs_its_address_anchors_and_namespace() {
+        let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let check = |args: &[&str], e: HashMap<String, String>| {
+            let mut all = vec!["--app-id", "a"];
+            all.extend(args);
+            Settings::from_flags(parse(&all).expect("parse"), e)
+        };
+        let full = env(&[("DAPR_TRUST_ANCHORS", "pem"), ("NAMESPACE", "prod")]);
+        assert!(check(&[], HashMap::new()).expect("plain").control_plane.is_none());
+        // An operator address only counts in Kubernetes mode.
+        let s = check(&["--control-plane-address", "op:443"], HashMap::new()).expect("standalone");
+        assert!(s.control_plane.is_none());
+        let k8s = ["--mode", "kubernetes", "--control-plane-address", "op:443"];
+        assert!(
+            check(&k8s, full.clone())
+                .expect_err("no sentry")
+                .contains("--sentry-address")
+        );
+        let with_sentry = [&k8s[..], &["--sentry-address", "sentry:443"]].concat();
+        assert!(
+            check(&with_sentry, env(&[("NAMESPACE", "prod")]))
+                .expect_err("no anchors")
+                .contains("DAPR_TRUST_ANCHORS")
+        );
+        assert!(
+            check(&with_sentry, env(&[("DAPR_TRUST_ANCHORS", "pem")]))
+                .expect_err("no namespace")
+                .contains("NAMESPACE")
+        );
+        let cp = check(&with_sentry, full.clone())
+            .expect("valid")
+            .control_plane
+            .expect("control plane");
+        assert_eq!(cp.operator_address.as_deref(), Some("op:443"));
+        assert_eq!(
+            (cp.namespace.as_str(), cp.trust_domain.as_str()),
+            ("dapr-system", "cluster.local")
+        );
+        assert_eq!(cp.token_file, PathBuf::from(SENTRY_TOKEN_FILE));
+        assert!(!cp.mtls);
+        let mtls = check(&["--enable-mtls", "--sentry-address", "s:1"], full).expect("mtls");
+        assert!(
+            mtls.control_plane
+                .is_some_and(|c| c.mtls && c.operator_address.is_none())
+        );
     }
 
     #[test]

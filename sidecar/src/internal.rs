@@ -113,8 +113,24 @@ async fn collect_payloads<T>(
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<InternalInvokeResponseStream, Status>> + Send>>;
 
+/// Over mutual TLS the caller is who its certificate says, whatever its
+/// request claims.
+fn proven_caller<T>(req: &Request<T>) -> Option<daprs_mtls::SpiffeId> {
+    req.extensions()
+        .get::<daprs_mtls::PeerId>()
+        .and_then(daprs_mtls::PeerId::spiffe)
+}
+
 impl InternalServer {
-    async fn local(&self, req: InternalInvokeRequest) -> Result<InternalInvokeResponse, Status> {
+    async fn local(
+        &self,
+        mut req: InternalInvokeRequest,
+        caller: Option<daprs_mtls::SpiffeId>,
+    ) -> Result<InternalInvokeResponse, Status> {
+        if let Some(id) = caller {
+            crate::invoke::set(&mut req.metadata, "dapr-caller-app-id", &id.app_id);
+            crate::invoke::set(&mut req.metadata, "dapr-caller-namespace", &id.namespace);
+        }
         if req.ver != ApiVersion::V1 as i32 {
             return Err(Status::unimplemented(format!(
                 "unsupported internal API version {}",
@@ -134,7 +150,8 @@ impl ServiceInvocation for InternalServer {
         &self,
         request: Request<InternalInvokeRequest>,
     ) -> Result<Response<InternalInvokeResponse>, Status> {
-        self.local(request.into_inner()).await.map(Response::new)
+        let caller = proven_caller(&request);
+        self.local(request.into_inner(), caller).await.map(Response::new)
     }
 
     type CallLocalStreamStream = ResponseStream;
@@ -143,6 +160,7 @@ impl ServiceInvocation for InternalServer {
         &self,
         request: Request<Streaming<InternalInvokeRequestStream>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        let caller = proven_caller(&request);
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -159,7 +177,7 @@ impl ServiceInvocation for InternalServer {
         )
         .await?;
         set_request_body(&mut req, body);
-        let mut res = self.local(req).await?;
+        let mut res = self.local(req, caller).await?;
         let body = body_of_response(&mut res);
         let mut out = Vec::new();
         let mut response = Some(res);

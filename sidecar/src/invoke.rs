@@ -2,13 +2,20 @@
 //! the local app (own app-id) or to the target's sidecar over the internal API,
 //! retrying connection failures as Dapr's built-in policy does.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use daprs_proto::internals::{ApiVersion, InternalInvokeRequest, InternalInvokeResponse, ListStringValue};
 use tonic::transport::{Channel, Endpoint};
 
+use daprs_mtls::Authorize;
+
 use crate::{
     error::ApiError,
+    identity::Svid,
     registry::{Resolver, Target},
 };
 
@@ -28,9 +35,12 @@ pub struct Invoker {
     resolver: Resolver,
     channels: Mutex<HashMap<String, Channel>>,
     max_body: usize,
+    /// This sidecar's certificate, when calls between sidecars use mutual TLS.
+    mtls: Option<Arc<Svid>>,
 }
 
-fn set(meta: &mut Metadata, key: &str, value: &str) {
+/// Sets one metadata entry, replacing any spelling of the same key.
+pub(crate) fn set(meta: &mut Metadata, key: &str, value: &str) {
     meta.retain(|k, _| !k.eq_ignore_ascii_case(key));
     meta.insert(
         key.to_string(),
@@ -57,7 +67,14 @@ impl Invoker {
             resolver,
             channels: Mutex::default(),
             max_body,
+            mtls: None,
         }
+    }
+
+    /// Calls other sidecars over mutual TLS with this certificate.
+    pub fn with_mtls(mut self, svid: Arc<Svid>) -> Self {
+        self.mtls = Some(svid);
+        self
     }
 
     /// The standalone registry, when names resolve through one.
@@ -81,13 +98,27 @@ impl Invoker {
         set(&mut req.metadata, "dapr-callee-app-id", &target.app_id);
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    fn channel(&self, app_id: &str, namespace: &str, addr: &str) -> Result<Channel, String> {
         let mut channels = self
             .channels
             .lock()
             .map_err(|_| "channel cache lock poisoned".to_string())?;
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
+        }
+        if let Some(svid) = &self.mtls {
+            // The callee must prove it is the app asked for.
+            let config = daprs_mtls::tls::client_config(
+                svid.roots.clone(),
+                Authorize::App {
+                    namespace: namespace.into(),
+                    app_id: app_id.into(),
+                },
+                Some(svid.identity.clone()),
+            )?;
+            let channel = daprs_mtls::net::channel(addr, Arc::new(config))?;
+            channels.insert(addr.to_string(), channel.clone());
+            return Ok(channel);
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("invalid sidecar address {addr}: {e}"))?
@@ -128,7 +159,9 @@ impl Invoker {
                 .resolver
                 .resolve(&target.app_id, ns)
                 .map_err(|e| failed(&shown, e))?;
-            let channel = self.channel(&addr).map_err(|e| failed(&shown, e))?;
+            let channel = self
+                .channel(&target.app_id, ns, &addr)
+                .map_err(|e| failed(&shown, e))?;
             match crate::internal::call(channel, req.clone(), self.max_body).await {
                 Ok(res) => return Ok(res),
                 Err(status) if status.code() == tonic::Code::Unavailable && attempt < RETRIES => {

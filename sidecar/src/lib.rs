@@ -8,6 +8,8 @@
 //!   blocks that both APIs call.
 //! - [`http_api`], [`grpc_api`]: the public APIs; [`internal`]: sidecar-to-sidecar.
 //! - [`app_channel`]: calls into the app; [`registry`]: name resolution.
+//! - [`identity`]: the workload certificate; [`control_plane`]: resources
+//!   from the operator in Kubernetes mode.
 //!
 //! [`run`] starts everything and returns when the sidecar has shut down.
 
@@ -15,10 +17,12 @@ pub mod app_channel;
 mod app_tls;
 pub mod components;
 pub mod config;
+pub mod control_plane;
 pub mod error;
 pub mod flags;
 pub mod grpc_api;
 pub mod http_api;
+pub mod identity;
 pub mod internal;
 pub mod invoke;
 pub mod metadata_api;
@@ -248,9 +252,18 @@ async fn probe_app(rt: Arc<Runtime>) {
 
 /// The Configuration named by `--config`. In standalone mode that is a file
 /// holding a `kind: Configuration` document; in Kubernetes mode it is a
-/// resource name that the operator serves, so nothing is read here.
-fn load_config(flags: &Flags) -> Result<SidecarConfig, StartError> {
-    let Some(path) = flags.config.first().filter(|_| flags.mode == Mode::Standalone) else {
+/// resource name that the operator serves.
+async fn load_config(
+    flags: &Flags,
+    operator: Option<&control_plane::Operator>,
+) -> Result<SidecarConfig, StartError> {
+    let name = flags.config.first().filter(|c| !c.is_empty());
+    if let (Some(name), Some(op), Mode::Kubernetes) = (name, operator, flags.mode) {
+        let c = op.configuration(name).await.map_err(StartError::ControlPlane)?;
+        tracing::info!(name = %name, "loaded configuration from the operator");
+        return Ok(SidecarConfig::from_configuration(Some(&c)));
+    }
+    let Some(path) = name.filter(|_| flags.mode == Mode::Standalone) else {
         return Ok(SidecarConfig::from_configuration(None));
     };
     let text = std::fs::read_to_string(path)
@@ -295,21 +308,53 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let started = std::time::Instant::now();
     let flags = settings.flags.clone();
-    // Embedded defaults are a laptop convenience; in Kubernetes the
-    // resources come from the control plane (and the root file system is
-    // read-only), as with Dapr.
-    let resources = match (settings.resources_paths.is_empty(), flags.mode) {
-        (true, Mode::Standalone) => components::embedded_defaults(&settings.env),
-        (true, Mode::Kubernetes) => Vec::new(),
-        (false, _) => components::load_paths(&settings.resources_paths)?,
-    };
-    let config = load_config(&flags)?;
-    let (stores, infos) = init_components(&settings, &config, &resources).await?;
-
     let namespace = settings
         .namespace
         .clone()
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+
+    // Identity first: the operator answers only callers that prove who they are.
+    let svid = match &settings.control_plane {
+        Some(cp) => Some(Arc::new(
+            identity::Svid::obtain(cp, &flags.app_id, &namespace)
+                .await
+                .map_err(StartError::ControlPlane)?,
+        )),
+        None => None,
+    };
+    let operator = match (&settings.control_plane, &svid) {
+        (Some(cp), Some(svid)) => match &cp.operator_address {
+            Some(addr) => Some(
+                control_plane::Operator::connect(cp, svid, addr, &namespace)
+                    .map_err(StartError::ControlPlane)?,
+            ),
+            None => None,
+        },
+        _ => None,
+    };
+
+    // Embedded defaults are a laptop convenience; in Kubernetes the
+    // resources come from the control plane (and the root file system is
+    // read-only), as with Dapr.
+    let mut resources = match (settings.resources_paths.is_empty(), flags.mode) {
+        (true, Mode::Standalone) => components::embedded_defaults(&settings.env),
+        (true, Mode::Kubernetes) => Vec::new(),
+        (false, _) => components::load_paths(&settings.resources_paths)?,
+    };
+    match &operator {
+        Some(op) => {
+            let listed = op.components().await.map_err(StartError::ControlPlane)?;
+            tracing::info!(count = listed.len(), "components from the operator");
+            resources.extend(listed.into_iter().map(Resource::Component));
+        }
+        None if flags.mode == Mode::Kubernetes => {
+            tracing::warn!("no --control-plane-address: no components come from the cluster");
+        }
+        None => {}
+    }
+    let config = load_config(&flags, operator.as_ref()).await?;
+    let (stores, infos) = init_components(&settings, &config, &resources).await?;
+
     let data_dir = components::data_dir(&settings.env);
     let resolver = match flags.mode {
         Mode::Standalone => Resolver::Local(LocalRegistry::new(&data_dir)),
@@ -388,12 +433,32 @@ pub async fn run(
     };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let invoker = invoke::Invoker::new(
+    let mut invoker = invoke::Invoker::new(
         flags.app_id.clone(),
         namespace.clone(),
         resolver,
         settings.max_body_size,
     );
+    // Mutual TLS between sidecars: the certificate on both ends of every call.
+    let internal_tls = match (&svid, &settings.control_plane) {
+        (Some(svid), Some(cp)) if cp.mtls => {
+            invoker = invoker.with_mtls(svid.clone());
+            let config = daprs_mtls::tls::server_config(svid.identity.clone(), Some(svid.roots.clone()))
+                .map_err(StartError::ControlPlane)?;
+            Some(Arc::new(config))
+        }
+        _ => None,
+    };
+    if let (Some(svid), Some(cp)) = (svid.clone(), settings.control_plane.clone()) {
+        let (app_id, ns) = (flags.app_id.clone(), namespace.clone());
+        let mut stopping = shutdown_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = svid.renew(cp, app_id, ns) => {}
+                _ = stopping.wait_for(|v| *v) => {}
+            }
+        });
+    }
     let rt = Arc::new(Runtime {
         app_id: flags.app_id.clone(),
         namespace: settings.namespace.clone(),
@@ -493,10 +558,18 @@ pub async fn run(
             .add_service(svc);
         let stop = stop();
         tasks.spawn(async move {
-            server
-                .serve_with_incoming_shutdown(nodelay_stream(internal), stop)
-                .await
-                .map_err(|e| e.to_string())
+            let served = match internal_tls {
+                Some(config) => {
+                    let incoming = daprs_mtls::net::incoming(internal, move || Some(config.clone()));
+                    server.serve_with_incoming_shutdown(incoming, stop).await
+                }
+                None => {
+                    server
+                        .serve_with_incoming_shutdown(nodelay_stream(internal), stop)
+                        .await
+                }
+            };
+            served.map_err(|e| e.to_string())
         });
     }
 

@@ -73,6 +73,17 @@ impl FakeApi {
         }
     }
 
+    /// Makes `token` pass TokenReview as the service account `namespace/sa`
+    /// of the pod `pod` (a bound, projected token).
+    pub fn grant_token(&self, token: &str, namespace: &str, sa: &str, pod: &str) {
+        self.put(
+            &format!("tokens/{token}"),
+            json!({"username": format!("system:serviceaccount:{namespace}:{sa}"), "uid": "u",
+                "groups": ["system:serviceaccounts"],
+                "extra": {"authentication.kubernetes.io/pod-name": [pod], "authentication.kubernetes.io/pod-uid": ["x"]}}),
+        );
+    }
+
     pub fn get(&self, path: &str) -> Option<Value> {
         self.objects.lock().ok().and_then(|o| o.get(path).cloned())
     }
@@ -83,6 +94,19 @@ impl FakeApi {
             Err(_) => return status(500, "InternalError", "lock".into()),
         };
         let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        if (method, path) == ("POST", "/apis/authentication.k8s.io/v1/tokenreviews") {
+            let token = body["spec"]["token"].as_str().unwrap_or_default();
+            let review = match objects.get(&format!("tokens/{token}")) {
+                Some(user) => {
+                    json!({"authenticated": true, "user": user, "audiences": body["spec"]["audiences"]})
+                }
+                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+            };
+            return (
+                201,
+                json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": body["spec"], "status": review}),
+            );
+        }
         match method {
             "GET" => match objects.get(path) {
                 Some(v) => (200, v.clone()),

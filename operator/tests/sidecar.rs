@@ -1,0 +1,420 @@
+//! daprd against the operator on loopback, both real, over a fake API
+//! server: the sidecar proves who it is with its pod's token, gets a SPIFFE
+//! certificate, reads its components and Configuration from the operator
+//! API over mutual TLS, and calls another sidecar over mutual TLS.
+
+#[path = "support/fake_api.rs"]
+mod fake_api;
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use daprs_operator::{
+    sentry::SentrySettings,
+    serve::{ServeSettings, run},
+};
+use fake_api::FakeApi;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NS: &str = "prod";
+
+fn free() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("daprs-cp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// One HTTP/1.1 exchange: (status, body).
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+struct ControlPlane {
+    api: FakeApi,
+    settings: ServeSettings,
+    anchors: String,
+}
+
+/// The operator on free ports over a fake cluster that `seed` fills first
+/// (the fake serves lists but no watches, so the caches see what is there
+/// at start), once its CA is up.
+async fn control_plane(seed: impl FnOnce(&ControlPlane)) -> ControlPlane {
+    let mut cp = ControlPlane {
+        api: FakeApi::default(),
+        settings: ServeSettings {
+            sentry: SentrySettings {
+                control_plane_namespace: "dapr-system".into(),
+                control_plane_trust_domain: "cluster.local".into(),
+                workload_ttl: Duration::from_secs(3600),
+                allowed_skew: Duration::from_secs(900),
+            },
+            sentry_addr: free(),
+            api_addr: free(),
+            webhook_addr: free(),
+            health_addr: free(),
+            ca_sync_interval: Duration::from_millis(200),
+            run_controllers: false,
+            identity: "test".into(),
+            watchdog: None,
+        },
+        anchors: String::new(),
+    };
+    seed(&cp);
+    tokio::spawn(run(cp.api.client(), cp.settings.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    cp.anchors = loop {
+        let found = cp
+            .api
+            .get("/api/v1/namespaces/dapr-system/configmaps/dapr-trust-bundle")
+            .and_then(|m| m["data"]["ca.crt"].as_str().map(str::to_string));
+        if let Some(a) = found {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "the CA did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cp
+}
+
+impl ControlPlane {
+    /// A pod of `app_id` whose projected token is `token`.
+    fn pod(&self, app_id: &str, token: &str, annotations: Value) {
+        let name = format!("{app_id}-pod");
+        let mut ann = json!({"dapr.io/enabled": "true", "dapr.io/app-id": app_id});
+        if let (Some(a), Value::Object(extra)) = (ann.as_object_mut(), annotations) {
+            a.extend(extra);
+        }
+        self.api.put(
+            &format!("/api/v1/namespaces/{NS}/pods/{name}"),
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{app_id}"), "annotations": ann},
+                "spec": {"serviceAccountName": format!("{app_id}-sa"), "containers": [{"name": "app", "image": "x"}]}}),
+        );
+        self.api.grant_token(token, NS, &format!("{app_id}-sa"), &name);
+    }
+
+    fn put(&self, plural: &str, name: &str, object: Value) {
+        self.api.put(
+            &format!("/apis/dapr.io/v1alpha1/namespaces/{NS}/{plural}/{name}"),
+            object,
+        );
+    }
+
+    /// The environment and flags a pod's daprd gets from the injector.
+    fn sidecar_env(&self, dir: &std::path::Path, token: &str) -> HashMap<String, String> {
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, token).expect("token file");
+        HashMap::from([
+            ("NAMESPACE".to_string(), NS.to_string()),
+            ("DAPR_TRUST_ANCHORS".into(), self.anchors.clone()),
+            ("DAPR_CONTROLPLANE_NAMESPACE".into(), "dapr-system".into()),
+            ("DAPR_CONTROLPLANE_TRUST_DOMAIN".into(), "cluster.local".into()),
+            ("DAPR_SENTRY_TOKEN_FILE".into(), token_file.display().to_string()),
+            ("DAPRS_HOME".into(), dir.display().to_string()),
+        ])
+    }
+}
+
+struct Sidecar {
+    http: SocketAddr,
+    internal: u16,
+    metrics: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Starts daprd in this process; Err with its start-up error if it exits.
+async fn sidecar(
+    cp: &ControlPlane,
+    app_id: &str,
+    token: &str,
+    dir: &std::path::Path,
+    extra: &[String],
+) -> Result<Sidecar, String> {
+    let (http_port, grpc, internal, metrics) = (free().port(), free().port(), free().port(), free().port());
+    let mut args: Vec<String> = [
+        "daprd",
+        "--app-id",
+        app_id,
+        "--sentry-address",
+        &cp.settings.sentry_addr.to_string(),
+        "--dapr-http-port",
+        &http_port.to_string(),
+        "--dapr-grpc-port",
+        &grpc.to_string(),
+        "--dapr-internal-grpc-port",
+        &internal.to_string(),
+        "--metrics-port",
+        &metrics.to_string(),
+        "--dapr-listen-addresses",
+        "127.0.0.1",
+        "--dapr-graceful-shutdown-seconds",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().cloned());
+    let flags =
+        <daprs_sidecar::flags::Flags as clap::Parser>::try_parse_from(args).map_err(|e| e.to_string())?;
+    let settings = daprs_sidecar::flags::Settings::from_flags(flags, cp.sidecar_env(dir, token))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut done = tokio::spawn(async move {
+        daprs_sidecar::run(settings, async {
+            let _ = stopped.await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            exited = &mut done => {
+                return Err(exited.map_err(|e| e.to_string())?.err().unwrap_or_else(|| "exited".into()));
+            }
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        if let Some((204, _)) = http(addr, "GET", "/v1.0/healthz/outbound", "").await {
+            return Ok(Sidecar {
+                http: addr,
+                internal,
+                metrics,
+                stop: Some(stop),
+            });
+        }
+        assert!(tokio::time::Instant::now() < deadline, "daprd did not start");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_mode_reads_components_and_configuration_from_the_operator() {
+    let cp = control_plane(|cp| {
+        cp.pod("orders", "orders-token", json!({"dapr.io/config": "appconfig"}));
+        cp.api.put(
+            &format!("/api/v1/namespaces/{NS}/secrets/redis"),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis", "namespace": NS},
+            "data": {"host": "MTI3LjAuMC4xOjYzNzk="}}),
+        );
+        cp.put(
+            "components",
+            "statestore",
+            json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "statestore", "namespace": NS, "uid": "c1", "resourceVersion": "1"},
+            "spec": {"type": "state.redis", "version": "v1", "metadata": [
+                {"name": "redisHost", "secretKeyRef": {"name": "redis", "key": "host"}},
+                {"name": "keyPrefix", "value": "name"}]}}),
+        );
+        cp.put(
+            "components",
+            "elsewhere",
+            json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "elsewhere", "namespace": NS, "uid": "c2", "resourceVersion": "1"},
+            "spec": {"type": "state.in-memory", "version": "v1", "metadata": []},
+            "scopes": ["billing"]}),
+        );
+        cp.put(
+            "configurations",
+            "appconfig",
+            json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
+            "metadata": {"name": "appconfig", "namespace": NS, "uid": "f1", "resourceVersion": "1"},
+            "spec": {"metric": {"enabled": false}}}),
+        );
+    })
+    .await;
+    let dir = scratch("k8s");
+    let k8s = [
+        "--mode",
+        "kubernetes",
+        "--control-plane-address",
+        &cp.settings.api_addr.to_string(),
+        "--config",
+        "appconfig",
+    ]
+    .map(String::from);
+    // The operator's caches fill from its first list; start once they have.
+    let mut attempt = 0;
+    let d = loop {
+        let d = match sidecar(&cp, "orders", "orders-token", &dir, &k8s).await {
+            Err(e) if e.contains("does not exist") && attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            started => started.expect("daprd starts"),
+        };
+        let (_, meta) = http(d.http, "GET", "/v1.0/metadata", "").await.expect("metadata");
+        let meta: Value = serde_json::from_str(&meta).expect("json");
+        let names: Vec<&str> = meta["components"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        if !names.is_empty() || attempt == 20 {
+            // Only the component in the app's scope, none of the embedded defaults.
+            assert_eq!(names, ["statestore"], "{meta}");
+            assert_eq!(meta["components"][0]["type"], "state.redis");
+            break d;
+        }
+        attempt += 1;
+        drop(d);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // The Redis host came from the Kubernetes Secret, through the operator.
+    let key = format!("cp-test-{}", std::process::id());
+    let (status, _) = http(
+        d.http,
+        "POST",
+        "/v1.0/state/statestore",
+        &json!([{"key": key, "value": {"n": 1}}]).to_string(),
+    )
+    .await
+    .expect("save");
+    assert_eq!(status, 204);
+    let (status, body) = http(d.http, "GET", &format!("/v1.0/state/statestore/{key}"), "")
+        .await
+        .expect("get");
+    assert_eq!((status, body.as_str()), (200, r#"{"n":1}"#));
+
+    // The Configuration from the operator turned metrics off.
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", d.metrics))
+            .await
+            .is_err(),
+        "metrics are served although the Configuration disables them"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_whose_token_is_refused_does_not_start() {
+    let cp = control_plane(|cp| cp.pod("orders", "orders-token", json!({}))).await;
+    let dir = scratch("refused");
+    let extra = ["--enable-mtls".to_string()];
+    // A token that does not pass review.
+    let err = sidecar(&cp, "orders", "stolen", &dir, &extra)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("refused"), "{err}");
+    // A valid token used for another app-id.
+    let err = sidecar(&cp, "payments", "orders-token", &dir, &extra)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("refused") && err.contains("payments"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An app that answers `POST /whoami` with the caller its sidecar reports.
+async fn whoami_app() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let router = axum::Router::new().route(
+        "/whoami",
+        axum::routing::post(|headers: axum::http::HeaderMap| async move {
+            let get = |k: &str| {
+                headers
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            format!("{}/{}", get("dapr-caller-namespace"), get("dapr-caller-app-id"))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(l, router).await });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_call_each_other_over_mutual_tls() {
+    let cp = control_plane(|cp| {
+        cp.pod("orders", "orders-token", json!({}));
+        cp.pod("cart", "cart-token", json!({}));
+    })
+    .await;
+    let dir = scratch("mtls");
+    let app = whoami_app().await;
+    let mtls = ["--enable-mtls".to_string()];
+    let cart = sidecar(
+        &cp,
+        "cart",
+        "cart-token",
+        &dir,
+        &["--enable-mtls".to_string(), "--app-port".into(), app.to_string()],
+    )
+    .await
+    .expect("cart starts");
+    let orders = sidecar(&cp, "orders", "orders-token", &dir, &mtls)
+        .await
+        .expect("orders starts");
+
+    let (status, body) = http(orders.http, "POST", "/v1.0/invoke/cart/method/whoami", "{}")
+        .await
+        .expect("invoke");
+    assert_eq!((status, body.as_str()), (200, "prod/orders"));
+
+    // The internal port speaks only TLS, and only to holders of a certificate
+    // from the same CA.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", cart.internal))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(ch) => daprs_proto::internals::service_invocation_client::ServiceInvocationClient::new(ch)
+            .call_local(daprs_proto::internals::InternalInvokeRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a plaintext caller reached the internal API");
+
+    let roots = std::sync::Arc::new(daprs_mtls::tls::roots(&cp.anchors).expect("roots"));
+    let anonymous = daprs_mtls::tls::client_config(
+        roots,
+        daprs_mtls::Authorize::App {
+            namespace: NS.into(),
+            app_id: "cart".into(),
+        },
+        None,
+    )
+    .expect("config");
+    let ch = daprs_mtls::net::channel(
+        &format!("127.0.0.1:{}", cart.internal),
+        std::sync::Arc::new(anonymous),
+    )
+    .expect("channel");
+    let res = daprs_proto::internals::service_invocation_client::ServiceInvocationClient::new(ch)
+        .call_local(daprs_proto::internals::InternalInvokeRequest::default())
+        .await;
+    assert!(res.is_err(), "a caller without a certificate was served");
+
+    drop(orders);
+    drop(cart);
+    let _ = std::fs::remove_dir_all(&dir);
+}

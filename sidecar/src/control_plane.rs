@@ -1,0 +1,185 @@
+//! Resources from the operator (Kubernetes mode): the app's components and
+//! its Configuration, read over mutual TLS with the workload certificate.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::Engine;
+use daprs_api::v1alpha1::{Component, Configuration};
+use daprs_proto::operator::{
+    GetConfigurationRequest, ListComponentsRequest, operator_client::OperatorClient,
+};
+use tonic::transport::Channel;
+
+use crate::{flags::ControlPlane, identity::Svid};
+
+/// How long start-up waits for an operator that does not answer.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A connection to the operator API.
+pub struct Operator {
+    client: OperatorClient<Channel>,
+    address: String,
+    namespace: String,
+}
+
+/// Reads a Component the operator sent. The operator has already read the
+/// Kubernetes Secrets that `secretKeyRef`s name (when the component uses no
+/// other secret store) and put each value in as base64; those are decoded
+/// here so that the rest of the sidecar sees plain values.
+pub fn decode_component(json: &[u8]) -> Result<Component, String> {
+    let mut c: Component = serde_json::from_slice(json)
+        .map_err(|e| format!("the operator sent a Component that does not parse: {e}"))?;
+    let store = c
+        .spec
+        .auth
+        .as_ref()
+        .map(|a| a.secret_store.as_str())
+        .unwrap_or("");
+    if !(store.is_empty() || store == "kubernetes") {
+        return Ok(c);
+    }
+    let name = c.metadata.name.clone().unwrap_or_default();
+    for item in &mut c.spec.spec.metadata {
+        let (Some(_), Some(serde_json::Value::String(encoded))) = (&item.secret_key_ref, &item.value) else {
+            continue;
+        };
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| {
+                format!(
+                    "component {name}: metadata {} holds a secret that is not base64",
+                    item.name
+                )
+            })?;
+        let plain = String::from_utf8(raw).map_err(|_| {
+            format!(
+                "component {name}: the secret in metadata {} is not UTF-8 text",
+                item.name
+            )
+        })?;
+        item.value = Some(serde_json::Value::String(plain));
+        item.secret_key_ref = None;
+    }
+    Ok(c)
+}
+
+impl Operator {
+    pub fn connect(cp: &ControlPlane, svid: &Svid, address: &str, namespace: &str) -> Result<Self, String> {
+        let config = daprs_mtls::tls::client_config(
+            svid.roots.clone(),
+            crate::identity::control_plane_ids(cp),
+            Some(svid.identity.clone()),
+        )?;
+        let channel = daprs_mtls::net::channel(address, Arc::new(config))?;
+        Ok(Self {
+            client: OperatorClient::new(channel).max_decoding_message_size(64 << 20),
+            address: address.into(),
+            namespace: namespace.into(),
+        })
+    }
+
+    /// Retries `call` while the operator is unreachable, for up to [`PATIENCE`].
+    async fn patiently<T, F, Fut>(&self, what: &str, call: F) -> Result<T, String>
+    where
+        F: Fn(OperatorClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match call(self.client.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(s) if s.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %s.message(), "operator not reachable yet");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(s) => {
+                    return Err(format!(
+                        "{what} from the operator at {}: {}: {}",
+                        self.address,
+                        s.code(),
+                        s.message()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The components of this namespace that are in this app's scope.
+    pub async fn components(&self) -> Result<Vec<Component>, String> {
+        let req = ListComponentsRequest {
+            namespace: self.namespace.clone(),
+        };
+        let list = self
+            .patiently("listing components", |mut c| {
+                let req = req.clone();
+                async move { c.list_components(req).await }
+            })
+            .await?;
+        list.into_inner()
+            .components
+            .iter()
+            .map(|b| decode_component(b))
+            .collect()
+    }
+
+    /// The Configuration named by `--config`.
+    pub async fn configuration(&self, name: &str) -> Result<Configuration, String> {
+        let req = GetConfigurationRequest {
+            name: name.into(),
+            namespace: self.namespace.clone(),
+        };
+        let res = self
+            .patiently(&format!("reading Configuration {name}"), |mut c| {
+                let req = req.clone();
+                async move { c.get_configuration(req).await }
+            })
+            .await?;
+        serde_json::from_slice(&res.into_inner().configuration)
+            .map_err(|e| format!("the operator sent a Configuration that does not parse: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_kubernetes_secrets_are_decoded() {
+        let json = serde_json::json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "cache", "namespace": "prod"},
+            "spec": {"type": "state.redis", "version": "v1", "metadata": [
+                {"name": "redisHost", "value": "redis:6379"},
+                {"name": "redisPassword", "secretKeyRef": {"name": "redis", "key": "password"}, "value": "czNjcmV0"},
+                {"name": "unresolved", "secretKeyRef": {"name": "gone"}}]}});
+        let c = decode_component(json.to_string().as_bytes()).expect("decoded");
+        let m = &c.spec.spec.metadata;
+        assert_eq!(m[0].inline_value().as_deref(), Some("redis:6379"));
+        assert_eq!(m[1].inline_value().as_deref(), Some("s3cret"));
+        assert!(m[1].secret_key_ref.is_none());
+        // A missing secret stays a reference, and fails where it is used.
+        assert!(m[2].secret_key_ref.is_some() && m[2].value.is_none());
+    }
+
+    #[test]
+    fn other_secret_stores_are_left_alone_and_bad_input_is_an_error() {
+        let json = serde_json::json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "cache"}, "auth": {"secretStore": "vault"},
+            "spec": {"type": "state.redis", "version": "v1", "metadata": [
+                {"name": "p", "secretKeyRef": {"name": "redis"}, "value": "czNjcmV0"}]}});
+        let c = decode_component(json.to_string().as_bytes()).expect("decoded");
+        assert_eq!(
+            c.spec.spec.metadata[0].inline_value().as_deref(),
+            Some("czNjcmV0")
+        );
+        let bad = serde_json::json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "cache"},
+            "spec": {"type": "state.redis", "version": "v1", "metadata": [
+                {"name": "p", "secretKeyRef": {"name": "redis"}, "value": "%%%"}]}});
+        assert!(
+            decode_component(bad.to_string().as_bytes())
+                .expect_err("not base64")
+                .contains("not base64")
+        );
+        assert!(decode_component(b"{").is_err());
+    }
+}
