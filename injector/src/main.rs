@@ -61,6 +61,9 @@ struct SidecarArgs {
     /// PEM file with the trust anchors handed to sidecars (optional).
     #[arg(long, env = "DAPR_TRUST_ANCHORS_FILE")]
     trust_anchors_file: Option<PathBuf>,
+    /// Mutual TLS between sidecars (`--mtls-enabled=false` turns it off).
+    #[arg(long, env = "DAPR_MTLS_ENABLED", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    mtls_enabled: bool,
 }
 
 #[derive(Args)]
@@ -118,6 +121,7 @@ fn config(a: &SidecarArgs, native: Native) -> Result<InjectorConfig, String> {
             Native::Off => NativeSidecar::Off,
         },
         server_minor_version: None,
+        mtls: a.mtls_enabled,
     })
 }
 

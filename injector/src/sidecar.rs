@@ -53,6 +53,8 @@ pub struct InjectorConfig {
     pub native_sidecar: NativeSidecar,
     /// Minor version of the API server, when known (for [`NativeSidecar::Auto`]).
     pub server_minor_version: Option<u32>,
+    /// Mutual TLS between sidecars (Dapr's `daprsystem` `spec.mtls.enabled`).
+    pub mtls: bool,
 }
 
 impl Default for InjectorConfig {
@@ -66,15 +68,24 @@ impl Default for InjectorConfig {
             trust_anchors: None,
             native_sidecar: NativeSidecar::Auto,
             server_minor_version: None,
+            mtls: true,
         }
     }
 }
 
 impl InjectorConfig {
-    /// The operator's gRPC address, which sidecars use for components and certificates.
+    /// The operator API, where sidecars read their components.
     pub fn operator_address(&self) -> String {
         format!(
             "dapr-api.{}.svc.{}:443",
+            self.control_plane_namespace, self.cluster_domain
+        )
+    }
+
+    /// The certificate service, where sidecars get their identity.
+    pub fn sentry_address(&self) -> String {
+        format!(
+            "dapr-sentry.{}.svc.{}:443",
             self.control_plane_namespace, self.cluster_domain
         )
     }
@@ -280,6 +291,8 @@ pub fn build(cfg: &InjectorConfig, namespace: &str, pod: &PodFacts<'_>) -> Resul
     flag("app-protocol", app_protocol.clone());
     flag("log-level", log_level);
     flag("mode", "kubernetes".into());
+    flag("control-plane-address", cfg.operator_address());
+    flag("sentry-address", cfg.sentry_address());
     if let Some(p) = app_port {
         flag("app-port", p.to_string());
     }
@@ -332,6 +345,9 @@ pub fn build(cfg: &InjectorConfig, namespace: &str, pod: &PodFacts<'_>) -> Resul
         let threshold = r.int(key::APP_HEALTH_THRESHOLD, 1..=1000).unwrap_or(3);
         flag("app-health-threshold", threshold.to_string());
     }
+    if cfg.mtls {
+        args.push("--enable-mtls".into());
+    }
 
     // Environment of daprd.
     let mut daprd_env = vec![
@@ -352,7 +368,6 @@ pub fn build(cfg: &InjectorConfig, namespace: &str, pod: &PodFacts<'_>) -> Resul
             "DAPR_CONTROLPLANE_TRUST_DOMAIN",
             cfg.control_plane_trust_domain.clone(),
         ),
-        env("DAPR_CONTROL_PLANE_ADDRESS", cfg.operator_address()),
         env("DAPR_CLUSTER_DOMAIN", cfg.cluster_domain.clone()),
     ];
     if let Some(anchors) = &cfg.trust_anchors {
