@@ -299,6 +299,72 @@ async fn kubernetes_mode_reads_components_and_configuration_from_the_operator() 
         .expect("get");
     assert_eq!((status, body.as_str()), (200, r#"{"n":1}"#));
 
+    // Changes reach the running sidecar: a new component within 1 s...
+    let names = |d: SocketAddr| async move {
+        let (_, meta) = http(d, "GET", "/v1.0/metadata", "").await.expect("metadata");
+        let meta: Value = serde_json::from_str(&meta).expect("json");
+        let mut names: Vec<String> = meta["components"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let until = |want: &'static [&'static str]| async move {
+        let started = std::time::Instant::now();
+        while names(d.http).await != want {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "components stayed {:?}, expected {want:?}",
+                names(d.http).await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
+    };
+    cp.put(
+        "components",
+        "cache",
+        json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "cache", "namespace": NS, "uid": "c3", "resourceVersion": "1"},
+            "spec": {"type": "state.in-memory", "version": "v1", "metadata": []}}),
+    );
+    let took = until(&["cache", "statestore"]).await;
+    assert!(took < Duration::from_secs(1), "the new component took {took:?}");
+    let (status, _) = http(
+        d.http,
+        "POST",
+        "/v1.0/state/cache",
+        &json!([{"key": "k", "value": "v"}]).to_string(),
+    )
+    .await
+    .expect("save");
+    assert_eq!(status, 204);
+    // ...an edit that cannot initialise leaves the working store in place...
+    cp.put(
+        "components",
+        "statestore",
+        json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "statestore", "namespace": NS, "uid": "c1", "resourceVersion": "2"},
+            "spec": {"type": "state.postgresql", "version": "v1", "metadata": []}}),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = http(d.http, "GET", &format!("/v1.0/state/statestore/{key}"), "")
+        .await
+        .expect("get");
+    assert_eq!((status, body.as_str()), (200, r#"{"n":1}"#));
+    // ...and a deleted one goes away.
+    cp.api.remove(&format!(
+        "/apis/dapr.io/v1alpha1/namespaces/{NS}/components/cache"
+    ));
+    until(&["statestore"]).await;
+    let (status, _) = http(d.http, "GET", "/v1.0/state/cache/k", "").await.expect("get");
+    assert_eq!(status, 400, "a removed store still answers");
+
     // The Configuration from the operator turned metrics off.
     assert!(
         tokio::net::TcpStream::connect(("127.0.0.1", d.metrics))

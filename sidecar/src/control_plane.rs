@@ -1,16 +1,18 @@
 //! Resources from the operator (Kubernetes mode): the app's components and
-//! its Configuration, read over mutual TLS with the workload certificate.
+//! its Configuration, read over mutual TLS with the workload certificate,
+//! and component changes applied while the sidecar runs.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use base64::Engine;
 use daprs_api::v1alpha1::{Component, Configuration};
 use daprs_proto::operator::{
-    GetConfigurationRequest, ListComponentsRequest, operator_client::OperatorClient,
+    ComponentUpdateRequest, GetConfigurationRequest, ListComponentsRequest, ResourceEventType,
+    operator_client::OperatorClient,
 };
 use tonic::transport::Channel;
 
-use crate::{flags::ControlPlane, identity::Svid};
+use crate::{flags::ControlPlane, identity::Svid, runtime::Runtime};
 
 /// How long start-up waits for an operator that does not answer.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -115,11 +117,59 @@ impl Operator {
                 async move { c.list_components(req).await }
             })
             .await?;
-        list.into_inner()
-            .components
-            .iter()
-            .map(|b| decode_component(b))
-            .collect()
+        decode_all(&list.into_inner().components)
+    }
+
+    /// Applies the operator's component changes to the running sidecar.
+    /// Each time the stream opens (at start, and after it breaks) a fresh
+    /// list catches up with what changed while it was closed. `known` are
+    /// the components loaded at start. Runs until dropped.
+    pub async fn follow(&self, rt: Arc<Runtime>, known: Vec<Component>) {
+        let mut known: BTreeMap<String, Component> = known
+            .into_iter()
+            .map(|c| (c.metadata.name.clone().unwrap_or_default(), c))
+            .collect();
+        loop {
+            let req = ComponentUpdateRequest {
+                namespace: self.namespace.clone(),
+            };
+            let mut stream = match self.client.clone().component_update(req).await {
+                Ok(s) => s.into_inner(),
+                Err(s) => {
+                    tracing::debug!(error = %s.message(), "component updates unavailable; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            // Listed after the stream opened, so no change falls between.
+            let req = ListComponentsRequest {
+                namespace: self.namespace.clone(),
+            };
+            match self.client.clone().list_components(req).await {
+                Ok(list) => match decode_all(&list.into_inner().components) {
+                    Ok(list) => reconcile(&rt, &mut known, list).await,
+                    Err(e) => tracing::warn!(error = %e, "cannot catch up on component changes"),
+                },
+                Err(s) => tracing::warn!(error = %s.message(), "cannot catch up on component changes"),
+            }
+            loop {
+                match stream.message().await {
+                    Ok(Some(event)) => match decode_component(&event.component) {
+                        Ok(c) => {
+                            let deleted = event.r#type == ResourceEventType::Deleted as i32;
+                            apply(&rt, &mut known, c, deleted).await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "component update ignored"),
+                    },
+                    Ok(None) => break,
+                    Err(s) => {
+                        tracing::debug!(error = %s.message(), "component update stream broke");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// The Configuration named by `--config`.
@@ -136,6 +186,65 @@ impl Operator {
             .await?;
         serde_json::from_slice(&res.into_inner().configuration)
             .map_err(|e| format!("the operator sent a Configuration that does not parse: {e}"))
+    }
+}
+
+fn decode_all(list: &[bytes::Bytes]) -> Result<Vec<Component>, String> {
+    list.iter().map(|b| decode_component(b)).collect()
+}
+
+/// Brings the loaded components in line with a full list.
+async fn reconcile(rt: &Runtime, known: &mut BTreeMap<String, Component>, list: Vec<Component>) {
+    let names: std::collections::BTreeSet<String> = list
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap_or_default())
+        .collect();
+    let gone: Vec<Component> = known
+        .iter()
+        .filter(|(name, _)| !names.contains(*name))
+        .map(|(_, c)| c.clone())
+        .collect();
+    for c in gone {
+        apply(rt, known, c, true).await;
+    }
+    for c in list {
+        apply(rt, known, c, false).await;
+    }
+}
+
+/// One change. A new or changed component is initialised before it
+/// replaces the old one: if it fails, the old one stays in use and the
+/// failure is logged, so a bad edit never takes a working store away.
+async fn apply(rt: &Runtime, known: &mut BTreeMap<String, Component>, c: Component, deleted: bool) {
+    let name = c.metadata.name.clone().unwrap_or_default();
+    let kind = c.spec.spec.type_.clone();
+    if deleted {
+        known.remove(&name);
+        if rt.loaded.write().is_ok_and(|mut l| l.remove(&name)) {
+            tracing::info!(component = %name, r#type = %kind, "component removed");
+        }
+        return;
+    }
+    let same = |old: &Component| serde_json::to_value(&old.spec).ok() == serde_json::to_value(&c.spec).ok();
+    if known.get(&name).is_some_and(same) {
+        return;
+    }
+    let all: Vec<&Component> = known
+        .values()
+        .filter(|k| k.metadata.name != c.metadata.name)
+        .chain(std::iter::once(&c))
+        .collect();
+    match crate::init_component(&rt.settings, &rt.config, &c, &all).await {
+        Ok((info, store)) => {
+            if let Ok(mut l) = rt.loaded.write() {
+                l.put(info, store);
+            }
+            tracing::info!(component = %name, r#type = %kind, "component loaded");
+            known.insert(name, c);
+        }
+        Err(reason) => {
+            tracing::error!(component = %name, r#type = %kind, %reason, "updated component failed to initialise; the previous one stays in use");
+        }
     }
 }
 

@@ -32,7 +32,6 @@ pub mod state;
 pub mod state_api;
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::{Arc, atomic::Ordering},
     time::Duration,
@@ -49,31 +48,70 @@ use crate::{
     error::StartError,
     flags::{Flags, Mode, Settings},
     registry::{DEFAULT_NAMESPACE, LocalRegistry, Resolver},
-    runtime::{ComponentInfo, Health, Runtime, StoreEntry},
+    runtime::{ComponentInfo, Health, Loaded, Runtime, StoreEntry},
     state::KeyPrefix,
 };
 
-/// Loads and initialises the components this app may use. State stores are
-/// returned ready; other building blocks are listed for the metadata API.
+/// Initialises one component; `all` are the components it may take secrets
+/// from. A state store comes back ready; other building blocks are only
+/// listed for the metadata API.
+pub(crate) async fn init_component(
+    settings: &Settings,
+    config: &SidecarConfig,
+    c: &Component,
+    all: &[&Component],
+) -> Result<(ComponentInfo, Option<StoreEntry>), String> {
+    let templates = Templates {
+        app_id: &settings.flags.app_id,
+        namespace: settings.namespace.as_deref(),
+        env: &settings.env,
+    };
+    let resolver = env_secret_resolver(all, &templates);
+    let kind = c.spec.spec.type_.clone();
+    if let Some(why) = config.component_denied(&kind, &c.spec.spec.version) {
+        return Err(why);
+    }
+    let metadata = resolve_metadata(c, &templates, &resolver)?;
+    let (capabilities, store) = match c.building_block() {
+        "state" => {
+            let timeout = init_timeout(c);
+            let store = tokio::time::timeout(timeout, state::connect(&kind, &c.spec.spec.version, &metadata))
+                .await
+                .map_err(|_| format!("init timed out after {timeout:?} (spec.initTimeout)"))??;
+            let caps = store.features().iter().map(|s| s.to_string()).collect();
+            let prefix = KeyPrefix::parse(state::meta(&metadata, "keyPrefix"));
+            (caps, Some(StoreEntry { store, prefix }))
+        }
+        "secretstores" if kind == "secretstores.local.env" => (vec![], None),
+        "pubsub" if kind == "pubsub.in-memory" => (vec![], None),
+        block => {
+            return Err(format!(
+                "{block} components are not supported by this sidecar yet"
+            ));
+        }
+    };
+    let info = ComponentInfo {
+        name: c.metadata.name.clone().unwrap_or_default(),
+        kind,
+        version: c.spec.spec.version.clone(),
+        capabilities,
+    };
+    Ok((info, store))
+}
+
+/// Loads and initialises the components this app may use.
 async fn init_components(
     settings: &Settings,
     config: &SidecarConfig,
     resources: &[Resource],
-) -> Result<(HashMap<String, StoreEntry>, Vec<ComponentInfo>), StartError> {
+) -> Result<Loaded, StartError> {
     let app_id = settings.flags.app_id.as_str();
     let comps: Vec<&Component> = resources
         .iter()
         .filter_map(Resource::as_component)
         .filter(|c| c.in_scope(app_id))
         .collect();
-    let templates = Templates {
-        app_id,
-        namespace: settings.namespace.as_deref(),
-        env: &settings.env,
-    };
-    let resolver = env_secret_resolver(&comps, &templates);
-    let mut stores = HashMap::new();
-    let mut infos = Vec::new();
+    let mut loaded = Loaded::default();
     let mut seen = std::collections::HashSet::new();
     for c in &comps {
         let name = c.metadata.name.clone().unwrap_or_default();
@@ -83,53 +121,18 @@ async fn init_components(
                 "component name {name} is defined more than once"
             )));
         }
-        let fail = |reason: String| StartError::Component {
-            name: name.clone(),
-            kind: kind.clone(),
-            reason,
-        };
-        let result: Result<Vec<String>, String> = async {
-            if let Some(why) = config.component_denied(&kind, &c.spec.spec.version) {
-                return Err(why);
-            }
-            let metadata = resolve_metadata(c, &templates, &resolver)?;
-            match c.building_block() {
-                "state" => {
-                    let timeout = init_timeout(c);
-                    let store =
-                        tokio::time::timeout(timeout, state::connect(&kind, &c.spec.spec.version, &metadata))
-                            .await
-                            .map_err(|_| format!("init timed out after {timeout:?} (spec.initTimeout)"))??;
-                    let caps = store.features().iter().map(|s| s.to_string()).collect();
-                    let prefix = KeyPrefix::parse(state::meta(&metadata, "keyPrefix"));
-                    stores.insert(name.clone(), StoreEntry { store, prefix });
-                    Ok(caps)
-                }
-                "secretstores" if kind == "secretstores.local.env" => Ok(vec![]),
-                "pubsub" if kind == "pubsub.in-memory" => Ok(vec![]),
-                block => Err(format!(
-                    "{block} components are not supported by this sidecar yet"
-                )),
-            }
-        }
-        .await;
-        match result {
-            Ok(capabilities) => {
+        match init_component(settings, config, c, &comps).await {
+            Ok((info, store)) => {
                 tracing::info!(component = %name, r#type = %kind, "component loaded");
-                infos.push(ComponentInfo {
-                    name: name.clone(),
-                    kind: kind.clone(),
-                    version: c.spec.spec.version.clone(),
-                    capabilities,
-                });
+                loaded.put(info, store);
             }
             Err(reason) if c.spec.spec.ignore_errors => {
                 tracing::error!(component = %name, r#type = %kind, %reason, "component failed to initialise; ignored because spec.ignoreErrors is true");
             }
-            Err(reason) => return Err(fail(reason)),
+            Err(reason) => return Err(StartError::Component { name, kind, reason }),
         }
     }
-    Ok((stores, infos))
+    Ok(loaded)
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -341,19 +344,22 @@ pub async fn run(
         (true, Mode::Kubernetes) => Vec::new(),
         (false, _) => components::load_paths(&settings.resources_paths)?,
     };
-    match &operator {
+    let from_operator = match &operator {
         Some(op) => {
             let listed = op.components().await.map_err(StartError::ControlPlane)?;
             tracing::info!(count = listed.len(), "components from the operator");
-            resources.extend(listed.into_iter().map(Resource::Component));
+            listed
         }
-        None if flags.mode == Mode::Kubernetes => {
-            tracing::warn!("no --control-plane-address: no components come from the cluster");
+        None => {
+            if flags.mode == Mode::Kubernetes {
+                tracing::warn!("no --control-plane-address: no components come from the cluster");
+            }
+            Vec::new()
         }
-        None => {}
-    }
+    };
+    resources.extend(from_operator.iter().cloned().map(Resource::Component));
     let config = load_config(&flags, operator.as_ref()).await?;
-    let (stores, infos) = init_components(&settings, &config, &resources).await?;
+    let loaded = init_components(&settings, &config, &resources).await?;
 
     let data_dir = components::data_dir(&settings.env);
     let resolver = match flags.mode {
@@ -462,8 +468,7 @@ pub async fn run(
     let rt = Arc::new(Runtime {
         app_id: flags.app_id.clone(),
         namespace: settings.namespace.clone(),
-        stores,
-        components: infos,
+        loaded: std::sync::RwLock::new(loaded),
         extended: Default::default(),
         health: Health::default(),
         app,
@@ -474,6 +479,17 @@ pub async fn run(
         config,
     });
     rt.health.app_healthy.store(true, Ordering::Relaxed);
+
+    // Component changes from the operator, applied while running.
+    if let Some(op) = operator {
+        let (rt, mut stopping) = (rt.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = op.follow(rt, from_operator) => {}
+                _ = stopping.wait_for(|v| *v) => {}
+            }
+        });
+    }
 
     let mut tasks = tokio::task::JoinSet::new();
     let stop = {
@@ -693,7 +709,7 @@ async fn metrics_text(axum::extract::State(rt): axum::extract::State<Arc<Runtime
         id = rt.app_id,
         o = ready(rt.health.outbound.load(Ordering::Relaxed)),
         a = ready(rt.health.app_ready.load(Ordering::Relaxed)),
-        c = rt.components.len(),
+        c = rt.components().len(),
     )
 }
 

@@ -39,7 +39,7 @@ pub fn response(rt: &Runtime) -> GetMetadataResponse {
     GetMetadataResponse {
         id: rt.app_id.clone(),
         registered_components: rt
-            .components
+            .components()
             .iter()
             .map(|c| RegisteredComponents {
                 name: c.name.clone(),

@@ -24,6 +24,7 @@ use crate::{
 };
 
 /// A loaded state store.
+#[derive(Clone)]
 pub struct StoreEntry {
     /// The implementation.
     pub store: Arc<dyn StateStore>,
@@ -42,6 +43,35 @@ pub struct ComponentInfo {
     pub version: String,
     /// Capabilities.
     pub capabilities: Vec<String>,
+}
+
+/// The components in use, replaced as a whole entry at a time when the
+/// control plane changes one.
+#[derive(Default)]
+pub struct Loaded {
+    /// State stores by component name.
+    pub stores: HashMap<String, StoreEntry>,
+    /// Every loaded component.
+    pub components: Vec<ComponentInfo>,
+}
+
+impl Loaded {
+    /// Adds a component, or replaces the one of the same name.
+    pub fn put(&mut self, info: ComponentInfo, store: Option<StoreEntry>) {
+        self.remove(&info.name);
+        if let Some(store) = store {
+            self.stores.insert(info.name.clone(), store);
+        }
+        self.components.push(info);
+    }
+
+    /// Removes a component; false when there was none of that name.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.stores.remove(name);
+        let before = self.components.len();
+        self.components.retain(|c| c.name != name);
+        before != self.components.len()
+    }
 }
 
 /// Readiness flags.
@@ -63,10 +93,8 @@ pub struct Runtime {
     pub app_id: String,
     /// `NAMESPACE`, if set.
     pub namespace: Option<String>,
-    /// State stores by component name.
-    pub stores: HashMap<String, StoreEntry>,
-    /// Every loaded component.
-    pub components: Vec<ComponentInfo>,
+    /// The components in use.
+    pub loaded: RwLock<Loaded>,
     /// Attributes set through `PUT /v1.0/metadata/{key}`.
     pub extended: RwLock<BTreeMap<String, String>>,
     /// Readiness.
@@ -84,6 +112,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The loaded components, as the metadata API lists them.
+    pub fn components(&self) -> Vec<ComponentInfo> {
+        self.loaded
+            .read()
+            .map(|l| l.components.clone())
+            .unwrap_or_default()
+    }
+
     /// The app channel, or the error Dapr gives when there is none.
     pub fn app(&self) -> Result<&AppChannel, ApiError> {
         self.app.as_ref().ok_or_else(|| {

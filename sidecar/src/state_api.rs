@@ -97,8 +97,12 @@ fn store_error(code: &'static str, what: String, e: StoreError) -> ApiError {
 
 impl Runtime {
     /// The named store, or Dapr's not-configured / not-found errors.
-    pub fn state_store(&self, name: &str) -> Result<&StoreEntry, ApiError> {
-        if self.stores.is_empty() {
+    pub fn state_store(&self, name: &str) -> Result<StoreEntry, ApiError> {
+        let loaded = self
+            .loaded
+            .read()
+            .map_err(|_| ApiError::internal("ERR_STATE_STORE_NOT_FOUND", "component table unavailable"))?;
+        if loaded.stores.is_empty() {
             return Err(ApiError::new(
                 "ERR_STATE_STORE_NOT_CONFIGURED",
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,7 +111,7 @@ impl Runtime {
             )
             .with_reason("DAPR_STATE_NOT_CONFIGURED"));
         }
-        self.stores.get(name).ok_or_else(|| {
+        loaded.stores.get(name).cloned().ok_or_else(|| {
             ApiError::new(
                 "ERR_STATE_STORE_NOT_FOUND",
                 StatusCode::BAD_REQUEST,
@@ -156,7 +160,7 @@ impl Runtime {
     /// Reads one key.
     pub async fn get_state(&self, store: &str, key: &str) -> Result<Option<Item>, ApiError> {
         let entry = self.state_store(store)?;
-        let full = self.state_key(store, entry, key)?;
+        let full = self.state_key(store, &entry, key)?;
         entry.store.get(&full).await.map_err(|e| {
             store_error(
                 "ERR_STATE_GET",
@@ -171,7 +175,7 @@ impl Runtime {
         let entry = self.state_store(store)?;
         let mut full = Vec::with_capacity(keys.len());
         for k in keys {
-            full.push(self.state_key(store, entry, k)?);
+            full.push(self.state_key(store, &entry, k)?);
         }
         let results = entry.store.bulk_get(&full).await;
         Ok(keys
@@ -203,7 +207,7 @@ impl Runtime {
         let entry = self.state_store(store)?;
         let mut reqs = Vec::with_capacity(items.len());
         for item in items {
-            reqs.push(self.set_request(store, entry, item)?);
+            reqs.push(self.set_request(store, &entry, item)?);
         }
         for req in reqs {
             let key = state::original_key(&req.key).to_string();
@@ -221,7 +225,7 @@ impl Runtime {
     /// Deletes one key.
     pub async fn delete_state(&self, store: &str, key: &str, etag: Option<String>) -> Result<(), ApiError> {
         let entry = self.state_store(store)?;
-        let full = self.state_key(store, entry, key)?;
+        let full = self.state_key(store, &entry, key)?;
         entry
             .store
             .delete(DeleteRequest { key: full, etag })
@@ -248,9 +252,9 @@ impl Runtime {
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
             out.push(match op {
-                TxOp::Upsert(item) => Operation::Upsert(self.set_request(store, entry, item)?),
+                TxOp::Upsert(item) => Operation::Upsert(self.set_request(store, &entry, item)?),
                 TxOp::Delete(key, etag, _) => Operation::Delete(DeleteRequest {
-                    key: self.state_key(store, entry, &key)?,
+                    key: self.state_key(store, &entry, &key)?,
                     etag,
                 }),
             });

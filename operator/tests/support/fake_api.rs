@@ -12,10 +12,14 @@ use std::{
 
 use serde_json::{Value, json};
 
+/// An open watch: the collection it covers and where its events go.
+type Watch = (String, tokio::sync::mpsc::UnboundedSender<Value>);
+
 #[derive(Clone, Default)]
 pub struct FakeApi {
     pub objects: Arc<Mutex<BTreeMap<String, Value>>>,
     pub writes: Arc<Mutex<Vec<String>>>,
+    watches: Arc<Mutex<Vec<Watch>>>,
 }
 
 fn status(code: u16, reason: &str, message: String) -> (u16, Value) {
@@ -67,9 +71,27 @@ fn in_collection(path: &str, key: &str) -> bool {
 }
 
 impl FakeApi {
+    /// Stores an object, telling open watches of its collection.
     pub fn put(&self, path: &str, object: Value) {
-        if let Ok(mut o) = self.objects.lock() {
-            o.insert(path.to_string(), object);
+        let existed = match self.objects.lock() {
+            Ok(mut o) => o.insert(path.to_string(), object.clone()).is_some(),
+            Err(_) => return,
+        };
+        self.notify(path, if existed { "MODIFIED" } else { "ADDED" }, object);
+    }
+
+    /// Deletes an object, telling open watches of its collection.
+    pub fn remove(&self, path: &str) {
+        let gone = self.objects.lock().ok().and_then(|mut o| o.remove(path));
+        if let Some(object) = gone {
+            self.notify(path, "DELETED", object);
+        }
+    }
+
+    fn notify(&self, path: &str, kind: &str, object: Value) {
+        if let Ok(mut w) = self.watches.lock() {
+            let event = json!({"type": kind, "object": object});
+            w.retain(|(collection, tx)| !in_collection(collection, path) || tx.send(event.clone()).is_ok());
         }
     }
 
@@ -222,15 +244,37 @@ impl FakeApi {
         }
     }
 
-    /// A kube client talking to this fake.
+    /// A kube client talking to this fake. Watches stay open and carry
+    /// what [`FakeApi::put`] and [`FakeApi::remove`] change.
     pub fn client(&self) -> kube::Client {
+        use http_body_util::{BodyExt, combinators::BoxBody};
+        type Out = BoxBody<bytes::Bytes, std::io::Error>;
         let me = self.clone();
         let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
             let me = me.clone();
             async move {
-                use http_body_util::BodyExt;
                 let method = req.method().to_string();
                 let path = req.uri().path().to_string();
+                let watching = req
+                    .uri()
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+                if method == "GET" && watching {
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+                    if let Ok(mut w) = me.watches.lock() {
+                        w.push((path, tx));
+                    }
+                    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+                        let event = rx.recv().await?;
+                        let line = bytes::Bytes::from(format!("{event}\n"));
+                        Some((Ok::<_, std::io::Error>(hyper::body::Frame::data(line)), rx))
+                    });
+                    let body: Out = http_body_util::StreamBody::new(lines).boxed();
+                    return http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/json")
+                        .body(body);
+                }
                 let body = req
                     .into_body()
                     .collect()
@@ -238,10 +282,13 @@ impl FakeApi {
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
                 let (code, answer) = me.handle(&method, &path, &body);
+                let body: Out = http_body_util::Full::new(bytes::Bytes::from(answer.to_string()))
+                    .map_err(|never| match never {})
+                    .boxed();
                 http::Response::builder()
                     .status(code)
                     .header("content-type", "application/json")
-                    .body(kube::client::Body::from(answer.to_string().into_bytes()))
+                    .body(body)
             }
         });
         kube::Client::new(svc, "default")
