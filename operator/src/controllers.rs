@@ -6,9 +6,12 @@ use std::{sync::Arc, time::Duration};
 
 use daprs_api::v1alpha1::Component;
 use futures_util::StreamExt;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    core::v1::Service,
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{PodTemplateSpec, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
     Api, ResourceExt,
@@ -104,24 +107,90 @@ fn retry<K>(_: Arc<K>, e: &Error, _: Arc<Ctx>) -> Action {
     Action::requeue(Duration::from_secs(5))
 }
 
+/// Drops what the Service reconciler never reads from a workload: its
+/// status, the pod spec, labels and annotations outside the pod template's
+/// annotations, and field-manager bookkeeping. A cluster's Deployments are
+/// held in memory, and most of each is its pod spec.
+pub fn slim_deployment(d: &mut Deployment) {
+    slim_meta(&mut d.metadata);
+    d.status = None;
+    if let Some(spec) = d.spec.as_mut() {
+        slim_template(&mut spec.template);
+    }
+}
+
+/// The same for a StatefulSet (its volume claim templates go too).
+pub fn slim_statefulset(s: &mut StatefulSet) {
+    slim_meta(&mut s.metadata);
+    s.status = None;
+    if let Some(spec) = s.spec.as_mut() {
+        slim_template(&mut spec.template);
+        spec.volume_claim_templates = None;
+    }
+}
+
+fn slim_meta(m: &mut ObjectMeta) {
+    m.managed_fields = None;
+    m.annotations = None;
+    m.labels = None;
+}
+
+fn slim_template(t: &mut PodTemplateSpec) {
+    t.spec = None;
+    if let Some(m) = t.metadata.as_mut() {
+        m.labels = None;
+        m.managed_fields = None;
+    }
+}
+
 /// Runs every controller until the process ends.
 pub async fn run(client: kube::Client) {
+    use kube::{
+        api::PartialObjectMeta,
+        runtime::{WatchStreamExt, reflector},
+    };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
     });
-    let owned = || watcher::Config::default().labels("dapr.io/enabled=true");
-    let deployments = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Service>::all(client.clone()), owned())
+    // Owned Services only wake their workload: their metadata is enough.
+    let owned = || {
+        watcher(
+            Api::<PartialObjectMeta<Service>>::all(client.clone()),
+            watcher::Config::default().labels("dapr.io/enabled=true"),
+        )
+        .default_backoff()
+        .touched_objects()
+    };
+    let (reader, writer) = reflector::store();
+    let slim = watcher(Api::<Deployment>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(slim_deployment)
+        .reflect(writer)
+        .touched_objects();
+    let deployments = Controller::for_stream(slim, reader)
+        .owns_stream(owned())
         .run(reconcile_deployment, retry, ctx.clone())
         .for_each(|_| async {});
-    let statefulsets = Controller::new(
+    let (reader, writer) = reflector::store();
+    let slim = watcher(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Service>::all(client.clone()), owned())
-    .run(reconcile_statefulset, retry, ctx.clone())
-    .for_each(|_| async {});
-    let components = Controller::new(Api::<Component>::all(client.clone()), watcher::Config::default())
+    .default_backoff()
+    .modify(slim_statefulset)
+    .reflect(writer)
+    .touched_objects();
+    let statefulsets = Controller::for_stream(slim, reader)
+        .owns_stream(owned())
+        .run(reconcile_statefulset, retry, ctx.clone())
+        .for_each(|_| async {});
+    let (reader, writer) = reflector::store();
+    let components = watcher(Api::<Component>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(|c: &mut Component| c.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    let components = Controller::for_stream(components, reader)
         .run(reconcile_component, retry, ctx)
         .for_each(|_| async {});
     tokio::join!(deployments, statefulsets, components);

@@ -27,9 +27,12 @@ use crate::api::{Caches, Change};
 /// Turns watch events into changes: the first list is not news, an object
 /// whose version did not change is not news, and after a re-list whatever
 /// was not listed again was deleted while the watch was down.
+///
+/// The last version of each object is kept as JSON text: a parsed value
+/// takes several times the memory, and it is only needed when it changes.
 pub struct Tracker {
     kind: &'static str,
-    seen: HashMap<String, (Option<String>, serde_json::Value)>,
+    seen: HashMap<String, (Option<String>, Box<str>)>,
     listed: HashSet<String>,
     synced: bool,
 }
@@ -63,6 +66,7 @@ impl Tracker {
                         .collect();
                     for key in gone {
                         if let Some((_, old)) = self.seen.remove(&key) {
+                            let old: serde_json::Value = serde_json::from_str(&old).unwrap_or_default();
                             let namespace = old["metadata"]["namespace"]
                                 .as_str()
                                 .unwrap_or_default()
@@ -92,7 +96,8 @@ impl Tracker {
         let old = if deleted {
             self.seen.remove(&key)
         } else {
-            self.seen.insert(key, (version.clone(), value.clone()))
+            let text = serde_json::to_string(&value).unwrap_or_default().into_boxed_str();
+            self.seen.insert(key, (version.clone(), text))
         };
         let first_list = !self.synced && listing;
         if first_list || (!deleted && old.as_ref().is_some_and(|(v, _)| *v == version)) {
@@ -101,7 +106,9 @@ impl Tracker {
         vec![Change {
             kind: self.kind,
             namespace: obj.namespace().unwrap_or_default(),
-            old: old.map(|(_, v)| v).or_else(|| deleted.then(|| value.clone())),
+            old: old
+                .and_then(|(_, text)| serde_json::from_str(&text).ok())
+                .or_else(|| deleted.then(|| value.clone())),
             new: (!deleted).then_some(value),
         }]
     }
@@ -113,10 +120,11 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
-    );
+    // Field-manager bookkeeping is of no use to sidecars; dropping it keeps
+    // the caches small.
+    let objects = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .modify(|o: &mut K| o.managed_fields_mut().clear());
+    let stream = reflector::reflector(writer, objects);
     tokio::spawn(async move {
         let mut tracker = Tracker::new(kind);
         let mut stream = std::pin::pin!(stream.default_backoff());

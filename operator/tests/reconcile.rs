@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use daprs_operator::{scope, service, validate};
+use daprs_operator::{controllers, scope, service, validate};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 
 fn fixture(name: &str) -> String {
@@ -60,6 +60,37 @@ fn dapr_enabled_deployment_gets_a_headless_owned_service() {
     // The Service round-trips as a valid object.
     let json = serde_json::to_value(&svc).expect("json");
     let _: k8s_openapi::api::core::v1::Service = serde_json::from_value(json).expect("valid Service");
+}
+
+#[test]
+fn slimmed_workloads_in_the_cache_give_the_same_service() {
+    let full = deployment();
+    let mut slim = full.clone();
+    controllers::slim_deployment(&mut slim);
+    let spec = slim.spec.as_ref().expect("spec");
+    assert!(spec.template.spec.is_none() && slim.status.is_none());
+    assert!(serde_json::to_vec(&slim).expect("json").len() < serde_json::to_vec(&full).expect("json").len());
+    assert_eq!(
+        service::for_deployment(&slim).map(Result::ok),
+        service::for_deployment(&full).map(Result::ok)
+    );
+
+    let mut set: StatefulSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "prod", "uid": "s-1", "annotations": {"note": "x"}},
+        "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}, "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "db"}},
+                "spec": {"containers": [{"name": "db", "image": "postgres"}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}}))
+    .expect("statefulset");
+    let before = service::for_statefulset(&set).map(Result::ok);
+    controllers::slim_statefulset(&mut set);
+    assert!(
+        set.spec
+            .as_ref()
+            .is_some_and(|s| s.volume_claim_templates.is_none())
+    );
+    assert_eq!(service::for_statefulset(&set).map(Result::ok), before);
 }
 
 #[test]
