@@ -117,6 +117,58 @@ echo "invoke reply: $reply"
 [ "$reply" = "hello from echo" ] || fail "unexpected reply: $reply"
 [ "$(curl -fsS localhost:13500/v1.0/metadata | grep -o '"id":"echo"')" = '"id":"echo"' ] || fail "metadata"
 
+# A Component applied now reaches the running sidecar through the operator.
+kubectl -n e2e apply -f - <<'YAML'
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: statestore
+spec:
+  type: state.in-memory
+  version: v1
+  metadata: []
+YAML
+saved=""
+for _ in $(seq 1 50); do
+  saved=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
+    -d '[{"key":"k","value":"v"}]' localhost:13500/v1.0/state/statestore)
+  [ "$saved" = "204" ] && break
+  sleep 0.2
+done
+[ "$saved" = "204" ] || fail "state save through the new component: $saved"
+[ "$(curl -fsS localhost:13500/v1.0/state/statestore/k)" = '"v"' ] || fail "state get"
+
+# Another app's sidecar calls echo's over mutual TLS.
+kubectl -n e2e apply -f - <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: client
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: client}
+  template:
+    metadata:
+      labels: {app: client}
+      annotations:
+        dapr.io/enabled: "true"
+        dapr.io/app-id: "client"
+    spec:
+      containers:
+      - name: client
+        image: hashicorp/http-echo:1.0
+        args: ["-text=client", "-listen=:5678"]
+YAML
+kubectl -n e2e rollout status deploy/client --timeout=180s || fail "client not ready"
+cpod=$(kubectl -n e2e get pods -l app=client -o jsonpath='{.items[0].metadata.name}')
+kubectl -n e2e port-forward "pod/$cpod" 23500:3500 >/dev/null 2>&1 &
+cpf=$!
+trap 'kill $pf $cpf 2>/dev/null || true; cleanup' EXIT
+for _ in $(seq 1 50); do curl -fsS -o /dev/null localhost:23500/v1.0/healthz && break; sleep 0.2; done
+reply=$(curl -fsS localhost:23500/v1.0/invoke/echo/method/anything) || fail "invoke across sidecars"
+[ "$reply" = "hello from echo" ] || fail "unexpected reply across sidecars: $reply"
+
 # A pod without the annotation stays as it is.
 kubectl -n e2e run plain --image=hashicorp/http-echo:1.0 --restart=Never -- -text=x >/dev/null
 [ "$(kubectl -n e2e get pod plain -o jsonpath='{.spec.containers[*].name}')" = "plain" ] || fail "plain pod changed"
