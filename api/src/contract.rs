@@ -1,6 +1,6 @@
 //! Small rules of Dapr's contract that the sidecar, the injector and the
 //! operator must read the same way: truthy annotation values, which app-ids
-//! are usable, and Go-style durations.
+//! are usable, Go-style durations and byte sizes.
 
 use std::time::Duration;
 
@@ -51,9 +51,67 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(total)
 }
 
+/// A byte size written as a Kubernetes quantity: digits with an optional
+/// fraction, then an optional suffix (`k M G T P E`, or `Ki Mi Gi Ti Pi Ei`),
+/// such as `4Mi`, `1.5Gi` or `1048576`. Fractions of a byte round down.
+pub fn parse_byte_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let mult: u128 = match unit {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        _ => return None,
+    };
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    if whole.is_empty() && frac.is_empty() || frac.contains('.') || frac.len() > 18 {
+        return None;
+    }
+    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let frac_value: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let scale = 10u128.pow(frac.len() as u32);
+    let bytes = whole.checked_mul(mult)? + frac_value * mult / scale;
+    u64::try_from(bytes).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("4Mi"), Some(4 << 20));
+        assert_eq!(parse_byte_size("1000"), Some(1000));
+        assert_eq!(parse_byte_size("2k"), Some(2000));
+        assert_eq!(parse_byte_size("1.5Ki"), Some(1536));
+        assert_eq!(parse_byte_size(".5Mi"), Some(512 << 10));
+        assert_eq!(parse_byte_size("1Ti"), Some(1 << 40));
+        for bad in [
+            "Mi",
+            "",
+            ".",
+            "1.2.3Mi",
+            "4MB",
+            "-1",
+            "99999999999999999999Gi",
+            "100m",
+        ] {
+            assert_eq!(parse_byte_size(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

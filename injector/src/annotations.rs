@@ -41,6 +41,8 @@ pub mod key {
     pub const READINESS_THRESHOLD: &str = "dapr.io/sidecar-readiness-probe-threshold";
     pub const HTTP_MAX_REQUEST_SIZE: &str = "dapr.io/http-max-request-size";
     pub const MAX_BODY_SIZE: &str = "dapr.io/max-body-size";
+    pub const HTTP_READ_BUFFER_SIZE: &str = "dapr.io/http-read-buffer-size";
+    pub const READ_BUFFER_SIZE: &str = "dapr.io/read-buffer-size";
     pub const GRACEFUL_SHUTDOWN_SECONDS: &str = "dapr.io/graceful-shutdown-seconds";
     pub const VOLUME_MOUNTS: &str = "dapr.io/volume-mounts";
     pub const VOLUME_MOUNTS_RW: &str = "dapr.io/volume-mounts-rw";
@@ -58,8 +60,6 @@ pub mod key {
         "dapr.io/enable-profiling",
         "dapr.io/enable-debug",
         "dapr.io/debug-port",
-        "dapr.io/http-read-buffer-size",
-        "dapr.io/read-buffer-size",
         "dapr.io/disable-builtin-k8s-secret-store",
         "dapr.io/app-binding-options-timeout",
         "dapr.io/placement-host-address",
@@ -193,6 +193,20 @@ impl<'a> Reader<'a> {
             self.problem(
                 key,
                 format!("{v:?} is not a Kubernetes quantity (for example 100m, 0.5, 256Mi, 1Gi)"),
+            );
+            None
+        }
+    }
+
+    /// A byte size such as `16Ki` or `4Mi`, as daprd reads it.
+    pub fn byte_size(&mut self, key: &'static str) -> Option<String> {
+        let v = self.string(key)?;
+        if daprs_api::contract::parse_byte_size(&v).is_some() {
+            Some(v)
+        } else {
+            self.problem(
+                key,
+                format!("{v:?} is not a byte size (for example 16Ki, 4Mi, 1.5Gi or 1048576)"),
             );
             None
         }

@@ -310,8 +310,14 @@ pub fn build(cfg: &InjectorConfig, namespace: &str, pod: &PodFacts<'_>) -> Resul
     if let Some(n) = r.int(key::HTTP_MAX_REQUEST_SIZE, 1..=4096) {
         flag("dapr-http-max-request-size", n.to_string());
     }
-    if let Some(q) = r.quantity(key::MAX_BODY_SIZE) {
+    if let Some(q) = r.byte_size(key::MAX_BODY_SIZE) {
         flag("max-body-size", q);
+    }
+    if let Some(n) = r.int(key::HTTP_READ_BUFFER_SIZE, 1..=65_536) {
+        flag("dapr-http-read-buffer-size", n.to_string());
+    }
+    if let Some(q) = r.byte_size(key::READ_BUFFER_SIZE) {
+        flag("read-buffer-size", q);
     }
     if let Some(n) = r.int(key::GRACEFUL_SHUTDOWN_SECONDS, -1..=86_400) {
         flag("dapr-graceful-shutdown-seconds", n.to_string());

@@ -166,6 +166,16 @@ pub struct Flags {
     #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
     pub dapr_http_max_request_size: i64,
 
+    /// Largest HTTP request head (request line and headers), e.g. 16Ki;
+    /// overrides --dapr-http-read-buffer-size. Larger heads get 431. The
+    /// HTTP server cannot go below 8Ki, so smaller values count as 8Ki.
+    #[arg(long)]
+    pub read_buffer_size: Option<String>,
+
+    /// Largest HTTP request head in KB (older form of --read-buffer-size).
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    pub dapr_http_read_buffer_size: i64,
+
     /// Longest time spent draining requests at shutdown, in seconds.
     #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     pub dapr_graceful_shutdown_seconds: i64,
@@ -226,6 +236,9 @@ pub struct ControlPlane {
     pub mtls: bool,
 }
 
+/// The smallest request-head limit the HTTP server accepts.
+pub const MIN_READ_BUFFER: usize = 8 << 10;
+
 /// Where the injector mounts the identity token.
 pub const SENTRY_TOKEN_FILE: &str = "/var/run/secrets/dapr.io/sentrytoken/token";
 
@@ -238,6 +251,8 @@ pub struct Settings {
     pub resources_paths: Vec<PathBuf>,
     /// Largest request body in bytes.
     pub max_body_size: usize,
+    /// Largest HTTP request head in bytes (at least [`MIN_READ_BUFFER`]).
+    pub read_buffer_size: usize,
     /// Addresses the API servers bind to.
     pub listen_addresses: Vec<IpAddr>,
     /// Grace period at shutdown.
@@ -273,25 +288,6 @@ pub fn normalise_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
         .collect()
 }
 
-/// Parses a Kubernetes-style quantity (`4Mi`, `512Ki`, `1G`, `1048576`) into bytes.
-pub fn parse_quantity(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
 impl Settings {
     /// Checks the flags against each other and reads the environment map.
     pub fn from_flags(flags: Flags, env: HashMap<String, String>) -> Result<Self, String> {
@@ -318,13 +314,22 @@ impl Settings {
             ));
         }
         let max_body_size = match &flags.max_body_size {
-            Some(q) => parse_quantity(q)
+            Some(q) => daprs_api::contract::parse_byte_size(q)
                 .ok_or_else(|| format!("--max-body-size {q:?} is not a size such as 4Mi or 1048576"))?,
             None if flags.dapr_http_max_request_size <= 0 => 4 << 20,
             None => (flags.dapr_http_max_request_size as u64) << 20,
         };
         let max_body_size =
             usize::try_from(max_body_size).map_err(|_| "--max-body-size is too large".to_string())?;
+        let read_buffer_size = match &flags.read_buffer_size {
+            Some(q) => daprs_api::contract::parse_byte_size(q)
+                .ok_or_else(|| format!("--read-buffer-size {q:?} is not a size such as 4Ki or 16384"))?,
+            None if flags.dapr_http_read_buffer_size <= 0 => 4 << 10,
+            None => (flags.dapr_http_read_buffer_size as u64).saturating_mul(1 << 10),
+        };
+        let read_buffer_size = usize::try_from(read_buffer_size)
+            .map_err(|_| "--read-buffer-size is too large".to_string())?
+            .clamp(MIN_READ_BUFFER, 64 << 20);
         let listen_addresses = flags
             .dapr_listen_addresses
             .split(',')
@@ -372,6 +377,7 @@ impl Settings {
         Ok(Self {
             resources_paths,
             max_body_size,
+            read_buffer_size,
             listen_addresses,
             graceful_shutdown: Duration::from_secs(graceful as u64),
             block_shutdown,
@@ -521,6 +527,28 @@ mod tests {
         .expect("valid");
         assert_eq!(s.max_body_size, 16 << 20);
         assert_eq!(s.listen_addresses.len(), 2);
+        assert!(
+            check(&["--app-id", "a", "--read-buffer-size", "lots"])
+                .expect_err("size")
+                .contains("--read-buffer-size")
+        );
+        let size = |args: &[&str]| check(args).expect("valid").read_buffer_size;
+        assert_eq!(size(&["--app-id", "a"]), MIN_READ_BUFFER);
+        assert_eq!(
+            size(&["--app-id", "a", "--dapr-http-read-buffer-size", "32"]),
+            32 << 10
+        );
+        assert_eq!(
+            size(&[
+                "--app-id",
+                "a",
+                "--dapr-http-read-buffer-size",
+                "32",
+                "--read-buffer-size",
+                "64Ki"
+            ]),
+            64 << 10
+        );
     }
 
     #[test]
@@ -574,14 +602,5 @@ mod tests {
             mtls.control_plane
                 .is_some_and(|c| c.mtls && c.operator_address.is_none())
         );
-    }
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("4Mi"), Some(4 << 20));
-        assert_eq!(parse_quantity("1000"), Some(1000));
-        assert_eq!(parse_quantity("2k"), Some(2000));
-        assert_eq!(parse_quantity("Mi"), None);
-        assert_eq!(parse_quantity("99999999999999999999Gi"), None);
     }
 }

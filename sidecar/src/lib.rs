@@ -504,11 +504,12 @@ pub async fn run(
 
     // HTTP API.
     let router = http_api::router(rt.clone());
+    let read_buffer = rt.settings.read_buffer_size;
     for l in http_listeners {
         let (router, stop) = (router.clone(), stop());
         tasks.spawn(async move {
             let served = match l {
-                ApiListener::Tcp(l) => axum::serve(nodelay(l), router).with_graceful_shutdown(stop).await,
+                ApiListener::Tcp(l) => serve_http(l, router, read_buffer, stop).await,
                 ApiListener::Unix(l, _cleanup) => axum::serve(l, router).with_graceful_shutdown(stop).await,
             };
             served.map_err(|e| e.to_string())
@@ -711,6 +712,57 @@ async fn metrics_text(axum::extract::State(rt): axum::extract::State<Arc<Runtime
         a = ready(rt.health.app_ready.load(Ordering::Relaxed)),
         c = rt.components().len(),
     )
+}
+
+/// Serves `router` on `l` until `stop`, then lets in-flight requests
+/// finish. Request heads larger than `max_head` bytes get 431.
+async fn serve_http(
+    l: TcpListener,
+    router: axum::Router,
+    max_head: usize,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::{conn::auto, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(max_head.max(flags::MIN_READ_BUFFER));
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            accepted = l.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, then go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Request/response traffic is small writes answered quickly: Nagle's

@@ -620,3 +620,31 @@ async fn apis_listen_on_unix_domain_sockets_when_asked() {
     drop(client);
     assert!(!http_sock.exists() && !grpc_sock.exists());
 }
+
+#[tokio::test]
+async fn request_heads_over_the_read_buffer_size_get_431() {
+    let home = temp_dir("readbuf");
+    let d = Daprd::start(Spec {
+        extra: vec!["--read-buffer-size".into(), "16Ki".into()],
+        ..Spec::new("readbuf", &home)
+    })
+    .await;
+    let fits = "a".repeat(10 << 10);
+    let r = d.send("GET", "/v1.0/healthz", &[("x-fits", &fits)], "").await;
+    assert_eq!(r.status, 204);
+    let too_big = "a".repeat(20 << 10);
+    let r = super::harness::send(
+        "GET",
+        &d.url("/v1.0/healthz"),
+        &[("x-big", &too_big)],
+        Default::default(),
+    )
+    .await;
+    assert!(
+        matches!(r, Ok(ref reply) if reply.status == 431),
+        "a 20 KiB head with a 16 KiB limit: {:?}",
+        r.map(|r| r.status)
+    );
+    // The sidecar still serves.
+    assert_eq!(d.get("/v1.0/healthz").await.expect("health").status, 204);
+}
