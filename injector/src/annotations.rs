@@ -41,6 +41,7 @@ pub mod key {
     pub const READINESS_THRESHOLD: &str = "dapr.io/sidecar-readiness-probe-threshold";
     pub const HTTP_MAX_REQUEST_SIZE: &str = "dapr.io/http-max-request-size";
     pub const MAX_BODY_SIZE: &str = "dapr.io/max-body-size";
+    pub const DISABLE_BUILTIN_K8S_SECRET_STORE: &str = "dapr.io/disable-builtin-k8s-secret-store";
     pub const HTTP_READ_BUFFER_SIZE: &str = "dapr.io/http-read-buffer-size";
     pub const READ_BUFFER_SIZE: &str = "dapr.io/read-buffer-size";
     pub const GRACEFUL_SHUTDOWN_SECONDS: &str = "dapr.io/graceful-shutdown-seconds";
@@ -60,7 +61,6 @@ pub mod key {
         "dapr.io/enable-profiling",
         "dapr.io/enable-debug",
         "dapr.io/debug-port",
-        "dapr.io/disable-builtin-k8s-secret-store",
         "dapr.io/app-binding-options-timeout",
         "dapr.io/placement-host-address",
         "dapr.io/actors-disseminate-timeout",

@@ -351,6 +351,9 @@ pub fn build(cfg: &InjectorConfig, namespace: &str, pod: &PodFacts<'_>) -> Resul
         let threshold = r.int(key::APP_HEALTH_THRESHOLD, 1..=1000).unwrap_or(3);
         flag("app-health-threshold", threshold.to_string());
     }
+    if r.bool(key::DISABLE_BUILTIN_K8S_SECRET_STORE, false) {
+        args.push("--disable-builtin-k8s-secret-store".into());
+    }
     if cfg.mtls {
         args.push("--enable-mtls".into());
     }

@@ -253,6 +253,7 @@ async fn kubernetes_mode_reads_components_and_configuration_from_the_operator() 
         &cp.settings.api_addr.to_string(),
         "--config",
         "appconfig",
+        "--disable-builtin-k8s-secret-store",
     ]
     .map(String::from);
     // The operator's caches fill from its first list; start once they have.
@@ -372,6 +373,55 @@ async fn kubernetes_mode_reads_components_and_configuration_from_the_operator() 
             .is_err(),
         "metrics are served although the Configuration disables them"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builtin_kubernetes_secret_store_is_there_unless_disabled() {
+    let cp = control_plane(|cp| cp.pod("orders", "orders-token", json!({}))).await;
+    let dir = scratch("builtin");
+    let k8s = |extra: &[&str]| {
+        let mut args = vec![
+            "--mode".to_string(),
+            "kubernetes".into(),
+            "--control-plane-address".into(),
+            cp.settings.api_addr.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let d = sidecar(&cp, "orders", "orders-token", &dir, &k8s(&[]))
+        .await
+        .expect("daprd starts");
+    let (_, meta) = http(d.http, "GET", "/v1.0/metadata", "").await.expect("metadata");
+    let meta: Value = serde_json::from_str(&meta).expect("json");
+    assert_eq!(meta["components"][0]["name"], "kubernetes", "{meta}");
+    assert_eq!(meta["components"][0]["type"], "secretstores.kubernetes");
+    // Outside a pod the store is there but says why it cannot answer.
+    let (status, body) = http(d.http, "GET", "/v1.0/secrets/kubernetes/db", "")
+        .await
+        .expect("get");
+    assert_eq!(status, 500);
+    assert!(
+        body.contains("ERR_SECRET_GET") && body.contains("KUBERNETES_SERVICE_HOST"),
+        "{body}"
+    );
+    drop(d);
+
+    let d = sidecar(
+        &cp,
+        "orders",
+        "orders-token",
+        &dir,
+        &k8s(&["--disable-builtin-k8s-secret-store"]),
+    )
+    .await
+    .expect("daprd starts");
+    let (status, body) = http(d.http, "GET", "/v1.0/secrets/kubernetes/db", "")
+        .await
+        .expect("get");
+    assert_eq!(status, 500);
+    assert!(body.contains("ERR_SECRET_STORES_NOT_CONFIGURED"), "{body}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -197,7 +197,8 @@ pub fn resolve_metadata(
 }
 
 /// Reads a secret from the secret stores that can be resolved while loading:
-/// `secretstores.local.env` components (the secret name is the variable name).
+/// `secretstores.local.env` components (the secret name is the variable
+/// name) and `secretstores.local.file` ones (the file is read here).
 pub fn env_secret_resolver<'a>(
     components: &'a [&'a Component],
     t: &'a Templates<'a>,
@@ -206,10 +207,20 @@ pub fn env_secret_resolver<'a>(
         let found = components
             .iter()
             .find(|c| c.metadata.name.as_deref() == Some(store));
-        match found.map(|c| c.spec.spec.type_.as_str()) {
-            Some("secretstores.local.env") if key == name => t.env_value(name),
-            Some("secretstores.local.env") => Err(format!("secret {name} has no key {key}")),
-            Some(other) => Err(format!(
+        match found.map(|c| (c, c.spec.spec.type_.as_str())) {
+            Some((_, "secretstores.local.env")) if key == name => t.env_value(name),
+            Some((_, "secretstores.local.env")) => Err(format!("secret {name} has no key {key}")),
+            Some((c, "secretstores.local.file")) => {
+                // The store's own metadata must not refer to secrets.
+                let none = |_: &str, _: &str, _: &str| Err("no secret references here".to_string());
+                let metadata = resolve_metadata(c, t, &none)?;
+                let file = crate::secrets::FileStore::open(&metadata)
+                    .map_err(|e| format!("secret store {store}: {e}"))?;
+                file.lookup(name, key)
+                    .cloned()
+                    .ok_or_else(|| format!("secret store {store} has no key {key} in secret {name}"))
+            }
+            Some((_, other)) => Err(format!(
                 "secret store {store} ({other}) cannot resolve references here"
             )),
             None if store.is_empty() => {

@@ -17,6 +17,8 @@ pub struct SidecarConfig {
     pub denied_components: Vec<String>,
     /// `spec.metric.enabled`; metrics stay on when unset.
     pub metrics_enabled: bool,
+    /// `spec.secrets.scopes`: which secrets each store exposes to the app.
+    pub secret_scopes: Vec<daprs_api::v1alpha1::SecretScope>,
 }
 
 impl SidecarConfig {
@@ -41,6 +43,11 @@ impl SidecarConfig {
                 .map(|c| c.deny.clone())
                 .unwrap_or_default(),
             metrics_enabled: spec.metric.as_ref().is_none_or(|m| m.enabled),
+            secret_scopes: spec
+                .secrets
+                .as_ref()
+                .map(|s| s.scopes.clone())
+                .unwrap_or_default(),
         }
     }
 

@@ -235,9 +235,9 @@ async fn apply(rt: &Runtime, known: &mut BTreeMap<String, Component>, c: Compone
         .chain(std::iter::once(&c))
         .collect();
     match crate::init_component(&rt.settings, &rt.config, &c, &all).await {
-        Ok((info, store)) => {
+        Ok((info, block)) => {
             if let Ok(mut l) = rt.loaded.write() {
-                l.put(info, store);
+                l.put(info, block);
             }
             tracing::info!(component = %name, r#type = %kind, "component loaded");
             known.insert(name, c);

@@ -210,6 +210,10 @@ pub struct Flags {
     #[arg(long)]
     pub sentry_address: Option<String>,
 
+    /// In Kubernetes mode, do not register the built-in `kubernetes` secret store.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub disable_builtin_k8s_secret_store: bool,
+
     /// Mutual TLS, with a certificate from --sentry-address, on the port
     /// other sidecars call.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]

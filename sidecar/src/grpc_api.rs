@@ -8,9 +8,10 @@ use daprs_proto::{
     internals::{InternalInvokeRequest, InternalInvokeResponse},
     runtime::{
         BulkStateItem, DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest,
-        GetBulkStateRequest, GetBulkStateResponse, GetMetadataRequest, GetMetadataResponse, GetStateRequest,
-        GetStateResponse, InvokeServiceRequest, SaveStateRequest, SetMetadataRequest, ShutdownRequest,
-        dapr_server::Dapr,
+        GetBulkSecretRequest, GetBulkSecretResponse, GetBulkStateRequest, GetBulkStateResponse,
+        GetMetadataRequest, GetMetadataResponse, GetSecretRequest, GetSecretResponse, GetStateRequest,
+        GetStateResponse, InvokeServiceRequest, SaveStateRequest, SecretResponse, SetMetadataRequest,
+        ShutdownRequest, dapr_server::Dapr,
     },
 };
 use tonic::{
@@ -264,6 +265,44 @@ impl Dapr for DaprApi {
         }
         self.rt.transact_state(&req.store_name, ops).await?;
         Ok(Response::new(()))
+    }
+
+    async fn get_secret(
+        &self,
+        request: Request<GetSecretRequest>,
+    ) -> Result<Response<GetSecretResponse>, Status> {
+        let req = request.into_inner();
+        let data = self
+            .rt
+            .get_secret(&req.store_name, &req.key, &meta_map(req.metadata))
+            .await?;
+        Ok(Response::new(GetSecretResponse {
+            data: data.into_iter().collect(),
+        }))
+    }
+
+    async fn get_bulk_secret(
+        &self,
+        request: Request<GetBulkSecretRequest>,
+    ) -> Result<Response<GetBulkSecretResponse>, Status> {
+        let req = request.into_inner();
+        let all = self
+            .rt
+            .bulk_secrets(&req.store_name, &meta_map(req.metadata))
+            .await?;
+        Ok(Response::new(GetBulkSecretResponse {
+            data: all
+                .into_iter()
+                .map(|(name, keys)| {
+                    (
+                        name,
+                        SecretResponse {
+                            secrets: keys.into_iter().collect(),
+                        },
+                    )
+                })
+                .collect(),
+        }))
     }
 
     async fn get_metadata(

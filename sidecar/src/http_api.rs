@@ -1,5 +1,5 @@
-//! The Dapr HTTP API (port 3500): service invocation, state, metadata, health
-//! and shutdown. Handlers only translate between HTTP and the protocol-neutral
+//! The Dapr HTTP API (port 3500): service invocation, state, secrets,
+//! metadata, health and shutdown. Handlers only translate between HTTP and the protocol-neutral
 //! operations on [`Runtime`]; errors are [`ApiError`]s rendered once.
 
 use std::{collections::BTreeMap, sync::Arc, sync::atomic::Ordering};
@@ -43,6 +43,8 @@ pub fn router(rt: Arc<Runtime>) -> Router {
                 .post(bulk_or_transaction)
                 .put(bulk_or_transaction),
         )
+        .route("/v1.0/secrets/{store}/bulk", get(bulk_secrets))
+        .route("/v1.0/secrets/{store}/{key}", get(get_secret))
         .route("/v1.0/metadata", get(get_metadata))
         .route("/v1.0/metadata/{key}", put(put_metadata))
         .route("/v1.0/shutdown", post(shutdown))
@@ -595,6 +597,26 @@ pub fn http_response(res: InternalInvokeResponse) -> Response {
 }
 
 // === metadata, health, shutdown ===
+
+// === secrets ===
+
+async fn get_secret(
+    State(rt): Rt,
+    Path((store, key)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let meta = query_metadata(&query_pairs(req.uri().query()));
+    let secret = rt.get_secret(&store, &key, &meta).await?;
+    if secret.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(axum::Json(secret).into_response())
+}
+
+async fn bulk_secrets(State(rt): Rt, Path(store): Path<String>, req: Request) -> Result<Response, ApiError> {
+    let meta = query_metadata(&query_pairs(req.uri().query()));
+    Ok(axum::Json(rt.bulk_secrets(&store, &meta).await?).into_response())
+}
 
 async fn get_metadata(State(rt): Rt) -> Response {
     axum::Json(crate::metadata_api::http_json(&rt)).into_response()

@@ -28,6 +28,7 @@ pub mod invoke;
 pub mod metadata_api;
 pub mod registry;
 pub mod runtime;
+pub mod secrets;
 pub mod state;
 pub mod state_api;
 
@@ -48,19 +49,19 @@ use crate::{
     error::StartError,
     flags::{Flags, Mode, Settings},
     registry::{DEFAULT_NAMESPACE, LocalRegistry, Resolver},
-    runtime::{ComponentInfo, Health, Loaded, Runtime, StoreEntry},
+    runtime::{Block, ComponentInfo, Health, Loaded, Runtime, StoreEntry},
     state::KeyPrefix,
 };
 
 /// Initialises one component; `all` are the components it may take secrets
-/// from. A state store comes back ready; other building blocks are only
-/// listed for the metadata API.
+/// from. State and secret stores come back ready; other building blocks are
+/// only listed for the metadata API.
 pub(crate) async fn init_component(
     settings: &Settings,
     config: &SidecarConfig,
     c: &Component,
     all: &[&Component],
-) -> Result<(ComponentInfo, Option<StoreEntry>), String> {
+) -> Result<(ComponentInfo, Block), String> {
     let templates = Templates {
         app_id: &settings.flags.app_id,
         namespace: settings.namespace.as_deref(),
@@ -72,7 +73,7 @@ pub(crate) async fn init_component(
         return Err(why);
     }
     let metadata = resolve_metadata(c, &templates, &resolver)?;
-    let (capabilities, store) = match c.building_block() {
+    let (capabilities, block) = match c.building_block() {
         "state" => {
             let timeout = init_timeout(c);
             let store = tokio::time::timeout(timeout, state::connect(&kind, &c.spec.spec.version, &metadata))
@@ -80,10 +81,13 @@ pub(crate) async fn init_component(
                 .map_err(|_| format!("init timed out after {timeout:?} (spec.initTimeout)"))??;
             let caps = store.features().iter().map(|s| s.to_string()).collect();
             let prefix = KeyPrefix::parse(state::meta(&metadata, "keyPrefix"));
-            (caps, Some(StoreEntry { store, prefix }))
+            (caps, Block::State(StoreEntry { store, prefix }))
         }
-        "secretstores" if kind == "secretstores.local.env" => (vec![], None),
-        "pubsub" if kind == "pubsub.in-memory" => (vec![], None),
+        "secretstores" => {
+            let store = secrets::open(&kind, &metadata, &settings.env, settings.namespace.as_deref())?;
+            (vec![], Block::Secrets(store))
+        }
+        "pubsub" if kind == "pubsub.in-memory" => (vec![], Block::Other),
         block => {
             return Err(format!(
                 "{block} components are not supported by this sidecar yet"
@@ -96,7 +100,7 @@ pub(crate) async fn init_component(
         version: c.spec.spec.version.clone(),
         capabilities,
     };
-    Ok((info, store))
+    Ok((info, block))
 }
 
 /// Loads and initialises the components this app may use.
@@ -122,9 +126,9 @@ async fn init_components(
             )));
         }
         match init_component(settings, config, c, &comps).await {
-            Ok((info, store)) => {
+            Ok((info, block)) => {
                 tracing::info!(component = %name, r#type = %kind, "component loaded");
-                loaded.put(info, store);
+                loaded.put(info, block);
             }
             Err(reason) if c.spec.spec.ignore_errors => {
                 tracing::error!(component = %name, r#type = %kind, %reason, "component failed to initialise; ignored because spec.ignoreErrors is true");
@@ -359,7 +363,24 @@ pub async fn run(
     };
     resources.extend(from_operator.iter().cloned().map(Resource::Component));
     let config = load_config(&flags, operator.as_ref()).await?;
-    let loaded = init_components(&settings, &config, &resources).await?;
+    let mut loaded = init_components(&settings, &config, &resources).await?;
+    // Every pod can read its namespace's Secrets through a store named
+    // `kubernetes`, unless a component takes the name or it is switched off.
+    if flags.mode == Mode::Kubernetes
+        && !flags.disable_builtin_k8s_secret_store
+        && !loaded.components.iter().any(|c| c.name == "kubernetes")
+    {
+        let store =
+            secrets::kubernetes::KubernetesStore::new(&Default::default(), &settings.env, Some(&namespace))
+                .map_err(StartError::Config)?;
+        let info = ComponentInfo {
+            name: "kubernetes".into(),
+            kind: "secretstores.kubernetes".into(),
+            version: "v1".into(),
+            capabilities: vec![],
+        };
+        loaded.put(info, Block::Secrets(Arc::new(store)));
+    }
 
     let data_dir = components::data_dir(&settings.env);
     let resolver = match flags.mode {

@@ -20,6 +20,7 @@ use crate::{
     flags::Settings,
     invoke::Invoker,
     registry::Target,
+    secrets::SecretStore,
     state::{KeyPrefix, StateStore},
 };
 
@@ -51,16 +52,32 @@ pub struct ComponentInfo {
 pub struct Loaded {
     /// State stores by component name.
     pub stores: HashMap<String, StoreEntry>,
+    /// Secret stores by component name.
+    pub secret_stores: HashMap<String, Arc<dyn SecretStore>>,
     /// Every loaded component.
     pub components: Vec<ComponentInfo>,
 }
 
+/// What a component provides besides its entry in the metadata API.
+pub enum Block {
+    State(StoreEntry),
+    Secrets(Arc<dyn SecretStore>),
+    /// Listed only.
+    Other,
+}
+
 impl Loaded {
     /// Adds a component, or replaces the one of the same name.
-    pub fn put(&mut self, info: ComponentInfo, store: Option<StoreEntry>) {
+    pub fn put(&mut self, info: ComponentInfo, block: Block) {
         self.remove(&info.name);
-        if let Some(store) = store {
-            self.stores.insert(info.name.clone(), store);
+        match block {
+            Block::State(s) => {
+                self.stores.insert(info.name.clone(), s);
+            }
+            Block::Secrets(s) => {
+                self.secret_stores.insert(info.name.clone(), s);
+            }
+            Block::Other => {}
         }
         self.components.push(info);
     }
@@ -68,6 +85,7 @@ impl Loaded {
     /// Removes a component; false when there was none of that name.
     pub fn remove(&mut self, name: &str) -> bool {
         self.stores.remove(name);
+        self.secret_stores.remove(name);
         let before = self.components.len();
         self.components.retain(|c| c.name != name);
         before != self.components.len()

@@ -12,6 +12,8 @@ mod invoke;
 mod lifecycle;
 #[path = "integration/sdk.rs"]
 mod sdk;
+#[path = "integration/secrets.rs"]
+mod secrets;
 #[path = "integration/startup.rs"]
 mod startup;
 #[path = "integration/state.rs"]

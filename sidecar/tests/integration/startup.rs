@@ -483,8 +483,13 @@ async fn kubernetes_mode_loads_no_embedded_defaults() {
         ..Spec::new("in-cluster", &home)
     })
     .await;
+    // Only the built-in Kubernetes secret store.
     let meta = d.get("/v1.0/metadata").await.expect("metadata").json();
-    assert!(meta.get("components").is_none(), "no components: {meta}");
+    assert_eq!(
+        meta["components"],
+        serde_json::json!([{"name": "kubernetes", "type": "secretstores.kubernetes", "version": "v1", "capabilities": []}]),
+        "{meta}"
+    );
     assert!(
         !home.join("state.db").exists(),
         "nothing written to the data folder"
