@@ -323,18 +323,6 @@ mod tests {
     }
 
     #[test]
-    fn app_ids() {
-        assert!(valid_app_id("orders"));
-        assert!(valid_app_id("a1-b2"));
-        assert!(!valid_app_id("Orders"));
-        assert!(!valid_app_id("orders.v1"));
-        assert!(!valid_app_id("-orders"));
-        assert!(!valid_app_id(""));
-        assert!(valid_app_id(&"a".repeat(58)));
-        assert!(!valid_app_id(&"a".repeat(59)));
-    }
-
-    #[test]
     fn env_values_may_hold_commas() {
         assert_eq!(
             parse_env("A=1, B=x,y,z,C_2=3"),

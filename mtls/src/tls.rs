@@ -125,15 +125,25 @@ impl std::fmt::Display for Authorize {
     }
 }
 
-/// Checks the chain against the trust anchors, then the SPIFFE ID.
+/// What a client checks of the server's certificate.
 #[derive(Debug)]
-struct SpiffeVerifier {
-    roots: Arc<RootCertStore>,
-    authorize: Authorize,
+enum Check {
+    /// The chain against the trust anchors, then the SPIFFE ID.
+    Spiffe {
+        roots: Arc<RootCertStore>,
+        authorize: Authorize,
+    },
+    /// Nothing beyond the handshake signature (see [`any_server_config`]).
+    Presented,
+}
+
+#[derive(Debug)]
+struct Verifier {
+    check: Check,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for SpiffeVerifier {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -142,10 +152,13 @@ impl ServerCertVerifier for SpiffeVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Check::Spiffe { roots, authorize } = &self.check else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let cert = ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &cert,
-            &self.roots,
+            roots,
             intermediates,
             now,
             self.algorithms.all,
@@ -155,10 +168,9 @@ impl ServerCertVerifier for SpiffeVerifier {
                 "the server's certificate carries no SPIFFE ID".into(),
             ));
         };
-        if !self.authorize.admits(&id) {
+        if !authorize.admits(&id) {
             return Err(rustls::Error::General(format!(
-                "the server is {id}, expected {}",
-                self.authorize
+                "the server is {id}, expected {authorize}"
             )));
         }
         Ok(ServerCertVerified::assertion())
@@ -187,6 +199,18 @@ impl ServerCertVerifier for SpiffeVerifier {
     }
 }
 
+fn client_builder(
+    check: Check,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, String> {
+    let provider = provider();
+    let algorithms = provider.signature_verification_algorithms;
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier { check, algorithms })))
+}
+
 /// A client that trusts `roots`, accepts only servers `authorize` admits,
 /// and presents `identity` when given. ALPN is h2 (gRPC).
 pub fn client_config(
@@ -194,23 +218,23 @@ pub fn client_config(
     authorize: Authorize,
     identity: Option<Arc<Identity>>,
 ) -> Result<ClientConfig, String> {
-    let provider = provider();
-    let algorithms = provider.signature_verification_algorithms;
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SpiffeVerifier {
-            roots,
-            authorize,
-            algorithms,
-        }));
+    let builder = client_builder(Check::Spiffe { roots, authorize })?;
     let mut config = match identity {
         Some(id) => builder.with_client_cert_resolver(id),
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// A client that accepts the server's certificate as presented, for the
+/// sidecar's own app (`--app-protocol https` and `grpcs`), as Dapr does: the
+/// app sits beside the sidecar, often with a self-signed certificate, and
+/// TLS there protects the bytes rather than proving who the app is. The
+/// handshake signature is still verified, so the server must hold the key
+/// of the certificate it shows.
+pub fn any_server_config() -> Result<ClientConfig, String> {
+    Ok(client_builder(Check::Presented)?.with_no_client_auth())
 }
 
 /// A server presenting what `cert` resolves; with `client_roots`, clients

@@ -5,13 +5,12 @@
 
 #[path = "support/fake_api.rs"]
 mod fake_api;
+#[path = "support/settings.rs"]
+mod settings;
 
 use std::{sync::Arc, time::Duration};
 
-use daprs_operator::{
-    sentry::SentrySettings,
-    serve::{ServeSettings, run},
-};
+use daprs_operator::serve::{ServeSettings, run};
 use daprs_proto::sentry::{SignCertificateRequest, ca_client::CaClient};
 use fake_api::FakeApi;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
@@ -19,30 +18,10 @@ use serde_json::Value;
 
 const ANCHORS: &str = "/api/v1/namespaces/dapr-system/configmaps/dapr-trust-bundle";
 
-fn free() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
 /// Starts `serve` on free loopback ports against an empty fake cluster.
 fn start() -> (FakeApi, ServeSettings) {
     let api = FakeApi::default();
-    let settings = ServeSettings {
-        sentry: SentrySettings {
-            control_plane_namespace: "dapr-system".into(),
-            control_plane_trust_domain: "cluster.local".into(),
-            workload_ttl: Duration::from_secs(3600),
-            allowed_skew: Duration::from_secs(900),
-        },
-        sentry_addr: free(),
-        api_addr: free(),
-        webhook_addr: free(),
-        health_addr: free(),
-        ca_sync_interval: Duration::from_millis(200),
-        run_controllers: false,
-        identity: "test".into(),
-        watchdog: None,
-    };
+    let settings = settings::serve_settings();
     tokio::spawn(run(api.client(), settings.clone()));
     (api, settings)
 }

@@ -5,23 +5,17 @@
 
 #[path = "support/fake_api.rs"]
 mod fake_api;
+#[path = "support/settings.rs"]
+mod settings;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 
-use daprs_operator::{
-    sentry::SentrySettings,
-    serve::{ServeSettings, run},
-};
+use daprs_operator::serve::{ServeSettings, run};
 use fake_api::FakeApi;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NS: &str = "prod";
-
-fn free() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("daprs-cp-{name}-{}", std::process::id()));
@@ -57,22 +51,7 @@ struct ControlPlane {
 async fn control_plane(seed: impl FnOnce(&ControlPlane)) -> ControlPlane {
     let mut cp = ControlPlane {
         api: FakeApi::default(),
-        settings: ServeSettings {
-            sentry: SentrySettings {
-                control_plane_namespace: "dapr-system".into(),
-                control_plane_trust_domain: "cluster.local".into(),
-                workload_ttl: Duration::from_secs(3600),
-                allowed_skew: Duration::from_secs(900),
-            },
-            sentry_addr: free(),
-            api_addr: free(),
-            webhook_addr: free(),
-            health_addr: free(),
-            ca_sync_interval: Duration::from_millis(200),
-            run_controllers: false,
-            identity: "test".into(),
-            watchdog: None,
-        },
+        settings: settings::serve_settings(),
         anchors: String::new(),
     };
     seed(&cp);
@@ -154,7 +133,12 @@ async fn sidecar(
     dir: &std::path::Path,
     extra: &[String],
 ) -> Result<Sidecar, String> {
-    let (http_port, grpc, internal, metrics) = (free().port(), free().port(), free().port(), free().port());
+    let (http_port, grpc, internal, metrics) = (
+        settings::free().port(),
+        settings::free().port(),
+        settings::free().port(),
+        settings::free().port(),
+    );
     let mut args: Vec<String> = [
         "daprd",
         "--app-id",

@@ -222,14 +222,15 @@ pub fn from_http_headers(headers: &http::HeaderMap, skip: &[&str]) -> Metadata {
     out
 }
 
-/// TCP with Nagle off; TLS (certificate not checked, see `app_tls`) when the
-/// protocol asks for it, offering the HTTP versions the protocol can use.
+/// TCP with Nagle off; TLS when the protocol asks for it (the certificate is
+/// not checked, see [`daprs_mtls::tls::any_server_config`]), offering the
+/// HTTP versions the protocol can use.
 fn app_connector(protocol: AppProtocol) -> Result<AppConnector, String> {
     let mut tcp = HttpConnector::new();
     tcp.set_nodelay(true);
     tcp.enforce_http(false);
     let builder = HttpsConnectorBuilder::new()
-        .with_tls_config(crate::app_tls::client_config()?)
+        .with_tls_config(daprs_mtls::tls::any_server_config()?)
         .https_or_http();
     Ok(match protocol {
         AppProtocol::Grpc | AppProtocol::Grpcs | AppProtocol::H2c => {

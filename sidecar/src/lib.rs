@@ -14,7 +14,6 @@
 //! [`run`] starts everything and returns when the sidecar has shut down.
 
 pub mod app_channel;
-mod app_tls;
 pub mod components;
 pub mod config;
 pub mod control_plane;
