@@ -171,8 +171,8 @@ pub async fn grpc_app() -> u16 {
 }
 
 /// A TLS acceptor with a fresh self-signed certificate for 127.0.0.1,
-/// offering `alpn` protocols.
-fn tls_acceptor(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+/// offering `alpn` protocols, and that certificate's PEM.
+pub fn tls_acceptor(alpn: &[&[u8]]) -> (tokio_rustls::TlsAcceptor, String) {
     let key = rcgen::KeyPair::generate().expect("key");
     let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
         .expect("params")
@@ -189,11 +189,14 @@ fn tls_acceptor(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
         )
         .expect("server config");
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+    (
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+        cert.pem(),
+    )
 }
 
 /// Serves `svc` over TLS on a free port; returns the port.
-async fn serve_tls<S>(svc: S, alpn: &[&[u8]]) -> u16
+pub async fn serve_tls<S>(svc: S, acceptor: tokio_rustls::TlsAcceptor) -> u16
 where
     S: tower::Service<
             http::Request<hyper::body::Incoming>,
@@ -204,7 +207,6 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let acceptor = tls_acceptor(alpn);
     let port = free_port();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -233,7 +235,7 @@ pub async fn https_app() -> u16 {
     let router = Router::new()
         .route("/healthz", get(|| async { StatusCode::OK }))
         .fallback(echo);
-    serve_tls(router, &[b"h2", b"http/1.1"]).await
+    serve_tls(router, tls_acceptor(&[b"h2", b"http/1.1"]).0).await
 }
 
 /// The gRPC app behind TLS (`--app-protocol grpcs`).
@@ -243,7 +245,7 @@ pub async fn grpcs_app() -> u16 {
         routes,
         |r: http::Response<tonic::body::Body>| r.map(axum::body::Body::new),
     );
-    serve_tls(svc, &[b"h2"]).await
+    serve_tls(svc, tls_acceptor(&[b"h2"]).0).await
 }
 
 /// An HTTP app whose health the test switches, with a slow route that counts

@@ -2,12 +2,15 @@
 //! secret stores, the Configuration's access rules, and component metadata
 //! taken from a secret.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use base64::Engine;
 use daprs_proto::runtime::{GetBulkSecretRequest, GetSecretRequest};
 
-use super::harness::{Daprd, Spec, resources, temp_dir};
+use super::{
+    apps::{serve_tls, tls_acceptor},
+    harness::{Daprd, Spec, resources, temp_dir},
+};
 
 const STORES: &str = r#"
 apiVersion: dapr.io/v1alpha1
@@ -156,26 +159,9 @@ async fn without_secret_stores_the_api_says_so() {
     );
 }
 
-/// An API server over HTTPS with a token: `(address, CA PEM)`. It serves
+/// An API server over HTTPS with a token: `(port, CA PEM)`. It serves
 /// `prod/db` and lists `prod`'s Secrets.
-async fn api_server(token: &'static str) -> (std::net::SocketAddr, String) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-    let mut params = params;
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-    let cert = params.self_signed(&key).expect("cert");
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .expect("tls");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+async fn api_server(token: &'static str) -> (u16, String) {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let db = serde_json::json!({"kind": "Secret", "metadata": {"name": "db", "namespace": "prod"},
         "data": {"user": b64("app"), "password": b64("pw")}});
@@ -218,38 +204,20 @@ async fn api_server(token: &'static str) -> (std::net::SocketAddr, String) {
                 next.run(req).await
             },
         ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let (acceptor, router) = (acceptor.clone(), router.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper_util::service::TowerToHyperService::new(router);
-                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    (addr, cert.pem())
+    let (acceptor, ca) = tls_acceptor(&[b"http/1.1"]);
+    (serve_tls(router, acceptor).await, ca)
 }
 
 #[tokio::test]
 async fn kubernetes_store_reads_secrets_through_a_kubeconfig() {
     let home = temp_dir("k8ssecrets");
-    let (addr, ca) = api_server("t0ken").await;
+    let (port, ca) = api_server("t0ken").await;
     let kubeconfig = home.join("kubeconfig");
     let b64 = base64::engine::general_purpose::STANDARD.encode(ca);
     std::fs::write(
         &kubeconfig,
         format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: test\ncontexts:\n- name: test\n  context: {{cluster: c, user: u}}\nclusters:\n- name: c\n  cluster: {{server: 'https://{addr}', certificate-authority-data: {b64}}}\nusers:\n- name: u\n  user: {{token: t0ken}}\n"
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\ncontexts:\n- name: test\n  context: {{cluster: c, user: u}}\nclusters:\n- name: c\n  cluster: {{server: 'https://127.0.0.1:{port}', certificate-authority-data: {b64}}}\nusers:\n- name: u\n  user: {{token: t0ken}}\n"
         ),
     )
     .expect("kubeconfig");
