@@ -172,12 +172,7 @@ pub fn resolve_metadata(
     t: &Templates<'_>,
     secret: &dyn Fn(&str, &str, &str) -> Result<String, String>,
 ) -> Result<BTreeMap<String, String>, String> {
-    let store = c
-        .spec
-        .auth
-        .as_ref()
-        .map(|a| a.secret_store.as_str())
-        .unwrap_or("");
+    let store = c.secret_store();
     let mut out = BTreeMap::new();
     for item in &c.spec.spec.metadata {
         let value = if let Some(v) = item.inline_value() {

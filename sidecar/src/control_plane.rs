@@ -31,12 +31,7 @@ pub struct Operator {
 pub fn decode_component(json: &[u8]) -> Result<Component, String> {
     let mut c: Component = serde_json::from_slice(json)
         .map_err(|e| format!("the operator sent a Component that does not parse: {e}"))?;
-    let store = c
-        .spec
-        .auth
-        .as_ref()
-        .map(|a| a.secret_store.as_str())
-        .unwrap_or("");
+    let store = c.secret_store();
     if !(store.is_empty() || store == "kubernetes") {
         return Ok(c);
     }

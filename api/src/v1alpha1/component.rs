@@ -144,4 +144,13 @@ impl Component {
     pub fn in_scope(&self, app_id: &str) -> bool {
         self.spec.scopes.is_empty() || self.spec.scopes.iter().any(|s| s == app_id)
     }
+
+    /// `auth.secretStore`: the store its `secretKeyRef`s name ("" when unset).
+    pub fn secret_store(&self) -> &str {
+        self.spec
+            .auth
+            .as_ref()
+            .map(|a| a.secret_store.as_str())
+            .unwrap_or("")
+    }
 }
