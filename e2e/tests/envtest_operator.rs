@@ -1,6 +1,8 @@
 //! Envtest tier for the operator: CRDs installed in a real API server, Dapr
-//! sample Components given a status, a Deployment given its Service, and a
-//! certificate issued for a real pod-bound token through a TokenReview.
+//! sample Components given a status, a Deployment given its Service, a
+//! certificate issued for a real pod-bound token through a TokenReview, and
+//! a daprd in Kubernetes mode that gets its identity and components from
+//! the operator and follows a component created later.
 //! Skips (one line) without `KUBEBUILDER_ASSETS`.
 
 use std::{sync::Arc, time::Duration};
@@ -118,6 +120,7 @@ async fn operator_against_a_real_api_server() {
 
     let client = cp.kube_client().await.expect("kube client");
     let sentry_addr = free();
+    let api_addr = free();
     tokio::spawn(run(
         client,
         ServeSettings {
@@ -128,7 +131,7 @@ async fn operator_against_a_real_api_server() {
                 allowed_skew: Duration::from_secs(900),
             },
             sentry_addr,
-            api_addr: free(),
+            api_addr,
             webhook_addr: free(),
             health_addr: free(),
             ca_sync_interval: Duration::from_secs(1),
@@ -236,4 +239,133 @@ async fn operator_against_a_real_api_server() {
         .await
         .expect_err("other namespace");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    // daprd in Kubernetes mode, as the injector starts it, in a namespace of
+    // its own with one in-memory state store.
+    create(
+        &cp,
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    )
+    .await;
+    let shop_components = "/apis/dapr.io/v1alpha1/namespaces/shop/components";
+    let in_memory = |name: &str| {
+        json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component", "metadata": {"name": name},
+            "spec": {"type": "state.in-memory", "version": "v1", "metadata": []}})
+    };
+    create(&cp, shop_components, in_memory("cache")).await;
+    create(
+        &cp,
+        "/api/v1/namespaces/shop/serviceaccounts",
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "cart"}}),
+    )
+    .await;
+    let pod = create(&cp, "/api/v1/namespaces/shop/pods", json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "cart-1", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "cart"}},
+        "spec": {"serviceAccountName": "cart", "containers": [{"name": "cart", "image": "example.com/cart:1"}]}})).await;
+    let token = create(&cp, "/api/v1/namespaces/shop/serviceaccounts/cart/token", json!({"apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest", "spec": {"audiences": [AUDIENCE], "expirationSeconds": 3600,
+        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "cart-1", "uid": pod["metadata"]["uid"]}}})).await;
+    let dir = std::env::temp_dir().join(format!("daprs-envtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, token["status"]["token"].as_str().expect("token")).expect("token file");
+    let http_port = free().port();
+    let args: Vec<String> = [
+        "daprd",
+        "--app-id",
+        "cart",
+        "--mode",
+        "kubernetes",
+        "--control-plane-address",
+        &api_addr.to_string(),
+        "--sentry-address",
+        &sentry_addr.to_string(),
+        "--enable-mtls",
+        "--disable-builtin-k8s-secret-store",
+        "--dapr-http-port",
+        &http_port.to_string(),
+        "--dapr-grpc-port",
+        &free().port().to_string(),
+        "--dapr-internal-grpc-port",
+        &free().port().to_string(),
+        "--metrics-port",
+        &free().port().to_string(),
+        "--dapr-listen-addresses",
+        "127.0.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = [
+        ("NAMESPACE", "shop".to_string()),
+        ("DAPR_TRUST_ANCHORS", anchors.clone()),
+        ("DAPR_SENTRY_TOKEN_FILE", token_file.display().to_string()),
+        ("DAPRS_HOME", dir.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let flags = <daprs_sidecar::flags::Flags as clap::Parser>::try_parse_from(args).expect("flags");
+    let settings = daprs_sidecar::flags::Settings::from_flags(flags, env).expect("settings");
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daprd = tokio::spawn(daprs_sidecar::run(settings, async {
+        let _ = stopped.await;
+    }));
+    let daprd_addr = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
+    let component_names = || async move {
+        let (_, body) = http(daprd_addr, "GET", "/v1.0/metadata", "").await?;
+        let meta: Value = serde_json::from_str(&body).ok()?;
+        let mut names: Vec<String> = meta["components"]
+            .as_array()?
+            .iter()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect();
+        names.sort();
+        Some(names)
+    };
+    let daprd = &daprd;
+    let wait_for = |want: &'static [&'static str]| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if component_names().await.is_some_and(|n| n == want) {
+                return;
+            }
+            assert!(!daprd.is_finished(), "daprd exited");
+            assert!(std::time::Instant::now() < deadline, "daprd never had {want:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    wait_for(&["cache"]).await;
+    let (status, _) = http(
+        daprd_addr,
+        "POST",
+        "/v1.0/state/cache",
+        r#"[{"key": "k", "value": 1}]"#,
+    )
+    .await
+    .expect("save");
+    assert_eq!(status, 204);
+
+    // A component created now reaches the running sidecar through the watch.
+    let created = std::time::Instant::now();
+    create(&cp, shop_components, in_memory("cache2")).await;
+    wait_for(&["cache", "cache2"]).await;
+    eprintln!("new component visible to daprd after {:?}", created.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One HTTP/1.1 exchange: (status, body).
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    Some((status, out.split_once("\r\n\r\n")?.1.to_string()))
 }
