@@ -184,7 +184,8 @@ impl Svid {
         let mut valid_until = self.valid_until;
         loop {
             let left = valid_until.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::sleep(left.mul_f64(0.7)).await;
+            // Never spin, whatever the clocks say.
+            tokio::time::sleep(left.mul_f64(0.7).max(Duration::from_secs(10))).await;
             loop {
                 match request(&cp, self.roots.clone(), &app_id, &namespace).await {
                     Ok(issued) => {
