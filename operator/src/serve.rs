@@ -187,11 +187,15 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
     let listener = TcpListener::bind(s.sentry_addr)
         .await
         .map_err(|e| format!("cannot listen on {} (certificate service): {e}", s.sentry_addr))?;
-    let cert = Arc::new(SelfCert::new(
-        ca.clone(),
-        &s.sentry.control_plane_trust_domain,
-        &s.sentry.control_plane_namespace,
-    ));
+    let own_cert = |id: &str| {
+        Arc::new(SelfCert::new(
+            ca.clone(),
+            &s.sentry.control_plane_trust_domain,
+            &s.sentry.control_plane_namespace,
+            id,
+        ))
+    };
+    let cert = own_cert("dapr-sentry");
     let sentry_tls = Arc::new(daprs_mtls::tls::server_config(cert.clone(), None)?);
 
     // The Subscription conversion webhook, for the API server.
@@ -212,8 +216,9 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
     let api_listener = TcpListener::bind(s.api_addr)
         .await
         .map_err(|e| format!("cannot listen on {} (operator API): {e}", s.api_addr))?;
+    // Sidecars expect the operator's own identity here, as with Dapr.
     let api_tls = {
-        let (ca, cert) = (ca.clone(), cert.clone());
+        let (ca, cert) = (ca.clone(), own_cert("dapr-operator"));
         let cached: std::sync::Mutex<Option<(String, Arc<rustls::ServerConfig>)>> =
             std::sync::Mutex::new(None);
         move || {

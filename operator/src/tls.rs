@@ -35,10 +35,13 @@ impl std::fmt::Debug for SelfCert {
 }
 
 impl SelfCert {
-    pub fn new(ca: CaState, trust_domain: &str, namespace: &str) -> Self {
+    /// A certificate for the control-plane identity `id` (`dapr-sentry`,
+    /// `dapr-operator`): the SPIFFE ID sidecars check, and the in-cluster
+    /// DNS names of the Services in front of the operator.
+    pub fn new(ca: CaState, trust_domain: &str, namespace: &str, id: &str) -> Self {
         Self {
             ca,
-            spiffe_id: format!("spiffe://{trust_domain}/ns/{namespace}/dapr-sentry"),
+            spiffe_id: format!("spiffe://{trust_domain}/ns/{namespace}/{id}"),
             dns: vec![
                 format!("dapr-sentry.{namespace}.svc"),
                 format!("dapr-api.{namespace}.svc"),

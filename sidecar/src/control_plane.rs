@@ -64,7 +64,7 @@ impl Operator {
     pub fn connect(cp: &ControlPlane, svid: &Svid, address: &str, namespace: &str) -> Result<Self, String> {
         let config = daprs_mtls::tls::client_config(
             svid.roots.clone(),
-            crate::identity::control_plane_ids(cp),
+            crate::identity::control_plane_id(cp, "dapr-operator"),
             Some(svid.identity.clone()),
         )?;
         let channel = daprs_mtls::net::channel(address, Arc::new(config))?;

@@ -38,14 +38,10 @@ struct Issued {
     valid_until: SystemTime,
 }
 
-/// The identity the control plane's own servers prove.
-pub fn control_plane_ids(cp: &ControlPlane) -> Authorize {
-    Authorize::OneOf(
-        ["dapr-sentry", "dapr-operator"]
-            .iter()
-            .map(|id| SpiffeId::new(&cp.trust_domain, &cp.namespace, id))
-            .collect(),
-    )
+/// The identity a control-plane server must prove: `dapr-sentry` for the
+/// certificate service, `dapr-operator` for the operator API.
+pub fn control_plane_id(cp: &ControlPlane, id: &str) -> Authorize {
+    Authorize::OneOf(vec![SpiffeId::new(&cp.trust_domain, &cp.namespace, id)])
 }
 
 fn read_token(path: &Path) -> Result<String, String> {
@@ -85,7 +81,7 @@ async fn request(
         .and_then(|c| c.pem())
         .map_err(|e| format!("certificate request: {e}"))?;
     let token = read_token(&cp.token_file)?;
-    let config = tls::client_config(roots, control_plane_ids(cp), None)?;
+    let config = tls::client_config(roots, control_plane_id(cp, "dapr-sentry"), None)?;
     let channel = daprs_mtls::net::channel(&cp.sentry_address, Arc::new(config))?;
     let req = SignCertificateRequest {
         id: app_id.into(),
