@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use daprs_mtls::SpiffeId;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData,
@@ -139,7 +140,7 @@ impl Ca {
         let root_issuer = Issuer::new(root_params, root_key);
         let issuer_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(internal)?;
         let issuer_params = ca_params(
-            &format!("spiffe://{trust_domain}/ns/{control_plane_namespace}/dapr-sentry"),
+            &SpiffeId::new(trust_domain, control_plane_namespace, "dapr-sentry").to_string(),
             now,
         )?;
         let issuer = issuer_params

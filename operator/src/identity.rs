@@ -140,8 +140,3 @@ pub fn entitled(
         control_plane,
     })
 }
-
-/// The SPIFFE ID of an app.
-pub fn spiffe_id(trust_domain: &str, namespace: &str, app_id: &str) -> String {
-    format!("spiffe://{trust_domain}/ns/{namespace}/{app_id}")
-}

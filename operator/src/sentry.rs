@@ -7,6 +7,7 @@ use std::{
 };
 
 use daprs_api::v1alpha1::Configuration;
+use daprs_mtls::SpiffeId;
 use daprs_proto::sentry::{
     SignCertificateRequest, SignCertificateResponse, ca_server::Ca as CaService,
     sign_certificate_request::TokenValidator,
@@ -45,10 +46,12 @@ pub struct SentrySettings {
 impl SentrySettings {
     /// The audience projected tokens are minted for (the injector sets it).
     pub fn audience(&self) -> String {
-        format!(
-            "spiffe://{}/ns/{}/dapr-sentry",
-            self.control_plane_trust_domain, self.control_plane_namespace
+        SpiffeId::new(
+            &self.control_plane_trust_domain,
+            &self.control_plane_namespace,
+            "dapr-sentry",
         )
+        .to_string()
     }
 }
 
@@ -172,7 +175,7 @@ impl CaService for Sentry {
             }
             None => (self.trust_domain(&req.namespace, &pod).await?, vec![]),
         };
-        let id = identity::spiffe_id(&trust_domain, &req.namespace, &entitled.app_id);
+        let id = SpiffeId::new(&trust_domain, &req.namespace, &entitled.app_id).to_string();
         let signed = ca
             .sign(
                 &req.certificate_signing_request,

@@ -41,7 +41,7 @@ impl SelfCert {
     pub fn new(ca: CaState, trust_domain: &str, namespace: &str, id: &str) -> Self {
         Self {
             ca,
-            spiffe_id: format!("spiffe://{trust_domain}/ns/{namespace}/{id}"),
+            spiffe_id: daprs_mtls::SpiffeId::new(trust_domain, namespace, id).to_string(),
             dns: vec![
                 format!("dapr-sentry.{namespace}.svc"),
                 format!("dapr-api.{namespace}.svc"),

@@ -7,6 +7,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use base64::Engine;
+use daprs_mtls::SpiffeId;
 use k8s_openapi::{
     ByteString,
     api::{admissionregistration::v1::MutatingWebhookConfiguration, core::v1::Secret},
@@ -55,7 +56,7 @@ pub fn issue(ca: &Ca, namespace: &str, trust_domain: &str, now: OffsetDateTime) 
     ];
     let (signed, key) = ca
         .issue_own(
-            &format!("spiffe://{trust_domain}/ns/{namespace}/dapr-injector"),
+            &SpiffeId::new(trust_domain, namespace, "dapr-injector").to_string(),
             &dns,
             TTL,
             Duration::from_secs(900),
