@@ -73,28 +73,27 @@ fn deployment(i: usize) -> Deployment {
     serde_json::from_value(v).unwrap_or_else(|e| panic!("fixture deployment {i}: {e}"))
 }
 
-fn rss_mib() -> f64 {
+/// A `/proc/self/status` memory line (`VmRSS`, `VmHWM`) in MiB.
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .map(str::to_string)
         })
         .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Peak resident memory so far.
+fn rss_mib() -> f64 {
+    status_mib("VmHWM")
+}
+
+/// Resident memory now.
 fn rss_now_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .map(str::to_string)
-        })
-        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    status_mib("VmRSS")
 }
 
 /// The operator end to end: every Service and every Component status
