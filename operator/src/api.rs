@@ -130,85 +130,111 @@ fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, Status> {
     serde_json::to_vec(v).map_err(|e| Status::internal(e.to_string()))
 }
 
-impl OperatorApi {
-    /// Reads the Secrets `items` refer to, then resolves them.
-    async fn resolved(&self, namespace: &str, mut obj: Value, pointer: &str) -> Result<Value, String> {
-        let store = obj["auth"]["secretStore"].as_str().unwrap_or_default();
-        if !(store.is_empty() || store == "kubernetes") {
-            return Ok(obj);
-        }
-        let Some(Value::Array(items)) = obj.pointer_mut(pointer) else {
-            return Ok(obj);
-        };
-        let mut secrets = std::collections::BTreeMap::new();
-        let api: Api<Secret> = Api::namespaced(self.kube.clone(), namespace);
-        for item in items.iter() {
-            if let Some(name) = item["secretKeyRef"]["name"].as_str()
-                && !secrets.contains_key(name)
-            {
-                let s = api
-                    .get_opt(name)
-                    .await
-                    .map_err(|e| format!("reading secret {name:?}: {e}"))?;
-                let data = s.map(|s| {
-                    s.data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect::<std::collections::BTreeMap<_, _>>()
-                });
-                secrets.insert(name.to_string(), data);
-            }
-        }
-        resolve_refs(items, &|name| secrets.get(name).cloned().flatten())?;
-        Ok(obj)
+/// Secrets read so far while answering one request, by name (None: the
+/// Secret does not exist).
+type SecretCache = std::collections::BTreeMap<String, Option<SecretData>>;
+
+/// Reads the Secrets that the `secretKeyRef`s at `pointer` (in `obj`) name,
+/// through `cache`, then resolves them. Objects that use a secret store
+/// other than Kubernetes are left for the sidecar.
+async fn resolve_secrets(
+    kube: &kube::Client,
+    namespace: &str,
+    mut obj: Value,
+    pointer: &str,
+    cache: &mut SecretCache,
+) -> Result<Value, String> {
+    let store = obj["auth"]["secretStore"].as_str().unwrap_or_default();
+    if !(store.is_empty() || store == "kubernetes") {
+        return Ok(obj);
     }
+    let Some(Value::Array(items)) = obj.pointer_mut(pointer) else {
+        return Ok(obj);
+    };
+    let api: Api<Secret> = Api::namespaced(kube.clone(), namespace);
+    for item in items.iter() {
+        if let Some(name) = item["secretKeyRef"]["name"].as_str()
+            && !cache.contains_key(name)
+        {
+            let s = api
+                .get_opt(name)
+                .await
+                .map_err(|e| format!("reading secret {name:?}: {e}"))?;
+            let data = s.map(|s| {
+                s.data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect::<SecretData>()
+            });
+            cache.insert(name.to_string(), data);
+        }
+    }
+    resolve_refs(items, &|name| cache.get(name).cloned().flatten())?;
+    Ok(obj)
 }
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Streams the changes of `kind` in `namespace` as `app_id` should see them.
+/// With `secrets` (a client and where the `secretKeyRef`s are), each event
+/// has its Kubernetes secrets resolved as a list answer has; an event whose
+/// Secrets cannot be read is left out and logged (the sidecar catches up
+/// with its next list).
 fn updates<T: Send + 'static>(
     changes: &broadcast::Sender<Change>,
     kind: &'static str,
     namespace: String,
     app_id: String,
+    secrets: Option<(kube::Client, &'static str)>,
     make: impl Fn(Vec<u8>, ResourceEventType) -> T + Send + 'static,
 ) -> EventStream<T> {
     let rx = changes.subscribe();
     Box::pin(futures_util::stream::unfold(
         (rx, namespace, app_id, make),
-        move |(mut rx, ns, app, make)| async move {
-            loop {
-                let change = match rx.recv().await {
-                    Ok(c) => c,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        return Some((
-                            Err(Status::data_loss(
-                                "the stream fell behind; list again and reconnect",
-                            )),
-                            (rx, ns, app, make),
-                        ));
+        move |(mut rx, ns, app, make)| {
+            let secrets = secrets.clone();
+            async move {
+                loop {
+                    let change = match rx.recv().await {
+                        Ok(c) => c,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            return Some((
+                                Err(Status::data_loss(
+                                    "the stream fell behind; list again and reconnect",
+                                )),
+                                (rx, ns, app, make),
+                            ));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    };
+                    if change.kind != kind || change.namespace != ns {
+                        continue;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                };
-                if change.kind != kind || change.namespace != ns {
-                    continue;
+                    let old_scopes = change.old.as_ref().map(scopes_of);
+                    let new_scopes = change.new.as_ref().map(scopes_of);
+                    let Some((send_new, ty)) = transition(
+                        old_scopes.as_deref(),
+                        new_scopes.as_deref(),
+                        change.new.is_none(),
+                        &app,
+                    ) else {
+                        continue;
+                    };
+                    let obj = if send_new { change.new } else { change.old };
+                    let Some(mut obj) = obj else { continue };
+                    if let Some((kube, pointer)) = &secrets {
+                        match resolve_secrets(kube, &ns, obj, pointer, &mut SecretCache::new()).await {
+                            Ok(resolved) => obj = resolved,
+                            Err(e) => {
+                                tracing::warn!(kind, namespace = %ns, error = %e, "change not sent");
+                                continue;
+                            }
+                        }
+                    }
+                    let bytes = serde_json::to_vec(&obj).unwrap_or_default();
+                    return Some((Ok(make(bytes, ty)), (rx, ns, app, make)));
                 }
-                let old_scopes = change.old.as_ref().map(scopes_of);
-                let new_scopes = change.new.as_ref().map(scopes_of);
-                let Some((send_new, ty)) = transition(
-                    old_scopes.as_deref(),
-                    new_scopes.as_deref(),
-                    change.new.is_none(),
-                    &app,
-                ) else {
-                    continue;
-                };
-                let obj = if send_new { change.new } else { change.old };
-                let Some(obj) = obj else { continue };
-                let bytes = serde_json::to_vec(&obj).unwrap_or_default();
-                return Some((Ok(make(bytes, ty)), (rx, ns, app, make)));
             }
         },
     ))
@@ -227,13 +253,13 @@ impl Operator for OperatorApi {
         let ns = req.get_ref().namespace.clone();
         let app = caller(&req, &ns)?;
         let mut out = Vec::new();
+        let mut secrets = SecretCache::new();
         for c in self.caches.components.state() {
             if c.namespace().as_deref() != Some(ns.as_str()) || !c.in_scope(&app) {
                 continue;
             }
             let v = serde_json::to_value(&*c).map_err(|e| Status::internal(e.to_string()))?;
-            let v = self
-                .resolved(&ns, v, "/spec/metadata")
+            let v = resolve_secrets(&self.kube, &ns, v, "/spec/metadata", &mut secrets)
                 .await
                 .map_err(|e| Status::internal(format!("component {}: {e}", c.name_any())))?;
             out.push(json(&v)?.into());
@@ -252,6 +278,7 @@ impl Operator for OperatorApi {
             "Component",
             ns,
             app,
+            Some((self.kube.clone(), "/spec/metadata")),
             |component, ty| ComponentUpdateEvent {
                 component: component.into(),
                 r#type: ty as i32,
@@ -347,6 +374,8 @@ impl Operator for OperatorApi {
             "Subscription",
             ns,
             app,
+            // Subscriptions carry no secrets; they go out as they are.
+            None,
             |subscription, ty| SubscriptionUpdateEvent {
                 subscription: subscription.into(),
                 r#type: ty as i32,
@@ -361,13 +390,13 @@ impl Operator for OperatorApi {
         let ns = req.get_ref().namespace.clone();
         caller(&req, &ns)?;
         let mut out = Vec::new();
+        let mut secrets = SecretCache::new();
         for e in self.caches.http_endpoints.state() {
             if e.namespace().as_deref() != Some(ns.as_str()) {
                 continue;
             }
             let v = serde_json::to_value(&*e).map_err(|e| Status::internal(e.to_string()))?;
-            let v = self
-                .resolved(&ns, v, "/spec/headers")
+            let v = resolve_secrets(&self.kube, &ns, v, "/spec/headers", &mut secrets)
                 .await
                 .map_err(|err| Status::internal(format!("HTTPEndpoint {}: {err}", e.name_any())))?;
             out.push(json(&v)?.into());
@@ -386,6 +415,7 @@ impl Operator for OperatorApi {
             "HTTPEndpoint",
             ns,
             app,
+            Some((self.kube.clone(), "/spec/headers")),
             |http_endpoints, ty| HttpEndpointUpdateEvent {
                 http_endpoints: http_endpoints.into(),
                 r#type: ty as i32,

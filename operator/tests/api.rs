@@ -249,3 +249,57 @@ async fn updates_follow_scope_changes() {
         "nothing else"
     );
 }
+
+#[tokio::test]
+async fn update_events_carry_resolved_secrets_as_lists_do() {
+    let fake = FakeApi::default();
+    fake.put(
+        "/api/v1/namespaces/prod/secrets/redis",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis", "namespace": "prod"},
+            "data": {"password": "czNjcmV0"}}),
+    );
+    let (api, tx) = operator_api(vec![], &fake);
+    let mut stream = api
+        .component_update(as_app(
+            ComponentUpdateRequest {
+                namespace: "prod".into(),
+            },
+            ORDERS,
+        ))
+        .await
+        .expect("stream")
+        .into_inner();
+    let with = |secret: &str| {
+        serde_json::to_value(component(
+            "c",
+            "prod",
+            &[],
+            json!([{"name": "redisPassword", "secretKeyRef": {"name": secret, "key": "password"}}]),
+        ))
+        .expect("json")
+    };
+    // A Secret that does not exist: the event is left out.
+    tx.send(Change {
+        kind: "Component",
+        namespace: "prod".into(),
+        old: None,
+        new: Some(with("missing")),
+    })
+    .expect("send");
+    tx.send(Change {
+        kind: "Component",
+        namespace: "prod".into(),
+        old: None,
+        new: Some(with("redis")),
+    })
+    .expect("send");
+    let ev = tokio::time::timeout(Duration::from_secs(2), stream.next())
+        .await
+        .expect("event in time")
+        .expect("open")
+        .expect("ok");
+    let obj: Value = serde_json::from_slice(&ev.component).expect("json");
+    let item = &obj["spec"]["metadata"][1];
+    assert_eq!(item["name"], "redisPassword");
+    assert_eq!(item["value"], "czNjcmV0", "base64 of the Secret's value, as in lists");
+}
