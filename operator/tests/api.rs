@@ -301,5 +301,8 @@ async fn update_events_carry_resolved_secrets_as_lists_do() {
     let obj: Value = serde_json::from_slice(&ev.component).expect("json");
     let item = &obj["spec"]["metadata"][1];
     assert_eq!(item["name"], "redisPassword");
-    assert_eq!(item["value"], "czNjcmV0", "base64 of the Secret's value, as in lists");
+    assert_eq!(
+        item["value"], "czNjcmV0",
+        "base64 of the Secret's value, as in lists"
+    );
 }

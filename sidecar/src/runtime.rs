@@ -25,7 +25,6 @@ use crate::{
 };
 
 /// A loaded state store.
-#[derive(Clone)]
 pub struct StoreEntry {
     /// The implementation.
     pub store: Arc<dyn StateStore>,
@@ -51,7 +50,7 @@ pub struct ComponentInfo {
 #[derive(Default)]
 pub struct Loaded {
     /// State stores by component name.
-    pub stores: HashMap<String, StoreEntry>,
+    pub stores: HashMap<String, Arc<StoreEntry>>,
     /// Secret stores by component name.
     pub secret_stores: HashMap<String, Arc<dyn SecretStore>>,
     /// Every loaded component.
@@ -72,7 +71,7 @@ impl Loaded {
         self.remove(&info.name);
         match block {
             Block::State(s) => {
-                self.stores.insert(info.name.clone(), s);
+                self.stores.insert(info.name.clone(), Arc::new(s));
             }
             Block::Secrets(s) => {
                 self.secret_stores.insert(info.name.clone(), s);

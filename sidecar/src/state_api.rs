@@ -97,7 +97,7 @@ fn store_error(code: &'static str, what: String, e: StoreError) -> ApiError {
 
 impl Runtime {
     /// The named store, or Dapr's not-configured / not-found errors.
-    pub fn state_store(&self, name: &str) -> Result<StoreEntry, ApiError> {
+    pub fn state_store(&self, name: &str) -> Result<std::sync::Arc<StoreEntry>, ApiError> {
         let loaded = self
             .loaded
             .read()
