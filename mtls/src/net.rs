@@ -122,15 +122,19 @@ pub fn incoming(
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
 }
 
-/// A gRPC channel to `addr` (`host:port`) through TLS with `config`,
-/// connecting on first use and reconnecting as tonic does.
-pub fn channel(addr: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, String> {
+/// A gRPC channel to `addr` (`host:port`), through TLS with `config` when
+/// given, else in plaintext; it connects on first use and reconnects as
+/// tonic does. Nagle's algorithm is off either way.
+pub fn channel(addr: &str, config: Option<Arc<rustls::ClientConfig>>) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("invalid address {addr}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .initial_stream_window_size(Some(1 << 20))
         .initial_connection_window_size(Some(4 << 20));
+    let Some(config) = config else {
+        return Ok(endpoint.tcp_nodelay(true).connect_lazy());
+    };
     let connector = tower::service_fn(move |uri: Uri| {
         let config = config.clone();
         async move {

@@ -506,7 +506,7 @@ async fn sidecars_call_each_other_over_mutual_tls() {
     .expect("config");
     let ch = daprs_mtls::net::channel(
         &format!("127.0.0.1:{}", cart.internal),
-        std::sync::Arc::new(anonymous),
+        Some(std::sync::Arc::new(anonymous)),
     )
     .expect("channel");
     let res = daprs_proto::internals::service_invocation_client::ServiceInvocationClient::new(ch)

@@ -67,7 +67,7 @@ impl Operator {
             crate::identity::control_plane_id(cp, "dapr-operator"),
             Some(svid.identity.clone()),
         )?;
-        let channel = daprs_mtls::net::channel(address, Arc::new(config))?;
+        let channel = daprs_mtls::net::channel(address, Some(Arc::new(config)))?;
         Ok(Self {
             client: OperatorClient::new(channel).max_decoding_message_size(64 << 20),
             address: address.into(),

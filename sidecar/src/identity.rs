@@ -82,7 +82,7 @@ async fn request(
         .map_err(|e| format!("certificate request: {e}"))?;
     let token = read_token(&cp.token_file)?;
     let config = tls::client_config(roots, control_plane_id(cp, "dapr-sentry"), None)?;
-    let channel = daprs_mtls::net::channel(&cp.sentry_address, Arc::new(config))?;
+    let channel = daprs_mtls::net::channel(&cp.sentry_address, Some(Arc::new(config)))?;
     let req = SignCertificateRequest {
         id: app_id.into(),
         token,

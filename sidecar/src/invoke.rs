@@ -9,7 +9,7 @@ use std::{
 };
 
 use daprs_proto::internals::{ApiVersion, InternalInvokeRequest, InternalInvokeResponse, ListStringValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use daprs_mtls::Authorize;
 
@@ -106,28 +106,19 @@ impl Invoker {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        if let Some(svid) = &self.mtls {
+        let tls = match &self.mtls {
             // The callee must prove it is the app asked for.
-            let config = daprs_mtls::tls::client_config(
+            Some(svid) => Some(Arc::new(daprs_mtls::tls::client_config(
                 svid.roots.clone(),
                 Authorize::App {
                     namespace: namespace.into(),
                     app_id: app_id.into(),
                 },
                 Some(svid.identity.clone()),
-            )?;
-            let channel = daprs_mtls::net::channel(addr, Arc::new(config))?;
-            channels.insert(addr.to_string(), channel.clone());
-            return Ok(channel);
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("invalid sidecar address {addr}: {e}"))?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .initial_stream_window_size(Some(1 << 20))
-            .initial_connection_window_size(Some(4 << 20))
-            .connect_lazy();
+            )?)),
+            None => None,
+        };
+        let channel = daprs_mtls::net::channel(addr, tls)?;
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
