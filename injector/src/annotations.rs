@@ -184,46 +184,42 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The value when `valid` accepts it; otherwise a problem saying it is
+    /// not `what`, and `None`.
+    fn checked(&mut self, key: &'static str, valid: impl Fn(&str) -> bool, what: &str) -> Option<String> {
+        let v = self.string(key)?;
+        if valid(&v) {
+            return Some(v);
+        }
+        self.problem(key, format!("{v:?} is not {what}"));
+        None
+    }
+
     /// A Kubernetes quantity such as `100m`, `1.5`, `250Mi`.
     pub fn quantity(&mut self, key: &'static str) -> Option<String> {
-        let v = self.string(key)?;
-        if valid_quantity(&v) {
-            Some(v)
-        } else {
-            self.problem(
-                key,
-                format!("{v:?} is not a Kubernetes quantity (for example 100m, 0.5, 256Mi, 1Gi)"),
-            );
-            None
-        }
+        self.checked(
+            key,
+            valid_quantity,
+            "a Kubernetes quantity (for example 100m, 0.5, 256Mi, 1Gi)",
+        )
     }
 
     /// A byte size such as `16Ki` or `4Mi`, as daprd reads it.
     pub fn byte_size(&mut self, key: &'static str) -> Option<String> {
-        let v = self.string(key)?;
-        if daprs_api::contract::parse_byte_size(&v).is_some() {
-            Some(v)
-        } else {
-            self.problem(
-                key,
-                format!("{v:?} is not a byte size (for example 16Ki, 4Mi, 1.5Gi or 1048576)"),
-            );
-            None
-        }
+        self.checked(
+            key,
+            |v| daprs_api::contract::parse_byte_size(v).is_some(),
+            "a byte size (for example 16Ki, 4Mi, 1.5Gi or 1048576)",
+        )
     }
 
     /// A duration such as `10s`, `500ms` or `1m30s`.
     pub fn go_duration(&mut self, key: &'static str) -> Option<String> {
-        let v = self.string(key)?;
-        if valid_go_duration(&v) {
-            Some(v)
-        } else {
-            self.problem(
-                key,
-                format!("{v:?} is not a duration (for example 10s, 500ms, 1m30s); the annotation is ignored"),
-            );
-            None
-        }
+        self.checked(
+            key,
+            valid_go_duration,
+            "a duration (for example 10s, 500ms, 1m30s); the annotation is ignored",
+        )
     }
 
     /// Notes every annotation whose feature this daprd lacks.
