@@ -93,6 +93,11 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Resource>, StartError> {
     Ok(out)
 }
 
+/// Dapr's own variables and the app token, which no component may read.
+pub fn reserved_env(var: &str) -> bool {
+    var.starts_with("DAPR_") || var == "APP_API_TOKEN"
+}
+
 /// Context for metadata templates and environment references.
 pub struct Templates<'a> {
     /// This app's id.
@@ -107,7 +112,7 @@ impl Templates<'_> {
     /// Whether a component may read this environment variable: never Dapr's own
     /// variables or the app token, and only listed ones when `DAPR_ENV_KEYS` is set.
     fn env_allowed(&self, var: &str) -> bool {
-        if var.starts_with("DAPR_") || var == "APP_API_TOKEN" {
+        if reserved_env(var) {
             return false;
         }
         match self.env.get("DAPR_ENV_KEYS").filter(|v| !v.trim().is_empty()) {

@@ -55,7 +55,7 @@ impl EnvStore {
     pub fn new(env: &HashMap<String, String>, prefix: &str) -> Self {
         let vars = env
             .iter()
-            .filter(|(k, _)| !k.starts_with("DAPR_") && k.as_str() != "APP_API_TOKEN")
+            .filter(|(k, _)| !crate::components::reserved_env(k))
             .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
             .filter(|(k, _)| !k.is_empty())
             .collect();
