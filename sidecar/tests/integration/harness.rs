@@ -68,8 +68,21 @@ impl<'a> Spec<'a> {
 }
 
 impl Daprd {
-    /// Starts daprd and waits for `/v1.0/healthz/outbound`.
+    /// Starts daprd and waits for `/v1.0/healthz/outbound`. Tests run in
+    /// parallel, so a port found free can be taken before daprd binds it:
+    /// then daprd starts again on other ports.
     pub async fn start(spec: Spec<'_>) -> Self {
+        for _ in 0..3 {
+            match Self::try_start(&spec).await {
+                Ok(d) => return d,
+                Err(log) if log.contains("cannot listen on") => continue,
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("daprd found no free ports in three attempts")
+    }
+
+    async fn try_start(spec: &Spec<'_>) -> Result<Self, String> {
         let http_port = free_port();
         let grpc_port = free_port();
         let metrics_port = free_port();
@@ -113,13 +126,13 @@ impl Daprd {
             if let Ok(r) = d.get("/v1.0/healthz/outbound").await
                 && r.status == 204
             {
-                return d;
+                return Ok(d);
             }
             if let Ok(Some(status)) = d.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "daprd exited with {status}: {}",
                     std::fs::read_to_string(&d.log).unwrap_or_default()
-                );
+                ));
             }
             assert!(
                 Instant::now() < deadline,

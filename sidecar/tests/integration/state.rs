@@ -7,7 +7,7 @@ use daprs_proto::{
     runtime::{DeleteStateRequest, GetStateRequest, SaveStateRequest},
 };
 
-use super::harness::{Daprd, Spec, free_port, resources, temp_dir};
+use super::harness::{Daprd, Spec, resources, temp_dir};
 
 fn component(name: &str, kind: &str, meta: &[(&str, &str)]) -> String {
     let mut s = format!(
@@ -25,7 +25,12 @@ fn component(name: &str, kind: &str, meta: &[(&str, &str)]) -> String {
 
 async fn store_daprd(name: &str, kind: &str, meta: &[(&str, &str)]) -> (Daprd, std::path::PathBuf) {
     let home = temp_dir(name);
-    let app_id = format!("{name}-{}", free_port());
+    // Redis and PostgreSQL keep keys from earlier runs, and port numbers
+    // come round again: the app-id (the key prefix) must not.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let app_id = format!("{name}-{nanos:x}");
     let res = resources(&home, &component("store", kind, meta));
     let d = Daprd::start(Spec {
         resources: Some(&res),
