@@ -184,6 +184,10 @@ pub fn original_key(stored: &str) -> &str {
     stored.split_once(SEPARATOR).map_or(stored, |(_, k)| k)
 }
 
+/// The largest `ttlInSeconds` accepted (about 68 years), as Dapr bounds it. Every
+/// store can add it to the current time and keep the result in milliseconds.
+pub const MAX_TTL_SECONDS: i64 = i32::MAX as i64;
+
 /// Parses `ttlInSeconds` metadata.
 pub fn parse_ttl(metadata: &BTreeMap<String, String>) -> Result<Option<Duration>, String> {
     let Some(raw) = metadata.get("ttlInSeconds") else {
@@ -195,9 +199,30 @@ pub fn parse_ttl(metadata: &BTreeMap<String, String>) -> Result<Option<Duration>
         .map_err(|_| format!("ttlInSeconds {raw:?} is not a whole number of seconds"))?;
     match secs {
         s if s < -1 => Err(format!("ttlInSeconds must be -1 or more, got {s}")),
-        s if s <= 0 => Ok(None),
-        s => Ok(Some(Duration::from_secs(s as u64))),
+        s if s > MAX_TTL_SECONDS => Err(format!("ttlInSeconds must be at most {MAX_TTL_SECONDS}, got {s}")),
+        s => Ok(u64::try_from(s).ok().filter(|&s| s > 0).map(Duration::from_secs)),
     }
+}
+
+/// When a key written at `now` with `ttl` expires. Saturates instead of
+/// overflowing, so no TTL can make a store's arithmetic panic.
+pub fn expiry(now: SystemTime, ttl: Duration) -> SystemTime {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(Duration::from_secs(MAX_TTL_SECONDS as u64)))
+        .unwrap_or(now)
+}
+
+/// Milliseconds since the Unix epoch, saturating at the ends of `i64`.
+pub fn unix_millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Takes a store's lock even if a panic once happened while it was held. Stores
+/// validate everything before they change anything, so the data behind a
+/// poisoned lock is consistent (SQLite rolls back an unfinished transaction).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A fresh opaque ETag (random 128 bits, hex).
@@ -315,9 +340,29 @@ mod tests {
         let m = |v: &str| BTreeMap::from([("ttlInSeconds".to_string(), v.to_string())]);
         assert_eq!(parse_ttl(&m("10")), Ok(Some(Duration::from_secs(10))));
         assert_eq!(parse_ttl(&m("-1")), Ok(None));
+        assert_eq!(parse_ttl(&m("0")), Ok(None));
         assert!(parse_ttl(&m("-5")).is_err());
         assert!(parse_ttl(&m("ten")).is_err());
+        assert_eq!(
+            parse_ttl(&m("2147483647")),
+            Ok(Some(Duration::from_secs(2_147_483_647)))
+        );
+        for huge in ["2147483648", "10000000000000000", "9223372036854775807"] {
+            assert!(parse_ttl(&m(huge)).is_err(), "{huge}");
+        }
+        assert!(parse_ttl(&m("9223372036854775808")).is_err());
         assert_eq!(parse_ttl(&BTreeMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn time_arithmetic_saturates() {
+        let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
+        assert!(expiry(far, Duration::MAX) >= far);
+        let now = SystemTime::now();
+        let max = Duration::from_secs(MAX_TTL_SECONDS as u64);
+        assert_eq!(expiry(now, max), now + max);
+        assert!(unix_millis(expiry(now, max)) > unix_millis(now));
+        assert_eq!(unix_millis(UNIX_EPOCH), 0);
     }
 
     #[test]

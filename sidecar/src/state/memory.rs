@@ -36,7 +36,7 @@ impl MemoryStore {
                 let item = Item {
                     data: req.value,
                     etag: new_etag(),
-                    expires_at: req.ttl.map(|d| now + d),
+                    expires_at: req.ttl.map(|d| expiry(now, d)),
                 };
                 items.insert(req.key, item);
             }
@@ -60,10 +60,7 @@ impl MemoryStore {
 
     fn run(&self, ops: Vec<Operation>) -> StoreResult<()> {
         let now = SystemTime::now();
-        let mut items = self
-            .items
-            .lock()
-            .map_err(|_| StoreError::Backend("state lock poisoned".into()))?;
+        let mut items = lock(&self.items);
         for op in &ops {
             Self::validate(&items, op, now)?;
         }
@@ -81,10 +78,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Item>> {
-        let items = self
-            .items
-            .lock()
-            .map_err(|_| StoreError::Backend("state lock poisoned".into()))?;
+        let items = lock(&self.items);
         Ok(live(&items, key, SystemTime::now()).cloned())
     }
 

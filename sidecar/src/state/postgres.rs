@@ -137,7 +137,9 @@ impl PostgresStore {
         match op {
             Operation::Upsert(r) => {
                 let etag = new_etag();
-                let ttl = r.ttl.map_or(0i64, |d| d.as_secs().max(1) as i64);
+                let ttl = r.ttl.map_or(0i64, |d| {
+                    i64::try_from(d.as_secs().max(1)).unwrap_or(MAX_TTL_SECONDS)
+                });
                 let value: &[u8] = &r.value;
                 let mut params: Vec<&(dyn ToSql + Sync)> = vec![&r.key, &value, &etag, &ttl];
                 let sql = match (&r.etag, r.concurrency) {

@@ -120,7 +120,7 @@ impl RedisStore {
                     } else {
                         "0"
                     };
-                    let ttl = r.ttl.map_or(0, |d| d.as_secs().max(1));
+                    let ttl = r.ttl.map_or(0, |d| d.as_secs().clamp(1, MAX_TTL_SECONDS as u64));
                     inv.arg("s")
                         .arg(r.etag.as_deref().unwrap_or(""))
                         .arg(first)
@@ -163,7 +163,8 @@ impl StateStore for RedisStore {
         let (Some(data), Some(version)) = fields else {
             return Ok(None);
         };
-        let expires_at = (pttl > 0).then(|| SystemTime::now() + Duration::from_millis(pttl as u64));
+        let expires_at =
+            (pttl > 0).then(|| expiry(SystemTime::now(), Duration::from_millis(pttl.unsigned_abs())));
         Ok(Some(Item {
             data: data.into(),
             etag: version,
@@ -212,8 +213,8 @@ impl StateStore for RedisStore {
                     let (Some(data), Some(version)) = fields else {
                         return Ok(None);
                     };
-                    let expires_at =
-                        (pttl > 0).then(|| SystemTime::now() + Duration::from_millis(pttl as u64));
+                    let expires_at = (pttl > 0)
+                        .then(|| expiry(SystemTime::now(), Duration::from_millis(pttl.unsigned_abs())));
                     Ok(Some(Item {
                         data: data.into(),
                         etag: version,

@@ -23,10 +23,6 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Table names are spliced into SQL, so only plain identifiers are accepted.
 pub(crate) fn valid_identifier(name: &str) -> bool {
     !name.is_empty()
@@ -120,9 +116,7 @@ impl SqliteStore {
         let conn = self.conn.clone();
         let table = self.table.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn
-                .lock()
-                .map_err(|_| backend("sqlite connection lock poisoned"))?;
+            let mut conn = lock(&conn);
             f(&mut conn, &table)
         })
         .await
@@ -157,13 +151,13 @@ fn run_ops(conn: &mut Connection, table: &str, ops: Vec<Operation>) -> StoreResu
     for op in ops {
         match op {
             Operation::Upsert(r) => {
-                let current = read(&tx, table, &r.key, millis(now))?;
+                let current = read(&tx, table, &r.key, unix_millis(now))?;
                 check(
                     current.as_ref().map(|i| i.etag.as_str()),
                     r.etag.as_deref(),
                     r.concurrency == Concurrency::FirstWrite,
                 )?;
-                let expires = r.ttl.map(|d| millis(now + d));
+                let expires = r.ttl.map(|d| unix_millis(expiry(now, d)));
                 tx.prepare_cached(&format!(
                     "INSERT INTO {table} (key, value, etag, expires_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(key) DO UPDATE SET value = excluded.value, etag = excluded.etag,
@@ -173,7 +167,7 @@ fn run_ops(conn: &mut Connection, table: &str, ops: Vec<Operation>) -> StoreResu
                 .map_err(backend)?;
             }
             Operation::Delete(r) => {
-                let current = read(&tx, table, &r.key, millis(now))?;
+                let current = read(&tx, table, &r.key, unix_millis(now))?;
                 check(
                     current.as_ref().map(|i| i.etag.as_str()),
                     r.etag.as_deref(),
@@ -196,7 +190,7 @@ impl StateStore for SqliteStore {
 
     async fn get(&self, key: &str) -> StoreResult<Option<Item>> {
         let key = key.to_string();
-        self.with_conn(move |c, t| read(c, t, &key, millis(SystemTime::now())))
+        self.with_conn(move |c, t| read(c, t, &key, unix_millis(SystemTime::now())))
             .await
     }
 
@@ -217,7 +211,7 @@ impl StateStore for SqliteStore {
         let n = keys.len();
         let res = self
             .with_conn(move |c, t| {
-                let now = millis(SystemTime::now());
+                let now = unix_millis(SystemTime::now());
                 Ok(keys.iter().map(|k| read(c, t, k, now)).collect::<Vec<_>>())
             })
             .await;

@@ -46,6 +46,79 @@ async fn etag_of(d: &Daprd, key: &str) -> String {
     r.header("etag").expect("etag header").to_string()
 }
 
+/// The largest TTL is kept and read back; one second more, or a TTL whose
+/// expiry would not fit in the store's clock, is refused on every way in, and
+/// the store goes on serving.
+async fn ttl_edges(d: &Daprd) {
+    let r = d
+        .send(
+            "POST",
+            "/v1.0/state/store",
+            &[],
+            r#"[{"key":"ttl-max","value":"far","metadata":{"ttlInSeconds":"2147483647"}}]"#,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = d.send("GET", "/v1.0/state/store/ttl-max", &[], "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "\"far\""));
+    assert!(
+        r.header("metadata.ttlexpiretime")
+            .is_some_and(|t| t.starts_with("20"))
+    );
+    for ttl in [
+        "2147483648",
+        "10000000000000000",
+        "9223372036854775807",
+        "99999999999999999999",
+    ] {
+        let body = format!(r#"[{{"key":"ttl-bad","value":1,"metadata":{{"ttlInSeconds":"{ttl}"}}}}]"#);
+        let r = d.send("POST", "/v1.0/state/store", &[], body).await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, "ERR_MALFORMED_REQUEST"),
+            "{ttl}"
+        );
+        let path = format!("/v1.0/state/store?metadata.ttlInSeconds={ttl}");
+        let r = d
+            .send("POST", &path, &[], r#"[{"key":"ttl-bad","value":1}]"#)
+            .await;
+        assert_eq!(r.status, 400, "query {ttl}");
+        let tx = format!(
+            r#"{{"operations":[{{"operation":"upsert","request":{{"key":"ttl-bad","value":1,"metadata":{{"ttlInSeconds":"{ttl}"}}}}}}]}}"#
+        );
+        let r = d.send("POST", "/v1.0/state/store/transaction", &[], tx).await;
+        assert_eq!(r.status, 400, "transaction {ttl}");
+        let err = d
+            .grpc()
+            .await
+            .save_state(SaveStateRequest {
+                store_name: "store".into(),
+                states: vec![StateItem {
+                    key: "ttl-bad".into(),
+                    value: bytes::Bytes::from_static(b"1"),
+                    metadata: [("ttlInSeconds".to_string(), ttl.to_string())].into(),
+                    ..Default::default()
+                }],
+            })
+            .await
+            .expect_err("out-of-range TTL");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "gRPC {ttl}");
+    }
+    // Nothing was written, and the store still serves reads and writes.
+    assert_eq!(
+        d.send("GET", "/v1.0/state/store/ttl-bad", &[], "").await.status,
+        204
+    );
+    let r = d
+        .send("POST", "/v1.0/state/store", &[], r#"[{"key":"after","value":2}]"#)
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        d.send("GET", "/v1.0/state/store/after", &[], "").await.text(),
+        "2"
+    );
+}
+
 /// The behaviour every state store must show.
 async fn exercise(d: &Daprd) {
     let save = |body: &str| {
@@ -203,6 +276,7 @@ async fn exercise(d: &Daprd) {
         "expired"
     );
     assert_eq!(d.send("GET", "/v1.0/state/store/keep", &[], "").await.status, 200);
+    ttl_edges(d).await;
 
     // Bad input: each a clear 4xx.
     for (body, code) in [
