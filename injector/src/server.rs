@@ -31,6 +31,27 @@ use crate::{
 /// Largest AdmissionReview accepted (Kubernetes objects are at most a few MiB).
 pub const MAX_BODY: usize = 16 << 20;
 
+/// Request limits: the API server sends small heads and one review per
+/// request; a client that stalls or idles is closed.
+const LIMITS: daprs_mtls::http::Limits = daprs_mtls::http::Limits {
+    max_head: 64 << 10,
+    max_body: MAX_BODY,
+    too_large: review_too_large,
+    timeouts: daprs_mtls::http::Timeouts {
+        read_header: Duration::from_secs(10),
+        body: Duration::from_secs(10),
+        idle: Duration::from_secs(120),
+    },
+};
+
+fn review_too_large(limit: usize) -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("an AdmissionReview may be at most {limit} bytes"),
+    )
+        .into_response()
+}
+
 /// What every request needs.
 pub struct Webhook {
     pub config: InjectorConfig,
@@ -180,6 +201,7 @@ pub async fn serve(
             cert.refresh();
         }
     });
+    let (drain, handle) = daprs_mtls::http::Drain::new();
     tokio::pin!(stop);
     loop {
         let (tcp, _) = tokio::select! {
@@ -193,7 +215,7 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, router) = (acceptor.clone(), router.clone());
+        let (acceptor, router, drain) = (acceptor.clone(), router.clone(), drain.clone());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -203,12 +225,11 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
+            daprs_mtls::http::serve_connection(tls, router, LIMITS, drain).await;
         });
     }
+    drop(drain);
+    handle.drain().await;
     watcher.abort();
     Ok(())
 }

@@ -278,3 +278,55 @@ async fn a_replaced_certificate_is_served_without_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A TLS connection to the webhook, as a client that then misbehaves.
+async fn raw_tls(r: &Running) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(r.tls.ca_pem.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", r.port))
+        .await
+        .expect("connect");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
+        .await
+        .expect("handshake")
+}
+
+#[tokio::test]
+async fn stalled_and_oversized_requests_are_cut_off_after_the_handshake() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let r = start("slow").await;
+    // A request head that never ends is closed by the 10 s head deadline.
+    let mut slow = raw_tls(&r).await;
+    slow.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .expect("write");
+    // A declared body over the limit is answered at once, unread.
+    let mut big = raw_tls(&r).await;
+    big.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), big.read_to_end(&mut got)).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a half-sent head was held for 15 s");
+    assert!(rest.is_empty());
+    assert!(
+        started.elapsed() <= Duration::from_secs(11),
+        "{:?}",
+        started.elapsed()
+    );
+}

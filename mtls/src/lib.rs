@@ -1,10 +1,13 @@
 //! Workload identity on the wire: SPIFFE IDs in X.509 certificates
 //! ([`spiffe`]), the rustls configurations that check them ([`tls`]), and
-//! the accept loop and dialer that carry them into tonic ([`net`]).
+//! the accept loop and dialer that carry them into tonic ([`net`]), and the
+//! HTTP serving loop with the limits every server facing clients needs ([`http`]).
 //!
 //! daprd and the operator both speak mutual TLS with certificates from the
-//! operator's CA, so they share one implementation of what a peer must prove.
+//! operator's CA, so they share one implementation of what a peer must prove;
+//! daprd and the injector share one way of serving HTTP.
 
+pub mod http;
 pub mod net;
 pub mod spiffe;
 pub mod tls;

@@ -69,6 +69,35 @@ impl ApiError {
         )
     }
 
+    /// 413 / ResourceExhausted: a request body over `--max-body-size`.
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            "ERR_BODY_READ",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::ResourceExhausted,
+            format!("request body exceeds the limit of {limit} bytes; raise it with --max-body-size"),
+        )
+    }
+
+    /// A request body that could not be read: 408 when the client stopped
+    /// sending it, else 400.
+    pub fn body_read(e: &(dyn std::error::Error + 'static)) -> Self {
+        match daprs_mtls::http::BodyTimeout::find(e) {
+            Some(t) => Self::new(
+                "ERR_BODY_READ",
+                StatusCode::REQUEST_TIMEOUT,
+                Code::DeadlineExceeded,
+                t.to_string(),
+            ),
+            None => Self::new(
+                "ERR_BODY_READ",
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                format!("cannot read the request body: {e}"),
+            ),
+        }
+    }
+
     /// 500 / Internal with the given code.
     pub fn internal(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(code, StatusCode::INTERNAL_SERVER_ERROR, Code::Internal, message)

@@ -126,6 +126,18 @@ pub struct Flags {
     #[arg(long, default_value = "")]
     pub dapr_listen_addresses: String,
 
+    /// Address the port for other sidecars binds to (default: see `Settings::internal_listen`).
+    #[arg(long)]
+    pub dapr_internal_grpc_listen_address: Option<String>,
+
+    /// Address the public health port binds to (default: see `Settings::public_listen`).
+    #[arg(long)]
+    pub dapr_public_listen_address: Option<String>,
+
+    /// Address the metrics port binds to (default: see `Settings::metrics_listen`).
+    #[arg(long)]
+    pub metrics_listen_address: Option<String>,
+
     /// Folder of resource files (components, subscriptions, ...); repeatable.
     #[arg(long, value_delimiter = ',', action = ArgAction::Append)]
     pub resources_path: Vec<PathBuf>,
@@ -241,7 +253,7 @@ pub struct ControlPlane {
 }
 
 /// The smallest request-head limit the HTTP server accepts.
-pub const MIN_READ_BUFFER: usize = 8 << 10;
+pub const MIN_READ_BUFFER: usize = daprs_mtls::http::MIN_HEAD;
 
 /// Where the injector mounts the identity token.
 pub const SENTRY_TOKEN_FILE: &str = "/var/run/secrets/dapr.io/sentrytoken/token";
@@ -259,6 +271,17 @@ pub struct Settings {
     pub read_buffer_size: usize,
     /// Addresses the API servers bind to.
     pub listen_addresses: Vec<IpAddr>,
+    /// Addresses the internal port binds to: the flag's, else in standalone
+    /// mode the API's, else all (other pods must reach it).
+    pub internal_listen: Vec<IpAddr>,
+    /// Addresses the public port binds to, chosen as for the internal port
+    /// (the kubelet probes it).
+    pub public_listen: Vec<IpAddr>,
+    /// Addresses the metrics port binds to, chosen as for the internal port
+    /// (Prometheus scrapes it).
+    pub metrics_listen: Vec<IpAddr>,
+    /// Head, body and idle limits of the HTTP servers (`DAPRS_HTTP_*_TIMEOUT`).
+    pub http_timeouts: daprs_mtls::http::Timeouts,
     /// Grace period at shutdown.
     pub graceful_shutdown: Duration,
     /// `--dapr-block-shutdown-duration`.
@@ -334,23 +357,29 @@ impl Settings {
         let read_buffer_size = usize::try_from(read_buffer_size)
             .map_err(|_| "--read-buffer-size is too large".to_string())?
             .clamp(MIN_READ_BUFFER, 64 << 20);
-        let listen_addresses = flags
-            .dapr_listen_addresses
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(|a| {
-                a.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<IpAddr>()
-                    .map_err(|_| format!("--dapr-listen-addresses: {a:?} is not an IP address"))
+        let listen_addresses = ip_list("--dapr-listen-addresses", &flags.dapr_listen_addresses)?;
+        let all = vec![IpAddr::from([0, 0, 0, 0])];
+        let listen_or = |flag: &str, given: &Option<String>| -> Result<Vec<IpAddr>, String> {
+            Ok(match given.as_deref().map(|v| ip_list(flag, v)).transpose()? {
+                Some(ips) if !ips.is_empty() => ips,
+                _ if flags.mode == Mode::Standalone && !listen_addresses.is_empty() => {
+                    listen_addresses.clone()
+                }
+                _ => all.clone(),
             })
-            .collect::<Result<Vec<_>, _>>()?;
+        };
+        let internal_listen = listen_or(
+            "--dapr-internal-grpc-listen-address",
+            &flags.dapr_internal_grpc_listen_address,
+        )?;
+        let public_listen = listen_or("--dapr-public-listen-address", &flags.dapr_public_listen_address)?;
+        let metrics_listen = listen_or("--metrics-listen-address", &flags.metrics_listen_address)?;
         let listen_addresses = if listen_addresses.is_empty() {
-            vec![IpAddr::from([0, 0, 0, 0])]
+            all
         } else {
             listen_addresses
         };
+        let http_timeouts = http_timeouts(&env)?;
         if !flags.app_health_check_path.starts_with('/') {
             return Err(format!(
                 "--app-health-check-path {:?} must start with /",
@@ -383,6 +412,10 @@ impl Settings {
             max_body_size,
             read_buffer_size,
             listen_addresses,
+            internal_listen,
+            public_listen,
+            metrics_listen,
+            http_timeouts,
             graceful_shutdown: Duration::from_secs(graceful as u64),
             block_shutdown,
             app_max_concurrency: usize::try_from(flags.app_max_concurrency).ok().filter(|n| *n > 0),
@@ -394,6 +427,38 @@ impl Settings {
             flags,
         })
     }
+}
+
+/// A comma-separated list of IP addresses (`[::1]` or `::1`).
+fn ip_list(flag: &str, value: &str) -> Result<Vec<IpAddr>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_err(|_| format!("{flag}: {a:?} is not an IP address"))
+        })
+        .collect()
+}
+
+/// The HTTP servers' time limits; the environment may shorten or lengthen them.
+fn http_timeouts(env: &HashMap<String, String>) -> Result<daprs_mtls::http::Timeouts, String> {
+    let mut t = daprs_mtls::http::Timeouts::default();
+    for (name, slot) in [
+        ("DAPRS_HTTP_READ_HEADER_TIMEOUT", &mut t.read_header),
+        ("DAPRS_HTTP_BODY_TIMEOUT", &mut t.body),
+        ("DAPRS_HTTP_IDLE_TIMEOUT", &mut t.idle),
+    ] {
+        if let Some(v) = env.get(name).filter(|v| !v.is_empty()) {
+            *slot = crate::state::parse_duration(v)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("{name}={v:?} is not a duration such as 10s"))?;
+        }
+    }
+    Ok(t)
 }
 
 /// The control-plane settings: needed for mutual TLS, and in Kubernetes

@@ -314,11 +314,7 @@ impl Dapr for DaprApi {
 
     async fn set_metadata(&self, request: Request<SetMetadataRequest>) -> Result<Response<()>, Status> {
         let req = request.into_inner();
-        self.rt
-            .extended
-            .write()
-            .map_err(|_| Status::internal("metadata lock poisoned"))?
-            .insert(req.key, req.value);
+        crate::metadata_api::set_extended(&self.rt, req.key, req.value)?;
         Ok(Response::new(()))
     }
 

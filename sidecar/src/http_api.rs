@@ -108,18 +108,10 @@ async fn read_body(rt: &Runtime, body: Body) -> Result<Bytes, ApiError> {
     let limit = rt.settings.max_body_size;
     match Limited::new(body, limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
-            "ERR_BODY_READ",
-            StatusCode::PAYLOAD_TOO_LARGE,
-            tonic::Code::ResourceExhausted,
-            format!("request body exceeds the limit of {limit} bytes; raise it with --max-body-size"),
-        )),
-        Err(e) => Err(ApiError::new(
-            "ERR_BODY_READ",
-            StatusCode::BAD_REQUEST,
-            tonic::Code::InvalidArgument,
-            e.to_string(),
-        )),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ApiError::body_too_large(limit))
+        }
+        Err(e) => Err(ApiError::body_read(&*e)),
     }
 }
 
@@ -444,25 +436,6 @@ async fn invoke_header(State(rt): Rt, req: Request) -> Result<Response, ApiError
     invoke(&rt, &target, method, req).await
 }
 
-/// Resolves `.` and `..` segments so a method cannot climb out of the app's routes.
-fn clean_method(method: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in method.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
-        }
-    }
-    let mut out = parts.join("/");
-    if method.ends_with('/') && !out.is_empty() {
-        out.push('/');
-    }
-    out
-}
-
 async fn invoke(rt: &Runtime, target: &str, method: String, req: Request) -> Result<Response, ApiError> {
     let target = Target::parse(target).map_err(|e| {
         ApiError::new(
@@ -510,7 +483,7 @@ async fn invoke(rt: &Runtime, target: &str, method: String, req: Request) -> Res
         ver: 0,
         metadata,
         message: Some(InvokeRequest {
-            method: clean_method(&method),
+            method,
             data: Some(prost_types::Any {
                 type_url: String::new(),
                 value: body.to_vec(),
@@ -626,10 +599,7 @@ async fn put_metadata(State(rt): Rt, Path(key): Path<String>, req: Request) -> R
     let body = read_body(&rt, req.into_body()).await?;
     let value = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("metadata value must be UTF-8"))?;
-    rt.extended
-        .write()
-        .map_err(|_| ApiError::internal("ERR_INTERNAL", "metadata lock poisoned"))?
-        .insert(key, value);
+    crate::metadata_api::set_extended(&rt, key, value)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -697,8 +667,6 @@ mod tests {
             split_invoke_path("app").expect_err("no method").http,
             StatusCode::NOT_FOUND
         );
-        assert_eq!(clean_method("a/../../b/./c"), "b/c");
-        assert_eq!(clean_method("a/b/"), "a/b/");
     }
 
     #[test]

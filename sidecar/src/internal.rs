@@ -111,6 +111,11 @@ async fn collect_payloads<T>(
     Ok(body)
 }
 
+/// At most the first 64 characters of a value a caller chose, for messages.
+fn shorten(s: &str) -> &str {
+    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<InternalInvokeResponseStream, Status>> + Send>>;
 
 /// Over mutual TLS the caller is who its certificate says, whatever its
@@ -139,6 +144,23 @@ impl InternalServer {
         }
         if req.actor.is_some() {
             return Err(Status::unimplemented("actors are not hosted by this sidecar"));
+        }
+        // A caller names the app it means; a call that reached the wrong
+        // sidecar (or names no app) is not this app's to answer.
+        let callee = req
+            .metadata
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("dapr-callee-app-id"))
+            .and_then(|(_, v)| v.values.first());
+        if callee.map(String::as_str) != Some(self.rt.app_id.as_str()) {
+            return Err(Status::permission_denied(format!(
+                "this sidecar serves app {:?}; the call is addressed to {}",
+                self.rt.app_id,
+                callee.map_or_else(|| "no app".to_string(), |c| format!("{:?}", shorten(c))),
+            )));
+        }
+        if let Some(msg) = req.message.as_mut() {
+            msg.method = crate::invoke::clean_method(&msg.method).map_err(Status::from)?;
         }
         self.rt.invoke_local(req).await.map_err(Status::from)
     }

@@ -50,6 +50,55 @@ pub(crate) fn set(meta: &mut Metadata, key: &str, value: &str) {
     );
 }
 
+/// The one normalisation of an invoked method, for every API and both
+/// sidecars: `.` and `..` segments are resolved (percent-encoded dots
+/// included, as the app would decode them) so a method cannot climb out of
+/// the app's routes, and characters that cannot stand in a request path are
+/// refused.
+pub fn clean_method(method: &str) -> Result<String, ApiError> {
+    if let Some(c) = method.chars().find(|c| c.is_control() || *c == ' ') {
+        return Err(ApiError::new(
+            "ERR_DIRECT_INVOKE",
+            http::StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            format!("the method name may not contain {c:?}"),
+        ));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in method.split('/') {
+        match dots(seg) {
+            Some(1) => {}
+            Some(_) => {
+                parts.pop();
+            }
+            None if seg.is_empty() => {}
+            None => parts.push(seg),
+        }
+    }
+    let mut out = parts.join("/");
+    if method.ends_with('/') && !out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// 1 for a `.` segment, 2 for `..`, spelled plainly or as `%2e`.
+fn dots(seg: &str) -> Option<u8> {
+    let mut rest = seg;
+    let mut n = 0u8;
+    while !rest.is_empty() && n < 3 {
+        rest = if let Some(r) = rest.strip_prefix('.') {
+            r
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("%2e") {
+            &rest[3..]
+        } else {
+            return None;
+        };
+        n += 1;
+    }
+    (rest.is_empty() && (1..=2).contains(&n)).then_some(n)
+}
+
 /// The invocation error Dapr returns when the call could not be made.
 pub fn failed(target: &str, err: impl std::fmt::Display) -> ApiError {
     ApiError::internal(
@@ -188,6 +237,23 @@ impl Invoker {
 mod tests {
     use super::*;
     use crate::registry::LocalRegistry;
+
+    #[test]
+    fn methods_are_cleaned_the_same_way_everywhere() {
+        let ok = |m: &str| clean_method(m).expect("valid");
+        assert_eq!(ok("a/../../b/./c"), "b/c");
+        assert_eq!(ok("a/b/"), "a/b/");
+        assert_eq!(ok("echo/%2E%2E/admin"), "admin");
+        assert_eq!(ok("echo/%2e./%2E/admin"), "admin");
+        assert_eq!(ok("echo/../../../etc/passwd"), "etc/passwd");
+        assert_eq!(ok("/orders//new"), "orders/new");
+        // Three dots, or dots inside a name, are names.
+        assert_eq!(ok("a/.../b..c/%2e%2e%2e"), "a/.../b..c/%2e%2e%2e");
+        for bad in ["a\r\nHost: x", "a b", "a\tb", "a\u{0}"] {
+            let e = clean_method(bad).expect_err(bad);
+            assert_eq!(e.grpc, tonic::Code::InvalidArgument);
+        }
+    }
 
     #[test]
     fn stamps_identity_over_caller_values() {

@@ -24,6 +24,7 @@ pub mod http_api;
 pub mod identity;
 pub mod internal;
 pub mod invoke;
+pub mod listen;
 pub mod metadata_api;
 pub mod registry;
 pub mod runtime;
@@ -32,12 +33,10 @@ pub mod state;
 pub mod state_api;
 
 use std::{
-    net::{IpAddr, SocketAddr},
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
-use axum::serve::ListenerExt;
 use daprs_api::{Resource, v1alpha1::Component};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
@@ -47,6 +46,7 @@ use crate::{
     config::SidecarConfig,
     error::StartError,
     flags::{Flags, Mode, Settings},
+    listen::ApiListener,
     registry::{DEFAULT_NAMESPACE, LocalRegistry, Resolver},
     runtime::{Block, ComponentInfo, Health, Loaded, Runtime, StoreEntry},
     state::KeyPrefix,
@@ -136,70 +136,6 @@ async fn init_components(
         }
     }
     Ok(loaded)
-}
-
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
-        what,
-        addr: addr.to_string(),
-        source,
-    })
-}
-
-/// Where a public API listens.
-enum ApiListener {
-    Tcp(TcpListener),
-    /// A Unix domain socket, removed from the folder when serving ends.
-    Unix(tokio::net::UnixListener, SocketFile),
-}
-
-/// Removes a socket file when dropped.
-struct SocketFile(std::path::PathBuf);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Listens on a Unix domain socket at `path`, replacing a stale socket file.
-fn bind_unix(what: &'static str, path: &std::path::Path) -> Result<ApiListener, StartError> {
-    let fail = |source: std::io::Error| StartError::Bind {
-        what,
-        addr: path.display().to_string(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(e)),
-    }
-    let listener = tokio::net::UnixListener::bind(path).map_err(fail)?;
-    Ok(ApiListener::Unix(listener, SocketFile(path.to_path_buf())))
-}
-
-/// Binds every address it can; an address that cannot be bound (say `[::1]`
-/// where IPv6 is off) is logged and skipped, and only when none can be bound
-/// does start-up fail, as Dapr does.
-async fn bind_some(what: &'static str, addrs: Vec<SocketAddr>) -> Result<Vec<TcpListener>, StartError> {
-    let mut bound = Vec::new();
-    let mut first_error = None;
-    for a in addrs {
-        match bind(what, a).await {
-            Ok(l) => bound.push(l),
-            Err(e) => {
-                tracing::warn!("{e}; continuing without it");
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    match (bound.is_empty(), first_error) {
-        (true, Some(e)) => Err(e),
-        _ => Ok(bound),
-    }
 }
 
 /// Waits until the app's port accepts a TCP connection, polling with back-off.
@@ -300,11 +236,6 @@ async fn load_config(
             "--config {path}: no document of kind Configuration"
         ))),
     }
-}
-
-/// Addresses the public APIs listen on.
-fn api_addrs(ips: &[IpAddr], port: u16) -> Vec<SocketAddr> {
-    ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
 }
 
 /// Runs the sidecar until shutdown (signal, `POST /v1.0/shutdown` or `Shutdown`).
@@ -414,48 +345,36 @@ pub async fn run(
         (None, Mode::Kubernetes) => 50002,
         (None, Mode::Standalone) => 0,
     };
-    let internal = bind(
-        "internal gRPC API",
-        SocketAddr::from(([0, 0, 0, 0], internal_port)),
-    )
-    .await?;
-    let internal_port = internal
-        .local_addr()
-        .map_err(|e| StartError::Io(e.to_string()))?
-        .port();
+    let internal = listen::bind_all("internal gRPC API", &settings.internal_listen, internal_port).await?;
+    let internal_port = listen::port_of(&internal)?;
+    let internal_addr = listen::reachable_addr(&internal);
     let (http_listeners, grpc_listeners) = match &flags.unix_domain_socket {
         Some(dir) => (
-            vec![bind_unix(
+            vec![listen::bind_unix(
                 "HTTP API",
                 &dir.join(format!("dapr-{}-http.socket", flags.app_id)),
             )?],
-            vec![bind_unix(
+            vec![listen::bind_unix(
                 "gRPC API",
                 &dir.join(format!("dapr-{}-grpc.socket", flags.app_id)),
             )?],
         ),
         None => (
-            bind_some(
-                "HTTP API",
-                api_addrs(&settings.listen_addresses, flags.dapr_http_port),
-            )
-            .await?
-            .into_iter()
-            .map(ApiListener::Tcp)
-            .collect(),
-            bind_some(
-                "gRPC API",
-                api_addrs(&settings.listen_addresses, flags.dapr_grpc_port),
-            )
-            .await?
-            .into_iter()
-            .map(ApiListener::Tcp)
-            .collect(),
+            listen::bind_all("HTTP API", &settings.listen_addresses, flags.dapr_http_port)
+                .await?
+                .into_iter()
+                .map(ApiListener::Tcp)
+                .collect(),
+            listen::bind_all("gRPC API", &settings.listen_addresses, flags.dapr_grpc_port)
+                .await?
+                .into_iter()
+                .map(ApiListener::Tcp)
+                .collect(),
         ),
     };
     let public = match flags.dapr_public_port {
-        Some(p) => Some(bind("public health API", SocketAddr::from(([0, 0, 0, 0], p))).await?),
-        None => None,
+        Some(p) => listen::bind_all("public health API", &settings.public_listen, p).await?,
+        None => Vec::new(),
     };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -524,25 +443,15 @@ pub async fn run(
 
     // HTTP API.
     let router = http_api::router(rt.clone());
-    let read_buffer = rt.settings.read_buffer_size;
+    let limits = listen::http_limits(&rt.settings);
     for l in http_listeners {
         let (router, stop) = (router.clone(), stop());
-        tasks.spawn(async move {
-            let served = match l {
-                ApiListener::Tcp(l) => serve_http(l, router, read_buffer, stop).await,
-                ApiListener::Unix(l, _cleanup) => axum::serve(l, router).with_graceful_shutdown(stop).await,
-            };
-            served.map_err(|e| e.to_string())
-        });
+        tasks.spawn(listen::serve_http(l, router, limits, stop));
     }
-    if let Some(l) = public {
-        let (router, stop) = (http_api::public_port_router(rt.clone()), stop());
-        tasks.spawn(async move {
-            axum::serve(nodelay(l), router)
-                .with_graceful_shutdown(stop)
-                .await
-                .map_err(|e| e.to_string())
-        });
+    let public_router = http_api::public_port_router(rt.clone());
+    for l in public {
+        let (router, stop) = (public_router.clone(), stop());
+        tasks.spawn(listen::serve_http(ApiListener::Tcp(l), router, limits, stop));
     }
 
     // gRPC API with reflection and the standard health service.
@@ -583,7 +492,7 @@ pub async fn run(
     }
 
     // Internal API for other sidecars.
-    {
+    for l in internal {
         let svc = daprs_proto::internals::service_invocation_server::ServiceInvocationServer::new(
             internal::InternalServer { rt: rt.clone() },
         )
@@ -593,18 +502,14 @@ pub async fn run(
             .initial_stream_window_size(Some(1 << 20))
             .initial_connection_window_size(Some(4 << 20))
             .add_service(svc);
-        let stop = stop();
+        let (stop, tls) = (stop(), internal_tls.clone());
         tasks.spawn(async move {
-            let served = match internal_tls {
+            let served = match tls {
                 Some(config) => {
-                    let incoming = daprs_mtls::net::incoming(internal, move || Some(config.clone()));
+                    let incoming = daprs_mtls::net::incoming(l, move || Some(config.clone()));
                     server.serve_with_incoming_shutdown(incoming, stop).await
                 }
-                None => {
-                    server
-                        .serve_with_incoming_shutdown(nodelay_stream(internal), stop)
-                        .await
-                }
+                None => server.serve_with_incoming_shutdown(nodelay_stream(l), stop).await,
             };
             served.map_err(|e| e.to_string())
         });
@@ -612,19 +517,15 @@ pub async fn run(
 
     // Metrics.
     if flags.enable_metrics && rt.config.metrics_enabled {
-        let l = bind("metrics", SocketAddr::from(([0, 0, 0, 0], flags.metrics_port))).await;
-        match l {
-            Ok(l) => {
+        match listen::bind_all("metrics", &rt.settings.metrics_listen, flags.metrics_port).await {
+            Ok(ls) => {
                 let router = axum::Router::new()
                     .route("/metrics", axum::routing::get(metrics_text))
                     .with_state(rt.clone());
-                let stop = stop();
-                tasks.spawn(async move {
-                    axum::serve(nodelay(l), router)
-                        .with_graceful_shutdown(stop)
-                        .await
-                        .map_err(|e| e.to_string())
-                });
+                for l in ls {
+                    let (router, stop) = (router.clone(), stop());
+                    tasks.spawn(listen::serve_http(ApiListener::Tcp(l), router, limits, stop));
+                }
             }
             Err(e) => tracing::warn!(error = %e, "metrics are off"),
         }
@@ -633,8 +534,12 @@ pub async fn run(
     // Announce this sidecar to the others.
     let registration = match rt.invoker.local_registry() {
         Some(reg) => Some(
-            reg.register(&rt.app_id, &namespace, &format!("127.0.0.1:{internal_port}"))
-                .map_err(|e| StartError::Io(format!("cannot register in {}: {e}", data_dir.display())))?,
+            reg.register(
+                &rt.app_id,
+                &namespace,
+                &internal_addr.map_or_else(|| format!("127.0.0.1:{internal_port}"), |a| a.to_string()),
+            )
+            .map_err(|e| StartError::Io(format!("cannot register in {}: {e}", data_dir.display())))?,
         ),
         None => None,
     };
@@ -734,69 +639,8 @@ async fn metrics_text(axum::extract::State(rt): axum::extract::State<Arc<Runtime
     )
 }
 
-/// Serves `router` on `l` until `stop`, then lets in-flight requests
-/// finish. Request heads larger than `max_head` bytes get 431.
-async fn serve_http(
-    l: TcpListener,
-    router: axum::Router,
-    max_head: usize,
-    stop: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
-    use hyper_util::{
-        rt::{TokioExecutor, TokioIo},
-        server::{conn::auto, graceful::GracefulShutdown},
-        service::TowerToHyperService,
-    };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(max_head.max(flags::MIN_READ_BUFFER));
-    builder
-        .http2()
-        .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let tcp = tokio::select! {
-            accepted = l.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, then go on.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-        let service = TowerToHyperService::new(router.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
-            }
-        });
-    }
-    graceful.shutdown().await;
-    Ok(())
-}
-
-/// Request/response traffic is small writes answered quickly: Nagle's
-/// algorithm plus delayed ACKs would hold each reply for tens of
-/// milliseconds, so every accepted connection turns it off.
-fn nodelay(l: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
-    l.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    })
-}
-
-/// The same for tonic, which only sets it on listeners it binds itself.
+/// Accepted connections with Nagle's algorithm off (tonic only sets it on
+/// listeners it binds itself).
 fn nodelay_stream(
     l: TcpListener,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {

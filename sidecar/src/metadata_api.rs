@@ -6,7 +6,62 @@ use daprs_proto::runtime::{
 };
 use serde_json::{Value, json};
 
-use crate::runtime::Runtime;
+use crate::{error::ApiError, runtime::Runtime};
+
+/// Most extended-metadata entries an app may set.
+pub const MAX_ENTRIES: usize = 100;
+/// Longest key, in bytes.
+pub const MAX_KEY: usize = 256;
+/// Longest value, in bytes.
+pub const MAX_VALUE: usize = 64 << 10;
+/// Most bytes of keys and values together.
+pub const MAX_TOTAL: usize = 1 << 20;
+
+/// Sets one extended-metadata entry, within bounds: metadata is read whole by
+/// every `GET /v1.0/metadata`, and on the public port anyone may write it.
+pub fn set_extended(rt: &Runtime, key: String, value: String) -> Result<(), ApiError> {
+    let too_large = |what: String| {
+        ApiError::new(
+            "ERR_METADATA_TOO_LARGE",
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            what,
+        )
+    };
+    if key.is_empty() || key.len() > MAX_KEY {
+        return Err(ApiError::bad_request(format!(
+            "a metadata key must be 1 to {MAX_KEY} bytes, got {}",
+            key.len()
+        )));
+    }
+    if value.len() > MAX_VALUE {
+        return Err(too_large(format!(
+            "a metadata value may be at most {MAX_VALUE} bytes, got {}",
+            value.len()
+        )));
+    }
+    let mut map = rt
+        .extended
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let total: usize = map
+        .iter()
+        .filter(|(k, _)| **k != key)
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if !map.contains_key(&key) && map.len() >= MAX_ENTRIES {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_ENTRIES} metadata entries may be set"
+        )));
+    }
+    if total + key.len() + value.len() > MAX_TOTAL {
+        return Err(too_large(format!(
+            "metadata may hold at most {MAX_TOTAL} bytes in all"
+        )));
+    }
+    map.insert(key, value);
+    Ok(())
+}
 
 /// Version reported as `runtimeVersion` and `daprRuntimeVersion`.
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -16,8 +71,10 @@ pub fn response(rt: &Runtime) -> GetMetadataResponse {
     let mut extended: std::collections::HashMap<String, String> = rt
         .extended
         .read()
-        .map(|m| m.clone().into_iter().collect())
-        .unwrap_or_default();
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     extended.insert("daprRuntimeVersion".into(), RUNTIME_VERSION.into());
     let f = &rt.settings.flags;
     let app = rt.app.as_ref().map(|a| AppConnectionProperties {

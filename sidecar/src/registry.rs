@@ -110,6 +110,23 @@ impl Drop for Registration {
     }
 }
 
+/// Reads one entry: a socket address, which is short. Whatever else is in
+/// the folder is never read whole nor passed on.
+fn read_entry(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_ENTRY as u64 + 1)
+        .read_to_string(&mut text)
+        .ok()?;
+    let addr = text.trim();
+    (text.len() <= MAX_ENTRY && addr.parse::<std::net::SocketAddr>().is_ok()).then(|| addr.to_string())
+}
+
+/// The longest registry entry read.
+const MAX_ENTRY: usize = 128;
+
 fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
     // Without /proc (macOS, Windows) a dead entry is found by a failed connection instead.
@@ -156,11 +173,9 @@ impl LocalRegistry {
                 let _ = std::fs::remove_file(entry.path());
                 continue;
             }
-            if let Ok(addr) = std::fs::read_to_string(entry.path()) {
-                let addr = addr.trim();
-                if !addr.is_empty() {
-                    out.push(addr.to_string());
-                }
+            match read_entry(&entry.path()) {
+                Some(addr) => out.push(addr),
+                None => tracing::debug!(path = %entry.path().display(), "registry entry is not an address"),
             }
         }
         out.sort();
@@ -249,6 +264,11 @@ mod tests {
         reg.invalidate("svc", "default");
         assert_eq!(reg.read("svc", "default"), ["127.0.0.1:4000"]);
         assert!(!stale.exists());
+        // An entry that is not an address (here 10 MB) is skipped, not read whole.
+        let mine = reg.app_dir("svc", "default").join(std::process::id().to_string());
+        std::fs::write(&mine, "x".repeat(10 << 20)).expect("write");
+        assert!(reg.read("svc", "default").is_empty());
+        std::fs::write(&mine, "127.0.0.1:4000\n").expect("write");
         drop(r);
         reg.invalidate("svc", "default");
         assert!(reg.resolve("svc", "default").is_err());

@@ -167,6 +167,9 @@ impl Runtime {
         target: &Target,
         mut req: InternalInvokeRequest,
     ) -> Result<InternalInvokeResponse, ApiError> {
+        if let Some(msg) = req.message.as_mut() {
+            msg.method = crate::invoke::clean_method(&msg.method)?;
+        }
         self.invoker.stamp(target, &mut req);
         if self.invoker.is_self(target) {
             self.invoke_local(req).await

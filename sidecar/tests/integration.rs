@@ -4,6 +4,8 @@
 
 #[path = "integration/apps.rs"]
 mod apps;
+#[path = "integration/hardening.rs"]
+mod hardening;
 #[path = "integration/harness.rs"]
 mod harness;
 #[path = "integration/invoke.rs"]

@@ -256,3 +256,47 @@ pub fn resources(home: &Path, yaml: &str) -> PathBuf {
     std::fs::write(dir.join("components.yaml"), yaml).expect("write component");
     dir
 }
+
+/// A request body that never arrives.
+struct Never;
+
+impl http_body::Body for Never {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// Sends a POST over HTTP/2 (prior knowledge) whose body never comes, and
+/// returns the answer the server gives without it.
+pub async fn send_h2(url: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+    let client: Client<_, Never> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut req = http::Request::builder().method("POST").uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Never).map_err(|e| e.to_string())?;
+    let res = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}

@@ -1,0 +1,526 @@
+//! Serving an axum router over HTTP/1.1 and HTTP/2 with the limits a
+//! server facing untrusted clients needs: a deadline for each request head,
+//! a deadline for each stalled request body, an idle timeout between
+//! requests, an early 413 when `Content-Length` is over the limit, and a
+//! graceful drain at shutdown.
+//!
+//! hyper alone only bounds the first request head of an HTTP/1 connection,
+//! and nothing while it detects the protocol; so each connection here is
+//! watched by its own task, which closes it when it has been idle (no
+//! request in flight) for too long, or when a request head has been
+//! arriving for too long.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use axum::{Router, body::Body, response::Response};
+use http::{Request, header::CONTENT_LENGTH};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::{mpsc, watch},
+    time::Sleep,
+};
+use tower::ServiceExt;
+
+/// The time limits of one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From the first byte of a request head to its end (Dapr's `ReadHeaderTimeout`).
+    pub read_header: Duration,
+    /// Longest wait for the next chunk of a request body.
+    pub body: Duration,
+    /// Longest time a connection stays open with no request in flight.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            read_header: Duration::from_secs(10),
+            body: Duration::from_secs(60),
+            idle: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What one server accepts.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    /// Largest request head in bytes; larger ones get 431.
+    pub max_head: usize,
+    /// Largest request body; a request declaring more is answered at once.
+    pub max_body: usize,
+    /// The response to a request whose `Content-Length` is over `max_body`.
+    pub too_large: fn(usize) -> Response,
+    /// Time limits.
+    pub timeouts: Timeouts,
+}
+
+/// The error a request body yields when its client stopped sending it.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stalled: nothing arrived for {0:?}")]
+pub struct BodyTimeout(pub Duration);
+
+impl BodyTimeout {
+    /// Finds this error in a body error's chain of causes.
+    pub fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Self> {
+        let mut cur = Some(e);
+        while let Some(e) = cur {
+            if let Some(t) = e.downcast_ref::<Self>() {
+                return Some(t);
+            }
+            cur = e.source();
+        }
+        None
+    }
+}
+
+/// Something connections are accepted from.
+pub trait Listener: Send + 'static {
+    /// One accepted connection.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Waits for the next connection.
+    fn accept(&mut self) -> impl Future<Output = io::Result<Self::Io>> + Send;
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&mut self) -> io::Result<Self::Io> {
+        let (tcp, _) = tokio::net::TcpListener::accept(self).await?;
+        // Small requests answered quickly: Nagle plus delayed ACKs would
+        // hold each reply back for tens of milliseconds.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        Ok(tcp)
+    }
+}
+
+#[cfg(unix)]
+impl Listener for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept(&mut self) -> io::Result<Self::Io> {
+        Ok(tokio::net::UnixListener::accept(self).await?.0)
+    }
+}
+
+/// Tells connections to finish and waits until they have.
+#[derive(Clone)]
+pub struct Drain {
+    stop: watch::Receiver<bool>,
+    // Each connection holds a sender; when the last is dropped, all are done.
+    _open: mpsc::Sender<()>,
+}
+
+/// The other end of [`Drain`]: starts the drain and waits for it.
+pub struct DrainHandle {
+    stop: watch::Sender<bool>,
+    open: mpsc::Receiver<()>,
+}
+
+impl Drain {
+    /// A new drain and its handle.
+    pub fn new() -> (Self, DrainHandle) {
+        let (stop_tx, stop) = watch::channel(false);
+        let (open, open_rx) = mpsc::channel(1);
+        (
+            Self { stop, _open: open },
+            DrainHandle {
+                stop: stop_tx,
+                open: open_rx,
+            },
+        )
+    }
+}
+
+impl DrainHandle {
+    /// Asks every connection to finish its requests and close, then waits.
+    pub async fn drain(mut self) {
+        let _ = self.stop.send(true);
+        // recv yields None once every Drain clone is gone.
+        while self.open.recv().await.is_some() {}
+    }
+}
+
+/// Serves `router` on connections from `l` until `stop`, then lets the
+/// requests in flight finish.
+pub async fn serve<L: Listener>(mut l: L, router: Router, limits: Limits, stop: impl Future<Output = ()>) {
+    let (drain, handle) = Drain::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let io = tokio::select! {
+            accepted = l.accept() => match accepted {
+                Ok(io) => io,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, then go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        tokio::spawn(serve_connection(io, router.clone(), limits, drain.clone()));
+    }
+    drop(drain);
+    handle.drain().await;
+}
+
+/// What the watcher of one connection knows about it.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// When the last request finished (or the connection opened), in clock ticks.
+    idle_since: AtomicU64,
+    /// When the first byte after `idle_since` arrived; 0 = none yet.
+    first_byte: AtomicU64,
+    /// HTTP/2 clients keep connections open and ping; only the idle limit applies.
+    h2: AtomicBool,
+    /// Whether the first read has been looked at.
+    seen: AtomicBool,
+}
+
+/// Milliseconds since the first call, never 0 (0 marks "not yet").
+fn tick() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
+impl Activity {
+    fn expired(&self, t: &Timeouts, now: u64) -> Option<&'static str> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let first = self.first_byte.load(Ordering::Acquire);
+        if first != 0 && !self.h2.load(Ordering::Relaxed) {
+            return (now.saturating_sub(first) >= millis(t.read_header)).then_some("request head timed out");
+        }
+        let idle = self.idle_since.load(Ordering::Acquire);
+        (now.saturating_sub(idle) >= millis(t.idle)).then_some("idle")
+    }
+}
+
+/// Counts a request in flight until its response body is gone.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(a: &Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        a.first_byte.store(0, Ordering::Release);
+        Self(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.idle_since.store(tick(), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The connection's byte stream, noting when a request head starts.
+struct Watched<I> {
+    io: I,
+    activity: Arc<Activity>,
+    /// Set once the write side is shut: until it fires, what the client still
+    /// sends is read and dropped, so an answer given before the request
+    /// body was read is not lost to a reset.
+    linger: Option<Pin<Box<Sleep>>>,
+}
+
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_millis(500);
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.io).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            let a = &self.activity;
+            if !a.seen.swap(true, Ordering::Relaxed)
+                && read.starts_with(&H2_PREFACE[..read.len().min(H2_PREFACE.len())])
+            {
+                a.h2.store(true, Ordering::Relaxed);
+            }
+            if a.in_flight.load(Ordering::Acquire) == 0 && a.first_byte.load(Ordering::Acquire) == 0 {
+                a.first_byte.store(tick(), Ordering::Release);
+            }
+        }
+        res
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut scratch = [0u8; 4096];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                // End of stream or an error: the client is gone.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => break,
+            }
+        }
+        match this.linger.as_mut().map(|s| s.as_mut().poll(cx)) {
+            Some(Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// A request body that fails when its client stops sending it.
+struct TimedBody {
+    inner: Incoming,
+    limit: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl HttpBody for TimedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.armed = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.limit;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.armed {
+                    sleep.as_mut().reset(deadline);
+                    this.armed = true;
+                }
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.limit).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that keeps its request counted until it is sent or dropped.
+struct Counted {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Serves one accepted connection (after any TLS handshake) until the
+/// client closes it, it times out, or the drain asks it to finish.
+pub async fn serve_connection<I>(io: I, router: Router, limits: Limits, drain: Drain)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::default());
+    activity.idle_since.store(tick(), Ordering::Release);
+    let io = Watched {
+        io,
+        activity: activity.clone(),
+        linger: None,
+    };
+    let svc_activity = activity.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let in_flight = InFlight::enter(&svc_activity);
+        let router = router.clone();
+        async move {
+            if declared_length(&req).is_some_and(|n| n > limits.max_body as u64) {
+                let mut resp = (limits.too_large)(limits.max_body);
+                if req.version() < http::Version::HTTP_2 {
+                    // The body is never read, so the connection cannot carry another request.
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                return Ok::<_, Infallible>(resp.map(|b| {
+                    Body::new(Counted {
+                        inner: b,
+                        _in_flight: in_flight,
+                    })
+                }));
+            }
+            let req = req.map(|inner| {
+                if inner.is_end_stream() {
+                    Body::new(inner)
+                } else {
+                    Body::new(TimedBody {
+                        inner,
+                        limit: limits.timeouts.body,
+                        sleep: None,
+                        armed: false,
+                    })
+                }
+            });
+            let resp = match router.oneshot(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            Ok(resp.map(|b| {
+                Body::new(Counted {
+                    inner: b,
+                    _in_flight: in_flight,
+                })
+            }))
+        }
+    });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(limits.max_head.max(MIN_HEAD));
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let mut conn = std::pin::pin!(conn);
+    let t = limits.timeouts;
+    // The watcher wakes a few times per limit; nothing is done per request.
+    let period = (t.read_header.min(t.idle) / 4).max(Duration::from_millis(5));
+    let mut stop = drain.stop.clone();
+    let mut draining = *stop.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
+                break;
+            }
+            changed = stop.changed(), if !draining => {
+                if changed.is_err() || *stop.borrow() {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            () = tokio::time::sleep(period) => {
+                if let Some(why) = activity.expired(&t, tick()) {
+                    tracing::debug!(reason = why, "closing HTTP connection");
+                    break;
+                }
+            }
+        }
+    }
+    drop(drain);
+}
+
+/// The smallest request-head buffer hyper accepts.
+pub const MIN_HEAD: usize = 8 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_and_head_deadlines() {
+        let t = Timeouts {
+            read_header: Duration::from_millis(100),
+            body: Duration::from_secs(1),
+            idle: Duration::from_millis(500),
+        };
+        let a = Activity::default();
+        a.idle_since.store(1000, Ordering::Relaxed);
+        assert_eq!(a.expired(&t, 1400), None);
+        assert_eq!(a.expired(&t, 1500), Some("idle"));
+        a.first_byte.store(1050, Ordering::Relaxed);
+        assert_eq!(a.expired(&t, 1149), None);
+        assert_eq!(a.expired(&t, 1150), Some("request head timed out"));
+        // HTTP/2 pings do not start the head deadline.
+        a.h2.store(true, Ordering::Relaxed);
+        assert_eq!(a.expired(&t, 1150), None);
+        // Nothing expires while a request is in flight.
+        a.in_flight.store(1, Ordering::Relaxed);
+        assert_eq!(a.expired(&t, 99_999), None);
+    }
+}
