@@ -39,9 +39,10 @@ const LIMITS: daprs_mtls::http::Limits = daprs_mtls::http::Limits {
     too_large: review_too_large,
     timeouts: daprs_mtls::http::Timeouts {
         read_header: Duration::from_secs(10),
-        body: Duration::from_secs(10),
+        body: Some(Duration::from_secs(10)),
         idle: Duration::from_secs(120),
     },
+    h2_windows: None,
 };
 
 fn review_too_large(limit: usize) -> Response {
@@ -225,7 +226,7 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            daprs_mtls::http::serve_connection(tls, router, LIMITS, drain).await;
+            daprs_mtls::http::serve_connection(tls, router, LIMITS, drain, Default::default()).await;
         });
     }
     drop(drain);

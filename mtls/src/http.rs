@@ -24,7 +24,7 @@ use std::{
 };
 
 use axum::{Router, body::Body, response::Response};
-use http::{Request, header::CONTENT_LENGTH};
+use http::{Extensions, Request, header::CONTENT_LENGTH};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -43,8 +43,9 @@ use tower::ServiceExt;
 pub struct Timeouts {
     /// From the first byte of a request head to its end (Dapr's `ReadHeaderTimeout`).
     pub read_header: Duration,
-    /// Longest wait for the next chunk of a request body.
-    pub body: Duration,
+    /// Longest wait for the next chunk of a request body; None for none
+    /// (gRPC streams may rightly stay quiet for long).
+    pub body: Option<Duration>,
     /// Longest time a connection stays open with no request in flight.
     pub idle: Duration,
 }
@@ -53,7 +54,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             read_header: Duration::from_secs(10),
-            body: Duration::from_secs(60),
+            body: Some(Duration::from_secs(60)),
             idle: Duration::from_secs(120),
         }
     }
@@ -70,6 +71,8 @@ pub struct Limits {
     pub too_large: fn(usize) -> Response,
     /// Time limits.
     pub timeouts: Timeouts,
+    /// HTTP/2 flow-control windows (stream, connection); hyper's defaults when None.
+    pub h2_windows: Option<(u32, u32)>,
 }
 
 /// The error a request body yields when its client stopped sending it.
@@ -95,28 +98,29 @@ impl BodyTimeout {
 pub trait Listener: Send + 'static {
     /// One accepted connection.
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    /// Waits for the next connection.
-    fn accept(&mut self) -> impl Future<Output = io::Result<Self::Io>> + Send;
+    /// Waits for the next connection; the extensions (say, the client's
+    /// proven identity) are added to each of its requests.
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, Extensions)>> + Send;
 }
 
 impl Listener for tokio::net::TcpListener {
     type Io = tokio::net::TcpStream;
-    async fn accept(&mut self) -> io::Result<Self::Io> {
+    async fn accept(&mut self) -> io::Result<(Self::Io, Extensions)> {
         let (tcp, _) = tokio::net::TcpListener::accept(self).await?;
         // Small requests answered quickly: Nagle plus delayed ACKs would
         // hold each reply back for tens of milliseconds.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-        Ok(tcp)
+        Ok((tcp, Extensions::new()))
     }
 }
 
 #[cfg(unix)]
 impl Listener for tokio::net::UnixListener {
     type Io = tokio::net::UnixStream;
-    async fn accept(&mut self) -> io::Result<Self::Io> {
-        Ok(tokio::net::UnixListener::accept(self).await?.0)
+    async fn accept(&mut self) -> io::Result<(Self::Io, Extensions)> {
+        Ok((tokio::net::UnixListener::accept(self).await?.0, Extensions::new()))
     }
 }
 
@@ -164,9 +168,9 @@ pub async fn serve<L: Listener>(mut l: L, router: Router, limits: Limits, stop: 
     let (drain, handle) = Drain::new();
     let mut stop = std::pin::pin!(stop);
     loop {
-        let io = tokio::select! {
+        let (io, ext) = tokio::select! {
             accepted = l.accept() => match accepted {
-                Ok(io) => io,
+                Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, then go on.
                     tracing::warn!(error = %e, "accept failed");
@@ -176,7 +180,7 @@ pub async fn serve<L: Listener>(mut l: L, router: Router, limits: Limits, stop: 
             },
             () = &mut stop => break,
         };
-        tokio::spawn(serve_connection(io, router.clone(), limits, drain.clone()));
+        tokio::spawn(serve_connection(io, router.clone(), limits, drain.clone(), ext));
     }
     drop(drain);
     handle.drain().await;
@@ -399,8 +403,9 @@ fn declared_length(req: &Request<Incoming>) -> Option<u64> {
 }
 
 /// Serves one accepted connection (after any TLS handshake) until the
-/// client closes it, it times out, or the drain asks it to finish.
-pub async fn serve_connection<I>(io: I, router: Router, limits: Limits, drain: Drain)
+/// client closes it, it times out, or the drain asks it to finish. `ext`
+/// is added to each request's extensions.
+pub async fn serve_connection<I>(io: I, router: Router, limits: Limits, drain: Drain, ext: Extensions)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -412,9 +417,12 @@ where
         linger: None,
     };
     let svc_activity = activity.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let in_flight = InFlight::enter(&svc_activity);
         let router = router.clone();
+        if !ext.is_empty() {
+            req.extensions_mut().extend(ext.clone());
+        }
         async move {
             if declared_length(&req).is_some_and(|n| n > limits.max_body as u64) {
                 let mut resp = (limits.too_large)(limits.max_body);
@@ -430,17 +438,14 @@ where
                     })
                 }));
             }
-            let req = req.map(|inner| {
-                if inner.is_end_stream() {
-                    Body::new(inner)
-                } else {
-                    Body::new(TimedBody {
-                        inner,
-                        limit: limits.timeouts.body,
-                        sleep: None,
-                        armed: false,
-                    })
-                }
+            let req = req.map(|inner| match limits.timeouts.body {
+                Some(limit) if !inner.is_end_stream() => Body::new(TimedBody {
+                    inner,
+                    limit,
+                    sleep: None,
+                    armed: false,
+                }),
+                _ => Body::new(inner),
             });
             let resp = match router.oneshot(req).await {
                 Ok(resp) => resp,
@@ -460,6 +465,12 @@ where
     builder
         .http2()
         .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
+    if let Some((stream, conn)) = limits.h2_windows {
+        builder
+            .http2()
+            .initial_stream_window_size(stream)
+            .initial_connection_window_size(conn);
+    }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     let t = limits.timeouts;
@@ -506,7 +517,7 @@ mod tests {
     fn idle_and_head_deadlines() {
         let t = Timeouts {
             read_header: Duration::from_millis(100),
-            body: Duration::from_secs(1),
+            body: Some(Duration::from_secs(1)),
             idle: Duration::from_millis(500),
         };
         let a = Activity::default();

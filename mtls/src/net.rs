@@ -75,6 +75,43 @@ pub fn incoming(
     listener: TcpListener,
     config: impl Fn() -> Option<Arc<rustls::ServerConfig>> + Send + 'static,
 ) -> impl futures_util::Stream<Item = std::io::Result<TlsConn>> {
+    let rx = TlsListener::new(listener, config).0;
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+}
+
+/// TLS connections for [`crate::http::serve`], handshakes done as for
+/// [`incoming`]; each request carries the client's [`PeerId`].
+pub struct TlsListener(tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>);
+
+impl crate::http::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, http::Extensions)> {
+        match self.0.recv().await {
+            Some(conn) => {
+                let conn = conn?;
+                let mut ext = http::Extensions::new();
+                ext.insert(conn.peer);
+                Ok((conn.stream, ext))
+            }
+            None => Err(std::io::Error::other("the TLS acceptor stopped")),
+        }
+    }
+}
+
+impl TlsListener {
+    /// Starts accepting on `listener`.
+    pub fn new(
+        listener: TcpListener,
+        config: impl Fn() -> Option<Arc<rustls::ServerConfig>> + Send + 'static,
+    ) -> Self {
+        Self(accept_tls(listener, config))
+    }
+}
+
+fn accept_tls(
+    listener: TcpListener,
+    config: impl Fn() -> Option<Arc<rustls::ServerConfig>> + Send + 'static,
+) -> tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<TlsConn>>(64);
     tokio::spawn(async move {
         loop {
@@ -119,7 +156,7 @@ pub fn incoming(
             });
         }
     });
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+    rx
 }
 
 /// A gRPC channel to `addr` (`host:port`), through TLS with `config` when

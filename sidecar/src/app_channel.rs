@@ -241,6 +241,19 @@ fn app_connector(protocol: AppProtocol) -> Result<AppConnector, String> {
 }
 
 impl AppChannel {
+    /// The HTTP/2 channel of a gRPC app, for proxied calls.
+    pub fn grpc_channel(&self) -> Option<Channel> {
+        match &self.transport {
+            Transport::Grpc { channel } => Some(channel.clone()),
+            Transport::Http { .. } => None,
+        }
+    }
+
+    /// `APP_API_TOKEN` as a header value, when set.
+    pub fn token(&self) -> Option<&HeaderValue> {
+        self.token.as_ref()
+    }
+
     /// A channel to the app at `address:port`. Nothing is dialled until the first call.
     pub fn new(
         protocol: AppProtocol,

@@ -447,16 +447,24 @@ fn ip_list(flag: &str, value: &str) -> Result<Vec<IpAddr>, String> {
 /// The HTTP servers' time limits; the environment may shorten or lengthen them.
 fn http_timeouts(env: &HashMap<String, String>) -> Result<daprs_mtls::http::Timeouts, String> {
     let mut t = daprs_mtls::http::Timeouts::default();
-    for (name, slot) in [
-        ("DAPRS_HTTP_READ_HEADER_TIMEOUT", &mut t.read_header),
-        ("DAPRS_HTTP_BODY_TIMEOUT", &mut t.body),
-        ("DAPRS_HTTP_IDLE_TIMEOUT", &mut t.idle),
-    ] {
-        if let Some(v) = env.get(name).filter(|v| !v.is_empty()) {
-            *slot = crate::state::parse_duration(v)
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| format!("{name}={v:?} is not a duration such as 10s"))?;
-        }
+    let read = |name: &str| -> Result<Option<Duration>, String> {
+        env.get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                crate::state::parse_duration(v)
+                    .filter(|d| !d.is_zero() && *d < Duration::from_secs(1 << 32))
+                    .ok_or_else(|| format!("{name}={v:?} is not a duration such as 10s"))
+            })
+            .transpose()
+    };
+    if let Some(d) = read("DAPRS_HTTP_READ_HEADER_TIMEOUT")? {
+        t.read_header = d;
+    }
+    if let Some(d) = read("DAPRS_HTTP_BODY_TIMEOUT")? {
+        t.body = Some(d);
+    }
+    if let Some(d) = read("DAPRS_HTTP_IDLE_TIMEOUT")? {
+        t.idle = d;
     }
     Ok(t)
 }

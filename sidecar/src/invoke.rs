@@ -182,6 +182,19 @@ impl Invoker {
         );
     }
 
+    /// The channel to the target's sidecar, for a proxied gRPC call. A
+    /// proxied call is not retried (its messages are not kept), so a
+    /// connection that failed is forgotten for the next one.
+    pub fn proxy_channel(&self, target: &Target) -> Result<Channel, ApiError> {
+        let ns = target.namespace.as_deref().unwrap_or(&self.namespace);
+        let addr = self
+            .resolver
+            .resolve(&target.app_id, ns)
+            .map_err(|e| failed(&target.app_id, e))?;
+        self.channel(&target.app_id, ns, &addr)
+            .map_err(|e| failed(&target.app_id, e))
+    }
+
     /// Calls the target's sidecar.
     pub async fn remote(
         &self,

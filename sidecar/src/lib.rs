@@ -26,6 +26,7 @@ pub mod internal;
 pub mod invoke;
 pub mod listen;
 pub mod metadata_api;
+pub mod proxy;
 pub mod registry;
 pub mod runtime;
 pub mod secrets;
@@ -38,8 +39,7 @@ use std::{
 };
 
 use daprs_api::{Resource, v1alpha1::Component};
-use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
+use tokio::sync::watch;
 
 use crate::{
     components::{Templates, env_secret_resolver, init_timeout, resolve_metadata},
@@ -466,53 +466,53 @@ pub async fn run(
     let max = rt.settings.max_body_size + (64 << 10);
     let token: Option<Arc<str>> = rt.settings.api_token.as_deref().map(Arc::from);
     let api_access = Arc::new(rt.config.api.clone());
+    let dapr = daprs_proto::runtime::dapr_server::DaprServer::new(grpc_api::DaprApi { rt: rt.clone() })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max.max(app_channel::MAX_UNARY));
+    // Any other service is proxied to the app named by dapr-app-id.
+    let grpc_router = tonic::service::Routes::new(dapr)
+        .add_service(reflection)
+        .add_service(health_service)
+        .into_axum_router()
+        .fallback_service(proxy::outbound(rt.clone()))
+        .layer(grpc_api::ApiAccessLayer(api_access))
+        .layer(tonic::service::InterceptorLayer::new(grpc_api::token_check(
+            token,
+        )));
+    let grpc_limits = listen::grpc_limits(&rt.settings, None);
     for l in grpc_listeners {
-        let dapr = daprs_proto::runtime::dapr_server::DaprServer::new(grpc_api::DaprApi { rt: rt.clone() })
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max.max(app_channel::MAX_UNARY));
-        let server = tonic::transport::Server::builder()
-            .layer(tonic::service::InterceptorLayer::new(grpc_api::token_check(
-                token.clone(),
-            )))
-            .layer(grpc_api::ApiAccessLayer(api_access.clone()))
-            .add_service(dapr)
-            .add_service(reflection.clone())
-            .add_service(health_service.clone());
-        let stop = stop();
-        tasks.spawn(async move {
-            let served = match l {
-                ApiListener::Tcp(l) => server.serve_with_incoming_shutdown(nodelay_stream(l), stop).await,
-                ApiListener::Unix(l, _cleanup) => {
-                    let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
-                    server.serve_with_incoming_shutdown(incoming, stop).await
-                }
-            };
-            served.map_err(|e| e.to_string())
-        });
+        tasks.spawn(listen::serve_http(l, grpc_router.clone(), grpc_limits, stop()));
     }
 
-    // Internal API for other sidecars.
+    // Internal API for other sidecars; calls for other services go on to the app.
+    let svc = daprs_proto::internals::service_invocation_server::ServiceInvocationServer::new(
+        internal::InternalServer { rt: rt.clone() },
+    )
+    .max_decoding_message_size(max.max(app_channel::MAX_UNARY))
+    .max_encoding_message_size(usize::MAX);
+    let internal_router = tonic::service::Routes::new(svc)
+        .into_axum_router()
+        .fallback_service(proxy::inbound(rt.clone()));
+    let internal_limits = listen::grpc_limits(&rt.settings, Some((1 << 20, 4 << 20)));
     for l in internal {
-        let svc = daprs_proto::internals::service_invocation_server::ServiceInvocationServer::new(
-            internal::InternalServer { rt: rt.clone() },
-        )
-        .max_decoding_message_size(max.max(app_channel::MAX_UNARY))
-        .max_encoding_message_size(usize::MAX);
-        let server = tonic::transport::Server::builder()
-            .initial_stream_window_size(Some(1 << 20))
-            .initial_connection_window_size(Some(4 << 20))
-            .add_service(svc);
-        let (stop, tls) = (stop(), internal_tls.clone());
-        tasks.spawn(async move {
-            let served = match tls {
-                Some(config) => {
-                    let incoming = daprs_mtls::net::incoming(l, move || Some(config.clone()));
-                    server.serve_with_incoming_shutdown(incoming, stop).await
-                }
-                None => server.serve_with_incoming_shutdown(nodelay_stream(l), stop).await,
-            };
-            served.map_err(|e| e.to_string())
-        });
+        let (router, stop) = (internal_router.clone(), stop());
+        match internal_tls.clone() {
+            Some(config) => {
+                let l = daprs_mtls::net::TlsListener::new(l, move || Some(config.clone()));
+                tasks.spawn(async move {
+                    daprs_mtls::http::serve(l, router, internal_limits, stop).await;
+                    Ok(())
+                });
+            }
+            None => {
+                tasks.spawn(listen::serve_http(
+                    ApiListener::Tcp(l),
+                    router,
+                    internal_limits,
+                    stop,
+                ));
+            }
+        }
     }
 
     // Metrics.
@@ -637,16 +637,4 @@ async fn metrics_text(axum::extract::State(rt): axum::extract::State<Arc<Runtime
         a = ready(rt.health.app_ready.load(Ordering::Relaxed)),
         c = rt.components().len(),
     )
-}
-
-/// Accepted connections with Nagle's algorithm off (tonic only sets it on
-/// listeners it binds itself).
-fn nodelay_stream(
-    l: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    TcpListenerStream::new(l).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
 }

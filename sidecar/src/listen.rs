@@ -106,6 +106,21 @@ pub fn http_limits(settings: &Settings) -> Limits {
         max_body: settings.max_body_size,
         too_large: body_too_large,
         timeouts: settings.http_timeouts,
+        h2_windows: None,
+    }
+}
+
+/// The limits of the gRPC ports: message sizes are checked per message, and
+/// a stream may stay quiet for as long as its two ends like.
+pub fn grpc_limits(settings: &Settings, h2_windows: Option<(u32, u32)>) -> Limits {
+    Limits {
+        max_body: usize::MAX,
+        timeouts: daprs_mtls::http::Timeouts {
+            body: None,
+            ..settings.http_timeouts
+        },
+        h2_windows,
+        ..http_limits(settings)
     }
 }
 

@@ -12,6 +12,8 @@ mod harness;
 mod invoke;
 #[path = "integration/lifecycle.rs"]
 mod lifecycle;
+#[path = "integration/proxy.rs"]
+mod proxy;
 #[path = "integration/sdk.rs"]
 mod sdk;
 #[path = "integration/secrets.rs"]

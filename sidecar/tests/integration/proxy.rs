@@ -1,0 +1,458 @@
+//! gRPC proxying: a service daprd does not know, called through two sidecars
+//! with nothing but `dapr-app-id` added, in all four call shapes.
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio_stream::{Stream, StreamExt};
+use tonic::{
+    Code, Request, Response, Status, Streaming,
+    metadata::{MetadataMap, MetadataValue},
+};
+
+use super::harness::{Daprd, Spec, free_port, temp_dir};
+
+pub mod echo {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/daprs.test.v1.rs"));
+}
+
+use echo::{
+    Msg,
+    echo_client::EchoClient,
+    echo_server::{Echo, EchoServer},
+};
+
+/// What the test app saw.
+#[derive(Default)]
+pub struct Seen {
+    /// Calls whose handler was dropped before it finished.
+    pub cancelled: AtomicUsize,
+    pub calls: AtomicUsize,
+}
+
+struct App(Arc<Seen>);
+
+/// Counts a handler as cancelled unless it finishes.
+struct Cancelled(Arc<Seen>, bool);
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn text(m: &MetadataMap, key: &str) -> String {
+    m.get(key)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+type MsgStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Echo for App {
+    async fn unary(&self, req: Request<Msg>) -> Result<Response<Msg>, Status> {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let md = req.metadata().clone();
+        let msg = req.into_inner();
+        match msg.text.as_str() {
+            "fail" => {
+                return Err(Status::with_details(
+                    Code::FailedPrecondition,
+                    "the app refused",
+                    bytes::Bytes::from_static(b"\x08\x01detail"),
+                ));
+            }
+            "sleep" => {
+                let mut guard = Cancelled(self.0.clone(), false);
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                guard.1 = true;
+            }
+            _ => {}
+        }
+        let mut res = Response::new(Msg {
+            text: format!(
+                "{}|caller={}|callee={}|token={}",
+                msg.text,
+                text(&md, "dapr-caller-app-id"),
+                text(&md, "dapr-callee-app-id"),
+                text(&md, "dapr-api-token"),
+            ),
+            data: msg.data,
+            count: msg.count,
+        });
+        res.metadata_mut().insert(
+            "x-echo",
+            MetadataValue::try_from(text(&md, "x-echo")).unwrap_or_else(|_| MetadataValue::from_static("")),
+        );
+        if let Some(b) = md.get_bin("x-raw-bin") {
+            res.metadata_mut().insert_bin("x-raw-bin", b.clone());
+        }
+        if let Some(t) = md.get("grpc-timeout") {
+            res.metadata_mut().insert("x-seen-timeout", t.clone());
+        }
+        Ok(res)
+    }
+
+    type ServerStreamStream = MsgStream;
+
+    async fn server_stream(&self, req: Request<Msg>) -> Result<Response<MsgStream>, Status> {
+        let msg = req.into_inner();
+        let n = msg.count;
+        let data = msg.data;
+        let out = tokio_stream::iter(0..n).map(move |i| {
+            Ok(Msg {
+                text: format!("{i}"),
+                data: data.clone(),
+                count: i,
+            })
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn client_stream(&self, req: Request<Streaming<Msg>>) -> Result<Response<Msg>, Status> {
+        let mut s = req.into_inner();
+        let (mut count, mut bytes, mut texts) = (0u32, 0usize, String::new());
+        while let Some(m) = s.next().await {
+            let m = m?;
+            count += 1;
+            bytes += m.data.len();
+            if texts.len() < 64 {
+                texts.push_str(&m.text);
+            }
+        }
+        Ok(Response::new(Msg {
+            text: format!("{texts}|{bytes}"),
+            data: Default::default(),
+            count,
+        }))
+    }
+
+    type BidiStream = MsgStream;
+
+    async fn bidi(&self, req: Request<Streaming<Msg>>) -> Result<Response<MsgStream>, Status> {
+        let s = req.into_inner();
+        let out = s.map(|m| {
+            m.map(|m| Msg {
+                text: format!("echo:{}", m.text),
+                data: m.data,
+                count: m.count,
+            })
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// Starts the app; returns its port and what it saw.
+pub async fn echo_app() -> (u16, Arc<Seen>) {
+    let port = free_port();
+    let seen = Arc::new(Seen::default());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind app");
+    let svc = EchoServer::new(App(seen.clone()))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (port, seen)
+}
+
+/// Two sidecars: `client` with no app, `server` in front of the echo app.
+async fn pair(name: &str) -> (Daprd, Daprd, Arc<Seen>, String) {
+    let home = temp_dir(name);
+    let (port, seen) = echo_app().await;
+    let server_id = format!("{name}-server");
+    let server = Daprd::start(Spec {
+        app_port: Some(port),
+        protocol: "grpc",
+        ..Spec::new(&server_id, &home)
+    })
+    .await;
+    let client = Daprd::start(Spec::new(&format!("{name}-client"), &home)).await;
+    (client, server, seen, server_id)
+}
+
+async fn client(d: &Daprd) -> EchoClient<tonic::transport::Channel> {
+    EchoClient::connect(format!("http://127.0.0.1:{}", d.grpc_port))
+        .await
+        .expect("connect")
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+fn to<T>(app: &str, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("dapr-app-id", app.parse().expect("app id"));
+    r
+}
+
+fn msg(text: &str) -> Msg {
+    Msg {
+        text: text.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn unary_calls_carry_metadata_errors_and_details_both_ways() {
+    let (client_d, _server_d, _seen, app) = pair("px-unary").await;
+    let mut c = client(&client_d).await;
+
+    let mut req = to(&app, msg("hello"));
+    req.metadata_mut().insert("x-echo", "42".parse().expect("value"));
+    req.metadata_mut()
+        .insert_bin("x-raw-bin", MetadataValue::from_bytes(&[0, 159, 255, 1]));
+    let res = c.unary(req).await.expect("unary");
+    assert_eq!(text(res.metadata(), "x-echo"), "42");
+    assert_eq!(
+        res.metadata()
+            .get_bin("x-raw-bin")
+            .and_then(|v| v.to_bytes().ok())
+            .as_deref(),
+        Some(&[0u8, 159, 255, 1][..])
+    );
+    let body = res.into_inner().text;
+    assert_eq!(body, format!("hello|caller=px-unary-client|callee={app}|token="));
+
+    // The app's status, message and details come back unchanged.
+    let err = c.unary(to(&app, msg("fail"))).await.expect_err("app error");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.message(), "the app refused");
+    assert_eq!(err.details(), b"\x08\x01detail");
+
+    // Without dapr-app-id the sidecar says what to add.
+    let err = c.unary(Request::new(msg("x"))).await.expect_err("no app id");
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("dapr-app-id"), "{}", err.message());
+
+    // An app nobody serves fails at once, not at a deadline.
+    let started = Instant::now();
+    let err = c
+        .unary(to("nobody-serves-this", msg("x")))
+        .await
+        .expect_err("unknown app");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A malformed deadline is the caller's mistake.
+    let mut req = to(&app, msg("x"));
+    req.metadata_mut()
+        .insert("grpc-timeout", "soon".parse().expect("value"));
+    let err = c.unary(req).await.expect_err("bad timeout");
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn streams_of_every_kind_flow_through_two_sidecars() {
+    let (client_d, _server_d, _seen, app) = pair("px-streams").await;
+    let mut c = client(&client_d).await;
+
+    // Server streaming.
+    let mut req = msg("");
+    req.count = 500;
+    req.data = vec![7u8; 1024];
+    let mut s = c
+        .server_stream(to(&app, req))
+        .await
+        .expect("server stream")
+        .into_inner();
+    let mut n = 0;
+    while let Some(m) = s.next().await {
+        let m = m.expect("message");
+        assert_eq!(m.count, n);
+        assert_eq!(m.data.len(), 1024);
+        n += 1;
+    }
+    assert_eq!(n, 500);
+
+    // Client streaming.
+    let out = tokio_stream::iter((0..300).map(|i| Msg {
+        text: if i < 3 { format!("{i}") } else { String::new() },
+        data: vec![1u8; 2048],
+        count: i,
+    }));
+    let res = c
+        .client_stream(to(&app, out))
+        .await
+        .expect("client stream")
+        .into_inner();
+    assert_eq!((res.count, res.text.as_str()), (300, "012|614400"));
+
+    // Bidirectional, one message answered before the next is sent.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(1);
+    let mut replies = c
+        .bidi(to(&app, tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await
+        .expect("bidi")
+        .into_inner();
+    for i in 0..50 {
+        tx.send(msg(&format!("m{i}"))).await.expect("send");
+        let r = tokio::time::timeout(Duration::from_secs(5), replies.next())
+            .await
+            .expect("reply before the next message")
+            .expect("open")
+            .expect("message");
+        assert_eq!(r.text, format!("echo:m{i}"));
+    }
+    drop(tx);
+    assert!(replies.next().await.is_none());
+}
+
+#[tokio::test]
+async fn deadlines_reach_the_app_and_cancel_it() {
+    let (client_d, _server_d, seen, app) = pair("px-deadline").await;
+    let mut c = client(&client_d).await;
+
+    // The app sees what is left of the caller's deadline.
+    let mut req = to(&app, msg("x"));
+    req.set_timeout(Duration::from_secs(5));
+    let res = c.unary(req).await.expect("unary");
+    let seen_timeout = text(res.metadata(), "x-seen-timeout");
+    let left = echo_timeout(&seen_timeout);
+    assert!(
+        left <= Duration::from_secs(5) && left > Duration::from_secs(4),
+        "{seen_timeout}"
+    );
+
+    // An expired deadline answers DEADLINE_EXCEEDED at once and cancels the
+    // handler. A plain HTTP/2 client: tonic's would answer from its own timer.
+    let started = Instant::now();
+    let status = raw_unary(&client_d, &app, "300m", &msg("sleep")).await;
+    assert_eq!(status, Code::DeadlineExceeded as i32);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for(|| seen.cancelled.load(Ordering::SeqCst) == 1).await;
+
+    // A caller that gives up cancels the call at the app too.
+    let mut c2 = c.clone();
+    let app2 = app.clone();
+    let call = tokio::spawn(async move { c2.unary(to(&app2, msg("sleep"))).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    call.abort();
+    wait_for(|| seen.cancelled.load(Ordering::SeqCst) == 2).await;
+}
+
+/// Calls `Echo/Unary` over bare HTTP/2 with a `grpc-timeout`; returns the grpc-status.
+async fn raw_unary(d: &Daprd, app: &str, timeout: &str, m: &Msg) -> i32 {
+    use http_body_util::BodyExt;
+    let payload = prost::Message::encode_to_vec(m);
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(payload.len()).expect("size").to_be_bytes());
+    framed.extend_from_slice(&payload);
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = http::Request::post(format!(
+        "http://127.0.0.1:{}/daprs.test.v1.Echo/Unary",
+        d.grpc_port
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("grpc-timeout", timeout)
+    .header("dapr-app-id", app)
+    .body(http_body_util::Full::new(framed.into()))
+    .expect("request");
+    let res = client.request(req).await.expect("h2 call");
+    let code = |h: &http::HeaderMap| {
+        h.get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+    };
+    if let Some(c) = code(res.headers()) {
+        return c;
+    }
+    let collected = res.into_body().collect().await.expect("body");
+    collected.trailers().and_then(code).expect("grpc-status trailer")
+}
+
+fn echo_timeout(v: &str) -> Duration {
+    daprs_sidecar::proxy::parse_timeout(v).unwrap_or_else(|| panic!("grpc-timeout {v:?}"))
+}
+
+async fn wait_for(cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not met within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn many_concurrent_streams_on_one_connection_do_not_mix() {
+    let (client_d, _server_d, _seen, app) = pair("px-many").await;
+    let c = client(&client_d).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000u32 {
+        let (mut c, app) = (c.clone(), app.clone());
+        tasks.spawn(async move {
+            let out = tokio_stream::iter((0..3).map(move |j| Msg {
+                text: format!("{i}.{j}"),
+                count: i,
+                ..Default::default()
+            }));
+            let mut replies = c.bidi(to(&app, out)).await?.into_inner();
+            let mut got = Vec::new();
+            while let Some(m) = replies.next().await {
+                let m = m?;
+                if m.count != i {
+                    return Err(Status::internal(format!("stream {i} got {}", m.text)));
+                }
+                got.push(m.text);
+            }
+            Ok::<_, Status>(
+                got == [
+                    format!("echo:{i}.0"),
+                    format!("echo:{i}.1"),
+                    format!("echo:{i}.2"),
+                ],
+            )
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        assert!(
+            r.expect("task").expect("stream"),
+            "a stream got the wrong replies"
+        );
+        ok += 1;
+    }
+    assert_eq!(ok, 1000);
+}
+
+#[tokio::test]
+async fn an_app_that_is_not_grpc_is_named_with_the_flag_to_fix() {
+    let home = temp_dir("px-http-app");
+    let port = super::apps::http_app().await;
+    let _server = Daprd::start(Spec {
+        app_port: Some(port),
+        ..Spec::new("px-http-server", &home)
+    })
+    .await;
+    let client_d = Daprd::start(Spec::new("px-http-client", &home)).await;
+    let err = client(&client_d)
+        .await
+        .unary(to("px-http-server", msg("x")))
+        .await
+        .expect_err("http app");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("--app-protocol"), "{}", err.message());
+}
