@@ -73,6 +73,15 @@ impl Echo for App {
                     bytes::Bytes::from_static(b"\x08\x01detail"),
                 ));
             }
+            "grow" => {
+                let mut grown = msg.data.repeat(4);
+                grown.truncate(64 << 20);
+                return Ok(Response::new(Msg {
+                    text: "grown".into(),
+                    data: grown,
+                    count: 0,
+                }));
+            }
             "sleep" => {
                 let mut guard = Cancelled(self.0.clone(), false);
                 tokio::time::sleep(Duration::from_secs(10)).await;
@@ -173,12 +182,18 @@ pub async fn echo_app() -> (u16, Arc<Seen>) {
 
 /// Two sidecars: `client` with no app, `server` in front of the echo app.
 async fn pair(name: &str) -> (Daprd, Daprd, Arc<Seen>, String) {
+    pair_with(name, vec![]).await
+}
+
+/// The same, with extra flags for the server's sidecar.
+async fn pair_with(name: &str, server_flags: Vec<String>) -> (Daprd, Daprd, Arc<Seen>, String) {
     let home = temp_dir(name);
     let (port, seen) = echo_app().await;
     let server_id = format!("{name}-server");
     let server = Daprd::start(Spec {
         app_port: Some(port),
         protocol: "grpc",
+        extra: server_flags,
         ..Spec::new(&server_id, &home)
     })
     .await;
@@ -385,7 +400,7 @@ async fn raw_unary(d: &Daprd, app: &str, timeout: &str, m: &Msg) -> i32 {
 }
 
 fn echo_timeout(v: &str) -> Duration {
-    daprs_sidecar::proxy::parse_timeout(v).unwrap_or_else(|| panic!("grpc-timeout {v:?}"))
+    daprs_sidecar::proxy::timeout::parse(v).unwrap_or_else(|| panic!("grpc-timeout {v:?}"))
 }
 
 async fn wait_for(cond: impl Fn() -> bool) {
@@ -455,4 +470,92 @@ async fn an_app_that_is_not_grpc_is_named_with_the_flag_to_fix() {
         .expect_err("http app");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("--app-protocol"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn messages_over_the_size_limit_are_refused_either_way() {
+    let flags = vec!["--max-body-size".to_string(), "1Mi".to_string()];
+    let (client_d, _server_d, seen, app) = pair_with("px-size", flags).await;
+    let mut c = client(&client_d).await;
+    let big = |n: usize| Msg {
+        data: vec![1u8; n],
+        ..msg("x")
+    };
+    // Over the caller's sidecar's 4 MiB: refused there, the app never called.
+    let before = seen.calls.load(Ordering::SeqCst);
+    let err = c.unary(to(&app, big(5 << 20))).await.expect_err("over 4Mi");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("--max-body-size"), "{}", err.message());
+    // Over the callee's 1 MiB.
+    let err = c.unary(to(&app, big(2 << 20))).await.expect_err("over 1Mi");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert_eq!(seen.calls.load(Ordering::SeqCst), before);
+    // A reply over the callee's limit.
+    let err = c
+        .unary(to(
+            &app,
+            Msg {
+                data: vec![1u8; 512 << 10],
+                ..msg("grow")
+            },
+        ))
+        .await
+        .expect_err("reply over 1Mi");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    // Under both limits all is well.
+    let ok = c.unary(to(&app, big(900 << 10))).await.expect("under the limits");
+    assert_eq!(ok.into_inner().data.len(), 900 << 10);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_100_mb_stream_keeps_both_sidecars_memory_bounded() {
+    let (client_d, server_d, _seen, app) = pair("px-100mb").await;
+    let mut c = client(&client_d).await;
+    // Warm both sidecars up so idle RSS includes the connection set-up.
+    c.unary(to(&app, msg("warm"))).await.expect("warm");
+    let idle = (rss_kib(client_d.pid()), rss_kib(server_d.pid()));
+    let peak = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+    let watch = {
+        let (peak, pids) = (peak.clone(), (client_d.pid(), server_d.pid()));
+        tokio::spawn(async move {
+            loop {
+                let now = (rss_kib(pids.0), rss_kib(pids.1));
+                if let Ok(mut p) = peak.lock() {
+                    *p = (p.0.max(now.0), p.1.max(now.1));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let out = tokio_stream::iter((0..100).map(|i| Msg {
+        data: vec![(i % 251) as u8; 1 << 20],
+        count: i,
+        ..Default::default()
+    }));
+    let res = c
+        .client_stream(to(&app, out))
+        .await
+        .expect("100 MB stream")
+        .into_inner();
+    watch.abort();
+    assert_eq!((res.count, res.text.as_str()), (100, "|104857600"));
+    let peak = *peak.lock().expect("peak");
+    for (who, idle, peak) in [("client", idle.0, peak.0), ("server", idle.1, peak.1)] {
+        assert!(
+            peak < idle + 16 * 1024,
+            "{who} sidecar grew from {idle} KiB to {peak} KiB during the stream"
+        );
+    }
 }
