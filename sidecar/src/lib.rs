@@ -20,6 +20,7 @@ pub mod control_plane;
 pub mod error;
 pub mod flags;
 pub mod grpc_api;
+pub mod grpc_router;
 pub mod http_api;
 pub mod identity;
 pub mod internal;
@@ -454,45 +455,15 @@ pub async fn run(
         tasks.spawn(listen::serve_http(ApiListener::Tcp(l), router, limits, stop));
     }
 
-    // gRPC API with reflection and the standard health service.
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(daprs_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Io(format!("reflection: {e}")))?;
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<daprs_proto::runtime::dapr_server::DaprServer<grpc_api::DaprApi>>()
-        .await;
-    let max = rt.settings.max_body_size + (64 << 10);
-    let token: Option<Arc<str>> = rt.settings.api_token.as_deref().map(Arc::from);
-    let api_access = Arc::new(rt.config.api.clone());
-    let dapr = daprs_proto::runtime::dapr_server::DaprServer::new(grpc_api::DaprApi { rt: rt.clone() })
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max.max(app_channel::MAX_UNARY));
-    // Any other service is proxied to the app named by dapr-app-id.
-    let grpc_router = tonic::service::Routes::new(dapr)
-        .add_service(reflection)
-        .add_service(health_service)
-        .into_axum_router()
-        .fallback_service(proxy::outbound(rt.clone()))
-        .layer(grpc_api::ApiAccessLayer(api_access))
-        .layer(tonic::service::InterceptorLayer::new(grpc_api::token_check(
-            token,
-        )));
+    // gRPC API, and any other service proxied to the app named by dapr-app-id.
+    let grpc_router = grpc_router::api(rt.clone()).await?;
     let grpc_limits = listen::grpc_limits(&rt.settings, None);
     for l in grpc_listeners {
         tasks.spawn(listen::serve_http(l, grpc_router.clone(), grpc_limits, stop()));
     }
 
     // Internal API for other sidecars; calls for other services go on to the app.
-    let svc = daprs_proto::internals::service_invocation_server::ServiceInvocationServer::new(
-        internal::InternalServer { rt: rt.clone() },
-    )
-    .max_decoding_message_size(max.max(app_channel::MAX_UNARY))
-    .max_encoding_message_size(usize::MAX);
-    let internal_router = tonic::service::Routes::new(svc)
-        .into_axum_router()
-        .fallback_service(proxy::inbound(rt.clone()));
+    let internal_router = grpc_router::internal(rt.clone());
     let internal_limits = listen::grpc_limits(&rt.settings, Some((1 << 20, 4 << 20)));
     for l in internal {
         let (router, stop) = (internal_router.clone(), stop());

@@ -172,9 +172,17 @@ pub async fn echo_app() -> (u16, Arc<Seen>) {
     let svc = EchoServer::new(App(seen.clone()))
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(include_bytes!(concat!(
+            env!("OUT_DIR"),
+            "/echo_descriptor.bin"
+        )))
+        .build_v1alpha()
+        .expect("reflection");
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
+            .add_service(reflection)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     (port, seen)
@@ -557,5 +565,130 @@ async fn a_100_mb_stream_keeps_both_sidecars_memory_bounded() {
             peak < idle + 16 * 1024,
             "{who} sidecar grew from {idle} KiB to {peak} KiB during the stream"
         );
+    }
+}
+
+/// The services a reflection endpoint lists, by v1 or v1alpha.
+async fn listed(d: &Daprd, app: Option<&str>, alpha: bool) -> Vec<String> {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", d.grpc_port))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    fn with_app<T>(app: Option<&str>, mut r: Request<T>) -> Request<T> {
+        if let Some(app) = app {
+            r.metadata_mut()
+                .insert("dapr-app-id", app.parse().expect("app id"));
+        }
+        r
+    }
+    let mut names = if alpha {
+        let mut c = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+        let req = v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let mut replies = c
+            .server_reflection_info(with_app(app, Request::new(tokio_stream::iter([req]))))
+            .await
+            .expect("reflection")
+            .into_inner();
+        match replies
+            .next()
+            .await
+            .expect("a reply")
+            .expect("ok")
+            .message_response
+        {
+            Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+                l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        }
+    } else {
+        let mut c = v1::server_reflection_client::ServerReflectionClient::new(channel);
+        let req = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let mut replies = c
+            .server_reflection_info(with_app(app, Request::new(tokio_stream::iter([req]))))
+            .await
+            .expect("reflection")
+            .into_inner();
+        match replies
+            .next()
+            .await
+            .expect("a reply")
+            .expect("ok")
+            .message_response
+        {
+            Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+                l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn reflection_lists_what_the_port_serves_or_what_the_app_serves() {
+    let (client_d, _server_d, _seen, app) = pair("px-reflect").await;
+    let own = [
+        "dapr.proto.runtime.v1.Dapr",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    assert_eq!(listed(&client_d, None, false).await, own);
+    assert_eq!(listed(&client_d, None, true).await, own);
+    // With dapr-app-id, the app's reflection answers through both sidecars.
+    let app_services = listed(&client_d, Some(&app), true).await;
+    assert!(
+        app_services.contains(&"daprs.test.v1.Echo".to_string()),
+        "{app_services:?}"
+    );
+    assert!(
+        !app_services.iter().any(|s| s.starts_with("dapr.proto")),
+        "{app_services:?}"
+    );
+}
+
+#[tokio::test]
+async fn health_watchers_see_the_sidecar_go_down() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let home = temp_dir("px-health");
+    let d = Daprd::start(Spec::new("px-health", &home)).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", d.grpc_port))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut c = HealthClient::new(channel);
+    let mut watch = c
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.next().await.expect("status").expect("ok");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    let r = d.send("POST", "/v1.0/shutdown", &[], "").await;
+    assert_eq!(r.status, 204);
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("a change within 5 s");
+    if let Some(Ok(status)) = next {
+        assert_eq!(status.status(), ServingStatus::NotServing);
     }
 }

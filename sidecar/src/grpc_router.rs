@@ -1,0 +1,124 @@
+//! The routers of daprd's two gRPC ports. The API port serves Dapr's
+//! runtime API, health and reflection, and proxies every other service to
+//! the app named by `dapr-app-id`; the internal port serves other sidecars'
+//! invocations and passes proxied calls on to this sidecar's app.
+
+use std::{convert::Infallible, sync::Arc};
+
+use axum::{Router, body::Body};
+use tower::ServiceExt;
+
+use crate::{app_channel, error::StartError, grpc_api, proxy, runtime::Runtime};
+
+/// What the API port serves itself, as reflection lists it.
+const SERVED: [&str; 4] = [
+    "dapr.proto.runtime.v1.Dapr",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Extra room over `--max-body-size` for the envelope around a payload.
+const ENVELOPE: usize = 64 << 10;
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    let mut b = tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(daprs_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    for name in SERVED {
+        b = b.with_service_name(name);
+    }
+    b
+}
+
+/// Serves `local` unless the call names an app with `dapr-app-id`: then
+/// the app's own reflection answers, through the proxy.
+fn or_app<S>(
+    local: S,
+    rt: Arc<Runtime>,
+) -> impl tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<tonic::body::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+{
+    let proxied = proxy::outbound(rt);
+    tower::service_fn(move |req: http::Request<Body>| {
+        let (local, proxied) = (local.clone(), proxied.clone());
+        async move {
+            if req.headers().contains_key("dapr-app-id") {
+                proxied.oneshot(req).await
+            } else {
+                Ok(local.oneshot(req).await?.map(Body::new))
+            }
+        }
+    })
+}
+
+/// The API port's router.
+pub async fn api(rt: Arc<Runtime>) -> Result<Router, StartError> {
+    let fail = |e: tonic_reflection::server::Error| StartError::Io(format!("reflection: {e}"));
+    let v1 = reflection().build_v1().map_err(fail)?;
+    let v1alpha = reflection().build_v1alpha().map_err(fail)?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<daprs_proto::runtime::dapr_server::DaprServer<grpc_api::DaprApi>>()
+        .await;
+    // Health watchers see the sidecar go down when it shuts down.
+    let mut stopping = rt.shutdown.subscribe();
+    tokio::spawn(async move {
+        if stopping.wait_for(|v| *v).await.is_ok() {
+            reporter
+                .set_not_serving::<daprs_proto::runtime::dapr_server::DaprServer<grpc_api::DaprApi>>()
+                .await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    });
+    let max = rt.settings.max_body_size + ENVELOPE;
+    let dapr = daprs_proto::runtime::dapr_server::DaprServer::new(grpc_api::DaprApi { rt: rt.clone() })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max.max(app_channel::MAX_UNARY));
+    let token: Option<Arc<str>> = rt.settings.api_token.as_deref().map(Arc::from);
+    let access = Arc::new(rt.config.api.clone());
+    Ok(tonic::service::Routes::new(dapr)
+        .add_service(health)
+        .into_axum_router()
+        .route_service(
+            "/grpc.reflection.v1.ServerReflection/{*method}",
+            or_app(v1, rt.clone()),
+        )
+        .route_service(
+            "/grpc.reflection.v1alpha.ServerReflection/{*method}",
+            or_app(v1alpha, rt.clone()),
+        )
+        .fallback_service(proxy::outbound(rt))
+        .layer(grpc_api::ApiAccessLayer(access))
+        .layer(tonic::service::InterceptorLayer::new(grpc_api::token_check(
+            token,
+        ))))
+}
+
+/// The internal port's router.
+pub fn internal(rt: Arc<Runtime>) -> Router {
+    let max = rt.settings.max_body_size + ENVELOPE;
+    let svc = daprs_proto::internals::service_invocation_server::ServiceInvocationServer::new(
+        crate::internal::InternalServer { rt: rt.clone() },
+    )
+    .max_decoding_message_size(max.max(app_channel::MAX_UNARY))
+    .max_encoding_message_size(usize::MAX);
+    tonic::service::Routes::new(svc)
+        .into_axum_router()
+        .fallback_service(proxy::inbound(rt))
+}
