@@ -233,8 +233,11 @@ impl HttpBody for Reply {
         }
     }
 
+    /// A trailers-only reply (an error answered at once) must end with its
+    /// headers: gRPC clients other than tonic's reject a reply that goes on
+    /// with an empty final data frame.
     fn is_end_stream(&self) -> bool {
-        self.inner.is_none()
+        self.inner.as_ref().is_none_or(HttpBody::is_end_stream)
     }
 }
 

@@ -123,3 +123,47 @@ async fn python_sdk_invokes_and_keeps_state_over_http_and_grpc() {
         }
     }
 }
+
+#[tokio::test]
+async fn python_grpcio_calls_a_user_service_through_the_proxy() {
+    let Some(python) = sdk_python() else { return };
+    let (port, _seen) = super::proxy::echo_app().await;
+    let home = temp_dir("sdk-proxy");
+    let _server = Daprd::start(Spec {
+        app_port: Some(port),
+        protocol: "grpc",
+        ..Spec::new("py-echo", &home)
+    })
+    .await;
+    let client = Daprd::start(Spec::new("py-proxy-client", &home)).await;
+    let grpc_port = client.grpc_port;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script("grpc_proxy_client.py"))
+            .args([&grpc_port.to_string(), "py-echo"])
+            .arg(concat!(env!("OUT_DIR"), "/echo_descriptor.bin"))
+            .output()
+            .expect("run the grpcio client")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "grpcio client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in [
+        "unary",
+        "metadata",
+        "binary metadata",
+        "error status",
+        "server streaming",
+        "client streaming",
+        "bidirectional streaming",
+        "deadline",
+        "unknown app",
+    ] {
+        assert!(stdout.contains(&format!("ok {check}\n")), "{stdout}");
+    }
+}
