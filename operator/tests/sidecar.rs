@@ -112,6 +112,7 @@ impl ControlPlane {
 
 struct Sidecar {
     http: SocketAddr,
+    grpc: u16,
     internal: u16,
     metrics: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -185,6 +186,7 @@ async fn sidecar(
         if let Some((204, _)) = http(addr, "GET", "/v1.0/healthz/outbound", "").await {
             return Ok(Sidecar {
                 http: addr,
+                grpc,
                 internal,
                 metrics,
                 stop: Some(stop),
@@ -516,5 +518,164 @@ async fn sidecars_call_each_other_over_mutual_tls() {
 
     drop(orders);
     drop(cart);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A gRPC app whose `OnInvoke` answers with the caller its sidecar reports.
+async fn whoami_grpc_app() -> u16 {
+    use daprs_proto::{
+        common::{InvokeRequest, InvokeResponse},
+        runtime::{self as rt, app_callback_server::AppCallback},
+    };
+    use tonic::{Request, Response, Status};
+    struct App;
+    #[tonic::async_trait]
+    impl AppCallback for App {
+        async fn on_invoke(&self, req: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
+            let get = |k: &str| {
+                req.metadata()
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let who = format!("{}/{}", get("dapr-caller-namespace"), get("dapr-caller-app-id"));
+            Ok(Response::new(InvokeResponse {
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: who.into_bytes(),
+                }),
+                content_type: "text/plain".into(),
+            }))
+        }
+        async fn list_topic_subscriptions(
+            &self,
+            _: Request<()>,
+        ) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
+            Ok(Response::new(Default::default()))
+        }
+        async fn on_topic_event(
+            &self,
+            _: Request<rt::TopicEventRequest>,
+        ) -> Result<Response<rt::TopicEventResponse>, Status> {
+            Err(Status::unimplemented("test app"))
+        }
+        async fn list_input_bindings(
+            &self,
+            _: Request<()>,
+        ) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
+            Ok(Response::new(Default::default()))
+        }
+        async fn on_binding_event(
+            &self,
+            _: Request<rt::BindingEventRequest>,
+        ) -> Result<Response<rt::BindingEventResponse>, Status> {
+            Err(Status::unimplemented("test app"))
+        }
+        async fn on_bulk_topic_event(
+            &self,
+            _: Request<rt::TopicEventBulkRequest>,
+        ) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
+            Err(Status::unimplemented("test app"))
+        }
+        async fn on_job_event(
+            &self,
+            _: Request<rt::JobEventRequest>,
+        ) -> Result<Response<rt::JobEventResponse>, Status> {
+            Err(Status::unimplemented("test app"))
+        }
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(rt::app_callback_server::AppCallbackServer::new(App))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+    );
+    port
+}
+
+/// Calls the app's `OnInvoke` through the sidecar's gRPC port as a proxied
+/// call, claiming to be `claimed` in the caller metadata.
+async fn proxied_whoami(s: &Sidecar, target: &str, claimed: &str) -> Result<String, tonic::Status> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", s.grpc))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut req = tonic::Request::new(daprs_proto::common::InvokeRequest {
+        method: "whoami".into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("dapr-app-id", target.parse().expect("id"));
+    req.metadata_mut()
+        .insert("dapr-caller-app-id", claimed.parse().expect("id"));
+    let res = daprs_proto::runtime::app_callback_client::AppCallbackClient::new(ch)
+        .on_invoke(req)
+        .await?;
+    Ok(String::from_utf8_lossy(&res.into_inner().data.unwrap_or_default().value).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_grpc_over_mutual_tls_obeys_access_control_by_proven_identity() {
+    let cp = control_plane(|cp| {
+        cp.pod("inventory", "inventory-token", json!({}));
+        cp.pod("orders", "orders-token", json!({}));
+        cp.pod("billing", "billing-token", json!({}));
+    })
+    .await;
+    let dir = scratch("mtls-acl");
+    let config = dir.join("acl.yaml");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: acl\nspec:\n  accessControl:\n    defaultAction: deny\n    trustDomain: public\n    policies:\n    - appId: orders\n      defaultAction: deny\n      trustDomain: public\n      namespace: {NS}\n      operations:\n      - name: /dapr.proto.runtime.v1.AppCallback/OnInvoke\n        action: allow\n"
+        ),
+    )
+    .expect("config");
+    let app = whoami_grpc_app().await;
+    let mtls = ["--enable-mtls".to_string()];
+    let _inventory = sidecar(
+        &cp,
+        "inventory",
+        "inventory-token",
+        &dir,
+        &[
+            "--enable-mtls".to_string(),
+            "--app-port".into(),
+            app.to_string(),
+            "--app-protocol".into(),
+            "grpc".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+    )
+    .await
+    .expect("inventory starts");
+    let orders = sidecar(&cp, "orders", "orders-token", &dir, &mtls)
+        .await
+        .expect("orders starts");
+    let billing = sidecar(&cp, "billing", "billing-token", &dir, &mtls)
+        .await
+        .expect("billing starts");
+
+    // Allowed, and the app hears the caller its certificate proves.
+    let who = proxied_whoami(&orders, "inventory", "someone-else")
+        .await
+        .expect("allowed");
+    assert_eq!(who, format!("{NS}/orders"));
+    // Denied: billing has no policy, and claiming to be orders changes nothing.
+    let err = proxied_whoami(&billing, "inventory", "orders")
+        .await
+        .expect_err("denied");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains("billing"), "{}", err.message());
+    // Orders may not reach other operations (HTTP invocation of a method).
+    let (status, body) = http(orders.http, "POST", "/v1.0/invoke/inventory/method/whoami", "{}")
+        .await
+        .expect("invoke");
+    assert_eq!(status, 403, "{body}");
     let _ = std::fs::remove_dir_all(&dir);
 }

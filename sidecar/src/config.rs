@@ -19,18 +19,21 @@ pub struct SidecarConfig {
     pub metrics_enabled: bool,
     /// `spec.secrets.scopes`: which secrets each store exposes to the app.
     pub secret_scopes: Vec<daprs_api::v1alpha1::SecretScope>,
+    /// `spec.accessControl`: who may invoke this app; None lets everyone.
+    pub access: Option<std::sync::Arc<crate::acl::AccessControl>>,
 }
 
 impl SidecarConfig {
-    pub fn from_configuration(c: Option<&Configuration>) -> Self {
+    /// Reads a Configuration; a part that cannot be applied is an error naming its field.
+    pub fn from_configuration(c: Option<&Configuration>) -> Result<Self, String> {
         let Some(c) = c else {
-            return Self {
+            return Ok(Self {
                 metrics_enabled: true,
                 ..Self::default()
-            };
+            });
         };
         let spec: &ConfigurationSpec = &c.spec;
-        Self {
+        Ok(Self {
             name: c.metadata.name.clone(),
             api: spec
                 .api
@@ -48,7 +51,13 @@ impl SidecarConfig {
                 .as_ref()
                 .map(|s| s.scopes.clone())
                 .unwrap_or_default(),
-        }
+            access: spec
+                .access_control
+                .as_ref()
+                .map(crate::acl::AccessControl::parse)
+                .transpose()?
+                .map(std::sync::Arc::new),
+        })
     }
 
     /// Why a component of `kind`/`version` may not load, if it may not.
@@ -292,13 +301,17 @@ spec:
             daprs_api::Resource::Configuration(c) => Some(c),
             _ => None,
         });
-        let c = SidecarConfig::from_configuration(conf);
+        let c = SidecarConfig::from_configuration(conf).expect("valid");
         assert_eq!(c.name.as_deref(), Some("appconfig"));
         assert!(!c.metrics_enabled);
         assert!(c.component_denied("state.redis", "v1").is_some());
         assert!(c.component_denied("state.postgresql", "v1").is_none());
         assert!(c.component_denied("state.postgresql", "v2").is_some());
         assert!(!c.api.http_permits("/v1.0/shutdown"));
-        assert!(SidecarConfig::from_configuration(None).metrics_enabled);
+        assert!(
+            SidecarConfig::from_configuration(None)
+                .expect("none")
+                .metrics_enabled
+        );
     }
 }

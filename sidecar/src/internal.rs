@@ -132,7 +132,7 @@ impl InternalServer {
         mut req: InternalInvokeRequest,
         caller: Option<daprs_mtls::SpiffeId>,
     ) -> Result<InternalInvokeResponse, Status> {
-        if let Some(id) = caller {
+        if let Some(id) = &caller {
             crate::invoke::set(&mut req.metadata, "dapr-caller-app-id", &id.app_id);
             crate::invoke::set(&mut req.metadata, "dapr-caller-namespace", &id.namespace);
         }
@@ -161,6 +161,31 @@ impl InternalServer {
         }
         if let Some(msg) = req.message.as_mut() {
             msg.method = crate::invoke::clean_method(&msg.method).map_err(Status::from)?;
+        }
+        if let Some(acl) = &self.rt.config.access {
+            let stated = |key: &str| {
+                req.metadata
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .and_then(|(_, v)| v.values.first())
+                    .map(String::as_str)
+            };
+            let who = crate::acl::Caller::of(
+                caller.as_ref(),
+                stated("dapr-caller-app-id"),
+                stated("dapr-caller-namespace"),
+            );
+            let msg = req.message.as_ref();
+            let operation = format!("/{}", msg.map_or("", |m| m.method.as_str()));
+            // Verbs count only for apps that speak HTTP.
+            let verb = match (&self.rt.app, msg.and_then(|m| m.http_extension.as_ref())) {
+                (Some(app), Some(ext)) if !app.protocol.is_grpc() => crate::app_channel::method_of(ext.verb)
+                    .ok()
+                    .map(|m| m.to_string()),
+                _ => None,
+            };
+            acl.check(who.as_ref(), &operation, verb.as_deref())
+                .map_err(Status::permission_denied)?;
         }
         self.rt.invoke_local(req).await.map_err(Status::from)
     }

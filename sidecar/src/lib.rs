@@ -13,6 +13,7 @@
 //!
 //! [`run`] starts everything and returns when the sidecar has shut down.
 
+pub mod acl;
 pub mod app_channel;
 pub mod components;
 pub mod config;
@@ -204,10 +205,11 @@ async fn load_config(
     if let (Some(name), Some(op), Mode::Kubernetes) = (name, operator, flags.mode) {
         let c = op.configuration(name).await.map_err(StartError::ControlPlane)?;
         tracing::info!(name = %name, "loaded configuration from the operator");
-        return Ok(SidecarConfig::from_configuration(Some(&c)));
+        return SidecarConfig::from_configuration(Some(&c))
+            .map_err(|e| StartError::Config(format!("Configuration {name}: {e}")));
     }
     let Some(path) = name.filter(|_| flags.mode == Mode::Standalone) else {
-        return Ok(SidecarConfig::from_configuration(None));
+        return SidecarConfig::from_configuration(None).map_err(StartError::Config);
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| StartError::Resources(format!("cannot read --config {path}: {e}")))?;
@@ -226,7 +228,8 @@ async fn load_config(
     });
     match found {
         Some(c) => {
-            let config = SidecarConfig::from_configuration(Some(c));
+            let config = SidecarConfig::from_configuration(Some(c))
+                .map_err(|e| StartError::Config(format!("--config {path}: {e}")))?;
             tracing::info!(
                 name = config.name.as_deref().unwrap_or(""),
                 "loaded configuration from {path}"

@@ -90,7 +90,7 @@ async fn forward_out(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
     call(rt, channel, req, deadline, &target.app_id).await
 }
 
-async fn forward_in(rt: &Runtime, req: Req) -> Result<Resp, Status> {
+async fn forward_in(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
     let callee = header(req.headers(), CALLEE);
     if callee != Some(rt.app_id.as_str()) {
         return Err(Status::permission_denied(format!(
@@ -98,6 +98,26 @@ async fn forward_in(rt: &Runtime, req: Req) -> Result<Resp, Status> {
             rt.app_id,
             callee.unwrap_or("no app")
         )));
+    }
+    // Under mutual TLS the caller is who its certificate says, whatever its request claims.
+    let proven = req
+        .extensions()
+        .get::<daprs_mtls::PeerId>()
+        .and_then(daprs_mtls::PeerId::spiffe);
+    if let Some(id) = &proven {
+        let h = req.headers_mut();
+        set(h, "dapr-caller-app-id", &id.app_id)?;
+        set(h, "dapr-caller-namespace", &id.namespace)?;
+    }
+    if let Some(acl) = &rt.config.access {
+        let h = req.headers();
+        let who = crate::acl::Caller::of(
+            proven.as_ref(),
+            header(h, "dapr-caller-app-id"),
+            header(h, "dapr-caller-namespace"),
+        );
+        acl.check(who.as_ref(), req.uri().path(), None)
+            .map_err(Status::permission_denied)?;
     }
     let deadline = deadline_of(req.headers())?;
     to_app(rt, req, deadline).await

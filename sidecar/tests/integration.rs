@@ -2,6 +2,8 @@
 //! and gRPC apps served from the test process, and the real Redis and
 //! PostgreSQL on this machine.
 
+#[path = "integration/acl.rs"]
+mod acl;
 #[path = "integration/apps.rs"]
 mod apps;
 #[path = "integration/hardening.rs"]
