@@ -23,6 +23,8 @@ pub enum Target {
     AppGrpc { port: u16 },
     /// `Dapr/InvokeService` on a sidecar, for app `app_id`.
     DaprGrpc { port: u16, app_id: String },
+    /// `AppCallback/OnInvoke` on a sidecar with `dapr-app-id`: proxied as raw gRPC.
+    Proxied { port: u16, app_id: String },
 }
 
 /// One connection's client.
@@ -30,6 +32,7 @@ enum Caller {
     Http(SendRequest<Full<Bytes>>, String),
     AppGrpc(AppCallbackClient<Channel>),
     DaprGrpc(DaprClient<Channel>, String),
+    Proxied(AppCallbackClient<Channel>, tonic::metadata::AsciiMetadataValue),
 }
 
 async fn grpc_channel(port: u16) -> anyhow::Result<Channel> {
@@ -54,6 +57,10 @@ impl Caller {
             Target::DaprGrpc { port, app_id } => {
                 Self::DaprGrpc(DaprClient::new(grpc_channel(*port).await?), app_id.clone())
             }
+            Target::Proxied { port, app_id } => Self::Proxied(
+                AppCallbackClient::new(grpc_channel(*port).await?),
+                app_id.parse()?,
+            ),
         })
     }
 
@@ -86,6 +93,16 @@ impl Caller {
                 .into_inner()
                 .data
                 .map_or(0, |d| d.value.len()),
+            Self::Proxied(client, app_id) => {
+                let mut req = tonic::Request::new(message());
+                req.metadata_mut().insert("dapr-app-id", app_id.clone());
+                client
+                    .on_invoke(req)
+                    .await?
+                    .into_inner()
+                    .data
+                    .map_or(0, |d| d.value.len())
+            }
             Self::DaprGrpc(client, app_id) => client
                 .invoke_service(InvokeServiceRequest {
                     id: app_id.clone(),

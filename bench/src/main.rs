@@ -7,6 +7,7 @@
 mod apps;
 mod load;
 mod sidecar;
+mod stream;
 
 use std::{
     path::PathBuf,
@@ -149,9 +150,14 @@ async fn main() -> anyhow::Result<()> {
     let grpc_port = grpc_app.local_addr()?.port();
     apps::grpc(grpc_app);
 
+    let echo_app = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let echo_port = echo_app.local_addr()?.port();
+    stream::serve(echo_app);
+
     let caller = Daprd::start(&binary, &home, "bench-caller", None).await?;
     let http_side = Daprd::start(&binary, &home, "bench-http", Some((http_port, "http"))).await?;
     let grpc_side = Daprd::start(&binary, &home, "bench-grpc", Some((grpc_port, "grpc"))).await?;
+    let stream_side = Daprd::start(&binary, &home, "bench-stream", Some((echo_port, "grpc"))).await?;
 
     // (b) Idle usage, after the start-up work has settled.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -183,6 +189,15 @@ async fn main() -> anyhow::Result<()> {
             &grpc_side,
             Target::AppGrpc { port: grpc_port },
             Target::DaprGrpc {
+                port: caller.grpc_port,
+                app_id: "bench-grpc".into(),
+            },
+        ),
+        (
+            "proxied gRPC (dapr-app-id)",
+            &grpc_side,
+            Target::AppGrpc { port: grpc_port },
+            Target::Proxied {
                 port: caller.grpc_port,
                 app_id: "bench-grpc".into(),
             },
@@ -241,6 +256,50 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    push(
+        &mut out,
+        "### Proxied gRPC streams (one bidirectional stream, each message echoed)\n".into(),
+    );
+    push(
+        &mut out,
+        "| messages | path | messages/s | MiB/s each way | through sidecars / direct |".into(),
+    );
+    push(&mut out, "|---|---|---|---|---|".into());
+    for (count, size) in [(100_000u32, 64usize), (10_000, 16 << 10)] {
+        let direct = stream::bidi(echo_port, None, count, size).await?;
+        let via = stream::bidi(caller.grpc_port, Some("bench-stream"), count, size).await?;
+        let label = format!("{count} × {size} B");
+        push(
+            &mut out,
+            format!(
+                "| {label} | direct | {:.0} | {:.1} | |",
+                direct.messages_per_s, direct.mib_per_s
+            ),
+        );
+        push(
+            &mut out,
+            format!(
+                "| {label} | app → daprd → daprd → app | {:.0} | {:.1} | {:.0}% |",
+                via.messages_per_s,
+                via.mib_per_s,
+                100.0 * via.messages_per_s / direct.messages_per_s
+            ),
+        );
+    }
+    let rss = stream::rss_during([&caller, &stream_side], caller.grpc_port, "bench-stream", 100).await?;
+    push(
+        &mut out,
+        format!(
+            "\nRSS while a 100 MiB client stream (1 MiB messages) passes: caller sidecar {:.1} → {:.1} MiB (+{:.1}), target sidecar {:.1} → {:.1} MiB (+{:.1}).\n",
+            rss[0].0 as f64 / MIB,
+            rss[0].1 as f64 / MIB,
+            rss[0].1.saturating_sub(rss[0].0) as f64 / MIB,
+            rss[1].0 as f64 / MIB,
+            rss[1].1 as f64 / MIB,
+            rss[1].1.saturating_sub(rss[1].0) as f64 / MIB,
+        ),
+    );
+
     push(&mut out, "### Each daprd's CPU and memory\n".into());
     push(
         &mut out,
@@ -273,7 +332,7 @@ async fn main() -> anyhow::Result<()> {
     );
     print!("{out}");
     eprintln!("load phases took {:.0} s", started.elapsed().as_secs_f64());
-    drop((caller, http_side, grpc_side));
+    drop((caller, http_side, grpc_side, stream_side));
     let _ = std::fs::remove_dir_all(&home);
     Ok(())
 }

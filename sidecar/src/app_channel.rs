@@ -249,6 +249,12 @@ impl AppChannel {
         }
     }
 
+    /// A place among the calls `--app-max-concurrency` lets into the app at
+    /// once (None when unbounded), held until dropped.
+    pub async fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.limit.clone()?.acquire_owned().await.ok()
+    }
+
     /// `APP_API_TOKEN` as a header value, when set.
     pub fn token(&self) -> Option<&HeaderValue> {
         self.token.as_ref()

@@ -87,7 +87,7 @@ async fn forward_out(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
         .invoker
         .proxy_channel(&target)
         .map_err(|e| Status::unavailable(format!("cannot reach app {}: {}", target.app_id, e.message)))?;
-    call(rt, channel, req, deadline, &target.app_id).await
+    call(rt, channel, req, deadline, &target.app_id, None).await
 }
 
 async fn forward_in(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
@@ -141,7 +141,14 @@ async fn to_app(rt: &Runtime, mut req: Req, deadline: Option<Instant>) -> Result
     if let Some(token) = app.token() {
         req.headers_mut().insert("dapr-api-token", token.clone());
     }
-    call(rt, channel, req, deadline, &rt.app_id).await
+    // A proxied call counts against --app-max-concurrency until its reply ends.
+    let permit = match deadline {
+        Some(d) => tokio::time::timeout_at(d, app.admit())
+            .await
+            .map_err(|_| deadline_exceeded())?,
+        None => app.admit().await,
+    };
+    call(rt, channel, req, deadline, &rt.app_id, permit).await
 }
 
 /// Sends the call on and hands back the reply. The reply ends with
@@ -153,6 +160,7 @@ async fn call(
     mut req: Req,
     deadline: Option<Instant>,
     app_id: &str,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Resp, Status> {
     if let Some(d) = deadline {
         // What is left of the caller's time, not what it started with.
@@ -198,6 +206,7 @@ async fn call(
             frames: Frames::new(),
             max,
             trip,
+            _permit: permit,
         })
     }))
 }

@@ -167,6 +167,8 @@ pub struct Reply {
     pub frames: Frames,
     pub max: usize,
     pub trip: Arc<Trip>,
+    /// The call's place under `--app-max-concurrency`, if it takes one.
+    pub _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Reply {

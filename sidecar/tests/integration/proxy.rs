@@ -692,3 +692,61 @@ async fn health_watchers_see_the_sidecar_go_down() {
         assert_eq!(status.status(), ServingStatus::NotServing);
     }
 }
+
+#[tokio::test]
+async fn api_tokens_guard_proxied_calls_and_never_reach_the_app() {
+    let home = temp_dir("px-tokens");
+    let (port, _seen) = echo_app().await;
+    let _server = Daprd::start(Spec {
+        app_port: Some(port),
+        protocol: "grpc",
+        env: vec![("APP_API_TOKEN", "app-secret".into())],
+        ..Spec::new("px-token-server", &home)
+    })
+    .await;
+    let client_d = Daprd::start(Spec {
+        env: vec![("DAPR_API_TOKEN", "api-secret".into())],
+        ..Spec::new("px-token-client", &home)
+    })
+    .await;
+    let mut c = client(&client_d).await;
+    let err = c
+        .unary(to("px-token-server", msg("x")))
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut req = to("px-token-server", msg("x"));
+    req.metadata_mut()
+        .insert("dapr-api-token", "api-secret".parse().expect("value"));
+    let reply = c.unary(req).await.expect("with the token").into_inner();
+    // The app sees its own token, never the API's.
+    assert!(reply.text.ends_with("|token=app-secret"), "{}", reply.text);
+}
+
+#[tokio::test]
+async fn dapr_stream_calls_flow_and_count_against_app_max_concurrency() {
+    let flags = vec!["--app-max-concurrency".to_string(), "1".to_string()];
+    let (client_d, _server_d, _seen, app) = pair_with("px-stream-limit", flags).await;
+    let mut c = client(&client_d).await;
+    // A stream marked as Dapr documents, held open: it takes the app's one place.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(4);
+    let mut req = to(&app, tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("dapr-stream", "true".parse().expect("value"));
+    let mut replies = c.bidi(req).await.expect("bidi").into_inner();
+    tx.send(msg("held")).await.expect("send");
+    let first = replies.next().await.expect("open").expect("reply");
+    assert_eq!(first.text, "echo:held");
+    // Another call waits for the place, and its deadline passes while it waits.
+    let started = Instant::now();
+    assert_eq!(
+        raw_unary(&client_d, &app, "300m", &msg("x")).await,
+        Code::DeadlineExceeded as i32
+    );
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    // When the stream ends, the place is free again.
+    drop(tx);
+    assert!(replies.next().await.is_none());
+    let ok = c.unary(to(&app, msg("after"))).await.expect("after the stream");
+    assert!(ok.into_inner().text.starts_with("after|"));
+}
