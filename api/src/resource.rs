@@ -31,6 +31,14 @@ impl Resource {
             _ => None,
         }
     }
+
+    /// The Resiliency, when this resource is one.
+    pub fn as_resiliency(&self) -> Option<&v1alpha1::Resiliency> {
+        match self {
+            Self::Resiliency(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 /// Why a document could not be read as a Dapr resource.

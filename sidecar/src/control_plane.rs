@@ -167,6 +167,27 @@ impl Operator {
         }
     }
 
+    /// The Resiliency documents of this namespace (their scopes are applied by the caller).
+    pub async fn resiliencies(&self) -> Result<Vec<daprs_api::v1alpha1::Resiliency>, String> {
+        let req = daprs_proto::operator::ListResiliencyRequest {
+            namespace: self.namespace.clone(),
+        };
+        let res = self
+            .patiently("listing resiliency policies", |mut c| {
+                let req = req.clone();
+                async move { c.list_resiliency(req).await }
+            })
+            .await?;
+        res.into_inner()
+            .resiliencies
+            .iter()
+            .map(|b| {
+                serde_json::from_slice(b)
+                    .map_err(|e| format!("the operator sent a Resiliency that does not parse: {e}"))
+            })
+            .collect()
+    }
+
     /// The Configuration named by `--config`.
     pub async fn configuration(&self, name: &str) -> Result<Configuration, String> {
         let req = GetConfigurationRequest {

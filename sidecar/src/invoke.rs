@@ -5,7 +5,6 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use daprs_proto::internals::{ApiVersion, InternalInvokeRequest, InternalInvokeResponse, ListStringValue};
@@ -21,10 +20,6 @@ use crate::{
 
 /// Headers or gRPC metadata carried with an invocation.
 pub type Metadata = HashMap<String, ListStringValue>;
-
-/// Retries after a connection failure (Dapr's `DaprBuiltInServiceRetries`).
-const RETRIES: u32 = 3;
-const RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Routes invocations to other sidecars.
 pub struct Invoker {
@@ -97,6 +92,27 @@ fn dots(seg: &str) -> Option<u8> {
         n += 1;
     }
     (rest.is_empty() && (1..=2).contains(&n)).then_some(n)
+}
+
+/// How one attempt at a remote call failed.
+pub enum Attempt {
+    /// The target has no known address (not worth retrying).
+    Unresolved(String),
+    /// The target's sidecar could not be reached at this address.
+    Unreachable(String, tonic::Status),
+    /// The target's sidecar answered with an error.
+    Status(tonic::Status),
+}
+
+/// Whether an app's answer is a failure for resiliency: an HTTP status of 400
+/// or more from an HTTP app, a code other than OK from a gRPC app.
+pub fn failure_of(res: &InternalInvokeResponse) -> Option<crate::resiliency::Failure> {
+    let code = res.status.as_ref().map_or(0, |s| s.code);
+    match code {
+        c if c >= 400 => u16::try_from(c).ok().map(crate::resiliency::Failure::Http),
+        c if (1..100).contains(&c) => Some(crate::resiliency::Failure::Grpc(c)),
+        _ => None,
+    }
 }
 
 /// The invocation error Dapr returns when the call could not be made.
@@ -195,53 +211,88 @@ impl Invoker {
             .map_err(|e| failed(&target.app_id, e))
     }
 
-    /// Calls the target's sidecar.
+    /// One attempt at calling the target's sidecar. A connection that
+    /// failed is forgotten, so the next attempt resolves the target again.
+    async fn remote_once(
+        &self,
+        target: &Target,
+        req: InternalInvokeRequest,
+    ) -> Result<InternalInvokeResponse, Attempt> {
+        let ns = target.namespace.as_deref().unwrap_or(&self.namespace);
+        let addr = self
+            .resolver
+            .resolve(&target.app_id, ns)
+            .map_err(Attempt::Unresolved)?;
+        let channel = self
+            .channel(&target.app_id, ns, &addr)
+            .map_err(Attempt::Unresolved)?;
+        match crate::internal::call(channel, req, self.max_body).await {
+            Ok(res) => Ok(res),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tracing::debug!(target = %target.app_id, %addr, error = %status.message(), "sidecar unreachable");
+                self.forget(target, &addr);
+                Err(Attempt::Unreachable(addr, status))
+            }
+            Err(status) => Err(Attempt::Status(status)),
+        }
+    }
+
+    /// Calls the target's sidecar under `policy` (the app's resiliency policy,
+    /// or the built-in retries for transport failures).
     pub async fn remote(
         &self,
         target: &Target,
         req: InternalInvokeRequest,
+        policy: &crate::resiliency::Policy,
     ) -> Result<InternalInvokeResponse, ApiError> {
-        let ns = target.namespace.as_deref().unwrap_or(&self.namespace);
+        use crate::resiliency::{Failure, Stop};
         let shown = match &target.namespace {
             Some(ns) => format!("{}.{ns}", target.app_id),
             None => target.app_id.clone(),
         };
-        let mut attempt = 0;
-        loop {
-            let addr = self
-                .resolver
-                .resolve(&target.app_id, ns)
-                .map_err(|e| failed(&shown, e))?;
-            let channel = self
-                .channel(&target.app_id, ns, &addr)
-                .map_err(|e| failed(&shown, e))?;
-            match crate::internal::call(channel, req.clone(), self.max_body).await {
-                Ok(res) => return Ok(res),
-                Err(status) if status.code() == tonic::Code::Unavailable && attempt < RETRIES => {
-                    tracing::debug!(target = %shown, %addr, error = %status.message(), attempt, "retrying invocation");
-                    self.forget(target, &addr);
-                    attempt += 1;
-                    tokio::time::sleep(RETRY_BACKOFF).await;
+        let res = policy
+            .run(
+                || self.remote_once(target, req.clone()),
+                |r| match r {
+                    Ok(res) => failure_of(res),
+                    Err(Attempt::Unresolved(_)) => None,
+                    Err(Attempt::Unreachable(..)) => Some(Failure::Transport),
+                    Err(Attempt::Status(s)) => Some(Failure::Grpc(s.code() as i32)),
+                },
+            )
+            .await;
+        match res {
+            Ok(res) => Ok(res),
+            Err(Stop::Failed(Attempt::Unresolved(e))) => Err(failed(&shown, e)),
+            Err(Stop::Failed(Attempt::Unreachable(addr, status))) => Err(failed(
+                &shown,
+                format!("the sidecar at {addr} is unreachable: {}", status.message()),
+            )),
+            Err(Stop::Failed(Attempt::Status(status))) => {
+                let mut e = failed(&shown, status.message());
+                if status.code() == tonic::Code::PermissionDenied {
+                    e.http = http::StatusCode::FORBIDDEN;
+                    e.grpc = tonic::Code::PermissionDenied;
+                } else if status.code() == tonic::Code::ResourceExhausted {
+                    e.http = http::StatusCode::PAYLOAD_TOO_LARGE;
+                    e.grpc = tonic::Code::ResourceExhausted;
                 }
-                Err(status) if status.code() == tonic::Code::Unavailable => {
-                    self.forget(target, &addr);
-                    return Err(failed(
-                        &shown,
-                        format!("the sidecar at {addr} is unreachable: {}", status.message()),
-                    ));
-                }
-                Err(status) => {
-                    let mut e = failed(&shown, status.message());
-                    if status.code() == tonic::Code::PermissionDenied {
-                        e.http = http::StatusCode::FORBIDDEN;
-                        e.grpc = tonic::Code::PermissionDenied;
-                    } else if status.code() == tonic::Code::ResourceExhausted {
-                        e.http = http::StatusCode::PAYLOAD_TOO_LARGE;
-                        e.grpc = tonic::Code::ResourceExhausted;
-                    }
-                    return Err(e);
-                }
+                Err(e)
             }
+            Err(Stop::TimedOut(t)) => Err(ApiError::new(
+                "ERR_DIRECT_INVOKE",
+                http::StatusCode::GATEWAY_TIMEOUT,
+                tonic::Code::DeadlineExceeded,
+                format!(
+                    "failed to invoke, id: {shown}, err: no answer within the resiliency timeout of {t:?}"
+                ),
+            )),
+            Err(Stop::Refused(r)) => Err(ApiError::new(
+                "ERR_DIRECT_INVOKE",
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                tonic::Code::Unavailable,
+                format!("failed to invoke, id: {shown}, err: {r}"),
+            )),
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod listen;
 pub mod metadata_api;
 pub mod proxy;
 pub mod registry;
+pub mod resiliency;
 pub mod runtime;
 pub mod secrets;
 pub mod state;
@@ -194,6 +195,28 @@ async fn probe_app(rt: Arc<Runtime>) {
     }
 }
 
+/// The Resiliency documents for this app: from the resource folders, and in
+/// Kubernetes mode from the operator.
+async fn load_resiliency(
+    app_id: &str,
+    resources: &[Resource],
+    operator: Option<&control_plane::Operator>,
+) -> Result<resiliency::Resiliency, StartError> {
+    let listed = match operator {
+        Some(op) => op.resiliencies().await.map_err(StartError::ControlPlane)?,
+        None => Vec::new(),
+    };
+    let docs = resources
+        .iter()
+        .filter_map(Resource::as_resiliency)
+        .chain(&listed);
+    let loaded = resiliency::Resiliency::load(docs, app_id).map_err(StartError::Config)?;
+    if !loaded.names.is_empty() {
+        tracing::info!(names = ?loaded.names, "resiliency policies loaded");
+    }
+    Ok(loaded)
+}
+
 /// The Configuration named by `--config`. In standalone mode that is a file
 /// holding a `kind: Configuration` document; in Kubernetes mode it is a
 /// resource name that the operator serves.
@@ -297,6 +320,7 @@ pub async fn run(
     };
     resources.extend(from_operator.iter().cloned().map(Resource::Component));
     let config = load_config(&flags, operator.as_ref()).await?;
+    let resiliency = load_resiliency(&flags.app_id, &resources, operator.as_ref()).await?;
     let mut loaded = init_components(&settings, &config, &resources).await?;
     // Every pod can read its namespace's Secrets through a store named
     // `kubernetes`, unless a component takes the name or it is switched off.
@@ -420,6 +444,7 @@ pub async fn run(
         internal_port,
         settings,
         config,
+        resiliency,
     });
     rt.health.app_healthy.store(true, Ordering::Relaxed);
 

@@ -5,6 +5,7 @@
 //! send them, under HTTP/2 flow control.
 
 mod body;
+mod resilient;
 pub mod timeout;
 
 use std::{convert::Infallible, sync::Arc};
@@ -87,7 +88,8 @@ async fn forward_out(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
         .invoker
         .proxy_channel(&target)
         .map_err(|e| Status::unavailable(format!("cannot reach app {}: {}", target.app_id, e.message)))?;
-    call(rt, channel, req, deadline, &target.app_id, None).await
+    let policy = rt.resiliency.app(&target.app_id);
+    resilient::send(rt, channel, req, deadline, &target.app_id, &policy).await
 }
 
 async fn forward_in(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {

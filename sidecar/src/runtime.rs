@@ -126,6 +126,8 @@ pub struct Runtime {
     pub internal_port: u16,
     /// What the `--config` Configuration changes.
     pub config: SidecarConfig,
+    /// Timeouts, retries and circuit breakers for apps and components.
+    pub resiliency: crate::resiliency::Resiliency,
 }
 
 impl Runtime {
@@ -174,7 +176,8 @@ impl Runtime {
         if self.invoker.is_self(target) {
             self.invoke_local(req).await
         } else {
-            self.invoker.remote(target, req).await
+            let policy = self.resiliency.app(&target.app_id);
+            self.invoker.remote(target, req, &policy).await
         }
     }
 

@@ -9,8 +9,11 @@ use tonic::Code;
 
 use crate::{
     error::ApiError,
+    resiliency::{Failure, Stop},
     runtime::{Runtime, StoreEntry},
-    state::{self, Concurrency, DeleteRequest, Item, Operation, SEPARATOR, SetRequest, StoreError},
+    state::{
+        self, Concurrency, DeleteRequest, Item, Operation, SEPARATOR, SetRequest, StoreError, StoreResult,
+    },
 };
 
 /// One key to save, as both APIs describe it.
@@ -95,7 +98,38 @@ fn store_error(code: &'static str, what: String, e: StoreError) -> ApiError {
     }
 }
 
+/// A store call failed in a way resiliency counts: the backend, not the caller.
+fn backend_failure<T>(r: &StoreResult<T>) -> Option<Failure> {
+    matches!(r, Err(StoreError::Backend(_))).then_some(Failure::Transport)
+}
+
 impl Runtime {
+    /// Runs one call on `store` under the component's outbound resiliency policy.
+    async fn outbound<T, F, Fut>(
+        &self,
+        store: &str,
+        op: F,
+        failed: impl Fn(&StoreResult<T>) -> Option<Failure>,
+    ) -> StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = StoreResult<T>>,
+    {
+        let policy = self.resiliency.outbound(store);
+        if policy.is_empty() {
+            let mut op = op;
+            return op().await;
+        }
+        match policy.run(op, failed).await {
+            Ok(v) => Ok(v),
+            Err(Stop::Failed(e)) => Err(e),
+            Err(Stop::TimedOut(t)) => Err(StoreError::Backend(format!(
+                "no answer within the resiliency timeout of {t:?}"
+            ))),
+            Err(Stop::Refused(r)) => Err(StoreError::Backend(r.to_string())),
+        }
+    }
+
     /// The named store, or Dapr's not-configured / not-found errors.
     pub fn state_store(&self, name: &str) -> Result<std::sync::Arc<StoreEntry>, ApiError> {
         let loaded = self
@@ -161,13 +195,15 @@ impl Runtime {
     pub async fn get_state(&self, store: &str, key: &str) -> Result<Option<Item>, ApiError> {
         let entry = self.state_store(store)?;
         let full = self.state_key(store, &entry, key)?;
-        entry.store.get(&full).await.map_err(|e| {
-            store_error(
-                "ERR_STATE_GET",
-                format!("fail to get {key} from state store {store}"),
-                e,
-            )
-        })
+        self.outbound(store, || entry.store.get(&full), backend_failure)
+            .await
+            .map_err(|e| {
+                store_error(
+                    "ERR_STATE_GET",
+                    format!("fail to get {key} from state store {store}"),
+                    e,
+                )
+            })
     }
 
     /// Reads many keys; per-key failures are reported in the items.
@@ -177,7 +213,21 @@ impl Runtime {
         for k in keys {
             full.push(self.state_key(store, &entry, k)?);
         }
-        let results = entry.store.bulk_get(&full).await;
+        let results = self
+            .outbound(
+                store,
+                || async { Ok(entry.store.bulk_get(&full).await) },
+                |r| {
+                    r.as_ref()
+                        .is_ok_and(|v| v.iter().any(|x| backend_failure(x).is_some()))
+                        .then_some(Failure::Transport)
+                },
+            )
+            .await
+            .unwrap_or_else(|e| {
+                let e = e.to_string();
+                full.iter().map(|_| Err(StoreError::Backend(e.clone()))).collect()
+            });
         Ok(keys
             .iter()
             .zip(results)
@@ -211,13 +261,15 @@ impl Runtime {
         }
         for req in reqs {
             let key = state::original_key(&req.key).to_string();
-            entry.store.set(req).await.map_err(|e| {
-                store_error(
-                    "ERR_STATE_SAVE",
-                    format!("failed saving state {key} in state store {store}"),
-                    e,
-                )
-            })?;
+            self.outbound(store, || entry.store.set(req.clone()), backend_failure)
+                .await
+                .map_err(|e| {
+                    store_error(
+                        "ERR_STATE_SAVE",
+                        format!("failed saving state {key} in state store {store}"),
+                        e,
+                    )
+                })?;
         }
         Ok(())
     }
@@ -226,9 +278,8 @@ impl Runtime {
     pub async fn delete_state(&self, store: &str, key: &str, etag: Option<String>) -> Result<(), ApiError> {
         let entry = self.state_store(store)?;
         let full = self.state_key(store, &entry, key)?;
-        entry
-            .store
-            .delete(DeleteRequest { key: full, etag })
+        let req = DeleteRequest { key: full, etag };
+        self.outbound(store, || entry.store.delete(req.clone()), backend_failure)
             .await
             .map_err(|e| {
                 store_error(
@@ -262,12 +313,14 @@ impl Runtime {
         if out.is_empty() {
             return Ok(());
         }
-        entry.store.transact(out).await.map_err(|e| {
-            store_error(
-                "ERR_STATE_TRANSACTION",
-                format!("error while executing state transaction on {store}"),
-                e,
-            )
-        })
+        self.outbound(store, || entry.store.transact(out.clone()), backend_failure)
+            .await
+            .map_err(|e| {
+                store_error(
+                    "ERR_STATE_TRANSACTION",
+                    format!("error while executing state transaction on {store}"),
+                    e,
+                )
+            })
     }
 }

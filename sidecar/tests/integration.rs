@@ -16,6 +16,8 @@ mod invoke;
 mod lifecycle;
 #[path = "integration/proxy.rs"]
 mod proxy;
+#[path = "integration/resiliency.rs"]
+mod resiliency;
 #[path = "integration/sdk.rs"]
 mod sdk;
 #[path = "integration/secrets.rs"]

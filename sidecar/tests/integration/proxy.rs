@@ -209,7 +209,7 @@ async fn pair_with(name: &str, server_flags: Vec<String>) -> (Daprd, Daprd, Arc<
     (client, server, seen, server_id)
 }
 
-async fn client(d: &Daprd) -> EchoClient<tonic::transport::Channel> {
+pub async fn client(d: &Daprd) -> EchoClient<tonic::transport::Channel> {
     EchoClient::connect(format!("http://127.0.0.1:{}", d.grpc_port))
         .await
         .expect("connect")
@@ -217,7 +217,7 @@ async fn client(d: &Daprd) -> EchoClient<tonic::transport::Channel> {
         .max_encoding_message_size(64 << 20)
 }
 
-fn to<T>(app: &str, msg: T) -> Request<T> {
+pub fn to<T>(app: &str, msg: T) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut()
         .insert("dapr-app-id", app.parse().expect("app id"));

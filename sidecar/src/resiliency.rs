@@ -1,0 +1,499 @@
+//! Resiliency (`kind: Resiliency`): timeouts, retries and circuit breakers
+//! for calls to apps and to components, as Dapr documents them. Policies are
+//! parsed once at start-up (an invalid one stops it, naming the field); every
+//! path runs its calls through [`Policy::run`], so the rules are written once.
+//! A circuit breaker is shared by every call to its target.
+//!
+//! Lookup, as Dapr's: a policy named on the target; else the default policy
+//! of its kind by name (`DefaultAppRetryPolicy`, then `DefaultRetryPolicy`,
+//! and likewise for timeouts, breakers and component directions); for apps
+//! with no retry policy, the built-in `DaprBuiltInServiceRetries`.
+
+mod breaker;
+mod retry;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use daprs_api::v1alpha1::{CircuitBreaker, EndpointPolicy, Resiliency as Document};
+
+use self::breaker::Breaker;
+pub use self::{breaker::Refused, retry::Retry};
+
+/// How an attempt failed, for retry matching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The app answered with this HTTP status (400 and above).
+    Http(u16),
+    /// The app or a sidecar answered with this gRPC code (not OK).
+    Grpc(i32),
+    /// The attempt outlasted the policy's timeout.
+    Timeout,
+    /// The call could not be made.
+    Transport,
+}
+
+/// Why a call ended without a usable answer.
+#[derive(Debug)]
+pub enum Stop<E> {
+    /// The last attempt's own error.
+    Failed(E),
+    /// The circuit breaker let no call through.
+    Refused(Refused),
+    /// The last attempt timed out.
+    TimedOut(Duration),
+}
+
+/// What applies to one target.
+#[derive(Clone, Default)]
+pub struct Policy {
+    pub timeout: Option<Duration>,
+    pub retry: Option<Arc<Retry>>,
+    breaker: Option<Arc<Breaker>>,
+    /// The retry is the built-in one for transport failures, not the user's.
+    built_in_retry: bool,
+}
+
+fn jitter_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Policy {
+    /// Whether there is anything to apply.
+    pub fn is_empty(&self) -> bool {
+        self.timeout.is_none() && self.retry.is_none() && self.breaker.is_none()
+    }
+
+    /// Whether a user's policy would try a call more than once.
+    pub fn user_retries(&self) -> bool {
+        !self.built_in_retry && self.retry.as_ref().is_some_and(|r| r.allows(0))
+    }
+
+    /// The same policy with no retries.
+    pub fn once(&self) -> Self {
+        Self {
+            retry: None,
+            built_in_retry: false,
+            ..self.clone()
+        }
+    }
+
+    /// Runs `op` under the policy. `failed` says whether an outcome is a
+    /// failure: it is recorded by the breaker and, where the retry policy
+    /// matches it, tried again. A failed answer that is not retried again is
+    /// returned as it is.
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        mut op: F,
+        failed: impl Fn(&Result<T, E>) -> Option<Failure>,
+    ) -> Result<T, Stop<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut retries = 0u32;
+        loop {
+            if let Some(b) = &self.breaker {
+                b.admit().map_err(Stop::Refused)?;
+            }
+            let outcome = match self.timeout {
+                Some(t) => tokio::time::timeout(t, op()).await.map_err(|_| t),
+                None => Ok(op().await),
+            };
+            let failure = match &outcome {
+                Ok(res) => failed(res),
+                Err(_) => Some(Failure::Timeout),
+            };
+            if let Some(b) = &self.breaker {
+                b.record(failure.is_none());
+            }
+            let again = match (&failure, &self.retry) {
+                (Some(f), Some(r)) if r.matches(f) && r.allows(retries) => {
+                    Some(r.wait(retries, jitter_unit()))
+                }
+                _ => None,
+            };
+            match (again, outcome) {
+                (Some(wait), _) => {
+                    retries += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                (None, Ok(res)) => return res.map_err(Stop::Failed),
+                (None, Err(t)) => return Err(Stop::TimedOut(t)),
+            }
+        }
+    }
+}
+
+/// A named default policy, kept as its definition: each target it falls
+/// back to gets a breaker of its own.
+#[derive(Clone, Default)]
+struct Defaults {
+    timeout: Option<Duration>,
+    retry: Option<Arc<Retry>>,
+    breaker: Option<(String, CircuitBreaker)>,
+}
+
+/// The loaded Resiliency documents that apply to this app.
+pub struct Resiliency {
+    /// Names of the loaded documents, for the metadata API.
+    pub names: Vec<String>,
+    apps: HashMap<String, Policy>,
+    outbound: HashMap<String, Policy>,
+    inbound: HashMap<String, Policy>,
+    app_defaults: Defaults,
+    outbound_defaults: Defaults,
+    inbound_defaults: Defaults,
+    built_in: Arc<Retry>,
+    /// Breakers made from default policies, by target.
+    default_breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+}
+
+/// Parses a Go-style duration (`500ms`, `5s`, `1m30s`).
+pub(crate) fn duration(field: &str, v: &str) -> Result<Duration, String> {
+    crate::state::parse_duration(v)
+        .ok_or_else(|| format!("{field}: {v:?} is not a duration such as 500ms or 5s"))
+}
+
+/// The named policies of one document.
+struct Named {
+    timeouts: BTreeMap<String, Duration>,
+    retries: BTreeMap<String, Arc<Retry>>,
+    breakers: BTreeMap<String, CircuitBreaker>,
+}
+
+impl Named {
+    fn parse(doc: &Document) -> Result<Self, String> {
+        let p = &doc.spec.spec.policies;
+        let timeouts = p
+            .timeouts
+            .iter()
+            .map(|(n, d)| Ok((n.clone(), duration(&format!("policies.timeouts.{n}"), d)?)))
+            .collect::<Result<_, String>>()?;
+        let retries = p
+            .retries
+            .iter()
+            .map(|(n, r)| Ok((n.clone(), Arc::new(Retry::parse(n, r)?))))
+            .collect::<Result<_, String>>()?;
+        for (n, cb) in &p.circuit_breakers {
+            Breaker::parse(n, cb)?;
+        }
+        Ok(Self {
+            timeouts,
+            retries,
+            breakers: p.circuit_breakers.clone(),
+        })
+    }
+
+    fn target(&self, field: &str, t: &EndpointPolicy) -> Result<Policy, String> {
+        let find = |kind: &str, name: &Option<String>, known: bool| match name {
+            Some(n) if !known => Err(format!("{field}.{kind}: no {kind} policy is named {n:?}")),
+            _ => Ok(()),
+        };
+        find(
+            "timeout",
+            &t.timeout,
+            t.timeout.as_ref().is_none_or(|n| self.timeouts.contains_key(n)),
+        )?;
+        find(
+            "retry",
+            &t.retry,
+            t.retry.as_ref().is_none_or(|n| self.retries.contains_key(n)),
+        )?;
+        find(
+            "circuitBreaker",
+            &t.circuit_breaker,
+            t.circuit_breaker
+                .as_ref()
+                .is_none_or(|n| self.breakers.contains_key(n)),
+        )?;
+        Ok(Policy {
+            timeout: t.timeout.as_ref().and_then(|n| self.timeouts.get(n).copied()),
+            retry: t.retry.as_ref().and_then(|n| self.retries.get(n).cloned()),
+            breaker: match t
+                .circuit_breaker
+                .as_ref()
+                .and_then(|n| self.breakers.get(n).map(|cb| (n, cb)))
+            {
+                Some((n, cb)) => Some(Arc::new(Breaker::parse(n, cb)?)),
+                None => None,
+            },
+            built_in_retry: false,
+        })
+    }
+
+    /// The first of `names` (most specific first) defined as a policy.
+    fn defaults(&self, names: &[&str]) -> Defaults {
+        let pick = |kind: &'static str| names.iter().map(move |n| format!("Default{n}{kind}Policy"));
+        Defaults {
+            timeout: pick("Timeout").find_map(|n| self.timeouts.get(&n).copied()),
+            retry: pick("Retry").find_map(|n| self.retries.get(&n).cloned()),
+            breaker: pick("CircuitBreaker").find_map(|n| self.breakers.get(&n).map(|cb| (n, cb.clone()))),
+        }
+    }
+}
+
+impl Resiliency {
+    /// Loads the documents that apply to `app_id` (by their `scopes`).
+    pub fn load<'a>(docs: impl IntoIterator<Item = &'a Document>, app_id: &str) -> Result<Self, String> {
+        let mut out = Self {
+            names: Vec::new(),
+            apps: HashMap::new(),
+            outbound: HashMap::new(),
+            inbound: HashMap::new(),
+            app_defaults: Defaults::default(),
+            outbound_defaults: Defaults::default(),
+            inbound_defaults: Defaults::default(),
+            built_in: Arc::new(Retry::built_in()),
+            default_breakers: Mutex::default(),
+        };
+        for doc in docs {
+            if !doc.spec.scopes.is_empty() && !doc.spec.scopes.iter().any(|s| s == app_id) {
+                continue;
+            }
+            let name = doc.metadata.name.clone().unwrap_or_default();
+            let fail = |e: String| format!("Resiliency {name}: spec.{e}");
+            let named = Named::parse(doc).map_err(fail)?;
+            for (id, t) in &doc.spec.spec.targets.apps {
+                let p = named.target(&format!("targets.apps.{id}"), t).map_err(fail)?;
+                out.apps.insert(id.clone(), p);
+            }
+            for (c, t) in &doc.spec.spec.targets.components {
+                if let Some(o) = &t.outbound {
+                    let p = named
+                        .target(&format!("targets.components.{c}.outbound"), o)
+                        .map_err(fail)?;
+                    out.outbound.insert(c.clone(), p);
+                }
+                if let Some(i) = &t.inbound {
+                    let p = named
+                        .target(&format!("targets.components.{c}.inbound"), i)
+                        .map_err(fail)?;
+                    out.inbound.insert(c.clone(), p);
+                }
+            }
+            merge(&mut out.app_defaults, named.defaults(&["App", ""]));
+            merge(
+                &mut out.outbound_defaults,
+                named.defaults(&["ComponentOutbound", "Component", ""]),
+            );
+            merge(
+                &mut out.inbound_defaults,
+                named.defaults(&["ComponentInbound", "Component", ""]),
+            );
+            if let Some(r) = named.retries.get("DaprBuiltInServiceRetries") {
+                if r.max_retries.is_some_and(|n| n < 3) {
+                    return Err(fail(
+                        "policies.retries.DaprBuiltInServiceRetries: maxRetries may not be below 3".into(),
+                    ));
+                }
+                out.built_in = r.clone();
+            }
+            out.names.push(name);
+        }
+        Ok(out)
+    }
+
+    fn fallback(&self, key: String, d: &Defaults) -> Policy {
+        let breaker = d.breaker.as_ref().and_then(|(name, cb)| {
+            let mut cache = self
+                .default_breakers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(b) = cache.get(&key) {
+                return Some(b.clone());
+            }
+            let b = Arc::new(Breaker::parse(name, cb).ok()?);
+            cache.insert(key, b.clone());
+            Some(b)
+        });
+        Policy {
+            timeout: d.timeout,
+            retry: d.retry.clone(),
+            breaker,
+            built_in_retry: false,
+        }
+    }
+
+    /// What applies to calls to app `app_id`.
+    pub fn app(&self, app_id: &str) -> Policy {
+        let mut p = match self.apps.get(app_id) {
+            Some(p) => p.clone(),
+            None => self.fallback(format!("app/{app_id}"), &self.app_defaults),
+        };
+        if p.retry.is_none() {
+            p.retry = Some(self.built_in.clone());
+            p.built_in_retry = true;
+        }
+        p
+    }
+
+    /// What applies to calls from the sidecar to component `name`.
+    pub fn outbound(&self, name: &str) -> Policy {
+        match self.outbound.get(name) {
+            Some(p) => p.clone(),
+            None => self.fallback(format!("out/{name}"), &self.outbound_defaults),
+        }
+    }
+
+    /// What applies to calls from component `name` into the app.
+    pub fn inbound(&self, name: &str) -> Policy {
+        match self.inbound.get(name) {
+            Some(p) => p.clone(),
+            None => self.fallback(format!("in/{name}"), &self.inbound_defaults),
+        }
+    }
+}
+
+fn merge(into: &mut Defaults, from: Defaults) {
+    if from.timeout.is_some() {
+        into.timeout = from.timeout;
+    }
+    if from.retry.is_some() {
+        into.retry = from.retry;
+    }
+    if from.breaker.is_some() {
+        into.breaker = from.breaker;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Resiliency, String> {
+        let doc: Document = serde_yaml::from_str(yaml).expect("yaml");
+        Resiliency::load([&doc], "me")
+    }
+
+    const DOC: &str = r#"
+apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: myresiliency
+spec:
+  policies:
+    timeouts:
+      general: 5s
+      fast: 100ms
+    retries:
+      retryThree:
+        policy: constant
+        duration: 10ms
+        maxRetries: 3
+      DefaultAppRetryPolicy:
+        policy: constant
+        duration: 1s
+        maxRetries: 7
+    circuitBreakers:
+      simpleCB:
+        maxRequests: 1
+        timeout: 30s
+        trip: consecutiveFailures >= 2
+  targets:
+    apps:
+      orders:
+        timeout: fast
+        retry: retryThree
+        circuitBreaker: simpleCB
+    components:
+      statestore:
+        outbound:
+          timeout: general
+          retry: retryThree
+"#;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_target_policy_retries_times_out_and_trips() {
+        let r = load(DOC).expect("valid");
+        assert_eq!(r.names, ["myresiliency"]);
+        let p = r.app("orders");
+        let calls = AtomicU32::new(0);
+        // Fails once, then succeeds: two calls.
+        let res: Result<u32, Stop<()>> = p
+            .run(
+                || async {
+                    let n = calls.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, ()>(n)
+                },
+                |r| match r {
+                    Ok(0) => Some(Failure::Http(503)),
+                    _ => None,
+                },
+            )
+            .await;
+        assert_eq!(res.ok(), Some(1));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Attempts that outlast the 100 ms timeout fail; the second
+        // consecutive failure opens the breaker, which refuses the third.
+        let slow = p
+            .run(
+                || async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok::<_, ()>(())
+                },
+                |_| None,
+            )
+            .await;
+        assert!(matches!(slow, Err(Stop::Refused(Refused::Open(_)))));
+        let refused = p.run(|| async { Ok::<_, ()>(()) }, |_| None).await;
+        assert!(matches!(refused, Err(Stop::Refused(Refused::Open(_)))));
+    }
+
+    #[test]
+    fn defaults_and_built_in_retries() {
+        let r = load(DOC).expect("valid");
+        // An app with no target falls back to DefaultAppRetryPolicy.
+        let other = r.app("billing");
+        assert_eq!(other.retry.as_ref().map(|r| r.max_retries), Some(Some(7)));
+        assert!(r.outbound("statestore").timeout == Some(Duration::from_secs(5)));
+        assert!(r.outbound("other").is_empty());
+        // With no Resiliency at all, apps get the built-in transport retries.
+        let none = Resiliency::load([], "me").expect("empty");
+        assert_eq!(none.app("x").retry.map(|r| r.max_retries), Some(Some(3)));
+    }
+
+    #[test]
+    fn scopes_and_invalid_documents() {
+        let scoped = DOC.replace("spec:\n  policies:", "scopes: [someone-else]\nspec:\n  policies:");
+        let r = load(&scoped).expect("valid");
+        assert!(r.names.is_empty() && r.outbound("statestore").is_empty());
+        for (from, to, field) in [
+            ("fast: 100ms", "fast: quick", "spec.policies.timeouts.fast"),
+            (
+                "retry: retryThree\n        circuitBreaker",
+                "retry: nope\n        circuitBreaker",
+                "spec.targets.apps.orders.retry",
+            ),
+            (
+                "trip: consecutiveFailures >= 2",
+                "trip: failures >= 2",
+                "spec.policies.circuitBreakers.simpleCB.trip",
+            ),
+            (
+                "maxRetries: 7",
+                "maxRetries: -5",
+                "DefaultAppRetryPolicy.maxRetries",
+            ),
+        ] {
+            let e = load(&DOC.replace(from, to)).err().unwrap_or_default();
+            assert!(
+                e.contains("Resiliency myresiliency") && e.contains(field),
+                "{field}: {e}"
+            );
+        }
+    }
+}
