@@ -32,6 +32,14 @@ impl Resource {
         }
     }
 
+    /// The HTTPEndpoint, when this resource is one.
+    pub fn as_http_endpoint(&self) -> Option<&v1alpha1::HTTPEndpoint> {
+        match self {
+            Self::HttpEndpoint(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The Resiliency, when this resource is one.
     pub fn as_resiliency(&self) -> Option<&v1alpha1::Resiliency> {
         match self {

@@ -177,9 +177,19 @@ pub fn resolve_metadata(
     t: &Templates<'_>,
     secret: &dyn Fn(&str, &str, &str) -> Result<String, String>,
 ) -> Result<BTreeMap<String, String>, String> {
-    let store = c.secret_store();
-    let mut out = BTreeMap::new();
-    for item in &c.spec.spec.metadata {
+    resolve_pairs(&c.spec.spec.metadata, c.secret_store(), t, secret).map(|pairs| pairs.into_iter().collect())
+}
+
+/// Resolves name/value pairs (inline with `{uuid}`-style templates, `envRef`,
+/// or `secretKeyRef` in secret store `store`) in their order.
+pub fn resolve_pairs(
+    items: &[daprs_api::v1alpha1::NameValuePair],
+    store: &str,
+    t: &Templates<'_>,
+    secret: &dyn Fn(&str, &str, &str) -> Result<String, String>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
         let value = if let Some(v) = item.inline_value() {
             t.expand(&v).map_err(|e| format!("metadata {}: {e}", item.name))?
         } else if let Some(var) = item.env_ref.as_deref().filter(|v| !v.is_empty()) {
@@ -191,7 +201,7 @@ pub fn resolve_metadata(
         } else {
             String::new()
         };
-        out.insert(item.name.clone(), value);
+        out.push((item.name.clone(), value));
     }
     Ok(out)
 }

@@ -188,6 +188,27 @@ impl Operator {
             .collect()
     }
 
+    /// The HTTPEndpoints of this namespace, secrets resolved by the operator.
+    pub async fn http_endpoints(&self) -> Result<Vec<daprs_api::v1alpha1::HTTPEndpoint>, String> {
+        let req = daprs_proto::operator::ListHttpEndpointsRequest {
+            namespace: self.namespace.clone(),
+        };
+        let res = self
+            .patiently("listing HTTP endpoints", |mut c| {
+                let req = req.clone();
+                async move { c.list_http_endpoints(req).await }
+            })
+            .await?;
+        res.into_inner()
+            .http_endpoints
+            .iter()
+            .map(|b| {
+                serde_json::from_slice(b)
+                    .map_err(|e| format!("the operator sent an HTTPEndpoint that does not parse: {e}"))
+            })
+            .collect()
+    }
+
     /// The Configuration named by `--config`.
     pub async fn configuration(&self, name: &str) -> Result<Configuration, String> {
         let req = GetConfigurationRequest {

@@ -437,6 +437,17 @@ async fn invoke_header(State(rt): Rt, req: Request) -> Result<Response, ApiError
 }
 
 async fn invoke(rt: &Runtime, target: &str, method: String, req: Request) -> Result<Response, ApiError> {
+    if let Some(endpoint) = rt.endpoints.lookup(target) {
+        let (parts, body) = req.into_parts();
+        let out = crate::endpoints::Outgoing {
+            path: crate::invoke::clean_method(&method)?,
+            query: parts.uri.query().map(str::to_string),
+            body: read_body(rt, body).await?,
+            method: parts.method,
+            headers: parts.headers,
+        };
+        return endpoint.call(target, out, &rt.resiliency.app(target)).await;
+    }
     let target = Target::parse(target).map_err(|e| {
         ApiError::new(
             "ERR_DIRECT_INVOKE",

@@ -18,6 +18,7 @@ pub mod app_channel;
 pub mod components;
 pub mod config;
 pub mod control_plane;
+pub mod endpoints;
 pub mod error;
 pub mod flags;
 pub mod grpc_api;
@@ -217,6 +218,33 @@ async fn load_resiliency(
     Ok(loaded)
 }
 
+/// The HTTPEndpoints this app may invoke: from the resource folders (their
+/// secrets read from the loaded secret stores), and in Kubernetes mode from
+/// the operator (secrets already resolved).
+async fn load_endpoints(
+    settings: &Settings,
+    resources: &[Resource],
+    operator: Option<&control_plane::Operator>,
+) -> Result<endpoints::Endpoints, StartError> {
+    let listed = match operator {
+        Some(op) => op.http_endpoints().await.map_err(StartError::ControlPlane)?,
+        None => Vec::new(),
+    };
+    let templates = Templates {
+        app_id: &settings.flags.app_id,
+        namespace: settings.namespace.as_deref(),
+        env: &settings.env,
+    };
+    let comps: Vec<&Component> = resources.iter().filter_map(Resource::as_component).collect();
+    let resolver = env_secret_resolver(&comps, &templates);
+    let docs = resources
+        .iter()
+        .filter_map(Resource::as_http_endpoint)
+        .chain(&listed);
+    endpoints::Endpoints::load(docs, &settings.flags.app_id, &templates, &resolver)
+        .map_err(StartError::Config)
+}
+
 /// The Configuration named by `--config`. In standalone mode that is a file
 /// holding a `kind: Configuration` document; in Kubernetes mode it is a
 /// resource name that the operator serves.
@@ -321,6 +349,7 @@ pub async fn run(
     resources.extend(from_operator.iter().cloned().map(Resource::Component));
     let config = load_config(&flags, operator.as_ref()).await?;
     let resiliency = load_resiliency(&flags.app_id, &resources, operator.as_ref()).await?;
+    let endpoints = load_endpoints(&settings, &resources, operator.as_ref()).await?;
     let mut loaded = init_components(&settings, &config, &resources).await?;
     // Every pod can read its namespace's Secrets through a store named
     // `kubernetes`, unless a component takes the name or it is switched off.
@@ -445,6 +474,7 @@ pub async fn run(
         settings,
         config,
         resiliency,
+        endpoints,
     });
     rt.health.app_healthy.store(true, Ordering::Relaxed);
 

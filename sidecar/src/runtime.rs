@@ -128,6 +128,8 @@ pub struct Runtime {
     pub config: SidecarConfig,
     /// Timeouts, retries and circuit breakers for apps and components.
     pub resiliency: crate::resiliency::Resiliency,
+    /// Services outside Dapr that apps invoke by name or URL.
+    pub endpoints: crate::endpoints::Endpoints,
 }
 
 impl Runtime {

@@ -6,6 +6,8 @@
 mod acl;
 #[path = "integration/apps.rs"]
 mod apps;
+#[path = "integration/endpoints.rs"]
+mod endpoints;
 #[path = "integration/hardening.rs"]
 mod hardening;
 #[path = "integration/harness.rs"]

@@ -232,10 +232,16 @@ where
 
 /// The HTTP echo app behind TLS (`--app-protocol https`).
 pub async fn https_app() -> u16 {
+    https_app_with_ca().await.0
+}
+
+/// The same, with the PEM of the certificate it presents.
+pub async fn https_app_with_ca() -> (u16, String) {
     let router = Router::new()
         .route("/healthz", get(|| async { StatusCode::OK }))
         .fallback(echo);
-    serve_tls(router, tls_acceptor(&[b"h2", b"http/1.1"]).0).await
+    let (acceptor, pem) = tls_acceptor(&[b"h2", b"http/1.1"]);
+    (serve_tls(router, acceptor).await, pem)
 }
 
 /// The gRPC app behind TLS (`--app-protocol grpcs`).
