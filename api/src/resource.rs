@@ -61,6 +61,15 @@ pub enum ResourceError {
         #[source]
         source: serde_yaml::Error,
     },
+    /// The text nests deeper than any resource does; refused before parsing,
+    /// which would take time that grows faster than the text.
+    #[error("line {line}: YAML nested more than {limit} levels deep; no Dapr resource nests so deep")]
+    TooDeep {
+        /// Where the limit was passed, from 1.
+        line: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The document is YAML but not a valid resource of its kind.
     #[error("document {doc} ({kind} {name:?}): {source}")]
     Invalid {
@@ -74,6 +83,59 @@ pub enum ResourceError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// The deepest nesting of collections accepted in a resource file.
+pub const MAX_NESTING: usize = 64;
+
+/// The first line (from 1) where collections nest more than `limit` deep:
+/// block collections by indentation (a `- ` item opening another counts
+/// once more) and flow collections by their brackets, outside quotes and
+/// comments. A bound, not a parser: it only has to be cheap and never below
+/// the real depth of a valid resource.
+pub fn nesting_exceeds(text: &str, limit: usize) -> Option<usize> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start_matches(' ');
+        if flow == 0 && !trimmed.is_empty() && !trimmed.starts_with('#') {
+            // Each "- " that opens a nested item counts as a deeper level.
+            let mut indent = line.len() - trimmed.len();
+            let mut rest = trimmed;
+            while let Some(r) = rest.strip_prefix("- ").or_else(|| rest.strip_prefix("-\t")) {
+                indent += 2;
+                rest = r.trim_start_matches(' ');
+                while indents.last().is_some_and(|&i| i >= indent) {
+                    indents.pop();
+                }
+                indents.push(indent);
+            }
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+        }
+        let (mut quote, mut prev) = (None::<char>, ' ');
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') if prev == ' ' || prev == '\t' => break,
+                (None, '[' | '{') => flow += 1,
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+            prev = c;
+            if indents.len() + flow > limit {
+                return Some(n + 1);
+            }
+        }
+        if indents.len() + flow > limit {
+            return Some(n + 1);
+        }
+    }
+    None
 }
 
 /// A document that is not a Dapr resource, returned so callers can say so.
@@ -101,6 +163,12 @@ pub struct Decoded {
 /// [`Decoded::skipped`]). The first invalid document fails the whole stream, so a
 /// half-read file never loads.
 pub fn decode_yaml(text: &str) -> Result<Decoded, Vec<ResourceError>> {
+    if let Some(line) = nesting_exceeds(text, MAX_NESTING) {
+        return Err(vec![ResourceError::TooDeep {
+            line,
+            limit: MAX_NESTING,
+        }]);
+    }
     let mut out = Decoded::default();
     let mut errors = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -146,7 +214,14 @@ fn decode_value(doc: usize, value: serde_json::Value) -> Result<Result<Resource,
     };
     let is_dapr = api_version.starts_with("dapr.io/");
     if is_dapr && name.is_empty() {
-        return Err(invalid(serde::de::Error::custom("metadata.name is required")));
+        let why = match value.pointer("/metadata/name") {
+            Some(serde_json::Value::Number(n)) => {
+                format!("metadata.name must be a string: write it quoted, name: \"{n}\"")
+            }
+            Some(v) if !v.is_null() && !v.is_string() => "metadata.name must be a string".to_string(),
+            _ => "metadata.name is required".to_string(),
+        };
+        return Err(invalid(serde::de::Error::custom(why)));
     }
     let resource = match (api_version.as_str(), kind.as_str()) {
         ("dapr.io/v1alpha1", "Component") => {
@@ -280,6 +355,36 @@ metadata: {name: unrelated}
     }
 
     #[test]
+    fn deep_nesting_is_refused_at_once_and_real_files_pass() {
+        assert_eq!(nesting_exceeds(STATESTORE, MAX_NESTING), None);
+        let flow = format!("a: {}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let started = std::time::Instant::now();
+        let e = decode_yaml(&flow).expect_err("too deep");
+        assert!(matches!(e[..], [ResourceError::TooDeep { line: 1, .. }]));
+        let block: String = (0..1_000).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        assert!(matches!(
+            decode_yaml(&block).expect_err("deep")[..],
+            [ResourceError::TooDeep { .. }]
+        ));
+        let dashes = format!("{}x\n", "- ".repeat(100_000));
+        assert!(matches!(
+            decode_yaml(&dashes).expect_err("deep")[..],
+            [ResourceError::TooDeep { .. }]
+        ));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // Brackets in quotes and comments do not count.
+        let quoted = format!("a: \"{}\" # {}\n", "[".repeat(500), "{".repeat(500));
+        assert_eq!(nesting_exceeds(&quoted, MAX_NESTING), None);
+        // A document at the limit still decodes.
+        let ok = format!("a: {}1{}", "[".repeat(60), "]".repeat(60));
+        assert!(decode_yaml(&ok).is_ok());
+    }
+
+    #[test]
     fn rejects_nameless_resources_and_bad_yaml() {
         let nameless = "apiVersion: dapr.io/v1alpha1\nkind: Component\nspec: {type: state.in-memory}\n";
         assert!(
@@ -287,6 +392,9 @@ metadata: {name: unrelated}
                 .to_string()
                 .contains("metadata.name")
         );
+        let numeric = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: 123}\nspec: {type: state.in-memory}\n";
+        let e = decode_yaml(numeric).expect_err("numeric name")[0].to_string();
+        assert!(e.contains("must be a string") && e.contains("\"123\""), "{e}");
         assert!(matches!(
             decode_yaml("a: [b").expect_err("bad yaml")[..],
             [ResourceError::Yaml { .. }]

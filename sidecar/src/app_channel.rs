@@ -31,6 +31,13 @@ use crate::{error::ApiError, flags::AppProtocol, invoke::Metadata};
 /// Largest app response body read into memory.
 const MAX_RESPONSE: usize = 256 << 20;
 
+/// HTTP/2 flow-control windows of daprd's gRPC connections (per stream, per
+/// connection): large enough that a stream of large messages is not held
+/// back a round trip per 64 KiB.
+pub const STREAM_WINDOW: u32 = 1 << 20;
+/// See [`STREAM_WINDOW`].
+pub const CONNECTION_WINDOW: u32 = 4 << 20;
+
 /// Smallest message limit used for unary gRPC calls between sidecars.
 pub const MAX_UNARY: usize = 4 << 20;
 
@@ -280,7 +287,11 @@ impl AppChannel {
         let transport = if protocol.is_grpc() {
             let endpoint = Channel::from_shared(base)
                 .map_err(|e| format!("invalid app address {address}: {e}"))?
-                .connect_timeout(Duration::from_secs(5));
+                .connect_timeout(Duration::from_secs(5))
+                // Proxied streams move large messages: a 64 KiB window would
+                // stall each one on a round trip per window.
+                .initial_stream_window_size(Some(STREAM_WINDOW))
+                .initial_connection_window_size(Some(CONNECTION_WINDOW));
             Transport::Grpc {
                 channel: endpoint.connect_with_connector_lazy(connector),
             }

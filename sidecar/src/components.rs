@@ -93,9 +93,9 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Resource>, StartError> {
     Ok(out)
 }
 
-/// Dapr's own variables and the app token, which no component may read.
+/// Dapr's and daprd's own variables and the app token, which no component may read.
 pub fn reserved_env(var: &str) -> bool {
-    var.starts_with("DAPR_") || var == "APP_API_TOKEN"
+    var.starts_with("DAPR_") || var.starts_with("DAPRS_") || var == "APP_API_TOKEN"
 }
 
 /// Context for metadata templates and environment references.

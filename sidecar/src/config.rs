@@ -33,6 +33,7 @@ impl SidecarConfig {
             });
         };
         let spec: &ConfigurationSpec = &c.spec;
+        validate(spec)?;
         Ok(Self {
             name: c.metadata.name.clone(),
             api: spec
@@ -74,6 +75,36 @@ impl SidecarConfig {
                 )
             })
     }
+}
+
+/// Refuses values Dapr refuses, naming the field, instead of guessing.
+fn validate(spec: &ConfigurationSpec) -> Result<(), String> {
+    if let Some(api) = &spec.api {
+        for (list, rules) in [("allowed", &api.allowed), ("denied", &api.denied)] {
+            for (i, r) in rules.iter().enumerate() {
+                let p = r.protocol.trim();
+                if !(p.is_empty() || p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("grpc")) {
+                    return Err(format!(
+                        "spec.api.{list}[{i}].protocol: {p:?} is neither http nor grpc"
+                    ));
+                }
+                if r.name.trim().is_empty() {
+                    return Err(format!("spec.api.{list}[{i}].name is required"));
+                }
+            }
+        }
+    }
+    if let Some(secrets) = &spec.secrets {
+        for (i, scope) in secrets.scopes.iter().enumerate() {
+            let a = scope.default_access.trim();
+            if !(a.is_empty() || a.eq_ignore_ascii_case("allow") || a.eq_ignore_ascii_case("deny")) {
+                return Err(format!(
+                    "spec.secrets.scopes[{i}].defaultAccess: {a:?} is neither allow nor deny"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The version prefixes of Dapr's HTTP API.
@@ -313,5 +344,26 @@ spec:
                 .expect("none")
                 .metrics_enabled
         );
+        // Values Dapr refuses are refused, naming the field.
+        for (from, to, field) in [
+            (
+                "protocol: http",
+                "protocol: carrier-pigeon",
+                "spec.api.denied[0].protocol",
+            ),
+            (
+                "  api:",
+                "  secrets:\n    scopes:\n    - storeName: s\n      defaultAccess: maybe\n  api:",
+                "defaultAccess",
+            ),
+        ] {
+            let decoded = daprs_api::resource::decode_yaml(&yaml.replace(from, to)).expect("yaml");
+            let conf = decoded.resources.iter().find_map(|r| match r {
+                daprs_api::Resource::Configuration(c) => Some(c),
+                _ => None,
+            });
+            let e = SidecarConfig::from_configuration(conf).err().unwrap_or_default();
+            assert!(e.contains(field), "{field}: {e}");
+        }
     }
 }

@@ -515,14 +515,15 @@ pub async fn run(
 
     // gRPC API, and any other service proxied to the app named by dapr-app-id.
     let grpc_router = grpc_router::api(rt.clone()).await?;
-    let grpc_limits = listen::grpc_limits(&rt.settings, None);
+    let windows = Some((app_channel::STREAM_WINDOW, app_channel::CONNECTION_WINDOW));
+    let grpc_limits = listen::grpc_limits(&rt.settings, windows);
     for l in grpc_listeners {
         tasks.spawn(listen::serve_http(l, grpc_router.clone(), grpc_limits, stop()));
     }
 
     // Internal API for other sidecars; calls for other services go on to the app.
     let internal_router = grpc_router::internal(rt.clone());
-    let internal_limits = listen::grpc_limits(&rt.settings, Some((1 << 20, 4 << 20)));
+    let internal_limits = listen::grpc_limits(&rt.settings, windows);
     for l in internal {
         let (router, stop) = (internal_router.clone(), stop());
         match internal_tls.clone() {

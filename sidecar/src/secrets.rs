@@ -282,6 +282,7 @@ mod tests {
             ("APP_DB", "pg"),
             ("DAPR_API_TOKEN", "t"),
             ("APP_API_TOKEN", "t"),
+            ("DAPRS_HTTP_IDLE_TIMEOUT", "1s"),
             ("OTHER", "x"),
         ]
         .iter()
@@ -292,6 +293,13 @@ mod tests {
         assert_eq!(all.get("OTHER", &none).await.expect("get")["OTHER"], "x");
         assert!(all.get("DAPR_API_TOKEN", &none).await.is_err());
         assert!(all.get("APP_API_TOKEN", &none).await.is_err());
+        assert!(all.get("DAPRS_HTTP_IDLE_TIMEOUT", &none).await.is_err());
+        assert!(
+            !all.bulk(&none)
+                .await
+                .expect("bulk")
+                .contains_key("DAPRS_HTTP_IDLE_TIMEOUT")
+        );
         let prefixed = EnvStore::new(&env, "APP_");
         assert_eq!(prefixed.get("DB", &none).await.expect("get")["DB"], "pg");
         let names: Vec<String> = prefixed.bulk(&none).await.expect("bulk").into_keys().collect();

@@ -179,7 +179,23 @@ impl Runtime {
         )
     }
 
+    /// The longest key a save accepts: one that, percent-encoded at worst,
+    /// still fits in the request line of `GET /v1.0/state/{store}/{key}`
+    /// under the `--read-buffer-size` limit, so every saved key can be read.
+    pub fn max_key_len(&self) -> usize {
+        (self.settings.read_buffer_size.max(crate::flags::MIN_READ_BUFFER) - 1024) / 3
+    }
+
     fn set_request(&self, store: &str, entry: &StoreEntry, item: SaveItem) -> Result<SetRequest, ApiError> {
+        let max = self.max_key_len();
+        if item.key.len() > max {
+            return Err(ApiError::malformed(format!(
+                "the key is {} bytes; keys may be at most {max} bytes so that GET can read them \
+                 back (raise --read-buffer-size for longer keys)",
+                item.key.len()
+            ))
+            .with_resource("state", store));
+        }
         let ttl = state::parse_ttl(&item.metadata)
             .map_err(|e| ApiError::malformed(e).with_resource("state", store))?;
         Ok(SetRequest {

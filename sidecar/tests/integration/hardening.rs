@@ -318,3 +318,104 @@ async fn a_call_that_names_another_app_is_refused_by_the_callee() {
         .await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn keys_too_long_to_read_back_are_refused_on_save() {
+    let home = temp_dir("long-keys");
+    let d = Daprd::start(Spec::new("long-keys", &home)).await;
+    let long = "k".repeat(9000);
+    let body = format!(r#"[{{"key":"{long}","value":1}}]"#);
+    let r = d.send("POST", "/v1.0/state/statestore", &[], body).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "ERR_MALFORMED_REQUEST")
+    );
+    assert!(r.text().contains("--read-buffer-size"), "{}", r.text());
+    // The longest accepted key, even if every byte needs percent-encoding, reads back.
+    let key = "é".repeat(1194);
+    let body = serde_json::json!([{"key": key, "value": 2}]).to_string();
+    let r = d.send("POST", "/v1.0/state/statestore", &[], body).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let encoded: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+    let r = d
+        .send("GET", &format!("/v1.0/state/statestore/{encoded}"), &[], "")
+        .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "2"));
+}
+
+fn start_fails(home: &Path, args: &[&str]) -> String {
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_daprd"))
+        .args(args)
+        .env("DAPRS_HOME", home)
+        .output()
+        .expect("run daprd");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    )
+}
+
+#[test]
+fn configuration_values_dapr_refuses_stop_start_up() {
+    let home = temp_dir("bad-config");
+    for (doc, field) in [
+        (
+            "spec:\n  api:\n    allowed:\n    - name: state\n      version: v1.0\n      protocol: carrier-pigeon\n",
+            "spec.api.allowed[0].protocol",
+        ),
+        (
+            "spec:\n  secrets:\n    scopes:\n    - storeName: local\n      defaultAccess: maybe\n",
+            "spec.secrets.scopes[0].defaultAccess",
+        ),
+    ] {
+        let path = home.join("config.yaml");
+        std::fs::write(
+            &path,
+            format!("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\n{doc}"),
+        )
+        .expect("write");
+        let out = start_fails(
+            &home,
+            &["--app-id", "bad-config", "--config", &path.display().to_string()],
+        );
+        assert!(out.contains(field), "{field}: {out}");
+    }
+}
+
+#[test]
+fn resources_nested_absurdly_deep_are_refused_at_once() {
+    let home = temp_dir("deep-yaml");
+    let dir = home.join("resources");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let deep = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: deep\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: x\n    value: {}1{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    std::fs::write(dir.join("deep.yaml"), deep).expect("write");
+    let out = start_fails(
+        &home,
+        &["--app-id", "deep", "--resources-path", &dir.display().to_string()],
+    );
+    assert!(out.contains("nested more than 64 levels"), "{out}");
+    let numeric = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: 123\nspec:\n  type: state.in-memory\n  version: v1\n";
+    std::fs::write(dir.join("deep.yaml"), numeric).expect("write");
+    let out = start_fails(
+        &home,
+        &[
+            "--app-id",
+            "numeric",
+            "--resources-path",
+            &dir.display().to_string(),
+        ],
+    );
+    assert!(out.contains("metadata.name must be a string"), "{out}");
+}

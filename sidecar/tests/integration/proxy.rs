@@ -750,3 +750,36 @@ async fn dapr_stream_calls_flow_and_count_against_app_max_concurrency() {
     let ok = c.unary(to(&app, msg("after"))).await.expect("after the stream");
     assert!(ok.into_inner().text.starts_with("after|"));
 }
+
+#[tokio::test]
+async fn a_target_in_another_namespace_is_named_app_dot_namespace() {
+    let home = temp_dir("px-namespace");
+    let (port, _seen) = echo_app().await;
+    let _server = Daprd::start(Spec {
+        app_port: Some(port),
+        protocol: "grpc",
+        env: vec![("NAMESPACE", "production".into())],
+        ..Spec::new("px-ns-server", &home)
+    })
+    .await;
+    let client_d = Daprd::start(Spec::new("px-ns-client", &home)).await;
+    let mut c = client(&client_d).await;
+    let reply = c
+        .unary(to("px-ns-server.production", msg("across")))
+        .await
+        .expect("cross-namespace call")
+        .into_inner();
+    assert!(
+        reply
+            .text
+            .starts_with("across|caller=px-ns-client|callee=px-ns-server|"),
+        "{}",
+        reply.text
+    );
+    // The same app-id in the caller's own namespace does not exist.
+    let err = c
+        .unary(to("px-ns-server", msg("x")))
+        .await
+        .expect_err("not in default");
+    assert_eq!(err.code(), Code::Unavailable);
+}
