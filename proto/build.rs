@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .bytes(".")
+        .codec_path("crate::codec::Codec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! as the proto packages do (`dapr::proto::runtime::v1`); the short aliases
 //! [`common`], [`runtime`] and [`internals`] are what the rest of the workspace uses.
 
+pub mod codec;
+
 #[allow(missing_docs, clippy::all, clippy::unwrap_used)]
 pub mod dapr {
     pub mod proto {

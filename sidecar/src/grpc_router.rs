@@ -65,6 +65,33 @@ where
     })
 }
 
+/// tonic checks a message's size before any codec or layer of ours sees it,
+/// and answers OUT_OF_RANGE; a message over the limit is RESOURCE_EXHAUSTED,
+/// as gRPC's own servers and Dapr's say, with the flag that raises it.
+async fn oversize_status(mut res: axum::response::Response) -> axum::response::Response {
+    let h = res.headers();
+    let over = h.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11")
+        && h.get("grpc-message").is_some_and(|m| {
+            let m = m.as_bytes();
+            m.windows(24)
+                .any(|w| w == b"decoded%20message%20leng" || w == b"decoded message length t")
+        });
+    if over {
+        let h = res.headers_mut();
+        h.insert(
+            "grpc-status",
+            http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+        );
+        h.insert(
+            "grpc-message",
+            http::HeaderValue::from_static(
+                "the message is over the size limit; raise it with --max-body-size",
+            ),
+        );
+    }
+    res
+}
+
 /// The API port's router.
 pub async fn api(rt: Arc<Runtime>) -> Result<Router, StartError> {
     let fail = |e: tonic_reflection::server::Error| StartError::Io(format!("reflection: {e}"));
@@ -104,6 +131,7 @@ pub async fn api(rt: Arc<Runtime>) -> Result<Router, StartError> {
             or_app(v1alpha, rt.clone()),
         )
         .fallback_service(proxy::outbound(rt))
+        .layer(axum::middleware::map_response(oversize_status))
         .layer(grpc_api::ApiAccessLayer(access))
         .layer(tonic::service::InterceptorLayer::new(grpc_api::token_check(
             token,
@@ -121,4 +149,5 @@ pub fn internal(rt: Arc<Runtime>) -> Router {
     tonic::service::Routes::new(svc)
         .into_axum_router()
         .fallback_service(proxy::inbound(rt))
+        .layer(axum::middleware::map_response(oversize_status))
 }
