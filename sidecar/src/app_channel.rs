@@ -28,9 +28,6 @@ use tonic::{
 
 use crate::{error::ApiError, flags::AppProtocol, invoke::Metadata};
 
-/// Largest app response body read into memory.
-const MAX_RESPONSE: usize = 256 << 20;
-
 /// HTTP/2 flow-control windows of daprd's gRPC connections (per stream, per
 /// connection): large enough that a stream of large messages is not held
 /// back a round trip per 64 KiB.
@@ -418,11 +415,29 @@ impl AppChannel {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let body = Limited::new(res.into_body(), MAX_RESPONSE.max(self.max_body))
-            .collect()
-            .await
-            .map_err(|e| direct_invoke(format!("error reading app response: {e}")))?
-            .to_bytes();
+        // One limit for every body: a reply over --max-body-size is refused
+        // rather than held in memory whole (at once when it says its length).
+        let too_large = || {
+            direct_invoke(format!(
+                "the app's reply is over the limit of {} bytes; raise it with --max-body-size",
+                self.max_body
+            ))
+        };
+        let declared = res
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            return Err(too_large());
+        }
+        let body = match Limited::new(res.into_body(), self.max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Err(too_large());
+            }
+            Err(e) => return Err(direct_invoke(format!("error reading app response: {e}"))),
+        };
         Ok(InternalInvokeResponse {
             status: Some(Status {
                 code: i32::from(status),
@@ -453,8 +468,8 @@ impl AppChannel {
             request.metadata_mut().insert("dapr-api-token", token.clone());
         }
         let mut client = AppCallbackClient::new(channel)
-            .max_decoding_message_size(MAX_RESPONSE.max(self.max_body))
-            .max_encoding_message_size(MAX_RESPONSE.max(self.max_body));
+            .max_decoding_message_size(self.max_body.max(MAX_UNARY))
+            .max_encoding_message_size(self.max_body.max(MAX_UNARY));
         match client.on_invoke(request).await {
             Ok(res) => {
                 let headers = from_grpc_metadata(res.metadata());

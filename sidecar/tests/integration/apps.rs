@@ -60,6 +60,19 @@ async fn status(Path(code): Path<u16>) -> impl IntoResponse {
     )
 }
 
+/// `n` bytes in 64 KiB chunks, with no declared length (`?sized` declares it).
+async fn big(Path(n): Path<usize>, req: Request) -> axum::response::Response {
+    let chunks = (0..n).step_by(64 << 10).map(move |at| {
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(vec![b'x'; (n - at).min(64 << 10)]))
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::iter(chunks));
+    if req.uri().query() == Some("sized") {
+        ([(http::header::CONTENT_LENGTH, n.to_string())], body).into_response()
+    } else {
+        body.into_response()
+    }
+}
+
 /// Starts the HTTP echo app; returns its port.
 pub async fn http_app() -> u16 {
     let port = free_port();
@@ -69,6 +82,7 @@ pub async fn http_app() -> u16 {
     let router = Router::new()
         .route("/status/{code}", any(status))
         .route("/healthz", get(|| async { StatusCode::OK }))
+        .route("/big/{n}", get(big))
         .fallback(echo)
         .layer(axum::extract::DefaultBodyLimit::disable());
     tokio::spawn(async move { axum::serve(listener, router).await });

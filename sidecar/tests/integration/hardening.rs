@@ -481,3 +481,31 @@ async fn undecodable_and_oversized_grpc_messages_are_the_callers_mistake() {
     // Still serving.
     assert_eq!(d.get("/v1.0/healthz").await.expect("healthz").status, 204);
 }
+
+#[tokio::test]
+async fn an_app_reply_over_the_body_limit_is_refused_not_buffered() {
+    let home = temp_dir("big-reply");
+    let port = http_app().await;
+    let _b = Daprd::start(Spec {
+        app_port: Some(port),
+        ..Spec::new("big-b", &home)
+    })
+    .await;
+    let a = Daprd::start(Spec::new("big-a", &home)).await;
+    for path in [
+        "/v1.0/invoke/big-b/method/big/10485760",
+        "/v1.0/invoke/big-b/method/big/10485760?sized",
+    ] {
+        let r = a.send("GET", path, &[], "").await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (500, "ERR_DIRECT_INVOKE"),
+            "{path}"
+        );
+        assert!(r.text().contains("--max-body-size"), "{}", r.text());
+    }
+    let r = a
+        .send("GET", "/v1.0/invoke/big-b/method/big/1048576", &[], "")
+        .await;
+    assert_eq!((r.status, r.body.len()), (200, 1 << 20));
+}
