@@ -95,6 +95,20 @@ impl Requesters {
     }
 }
 
+/// Kubernetes' limit on a pod's annotations, keys and values together.
+pub const MAX_ANNOTATIONS: usize = 256 << 10;
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// A request body the webhook cannot read (answered with HTTP 400).
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadRequest(pub String);
@@ -114,7 +128,7 @@ pub fn review(
     cfg: &InjectorConfig,
     requesters: &Requesters,
 ) -> Result<(Value, Outcome), BadRequest> {
-    let review: Value = serde_json::from_slice(body).map_err(|e| BadRequest(format!("not JSON: {e}")))?;
+    let mut review: Value = serde_json::from_slice(body).map_err(|e| BadRequest(format!("not JSON: {e}")))?;
     if review["kind"] != "AdmissionReview" {
         return Err(BadRequest("body is not an AdmissionReview".into()));
     }
@@ -122,6 +136,8 @@ pub fn review(
         .as_str()
         .unwrap_or("admission.k8s.io/v1")
         .to_string();
+    // The pod is taken out of the review, not copied.
+    let mut object = review["request"]["object"].take();
     let request = &review["request"];
     let Some(uid) = request["uid"].as_str() else {
         return Err(BadRequest("AdmissionReview has no request.uid".into()));
@@ -145,12 +161,39 @@ pub fn review(
     if request["operation"].as_str().is_some_and(|op| op != "CREATE") {
         return Ok(allow("not a CREATE".into(), vec![]));
     }
-    let object = &request["object"];
+    if !object.is_object() {
+        let why = format!(
+            "the review of this pod carries no pod object ({}); the daprd sidecar was not added",
+            kind_of(&object)
+        );
+        return Ok(allow(why.clone(), vec![why]));
+    }
     let enabled = object["metadata"]["annotations"][key::ENABLED]
         .as_str()
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     if !enabled {
         return Ok(allow(format!("{} is not \"true\"", key::ENABLED), vec![]));
+    }
+    // Kubernetes itself refuses annotations over 256 KiB in all; nothing is
+    // built from larger ones.
+    let annotation_bytes: usize = object["metadata"]["annotations"]
+        .as_object()
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    if annotation_bytes > MAX_ANNOTATIONS {
+        let why = format!(
+            "the pod's annotations take {annotation_bytes} bytes, over Kubernetes' limit of {MAX_ANNOTATIONS}"
+        );
+        return Ok((
+            answer(
+                json!({"allowed": false, "status": {"code": 400, "reason": "BadRequest", "message": why}}),
+            ),
+            Outcome::Denied(why),
+        ));
     }
     if !requesters.allows(&request["userInfo"]) {
         let who = request["userInfo"]["username"].as_str().unwrap_or("(unknown)");
@@ -162,9 +205,12 @@ pub fn review(
         let (v, _) = allow(why.clone(), vec![why.clone()]);
         return Ok((v, Outcome::NotAllowed(why)));
     }
-    let pod: k8s_openapi::api::core::v1::Pod = match serde_json::from_value(object.clone()) {
+    let pod: k8s_openapi::api::core::v1::Pod = match serde_json::from_value(object.take()) {
         Ok(p) => p,
-        Err(e) => return Ok(allow(format!("pod could not be read: {e}"), vec![])),
+        Err(e) => {
+            let why = format!("the pod could not be read ({e}); the daprd sidecar was not added");
+            return Ok(allow(why.clone(), vec![why]));
+        }
     };
     let namespace = request["namespace"]
         .as_str()

@@ -138,13 +138,18 @@ fn render_cmd(args: &Render) -> ExitCode {
         eprintln!("daprs-injector: cannot read stdin: {e}");
         return ExitCode::from(1);
     }
-    match render::render(&input, &cfg) {
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let rendered = render::render_to(&input, &cfg, &mut stdout);
+    if let Err(e) = std::io::Write::flush(&mut stdout) {
+        eprintln!("daprs-injector: cannot write stdout: {e}");
+        return ExitCode::from(1);
+    }
+    match rendered {
         Err(e) => {
             eprintln!("daprs-injector: {e}");
             ExitCode::from(1)
         }
         Ok(r) => {
-            print!("{}", r.output);
             for m in &r.messages {
                 eprintln!("{m}");
             }

@@ -82,17 +82,24 @@ fn inject_object(doc: &mut Value, cfg: &InjectorConfig, out: &mut Rendered) {
 
 /// Renders `input`, a stream of YAML documents.
 pub fn render(input: &str, cfg: &InjectorConfig) -> Result<Rendered, String> {
+    let mut text = Vec::new();
+    let mut out = render_to(input, cfg, &mut text)?;
+    out.output = String::from_utf8(text).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Renders document by document into `w`: each is parsed, injected, written
+/// and dropped before the next is read, so memory follows the largest
+/// document rather than the whole manifest. `output` of the result is empty.
+pub fn render_to(input: &str, cfg: &InjectorConfig, w: &mut impl std::io::Write) -> Result<Rendered, String> {
     let mut out = Rendered::default();
-    let mut docs = Vec::new();
+    let mut first = true;
     for (i, de) in serde_yaml::Deserializer::from_str(input).enumerate() {
-        let value: Value = serde::Deserialize::deserialize(de)
+        let mut doc: Value = serde::Deserialize::deserialize(de)
             .map_err(|e| format!("document {}: not valid YAML: {e}", i + 1))?;
-        if value.is_null() {
+        if doc.is_null() {
             continue;
         }
-        docs.push(value);
-    }
-    for doc in &mut docs {
         // A List wraps objects in `items`.
         if doc.get("kind").and_then(Value::as_str) == Some("List") {
             if let Some(Value::Array(items)) = doc.get_mut("items") {
@@ -101,13 +108,13 @@ pub fn render(input: &str, cfg: &InjectorConfig) -> Result<Rendered, String> {
                 }
             }
         } else {
-            inject_object(doc, cfg, &mut out);
+            inject_object(&mut doc, cfg, &mut out);
         }
+        if !first {
+            w.write_all(b"---\n").map_err(|e| e.to_string())?;
+        }
+        first = false;
+        serde_yaml::to_writer(&mut *w, &doc).map_err(|e| e.to_string())?;
     }
-    let mut text = Vec::new();
-    for doc in &docs {
-        text.push(serde_yaml::to_string(doc).map_err(|e| e.to_string())?);
-    }
-    out.output = text.join("---\n");
     Ok(out)
 }

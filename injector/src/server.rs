@@ -29,7 +29,7 @@ use crate::{
 };
 
 /// Largest AdmissionReview accepted (Kubernetes objects are at most a few MiB).
-pub const MAX_BODY: usize = 16 << 20;
+pub const MAX_BODY: usize = 8 << 20;
 
 /// Request limits: the API server sends small heads and one review per
 /// request; a client that stalls or idles is closed.

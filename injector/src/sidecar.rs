@@ -233,8 +233,11 @@ pub fn build(cfg: &InjectorConfig, namespace: &str, pod: &PodFacts<'_>) -> Resul
             ))
         })?;
     if !valid_app_id(&app_id) {
+        // A value of any length is quoted at most 64 characters long.
+        let shown: String = app_id.chars().take(64).collect();
+        let more = if shown.len() < app_id.len() { "…" } else { "" };
         return Err(Denied(format!(
-            "{} {app_id:?} is not valid: use at most 58 lowercase letters, digits and '-', starting and ending with a letter or digit",
+            "{} {shown:?}{more} is not valid: use at most 58 lowercase letters, digits and '-', starting and ending with a letter or digit",
             key::APP_ID
         )));
     }

@@ -330,3 +330,46 @@ async fn stalled_and_oversized_requests_are_cut_off_after_the_handshake() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn reviews_that_are_too_large_or_not_pods_are_answered_clearly() {
+    let r = start("odd-reviews").await;
+    let answer = |object: Value| {
+        let body = review("admission.k8s.io/v1", CONTROLLER, object, "Pod").to_string();
+        let r = &r;
+        async move {
+            let (status, answer) = post(r, &r.tls.ca_pem, "application/json", body).await;
+            assert_eq!(status, 200);
+            let v: Value = serde_json::from_slice(&answer).expect("json");
+            (v["response"].clone(), answer.len())
+        }
+    };
+    // Annotations over Kubernetes' 256 KiB: refused, with nothing built from them.
+    let huge =
+        pod(json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders", "big": "x".repeat(300 << 10)}));
+    let (resp, _) = answer(huge).await;
+    assert_eq!(resp["allowed"], false);
+    assert!(
+        resp["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("262144"),
+        "{resp}"
+    );
+    // An app-id of 100 KB is quoted short.
+    let long_id = pod(json!({"dapr.io/enabled": "true", "dapr.io/app-id": "A".repeat(100 << 10)}));
+    let (resp, size) = answer(long_id).await;
+    assert_eq!(resp["allowed"], false);
+    assert!(size < 2048, "the answer took {size} bytes");
+    // No pod object, or one that cannot be a pod: allowed, with a warning saying so.
+    for object in [
+        Value::Null,
+        json!("a string"),
+        json!({"metadata": {"annotations": {"dapr.io/enabled": "true"}}, "spec": {"containers": "nginx"}}),
+    ] {
+        let (resp, _) = answer(object.clone()).await;
+        assert_eq!(resp["allowed"], true, "{object}");
+        let warning = resp["warnings"][0].as_str().unwrap_or_default();
+        assert!(warning.contains("sidecar was not added"), "{object}: {resp}");
+    }
+}
