@@ -31,13 +31,43 @@ pub struct Endpoint {
     /// The base URL, without a trailing slash.
     pub base: String,
     headers: Vec<(HeaderName, HeaderValue)>,
-    client: HttpClient,
+    client: LazyClient,
+}
+
+/// A client made on first use: with the system's trust store, reading it
+/// costs milliseconds and memory that a sidecar which never calls out
+/// should not pay at start-up.
+#[derive(Clone)]
+struct LazyClient(
+    Arc<std::sync::OnceLock<HttpClient>>,
+    Option<Arc<rustls::ClientConfig>>,
+);
+
+impl LazyClient {
+    fn new(tls: Option<rustls::ClientConfig>) -> Self {
+        Self(Arc::default(), tls.map(Arc::new))
+    }
+
+    fn get(&self) -> Result<HttpClient, String> {
+        if let Some(c) = self.0.get() {
+            return Ok(c.clone());
+        }
+        let tls = match &self.1 {
+            Some(t) => (**t).clone(),
+            None => rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(system_roots().clone())
+                .with_no_client_auth(),
+        };
+        Ok(self.0.get_or_init(|| client(tls)).clone())
+    }
 }
 
 /// The endpoints this app may call, by name, and a client for bare URLs.
 pub struct Endpoints {
     named: HashMap<String, Arc<Endpoint>>,
-    default_client: HttpClient,
+    default_client: LazyClient,
 }
 
 fn client(tls: rustls::ClientConfig) -> HttpClient {
@@ -60,25 +90,36 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The system's trust anchors, for endpoints that give no `rootCA`.
-fn system_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // A system certificate rustls cannot use is skipped, as browsers do.
-        let _ = roots.add(cert);
-    }
-    roots
+/// The system's trust anchors, for endpoints that give no `rootCA`; read once.
+fn system_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            // A system certificate rustls cannot use is skipped, as browsers do.
+            let _ = roots.add(cert);
+        }
+        roots
+    })
 }
 
+/// The endpoint's own TLS settings; None when it has none (the system's
+/// trust store is then used, read on first use).
 fn tls_config(
     name: &str,
     spec: Option<&daprs_api::v1alpha1::ClientTls>,
     doc: &dyn Fn(&str, &TlsDocument) -> Result<String, String>,
-) -> Result<rustls::ClientConfig, String> {
+) -> Result<Option<rustls::ClientConfig>, String> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let Some(spec) =
+        spec.filter(|t| t.root_ca.is_some() || t.certificate.is_some() || t.private_key.is_some())
+    else {
+        return Ok(None);
+    };
+    let spec = Some(spec);
     let roots = match spec.and_then(|t| t.root_ca.as_ref()) {
         Some(d) => daprs_mtls::tls::roots(&doc("rootCA", d)?)?,
-        None => system_roots(),
+        None => system_roots().clone(),
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -107,7 +148,7 @@ fn tls_config(
             ));
         }
     };
-    Ok(config)
+    Ok(Some(config))
 }
 
 impl Endpoints {
@@ -165,18 +206,13 @@ impl Endpoints {
                 Arc::new(Endpoint {
                     base,
                     headers,
-                    client: client(tls),
+                    client: LazyClient::new(tls),
                 }),
             );
         }
-        let default_tls = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(system_roots())
-            .with_no_client_auth();
         Ok(Self {
             named,
-            default_client: client(default_tls),
+            default_client: LazyClient::new(None),
         })
     }
 
@@ -238,12 +274,18 @@ impl Endpoint {
         for (k, v) in &self.headers {
             headers.insert(k.clone(), v.clone());
         }
+        let client = self.client.get().map_err(|e| {
+            ApiError::internal(
+                "ERR_DIRECT_INVOKE",
+                format!("failed to invoke, id: {target}, err: {e}"),
+            )
+        })?;
         let attempt = || {
             let mut req = http::Request::new(Full::new(out.body.clone()));
             *req.method_mut() = out.method.clone();
             *req.uri_mut() = uri.clone();
             *req.headers_mut() = headers.clone();
-            let client = self.client.clone();
+            let client = client.clone();
             async move {
                 let res = client.request(req).await.map_err(|e| e.to_string())?;
                 let (parts, body) = res.into_parts();

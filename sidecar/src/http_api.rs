@@ -150,7 +150,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Query parameters as (name, value) pairs, percent-decoded.
-fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     query
         .unwrap_or("")
         .split('&')
@@ -221,15 +221,49 @@ impl SaveJson {
     }
 }
 
+/// The items of a `POST /v1.0/state/{store}` body, with the query string's
+/// `metadata.*` added to each.
+pub fn decode_save(body: &[u8], query: Option<&str>) -> Result<Vec<SaveItem>, ApiError> {
+    let meta = query_metadata(&query_pairs(query));
+    let items: Vec<SaveJson> = parse_json(body)?;
+    items.into_iter().map(|i| i.into_item(&meta)).collect()
+}
+
+/// The keys of a `POST /v1.0/state/{store}/bulk` body.
+pub fn decode_bulk_keys(body: &[u8]) -> Result<Vec<String>, ApiError> {
+    parse_json::<BulkJson>(body).map(|b| b.keys)
+}
+
+/// The operations of a `POST /v1.0/state/{store}/transaction` body.
+pub fn decode_transaction(body: &[u8], query: Option<&str>) -> Result<Vec<TxOp>, ApiError> {
+    let meta = query_metadata(&query_pairs(query));
+    let tx: TxJson = parse_json(body)?;
+    let mut ops = Vec::with_capacity(tx.operations.len());
+    for op in tx.operations {
+        ops.push(match op.operation.as_str() {
+            "upsert" => TxOp::Upsert(op.request.into_item(&meta)?),
+            "delete" => {
+                let item = op.request.into_item(&meta)?;
+                TxOp::Delete(item.key, item.etag, item.metadata)
+            }
+            other => {
+                return Err(ApiError::new(
+                    "ERR_NOT_SUPPORTED_STATE_OPERATION",
+                    StatusCode::BAD_REQUEST,
+                    tonic::Code::InvalidArgument,
+                    format!("operation type {other} not supported"),
+                ));
+            }
+        });
+    }
+    Ok(ops)
+}
+
 async fn save_state(State(rt): Rt, Path(store): Path<String>, req: Request) -> Result<StatusCode, ApiError> {
-    let meta = query_metadata(&query_pairs(req.uri().query()));
+    let query = req.uri().query().map(str::to_string);
     let body = read_body(&rt, req.into_body()).await?;
-    let items: Vec<SaveJson> = parse_json(&body)?;
-    let items = items
-        .into_iter()
-        .map(|i| i.into_item(&meta))
-        .collect::<Result<Vec<_>, _>>()?;
-    rt.save_state(&store, items).await?;
+    rt.save_state(&store, decode_save(&body, query.as_deref())?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -320,12 +354,11 @@ async fn bulk_or_transaction(
     Path((store, action)): Path<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let meta = query_metadata(&query_pairs(req.uri().query()));
+    let query = req.uri().query().map(str::to_string);
     match action.as_str() {
         "bulk" => {
             let body = read_body(&rt, req.into_body()).await?;
-            let bulk: BulkJson = parse_json(&body)?;
-            let items = rt.bulk_get_state(&store, &bulk.keys).await?;
+            let items = rt.bulk_get_state(&store, &decode_bulk_keys(&body)?).await?;
             let out: Vec<BulkOut> = items
                 .into_iter()
                 .map(
@@ -348,25 +381,7 @@ async fn bulk_or_transaction(
         }
         "transaction" => {
             let body = read_body(&rt, req.into_body()).await?;
-            let tx: TxJson = parse_json(&body)?;
-            let mut ops = Vec::with_capacity(tx.operations.len());
-            for op in tx.operations {
-                ops.push(match op.operation.as_str() {
-                    "upsert" => TxOp::Upsert(op.request.into_item(&meta)?),
-                    "delete" => {
-                        let item = op.request.into_item(&meta)?;
-                        TxOp::Delete(item.key, item.etag, item.metadata)
-                    }
-                    other => {
-                        return Err(ApiError::new(
-                            "ERR_NOT_SUPPORTED_STATE_OPERATION",
-                            StatusCode::BAD_REQUEST,
-                            tonic::Code::InvalidArgument,
-                            format!("operation type {other} not supported"),
-                        ));
-                    }
-                });
-            }
+            let ops = decode_transaction(&body, query.as_deref())?;
             rt.transact_state(&store, ops).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
@@ -385,7 +400,7 @@ async fn bulk_or_transaction(
 // === invocation ===
 
 /// Splits `/v1.0/invoke/<target>/method/<method...>`.
-fn split_invoke_path(rest: &str) -> Result<(String, String), ApiError> {
+pub fn split_invoke_path(rest: &str) -> Result<(String, String), ApiError> {
     let (target, method) = rest
         .split_once("/method/")
         .or_else(|| rest.strip_suffix("/method").map(|t| (t, "")))
