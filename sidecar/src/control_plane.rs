@@ -178,14 +178,7 @@ impl Operator {
                 async move { c.list_resiliency(req).await }
             })
             .await?;
-        res.into_inner()
-            .resiliencies
-            .iter()
-            .map(|b| {
-                serde_json::from_slice(b)
-                    .map_err(|e| format!("the operator sent a Resiliency that does not parse: {e}"))
-            })
-            .collect()
+        decode_json_list("Resiliency", &res.into_inner().resiliencies)
     }
 
     /// The HTTPEndpoints of this namespace, secrets resolved by the operator.
@@ -199,14 +192,7 @@ impl Operator {
                 async move { c.list_http_endpoints(req).await }
             })
             .await?;
-        res.into_inner()
-            .http_endpoints
-            .iter()
-            .map(|b| {
-                serde_json::from_slice(b)
-                    .map_err(|e| format!("the operator sent an HTTPEndpoint that does not parse: {e}"))
-            })
-            .collect()
+        decode_json_list("HTTPEndpoint", &res.into_inner().http_endpoints)
     }
 
     /// The Configuration named by `--config`.
@@ -224,6 +210,19 @@ impl Operator {
         serde_json::from_slice(&res.into_inner().configuration)
             .map_err(|e| format!("the operator sent a Configuration that does not parse: {e}"))
     }
+}
+
+/// Resources the operator sends as JSON, one per entry.
+fn decode_json_list<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    list: &[bytes::Bytes],
+) -> Result<Vec<T>, String> {
+    list.iter()
+        .map(|b| {
+            serde_json::from_slice(b)
+                .map_err(|e| format!("the operator sent a {kind} that does not parse: {e}"))
+        })
+        .collect()
 }
 
 fn decode_all(list: &[bytes::Bytes]) -> Result<Vec<Component>, String> {

@@ -1,8 +1,6 @@
 //! Access control on the callee's sidecar without mutual TLS: the caller is
 //! who its sidecar says, and HTTP verbs count for HTTP apps.
 
-use std::process::Command;
-
 use daprs_proto::{
     common::{HttpExtension, InvokeRequest},
     runtime::InvokeServiceRequest,
@@ -10,7 +8,7 @@ use daprs_proto::{
 
 use super::{
     apps::http_app,
-    harness::{Daprd, Spec, temp_dir},
+    harness::{Daprd, Spec, start_fails, temp_dir},
 };
 
 async fn call(d: &Daprd, verb: &str, path: &str) -> super::harness::Reply {
@@ -114,15 +112,10 @@ fn an_invalid_access_control_document_stops_start_up_naming_the_field() {
         ),
     )
     .expect("config");
-    let out = Command::new(env!("CARGO_BIN_EXE_daprd"))
-        .args(["--app-id", "bad-acl", "--config"])
-        .arg(&config)
-        .env("DAPRS_HOME", &home)
-        .output()
-        .expect("run daprd");
-    let err = String::from_utf8_lossy(&out.stderr);
-    let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    let all = start_fails(
+        &home,
+        &["--app-id", "bad-acl", "--config", &config.display().to_string()],
+    );
     assert!(
         all.contains("accessControl.defaultAction") && all.contains("maybe"),
         "{all}"

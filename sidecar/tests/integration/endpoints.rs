@@ -2,7 +2,7 @@
 
 use super::{
     apps::{http_app, https_app_with_ca},
-    harness::{Daprd, Spec, resources, temp_dir},
+    harness::{Daprd, Spec, resources, start_fails, temp_dir},
 };
 
 #[tokio::test]
@@ -132,18 +132,15 @@ fn an_invalid_endpoint_stops_start_up() {
         &home,
         "apiVersion: dapr.io/v1alpha1\nkind: HTTPEndpoint\nmetadata:\n  name: bad\nspec:\n  baseUrl: ftp://example\n",
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_daprd"))
-        .args(["--app-id", "ext-bad", "--resources-path"])
-        .arg(&dir)
-        .env("DAPRS_HOME", &home)
-        .output()
-        .expect("run daprd");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
+    let all = start_fails(
+        &home,
+        &[
+            "--app-id",
+            "ext-bad",
+            "--resources-path",
+            &dir.display().to_string(),
+        ],
     );
-    assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(
         all.contains("HTTPEndpoint bad") && all.contains("baseUrl"),
         "{all}"

@@ -19,7 +19,7 @@ use tokio::{
 
 use super::{
     apps::http_app,
-    harness::{Daprd, Spec, free_port, temp_dir},
+    harness::{Daprd, Spec, free_port, start_fails, temp_dir},
 };
 
 /// Reads until the server closes the connection; returns what came and how long it took.
@@ -341,26 +341,6 @@ async fn keys_too_long_to_read_back_are_refused_on_save() {
         .send("GET", &format!("/v1.0/state/statestore/{encoded}"), &[], "")
         .await;
     assert_eq!((r.status, r.text().as_str()), (200, "2"));
-}
-
-fn start_fails(home: &Path, args: &[&str]) -> String {
-    let started = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_daprd"))
-        .args(args)
-        .env("DAPRS_HOME", home)
-        .output()
-        .expect("run daprd");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(out.status.code(), Some(1));
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    )
 }
 
 #[test]

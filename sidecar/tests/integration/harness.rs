@@ -238,7 +238,11 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes
         req = req.header(*k, *v);
     }
     let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let res = client.request(req).await.map_err(|e| e.to_string())?;
+    reply_of(client.request(req).await.map_err(|e| e.to_string())?).await
+}
+
+/// Reads a whole response.
+async fn reply_of(res: http::Response<hyper::body::Incoming>) -> Result<Reply, String> {
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let body = res
@@ -252,6 +256,29 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes
         headers,
         body,
     })
+}
+
+/// Runs daprd with `args`, expecting it to refuse to start (exit 1) within
+/// 5 s; returns what it printed.
+pub fn start_fails(home: &Path, args: &[&str]) -> String {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_daprd"))
+        .args(args)
+        .env("DAPRS_HOME", home)
+        .output()
+        .expect("run daprd");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    all
 }
 
 /// Writes a component file into a fresh resources folder.
@@ -291,17 +318,5 @@ pub async fn send_h2(url: &str, headers: &[(&str, &str)]) -> Result<Reply, Strin
         .await
         .map_err(|_| "no answer within 5 s".to_string())?
         .map_err(|e| e.to_string())?;
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    reply_of(res).await
 }

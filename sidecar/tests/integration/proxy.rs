@@ -583,56 +583,39 @@ async fn listed(d: &Daprd, app: Option<&str>, alpha: bool) -> Vec<String> {
         }
         r
     }
+    // v1 and v1alpha are the same protocol in two packages.
+    macro_rules! list_services {
+        ($v:ident) => {{
+            let mut c = $v::server_reflection_client::ServerReflectionClient::new(channel);
+            let req = $v::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some($v::server_reflection_request::MessageRequest::ListServices(
+                    String::new(),
+                )),
+            };
+            let mut replies = c
+                .server_reflection_info(with_app(app, Request::new(tokio_stream::iter([req]))))
+                .await
+                .expect("reflection")
+                .into_inner();
+            match replies
+                .next()
+                .await
+                .expect("a reply")
+                .expect("ok")
+                .message_response
+            {
+                Some($v::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+                    l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+                }
+                other => panic!("{other:?}"),
+            }
+        }};
+    }
     let mut names = if alpha {
-        let mut c = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
-        let req = v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(
-                String::new(),
-            )),
-        };
-        let mut replies = c
-            .server_reflection_info(with_app(app, Request::new(tokio_stream::iter([req]))))
-            .await
-            .expect("reflection")
-            .into_inner();
-        match replies
-            .next()
-            .await
-            .expect("a reply")
-            .expect("ok")
-            .message_response
-        {
-            Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
-                l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
-            }
-            other => panic!("{other:?}"),
-        }
+        list_services!(v1alpha)
     } else {
-        let mut c = v1::server_reflection_client::ServerReflectionClient::new(channel);
-        let req = v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-                String::new(),
-            )),
-        };
-        let mut replies = c
-            .server_reflection_info(with_app(app, Request::new(tokio_stream::iter([req]))))
-            .await
-            .expect("reflection")
-            .into_inner();
-        match replies
-            .next()
-            .await
-            .expect("a reply")
-            .expect("ok")
-            .message_response
-        {
-            Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
-                l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
-            }
-            other => panic!("{other:?}"),
-        }
+        list_services!(v1)
     };
     names.sort();
     names

@@ -17,7 +17,7 @@ use axum::{
 };
 
 use super::{
-    harness::{Daprd, Spec, free_port, resources, temp_dir},
+    harness::{Daprd, Spec, free_port, resources, start_fails, temp_dir},
     proxy::{echo::Msg, echo_app},
 };
 
@@ -398,17 +398,14 @@ fn an_invalid_resiliency_document_stops_start_up_naming_the_field() {
         &home,
         &POLICIES.replace("trip: consecutiveFailures >= 2", "trip: failures >= 2"),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_daprd"))
-        .args(["--app-id", "res-bad", "--resources-path"])
-        .arg(&dir)
-        .env("DAPRS_HOME", &home)
-        .output()
-        .expect("run daprd");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
+    let all = start_fails(
+        &home,
+        &[
+            "--app-id",
+            "res-bad",
+            "--resources-path",
+            &dir.display().to_string(),
+        ],
     );
-    assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("circuitBreakers.twoStrikes.trip"), "{all}");
 }
