@@ -84,7 +84,8 @@ fn dots(seg: &str) -> Option<u8> {
     while !rest.is_empty() && n < 3 {
         rest = if let Some(r) = rest.strip_prefix('.') {
             r
-        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("%2e") {
+        } else if rest.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("%2e")) {
+            // Three ASCII bytes, so byte 3 starts a character.
             &rest[3..]
         } else {
             return None;
@@ -313,6 +314,8 @@ mod tests {
         assert_eq!(ok("/orders//new"), "orders/new");
         // Three dots, or dots inside a name, are names.
         assert_eq!(ok("a/.../b..c/%2e%2e%2e"), "a/.../b..c/%2e%2e%2e");
+        // Found by fuzzing: a multi-byte character right after two bytes.
+        assert_eq!(ok("od\u{45e}x/ў/%2ў/../a"), "od\u{45e}x/ў/a");
         for bad in ["a\r\nHost: x", "a b", "a\tb", "a\u{0}"] {
             let e = clean_method(bad).expect_err(bad);
             assert_eq!(e.grpc, tonic::Code::InvalidArgument);

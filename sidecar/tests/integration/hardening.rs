@@ -222,6 +222,14 @@ async fn invoked_methods_are_cleaned_alike_over_http_and_grpc() {
     let body = res.into_inner().data.map(|a| a.value).unwrap_or_default();
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["path"], "/etc/passwd");
+    // Non-ASCII methods pass through InvokeService (they once broke the connection).
+    let res = c
+        .invoke_service(call("echo/odўМ/x"))
+        .await
+        .expect("non-ASCII method");
+    let body = res.into_inner().data.map(|a| a.value).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert!(v["path"].as_str().is_some_and(|p| p.starts_with("/echo/")), "{v}");
     for bad in ["echo\r\nX-Injected: 1", "echo me"] {
         let err = c.invoke_service(call(bad)).await.expect_err(bad);
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
