@@ -145,6 +145,12 @@ struct Defaults {
     breaker: Option<(String, CircuitBreaker)>,
 }
 
+impl Defaults {
+    fn is_empty(&self) -> bool {
+        self.timeout.is_none() && self.retry.is_none() && self.breaker.is_none()
+    }
+}
+
 /// The loaded Resiliency documents that apply to this app.
 pub struct Resiliency {
     /// Names of the loaded documents, for the metadata API.
@@ -305,8 +311,11 @@ impl Resiliency {
         Ok(out)
     }
 
-    fn fallback(&self, key: String, d: &Defaults) -> Policy {
+    /// The default policy for a target with none of its own; `key` names the
+    /// target's breaker and is only built when there is one.
+    fn fallback(&self, key: impl FnOnce() -> String, d: &Defaults) -> Policy {
         let breaker = d.breaker.as_ref().and_then(|(name, cb)| {
+            let key = key();
             let mut cache = self
                 .default_breakers
                 .lock()
@@ -330,7 +339,7 @@ impl Resiliency {
     pub fn app(&self, app_id: &str) -> Policy {
         let mut p = match self.apps.get(app_id) {
             Some(p) => p.clone(),
-            None => self.fallback(format!("app/{app_id}"), &self.app_defaults),
+            None => self.fallback(|| format!("app/{app_id}"), &self.app_defaults),
         };
         if p.retry.is_none() {
             p.retry = Some(self.built_in.clone());
@@ -339,19 +348,27 @@ impl Resiliency {
         p
     }
 
-    /// What applies to calls from the sidecar to component `name`.
+    /// What applies to calls from the sidecar to component `name`. With no
+    /// policy for components at all, nothing is looked up: this is on the
+    /// path of every state call.
     pub fn outbound(&self, name: &str) -> Policy {
+        if self.outbound.is_empty() && self.outbound_defaults.is_empty() {
+            return Policy::default();
+        }
         match self.outbound.get(name) {
             Some(p) => p.clone(),
-            None => self.fallback(format!("out/{name}"), &self.outbound_defaults),
+            None => self.fallback(|| format!("out/{name}"), &self.outbound_defaults),
         }
     }
 
     /// What applies to calls from component `name` into the app.
     pub fn inbound(&self, name: &str) -> Policy {
+        if self.inbound.is_empty() && self.inbound_defaults.is_empty() {
+            return Policy::default();
+        }
         match self.inbound.get(name) {
             Some(p) => p.clone(),
-            None => self.fallback(format!("in/{name}"), &self.inbound_defaults),
+            None => self.fallback(|| format!("in/{name}"), &self.inbound_defaults),
         }
     }
 }
