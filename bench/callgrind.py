@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Instructions per request through one daprd, counted by callgrind.
+
+Instruction counts do not depend on what else the machine is doing, so this
+is the figure to compare between two builds (a timing on this shared machine
+is not). daprd runs under `valgrind --tool=callgrind` twice, with the same
+in-memory state store: once serving nothing, once serving N requests on one
+keep-alive connection; the difference divided by N is the cost of a request.
+
+Usage: bench/callgrind.py [DAPRD ...]   (default target/release/daprd)
+       CALLGRIND_REQUESTS=2000 changes N; CALLGRIND_KEEP=DIR keeps the
+       callgrind.N.out files there for callgrind_annotate.
+"""
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+N = int(os.environ.get("CALLGRIND_REQUESTS", "2000"))
+COMPONENT = """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: store
+spec:
+  type: state.in-memory
+  version: v1
+  metadata: []
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(daprd, requests, work):
+    out = os.path.join(work, f"callgrind.{requests}.out")
+    port = free_port()
+    args = [
+        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+        daprd, "--app-id", "cg", "--resources-path", work,
+        "--dapr-http-port", str(port), "--dapr-grpc-port", str(free_port()),
+        "--metrics-port", str(free_port()), "--dapr-listen-addresses", "127.0.0.1",
+        "--log-level", "warn",
+    ]
+    env = dict(os.environ, DAPRS_HOME=work)
+    p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/v1.0/healthz/outbound")
+            if c.getresponse().status == 204:
+                break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            p.kill()
+            sys.exit("daprd did not start under valgrind")
+        time.sleep(0.2)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    body = b'[{"key":"k","value":{"n":1,"text":"' + b"x" * 900 + b'"}}]'
+    # Half saves, half reads, all on one keep-alive connection.
+    for i in range(requests):
+        if i % 2 == 0:
+            c.request("POST", "/v1.0/state/store", body, {"content-type": "application/json"})
+        else:
+            c.request("GET", "/v1.0/state/store/k")
+        r = c.getresponse()
+        r.read()
+        assert r.status in (200, 204), r.status
+    c.close()
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=120)
+    with open(out) as f:
+        for line in f:
+            m = re.match(r"^(?:summary|totals):\s+(\d+)", line)
+            if m:
+                return int(m.group(1))
+    sys.exit(f"no totals in {out}")
+
+
+def main():
+    binaries = sys.argv[1:] or ["target/release/daprd"]
+    print(f"| daprd | instructions per request ({N} requests: half 1 KiB saves, half reads) |")
+    print("|---|---|")
+    for daprd in binaries:
+        keep = os.environ.get("CALLGRIND_KEEP")
+        with tempfile.TemporaryDirectory() as tmp:
+            work = keep or tmp
+            os.makedirs(work, exist_ok=True)
+            with open(os.path.join(work, "store.yaml"), "w") as f:
+                f.write(COMPONENT)
+            idle = run(daprd, 0, work)
+            busy = run(daprd, N, work)
+        print(f"| {daprd} | {(busy - idle) / N:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
