@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Some(patch) = answer["response"]["patch"].as_str() {
         use base64::Engine;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(patch).expect("base64");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .expect("base64");
         let _: Vec<serde_json::Value> = serde_json::from_slice(&bytes).expect("a JSON Patch");
     }
 });

@@ -19,7 +19,7 @@ use tokio::{
 
 use super::{
     apps::http_app,
-    harness::{Daprd, Spec, free_port, start_fails, temp_dir},
+    harness::{Daprd, Spec, free_port, raw_grpc, start_fails, temp_dir},
 };
 
 /// Reads until the server closes the connection; returns what came and how long it took.
@@ -408,41 +408,6 @@ fn resources_nested_absurdly_deep_are_refused_at_once() {
     assert!(out.contains("metadata.name must be a string"), "{out}");
 }
 
-/// Sends one framed gRPC message of raw bytes to `path`; returns grpc-status and grpc-message.
-async fn raw_grpc(port: u16, path: &str, payload: &[u8]) -> (i32, String) {
-    use http_body_util::BodyExt;
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&u32::try_from(payload.len()).expect("size").to_be_bytes());
-    framed.extend_from_slice(payload);
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .http2_only(true)
-            .build_http();
-    let req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(http_body_util::Full::new(framed.into()))
-        .expect("request");
-    let res = client.request(req).await.expect("h2 call");
-    let read = |h: &http::HeaderMap| {
-        h.get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i32>().ok())
-            .map(|c| {
-                let m = h
-                    .get("grpc-message")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                (c, m.replace("%20", " "))
-            })
-    };
-    if let Some(found) = read(res.headers()) {
-        return found;
-    }
-    let body = res.into_body().collect().await.expect("body");
-    body.trailers().and_then(read).expect("grpc-status")
-}
-
 #[tokio::test]
 async fn undecodable_and_oversized_grpc_messages_are_the_callers_mistake() {
     let home = temp_dir("grpc-garbage");
@@ -454,13 +419,14 @@ async fn undecodable_and_oversized_grpc_messages_are_the_callers_mistake() {
         ("wrong wire type", &b"\x0d\x01\x02\x03\x04"[..]),
         ("not UTF-8", &b"\x0a\x03\xff\xfe\xfd"[..]),
     ] {
-        let (code, message) = raw_grpc(d.grpc_port, path, payload).await;
+        let (code, message) = raw_grpc(d.grpc_port, path, &[], payload).await;
         assert_eq!(code, tonic::Code::InvalidArgument as i32, "{what}: {message}");
         assert!(message.contains("GetStateRequest"), "{what}: {message}");
     }
     let (code, message) = raw_grpc(
         d.grpc_port,
         "/dapr.proto.runtime.v1.Dapr/SaveState",
+        &[],
         &vec![0u8; 5 << 20],
     )
     .await;

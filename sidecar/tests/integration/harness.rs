@@ -320,3 +320,40 @@ pub async fn send_h2(url: &str, headers: &[(&str, &str)]) -> Result<Reply, Strin
         .map_err(|e| e.to_string())?;
     reply_of(res).await
 }
+
+/// Sends one framed gRPC message of raw bytes to `path` over bare HTTP/2
+/// (a client with no timers or checks of its own); returns grpc-status and
+/// grpc-message.
+pub async fn raw_grpc(port: u16, path: &str, headers: &[(&str, &str)], payload: &[u8]) -> (i32, String) {
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(payload.len()).expect("size").to_be_bytes());
+    framed.extend_from_slice(payload);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(framed.into())).expect("request");
+    let res = client.request(req).await.expect("h2 call");
+    let read = |h: &http::HeaderMap| {
+        h.get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map(|c| {
+                let m = h
+                    .get("grpc-message")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                (c, m.replace("%20", " "))
+            })
+    };
+    if let Some(found) = read(res.headers()) {
+        return found;
+    }
+    let body = res.into_body().collect().await.expect("body");
+    body.trailers().and_then(read).expect("grpc-status")
+}

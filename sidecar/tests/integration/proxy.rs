@@ -375,36 +375,11 @@ async fn deadlines_reach_the_app_and_cancel_it() {
 
 /// Calls `Echo/Unary` over bare HTTP/2 with a `grpc-timeout`; returns the grpc-status.
 async fn raw_unary(d: &Daprd, app: &str, timeout: &str, m: &Msg) -> i32 {
-    use http_body_util::BodyExt;
+    let headers = [("grpc-timeout", timeout), ("dapr-app-id", app)];
     let payload = prost::Message::encode_to_vec(m);
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&u32::try_from(payload.len()).expect("size").to_be_bytes());
-    framed.extend_from_slice(&payload);
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .http2_only(true)
-            .build_http();
-    let req = http::Request::post(format!(
-        "http://127.0.0.1:{}/daprs.test.v1.Echo/Unary",
-        d.grpc_port
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .header("grpc-timeout", timeout)
-    .header("dapr-app-id", app)
-    .body(http_body_util::Full::new(framed.into()))
-    .expect("request");
-    let res = client.request(req).await.expect("h2 call");
-    let code = |h: &http::HeaderMap| {
-        h.get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i32>().ok())
-    };
-    if let Some(c) = code(res.headers()) {
-        return c;
-    }
-    let collected = res.into_body().collect().await.expect("body");
-    collected.trailers().and_then(code).expect("grpc-status trailer")
+    super::harness::raw_grpc(d.grpc_port, "/daprs.test.v1.Echo/Unary", &headers, &payload)
+        .await
+        .0
 }
 
 fn echo_timeout(v: &str) -> Duration {
