@@ -6,7 +6,12 @@
 //! - [`state`]: the state-store trait and its implementations.
 //! - [`runtime`]: shared state; [`state_api`] and [`invoke`] hold the building
 //!   blocks that both APIs call.
-//! - [`http_api`], [`grpc_api`]: the public APIs; [`internal`]: sidecar-to-sidecar.
+//! - [`http_api`], [`grpc_api`]: the public APIs; [`internal`]: sidecar-to-sidecar;
+//!   [`grpc_router`] puts the gRPC ports together; [`listen`] binds and serves the ports.
+//! - [`proxy`]: gRPC proxying of apps' own services; [`endpoints`]: services
+//!   outside Dapr (HTTPEndpoints and URLs).
+//! - [`acl`]: who may invoke this app; [`resiliency`]: timeouts, retries and
+//!   circuit breakers for every call to an app or component.
 //! - [`app_channel`]: calls into the app; [`registry`]: name resolution.
 //! - [`identity`]: the workload certificate; [`control_plane`]: resources
 //!   from the operator in Kubernetes mode.
@@ -34,6 +39,7 @@ pub mod registry;
 pub mod resiliency;
 pub mod runtime;
 pub mod secrets;
+mod startup;
 pub mod state;
 pub mod state_api;
 
@@ -49,7 +55,7 @@ use crate::{
     components::{Templates, env_secret_resolver, init_timeout, resolve_metadata},
     config::SidecarConfig,
     error::StartError,
-    flags::{Flags, Mode, Settings},
+    flags::{Mode, Settings},
     listen::ApiListener,
     registry::{DEFAULT_NAMESPACE, LocalRegistry, Resolver},
     runtime::{Block, ComponentInfo, Health, Loaded, Runtime, StoreEntry},
@@ -196,103 +202,6 @@ async fn probe_app(rt: Arc<Runtime>) {
     }
 }
 
-/// The Resiliency documents for this app: from the resource folders, and in
-/// Kubernetes mode from the operator.
-async fn load_resiliency(
-    app_id: &str,
-    resources: &[Resource],
-    operator: Option<&control_plane::Operator>,
-) -> Result<resiliency::Resiliency, StartError> {
-    let listed = match operator {
-        Some(op) => op.resiliencies().await.map_err(StartError::ControlPlane)?,
-        None => Vec::new(),
-    };
-    let docs = resources
-        .iter()
-        .filter_map(Resource::as_resiliency)
-        .chain(&listed);
-    let loaded = resiliency::Resiliency::load(docs, app_id).map_err(StartError::Config)?;
-    if !loaded.names.is_empty() {
-        tracing::info!(names = ?loaded.names, "resiliency policies loaded");
-    }
-    Ok(loaded)
-}
-
-/// The HTTPEndpoints this app may invoke: from the resource folders (their
-/// secrets read from the loaded secret stores), and in Kubernetes mode from
-/// the operator (secrets already resolved).
-async fn load_endpoints(
-    settings: &Settings,
-    resources: &[Resource],
-    operator: Option<&control_plane::Operator>,
-) -> Result<endpoints::Endpoints, StartError> {
-    let listed = match operator {
-        Some(op) => op.http_endpoints().await.map_err(StartError::ControlPlane)?,
-        None => Vec::new(),
-    };
-    let templates = Templates {
-        app_id: &settings.flags.app_id,
-        namespace: settings.namespace.as_deref(),
-        env: &settings.env,
-    };
-    let comps: Vec<&Component> = resources.iter().filter_map(Resource::as_component).collect();
-    let resolver = env_secret_resolver(&comps, &templates);
-    let docs = resources
-        .iter()
-        .filter_map(Resource::as_http_endpoint)
-        .chain(&listed);
-    endpoints::Endpoints::load(docs, &settings.flags.app_id, &templates, &resolver)
-        .map_err(StartError::Config)
-}
-
-/// The Configuration named by `--config`. In standalone mode that is a file
-/// holding a `kind: Configuration` document; in Kubernetes mode it is a
-/// resource name that the operator serves.
-async fn load_config(
-    flags: &Flags,
-    operator: Option<&control_plane::Operator>,
-) -> Result<SidecarConfig, StartError> {
-    let name = flags.config.first().filter(|c| !c.is_empty());
-    if let (Some(name), Some(op), Mode::Kubernetes) = (name, operator, flags.mode) {
-        let c = op.configuration(name).await.map_err(StartError::ControlPlane)?;
-        tracing::info!(name = %name, "loaded configuration from the operator");
-        return SidecarConfig::from_configuration(Some(&c))
-            .map_err(|e| StartError::Config(format!("Configuration {name}: {e}")));
-    }
-    let Some(path) = name.filter(|_| flags.mode == Mode::Standalone) else {
-        return SidecarConfig::from_configuration(None).map_err(StartError::Config);
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| StartError::Resources(format!("cannot read --config {path}: {e}")))?;
-    let decoded = daprs_api::resource::decode_yaml(&text).map_err(|errs| {
-        StartError::Resources(format!(
-            "--config {path}: {}",
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))
-    })?;
-    let found = decoded.resources.iter().find_map(|r| match r {
-        Resource::Configuration(c) => Some(c),
-        _ => None,
-    });
-    match found {
-        Some(c) => {
-            let config = SidecarConfig::from_configuration(Some(c))
-                .map_err(|e| StartError::Config(format!("--config {path}: {e}")))?;
-            tracing::info!(
-                name = config.name.as_deref().unwrap_or(""),
-                "loaded configuration from {path}"
-            );
-            Ok(config)
-        }
-        None => Err(StartError::Resources(format!(
-            "--config {path}: no document of kind Configuration"
-        ))),
-    }
-}
-
 /// Runs the sidecar until shutdown (signal, `POST /v1.0/shutdown` or `Shutdown`).
 pub async fn run(
     settings: Settings,
@@ -347,9 +256,9 @@ pub async fn run(
         }
     };
     resources.extend(from_operator.iter().cloned().map(Resource::Component));
-    let config = load_config(&flags, operator.as_ref()).await?;
-    let resiliency = load_resiliency(&flags.app_id, &resources, operator.as_ref()).await?;
-    let endpoints = load_endpoints(&settings, &resources, operator.as_ref()).await?;
+    let config = startup::load_config(&flags, operator.as_ref()).await?;
+    let resiliency = startup::load_resiliency(&flags.app_id, &resources, operator.as_ref()).await?;
+    let endpoints = startup::load_endpoints(&settings, &resources, operator.as_ref()).await?;
     let mut loaded = init_components(&settings, &config, &resources).await?;
     // Every pod can read its namespace's Secrets through a store named
     // `kubernetes`, unless a component takes the name or it is switched off.

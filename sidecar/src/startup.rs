@@ -1,0 +1,111 @@
+//! What daprd loads before it serves, besides its components: the
+//! Configuration, the Resiliency policies and the HTTPEndpoints, from the
+//! resource folders or, in Kubernetes mode, from the operator.
+
+use daprs_api::{Resource, v1alpha1::Component};
+
+use crate::{
+    components::{Templates, env_secret_resolver},
+    config::SidecarConfig,
+    control_plane, endpoints,
+    error::StartError,
+    flags::{Flags, Mode, Settings},
+    resiliency,
+};
+
+/// The Resiliency documents for this app: from the resource folders, and in
+/// Kubernetes mode from the operator.
+pub(crate) async fn load_resiliency(
+    app_id: &str,
+    resources: &[Resource],
+    operator: Option<&control_plane::Operator>,
+) -> Result<resiliency::Resiliency, StartError> {
+    let listed = match operator {
+        Some(op) => op.resiliencies().await.map_err(StartError::ControlPlane)?,
+        None => Vec::new(),
+    };
+    let docs = resources
+        .iter()
+        .filter_map(Resource::as_resiliency)
+        .chain(&listed);
+    let loaded = resiliency::Resiliency::load(docs, app_id).map_err(StartError::Config)?;
+    if !loaded.names.is_empty() {
+        tracing::info!(names = ?loaded.names, "resiliency policies loaded");
+    }
+    Ok(loaded)
+}
+
+/// The HTTPEndpoints this app may invoke: from the resource folders (their
+/// secrets read from the loaded secret stores), and in Kubernetes mode from
+/// the operator (secrets already resolved).
+pub(crate) async fn load_endpoints(
+    settings: &Settings,
+    resources: &[Resource],
+    operator: Option<&control_plane::Operator>,
+) -> Result<endpoints::Endpoints, StartError> {
+    let listed = match operator {
+        Some(op) => op.http_endpoints().await.map_err(StartError::ControlPlane)?,
+        None => Vec::new(),
+    };
+    let templates = Templates {
+        app_id: &settings.flags.app_id,
+        namespace: settings.namespace.as_deref(),
+        env: &settings.env,
+    };
+    let comps: Vec<&Component> = resources.iter().filter_map(Resource::as_component).collect();
+    let resolver = env_secret_resolver(&comps, &templates);
+    let docs = resources
+        .iter()
+        .filter_map(Resource::as_http_endpoint)
+        .chain(&listed);
+    endpoints::Endpoints::load(docs, &settings.flags.app_id, &templates, &resolver)
+        .map_err(StartError::Config)
+}
+
+/// The Configuration named by `--config`. In standalone mode that is a file
+/// holding a `kind: Configuration` document; in Kubernetes mode it is a
+/// resource name that the operator serves.
+pub(crate) async fn load_config(
+    flags: &Flags,
+    operator: Option<&control_plane::Operator>,
+) -> Result<SidecarConfig, StartError> {
+    let name = flags.config.first().filter(|c| !c.is_empty());
+    if let (Some(name), Some(op), Mode::Kubernetes) = (name, operator, flags.mode) {
+        let c = op.configuration(name).await.map_err(StartError::ControlPlane)?;
+        tracing::info!(name = %name, "loaded configuration from the operator");
+        return SidecarConfig::from_configuration(Some(&c))
+            .map_err(|e| StartError::Config(format!("Configuration {name}: {e}")));
+    }
+    let Some(path) = name.filter(|_| flags.mode == Mode::Standalone) else {
+        return SidecarConfig::from_configuration(None).map_err(StartError::Config);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StartError::Resources(format!("cannot read --config {path}: {e}")))?;
+    let decoded = daprs_api::resource::decode_yaml(&text).map_err(|errs| {
+        StartError::Resources(format!(
+            "--config {path}: {}",
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })?;
+    let found = decoded.resources.iter().find_map(|r| match r {
+        Resource::Configuration(c) => Some(c),
+        _ => None,
+    });
+    match found {
+        Some(c) => {
+            let config = SidecarConfig::from_configuration(Some(c))
+                .map_err(|e| StartError::Config(format!("--config {path}: {e}")))?;
+            tracing::info!(
+                name = config.name.as_deref().unwrap_or(""),
+                "loaded configuration from {path}"
+            );
+            Ok(config)
+        }
+        None => Err(StartError::Resources(format!(
+            "--config {path}: no document of kind Configuration"
+        ))),
+    }
+}
