@@ -679,3 +679,61 @@ async fn proxied_grpc_over_mutual_tls_obeys_access_control_by_proven_identity() 
     assert_eq!(status, 403, "{body}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_mode_loads_resiliency_from_the_operator_by_scope() {
+    let resiliency = |name: &str, scopes: Value, trip: &str| {
+        json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Resiliency",
+            "metadata": {"name": name, "namespace": NS, "uid": format!("r-{name}"), "resourceVersion": "1"},
+            "spec": {"policies": {"circuitBreakers": {"cb": {"trip": trip}}},
+                     "targets": {"apps": {"cart": {"circuitBreaker": "cb"}}}},
+            "scopes": scopes})
+    };
+    let cp = control_plane(|cp| {
+        cp.pod("orders", "orders-token", json!({}));
+        cp.pod("billing", "billing-token", json!({}));
+        // Valid for every app; invalid, but only for billing.
+        cp.put(
+            "resiliencies",
+            "shared",
+            resiliency("shared", json!([]), "consecutiveFailures > 2"),
+        );
+        cp.put(
+            "resiliencies",
+            "broken",
+            resiliency("broken", json!(["billing"]), "failures > 2"),
+        );
+    })
+    .await;
+    let dir = scratch("k8s-resiliency");
+    let k8s = [
+        "--mode",
+        "kubernetes",
+        "--control-plane-address",
+        &cp.settings.api_addr.to_string(),
+        "--disable-builtin-k8s-secret-store",
+    ]
+    .map(String::from);
+    // The operator's caches fill from its first list: billing's sidecar
+    // refuses to start once the broken policy is there, naming its field.
+    let mut refusal = String::new();
+    for _ in 0..50 {
+        match sidecar(&cp, "billing", "billing-token", &dir, &k8s).await {
+            Err(e) if e.contains("Resiliency broken") => {
+                refusal = e;
+                break;
+            }
+            Err(_) => {}
+            Ok(started) => drop(started),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        refusal.contains("circuitBreakers.cb.trip"),
+        "billing started: {refusal:?}"
+    );
+    // orders is out of the broken policy's scope and starts with the shared one.
+    let orders = sidecar(&cp, "orders", "orders-token", &dir, &k8s).await;
+    assert!(orders.is_ok(), "{:?}", orders.err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
