@@ -97,6 +97,39 @@ pub struct Caller {
     pub trust_domain: String,
 }
 
+/// The callee's first check of every call another sidecar sends, by any
+/// path: it must name this sidecar's app.
+pub fn check_callee(app_id: &str, callee: Option<&str>) -> Result<(), tonic::Status> {
+    if callee == Some(app_id) {
+        return Ok(());
+    }
+    // A value the caller chose is quoted at most 64 characters long.
+    let shown = callee.map_or_else(
+        || "no app".to_string(),
+        |c| format!("{:?}", c.char_indices().nth(64).map_or(c, |(i, _)| &c[..i])),
+    );
+    Err(tonic::Status::permission_denied(format!(
+        "this sidecar serves app {app_id:?}; the call is addressed to {shown}"
+    )))
+}
+
+/// The callee's access check of a call another sidecar sends: `proven` is
+/// the caller's certificate identity under mutual TLS, the others what its
+/// sidecar states.
+pub fn check_caller(
+    access: Option<&AccessControl>,
+    proven: Option<&daprs_mtls::SpiffeId>,
+    stated_app: Option<&str>,
+    stated_namespace: Option<&str>,
+    operation: &str,
+    verb: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let Some(acl) = access else { return Ok(()) };
+    let who = Caller::of(proven, stated_app, stated_namespace);
+    acl.check(who.as_ref(), operation, verb)
+        .map_err(tonic::Status::permission_denied)
+}
+
 impl Caller {
     /// The caller of a call from another sidecar: the identity its
     /// certificate proves under mutual TLS, else what its sidecar states.
@@ -216,15 +249,17 @@ impl AccessControl {
         })
     }
 
-    /// Whether `caller` may call `operation` (the method path) with `verb`
-    /// (HTTP calls only); the reason when not.
+    /// Whether `caller` may call `operation` (the method path, with or
+    /// without its leading `/`) with `verb` (HTTP calls only); the reason
+    /// when not.
     pub fn check(&self, caller: Option<&Caller>, operation: &str, verb: Option<&str>) -> Result<(), String> {
         let (decided, by) = self.decide(caller, operation, verb);
         match decided {
             Action::Allow => Ok(()),
             Action::Deny => Err(format!(
-                "access control policy has denied access to id: {} operation: {operation}{}{by}",
+                "access control policy has denied access to id: {} operation: /{}{}{by}",
                 caller.map_or("(unknown)", |c| c.app_id.as_str()),
+                operation.trim_start_matches('/'),
                 verb.map(|v| format!(" verb: {v}")).unwrap_or_default(),
             )),
         }

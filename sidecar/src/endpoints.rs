@@ -21,7 +21,7 @@ use crate::{
     app_channel::HOP_BY_HOP,
     components::{Templates, resolve_pairs},
     error::ApiError,
-    resiliency::{Failure, Policy, Stop},
+    resiliency::{Failure, Policy},
 };
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -298,14 +298,6 @@ impl Endpoint {
             Ok(_) => None,
             Err(_) => Some(Failure::Transport),
         };
-        let fail = |status, code, e: String| {
-            ApiError::new(
-                "ERR_DIRECT_INVOKE",
-                status,
-                code,
-                format!("failed to invoke, id: {target}, err: {e}"),
-            )
-        };
         match policy.run(attempt, failed).await {
             Ok(res) => {
                 let (mut parts, body) = res.into_parts();
@@ -314,21 +306,13 @@ impl Endpoint {
                 }
                 Ok(Response::from_parts(parts, Body::from(body)))
             }
-            Err(Stop::Failed(e)) => Err(fail(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                tonic::Code::Internal,
-                e,
-            )),
-            Err(Stop::TimedOut(t)) => Err(fail(
-                http::StatusCode::GATEWAY_TIMEOUT,
-                tonic::Code::DeadlineExceeded,
-                format!("no answer within the resiliency timeout of {t:?}"),
-            )),
-            Err(Stop::Refused(r)) => Err(fail(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                tonic::Code::Unavailable,
-                r.to_string(),
-            )),
+            Err(stop) => Err(match stop.reason() {
+                Ok(e) => ApiError::internal(
+                    "ERR_DIRECT_INVOKE",
+                    format!("failed to invoke, id: {target}, err: {e}"),
+                ),
+                Err(halt) => crate::invoke::halted(target, halt),
+            }),
         }
     }
 }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     app_channel::{HOP_BY_HOP, from_http_headers, http_extension},
-    error::ApiError,
+    error::{ApiError, http_status_of},
     registry::Target,
     runtime::Runtime,
     state_api::{BulkItem, SaveItem, TxOp, check_consistency, item_metadata, parse_concurrency},
@@ -521,25 +521,6 @@ async fn invoke(rt: &Runtime, target: &str, method: String, req: Request) -> Res
     };
     let res = rt.invoke(&target, request).await?;
     Ok(http_response(res))
-}
-
-/// HTTP status for a gRPC code (the grpc-gateway table Dapr uses).
-pub fn http_status_of(code: tonic::Code) -> StatusCode {
-    use tonic::Code::*;
-    match code {
-        Ok => StatusCode::OK,
-        Cancelled => StatusCode::REQUEST_TIMEOUT,
-        InvalidArgument | FailedPrecondition | OutOfRange => StatusCode::BAD_REQUEST,
-        DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        NotFound => StatusCode::NOT_FOUND,
-        AlreadyExists | Aborted => StatusCode::CONFLICT,
-        PermissionDenied => StatusCode::FORBIDDEN,
-        Unauthenticated => StatusCode::UNAUTHORIZED,
-        ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Unknown | Internal | DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-    }
 }
 
 /// Renders an app's reply for an HTTP caller: HTTP apps' status, headers and body

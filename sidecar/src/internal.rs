@@ -111,11 +111,6 @@ async fn collect_payloads<T>(
     Ok(body)
 }
 
-/// At most the first 64 characters of a value a caller chose, for messages.
-fn shorten(s: &str) -> &str {
-    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
-}
-
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<InternalInvokeResponseStream, Status>> + Send>>;
 
 /// Over mutual TLS the caller is who its certificate says, whatever its
@@ -147,46 +142,29 @@ impl InternalServer {
         }
         // A caller names the app it means; a call that reached the wrong
         // sidecar (or names no app) is not this app's to answer.
-        let callee = req
-            .metadata
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("dapr-callee-app-id"))
-            .and_then(|(_, v)| v.values.first());
-        if callee.map(String::as_str) != Some(self.rt.app_id.as_str()) {
-            return Err(Status::permission_denied(format!(
-                "this sidecar serves app {:?}; the call is addressed to {}",
-                self.rt.app_id,
-                callee.map_or_else(|| "no app".to_string(), |c| format!("{:?}", shorten(c))),
-            )));
-        }
+        crate::acl::check_callee(
+            &self.rt.app_id,
+            crate::invoke::get(&req.metadata, "dapr-callee-app-id"),
+        )?;
         if let Some(msg) = req.message.as_mut() {
             msg.method = crate::invoke::clean_method(&msg.method).map_err(Status::from)?;
         }
-        if let Some(acl) = &self.rt.config.access {
-            let stated = |key: &str| {
-                req.metadata
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                    .and_then(|(_, v)| v.values.first())
-                    .map(String::as_str)
-            };
-            let who = crate::acl::Caller::of(
-                caller.as_ref(),
-                stated("dapr-caller-app-id"),
-                stated("dapr-caller-namespace"),
-            );
-            let msg = req.message.as_ref();
-            let operation = format!("/{}", msg.map_or("", |m| m.method.as_str()));
-            // Verbs count only for apps that speak HTTP.
-            let verb = match (&self.rt.app, msg.and_then(|m| m.http_extension.as_ref())) {
-                (Some(app), Some(ext)) if !app.protocol.is_grpc() => crate::app_channel::method_of(ext.verb)
-                    .ok()
-                    .map(|m| m.to_string()),
-                _ => None,
-            };
-            acl.check(who.as_ref(), &operation, verb.as_deref())
-                .map_err(Status::permission_denied)?;
-        }
+        let msg = req.message.as_ref();
+        // Verbs count only for apps that speak HTTP.
+        let verb = match (&self.rt.app, msg.and_then(|m| m.http_extension.as_ref())) {
+            (Some(app), Some(ext)) if !app.protocol.is_grpc() => crate::app_channel::method_of(ext.verb)
+                .ok()
+                .map(|m| m.to_string()),
+            _ => None,
+        };
+        crate::acl::check_caller(
+            self.rt.config.access.as_deref(),
+            caller.as_ref(),
+            crate::invoke::get(&req.metadata, "dapr-caller-app-id"),
+            crate::invoke::get(&req.metadata, "dapr-caller-namespace"),
+            msg.map_or("", |m| m.method.as_str()),
+            verb.as_deref(),
+        )?;
         self.rt.invoke_local(req).await.map_err(Status::from)
     }
 }

@@ -45,6 +45,14 @@ pub(crate) fn set(meta: &mut Metadata, key: &str, value: &str) {
     );
 }
 
+/// Reads one metadata entry, whatever the spelling of its key.
+pub(crate) fn get<'a>(meta: &'a Metadata, key: &str) -> Option<&'a str> {
+    meta.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .and_then(|(_, v)| v.values.first())
+        .map(String::as_str)
+}
+
 /// The one normalisation of an invoked method, for every API and both
 /// sidecars: `.` and `..` segments are resolved (percent-encoded dots
 /// included, as the app would decode them) so a method cannot climb out of
@@ -114,6 +122,17 @@ pub fn failure_of(res: &InternalInvokeResponse) -> Option<crate::resiliency::Fai
         c if (1..100).contains(&c) => Some(crate::resiliency::Failure::Grpc(c)),
         _ => None,
     }
+}
+
+/// The invocation error for a call a resiliency policy halted (an open
+/// breaker, a timeout), to an app or an endpoint outside Dapr.
+pub fn halted(target: &str, halt: crate::resiliency::Halt) -> ApiError {
+    ApiError::new(
+        "ERR_DIRECT_INVOKE",
+        crate::error::http_status_of(halt.code),
+        halt.code,
+        format!("failed to invoke, id: {target}, err: {}", halt.message),
+    )
 }
 
 /// The invocation error Dapr returns when the call could not be made.
@@ -199,16 +218,19 @@ impl Invoker {
         );
     }
 
-    /// The channel to the target's sidecar, for a proxied gRPC call. A
-    /// proxied call is not retried (its messages are not kept), so a
-    /// connection that failed is forgotten for the next one.
-    pub fn proxy_channel(&self, target: &Target) -> Result<Channel, ApiError> {
+    /// The address and channel of the target's sidecar.
+    fn connect(&self, target: &Target) -> Result<(String, Channel), String> {
         let ns = target.namespace.as_deref().unwrap_or(&self.namespace);
-        let addr = self
-            .resolver
-            .resolve(&target.app_id, ns)
-            .map_err(|e| failed(&target.app_id, e))?;
-        self.channel(&target.app_id, ns, &addr)
+        let addr = self.resolver.resolve(&target.app_id, ns)?;
+        let channel = self.channel(&target.app_id, ns, &addr)?;
+        Ok((addr, channel))
+    }
+
+    /// The channel to the target's sidecar, for a proxied gRPC call (not
+    /// retried: its messages are not kept).
+    pub fn proxy_channel(&self, target: &Target) -> Result<Channel, ApiError> {
+        self.connect(target)
+            .map(|(_, channel)| channel)
             .map_err(|e| failed(&target.app_id, e))
     }
 
@@ -219,14 +241,7 @@ impl Invoker {
         target: &Target,
         req: InternalInvokeRequest,
     ) -> Result<InternalInvokeResponse, Attempt> {
-        let ns = target.namespace.as_deref().unwrap_or(&self.namespace);
-        let addr = self
-            .resolver
-            .resolve(&target.app_id, ns)
-            .map_err(Attempt::Unresolved)?;
-        let channel = self
-            .channel(&target.app_id, ns, &addr)
-            .map_err(Attempt::Unresolved)?;
+        let (addr, channel) = self.connect(target).map_err(Attempt::Unresolved)?;
         match crate::internal::call(channel, req, self.max_body).await {
             Ok(res) => Ok(res),
             Err(status) if status.code() == tonic::Code::Unavailable => {
@@ -246,7 +261,7 @@ impl Invoker {
         req: InternalInvokeRequest,
         policy: &crate::resiliency::Policy,
     ) -> Result<InternalInvokeResponse, ApiError> {
-        use crate::resiliency::{Failure, Stop};
+        use crate::resiliency::Failure;
         let shown = match &target.namespace {
             Some(ns) => format!("{}.{ns}", target.app_id),
             None => target.app_id.clone(),
@@ -262,14 +277,17 @@ impl Invoker {
                 },
             )
             .await;
-        match res {
-            Ok(res) => Ok(res),
-            Err(Stop::Failed(Attempt::Unresolved(e))) => Err(failed(&shown, e)),
-            Err(Stop::Failed(Attempt::Unreachable(addr, status))) => Err(failed(
+        let stop = match res {
+            Ok(res) => return Ok(res),
+            Err(stop) => stop,
+        };
+        Err(match stop.reason() {
+            Ok(Attempt::Unresolved(e)) => failed(&shown, e),
+            Ok(Attempt::Unreachable(addr, status)) => failed(
                 &shown,
                 format!("the sidecar at {addr} is unreachable: {}", status.message()),
-            )),
-            Err(Stop::Failed(Attempt::Status(status))) => {
+            ),
+            Ok(Attempt::Status(status)) => {
                 let mut e = failed(&shown, status.message());
                 if status.code() == tonic::Code::PermissionDenied {
                     e.http = http::StatusCode::FORBIDDEN;
@@ -278,23 +296,10 @@ impl Invoker {
                     e.http = http::StatusCode::PAYLOAD_TOO_LARGE;
                     e.grpc = tonic::Code::ResourceExhausted;
                 }
-                Err(e)
+                e
             }
-            Err(Stop::TimedOut(t)) => Err(ApiError::new(
-                "ERR_DIRECT_INVOKE",
-                http::StatusCode::GATEWAY_TIMEOUT,
-                tonic::Code::DeadlineExceeded,
-                format!(
-                    "failed to invoke, id: {shown}, err: no answer within the resiliency timeout of {t:?}"
-                ),
-            )),
-            Err(Stop::Refused(r)) => Err(ApiError::new(
-                "ERR_DIRECT_INVOKE",
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                tonic::Code::Unavailable,
-                format!("failed to invoke, id: {shown}, err: {r}"),
-            )),
-        }
+            Err(halt) => halted(&shown, halt),
+        })
     }
 }
 

@@ -93,14 +93,7 @@ async fn forward_out(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
 }
 
 async fn forward_in(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
-    let callee = header(req.headers(), CALLEE);
-    if callee != Some(rt.app_id.as_str()) {
-        return Err(Status::permission_denied(format!(
-            "this sidecar serves app {:?}; the call is addressed to {:?}",
-            rt.app_id,
-            callee.unwrap_or("no app")
-        )));
-    }
+    crate::acl::check_callee(&rt.app_id, header(req.headers(), CALLEE))?;
     // Under mutual TLS the caller is who its certificate says, whatever its request claims.
     let proven = req
         .extensions()
@@ -111,16 +104,15 @@ async fn forward_in(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
         set(h, "dapr-caller-app-id", &id.app_id)?;
         set(h, "dapr-caller-namespace", &id.namespace)?;
     }
-    if let Some(acl) = &rt.config.access {
-        let h = req.headers();
-        let who = crate::acl::Caller::of(
-            proven.as_ref(),
-            header(h, "dapr-caller-app-id"),
-            header(h, "dapr-caller-namespace"),
-        );
-        acl.check(who.as_ref(), req.uri().path(), None)
-            .map_err(Status::permission_denied)?;
-    }
+    let h = req.headers();
+    crate::acl::check_caller(
+        rt.config.access.as_deref(),
+        proven.as_ref(),
+        header(h, "dapr-caller-app-id"),
+        header(h, "dapr-caller-namespace"),
+        req.uri().path(),
+        None,
+    )?;
     let deadline = deadline_of(req.headers())?;
     to_app(rt, req, deadline).await
 }

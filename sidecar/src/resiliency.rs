@@ -48,6 +48,30 @@ pub enum Stop<E> {
     TimedOut(Duration),
 }
 
+/// Why a policy ended a call before an attempt could answer: the gRPC code
+/// that says so and a message, for each caller to put in its own error.
+pub struct Halt {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl<E> Stop<E> {
+    /// The last attempt's own error, or why the policy halted the call.
+    pub fn reason(self) -> Result<E, Halt> {
+        match self {
+            Self::Failed(e) => Ok(e),
+            Self::Refused(r) => Err(Halt {
+                code: tonic::Code::Unavailable,
+                message: r.to_string(),
+            }),
+            Self::TimedOut(t) => Err(Halt {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("no answer within the resiliency timeout of {t:?}"),
+            }),
+        }
+    }
+}
+
 /// What applies to one target.
 #[derive(Clone, Default)]
 pub struct Policy {

@@ -9,7 +9,7 @@ use tonic::Code;
 
 use crate::{
     error::ApiError,
-    resiliency::{Failure, Stop},
+    resiliency::Failure,
     runtime::{Runtime, StoreEntry},
     state::{
         self, Concurrency, DeleteRequest, Item, Operation, SEPARATOR, SetRequest, StoreError, StoreResult,
@@ -120,14 +120,10 @@ impl Runtime {
             let mut op = op;
             return op().await;
         }
-        match policy.run(op, failed).await {
-            Ok(v) => Ok(v),
-            Err(Stop::Failed(e)) => Err(e),
-            Err(Stop::TimedOut(t)) => Err(StoreError::Backend(format!(
-                "no answer within the resiliency timeout of {t:?}"
-            ))),
-            Err(Stop::Refused(r)) => Err(StoreError::Backend(r.to_string())),
-        }
+        policy.run(op, failed).await.map_err(|stop| {
+            stop.reason()
+                .unwrap_or_else(|halt| StoreError::Backend(halt.message))
+        })
     }
 
     /// The named store, or Dapr's not-configured / not-found errors.

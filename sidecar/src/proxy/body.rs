@@ -261,8 +261,12 @@ pub fn passed(d: Instant) -> bool {
 /// A hop after this one saw the same deadline pass and said CANCELLED
 /// (tonic does); the caller is told the reason.
 pub fn cancelled(h: &HeaderMap) -> bool {
-    h.get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == (Code::Cancelled as i32).to_string().as_bytes())
+    grpc_status(h) == Some(Code::Cancelled as i32)
+}
+
+/// The `grpc-status` of headers or trailers, if they carry one.
+pub fn grpc_status(h: &HeaderMap) -> Option<i32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 /// What the caller gets when its deadline passes.

@@ -9,15 +9,15 @@ use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 use tonic::{Status, transport::Channel};
 
-use super::{Req, Resp, body::too_large, call};
+use super::{
+    Req, Resp,
+    body::{grpc_status, too_large},
+    call,
+};
 use crate::{
     resiliency::{Failure, Policy, Stop},
     runtime::Runtime,
 };
-
-fn grpc_status(h: &HeaderMap) -> Option<i32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
-}
 
 /// A failed attempt: an error from this side, or an app's non-OK status.
 fn failure(r: &Result<Resp, Status>) -> Option<Failure> {
@@ -29,13 +29,8 @@ fn failure(r: &Result<Resp, Status>) -> Option<Failure> {
 }
 
 fn stopped(e: Stop<Status>) -> Status {
-    match e {
-        Stop::Failed(s) => s,
-        Stop::Refused(r) => Status::unavailable(r.to_string()),
-        Stop::TimedOut(t) => {
-            Status::deadline_exceeded(format!("no answer within the resiliency timeout of {t:?}"))
-        }
-    }
+    e.reason()
+        .unwrap_or_else(|halt| Status::new(halt.code, halt.message))
 }
 
 /// Sends a proxied call to another app's sidecar under `policy`.
