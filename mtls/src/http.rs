@@ -196,8 +196,6 @@ struct Activity {
     first_byte: AtomicU64,
     /// HTTP/2 clients keep connections open and ping; only the idle limit applies.
     h2: AtomicBool,
-    /// Whether the first read has been looked at.
-    seen: AtomicBool,
 }
 
 /// Milliseconds since the first call, never 0 (0 marks "not yet").
@@ -250,6 +248,8 @@ struct Watched<I> {
     /// sends is read and dropped, so an answer given before the request
     /// body was read is not lost to a reset.
     linger: Option<Pin<Box<Sleep>>>,
+    /// Whether the first bytes (which tell HTTP/2 from HTTP/1) were looked at.
+    seen: bool,
 }
 
 /// How long a closing connection keeps reading what the client still sends.
@@ -265,13 +265,15 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.io).poll_read(cx, buf);
+        let this = &mut *self;
         let read = &buf.filled()[before..];
         if !read.is_empty() {
-            let a = &self.activity;
-            if !a.seen.swap(true, Ordering::Relaxed)
-                && read.starts_with(&H2_PREFACE[..read.len().min(H2_PREFACE.len())])
-            {
-                a.h2.store(true, Ordering::Relaxed);
+            let a = &this.activity;
+            if !this.seen {
+                this.seen = true;
+                if read.starts_with(&H2_PREFACE[..read.len().min(H2_PREFACE.len())]) {
+                    a.h2.store(true, Ordering::Relaxed);
+                }
             }
             if a.in_flight.load(Ordering::Acquire) == 0 && a.first_byte.load(Ordering::Acquire) == 0 {
                 a.first_byte.store(tick(), Ordering::Release);
@@ -415,6 +417,7 @@ where
         io,
         activity: activity.clone(),
         linger: None,
+        seen: false,
     };
     let svc_activity = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
