@@ -259,6 +259,11 @@ impl AppChannel {
         self.limit.clone()?.acquire_owned().await.ok()
     }
 
+    /// `APP_API_TOKEN` as gRPC metadata, when set.
+    pub fn grpc_token(&self) -> Option<&AsciiMetadataValue> {
+        self.grpc_token.as_ref()
+    }
+
     /// `APP_API_TOKEN` as a header value, when set.
     pub fn token(&self) -> Option<&HeaderValue> {
         self.token.as_ref()

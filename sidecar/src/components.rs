@@ -1,358 +1,167 @@
-//! Loading resources from `--resources-path` (or the embedded defaults) and
-//! turning Component metadata into the plain settings an implementation reads.
+//! Initialising the Components this app may use: resolve each one's
+//! metadata, build it through the components crate's registry (within its
+//! `initTimeout`), and file it under its building block for the APIs.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
-    time::Duration,
+use std::{collections::HashMap, sync::Arc};
+
+use daprs_api::{Resource, v1alpha1::Component};
+use daprs_components::{
+    Error, meta,
+    pubsub::CONSUMER_ID,
+    registry::{self, Built},
+    secretstores::kubernetes::KubernetesStore,
+    state::KeyPrefix,
 };
 
-use daprs_api::{
-    Resource,
-    resource::decode_yaml,
-    v1alpha1::{Component, ComponentFields, ComponentSpec, NameValuePair},
+use crate::{
+    config::SidecarConfig,
+    error::StartError,
+    flags::Settings,
+    pubsub::scopes::TopicScopes,
+    resiliency::Failure,
+    resources::{Templates, env_secret_resolver, init_timeout, resolve_metadata},
+    runtime::{Block, ComponentInfo, Loaded, PubSubEntry, Runtime, StoreEntry},
 };
 
-use crate::{error::StartError, state::parse_duration};
-
-/// Where the embedded defaults keep their data (`$DAPRS_HOME`, else the per-user data folder).
-pub fn data_dir(env: &HashMap<String, String>) -> PathBuf {
-    if let Some(home) = env.get("DAPRS_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(home);
-    }
-    if let Some(xdg) = env.get("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return Path::new(xdg).join("daprs");
-    }
-    match env.get("HOME").or_else(|| env.get("USERPROFILE")) {
-        Some(home) => Path::new(home).join(".local/share/daprs"),
-        None => std::env::temp_dir().join("daprs"),
-    }
+/// A component call failed in a way resiliency counts: the backend, not the caller.
+pub(crate) fn backend_failure<T>(r: &daprs_components::Result<T>) -> Option<Failure> {
+    matches!(r, Err(Error::Backend(_))).then_some(Failure::Transport)
 }
 
-fn component(name: &str, kind: &str, metadata: &[(&str, String)]) -> Component {
-    Component::new(
-        name,
-        ComponentFields {
-            spec: ComponentSpec {
-                type_: kind.into(),
-                version: "v1".into(),
-                metadata: metadata
-                    .iter()
-                    .map(|(k, v)| NameValuePair {
-                        name: (*k).into(),
-                        value: Some(serde_json::Value::String(v.clone())),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-}
-
-/// The components a sidecar gets with no `--resources-path`: `statestore`
-/// (SQLite in the data folder) and `pubsub` (in memory).
-pub fn embedded_defaults(env: &HashMap<String, String>) -> Vec<Resource> {
-    let db = data_dir(env).join("state.db");
-    vec![
-        Resource::Component(component(
-            "statestore",
-            "state.sqlite",
-            &[("connectionString", db.display().to_string())],
-        )),
-        Resource::Component(component("pubsub", "pubsub.in-memory", &[])),
-    ]
-}
-
-/// Reads every `.yaml`/`.yml` file directly inside the given folders, in name order.
-pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Resource>, StartError> {
-    let mut out = Vec::new();
-    for dir in paths {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            StartError::Resources(format!("cannot read resources path {}: {e}", dir.display()))
-        })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect();
-        files.sort();
-        for file in files {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| StartError::Resources(format!("cannot read {}: {e}", file.display())))?;
-            let decoded = decode_yaml(&text).map_err(|errors| {
-                let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                StartError::Resources(format!("{}: {}", file.display(), list.join("; ")))
-            })?;
-            for s in decoded.skipped {
-                tracing::debug!(file = %file.display(), kind = %s.kind, api_version = %s.api_version, "not a Dapr resource, skipped");
-            }
-            out.extend(decoded.resources);
+impl Runtime {
+    /// Runs one call on component `name` under its outbound resiliency policy.
+    pub(crate) async fn outbound<T, F, Fut>(
+        &self,
+        name: &str,
+        op: F,
+        failed: impl Fn(&daprs_components::Result<T>) -> Option<Failure>,
+    ) -> daprs_components::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = daprs_components::Result<T>>,
+    {
+        let policy = self.resiliency.outbound(name);
+        if policy.is_empty() {
+            let mut op = op;
+            return op().await;
         }
-    }
-    Ok(out)
-}
-
-/// Dapr's and daprd's own variables and the app token, which no component may read.
-pub fn reserved_env(var: &str) -> bool {
-    var.starts_with("DAPR_") || var.starts_with("DAPRS_") || var == "APP_API_TOKEN"
-}
-
-/// Context for metadata templates and environment references.
-pub struct Templates<'a> {
-    /// This app's id.
-    pub app_id: &'a str,
-    /// `NAMESPACE`, if set.
-    pub namespace: Option<&'a str>,
-    /// The process environment.
-    pub env: &'a HashMap<String, String>,
-}
-
-impl Templates<'_> {
-    /// Whether a component may read this environment variable: never Dapr's own
-    /// variables or the app token, and only listed ones when `DAPR_ENV_KEYS` is set.
-    fn env_allowed(&self, var: &str) -> bool {
-        if reserved_env(var) {
-            return false;
-        }
-        match self.env.get("DAPR_ENV_KEYS").filter(|v| !v.trim().is_empty()) {
-            Some(keys) => keys.split_whitespace().any(|k| k == var),
-            None => true,
-        }
-    }
-
-    fn env_value(&self, var: &str) -> Result<String, String> {
-        if !self.env_allowed(var) {
-            return Err(format!(
-                "environment variable {var} may not be read by components"
-            ));
-        }
-        self.env
-            .get(var)
-            .cloned()
-            .ok_or_else(|| format!("environment variable {var} is not set"))
-    }
-
-    /// Expands `{uuid}`, `{podName}`, `{namespace}`, `{appID}` and `{env:VAR}`.
-    pub fn expand(&self, value: &str) -> Result<String, String> {
-        if !value.contains('{') {
-            return Ok(value.to_string());
-        }
-        let mut out = String::with_capacity(value.len());
-        let mut rest = value;
-        while let Some(start) = rest.find('{') {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 1..];
-            let Some(end) = after.find('}') else {
-                out.push_str(&rest[start..]);
-                return Ok(out);
-            };
-            let token = &after[..end];
-            match token {
-                "uuid" => out.push_str(&crate::state::new_etag()),
-                "podName" => out.push_str(self.env.get("POD_NAME").map_or(self.app_id, String::as_str)),
-                "namespace" => match self.namespace {
-                    Some(ns) => out.push_str(&format!("{ns}.{}", self.app_id)),
-                    None => out.push_str(self.app_id),
-                },
-                "appID" => out.push_str(self.app_id),
-                t if t.starts_with("env:") => out.push_str(&self.env_value(&t[4..])?),
-                _ => {
-                    out.push('{');
-                    out.push_str(token);
-                    out.push('}');
-                }
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-        Ok(out)
+        policy
+            .run(op, failed)
+            .await
+            .map_err(|stop| stop.reason().unwrap_or_else(|halt| Error::Backend(halt.message)))
     }
 }
 
-/// Resolves a component's metadata to plain strings: inline value (templates
-/// expanded), else `envRef`, else `secretKeyRef` through `secret`.
-pub fn resolve_metadata(
+/// Initialises one component; `all` are the components it may take secrets from.
+pub(crate) async fn init(
+    settings: &Settings,
+    config: &SidecarConfig,
     c: &Component,
-    t: &Templates<'_>,
-    secret: &dyn Fn(&str, &str, &str) -> Result<String, String>,
-) -> Result<BTreeMap<String, String>, String> {
-    resolve_pairs(&c.spec.spec.metadata, c.secret_store(), t, secret).map(|pairs| pairs.into_iter().collect())
-}
-
-/// Resolves name/value pairs (inline with `{uuid}`-style templates, `envRef`,
-/// or `secretKeyRef` in secret store `store`) in their order.
-pub fn resolve_pairs(
-    items: &[daprs_api::v1alpha1::NameValuePair],
-    store: &str,
-    t: &Templates<'_>,
-    secret: &dyn Fn(&str, &str, &str) -> Result<String, String>,
-) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let value = if let Some(v) = item.inline_value() {
-            t.expand(&v).map_err(|e| format!("metadata {}: {e}", item.name))?
-        } else if let Some(var) = item.env_ref.as_deref().filter(|v| !v.is_empty()) {
-            t.env_value(var)
-                .map_err(|e| format!("metadata {}: {e}", item.name))?
-        } else if let Some(r) = &item.secret_key_ref {
-            let key = if r.key.is_empty() { &r.name } else { &r.key };
-            secret(store, &r.name, key).map_err(|e| format!("metadata {}: {e}", item.name))?
-        } else {
-            String::new()
-        };
-        out.push((item.name.clone(), value));
+    all: &[&Component],
+) -> Result<(ComponentInfo, Block), String> {
+    let app_id = settings.flags.app_id.as_str();
+    let templates = Templates {
+        app_id,
+        namespace: settings.namespace.as_deref(),
+        env: &settings.env,
+    };
+    let resolver = env_secret_resolver(all, &templates);
+    let spec = &c.spec.spec;
+    if let Some(why) = config.component_denied(&spec.type_, &spec.version) {
+        return Err(why);
     }
-    Ok(out)
+    let mut metadata = resolve_metadata(c, &templates, &resolver)?;
+    if c.building_block() == "pubsub" && meta(&metadata, CONSUMER_ID).is_none() {
+        // Replicas of one app share the messages; other apps get their own copy.
+        metadata.insert(CONSUMER_ID.into(), app_id.into());
+    }
+    let ctx = registry::Context {
+        env: &settings.env,
+        namespace: settings.namespace.as_deref(),
+    };
+    let timeout = init_timeout(c);
+    let built = tokio::time::timeout(
+        timeout,
+        registry::build(&spec.type_, &spec.version, &metadata, &ctx),
+    )
+    .await
+    .map_err(|_| format!("init timed out after {timeout:?} (spec.initTimeout)"))??;
+    let (capabilities, block) = match built {
+        Built::State(store) => {
+            let caps = store.features().iter().map(|s| s.to_string()).collect();
+            let prefix = KeyPrefix::parse(meta(&metadata, "keyPrefix"));
+            (caps, Block::State(StoreEntry { store, prefix }))
+        }
+        Built::SecretStore(store) => (vec![], Block::Secrets(store)),
+        Built::PubSub(broker) => {
+            let caps = broker.features().iter().map(|s| s.to_string()).collect();
+            let scopes = TopicScopes::parse(&metadata, app_id);
+            (caps, Block::PubSub(PubSubEntry { broker, scopes }))
+        }
+    };
+    let info = ComponentInfo {
+        name: c.metadata.name.clone().unwrap_or_default(),
+        kind: spec.type_.clone(),
+        version: spec.version.clone(),
+        capabilities,
+    };
+    Ok((info, block))
 }
 
-/// Reads a secret from the secret stores that can be resolved while loading:
-/// `secretstores.local.env` components (the secret name is the variable
-/// name) and `secretstores.local.file` ones (the file is read here).
-pub fn env_secret_resolver<'a>(
-    components: &'a [&'a Component],
-    t: &'a Templates<'a>,
-) -> impl Fn(&str, &str, &str) -> Result<String, String> + 'a {
-    move |store: &str, name: &str, key: &str| {
-        let found = components
-            .iter()
-            .find(|c| c.metadata.name.as_deref() == Some(store));
-        match found.map(|c| (c, c.spec.spec.type_.as_str())) {
-            Some((_, "secretstores.local.env")) if key == name => t.env_value(name),
-            Some((_, "secretstores.local.env")) => Err(format!("secret {name} has no key {key}")),
-            Some((c, "secretstores.local.file")) => {
-                // The store's own metadata must not refer to secrets.
-                let none = |_: &str, _: &str, _: &str| Err("no secret references here".to_string());
-                let metadata = resolve_metadata(c, t, &none)?;
-                let file = crate::secrets::FileStore::open(&metadata)
-                    .map_err(|e| format!("secret store {store}: {e}"))?;
-                file.lookup(name, key)
-                    .cloned()
-                    .ok_or_else(|| format!("secret store {store} has no key {key} in secret {name}"))
+/// Loads and initialises the components this app may use; one that fails
+/// stops the start unless it sets `spec.ignoreErrors`.
+pub(crate) async fn init_all(
+    settings: &Settings,
+    config: &SidecarConfig,
+    resources: &[Resource],
+) -> Result<Loaded, StartError> {
+    let app_id = settings.flags.app_id.as_str();
+    let comps: Vec<&Component> = resources
+        .iter()
+        .filter_map(Resource::as_component)
+        .filter(|c| c.in_scope(app_id))
+        .collect();
+    let mut loaded = Loaded::default();
+    let mut seen = std::collections::HashSet::new();
+    for c in &comps {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        let kind = c.spec.spec.type_.clone();
+        if !seen.insert(name.clone()) {
+            return Err(StartError::Resources(format!(
+                "component name {name} is defined more than once"
+            )));
+        }
+        match init(settings, config, c, &comps).await {
+            Ok((info, block)) => {
+                tracing::info!(component = %name, r#type = %kind, "component loaded");
+                loaded.put(info, block);
             }
-            Some((_, other)) => Err(format!(
-                "secret store {store} ({other}) cannot resolve references here"
-            )),
-            None if store.is_empty() => {
-                Err("secretKeyRef needs auth.secretStore to name a secret store".into())
+            Err(reason) if c.spec.spec.ignore_errors => {
+                tracing::error!(component = %name, r#type = %kind, %reason, "component failed to initialise; ignored because spec.ignoreErrors is true");
             }
-            None => Err(format!("secret store {store} is not loaded")),
+            Err(reason) => return Err(StartError::Component { name, kind, reason }),
         }
     }
+    Ok(loaded)
 }
 
-/// The init timeout of a component (`spec.initTimeout`, 5 s by default).
-pub fn init_timeout(c: &Component) -> Duration {
-    c.spec
-        .spec
-        .init_timeout
-        .as_deref()
-        .and_then(parse_duration)
-        .unwrap_or(Duration::from_secs(5))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+/// Every pod can read its namespace's Secrets through a store named
+/// `kubernetes`, unless a component takes the name.
+pub(crate) fn add_builtin_secret_store(
+    loaded: &mut Loaded,
+    env: &HashMap<String, String>,
+    namespace: &str,
+) -> Result<(), String> {
+    if loaded.components.iter().any(|c| c.name == "kubernetes") {
+        return Ok(());
     }
-
-    #[test]
-    fn templates_and_env_substitution() {
-        let e = env(&[
-            ("REDIS_HOST", "r:6379"),
-            ("DAPR_API_TOKEN", "s"),
-            ("POD_NAME", "p-1"),
-        ]);
-        let t = Templates {
-            app_id: "app",
-            namespace: Some("ns"),
-            env: &e,
-        };
-        assert_eq!(t.expand("{env:REDIS_HOST}").as_deref(), Ok("r:6379"));
-        assert_eq!(
-            t.expand("x-{appID}-{podName}-{namespace}").as_deref(),
-            Ok("x-app-p-1-ns.app")
-        );
-        assert_eq!(t.expand("{other} {unclosed").as_deref(), Ok("{other} {unclosed"));
-        assert!(
-            t.expand("{env:DAPR_API_TOKEN}")
-                .expect_err("denied")
-                .contains("may not")
-        );
-        assert!(t.expand("{env:MISSING}").expect_err("unset").contains("not set"));
-        assert_eq!(t.expand("{uuid}").map(|s| s.len()), Ok(32));
-    }
-
-    #[test]
-    fn env_keys_allow_list() {
-        let e = env(&[("A", "1"), ("B", "2"), ("DAPR_ENV_KEYS", "A")]);
-        let t = Templates {
-            app_id: "app",
-            namespace: None,
-            env: &e,
-        };
-        assert_eq!(t.expand("{env:A}").as_deref(), Ok("1"));
-        assert!(t.expand("{env:B}").is_err());
-    }
-
-    #[test]
-    fn metadata_precedence_and_secret_refs() {
-        let yaml = r#"
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: s}
-spec:
-  type: state.redis
-  version: v1
-  metadata:
-  - {name: a, value: "{env:HOST}", envRef: IGNORED}
-  - {name: b, envRef: HOST}
-  - {name: c, secretKeyRef: {name: PASSWORD}}
-  - {name: d}
-auth: {secretStore: envstore}
----
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: envstore}
-spec: {type: secretstores.local.env, version: v1}
-"#;
-        let resources = decode_yaml(yaml).expect("yaml").resources;
-        let comps: Vec<&Component> = resources.iter().filter_map(Resource::as_component).collect();
-        let e = env(&[("HOST", "h"), ("PASSWORD", "pw")]);
-        let t = Templates {
-            app_id: "app",
-            namespace: None,
-            env: &e,
-        };
-        let resolver = env_secret_resolver(&comps, &t);
-        let m = resolve_metadata(comps[0], &t, &resolver).expect("resolved");
-        assert_eq!(m["a"], "h");
-        assert_eq!(m["b"], "h");
-        assert_eq!(m["c"], "pw");
-        assert_eq!(m["d"], "");
-    }
-
-    #[test]
-    fn embedded_defaults_use_the_data_folder() {
-        let e = env(&[("DAPRS_HOME", "/tmp/x")]);
-        let defaults = embedded_defaults(&e);
-        let Resource::Component(c) = &defaults[0] else {
-            panic!("component")
-        };
-        assert_eq!(c.spec.spec.type_, "state.sqlite");
-        assert_eq!(
-            c.spec.spec.metadata[0].inline_value().as_deref(),
-            Some("/tmp/x/state.db")
-        );
-        assert_eq!(
-            data_dir(&env(&[("HOME", "/h")])),
-            PathBuf::from("/h/.local/share/daprs")
-        );
-    }
+    let store = KubernetesStore::new(&Default::default(), env, Some(namespace))?;
+    let info = ComponentInfo {
+        name: "kubernetes".into(),
+        kind: "secretstores.kubernetes".into(),
+        version: "v1".into(),
+        capabilities: vec![],
+    };
+    loaded.put(info, Block::Secrets(Arc::new(store)));
+    Ok(())
 }

@@ -181,6 +181,32 @@ impl Operator {
         decode_json_list("Resiliency", &res.into_inner().resiliencies)
     }
 
+    /// The v2alpha1 Subscriptions of this namespace (their scopes are applied
+    /// by the caller); one that does not parse is logged and left out.
+    pub async fn subscriptions(&self) -> Result<Vec<daprs_api::v2alpha1::Subscription>, String> {
+        let req = daprs_proto::operator::ListSubscriptionsRequest {
+            namespace: self.namespace.clone(),
+        };
+        let res = self
+            .patiently("listing subscriptions", |mut c| {
+                let req = req.clone();
+                async move { c.list_subscriptions_v2(req).await }
+            })
+            .await?;
+        Ok(res
+            .into_inner()
+            .subscriptions
+            .iter()
+            .filter_map(|b| match serde_json::from_slice(b) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(error = %e, "the operator sent a Subscription that does not parse; ignored");
+                    None
+                }
+            })
+            .collect())
+    }
+
     /// The HTTPEndpoints of this namespace, secrets resolved by the operator.
     pub async fn http_endpoints(&self) -> Result<Vec<daprs_api::v1alpha1::HTTPEndpoint>, String> {
         let req = daprs_proto::operator::ListHttpEndpointsRequest {
@@ -270,7 +296,7 @@ async fn apply(rt: &Runtime, known: &mut BTreeMap<String, Component>, c: Compone
         .filter(|k| k.metadata.name != c.metadata.name)
         .chain(std::iter::once(&c))
         .collect();
-    match crate::init_component(&rt.settings, &rt.config, &c, &all).await {
+    match crate::components::init(&rt.settings, &rt.config, &c, &all).await {
         Ok((info, block)) => {
             if let Ok(mut l) = rt.loaded.write() {
                 l.put(info, block);

@@ -19,9 +19,9 @@ use hyper_util::{
 
 use crate::{
     app_channel::HOP_BY_HOP,
-    components::{Templates, resolve_pairs},
     error::ApiError,
     resiliency::{Failure, Policy},
+    resources::{Templates, resolve_pairs},
 };
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;

@@ -396,7 +396,7 @@ impl Settings {
         };
         let block_shutdown = match &flags.dapr_block_shutdown_duration {
             None => None,
-            Some(d) => Some(crate::state::parse_duration(d).ok_or_else(|| {
+            Some(d) => Some(daprs_components::parse_duration(d).ok_or_else(|| {
                 format!("--dapr-block-shutdown-duration {d:?} is not a duration such as 10s or 1m")
             })?),
         };
@@ -451,7 +451,7 @@ fn http_timeouts(env: &HashMap<String, String>) -> Result<daprs_mtls::http::Time
         env.get(name)
             .filter(|v| !v.is_empty())
             .map(|v| {
-                crate::state::parse_duration(v)
+                daprs_components::parse_duration(v)
                     .filter(|d| !d.is_zero() && *d < Duration::from_secs(1 << 32))
                     .ok_or_else(|| format!("{name}={v:?} is not a duration such as 10s"))
             })

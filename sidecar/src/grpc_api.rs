@@ -1,5 +1,5 @@
 //! The Dapr gRPC API (port 50001): `dapr.proto.runtime.v1.Dapr` for service
-//! invocation, state, metadata and shutdown.
+//! invocation, state, pub/sub, secrets, metadata and shutdown.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -7,11 +7,12 @@ use daprs_proto::{
     common::{InvokeResponse, StateItem, state_options::StateConcurrency},
     internals::{InternalInvokeRequest, InternalInvokeResponse},
     runtime::{
-        BulkStateItem, DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest,
-        GetBulkSecretRequest, GetBulkSecretResponse, GetBulkStateRequest, GetBulkStateResponse,
-        GetMetadataRequest, GetMetadataResponse, GetSecretRequest, GetSecretResponse, GetStateRequest,
-        GetStateResponse, InvokeServiceRequest, SaveStateRequest, SecretResponse, SetMetadataRequest,
-        ShutdownRequest, dapr_server::Dapr,
+        BulkPublishRequest, BulkPublishResponse, BulkPublishResponseFailedEntry, BulkStateItem,
+        DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest, GetBulkSecretRequest,
+        GetBulkSecretResponse, GetBulkStateRequest, GetBulkStateResponse, GetMetadataRequest,
+        GetMetadataResponse, GetSecretRequest, GetSecretResponse, GetStateRequest, GetStateResponse,
+        InvokeServiceRequest, PublishEventRequest, SaveStateRequest, SecretResponse, SetMetadataRequest,
+        ShutdownRequest, SubscribeTopicEventsRequestAlpha1, dapr_server::Dapr,
     },
 };
 use tonic::{
@@ -19,12 +20,14 @@ use tonic::{
     metadata::{MetadataKey, MetadataMap, MetadataValue},
 };
 
+use daprs_components::state::Concurrency;
+
 use crate::{
     app_channel::{HOP_BY_HOP, from_grpc_metadata},
     error::ApiError,
+    pubsub::{BulkEntry, Publish},
     registry::Target,
     runtime::Runtime,
-    state::Concurrency,
     state_api::{SaveItem, TxOp, item_metadata},
 };
 
@@ -265,6 +268,77 @@ impl Dapr for DaprApi {
         }
         self.rt.transact_state(&req.store_name, ops).await?;
         Ok(Response::new(()))
+    }
+
+    async fn publish_event(&self, request: Request<PublishEventRequest>) -> Result<Response<()>, Status> {
+        let trace = |k: &str| {
+            request
+                .metadata()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (traceparent, tracestate) = (trace("traceparent"), trace("tracestate"));
+        let req = request.into_inner();
+        self.rt
+            .publish(Publish {
+                pubsub: req.pubsub_name,
+                topic: req.topic,
+                data: req.data,
+                content_type: Some(req.data_content_type).filter(|c| !c.is_empty()),
+                metadata: meta_map(req.metadata),
+                traceparent,
+                tracestate,
+            })
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn bulk_publish_event_alpha1(
+        &self,
+        request: Request<BulkPublishRequest>,
+    ) -> Result<Response<BulkPublishResponse>, Status> {
+        self.bulk_publish_event(request).await
+    }
+
+    async fn bulk_publish_event(
+        &self,
+        request: Request<BulkPublishRequest>,
+    ) -> Result<Response<BulkPublishResponse>, Status> {
+        let req = request.into_inner();
+        let entries = req
+            .entries
+            .into_iter()
+            .map(|e| BulkEntry {
+                entry_id: e.entry_id,
+                event: e.event,
+                content_type: Some(e.content_type).filter(|c| !c.is_empty()),
+                metadata: meta_map(e.metadata),
+            })
+            .collect();
+        let failed = self
+            .rt
+            .bulk_publish(&req.pubsub_name, &req.topic, entries, &meta_map(req.metadata))
+            .await?;
+        Ok(Response::new(BulkPublishResponse {
+            failed_entries: failed
+                .into_iter()
+                .map(|f| BulkPublishResponseFailedEntry {
+                    entry_id: f.entry_id,
+                    error: f.error,
+                })
+                .collect(),
+        }))
+    }
+
+    type SubscribeTopicEventsAlpha1Stream = crate::pubsub::streaming::Events;
+
+    async fn subscribe_topic_events_alpha1(
+        &self,
+        request: Request<tonic::Streaming<SubscribeTopicEventsRequestAlpha1>>,
+    ) -> Result<Response<Self::SubscribeTopicEventsAlpha1Stream>, Status> {
+        let events = crate::pubsub::streaming::subscribe(self.rt.clone(), request.into_inner()).await?;
+        Ok(Response::new(events))
     }
 
     async fn get_secret(

@@ -1,4 +1,4 @@
-//! The Dapr HTTP API (port 3500): service invocation, state, secrets,
+//! The Dapr HTTP API (port 3500): service invocation, state, pub/sub, secrets,
 //! metadata, health and shutdown. Handlers only translate between HTTP and the protocol-neutral
 //! operations on [`Runtime`]; errors are [`ApiError`]s rendered once.
 
@@ -29,6 +29,8 @@ use crate::{
     state_api::{BulkItem, SaveItem, TxOp, check_consistency, item_metadata, parse_concurrency},
 };
 
+mod pubsub;
+
 type Rt = State<Arc<Runtime>>;
 
 /// Builds the HTTP API router.
@@ -42,6 +44,18 @@ pub fn router(rt: Arc<Runtime>) -> Router {
                 .delete(delete_state)
                 .post(bulk_or_transaction)
                 .put(bulk_or_transaction),
+        )
+        .route(
+            "/v1.0/publish/bulk/{pubsub}/{*topic}",
+            post(pubsub::bulk_publish).put(pubsub::bulk_publish),
+        )
+        .route(
+            "/v1.0-alpha1/publish/bulk/{pubsub}/{*topic}",
+            post(pubsub::bulk_publish).put(pubsub::bulk_publish),
+        )
+        .route(
+            "/v1.0/publish/{pubsub}/{*topic}",
+            post(pubsub::publish).put(pubsub::publish),
         )
         .route("/v1.0/secrets/{store}/bulk", get(bulk_secrets))
         .route("/v1.0/secrets/{store}/{key}", get(get_secret))

@@ -2,10 +2,10 @@
 //!
 //! Layout:
 //! - [`flags`]: Dapr's command-line flags and the settings derived from them.
-//! - [`components`]: resource files, embedded defaults, metadata resolution.
-//! - [`state`]: the state-store trait and its implementations.
-//! - [`runtime`]: shared state; [`state_api`] and [`invoke`] hold the building
-//!   blocks that both APIs call.
+//! - [`resources`]: resource files, embedded defaults, metadata resolution;
+//!   [`components`]: building each Component through `daprs-components`.
+//! - [`runtime`]: shared state; [`state_api`], [`secrets_api`], [`pubsub`] and
+//!   [`invoke`] hold the building blocks that both APIs call.
 //! - [`http_api`], [`grpc_api`]: the public APIs; [`internal`]: sidecar-to-sidecar;
 //!   [`grpc_router`] puts the gRPC ports together; [`listen`] binds and serves the ports.
 //! - [`proxy`]: gRPC proxying of apps' own services; [`endpoints`]: services
@@ -35,12 +35,13 @@ pub mod invoke;
 pub mod listen;
 pub mod metadata_api;
 pub mod proxy;
+pub mod pubsub;
 pub mod registry;
 pub mod resiliency;
+pub mod resources;
 pub mod runtime;
-pub mod secrets;
+pub mod secrets_api;
 mod startup;
-pub mod state;
 pub mod state_api;
 
 use std::{
@@ -48,105 +49,16 @@ use std::{
     time::Duration,
 };
 
-use daprs_api::{Resource, v1alpha1::Component};
+use daprs_api::Resource;
 use tokio::sync::watch;
 
 use crate::{
-    components::{Templates, env_secret_resolver, init_timeout, resolve_metadata},
-    config::SidecarConfig,
     error::StartError,
     flags::{Mode, Settings},
     listen::ApiListener,
     registry::{DEFAULT_NAMESPACE, LocalRegistry, Resolver},
-    runtime::{Block, ComponentInfo, Health, Loaded, Runtime, StoreEntry},
-    state::KeyPrefix,
+    runtime::{Health, Runtime},
 };
-
-/// Initialises one component; `all` are the components it may take secrets
-/// from. State and secret stores come back ready; other building blocks are
-/// only listed for the metadata API.
-pub(crate) async fn init_component(
-    settings: &Settings,
-    config: &SidecarConfig,
-    c: &Component,
-    all: &[&Component],
-) -> Result<(ComponentInfo, Block), String> {
-    let templates = Templates {
-        app_id: &settings.flags.app_id,
-        namespace: settings.namespace.as_deref(),
-        env: &settings.env,
-    };
-    let resolver = env_secret_resolver(all, &templates);
-    let kind = c.spec.spec.type_.clone();
-    if let Some(why) = config.component_denied(&kind, &c.spec.spec.version) {
-        return Err(why);
-    }
-    let metadata = resolve_metadata(c, &templates, &resolver)?;
-    let (capabilities, block) = match c.building_block() {
-        "state" => {
-            let timeout = init_timeout(c);
-            let store = tokio::time::timeout(timeout, state::connect(&kind, &c.spec.spec.version, &metadata))
-                .await
-                .map_err(|_| format!("init timed out after {timeout:?} (spec.initTimeout)"))??;
-            let caps = store.features().iter().map(|s| s.to_string()).collect();
-            let prefix = KeyPrefix::parse(state::meta(&metadata, "keyPrefix"));
-            (caps, Block::State(StoreEntry { store, prefix }))
-        }
-        "secretstores" => {
-            let store = secrets::open(&kind, &metadata, &settings.env, settings.namespace.as_deref())?;
-            (vec![], Block::Secrets(store))
-        }
-        "pubsub" if kind == "pubsub.in-memory" => (vec![], Block::Other),
-        block => {
-            return Err(format!(
-                "{block} components are not supported by this sidecar yet"
-            ));
-        }
-    };
-    let info = ComponentInfo {
-        name: c.metadata.name.clone().unwrap_or_default(),
-        kind,
-        version: c.spec.spec.version.clone(),
-        capabilities,
-    };
-    Ok((info, block))
-}
-
-/// Loads and initialises the components this app may use.
-async fn init_components(
-    settings: &Settings,
-    config: &SidecarConfig,
-    resources: &[Resource],
-) -> Result<Loaded, StartError> {
-    let app_id = settings.flags.app_id.as_str();
-    let comps: Vec<&Component> = resources
-        .iter()
-        .filter_map(Resource::as_component)
-        .filter(|c| c.in_scope(app_id))
-        .collect();
-    let mut loaded = Loaded::default();
-    let mut seen = std::collections::HashSet::new();
-    for c in &comps {
-        let name = c.metadata.name.clone().unwrap_or_default();
-        let kind = c.spec.spec.type_.clone();
-        if !seen.insert(name.clone()) {
-            return Err(StartError::Resources(format!(
-                "component name {name} is defined more than once"
-            )));
-        }
-        match init_component(settings, config, c, &comps).await {
-            Ok((info, block)) => {
-                tracing::info!(component = %name, r#type = %kind, "component loaded");
-                loaded.put(info, block);
-            }
-            Err(reason) if c.spec.spec.ignore_errors => {
-                tracing::error!(component = %name, r#type = %kind, %reason, "component failed to initialise; ignored because spec.ignoreErrors is true");
-            }
-            Err(reason) => return Err(StartError::Component { name, kind, reason }),
-        }
-    }
-    Ok(loaded)
-}
 
 /// Waits until the app's port accepts a TCP connection, polling with back-off.
 async fn wait_for_app(address: &str, port: u16) {
@@ -238,9 +150,9 @@ pub async fn run(
     // resources come from the control plane (and the root file system is
     // read-only), as with Dapr.
     let mut resources = match (settings.resources_paths.is_empty(), flags.mode) {
-        (true, Mode::Standalone) => components::embedded_defaults(&settings.env),
+        (true, Mode::Standalone) => resources::embedded_defaults(&settings.env),
         (true, Mode::Kubernetes) => Vec::new(),
-        (false, _) => components::load_paths(&settings.resources_paths)?,
+        (false, _) => resources::load_paths(&settings.resources_paths)?,
     };
     let from_operator = match &operator {
         Some(op) => {
@@ -256,29 +168,28 @@ pub async fn run(
         }
     };
     resources.extend(from_operator.iter().cloned().map(Resource::Component));
+    if let Some(op) = &operator {
+        let subs = op.subscriptions().await.map_err(StartError::ControlPlane)?;
+        resources.extend(subs.into_iter().map(Resource::SubscriptionV2));
+    }
     let config = startup::load_config(&flags, operator.as_ref()).await?;
     let resiliency = startup::load_resiliency(&flags.app_id, &resources, operator.as_ref()).await?;
     let endpoints = startup::load_endpoints(&settings, &resources, operator.as_ref()).await?;
-    let mut loaded = init_components(&settings, &config, &resources).await?;
-    // Every pod can read its namespace's Secrets through a store named
-    // `kubernetes`, unless a component takes the name or it is switched off.
-    if flags.mode == Mode::Kubernetes
-        && !flags.disable_builtin_k8s_secret_store
-        && !loaded.components.iter().any(|c| c.name == "kubernetes")
-    {
-        let store =
-            secrets::kubernetes::KubernetesStore::new(&Default::default(), &settings.env, Some(&namespace))
-                .map_err(StartError::Config)?;
-        let info = ComponentInfo {
-            name: "kubernetes".into(),
-            kind: "secretstores.kubernetes".into(),
-            version: "v1".into(),
-            capabilities: vec![],
-        };
-        loaded.put(info, Block::Secrets(Arc::new(store)));
+    let mut loaded = components::init_all(&settings, &config, &resources).await?;
+    let declared = {
+        let mut errors = Vec::new();
+        let subs = pubsub::subscriptions::declarative(&resources, &flags.app_id, &mut errors);
+        for e in errors {
+            tracing::error!(error = %e, "subscription ignored");
+        }
+        subs
+    };
+    if flags.mode == Mode::Kubernetes && !flags.disable_builtin_k8s_secret_store {
+        components::add_builtin_secret_store(&mut loaded, &settings.env, &namespace)
+            .map_err(StartError::Config)?;
     }
 
-    let data_dir = components::data_dir(&settings.env);
+    let data_dir = resources::data_dir(&settings.env);
     let resolver = match flags.mode {
         Mode::Standalone => Resolver::Local(LocalRegistry::new(&data_dir)),
         Mode::Kubernetes => Resolver::Kubernetes {
@@ -384,6 +295,7 @@ pub async fn run(
         config,
         resiliency,
         endpoints,
+        subscriptions: Default::default(),
     });
     rt.health.app_healthy.store(true, Ordering::Relaxed);
 
@@ -492,10 +404,12 @@ pub async fn run(
         "dapr initialized. Status: Running"
     );
 
-    // App readiness and health.
+    // App readiness and health; then the app's subscriptions.
+    let subscribers = Arc::new(tokio::sync::Mutex::new(pubsub::delivery::Subscribers::default()));
     match rt.app.as_ref() {
         Some(app) => {
             let (rt2, address, port, stop) = (rt.clone(), app.address.clone(), app.port, stop());
+            let subscribers = subscribers.clone();
             // Waiting for and probing the app ends with the shutdown; it is not
             // in-flight work to drain.
             tasks.spawn(async move {
@@ -503,6 +417,11 @@ pub async fn run(
                     wait_for_app(&address, port).await;
                     rt2.health.app_ready.store(true, Ordering::Relaxed);
                     tracing::info!(port, "app is listening");
+                    if let Some(app) = rt2.app.as_ref() {
+                        let mut subs = declared;
+                        subs.extend(pubsub::delivery::programmatic(app).await);
+                        subscribers.lock().await.start(&rt2, subs).await;
+                    }
                     if rt2.settings.flags.enable_app_health_check {
                         probe_app(rt2.clone()).await;
                     }
@@ -543,6 +462,8 @@ pub async fn run(
     drop(registration);
     let grace = rt.settings.graceful_shutdown;
     let drained = tokio::time::timeout(grace, async {
+        // Inbound delivery stops first: what is in flight finishes, nothing new starts.
+        std::mem::take(&mut *subscribers.lock().await).stop().await;
         while let Some(res) = tasks.join_next().await {
             if let Ok(Err(e)) = res {
                 tracing::warn!(error = %e, "server stopped with an error");

@@ -2,6 +2,7 @@
 
 use daprs_proto::runtime::{
     ActorRuntime, AppConnectionHealthProperties, AppConnectionProperties, GetMetadataResponse,
+    PubsubSubscription, PubsubSubscriptionRule, PubsubSubscriptionRules, PubsubSubscriptionType,
     RegisteredComponents, actor_runtime::ActorRuntimeStatus,
 };
 use serde_json::{Value, json};
@@ -106,6 +107,7 @@ pub fn response(rt: &Runtime) -> GetMetadataResponse {
             })
             .collect(),
         extended_metadata: extended,
+        subscriptions: rt.subscriptions.list().iter().map(|s| subscription(s)).collect(),
         app_connection_properties: app,
         runtime_version: RUNTIME_VERSION.into(),
         actor_runtime: Some(ActorRuntime {
@@ -115,6 +117,31 @@ pub fn response(rt: &Runtime) -> GetMetadataResponse {
             placement: String::new(),
         }),
         ..Default::default()
+    }
+}
+
+fn subscription(s: &crate::pubsub::subscriptions::Subscription) -> PubsubSubscription {
+    let mut rules: Vec<PubsubSubscriptionRule> = s
+        .rules
+        .iter()
+        .map(|r| PubsubSubscriptionRule {
+            r#match: r.source.clone(),
+            path: r.path.clone(),
+        })
+        .collect();
+    if let Some(path) = &s.default_path {
+        rules.push(PubsubSubscriptionRule {
+            r#match: String::new(),
+            path: path.clone(),
+        });
+    }
+    PubsubSubscription {
+        pubsub_name: s.pubsub.clone(),
+        topic: s.topic.clone(),
+        metadata: s.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        rules: Some(PubsubSubscriptionRules { rules }),
+        dead_letter_topic: s.dead_letter_topic.clone().unwrap_or_default(),
+        r#type: s.kind as i32,
     }
 }
 
@@ -132,6 +159,32 @@ pub fn http_json(rt: &Runtime) -> Value {
             .registered_components
             .iter()
             .map(|c| json!({"name": c.name, "type": c.r#type, "version": c.version, "capabilities": c.capabilities}))
+            .collect();
+    }
+    if !r.subscriptions.is_empty() {
+        out["subscriptions"] = r
+            .subscriptions
+            .iter()
+            .map(|s| {
+                let kind = PubsubSubscriptionType::try_from(s.r#type)
+                    .unwrap_or(PubsubSubscriptionType::Unknown)
+                    .as_str_name();
+                let rules: Vec<Value> = s
+                    .rules
+                    .iter()
+                    .flat_map(|r| &r.rules)
+                    .map(|r| json!({"match": r.r#match, "path": r.path}))
+                    .collect();
+                let mut v =
+                    json!({"pubsubname": s.pubsub_name, "topic": s.topic, "rules": rules, "type": kind});
+                if !s.metadata.is_empty() {
+                    v["metadata"] = json!(s.metadata);
+                }
+                if !s.dead_letter_topic.is_empty() {
+                    v["deadLetterTopic"] = s.dead_letter_topic.clone().into();
+                }
+                v
+            })
             .collect();
     }
     if let Some(a) = r.app_connection_properties {

@@ -192,7 +192,7 @@ pub struct Resiliency {
 
 /// Parses a Go-style duration (`500ms`, `5s`, `1m30s`).
 pub(crate) fn duration(field: &str, v: &str) -> Result<Duration, String> {
-    crate::state::parse_duration(v)
+    daprs_components::parse_duration(v)
         .ok_or_else(|| format!("{field}: {v:?} is not a duration such as 500ms or 5s"))
 }
 

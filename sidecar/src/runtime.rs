@@ -10,18 +10,17 @@ use std::{
     },
 };
 
+use daprs_components::{
+    pubsub::PubSub,
+    secretstores::SecretStore,
+    state::{KeyPrefix, StateStore},
+};
 use daprs_proto::internals::{InternalInvokeRequest, InternalInvokeResponse};
 use tokio::sync::watch;
 
 use crate::{
-    app_channel::AppChannel,
-    config::SidecarConfig,
-    error::ApiError,
-    flags::Settings,
-    invoke::Invoker,
+    app_channel::AppChannel, config::SidecarConfig, error::ApiError, flags::Settings, invoke::Invoker,
     registry::Target,
-    secrets::SecretStore,
-    state::{KeyPrefix, StateStore},
 };
 
 /// A loaded state store.
@@ -30,6 +29,14 @@ pub struct StoreEntry {
     pub store: Arc<dyn StateStore>,
     /// How keys are prefixed.
     pub prefix: KeyPrefix,
+}
+
+/// A loaded pub/sub broker.
+pub struct PubSubEntry {
+    /// The implementation.
+    pub broker: Arc<dyn PubSub>,
+    /// Which topics this app may publish and subscribe to.
+    pub scopes: crate::pubsub::scopes::TopicScopes,
 }
 
 /// A component as the metadata API lists it.
@@ -53,6 +60,8 @@ pub struct Loaded {
     pub stores: HashMap<String, Arc<StoreEntry>>,
     /// Secret stores by component name.
     pub secret_stores: HashMap<String, Arc<dyn SecretStore>>,
+    /// Pub/sub brokers by component name.
+    pub pubsubs: HashMap<String, Arc<PubSubEntry>>,
     /// Every loaded component.
     pub components: Vec<ComponentInfo>,
 }
@@ -61,8 +70,7 @@ pub struct Loaded {
 pub enum Block {
     State(StoreEntry),
     Secrets(Arc<dyn SecretStore>),
-    /// Listed only.
-    Other,
+    PubSub(PubSubEntry),
 }
 
 impl Loaded {
@@ -76,7 +84,9 @@ impl Loaded {
             Block::Secrets(s) => {
                 self.secret_stores.insert(info.name.clone(), s);
             }
-            Block::Other => {}
+            Block::PubSub(p) => {
+                self.pubsubs.insert(info.name.clone(), Arc::new(p));
+            }
         }
         self.components.push(info);
     }
@@ -85,6 +95,7 @@ impl Loaded {
     pub fn remove(&mut self, name: &str) -> bool {
         self.stores.remove(name);
         self.secret_stores.remove(name);
+        self.pubsubs.remove(name);
         let before = self.components.len();
         self.components.retain(|c| c.name != name);
         before != self.components.len()
@@ -130,6 +141,25 @@ pub struct Runtime {
     pub resiliency: crate::resiliency::Resiliency,
     /// Services outside Dapr that apps invoke by name or URL.
     pub endpoints: crate::endpoints::Endpoints,
+    /// The subscriptions delivering to the app or a subscriber stream, for the metadata API.
+    pub subscriptions: Subscriptions,
+}
+
+/// The subscriptions in use, each under a token that removes it.
+#[derive(Default)]
+pub struct Subscriptions {
+    next: std::sync::atomic::AtomicU64,
+    list: std::sync::Mutex<Vec<(u64, Arc<crate::pubsub::subscriptions::Subscription>)>>,
+}
+
+impl Subscriptions {
+    /// The subscriptions in the order they started.
+    pub fn list(&self) -> Vec<Arc<crate::pubsub::subscriptions::Subscription>> {
+        daprs_components::lock(&self.list)
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
 }
 
 impl Runtime {
@@ -181,6 +211,18 @@ impl Runtime {
             let policy = self.resiliency.app(&target.app_id);
             self.invoker.remote(target, req, &policy).await
         }
+    }
+
+    /// Records a running subscription; the token removes it.
+    pub fn add_subscription(&self, sub: Arc<crate::pubsub::subscriptions::Subscription>) -> u64 {
+        let token = self.subscriptions.next.fetch_add(1, Ordering::Relaxed);
+        daprs_components::lock(&self.subscriptions.list).push((token, sub));
+        token
+    }
+
+    /// Forgets a subscription that ended.
+    pub fn remove_subscription(&self, token: u64) {
+        daprs_components::lock(&self.subscriptions.list).retain(|(t, _)| *t != token);
     }
 
     /// Starts a graceful shutdown.

@@ -5,12 +5,12 @@
 use daprs_api::{Resource, v1alpha1::Component};
 
 use crate::{
-    components::{Templates, env_secret_resolver},
     config::SidecarConfig,
     control_plane, endpoints,
     error::StartError,
     flags::{Flags, Mode, Settings},
     resiliency,
+    resources::{Templates, env_secret_resolver},
 };
 
 /// The Resiliency documents for this app: from the resource folders, and in

@@ -7,13 +7,15 @@ use bytes::Bytes;
 use http::StatusCode;
 use tonic::Code;
 
+use daprs_components::state::{
+    self, Concurrency, DeleteRequest, Item, Operation, SEPARATOR, SetRequest, StoreError,
+};
+
 use crate::{
+    components::backend_failure,
     error::ApiError,
     resiliency::Failure,
     runtime::{Runtime, StoreEntry},
-    state::{
-        self, Concurrency, DeleteRequest, Item, Operation, SEPARATOR, SetRequest, StoreError, StoreResult,
-    },
 };
 
 /// One key to save, as both APIs describe it.
@@ -94,38 +96,13 @@ fn store_error(code: &'static str, what: String, e: StoreError) -> ApiError {
             Code::InvalidArgument,
             format!("{what}: {e}"),
         ),
-        StoreError::Backend(_) => ApiError::internal(code, format!("{what}: {e}")),
+        StoreError::Backend(_) | StoreError::NotFound(_) | StoreError::Closed => {
+            ApiError::internal(code, format!("{what}: {e}"))
+        }
     }
-}
-
-/// A store call failed in a way resiliency counts: the backend, not the caller.
-fn backend_failure<T>(r: &StoreResult<T>) -> Option<Failure> {
-    matches!(r, Err(StoreError::Backend(_))).then_some(Failure::Transport)
 }
 
 impl Runtime {
-    /// Runs one call on `store` under the component's outbound resiliency policy.
-    async fn outbound<T, F, Fut>(
-        &self,
-        store: &str,
-        op: F,
-        failed: impl Fn(&StoreResult<T>) -> Option<Failure>,
-    ) -> StoreResult<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = StoreResult<T>>,
-    {
-        let policy = self.resiliency.outbound(store);
-        if policy.is_empty() {
-            let mut op = op;
-            return op().await;
-        }
-        policy.run(op, failed).await.map_err(|stop| {
-            stop.reason()
-                .unwrap_or_else(|halt| StoreError::Backend(halt.message))
-        })
-    }
-
     /// The named store, or Dapr's not-configured / not-found errors.
     pub fn state_store(&self, name: &str) -> Result<std::sync::Arc<StoreEntry>, ApiError> {
         let loaded = self

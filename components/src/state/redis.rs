@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use ::redis::{IntoConnectionInfo, RedisConnectionInfo, Script, aio::ConnectionManager};
+use ::redis::{Script, aio::ConnectionManager};
 use async_trait::async_trait;
 
 use super::*;
@@ -64,33 +64,7 @@ fn backend(e: ::redis::RedisError) -> StoreError {
 impl RedisStore {
     /// Connects to `redisHost` (`host:port`) with the optional password, username and database.
     pub async fn connect(metadata: &BTreeMap<String, String>) -> Result<Self, String> {
-        let host = meta(metadata, "redisHost").ok_or("metadata redisHost is required (host:port)")?;
-        if meta(metadata, "enableTLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            return Err("enableTLS is not supported by this build's Redis client".into());
-        }
-        if meta(metadata, "redisType").is_some_and(|v| v.eq_ignore_ascii_case("cluster")) {
-            return Err("redisType cluster is not supported; use node".into());
-        }
-        let (h, p) = host.rsplit_once(':').unwrap_or((host, "6379"));
-        let port: u16 = p
-            .parse()
-            .map_err(|_| format!("redisHost {host:?} has an invalid port"))?;
-        let db: i64 = match meta(metadata, "redisDB") {
-            Some(v) => v.parse().map_err(|_| format!("redisDB {v:?} is not a number"))?,
-            None => 0,
-        };
-        let mut settings = RedisConnectionInfo::default().set_db(db);
-        if let Some(pw) = meta(metadata, "redisPassword") {
-            settings = settings.set_password(pw);
-        }
-        if let Some(user) = meta(metadata, "redisUsername") {
-            settings = settings.set_username(user);
-        }
-        let info = (h.trim_matches(|c| c == '[' || c == ']').to_string(), port)
-            .into_connection_info()
-            .map_err(|e| e.to_string())?
-            .set_redis_settings(settings);
-        let client = ::redis::Client::open(info).map_err(|e| e.to_string())?;
+        let (client, host) = crate::redis_conn::client(metadata)?;
         let conn = ConnectionManager::new(client)
             .await
             .map_err(|e| format!("cannot connect to {host}: {e}"))?;

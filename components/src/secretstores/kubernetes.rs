@@ -17,7 +17,7 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use super::{Secret, SecretStore};
-use crate::state::meta;
+use crate::{Error, Metadata, Result, meta};
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Largest answer read from the API server (a namespace's Secrets, in bulk).
@@ -42,17 +42,20 @@ struct Access {
 /// The store. Without a cluster to talk to it still loads (the built-in
 /// store is registered in every pod) and says why on each call.
 pub struct KubernetesStore {
-    access: Result<Access, String>,
+    access: std::result::Result<Access, String>,
     namespace: Option<String>,
 }
 
-fn decode_b64(what: &str, s: &str) -> Result<Vec<u8>, String> {
+fn decode_b64(what: &str, s: &str) -> std::result::Result<Vec<u8>, String> {
     base64::engine::general_purpose::STANDARD
         .decode(s.trim())
         .map_err(|_| format!("kubeconfig: {what} is not base64"))
 }
 
-fn tls(ca_pem: &[u8], client: Option<(Vec<u8>, Vec<u8>)>) -> Result<rustls::ClientConfig, String> {
+fn tls(
+    ca_pem: &[u8],
+    client: Option<(Vec<u8>, Vec<u8>)>,
+) -> std::result::Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem) {
         roots
@@ -68,7 +71,7 @@ fn tls(ca_pem: &[u8], client: Option<(Vec<u8>, Vec<u8>)>) -> Result<rustls::Clie
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
             let chain = CertificateDer::pem_slice_iter(&cert)
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| format!("client certificate: {e}"))?;
             let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("client key: {e}"))?;
             builder
@@ -88,7 +91,7 @@ fn client(config: rustls::ClientConfig) -> Https {
 }
 
 /// The current context's server and credentials from a kubeconfig file.
-fn from_kubeconfig(path: &str) -> Result<Access, String> {
+fn from_kubeconfig(path: &str) -> std::result::Result<Access, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read kubeconfig {path}: {e}"))?;
     let doc: serde_json::Value =
         serde_yaml::from_str(&text).map_err(|e| format!("kubeconfig {path} is not YAML: {e}"))?;
@@ -110,7 +113,7 @@ fn from_kubeconfig(path: &str) -> Result<Access, String> {
         .ok_or_else(|| format!("kubeconfig {path}: the current context names no server"))?
         .trim_end_matches('/')
         .to_string();
-    let read = |data: &str, file: &str, what: &str| -> Result<Option<Vec<u8>>, String> {
+    let read = |data: &str, file: &str, what: &str| -> std::result::Result<Option<Vec<u8>>, String> {
         if !data.is_empty() {
             return decode_b64(what, data).map(Some);
         }
@@ -151,7 +154,7 @@ fn from_kubeconfig(path: &str) -> Result<Access, String> {
 }
 
 /// The pod's own service account, as every in-cluster client uses it.
-fn in_cluster(env: &HashMap<String, String>) -> Result<Access, String> {
+fn in_cluster(env: &HashMap<String, String>) -> std::result::Result<Access, String> {
     let host = env
         .get("KUBERNETES_SERVICE_HOST")
         .filter(|h| !h.is_empty())
@@ -202,7 +205,7 @@ impl KubernetesStore {
         metadata: &BTreeMap<String, String>,
         env: &HashMap<String, String>,
         namespace: Option<&str>,
-    ) -> Result<Self, String> {
+    ) -> std::result::Result<Self, String> {
         let access = match meta(metadata, "kubeconfigPath") {
             // A kubeconfig that was asked for and cannot be used is a
             // configuration error: fail the component.
@@ -218,22 +221,25 @@ impl KubernetesStore {
         })
     }
 
-    fn namespace(&self, metadata: &BTreeMap<String, String>) -> Result<String, String> {
+    fn namespace(&self, metadata: &Metadata) -> Result<String> {
         let ns = match meta(metadata, "namespace") {
             Some(ns) => ns.to_string(),
-            None => self
-                .namespace
-                .clone()
-                .ok_or("no namespace: set the namespace metadata or NAMESPACE")?,
+            None => self.namespace.clone().ok_or_else(|| {
+                Error::Invalid("no namespace: set the namespace metadata or NAMESPACE".into())
+            })?,
         };
         if valid_name(&ns) {
             Ok(ns)
         } else {
-            Err(format!("{ns:?} is not a namespace name"))
+            Err(Error::Invalid(format!("{ns:?} is not a namespace name")))
         }
     }
 
-    async fn fetch(&self, path: &str) -> Result<Option<serde_json::Value>, String> {
+    async fn fetch(&self, path: &str) -> Result<Option<serde_json::Value>> {
+        self.fetch_raw(path).await.map_err(Error::Backend)
+    }
+
+    async fn fetch_raw(&self, path: &str) -> std::result::Result<Option<serde_json::Value>, String> {
         let access = self.access.as_ref().map_err(Clone::clone)?;
         let mut req =
             http::Request::get(format!("{}{path}", access.server)).header("accept", "application/json");
@@ -276,21 +282,23 @@ impl KubernetesStore {
 
 #[async_trait]
 impl SecretStore for KubernetesStore {
-    async fn get(&self, name: &str, metadata: &BTreeMap<String, String>) -> Result<Secret, String> {
+    async fn get(&self, name: &str, metadata: &Metadata) -> Result<Secret> {
         let ns = self.namespace(metadata)?;
         if !valid_name(name) {
-            return Err(format!("{name:?} is not a Secret name"));
+            return Err(Error::Invalid(format!("{name:?} is not a Secret name")));
         }
         match self
             .fetch(&format!("/api/v1/namespaces/{ns}/secrets/{name}"))
             .await?
         {
             Some(secret) => Ok(decode_data(&secret)),
-            None => Err(format!("secret {name} not found in namespace {ns}")),
+            None => Err(Error::NotFound(format!(
+                "secret {name} not found in namespace {ns}"
+            ))),
         }
     }
 
-    async fn bulk(&self, metadata: &BTreeMap<String, String>) -> Result<BTreeMap<String, Secret>, String> {
+    async fn bulk(&self, metadata: &Metadata) -> Result<BTreeMap<String, Secret>> {
         let ns = self.namespace(metadata)?;
         let list = self
             .fetch(&format!("/api/v1/namespaces/{ns}/secrets"))

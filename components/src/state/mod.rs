@@ -16,8 +16,6 @@ pub mod sqlite;
 
 use std::{
     collections::BTreeMap,
-    hash::{BuildHasher, Hasher},
-    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -85,25 +83,10 @@ pub enum Operation {
     Delete(DeleteRequest),
 }
 
-/// What went wrong inside a store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The ETag given does not match the stored one (or the key is absent).
-    #[error("possible etag mismatch. error from state store: {0}")]
-    EtagMismatch(String),
-    /// The ETag given is not of this store's form.
-    #[error("invalid etag value: {0}")]
-    EtagInvalid(String),
-    /// The request asks for something the store cannot do.
-    #[error("{0}")]
-    Invalid(String),
-    /// The backing server or file failed.
-    #[error("{0}")]
-    Backend(String),
-}
+pub use crate::Error as StoreError;
 
 /// Result of store calls.
-pub type StoreResult<T> = Result<T, StoreError>;
+pub type StoreResult<T> = crate::Result<T>;
 
 /// A state store implementation.
 #[async_trait]
@@ -218,31 +201,9 @@ pub fn unix_millis(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Takes a store's lock even if a panic once happened while it was held. Stores
-/// validate everything before they change anything, so the data behind a
-/// poisoned lock is consistent (SQLite rolls back an unfinished transaction).
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// A fresh opaque ETag (random 128 bits, hex).
 pub fn new_etag() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut out = String::with_capacity(32);
-    for salt in [0x9e37_79b9_7f4a_7c15u64, 0xc2b2_ae3d_27d4_eb4f] {
-        // RandomState is seeded from the OS once per process and per thread; mixing in
-        // a counter and the clock makes every value unique.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(n ^ salt);
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
+    format!("{:032x}", crate::random_u128())
 }
 
 /// Formats a time as RFC 3339 in UTC (`2024-01-02T03:04:05Z`), as Dapr reports `ttlExpireTime`.
@@ -267,34 +228,8 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// Builds a store from its component type, version and metadata.
-pub async fn connect(
-    kind: &str,
-    version: &str,
-    metadata: &BTreeMap<String, String>,
-) -> Result<std::sync::Arc<dyn StateStore>, String> {
-    let _ = version;
-    Ok(match kind {
-        "state.in-memory" => std::sync::Arc::new(memory::MemoryStore::default()),
-        "state.sqlite" => std::sync::Arc::new(sqlite::SqliteStore::open(metadata).await?),
-        "state.redis" => std::sync::Arc::new(redis::RedisStore::connect(metadata).await?),
-        "state.postgresql" | "state.postgres" => {
-            std::sync::Arc::new(postgres::PostgresStore::connect(metadata).await?)
-        }
-        other => return Err(format!("unknown state store type {other}")),
-    })
-}
-
-/// Looks a metadata key up case-insensitively, as Dapr's components do.
-pub fn meta<'a>(metadata: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
-    metadata
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-}
-
-pub use daprs_api::contract::parse_duration;
+pub(crate) use crate::lock;
+pub use crate::{meta, parse_duration};
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,164 @@
+//! The building blocks' implementations, as Dapr's components-contrib holds
+//! them: one module per block, each with the block's trait (its contract)
+//! and one file per implementation, and one [`registry`] that builds a
+//! component from its `type`, `version` and metadata.
+//!
+//! - [`state`]: key/value stores with ETags, TTLs and transactions.
+//! - [`secretstores`]: read-only secret sources.
+//! - [`pubsub`]: brokers that publish and deliver messages at least once.
+//!
+//! Nothing here knows HTTP or gRPC: the sidecar maps [`Error`] to Dapr's
+//! error codes once.
+
+pub mod pubsub;
+mod redis_conn;
+pub mod registry;
+pub mod secretstores;
+pub mod state;
+
+use std::{
+    collections::BTreeMap,
+    hash::{BuildHasher, Hasher},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+pub use daprs_api::contract::parse_duration;
+
+/// Component metadata after templates, `envRef`s and `secretKeyRef`s are resolved.
+pub type Metadata = BTreeMap<String, String>;
+
+/// What went wrong inside a component.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The ETag given does not match the stored one (or the key is absent).
+    #[error("possible etag mismatch. error from state store: {0}")]
+    EtagMismatch(String),
+    /// The ETag given is not of this store's form.
+    #[error("invalid etag value: {0}")]
+    EtagInvalid(String),
+    /// The request asks for something the component cannot do.
+    #[error("{0}")]
+    Invalid(String),
+    /// What was asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The backing server or file failed; the call may succeed if repeated.
+    #[error("{0}")]
+    Backend(String),
+    /// The component is closed (shut down or replaced).
+    #[error("component is closed")]
+    Closed,
+}
+
+/// Result of component calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Looks a metadata key up case-insensitively, as Dapr's components do; an
+/// empty value counts as absent.
+pub fn meta<'a>(metadata: &'a Metadata, key: &str) -> Option<&'a str> {
+    metadata
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// A metadata value parsed as a number, or the default when absent.
+pub fn meta_num<T: std::str::FromStr>(metadata: &Metadata, key: &str, default: T) -> Result<T, String> {
+    match meta(metadata, key) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("metadata {key}: {v:?} is not a number")),
+    }
+}
+
+/// A metadata value parsed as a duration (`10s`, `1m30s`, `500ms`), or the
+/// default when absent.
+pub fn meta_duration(
+    metadata: &Metadata,
+    key: &str,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    match meta(metadata, key) {
+        None => Ok(default),
+        Some(v) => parse_duration(v).ok_or_else(|| format!("metadata {key}: {v:?} is not a duration")),
+    }
+}
+
+/// Takes a lock even if a panic once happened while it was held. Components
+/// validate everything before they change anything, so the data behind a
+/// poisoned lock is consistent (SQLite rolls back an unfinished transaction).
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// 128 fresh random bits. `RandomState` is seeded from the OS; mixing in a
+/// counter and the clock makes every value unique within the process.
+pub fn random_u128() -> u128 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut out = 0u128;
+    for salt in [0x9e37_79b9_7f4a_7c15u64, 0xc2b2_ae3d_27d4_eb4f] {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n ^ salt);
+        h.write_u128(now);
+        out = (out << 64) | u128::from(h.finish());
+    }
+    out
+}
+
+/// A random (version 4) UUID in its usual text form, as Dapr gives event ids.
+pub fn uuid_v4() -> String {
+    let r = random_u128();
+    // Version 4 and the RFC 4122 variant.
+    let r = (r & !(0xf << 76)) | (0x4 << 76);
+    let r = (r & !(0x3 << 62)) | (0x2 << 62);
+    let h = format!("{r:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_have_version_and_variant() {
+        let u = uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
+        assert_ne!(u, uuid_v4());
+    }
+
+    #[test]
+    fn metadata_lookups() {
+        let m = Metadata::from([
+            ("RedisHost".to_string(), "h".to_string()),
+            ("empty".to_string(), String::new()),
+            ("n".to_string(), "12".to_string()),
+            ("d".to_string(), "2s".to_string()),
+        ]);
+        assert_eq!(meta(&m, "redishost"), Some("h"));
+        assert_eq!(meta(&m, "empty"), None);
+        assert_eq!(meta_num(&m, "n", 1u32), Ok(12));
+        assert_eq!(meta_num(&m, "x", 7u32), Ok(7));
+        assert!(meta_num::<u32>(&m, "RedisHost", 1).is_err());
+        assert_eq!(
+            meta_duration(&m, "d", std::time::Duration::ZERO),
+            Ok(std::time::Duration::from_secs(2))
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! `pubsub.in-memory`: a broker inside the sidecar process. Each consumer
+//! group of a topic has one bounded queue that its subscriptions take turns
+//! reading, so they share the work; a publish puts the message on every
+//! group's queue (waiting for room, which is the publisher's backpressure).
+//! A failed delivery goes back on the queue after a growing pause.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, watch};
+
+use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers};
+use crate::{Metadata, Result, lock, meta, meta_num};
+
+/// Messages a group's queue holds before publishers wait.
+const QUEUE: usize = 10_000;
+/// Pauses before a message that failed is delivered again.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(5);
+
+struct Delivery {
+    msg: Message,
+    attempt: u32,
+}
+
+struct Group {
+    tx: mpsc::Sender<Delivery>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Delivery>>>,
+    members: usize,
+}
+
+/// The broker. Topics and groups live as long as a subscription uses them.
+pub struct MemoryBroker {
+    consumer: String,
+    concurrency: usize,
+    topics: Arc<Mutex<HashMap<String, HashMap<String, Group>>>>,
+}
+
+impl MemoryBroker {
+    /// A broker whose subscriptions join group `consumerID`.
+    pub fn new(metadata: &Metadata) -> std::result::Result<Self, String> {
+        Ok(Self {
+            consumer: meta(metadata, CONSUMER_ID).unwrap_or("default").to_string(),
+            concurrency: meta_num(metadata, "concurrency", 16usize)?,
+            topics: Arc::default(),
+        })
+    }
+
+    fn join(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> (
+        mpsc::Sender<Delivery>,
+        Arc<tokio::sync::Mutex<mpsc::Receiver<Delivery>>>,
+    ) {
+        let mut topics = lock(&self.topics);
+        let g = topics
+            .entry(topic.to_string())
+            .or_default()
+            .entry(group.to_string())
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                Group {
+                    tx,
+                    rx: Arc::new(tokio::sync::Mutex::new(rx)),
+                    members: 0,
+                }
+            });
+        g.members += 1;
+        (g.tx.clone(), g.rx.clone())
+    }
+}
+
+fn leave(topics: &Mutex<HashMap<String, HashMap<String, Group>>>, topic: &str, group: &str) {
+    let mut topics = lock(topics);
+    let Some(groups) = topics.get_mut(topic) else {
+        return;
+    };
+    if let Some(g) = groups.get_mut(group) {
+        g.members = g.members.saturating_sub(1);
+        if g.members == 0 {
+            groups.remove(group);
+        }
+    }
+    if groups.is_empty() {
+        topics.remove(topic);
+    }
+}
+
+fn retry_pause(attempt: u32) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(LAST_RETRY)
+}
+
+#[async_trait]
+impl PubSub for MemoryBroker {
+    fn features(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    async fn publish(&self, msg: Message) -> Result<()> {
+        let queues: Vec<mpsc::Sender<Delivery>> = lock(&self.topics)
+            .get(&msg.topic)
+            .map(|groups| groups.values().map(|g| g.tx.clone()).collect())
+            .unwrap_or_default();
+        for tx in queues {
+            let d = Delivery {
+                msg: msg.clone(),
+                attempt: 0,
+            };
+            // A group that went away meanwhile has no one to deliver to.
+            let _ = tx.send(d).await;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, sub: Subscription, handler: Handler) -> Result<Subscribed> {
+        let group = meta(&sub.metadata, CONSUMER_ID)
+            .unwrap_or(&self.consumer)
+            .to_string();
+        let (tx, rx) = self.join(&sub.topic, &group);
+        let (stop, mut stopped) = watch::channel(false);
+        let topics = self.topics.clone();
+        let concurrency = self.concurrency;
+        let task = tokio::spawn(async move {
+            let mut workers = Workers::new(concurrency);
+            loop {
+                let next = tokio::select! {
+                    _ = stopped.wait_for(|v| *v) => break,
+                    d = async { rx.lock().await.recv().await } => d,
+                };
+                let Some(d) = next else { break };
+                let (handler, tx, mut stopping) = (handler.clone(), tx.clone(), stopped.clone());
+                workers
+                    .spawn(async move {
+                        if handler(d.msg.clone()).await.is_err() {
+                            // A stop cuts the pause short; the message goes back at once.
+                            tokio::select! {
+                                () = tokio::time::sleep(retry_pause(d.attempt)) => {}
+                                _ = stopping.wait_for(|v| *v) => {}
+                            }
+                            let again = Delivery {
+                                msg: d.msg,
+                                attempt: d.attempt.saturating_add(1),
+                            };
+                            let _ = tx.send(again).await;
+                        }
+                    })
+                    .await;
+            }
+            workers.drain().await;
+            leave(&topics, &sub.topic, &group);
+        });
+        Ok(Subscribed::new(stop, task))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_pauses_grow_to_a_limit() {
+        assert_eq!(retry_pause(0), FIRST_RETRY);
+        assert_eq!(retry_pause(1), FIRST_RETRY * 2);
+        assert_eq!(retry_pause(30), LAST_RETRY);
+        assert_eq!(retry_pause(u32::MAX), LAST_RETRY);
+    }
+}

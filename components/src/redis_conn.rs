@@ -1,0 +1,38 @@
+//! The connection settings every Redis component shares, with Dapr's
+//! metadata names: `redisHost`, `redisPassword`, `redisUsername`, `redisDB`.
+
+use ::redis::{IntoConnectionInfo, RedisConnectionInfo};
+
+use crate::{Metadata, meta};
+
+/// A client for the server the metadata names, and its `host:port` for messages.
+pub fn client(metadata: &Metadata) -> Result<(::redis::Client, String), String> {
+    let host = meta(metadata, "redisHost").ok_or("metadata redisHost is required (host:port)")?;
+    if meta(metadata, "enableTLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Err("enableTLS is not supported by this build's Redis client".into());
+    }
+    if meta(metadata, "redisType").is_some_and(|v| v.eq_ignore_ascii_case("cluster")) {
+        return Err("redisType cluster is not supported; use node".into());
+    }
+    let (h, p) = host.rsplit_once(':').unwrap_or((host, "6379"));
+    let port: u16 = p
+        .parse()
+        .map_err(|_| format!("redisHost {host:?} has an invalid port"))?;
+    let db: i64 = match meta(metadata, "redisDB") {
+        Some(v) => v.parse().map_err(|_| format!("redisDB {v:?} is not a number"))?,
+        None => 0,
+    };
+    let mut settings = RedisConnectionInfo::default().set_db(db);
+    if let Some(pw) = meta(metadata, "redisPassword") {
+        settings = settings.set_password(pw);
+    }
+    if let Some(user) = meta(metadata, "redisUsername") {
+        settings = settings.set_username(user);
+    }
+    let info = (h.trim_matches(|c| c == '[' || c == ']').to_string(), port)
+        .into_connection_info()
+        .map_err(|e| e.to_string())?
+        .set_redis_settings(settings);
+    let client = ::redis::Client::open(info).map_err(|e| e.to_string())?;
+    Ok((client, host.to_string()))
+}

@@ -1,0 +1,341 @@
+//! CloudEvents 1.0 envelopes as Dapr builds them when an app publishes, and
+//! as subscribers read them.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use daprs_components::{Metadata, state::rfc3339};
+use serde_json::{Map, Value};
+
+/// The content type of a CloudEvent in JSON.
+pub const CONTENT_TYPE: &str = "application/cloudevents+json";
+/// The `type` Dapr gives events it wraps.
+pub const EVENT_TYPE: &str = "com.dapr.event.sent";
+
+/// Where and by whom an event is published.
+pub struct Origin<'a> {
+    /// The publishing app (the envelope's `source`).
+    pub app_id: &'a str,
+    /// The pub/sub component.
+    pub pubsub: &'a str,
+    /// The topic.
+    pub topic: &'a str,
+    /// The caller's W3C trace context, when it sent one.
+    pub traceparent: Option<&'a str>,
+    /// The caller's `tracestate`.
+    pub tracestate: Option<&'a str>,
+}
+
+/// Why an envelope could not be built.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EnvelopeError(pub String);
+
+/// The media type without parameters, lower-cased.
+fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// A request metadata value, looked up case-insensitively.
+fn get<'a>(metadata: &'a Metadata, key: &str) -> Option<&'a str> {
+    metadata
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A fresh W3C trace context for an event published without one.
+fn new_traceparent() -> String {
+    let r = daprs_components::random_u128();
+    format!("00-{r:032x}-{:016x}-00", (r >> 17) as u64 | 1)
+}
+
+/// Builds the envelope for a publish of `body` with `content_type` and the
+/// request's metadata (`cloudevent.*` overrides, `ttlInSeconds`).
+pub fn envelope(
+    body: &[u8],
+    content_type: Option<&str>,
+    metadata: &Metadata,
+    origin: &Origin<'_>,
+    now: SystemTime,
+) -> Result<Bytes, EnvelopeError> {
+    let media = content_type.map(media_type).unwrap_or_default();
+    let mut ce: Map<String, Value> = if media == CONTENT_TYPE {
+        match serde_json::from_slice(body) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                return Err(EnvelopeError(
+                    "the body is not a CloudEvent: application/cloudevents+json needs a JSON object".into(),
+                ));
+            }
+        }
+    } else {
+        let mut m = Map::new();
+        m.insert("id".into(), daprs_components::uuid_v4().into());
+        m.insert("source".into(), origin.app_id.into());
+        m.insert(
+            "datacontenttype".into(),
+            content_type.unwrap_or("text/plain").into(),
+        );
+        m
+    };
+    let mut default = |k: &str, v: Value| {
+        ce.entry(k.to_string()).or_insert(v);
+    };
+    default("source", "Dapr".into());
+    default("type", EVENT_TYPE.into());
+    default("specversion", "1.0".into());
+    default("time", rfc3339(now).into());
+    let traceparent = origin.traceparent.map_or_else(new_traceparent, str::to_string);
+    default("traceparent", traceparent.clone().into());
+    default("traceid", traceparent.into());
+    default("tracestate", origin.tracestate.unwrap_or_default().into());
+    ce.insert("topic".into(), origin.topic.into());
+    ce.insert("pubsubname".into(), origin.pubsub.into());
+    for (attr, key) in [
+        ("id", "cloudevent.id"),
+        ("source", "cloudevent.source"),
+        ("type", "cloudevent.type"),
+        ("subject", "cloudevent.subject"),
+        ("traceid", "cloudevent.traceid"),
+        ("traceparent", "cloudevent.traceid"),
+        ("traceparent", "cloudevent.traceparent"),
+        ("tracestate", "cloudevent.tracestate"),
+    ] {
+        if let Some(v) = get(metadata, key) {
+            ce.insert(attr.into(), v.into());
+        }
+    }
+    if let Some(ttl) = get(metadata, "ttlInSeconds") {
+        let secs: u64 = ttl
+            .trim()
+            .parse()
+            .map_err(|_| EnvelopeError(format!("ttlInSeconds {ttl:?} is not a whole number of seconds")))?;
+        let at = daprs_components::state::expiry(now, Duration::from_secs(secs));
+        ce.insert("expiration".into(), rfc3339(at).into());
+    }
+    if media != CONTENT_TYPE {
+        put_data(&mut ce, body, &media);
+    }
+    serde_json::to_vec(&ce)
+        .map(Bytes::from)
+        .map_err(|e| EnvelopeError(e.to_string()))
+}
+
+/// The payload as `data` (JSON kept as JSON, text as a string) or `data_base64`.
+fn put_data(ce: &mut Map<String, Value>, body: &[u8], media: &str) {
+    let binary = matches!(
+        media,
+        "application/octet-stream" | "application/cloudevents+protobuf" | "application/x-protobuf"
+    );
+    if !binary {
+        if media == "application/json"
+            && let Ok(v) = serde_json::from_slice::<Value>(body)
+        {
+            ce.insert("data".into(), v);
+            return;
+        }
+        if let Ok(text) = std::str::from_utf8(body) {
+            ce.insert("data".into(), text.into());
+            return;
+        }
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(body);
+    ce.insert("data_base64".into(), b64.into());
+}
+
+/// Parses an RFC 3339 time (`2024-01-02T03:04:05.123Z`, or with an offset).
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if s.get(4..5)? != "-" || !matches!(s.get(10..11)?, "T" | "t" | " ") || !(1..=12).contains(&mo) {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.find(|c: char| !c.is_ascii_digit()).unwrap_or(frac.len());
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.get(0..1)? {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            let (oh, om) = (
+                rest.get(1..3)?.parse::<i64>().ok()?,
+                rest.get(4..6)?.parse::<i64>().ok()?,
+            );
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    // Days from the civil date (proleptic Gregorian calendar).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+/// Whether an event's `expiration` has passed.
+pub fn expired(ce: &Map<String, Value>, now: SystemTime) -> bool {
+    ce.get("expiration")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339)
+        .is_some_and(|t| t <= now)
+}
+
+/// Wraps bytes that are not a CloudEvent, for a subscription with
+/// `rawPayload: true`: the app still receives an event.
+pub fn wrap_raw(body: &[u8], pubsub: &str, topic: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("id".into(), daprs_components::uuid_v4().into());
+    m.insert("source".into(), "Dapr".into());
+    m.insert("type".into(), EVENT_TYPE.into());
+    m.insert("specversion".into(), "1.0".into());
+    m.insert("datacontenttype".into(), "application/octet-stream".into());
+    m.insert("topic".into(), topic.into());
+    m.insert("pubsubname".into(), pubsub.into());
+    m.insert(
+        "data_base64".into(),
+        base64::engine::general_purpose::STANDARD.encode(body).into(),
+    );
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Origin<'static> {
+        Origin {
+            app_id: "pub",
+            pubsub: "ps",
+            topic: "orders",
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            tracestate: None,
+        }
+    }
+
+    fn build(body: &[u8], ct: Option<&str>, md: &[(&str, &str)]) -> Map<String, Value> {
+        let md = md.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let bytes = envelope(body, ct, &md, &origin(), now).expect("envelope");
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    #[test]
+    fn plain_json_is_wrapped_with_every_attribute() {
+        let ce = build(
+            br#"{"n": 12345678901234567}"#,
+            Some("application/json; charset=utf-8"),
+            &[],
+        );
+        assert_eq!(ce["data"]["n"], 12_345_678_901_234_567u64);
+        assert_eq!(ce["source"], "pub");
+        assert_eq!(ce["type"], EVENT_TYPE);
+        assert_eq!(ce["specversion"], "1.0");
+        assert_eq!(ce["datacontenttype"], "application/json; charset=utf-8");
+        assert_eq!(
+            (ce["topic"].as_str(), ce["pubsubname"].as_str()),
+            (Some("orders"), Some("ps"))
+        );
+        assert_eq!(ce["traceparent"], ce["traceid"]);
+        assert_eq!(ce["time"], "2023-11-14T22:13:20Z");
+        assert_eq!(ce["id"].as_str().map(str::len), Some(36));
+    }
+
+    #[test]
+    fn text_binary_and_broken_json_payloads() {
+        let ce = build(b"hello", None, &[]);
+        assert_eq!(
+            (ce["data"].as_str(), ce["datacontenttype"].as_str()),
+            (Some("hello"), Some("text/plain"))
+        );
+        let ce = build(&[0, 159, 146], Some("application/octet-stream"), &[]);
+        assert_eq!(ce["data_base64"], "AJ+S");
+        assert!(ce.get("data").is_none());
+        let ce = build(b"{not json", Some("application/json"), &[]);
+        assert_eq!(ce["data"], "{not json");
+    }
+
+    #[test]
+    fn an_apps_own_cloudevent_is_kept_and_completed() {
+        let body = br#"{"id": "mine", "type": "order.created", "specversion": "1.0", "source": "shop", "data": {"a": 1}}"#;
+        let ce = build(body, Some(CONTENT_TYPE), &[]);
+        assert_eq!(
+            (ce["id"].as_str(), ce["type"].as_str()),
+            (Some("mine"), Some("order.created"))
+        );
+        assert_eq!(ce["source"], "shop");
+        assert_eq!(ce["topic"], "orders");
+        assert!(ce.contains_key("traceparent") && ce.contains_key("time"));
+        let md = Metadata::new();
+        let now = SystemTime::now();
+        assert!(envelope(b"[1]", Some(CONTENT_TYPE), &md, &origin(), now).is_err());
+    }
+
+    #[test]
+    fn metadata_overrides_and_ttl() {
+        let ce = build(
+            b"x",
+            None,
+            &[
+                ("cloudevent.id", "id-1"),
+                ("CloudEvent.Type", "t"),
+                ("cloudevent.subject", "s"),
+                ("ttlInSeconds", "60"),
+            ],
+        );
+        assert_eq!(
+            (ce["id"].as_str(), ce["type"].as_str()),
+            (Some("id-1"), Some("t"))
+        );
+        assert_eq!(ce["subject"], "s");
+        assert_eq!(ce["expiration"], "2023-11-14T22:14:20Z");
+        let md = Metadata::from([("ttlInSeconds".to_string(), "soon".to_string())]);
+        assert!(envelope(b"x", None, &md, &origin(), SystemTime::now()).is_err());
+    }
+
+    #[test]
+    fn expiry_times_parse() {
+        let t = |s| {
+            parse_rfc3339(s)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+        };
+        assert_eq!(t("2023-11-14T22:13:20Z"), Some(1_700_000_000));
+        assert_eq!(t("2023-11-14T22:13:20.999Z"), Some(1_700_000_000));
+        assert_eq!(t("2023-11-15T00:13:20+02:00"), Some(1_700_000_000));
+        assert_eq!(t("2024-02-29T23:59:59Z"), Some(1_709_251_199));
+        assert_eq!(t("yesterday"), None);
+        assert_eq!(t("2023-13-01T00:00:00Z"), None);
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_001);
+        let mut ce = Map::new();
+        assert!(!expired(&ce, now));
+        ce.insert("expiration".into(), "2023-11-14T22:13:20Z".into());
+        assert!(expired(&ce, now));
+    }
+
+    #[test]
+    fn raw_payloads_are_wrapped_for_subscribers() {
+        let ce = wrap_raw(b"\x01\x02", "ps", "t");
+        assert_eq!(ce["data_base64"], "AQI=");
+        assert_eq!(ce["datacontenttype"], "application/octet-stream");
+    }
+}

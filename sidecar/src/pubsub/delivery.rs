@@ -1,0 +1,448 @@
+//! Delivering events to the app: each subscription becomes a broker
+//! subscription whose handler reads the CloudEvent, picks the route, calls
+//! the app (HTTP `POST /<route>` or gRPC `OnTopicEvent`) under the
+//! component's inbound resiliency policy, and turns the app's answer into
+//! Dapr's outcome: acknowledge, redeliver, or drop (to the dead-letter topic
+//! when there is one). The broker acknowledges only what ends here in `Ok`.
+
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
+
+use bytes::Bytes;
+use daprs_components::{
+    Error,
+    pubsub::{self as broker, Handler, Message, Subscribed},
+};
+use daprs_proto::{
+    common::{HttpExtension, InvokeRequest, http_extension::Verb},
+    internals::InternalInvokeRequest,
+    runtime::{
+        TopicEventRequest, app_callback_client::AppCallbackClient,
+        topic_event_response::TopicEventResponseStatus,
+    },
+};
+use serde_json::{Map, Value};
+
+use super::{
+    cloudevent,
+    subscriptions::{self, Subscription},
+};
+use crate::{
+    app_channel::AppChannel,
+    resiliency::Failure,
+    runtime::{PubSubEntry, Runtime},
+};
+
+/// What the app's answer means for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Retry,
+    Drop,
+}
+
+/// Reads an HTTP app's answer to a delivery, as Dapr does.
+pub fn http_outcome(status: u16, body: &[u8]) -> Outcome {
+    match status {
+        200..=299 => {
+            let status = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+                v.get("status")
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_uppercase)
+            });
+            match status.as_deref() {
+                None | Some("SUCCESS") => Outcome::Success,
+                Some("DROP") => Outcome::Drop,
+                Some(_) => Outcome::Retry,
+            }
+        }
+        404 => Outcome::Drop,
+        _ => Outcome::Retry,
+    }
+}
+
+/// Reads a gRPC app's answer to a delivery.
+pub fn grpc_outcome(res: Result<i32, tonic::Code>) -> Outcome {
+    match res {
+        Ok(s) => match TopicEventResponseStatus::try_from(s) {
+            Ok(TopicEventResponseStatus::Success) => Outcome::Success,
+            Ok(TopicEventResponseStatus::Drop) => Outcome::Drop,
+            _ => Outcome::Retry,
+        },
+        Err(tonic::Code::Unimplemented) => Outcome::Drop,
+        Err(_) => Outcome::Retry,
+    }
+}
+
+/// The event as the app's gRPC `OnTopicEvent` receives it.
+pub fn topic_event_request(ce: &Map<String, Value>, path: &str) -> TopicEventRequest {
+    let s = |k: &str| ce.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let content_type = s("datacontenttype");
+    let data = if let Some(b64) = ce.get("data_base64").and_then(Value::as_str) {
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap_or_default()
+    } else {
+        match ce.get("data") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(text)) if !content_type.contains("json") => text.clone().into_bytes(),
+            Some(v) => serde_json::to_vec(v).unwrap_or_default(),
+        }
+    };
+    const CORE: &[&str] = &[
+        "id",
+        "source",
+        "type",
+        "specversion",
+        "datacontenttype",
+        "data",
+        "data_base64",
+        "topic",
+        "pubsubname",
+    ];
+    let extensions = ce
+        .iter()
+        .filter(|(k, _)| !CORE.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), json_to_prost(v)))
+        .collect();
+    TopicEventRequest {
+        id: s("id"),
+        source: s("source"),
+        r#type: s("type"),
+        spec_version: s("specversion"),
+        data_content_type: content_type,
+        data: data.into(),
+        topic: s("topic"),
+        pubsub_name: s("pubsubname"),
+        path: path.to_string(),
+        extensions: Some(prost_types::Struct { fields: extensions }),
+    }
+}
+
+fn json_to_prost(v: &Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_prost).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), json_to_prost(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// Calls the app once with an event; transport failures count as Retry.
+async fn call_app(
+    app: &AppChannel,
+    sub: &Subscription,
+    path: &str,
+    ce: &Map<String, Value>,
+    body: &Bytes,
+) -> (Outcome, Option<Failure>) {
+    if let Some(channel) = app.grpc_channel() {
+        let _permit = app.admit().await;
+        let mut req = tonic::Request::new(topic_event_request(ce, path));
+        if let Some(token) = app.grpc_token() {
+            req.metadata_mut().insert("dapr-api-token", token.clone());
+        }
+        let res = AppCallbackClient::new(channel)
+            .on_topic_event(req)
+            .await
+            .map(|r| r.into_inner().status)
+            .map_err(|s| s.code());
+        let failure = res.as_ref().err().map(|c| Failure::Grpc(*c as i32));
+        return (grpc_outcome(res), failure);
+    }
+    let mut metadata = HashMap::new();
+    let mut header = |k: &str, v: &str| {
+        metadata.insert(
+            k.to_string(),
+            daprs_proto::internals::ListStringValue {
+                values: vec![v.to_string()],
+            },
+        );
+    };
+    header("pubsubname", &sub.pubsub);
+    for k in ["traceparent", "tracestate"] {
+        if let Some(v) = ce.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()) {
+            header(k, v);
+        }
+    }
+    let req = InternalInvokeRequest {
+        ver: 0,
+        actor: None,
+        metadata,
+        message: Some(InvokeRequest {
+            method: path.trim_start_matches('/').to_string(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: body.to_vec(),
+            }),
+            content_type: cloudevent::CONTENT_TYPE.into(),
+            http_extension: Some(HttpExtension {
+                verb: Verb::Post as i32,
+                querystring: String::new(),
+            }),
+        }),
+    };
+    match app.invoke(req).await {
+        Ok(res) => {
+            let status = res.status.map_or(500, |s| u16::try_from(s.code).unwrap_or(500));
+            let body = res
+                .message
+                .and_then(|m| m.data)
+                .map(|d| d.value)
+                .unwrap_or_default();
+            let outcome = http_outcome(status, &body);
+            let failure = (outcome == Outcome::Retry).then_some(Failure::Http(status));
+            (outcome, failure)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "delivery to the app failed");
+            (Outcome::Retry, Some(Failure::Transport))
+        }
+    }
+}
+
+/// One delivery: everything between the broker handing over a message and
+/// the answer it gets.
+async fn handle(rt: &Runtime, entry: &PubSubEntry, sub: &Subscription, msg: Message) -> Result<(), Error> {
+    let (ce, body) = if sub.raw_payload() {
+        let ce = cloudevent::wrap_raw(&msg.data, &sub.pubsub, &sub.topic);
+        let body = Bytes::from(serde_json::to_vec(&ce).unwrap_or_default());
+        (ce, body)
+    } else {
+        match serde_json::from_slice::<Value>(&msg.data) {
+            Ok(Value::Object(ce)) => (ce, msg.data.clone()),
+            _ => {
+                tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, "a message is not a CloudEvent; set rawPayload on the subscription to receive raw messages");
+                return drop_message(rt, entry, sub, msg).await;
+            }
+        }
+    };
+    if cloudevent::expired(&ce, SystemTime::now()) {
+        tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, id = ?ce.get("id"), "event expired; dropped");
+        return drop_message(rt, entry, sub, msg).await;
+    }
+    let Some(path) = sub.route(&Value::Object(ce.clone())).map(str::to_string) else {
+        tracing::debug!(pubsub = %sub.pubsub, topic = %sub.topic, "no route matches the event; acknowledged");
+        return Ok(());
+    };
+    let app = rt.app().map_err(|e| Error::Backend(e.message))?;
+    if !rt.health.app_healthy.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::Backend("the app is unhealthy".into()));
+    }
+    let policy = rt.resiliency.inbound(&sub.pubsub);
+    let attempt = || async {
+        match call_app(app, sub, &path, &ce, &body).await {
+            (Outcome::Retry, failure) => Err(failure.unwrap_or(Failure::Transport)),
+            (outcome, _) => Ok(outcome),
+        }
+    };
+    let outcome = if policy.is_empty() {
+        attempt().await.ok()
+    } else {
+        policy.run(attempt, |r| r.as_ref().err().copied()).await.ok()
+    };
+    match outcome {
+        Some(Outcome::Success) => Ok(()),
+        Some(Outcome::Drop) => {
+            tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, id = ?ce.get("id"), "the app dropped the event");
+            drop_message(rt, entry, sub, msg).await
+        }
+        Some(Outcome::Retry) | None => Err(Error::Backend(format!(
+            "the app asked for {}/{} to be delivered again",
+            sub.pubsub, sub.topic
+        ))),
+    }
+}
+
+/// A dropped message goes to the dead-letter topic when there is one; it
+/// is acknowledged only once it is there.
+pub(crate) async fn drop_message(
+    rt: &Runtime,
+    entry: &PubSubEntry,
+    sub: &Subscription,
+    mut msg: Message,
+) -> Result<(), Error> {
+    let Some(dead) = &sub.dead_letter_topic else {
+        return Ok(());
+    };
+    msg.topic = dead.clone();
+    rt.send(entry, &sub.pubsub, msg).await
+}
+
+/// The running subscriptions of the app.
+#[derive(Default)]
+pub struct Subscribers {
+    running: Vec<Subscribed>,
+}
+
+impl Subscribers {
+    /// Subscribes each one on its broker; one that cannot start is logged
+    /// and the rest go on.
+    pub async fn start(&mut self, rt: &Arc<Runtime>, subs: Vec<Subscription>) {
+        for sub in subs {
+            let entry = match rt.pubsub(&sub.pubsub, &sub.topic) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, error = %e.message, "subscription not started");
+                    continue;
+                }
+            };
+            if !entry.scopes.may_subscribe(&sub.topic) {
+                tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, "subscribing to this topic is not allowed for this app");
+                continue;
+            }
+            let sub = Arc::new(sub);
+            let handler: Handler = {
+                let (rt, entry, sub) = (Arc::downgrade(rt), entry.clone(), sub.clone());
+                Arc::new(move |msg| {
+                    let (rt, entry, sub) = (rt.clone(), entry.clone(), sub.clone());
+                    Box::pin(async move {
+                        let rt = rt.upgrade().ok_or(Error::Closed)?;
+                        handle(&rt, &entry, &sub, msg).await
+                    })
+                })
+            };
+            let request = broker::Subscription {
+                topic: sub.topic.clone(),
+                metadata: sub.metadata.clone(),
+            };
+            match entry.broker.subscribe(request, handler).await {
+                Ok(s) => {
+                    tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, kind = ?sub.kind, "subscribed");
+                    rt.add_subscription(sub);
+                    self.running.push(s);
+                }
+                Err(e) => {
+                    tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, error = %e, "subscribing failed")
+                }
+            }
+        }
+    }
+
+    /// Stops every subscription, letting deliveries in flight finish.
+    pub async fn stop(self) {
+        futures_util::future::join_all(self.running.into_iter().map(Subscribed::stop)).await;
+    }
+}
+
+/// The app's own subscriptions: `GET /dapr/subscribe` on HTTP apps,
+/// `ListTopicSubscriptions` on gRPC apps; none when it has no such route.
+pub async fn programmatic(app: &AppChannel) -> Vec<Subscription> {
+    let mut errors = Vec::new();
+    let subs = if let Some(channel) = app.grpc_channel() {
+        let mut req = tonic::Request::new(());
+        if let Some(token) = app.grpc_token() {
+            req.metadata_mut().insert("dapr-api-token", token.clone());
+        }
+        match AppCallbackClient::new(channel)
+            .list_topic_subscriptions(req)
+            .await
+        {
+            Ok(res) => subscriptions::from_grpc_app(res.into_inner(), &mut errors),
+            Err(s) if s.code() == tonic::Code::Unimplemented => Vec::new(),
+            Err(s) => {
+                tracing::warn!(error = %s.message(), "ListTopicSubscriptions failed; no programmatic subscriptions");
+                Vec::new()
+            }
+        }
+    } else {
+        let req = InternalInvokeRequest {
+            ver: 0,
+            actor: None,
+            metadata: HashMap::new(),
+            message: Some(InvokeRequest {
+                method: "dapr/subscribe".into(),
+                data: None,
+                content_type: String::new(),
+                http_extension: Some(HttpExtension {
+                    verb: Verb::Get as i32,
+                    querystring: String::new(),
+                }),
+            }),
+        };
+        match app.invoke(req).await {
+            Ok(res) => match res.status.map_or(0, |s| s.code) {
+                200 => {
+                    let body = res
+                        .message
+                        .and_then(|m| m.data)
+                        .map(|d| d.value)
+                        .unwrap_or_default();
+                    subscriptions::from_http_app(&body, &mut errors)
+                }
+                404 => Vec::new(),
+                code => {
+                    tracing::warn!(
+                        status = code,
+                        "GET /dapr/subscribe failed; no programmatic subscriptions"
+                    );
+                    Vec::new()
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e.message, "GET /dapr/subscribe failed; no programmatic subscriptions");
+                Vec::new()
+            }
+        }
+    };
+    for e in errors {
+        tracing::error!(error = %e, "subscription ignored");
+    }
+    subs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_answers_follow_daprs_table() {
+        assert_eq!(http_outcome(200, b""), Outcome::Success);
+        assert_eq!(http_outcome(204, b"not json"), Outcome::Success);
+        assert_eq!(http_outcome(200, br#"{"other": 1}"#), Outcome::Success);
+        assert_eq!(http_outcome(200, br#"{"status": "SUCCESS"}"#), Outcome::Success);
+        assert_eq!(http_outcome(200, br#"{"status": "retry"}"#), Outcome::Retry);
+        assert_eq!(http_outcome(200, br#"{"status": "DROP"}"#), Outcome::Drop);
+        assert_eq!(http_outcome(200, br#"{"status": "MAYBE"}"#), Outcome::Retry);
+        assert_eq!(http_outcome(404, b""), Outcome::Drop);
+        assert_eq!(http_outcome(500, br#"{"status": "SUCCESS"}"#), Outcome::Retry);
+        assert_eq!(http_outcome(400, b""), Outcome::Retry);
+    }
+
+    #[test]
+    fn grpc_answers() {
+        assert_eq!(grpc_outcome(Ok(0)), Outcome::Success);
+        assert_eq!(grpc_outcome(Ok(1)), Outcome::Retry);
+        assert_eq!(grpc_outcome(Ok(2)), Outcome::Drop);
+        assert_eq!(grpc_outcome(Ok(9)), Outcome::Retry);
+        assert_eq!(grpc_outcome(Err(tonic::Code::Unimplemented)), Outcome::Drop);
+        assert_eq!(grpc_outcome(Err(tonic::Code::Internal)), Outcome::Retry);
+    }
+
+    #[test]
+    fn grpc_events_carry_data_and_extensions() {
+        let ce: Map<String, Value> = serde_json::from_str(
+            r#"{"id": "1", "source": "s", "type": "t", "specversion": "1.0", "datacontenttype": "application/json",
+                "data": {"a": 1}, "topic": "o", "pubsubname": "ps", "traceparent": "tp", "custom": 5}"#,
+        )
+        .expect("json");
+        let r = topic_event_request(&ce, "/orders");
+        assert_eq!(&r.data[..], br#"{"a":1}"#);
+        assert_eq!(
+            (r.topic.as_str(), r.pubsub_name.as_str(), r.path.as_str()),
+            ("o", "ps", "/orders")
+        );
+        let ext = r.extensions.expect("extensions").fields;
+        assert!(ext.contains_key("traceparent") && ext.contains_key("custom") && !ext.contains_key("id"));
+        let text: Map<String, Value> =
+            serde_json::from_str(r#"{"datacontenttype": "text/plain", "data": "hi"}"#).expect("json");
+        assert_eq!(&topic_event_request(&text, "").data[..], b"hi");
+        let b64: Map<String, Value> = serde_json::from_str(r#"{"data_base64": "AQI="}"#).expect("json");
+        assert_eq!(&topic_event_request(&b64, "").data[..], [1, 2]);
+    }
+}
