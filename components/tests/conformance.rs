@@ -1,0 +1,22 @@
+//! Conformance suites: each building block's behaviour written once against
+//! its trait and run against every implementation on its real server. A new
+//! implementation is proven by adding one test that calls its block's suite.
+
+mod conformance {
+    pub mod pubsub;
+    pub mod secretstores;
+    pub mod state;
+}
+
+/// A name no other test run uses, for keys, topics and tables.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &daprs_components::uuid_v4()[..13])
+}
+
+/// Metadata from pairs.
+pub fn md(pairs: &[(&str, &str)]) -> daprs_components::Metadata {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

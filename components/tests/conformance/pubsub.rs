@@ -1,0 +1,208 @@
+//! The pub/sub contract, run against in-memory and Redis Streams.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use daprs_components::{
+    Error,
+    pubsub::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription},
+    registry::{self, Built},
+};
+
+use crate::{md, unique};
+
+async fn open(kind: &str, metadata: &[(&str, &str)]) -> Arc<dyn PubSub> {
+    let env = Default::default();
+    let ctx = registry::Context {
+        env: &env,
+        namespace: None,
+    };
+    match registry::build(kind, "v1", &md(metadata), &ctx).await {
+        Ok(Built::PubSub(p)) => p,
+        Ok(_) => panic!("{kind} is not a pub/sub"),
+        Err(e) => panic!("{kind}: {e}"),
+    }
+}
+
+/// What one subscriber saw: payloads in order of arrival.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    fn all(&self) -> Vec<String> {
+        self.0.lock().expect("lock").clone()
+    }
+
+    /// A handler that records each delivery and fails the first
+    /// `fail_first` deliveries of each payload.
+    fn handler(&self, fail_first: usize) -> Handler {
+        let seen = self.clone();
+        let tries: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        Arc::new(move |msg: Message| {
+            let (seen, tries) = (seen.clone(), tries.clone());
+            Box::pin(async move {
+                let text = String::from_utf8_lossy(&msg.data).into_owned();
+                seen.0.lock().expect("lock").push(text.clone());
+                let mut t = tries.lock().expect("lock");
+                let n = t.entry(text).or_default();
+                *n += 1;
+                if *n <= fail_first {
+                    return Err(Error::Backend("not yet".into()));
+                }
+                Ok(())
+            })
+        })
+    }
+}
+
+fn message(topic: &str, text: &str) -> Message {
+    Message {
+        topic: topic.into(),
+        data: Bytes::from(text.to_string()),
+        content_type: Some("text/plain".into()),
+        metadata: md(&[("k", "v")]),
+    }
+}
+
+async fn subscribe(p: &dyn PubSub, topic: &str, group: &str, handler: Handler) -> Subscribed {
+    let sub = Subscription {
+        topic: topic.into(),
+        metadata: md(&[(CONSUMER_ID, group)]),
+    };
+    p.subscribe(sub, handler).await.expect("subscribe")
+}
+
+/// Waits until `check` holds, or fails after 10 s.
+async fn until(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// Everything a broker promises. `keeps` says whether it holds messages
+/// for a group while none of its subscribers runs.
+async fn suite(p: Arc<dyn PubSub>, keeps: bool) {
+    let p = &*p;
+
+    // Published once, delivered once, with its metadata.
+    let topic = unique("conf-once");
+    let seen = Seen::default();
+    let got_md = Arc::new(Mutex::new(None));
+    let h: Handler = {
+        let (seen, got_md) = (seen.clone(), got_md.clone());
+        Arc::new(move |m: Message| {
+            let (seen, got_md) = (seen.clone(), got_md.clone());
+            Box::pin(async move {
+                seen.0
+                    .lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&m.data).into_owned());
+                *got_md.lock().expect("lock") = Some(m.metadata.clone());
+                Ok(())
+            })
+        })
+    };
+    let s = subscribe(p, &topic, "g", h).await;
+    p.publish(message(&topic, "hello")).await.expect("publish");
+    until("delivery", || seen.all().len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.all(), ["hello"], "delivered exactly once");
+    assert_eq!(
+        got_md
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|m| m.get("k").cloned())
+            .as_deref(),
+        Some("v")
+    );
+    s.stop().await;
+
+    // A failed delivery comes again until it succeeds.
+    let topic = unique("conf-retry");
+    let seen = Seen::default();
+    let s = subscribe(p, &topic, "g", seen.handler(2)).await;
+    p.publish(message(&topic, "again")).await.expect("publish");
+    until("two redeliveries", || seen.all().len() >= 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        seen.all(),
+        ["again", "again", "again"],
+        "no delivery after the ack"
+    );
+    s.stop().await;
+
+    // Two groups each get every message; members of one group share them.
+    let topic = unique("conf-groups");
+    let (a1, a2, b) = (Seen::default(), Seen::default(), Seen::default());
+    let s1 = subscribe(p, &topic, "a", a1.handler(0)).await;
+    let s2 = subscribe(p, &topic, "a", a2.handler(0)).await;
+    let s3 = subscribe(p, &topic, "b", b.handler(0)).await;
+    let sent: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
+    for m in &sent {
+        p.publish(message(&topic, m)).await.expect("publish");
+    }
+    until("group b has all", || b.all().len() == sent.len()).await;
+    until("group a has all", || {
+        a1.all().len() + a2.all().len() == sent.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sorted(b.all()), sent);
+    let mut shared = a1.all();
+    shared.extend(a2.all());
+    assert_eq!(sorted(shared), sent, "each message once within a group");
+    for s in [s1, s2, s3] {
+        s.stop().await;
+    }
+
+    // After stop, nothing more is delivered to that subscriber.
+    let topic = unique("conf-stop");
+    let seen = Seen::default();
+    let anchor = subscribe(p, &topic, "other", Seen::default().handler(0)).await;
+    let s = subscribe(p, &topic, "g", seen.handler(0)).await;
+    s.stop().await;
+    p.publish(message(&topic, "late")).await.expect("publish");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(seen.all().is_empty(), "a stopped subscription delivers nothing");
+    if keeps {
+        // The group's message waited for it.
+        let s = subscribe(p, &topic, "g", seen.handler(0)).await;
+        until("the kept message", || seen.all() == ["late"]).await;
+        s.stop().await;
+    }
+    anchor.stop().await;
+}
+
+#[tokio::test]
+async fn in_memory() {
+    suite(open("pubsub.in-memory", &[]).await, false).await;
+}
+
+#[tokio::test]
+async fn redis_streams() {
+    let p = open(
+        "pubsub.redis",
+        &[
+            ("redisHost", "127.0.0.1:6379"),
+            ("processingTimeout", "200ms"),
+            ("redeliverInterval", "100ms"),
+        ],
+    )
+    .await;
+    suite(p, true).await;
+}
