@@ -18,6 +18,8 @@ mod invoke;
 mod lifecycle;
 #[path = "integration/proxy.rs"]
 mod proxy;
+#[path = "integration/pubsub.rs"]
+mod pubsub;
 #[path = "integration/resiliency.rs"]
 mod resiliency;
 #[path = "integration/sdk.rs"]
