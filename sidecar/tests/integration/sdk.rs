@@ -167,3 +167,97 @@ async fn python_grpcio_calls_a_user_service_through_the_proxy() {
         assert!(stdout.contains(&format!("ok {check}\n")), "{stdout}");
     }
 }
+
+#[tokio::test]
+async fn python_sdk_publishes_subscribes_and_streams() {
+    let Some(python) = sdk_python() else { return };
+    let home = temp_dir("sdk-pubsub");
+    let app_port = free_port();
+    let out = home.join("deliveries.jsonl");
+    let _app = Proc(
+        Command::new(&python)
+            .arg(script("pubsub_app.py"))
+            .arg(app_port.to_string())
+            .arg(&out)
+            .spawn()
+            .expect("start the SDK subscriber"),
+    );
+    wait_for_port(app_port).await;
+    let mut server = Spec::new("py-sub", &home);
+    server.app_port = Some(app_port);
+    server.protocol = "grpc";
+    let server = Daprd::start(server).await;
+    // Subscriptions start once the app answers ListTopicSubscriptions.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.get("/v1.0/metadata").await.expect("metadata").json()["subscriptions"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the SDK app's subscriptions did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The embedded in-memory broker lives in the subscriber's sidecar, so the SDK publishes there.
+    let (http, grpc) = (server.http_port, server.grpc_port);
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script("pubsub_client.py"))
+            .env("DAPR_HTTP_PORT", http.to_string())
+            .env("DAPR_GRPC_PORT", grpc.to_string())
+            .env("DAPR_RUNTIME_HOST", "127.0.0.1")
+            .env("DAPR_HEALTH_TIMEOUT", "20")
+            .output()
+            .expect("run the SDK client")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "SDK client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for check in [
+        "publish_event",
+        "publish_events",
+        "publish_event text",
+        "unknown pubsub refused",
+        "streaming subscription",
+    ] {
+        assert!(stdout.contains(&format!("ok {check}")), "{stdout}");
+    }
+    // Deliveries to the SDK app: three orders, and the flaky event twice.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= 5 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let orders: Vec<&serde_json::Value> = lines.iter().filter(|l| l["route"] == "orders").collect();
+    let mut numbers: Vec<i64> = orders
+        .iter()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l["data"].as_str()?).ok()?["order"].as_i64()
+        })
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, [1, 2, 3], "{lines:?}");
+    assert!(
+        orders
+            .iter()
+            .all(|l| l["source"] == "py-sub" && l["type"] == "com.dapr.event.sent" && l["topic"] == "orders")
+    );
+    let flaky: Vec<&serde_json::Value> = lines.iter().filter(|l| l["route"] == "flaky").collect();
+    assert_eq!(flaky.len(), 2, "RETRY from the SDK app redelivers: {lines:?}");
+    assert_eq!(flaky[0]["id"], flaky[1]["id"]);
+    assert_eq!(flaky[0]["data"], "again");
+}
