@@ -50,6 +50,17 @@ impl Daprd {
         app_id: &str,
         app: Option<(u16, &str)>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(binary, home, app_id, app, &[]).await
+    }
+
+    /// As [`Daprd::start`], with more command-line arguments.
+    pub async fn start_with(
+        binary: &Path,
+        home: &Path,
+        app_id: &str,
+        app: Option<(u16, &str)>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let http_port = free_port()?;
         let grpc_port = free_port()?;
         let mut cmd = Command::new(binary);
@@ -58,6 +69,7 @@ impl Daprd {
             .args(["--dapr-grpc-port", &grpc_port.to_string()])
             .args(["--metrics-port", &free_port()?.to_string()])
             .args(["--dapr-listen-addresses", "127.0.0.1"])
+            .args(extra)
             .env("DAPRS_HOME", home)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

@@ -226,7 +226,7 @@ async fn handle(rt: &Runtime, entry: &PubSubEntry, sub: &Subscription, msg: Mess
         tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, id = ?ce.get("id"), "event expired; dropped");
         return drop_message(rt, entry, sub, msg).await;
     }
-    let Some(path) = sub.route(&Value::Object(ce.clone())).map(str::to_string) else {
+    let Some(path) = sub.route(&ce).map(str::to_string) else {
         tracing::debug!(pubsub = %sub.pubsub, topic = %sub.topic, "no route matches the event; acknowledged");
         return Ok(());
     };

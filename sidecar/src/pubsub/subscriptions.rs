@@ -45,7 +45,7 @@ pub struct Subscription {
 
 impl Subscription {
     /// The app path for an event, or None when no route takes it.
-    pub fn route(&self, event: &Value) -> Option<&str> {
+    pub fn route(&self, event: &serde_json::Map<String, Value>) -> Option<&str> {
         self.rules
             .iter()
             .find(|r| r.source.trim().is_empty() || routing::truth(&r.expr, event))
@@ -274,6 +274,13 @@ pub fn from_grpc_app(res: ListTopicSubscriptionsResponse, errors: &mut Vec<Strin
 mod tests {
     use super::*;
 
+    fn event(v: Value) -> serde_json::Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
     #[test]
     fn http_app_lists_with_routes_and_rules() {
         let body = br#"[
@@ -292,8 +299,8 @@ mod tests {
         assert!(errors.iter().any(|e| e.contains("no route")));
         assert!(errors.iter().any(|e| e.contains("invalid match")));
         let b = &subs[1];
-        assert_eq!(b.route(&serde_json::json!({"type": "x"})), Some("/x"));
-        assert_eq!(b.route(&serde_json::json!({"type": "y"})), Some("/b"));
+        assert_eq!(b.route(&event(serde_json::json!({"type": "x"}))), Some("/x"));
+        assert_eq!(b.route(&event(serde_json::json!({"type": "y"}))), Some("/b"));
         assert_eq!(b.dead_letter_topic.as_deref(), Some("dead"));
         assert!(b.raw_payload() && !subs[0].raw_payload());
         assert!(from_http_app(b"{}", &mut errors).is_empty());
@@ -332,7 +339,7 @@ spec:
         assert_eq!(shop.len(), 2);
         assert_eq!(errors.len(), 1);
         assert!(errors[0].contains("Subscription broken"), "{errors:?}");
-        let big = serde_json::json!({"data": {"total": 101}});
+        let big = event(serde_json::json!({"data": {"total": 101}}));
         assert_eq!(shop[0].route(&big), Some("/big"));
         assert_eq!(shop[1].route(&big), Some("/legacy"));
         let other = declarative(&resources, "other", &mut Vec::new());
@@ -349,6 +356,6 @@ spec:
             }],
         };
         let subs = from_grpc_app(res, &mut Vec::new());
-        assert_eq!(subs[0].route(&serde_json::json!({})), Some(""));
+        assert_eq!(subs[0].route(&serde_json::Map::new()), Some(""));
     }
 }
