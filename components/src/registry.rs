@@ -39,6 +39,7 @@ pub const TYPES: &[&str] = &[
     "secretstores.kubernetes",
     "pubsub.in-memory",
     "pubsub.redis",
+    "pubsub.mqtt3",
 ];
 
 /// Whether `version` is one this build implements (all are `v1`).
@@ -85,6 +86,7 @@ pub async fn build(
         )),
         "pubsub.in-memory" => Built::PubSub(Arc::new(pubsub::memory::MemoryBroker::new(metadata)?)),
         "pubsub.redis" => Built::PubSub(Arc::new(pubsub::redis::RedisBroker::connect(metadata).await?)),
+        "pubsub.mqtt3" => Built::PubSub(Arc::new(pubsub::mqtt::MqttBroker::connect(metadata).await?)),
         other => return Err(format!("unknown component type {other}")),
     })
 }

@@ -12,6 +12,7 @@
 //!   unacknowledged).
 
 pub mod memory;
+pub mod mqtt;
 pub mod redis;
 
 use std::{future::Future, pin::Pin, sync::Arc};

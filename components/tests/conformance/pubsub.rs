@@ -93,10 +93,19 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-/// Everything a broker promises. `keeps` says whether it holds messages
-/// for a group while none of its subscribers runs.
-async fn suite(p: Arc<dyn PubSub>, keeps: bool) {
+/// What a broker can do beyond the contract every one keeps.
+struct Caps {
+    /// Holds messages for a group while none of its subscribers runs.
+    keeps: bool,
+    /// Carries per-message metadata to subscribers.
+    metadata: bool,
+}
+
+/// Everything a broker promises.
+async fn suite(p: Arc<dyn PubSub>, caps: Caps) {
     let p = &*p;
+    // Group names are client ids on some brokers: unique per run.
+    let (g, ga, gb, other) = (unique("g"), unique("a"), unique("b"), unique("other"));
 
     // Published once, delivered once, with its metadata.
     let topic = unique("conf-once");
@@ -116,26 +125,25 @@ async fn suite(p: Arc<dyn PubSub>, keeps: bool) {
             })
         })
     };
-    let s = subscribe(p, &topic, "g", h).await;
+    let s = subscribe(p, &topic, &g, h).await;
     p.publish(message(&topic, "hello")).await.expect("publish");
     until("delivery", || seen.all().len() == 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(seen.all(), ["hello"], "delivered exactly once");
-    assert_eq!(
-        got_md
+    if caps.metadata {
+        let got = got_md
             .lock()
             .expect("lock")
             .as_ref()
-            .and_then(|m| m.get("k").cloned())
-            .as_deref(),
-        Some("v")
-    );
+            .and_then(|m| m.get("k").cloned());
+        assert_eq!(got.as_deref(), Some("v"));
+    }
     s.stop().await;
 
     // A failed delivery comes again until it succeeds.
     let topic = unique("conf-retry");
     let seen = Seen::default();
-    let s = subscribe(p, &topic, "g", seen.handler(2)).await;
+    let s = subscribe(p, &topic, &g, seen.handler(2)).await;
     p.publish(message(&topic, "again")).await.expect("publish");
     until("two redeliveries", || seen.all().len() >= 3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -149,9 +157,9 @@ async fn suite(p: Arc<dyn PubSub>, keeps: bool) {
     // Two groups each get every message; members of one group share them.
     let topic = unique("conf-groups");
     let (a1, a2, b) = (Seen::default(), Seen::default(), Seen::default());
-    let s1 = subscribe(p, &topic, "a", a1.handler(0)).await;
-    let s2 = subscribe(p, &topic, "a", a2.handler(0)).await;
-    let s3 = subscribe(p, &topic, "b", b.handler(0)).await;
+    let s1 = subscribe(p, &topic, &ga, a1.handler(0)).await;
+    let s2 = subscribe(p, &topic, &ga, a2.handler(0)).await;
+    let s3 = subscribe(p, &topic, &gb, b.handler(0)).await;
     let sent: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
     for m in &sent {
         p.publish(message(&topic, m)).await.expect("publish");
@@ -173,15 +181,15 @@ async fn suite(p: Arc<dyn PubSub>, keeps: bool) {
     // After stop, nothing more is delivered to that subscriber.
     let topic = unique("conf-stop");
     let seen = Seen::default();
-    let anchor = subscribe(p, &topic, "other", Seen::default().handler(0)).await;
-    let s = subscribe(p, &topic, "g", seen.handler(0)).await;
+    let anchor = subscribe(p, &topic, &other, Seen::default().handler(0)).await;
+    let s = subscribe(p, &topic, &g, seen.handler(0)).await;
     s.stop().await;
     p.publish(message(&topic, "late")).await.expect("publish");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(seen.all().is_empty(), "a stopped subscription delivers nothing");
-    if keeps {
+    if caps.keeps {
         // The group's message waited for it.
-        let s = subscribe(p, &topic, "g", seen.handler(0)).await;
+        let s = subscribe(p, &topic, &g, seen.handler(0)).await;
         until("the kept message", || seen.all() == ["late"]).await;
         s.stop().await;
     }
@@ -190,7 +198,11 @@ async fn suite(p: Arc<dyn PubSub>, keeps: bool) {
 
 #[tokio::test]
 async fn in_memory() {
-    suite(open("pubsub.in-memory", &[]).await, false).await;
+    let caps = Caps {
+        keeps: false,
+        metadata: true,
+    };
+    suite(open("pubsub.in-memory", &[]).await, caps).await;
 }
 
 #[tokio::test]
@@ -204,5 +216,24 @@ async fn redis_streams() {
         ],
     )
     .await;
-    suite(p, true).await;
+    let caps = Caps {
+        keeps: true,
+        metadata: true,
+    };
+    suite(p, caps).await;
+}
+
+#[tokio::test]
+async fn mqtt3() {
+    let id = unique("conf-mqtt");
+    let p = open(
+        "pubsub.mqtt3",
+        &[("url", "tcp://127.0.0.1:1883"), ("consumerID", &id)],
+    )
+    .await;
+    let caps = Caps {
+        keeps: true,
+        metadata: false,
+    };
+    suite(p, caps).await;
 }

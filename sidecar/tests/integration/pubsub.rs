@@ -455,16 +455,21 @@ async fn streaming_subscription_over_grpc_with_bulk_publish() {
     assert_eq!(seen, [0, 0, 1, 2]);
 }
 
-#[tokio::test]
-async fn redis_delivers_to_each_app_once_across_sidecars() {
+/// Three sidecars on one broker: a publisher and two apps that each get
+/// every message once (one consumer group per app id).
+async fn each_app_once(kind: &str, metadata: &str) {
     let topic = format!("it-{}", free_port());
-    let yaml = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: pubsub}\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - {name: redisHost, value: '127.0.0.1:6379'}\n";
+    let yaml = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: pubsub}}\nspec:\n  type: {kind}\n  version: v1\n  metadata:\n  - {metadata}\n"
+    );
+    let yaml = yaml.as_str();
+    let n = free_port();
     let subs = json!([{"pubsubname": "pubsub", "topic": topic, "route": "/in"}]);
     let (billing, billing_port) = subscriber(subs.clone()).await;
     let (audit, audit_port) = subscriber(subs).await;
-    let (b, _h1) = sidecar("ps-billing", yaml, Some(billing_port)).await;
-    let (a, _h2) = sidecar("ps-audit", yaml, Some(audit_port)).await;
-    let (publisher, _h3) = sidecar("ps-publisher", yaml, None).await;
+    let (b, _h1) = sidecar(&format!("billing-{n}"), yaml, Some(billing_port)).await;
+    let (a, _h2) = sidecar(&format!("audit-{n}"), yaml, Some(audit_port)).await;
+    let (publisher, _h3) = sidecar(&format!("publisher-{n}"), yaml, None).await;
     subscribed(&b, 1).await;
     subscribed(&a, 1).await;
     for i in 0..5 {
@@ -483,8 +488,21 @@ async fn redis_delivers_to_each_app_once_across_sidecars() {
         let mut ids: Vec<i64> = got.iter().filter_map(|r| r.event["data"]["i"].as_i64()).collect();
         ids.sort();
         assert_eq!(ids, [0, 1, 2, 3, 4], "each app gets every message");
-        assert!(got.iter().all(|r| r.event["source"] == "ps-publisher"));
+        assert!(
+            got.iter()
+                .all(|r| r.event["source"] == format!("publisher-{n}").as_str())
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(billing.at("/in").len(), 5, "and each once");
+}
+
+#[tokio::test]
+async fn redis_delivers_to_each_app_once_across_sidecars() {
+    each_app_once("pubsub.redis", "{name: redisHost, value: '127.0.0.1:6379'}").await;
+}
+
+#[tokio::test]
+async fn mqtt_delivers_to_each_app_once_across_sidecars() {
+    each_app_once("pubsub.mqtt3", "{name: url, value: 'tcp://127.0.0.1:1883'}").await;
 }
