@@ -40,6 +40,7 @@ pub const TYPES: &[&str] = &[
     "pubsub.in-memory",
     "pubsub.redis",
     "pubsub.mqtt3",
+    "pubsub.jetstream",
 ];
 
 /// Whether `version` is one this build implements (all are `v1`).
@@ -87,6 +88,9 @@ pub async fn build(
         "pubsub.in-memory" => Built::PubSub(Arc::new(pubsub::memory::MemoryBroker::new(metadata)?)),
         "pubsub.redis" => Built::PubSub(Arc::new(pubsub::redis::RedisBroker::connect(metadata).await?)),
         "pubsub.mqtt3" => Built::PubSub(Arc::new(pubsub::mqtt::MqttBroker::connect(metadata).await?)),
+        "pubsub.jetstream" => Built::PubSub(Arc::new(
+            pubsub::jetstream::JetStreamBroker::connect(metadata).await?,
+        )),
         other => return Err(format!("unknown component type {other}")),
     })
 }

@@ -11,6 +11,7 @@
 //!   and the ones running were allowed to finish (or their messages stay
 //!   unacknowledged).
 
+pub mod jetstream;
 pub mod memory;
 pub mod mqtt;
 pub mod redis;

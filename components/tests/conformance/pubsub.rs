@@ -237,3 +237,21 @@ async fn mqtt3() {
     };
     suite(p, caps).await;
 }
+
+#[tokio::test]
+async fn jetstream() {
+    // One stream of its own, widened with each topic's subject, removed after.
+    let stream = unique("conf");
+    let p = open(
+        "pubsub.jetstream",
+        &[("natsURL", "nats://127.0.0.1:4222"), ("streamName", &stream)],
+    )
+    .await;
+    let caps = Caps {
+        keeps: true,
+        metadata: true,
+    };
+    suite(p, caps).await;
+    let client = async_nats::connect("127.0.0.1:4222").await.expect("nats");
+    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+}

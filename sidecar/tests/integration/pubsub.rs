@@ -457,10 +457,11 @@ async fn streaming_subscription_over_grpc_with_bulk_publish() {
 
 /// Three sidecars on one broker: a publisher and two apps that each get
 /// every message once (one consumer group per app id).
-async fn each_app_once(kind: &str, metadata: &str) {
-    let topic = format!("it-{}", free_port());
+async fn each_app_once(kind: &str, metadata: &[&str], topic: Option<&str>) {
+    let topic = topic.map_or_else(|| format!("it-{}", free_port()), str::to_string);
     let yaml = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: pubsub}}\nspec:\n  type: {kind}\n  version: v1\n  metadata:\n  - {metadata}\n"
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: pubsub}}\nspec:\n  type: {kind}\n  version: v1\n  metadata:\n  - {}\n",
+        metadata.join("\n  - ")
     );
     let yaml = yaml.as_str();
     let n = free_port();
@@ -499,10 +500,31 @@ async fn each_app_once(kind: &str, metadata: &str) {
 
 #[tokio::test]
 async fn redis_delivers_to_each_app_once_across_sidecars() {
-    each_app_once("pubsub.redis", "{name: redisHost, value: '127.0.0.1:6379'}").await;
+    each_app_once(
+        "pubsub.redis",
+        &["{name: redisHost, value: '127.0.0.1:6379'}"],
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn mqtt_delivers_to_each_app_once_across_sidecars() {
-    each_app_once("pubsub.mqtt3", "{name: url, value: 'tcp://127.0.0.1:1883'}").await;
+    each_app_once(
+        "pubsub.mqtt3",
+        &["{name: url, value: 'tcp://127.0.0.1:1883'}"],
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn jetstream_delivers_to_each_app_once_across_sidecars() {
+    // One stream and topic for every run; new durables start at new messages.
+    let metadata = [
+        "{name: natsURL, value: 'nats://127.0.0.1:4222'}",
+        "{name: streamName, value: DAPRS_IT}",
+        "{name: deliverPolicy, value: new}",
+    ];
+    each_app_once("pubsub.jetstream", &metadata, Some("it.each-app")).await;
 }

@@ -1,0 +1,246 @@
+//! `pubsub.jetstream`: NATS JetStream. A topic is a subject; messages are
+//! kept in the stream `streamName` (created when absent, and given each
+//! topic's subject as it is used) or, without it, in one stream per topic.
+//! Each consumer group is a durable pull consumer (`durableName`, else the
+//! `consumerID`) filtered to the topic: subscribers of one group pull from
+//! it in turn, so they share the messages; each group gets all of them.
+//! A message is acknowledged after the handler succeeded; a failure is a
+//! NAK with a growing delay, so JetStream delivers it again. A publish
+//! returns once the stream stored the message. Metadata travels as headers.
+
+use std::{collections::HashSet, time::Duration};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, AckKind, consumer::pull, stream},
+};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers};
+use crate::{Error, Metadata, Result, lock, meta, meta_duration, meta_num};
+
+#[derive(Debug, Clone)]
+struct Settings {
+    stream_name: Option<String>,
+    durable: Option<String>,
+    consumer: String,
+    ack_wait: Duration,
+    max_deliver: i64,
+    deliver_all: bool,
+    concurrency: usize,
+}
+
+/// The broker.
+pub struct JetStreamBroker {
+    js: jetstream::Context,
+    settings: Settings,
+    /// Topics whose stream is known to take them.
+    ready: std::sync::Mutex<HashSet<String>>,
+}
+
+/// A JetStream name (streams, durables) from free text: `.`, `*`, `>`,
+/// spaces and path separators are not allowed.
+fn nats_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn backend(e: impl std::fmt::Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+impl JetStreamBroker {
+    /// Connects to `natsURL`.
+    pub async fn connect(metadata: &Metadata) -> std::result::Result<Self, String> {
+        let url = meta(metadata, "natsURL").ok_or("metadata natsURL is required (nats://host:4222)")?;
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(meta(metadata, "name").unwrap_or("dapr.io - pubsub.jetstream"))
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(token) = meta(metadata, "token") {
+            opts = opts.token(token.to_string());
+        }
+        let client = opts
+            .connect(url)
+            .await
+            .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+        let deliver_all = match meta(metadata, "deliverPolicy").unwrap_or("all") {
+            "all" => true,
+            "new" => false,
+            other => return Err(format!("deliverPolicy {other:?} is not supported (all or new)")),
+        };
+        let settings = Settings {
+            stream_name: meta(metadata, "streamName").map(str::to_string),
+            durable: meta(metadata, "durableName").map(nats_name),
+            consumer: meta(metadata, CONSUMER_ID).unwrap_or("daprs").to_string(),
+            ack_wait: meta_duration(metadata, "ackWait", Duration::from_secs(30))?,
+            max_deliver: meta_num(metadata, "maxDeliver", -1i64)?,
+            deliver_all,
+            concurrency: meta_num(metadata, "concurrency", 16usize)?.max(1),
+        };
+        Ok(Self {
+            js: jetstream::new(client),
+            settings,
+            ready: Default::default(),
+        })
+    }
+
+    fn stream_for(&self, topic: &str) -> String {
+        match &self.settings.stream_name {
+            Some(s) => s.clone(),
+            None => format!("DAPR_{}", nats_name(topic)),
+        }
+    }
+
+    /// The stream that keeps `topic`, created or widened when needed.
+    async fn ensure_stream(&self, topic: &str) -> Result<stream::Stream> {
+        let name = self.stream_for(topic);
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![topic.to_string()],
+            ..Default::default()
+        };
+        let mut s = self.js.get_or_create_stream(config).await.map_err(backend)?;
+        if !lock(&self.ready).contains(topic) {
+            let info = s.info().await.map_err(backend)?;
+            if !info.config.subjects.iter().any(|sub| sub == topic) {
+                let mut config = info.config.clone();
+                config.subjects.push(topic.to_string());
+                self.js.update_stream(&config).await.map_err(backend)?;
+            }
+            lock(&self.ready).insert(topic.to_string());
+        }
+        Ok(s)
+    }
+}
+
+#[async_trait]
+impl PubSub for JetStreamBroker {
+    fn features(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    async fn publish(&self, msg: Message) -> Result<()> {
+        if !lock(&self.ready).contains(&msg.topic) {
+            self.ensure_stream(&msg.topic).await?;
+        }
+        let mut headers = HeaderMap::new();
+        for (k, v) in &msg.metadata {
+            headers.insert(k.as_str(), v.as_str());
+        }
+        let ack = self
+            .js
+            .publish_with_headers(msg.topic.clone(), headers, msg.data)
+            .await
+            .map_err(backend)?;
+        ack.await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, sub: Subscription, handler: Handler) -> Result<Subscribed> {
+        let s = &self.settings;
+        let group = meta(&sub.metadata, "durableName")
+            .map(nats_name)
+            .or_else(|| meta(&sub.metadata, CONSUMER_ID).map(nats_name))
+            .or_else(|| s.durable.clone())
+            .unwrap_or_else(|| nats_name(&s.consumer));
+        // One durable per group and topic: a durable is filtered to one subject.
+        let durable = if s.stream_name.is_some() {
+            format!("{group}_{}", nats_name(&sub.topic))
+        } else {
+            group
+        };
+        let stream = self.ensure_stream(&sub.topic).await?;
+        let config = pull::Config {
+            durable_name: Some(durable.clone()),
+            filter_subject: sub.topic.clone(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: s.ack_wait,
+            max_deliver: s.max_deliver,
+            deliver_policy: if s.deliver_all {
+                jetstream::consumer::DeliverPolicy::All
+            } else {
+                jetstream::consumer::DeliverPolicy::New
+            },
+            ..Default::default()
+        };
+        let consumer = stream
+            .get_or_create_consumer(&durable, config)
+            .await
+            .map_err(backend)?;
+        let mut messages = consumer.messages().await.map_err(backend)?;
+        let (stop, mut stopped) = watch::channel(false);
+        let concurrency = s.concurrency;
+        let topic = sub.topic;
+        let task = tokio::spawn(async move {
+            let mut workers = Workers::new(concurrency);
+            loop {
+                let next = tokio::select! {
+                    _ = stopped.wait_for(|v| *v) => break,
+                    m = messages.next() => m,
+                };
+                let m = match next {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        tracing::warn!(%topic, error = %e, "JetStream pull failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    None => break,
+                };
+                let handler = handler.clone();
+                workers
+                    .spawn(async move {
+                        let metadata = m
+                            .headers
+                            .iter()
+                            .flat_map(|h| h.iter())
+                            .filter_map(|(k, v)| Some((k.to_string(), v.first()?.to_string())))
+                            .collect();
+                        let msg = Message {
+                            topic: m.subject.to_string(),
+                            data: m.payload.clone(),
+                            content_type: None,
+                            metadata,
+                        };
+                        let delivered = m.info().map_or(1, |i| i.delivered).max(1);
+                        let outcome = match handler(msg).await {
+                            Ok(()) => m.ack().await,
+                            Err(_) => {
+                                let pause =
+                                    Duration::from_millis(100 * 2u64.pow((delivered as u32 - 1).min(5)));
+                                m.ack_with(AckKind::Nak(Some(pause))).await
+                            }
+                        };
+                        if let Err(e) = outcome {
+                            // Unanswered, the message comes back after ackWait.
+                            tracing::warn!(error = %e, "answering JetStream failed");
+                        }
+                    })
+                    .await;
+            }
+            workers.drain().await;
+        });
+        Ok(Subscribed::new(stop, task))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_made_safe() {
+        assert_eq!(nats_name("orders.created"), "orders_created");
+        assert_eq!(nats_name("a b/c>*"), "a_b_c__");
+        assert_eq!(nats_name("app-1_x"), "app-1_x");
+    }
+}
