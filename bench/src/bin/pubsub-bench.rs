@@ -2,7 +2,8 @@
 //! over HTTP and receives each CloudEvent on its HTTP route), beside the
 //! same broker driven directly from Rust (the components crate's client,
 //! no sidecar), in the same run: saturated throughput and end-to-end
-//! latency at a fixed rate, for `pubsub.in-memory` and `pubsub.redis`.
+//! latency at a fixed rate, for `pubsub.in-memory`, `pubsub.redis` and
+//! `pubsub.jetstream`.
 //!
 //! Build `daprd` in release mode first; see BENCHMARKS.md.
 
@@ -59,6 +60,9 @@ struct Args {
     /// Redis address for `pubsub.redis`.
     #[arg(long, default_value = "127.0.0.1:6379")]
     redis: String,
+    /// NATS URL for `pubsub.jetstream`.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
 }
 
 /// The process-wide clock publishers stamp into payloads.
@@ -334,12 +338,18 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&home)?;
     let _ = epoch();
     let pid = std::process::id();
-    let cases: [Case<'_>; 2] = [
+    let stream = format!("DAPRS_BENCH_{pid}");
+    let cases: [Case<'_>; 3] = [
         ("pubsub.in-memory", "pubsub.in-memory", vec![]),
         (
             "pubsub.redis",
             "pubsub.redis",
             vec![("redisHost", args.redis.as_str())],
+        ),
+        (
+            "pubsub.jetstream",
+            "pubsub.jetstream",
+            vec![("natsURL", args.nats.as_str()), ("streamName", stream.as_str())],
         ),
     ];
     println!(
@@ -402,6 +412,11 @@ async fn main() -> anyhow::Result<()> {
         running.stop().await;
         if *kind == "pubsub.redis" {
             redis_del(&args.redis, &[&via_topic, &direct_topic]).await;
+        }
+        if *kind == "pubsub.jetstream"
+            && let Ok(client) = async_nats::connect(args.nats.as_str()).await
+        {
+            let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
         }
         for (path, f) in [("direct (Rust client)", &direct), ("through daprd", &via)] {
             println!(
