@@ -41,6 +41,7 @@ pub const TYPES: &[&str] = &[
     "pubsub.redis",
     "pubsub.mqtt3",
     "pubsub.jetstream",
+    "pubsub.rabbitmq",
 ];
 
 /// Whether `version` is one this build implements (all are `v1`).
@@ -88,6 +89,9 @@ pub async fn build(
         "pubsub.in-memory" => Built::PubSub(Arc::new(pubsub::memory::MemoryBroker::new(metadata)?)),
         "pubsub.redis" => Built::PubSub(Arc::new(pubsub::redis::RedisBroker::connect(metadata).await?)),
         "pubsub.mqtt3" => Built::PubSub(Arc::new(pubsub::mqtt::MqttBroker::connect(metadata).await?)),
+        "pubsub.rabbitmq" => {
+            Built::PubSub(Arc::new(pubsub::rabbitmq::RabbitBroker::connect(metadata).await?))
+        }
         "pubsub.jetstream" => Built::PubSub(Arc::new(
             pubsub::jetstream::JetStreamBroker::connect(metadata).await?,
         )),

@@ -14,6 +14,7 @@
 pub mod jetstream;
 pub mod memory;
 pub mod mqtt;
+pub mod rabbitmq;
 pub mod redis;
 
 use std::{future::Future, pin::Pin, sync::Arc};

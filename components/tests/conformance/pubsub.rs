@@ -255,3 +255,55 @@ async fn jetstream() {
     let client = async_nats::connect("127.0.0.1:4222").await.expect("nats");
     let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
 }
+
+#[tokio::test]
+async fn rabbitmq() {
+    // Queues go when their last consumer does (Dapr's default), so a run
+    // leaves nothing on the broker; failures go back on the queue.
+    let p = open(
+        "pubsub.rabbitmq",
+        &[
+            ("connectionString", RABBIT),
+            ("durable", "true"),
+            ("requeueInFailure", "true"),
+        ],
+    )
+    .await;
+    let caps = Caps {
+        keeps: false,
+        metadata: true,
+    };
+    suite(p, caps).await;
+}
+
+const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672";
+
+#[tokio::test]
+async fn rabbitmq_durable_queues_keep_messages_while_no_one_consumes() {
+    let p = open(
+        "pubsub.rabbitmq",
+        &[
+            ("connectionString", RABBIT),
+            ("durable", "true"),
+            ("deletedWhenUnused", "false"),
+        ],
+    )
+    .await;
+    let (topic, group) = (unique("conf-durable"), unique("app"));
+    let seen = Seen::default();
+    subscribe(&*p, &topic, &group, seen.handler(0)).await.stop().await;
+    p.publish(message(&topic, "kept")).await.expect("publish");
+    let s = subscribe(&*p, &topic, &group, seen.handler(0)).await;
+    until("the kept message", || seen.all() == ["kept"]).await;
+    s.stop().await;
+    // Leave nothing behind.
+    let conn = lapin::Connection::connect(RABBIT, lapin::ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let queue = format!("{group}-{topic}");
+    let _ = ch.queue_delete(queue.as_str().into(), Default::default()).await;
+    let _ = ch
+        .exchange_delete(topic.as_str().into(), Default::default())
+        .await;
+}

@@ -528,3 +528,9 @@ async fn jetstream_delivers_to_each_app_once_across_sidecars() {
     ];
     each_app_once("pubsub.jetstream", &metadata, Some("it.each-app")).await;
 }
+
+#[tokio::test]
+async fn rabbitmq_delivers_to_each_app_once_across_sidecars() {
+    let metadata = ["{name: connectionString, value: 'amqp://guest:guest@127.0.0.1:5672'}"];
+    each_app_once("pubsub.rabbitmq", &metadata, None).await;
+}
