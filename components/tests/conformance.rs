@@ -4,6 +4,7 @@
 
 mod conformance {
     pub mod pubsub;
+    pub mod restart;
     pub mod secretstores;
     pub mod state;
 }

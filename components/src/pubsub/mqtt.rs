@@ -2,9 +2,11 @@
 //!
 //! Each consumer group is one connection whose client id is the group
 //! (`consumerID`) and whose session persists (`cleanSession: false`), so
-//! the broker keeps QoS 1 messages while the sidecar is away. Topics are
-//! subscribed as shared subscriptions (`$share/<group>/<topic>`): replicas
-//! of one app, each with its own client id, share the messages. A message
+//! the broker keeps QoS 1 messages while the sidecar is away, across broker
+//! restarts too. Subscriptions of one group in one sidecar share the
+//! messages; MQTT 3 has no consumer groups across connections, so replicas
+//! of an app need their own `consumerID` (for example `{podName}`) and each
+//! receives every message, as with Dapr. A message
 //! is acknowledged (PUBACK) only after the handler succeeded; a failed one
 //! is handed to the handler again after a growing pause. A publish returns
 //! once the broker acknowledged it. MQTT 3 carries no per-message metadata.
@@ -251,8 +253,12 @@ struct Running {
     subscribed: Vec<String>,
 }
 
-fn shared(group: &str, topic: &str) -> String {
-    format!("$share/{group}/{topic}")
+/// The filter a group subscribes with: the topic itself. Shared
+/// subscriptions (`$share/...`) would let replicas with their own client
+/// ids share a topic, but brokers drop what they hold for a shared
+/// subscription across a restart, so they are not used.
+fn filter(_group: &str, topic: &str) -> String {
+    topic.to_string()
 }
 
 impl Group {
@@ -313,7 +319,7 @@ impl Group {
         for topic in topics {
             if !r.subscribed.contains(&topic) {
                 r.client
-                    .subscribe(shared(&self.name, &topic), s.qos)
+                    .subscribe(filter(&self.name, &topic), s.qos)
                     .await
                     .map_err(|e| Error::Backend(e.to_string()))?;
                 r.subscribed.push(topic);
@@ -347,7 +353,7 @@ impl Group {
         } else if let Some(r) = running.as_mut() {
             // A topic no handler reads any more must not hold messages unacknowledged.
             for topic in gone {
-                let _ = r.client.unsubscribe(shared(&self.name, &topic)).await;
+                let _ = r.client.unsubscribe(filter(&self.name, &topic)).await;
                 r.subscribed.retain(|t| *t != topic);
             }
         }
@@ -414,7 +420,7 @@ impl Consumer {
                     // A new session: subscribe again.
                     let topics: Vec<String> = lock(&this.handlers).keys().cloned().collect();
                     for t in topics {
-                        let _ = this.client.subscribe(shared(&this.group, &t), this.qos).await;
+                        let _ = this.client.subscribe(filter(&this.group, &t), this.qos).await;
                     }
                 }
                 Ok(_) => {}

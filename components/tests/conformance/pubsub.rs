@@ -15,7 +15,7 @@ use daprs_components::{
 
 use crate::{md, unique};
 
-async fn open(kind: &str, metadata: &[(&str, &str)]) -> Arc<dyn PubSub> {
+pub async fn open(kind: &str, metadata: &[(&str, &str)]) -> Arc<dyn PubSub> {
     let env = Default::default();
     let ctx = registry::Context {
         env: &env,

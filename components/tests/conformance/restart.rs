@@ -1,0 +1,221 @@
+//! A broker restart in the middle of a stream loses no message whose
+//! publish was acknowledged. Each test runs its own broker process (with
+//! its own port and data folder), since restarting the shared one would
+//! disturb every other test.
+
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use daprs_components::{
+    Error,
+    pubsub::{CONSUMER_ID, Handler, Message, PubSub, Subscription},
+};
+
+use super::pubsub::open;
+use crate::{md, unique};
+
+/// A broker process, stopped (SIGTERM, so it saves its data) on drop.
+struct Broker {
+    child: Option<Child>,
+    start: Box<dyn Fn() -> Child + Send>,
+    port: u16,
+}
+
+impl Broker {
+    fn new(port: u16, start: impl Fn() -> Child + Send + 'static) -> Self {
+        let child = Some(start());
+        Self {
+            child,
+            start: Box::new(start),
+            port,
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.stop();
+        self.child = Some((self.start)());
+        self.ready().await;
+    }
+
+    async fn ready(&self) {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("broker on {} did not start", self.port);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&dir).expect("data dir");
+    dir
+}
+
+/// Removes a broker's data folder when the test ends (after the broker stopped).
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn quiet(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the broker")
+}
+
+/// Publishes 0..40 with a restart after 20; every publish that returned Ok
+/// must be delivered. Publishes that fail while the broker is away are
+/// tried again, as an app would.
+async fn no_acknowledged_message_lost(mut broker: Broker, kind: &str, metadata: &[(&str, &str)]) {
+    broker.ready().await;
+    let p: Arc<dyn PubSub> = open(kind, metadata).await;
+    let topic = unique("restart");
+    let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let handler: Handler = {
+        let seen = seen.clone();
+        Arc::new(move |m: Message| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                seen.lock()
+                    .map_err(|_| Error::Closed)?
+                    .insert(String::from_utf8_lossy(&m.data).into_owned());
+                Ok(())
+            })
+        })
+    };
+    let sub = Subscription {
+        topic: topic.clone(),
+        metadata: md(&[(CONSUMER_ID, &unique("g"))]),
+    };
+    let running = p.subscribe(sub, handler).await.expect("subscribe");
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..40 {
+        if i == 20 {
+            broker.restart().await;
+        }
+        let text = format!("m{i:02}");
+        let msg = Message {
+            topic: topic.clone(),
+            data: text.clone().into(),
+            content_type: None,
+            metadata: md(&[]),
+        };
+        for _ in 0..100 {
+            if p.publish(msg.clone()).await.is_ok() {
+                acknowledged.insert(text.clone());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(acknowledged.len() >= 30, "the broker came back: {acknowledged:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = seen.lock().expect("lock").clone();
+        if acknowledged.is_subset(&got) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lost: {:?}",
+            acknowledged.difference(&got).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn redis_streams_survive_a_restart() {
+    let (port, dir) = (free_port(), data_dir("daprs-restart-redis"));
+    let _cleanup = Cleanup(dir.clone());
+    let broker = Broker::new(port, move || {
+        quiet(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                .arg("--dir")
+                .arg(&dir),
+        )
+    });
+    let host = format!("127.0.0.1:{port}");
+    let md = [
+        ("redisHost", host.as_str()),
+        ("redeliverInterval", "200ms"),
+        ("processingTimeout", "1s"),
+    ];
+    no_acknowledged_message_lost(broker, "pubsub.redis", &md).await;
+}
+
+#[tokio::test]
+async fn jetstream_survives_a_restart() {
+    let (port, dir) = (free_port(), data_dir("daprs-restart-nats"));
+    let _cleanup = Cleanup(dir.clone());
+    let broker = Broker::new(port, move || {
+        quiet(
+            Command::new("nats-server")
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(&dir),
+        )
+    });
+    let url = format!("nats://127.0.0.1:{port}");
+    no_acknowledged_message_lost(broker, "pubsub.jetstream", &[("natsURL", url.as_str())]).await;
+}
+
+#[tokio::test]
+async fn mqtt_survives_a_restart() {
+    let (port, dir) = (free_port(), data_dir("daprs-restart-mqtt"));
+    let _cleanup = Cleanup(dir.clone());
+    let conf = dir.join("mosquitto.conf");
+    let text = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\n",
+        dir.display()
+    );
+    std::fs::write(&conf, text).expect("config");
+    let broker = Broker::new(port, move || {
+        quiet(Command::new("mosquitto").arg("-c").arg(&conf))
+    });
+    let url = format!("tcp://127.0.0.1:{port}");
+    let id = unique("restart");
+    no_acknowledged_message_lost(
+        broker,
+        "pubsub.mqtt3",
+        &[("url", url.as_str()), ("consumerID", id.as_str())],
+    )
+    .await;
+}
