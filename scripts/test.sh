@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
 bash scripts/sdk-venv.sh
-export DAPRS_SDK_PYTHON="$PWD/target/sdk-venv/bin/python" DAPRS_REQUIRE_SDK=1
+bash scripts/sdk-node.sh
+export DAPRS_SDK_PYTHON="$PWD/target/sdk-venv/bin/python" DAPRS_SDK_NODE="$PWD/target/sdk-node" DAPRS_REQUIRE_SDK=1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

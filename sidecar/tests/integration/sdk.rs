@@ -261,3 +261,68 @@ async fn python_sdk_publishes_subscribes_and_streams() {
     assert_eq!(flaky[0]["id"], flaky[1]["id"]);
     assert_eq!(flaky[0]["data"], "again");
 }
+
+/// The folder holding the JavaScript SDK, or `None` (with one line saying
+/// why) when it is not installed and the run does not require it.
+fn sdk_node() -> Option<PathBuf> {
+    let dir = std::env::var_os("DAPRS_SDK_NODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sdk-node"));
+    if dir.join("node_modules/@dapr/dapr/package.json").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("DAPRS_REQUIRE_SDK").is_none(),
+        "the JavaScript SDK is required but {} does not hold it",
+        dir.display()
+    );
+    eprintln!("skipped: JavaScript SDK not installed (bash scripts/test.sh sets it up)");
+    None
+}
+
+#[tokio::test]
+async fn js_sdk_publishes_over_http_and_grpc_to_a_dapr_server_subscriber() {
+    let Some(dir) = sdk_node() else { return };
+    // ES modules resolve packages from the script's folder.
+    let script = dir.join(format!("pubsub-{}.mjs", free_port()));
+    std::fs::copy(script_js("pubsub.mjs"), &script).expect("copy the script");
+    let home = temp_dir("sdk-js");
+    let app_port = free_port();
+    let mut spec = Spec::new("js-sub", &home);
+    spec.app_port = Some(app_port);
+    let d = Daprd::start(spec).await;
+    let (http, grpc) = (d.http_port, d.grpc_port);
+    let run = tokio::task::spawn_blocking({
+        let script = script.clone();
+        move || {
+            Command::new("node")
+                .arg(&script)
+                .args([app_port.to_string(), http.to_string(), grpc.to_string()])
+                .output()
+                .expect("run node")
+        }
+    })
+    .await
+    .expect("join");
+    let _ = std::fs::remove_file(&script);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "JS SDK run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for check in [
+        "http publish",
+        "grpc publish",
+        "unknown pubsub refused",
+        "subscriber received",
+    ] {
+        assert!(stdout.contains(&format!("ok js {check}")), "{stdout}");
+    }
+}
+
+fn script_js(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk/js")
+        .join(name)
+}
