@@ -23,6 +23,7 @@ use daprs_proto::{
 use serde_json::{Map, Value};
 
 use super::{
+    bulk::Batcher,
     cloudevent,
     subscriptions::{self, Subscription},
 };
@@ -208,7 +209,13 @@ async fn call_app(
 
 /// One delivery: everything between the broker handing over a message and
 /// the answer it gets.
-async fn handle(rt: &Runtime, entry: &PubSubEntry, sub: &Subscription, msg: Message) -> Result<(), Error> {
+async fn handle(
+    rt: &Runtime,
+    entry: &PubSubEntry,
+    sub: &Subscription,
+    batcher: Option<&Batcher>,
+    msg: Message,
+) -> Result<(), Error> {
     let (ce, body) = if sub.raw_payload() {
         let ce = cloudevent::wrap_raw(&msg.data, &sub.pubsub, &sub.topic);
         let body = Bytes::from(serde_json::to_vec(&ce).unwrap_or_default());
@@ -234,17 +241,9 @@ async fn handle(rt: &Runtime, entry: &PubSubEntry, sub: &Subscription, msg: Mess
     if !rt.health.app_healthy.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(Error::Backend("the app is unhealthy".into()));
     }
-    let policy = rt.resiliency.inbound(&sub.pubsub);
-    let attempt = || async {
-        match call_app(app, sub, &path, &ce, &body).await {
-            (Outcome::Retry, failure) => Err(failure.unwrap_or(Failure::Transport)),
-            (outcome, _) => Ok(outcome),
-        }
-    };
-    let outcome = if policy.is_empty() {
-        attempt().await.ok()
-    } else {
-        policy.run(attempt, |r| r.as_ref().err().copied()).await.ok()
+    let outcome = match batcher {
+        Some(b) => Some(b.deliver(path, ce.clone()).await),
+        None => deliver_one(rt, app, sub, &path, &ce, &body).await,
     };
     match outcome {
         Some(Outcome::Success) => Ok(()),
@@ -256,6 +255,30 @@ async fn handle(rt: &Runtime, entry: &PubSubEntry, sub: &Subscription, msg: Mess
             "the app asked for {}/{} to be delivered again",
             sub.pubsub, sub.topic
         ))),
+    }
+}
+
+/// Delivers one event under the component's inbound resiliency policy;
+/// None when the policy gave up.
+async fn deliver_one(
+    rt: &Runtime,
+    app: &AppChannel,
+    sub: &Subscription,
+    path: &str,
+    ce: &Map<String, Value>,
+    body: &Bytes,
+) -> Option<Outcome> {
+    let policy = rt.resiliency.inbound(&sub.pubsub);
+    let attempt = || async {
+        match call_app(app, sub, path, ce, body).await {
+            (Outcome::Retry, failure) => Err(failure.unwrap_or(Failure::Transport)),
+            (outcome, _) => Ok(outcome),
+        }
+    };
+    if policy.is_empty() {
+        attempt().await.ok()
+    } else {
+        policy.run(attempt, |r| r.as_ref().err().copied()).await.ok()
     }
 }
 
@@ -297,13 +320,18 @@ impl Subscribers {
                 continue;
             }
             let sub = Arc::new(sub);
+            let batcher = sub
+                .bulk
+                .as_ref()
+                .is_some_and(|b| b.enabled)
+                .then(|| Batcher::start(Arc::downgrade(rt), sub.clone()));
             let handler: Handler = {
                 let (rt, entry, sub) = (Arc::downgrade(rt), entry.clone(), sub.clone());
                 Arc::new(move |msg| {
-                    let (rt, entry, sub) = (rt.clone(), entry.clone(), sub.clone());
+                    let (rt, entry, sub, batcher) = (rt.clone(), entry.clone(), sub.clone(), batcher.clone());
                     Box::pin(async move {
                         let rt = rt.upgrade().ok_or(Error::Closed)?;
-                        handle(&rt, &entry, &sub, msg).await
+                        handle(&rt, &entry, &sub, batcher.as_ref(), msg).await
                     })
                 })
             };

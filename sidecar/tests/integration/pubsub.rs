@@ -89,7 +89,10 @@ async fn subscriber(subscriptions: Value) -> (Inbox, u16) {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let event = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if path == "/bulk" {
+            return bulk(&inbox, event);
+        }
         let seen_before = inbox.at(&path).len();
         inbox.got.lock().expect("lock").push(Received {
             path: path.clone(),
@@ -102,6 +105,27 @@ async fn subscriber(subscriptions: Value) -> (Inbox, u16) {
             "/gone" => StatusCode::NOT_FOUND.into_response(),
             _ => Json(json!({"status": "SUCCESS"})).into_response(),
         }
+    }
+    /// Records a bulk envelope's entries; answers SUCCESS for each, but leaves
+    /// out an entry whose data is "skip-once" the first time it comes.
+    fn bulk(inbox: &Inbox, envelope: Value) -> axum::response::Response {
+        let mut statuses = Vec::new();
+        for e in envelope["entries"].as_array().into_iter().flatten() {
+            let skip = e["event"]["data"] == "skip-once"
+                && !inbox
+                    .at("/bulk")
+                    .iter()
+                    .any(|r| r.event["event"]["data"] == "skip-once");
+            inbox.got.lock().expect("lock").push(Received {
+                path: "/bulk".into(),
+                content_type: envelope["type"].as_str().unwrap_or_default().into(),
+                event: e.clone(),
+            });
+            if !skip {
+                statuses.push(json!({"entryId": e["entryId"], "status": "SUCCESS"}));
+            }
+        }
+        Json(json!({ "statuses": statuses })).into_response()
     }
     let port = free_port();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -533,4 +557,207 @@ async fn jetstream_delivers_to_each_app_once_across_sidecars() {
 async fn rabbitmq_delivers_to_each_app_once_across_sidecars() {
     let metadata = ["{name: connectionString, value: 'amqp://guest:guest@127.0.0.1:5672'}"];
     each_app_once("pubsub.rabbitmq", &metadata, None).await;
+}
+
+#[tokio::test]
+async fn bulk_subscriptions_get_batches_and_answer_per_entry() {
+    let (inbox, app) = subscriber(json!([{
+        "pubsubname": "pubsub", "topic": "batch", "route": "/bulk",
+        "bulkSubscribe": {"enabled": true, "maxMessagesCount": 10, "maxAwaitDurationMs": 300}
+    }]))
+    .await;
+    let (d, _home) = sidecar("ps-bulk", IN_MEMORY, Some(app)).await;
+    subscribed(&d, 1).await;
+    let entries: Vec<Value> = (0..5)
+        .map(|i| json!({"entryId": i.to_string(), "event": format!("e{i}"), "contentType": "text/plain"}))
+        .chain([json!({"entryId": "s", "event": "skip-once", "contentType": "text/plain"})])
+        .collect();
+    let r = d
+        .send(
+            "POST",
+            "/v1.0-alpha1/publish/bulk/pubsub/batch",
+            &[("content-type", "application/json")],
+            Value::Array(entries).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    // Six entries, then the one left out comes again in a later batch.
+    let got = inbox.wait("/bulk", 7).await;
+    assert!(got.iter().all(|r| r.content_type == "com.dapr.event.sent.bulk"));
+    let mut data: Vec<String> = got
+        .iter()
+        .filter_map(|r| r.event["event"]["data"].as_str().map(str::to_string))
+        .collect();
+    data.sort();
+    assert_eq!(data, ["e0", "e1", "e2", "e3", "e4", "skip-once", "skip-once"]);
+    assert!(
+        got.iter()
+            .all(|r| r.event["event"]["topic"] == "batch" && r.event["entryId"].is_string())
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        inbox.at("/bulk").len(),
+        7,
+        "acknowledged entries are not delivered again"
+    );
+}
+
+/// A gRPC subscriber: one plain subscription (`plain`) and one bulk (`batch`).
+#[derive(Clone, Default)]
+struct GrpcSubscriber {
+    events: Arc<Mutex<Vec<daprs_proto::runtime::TopicEventRequest>>>,
+    bulk: Arc<Mutex<Vec<daprs_proto::runtime::TopicEventBulkRequest>>>,
+}
+
+#[tonic::async_trait]
+impl daprs_proto::runtime::app_callback_server::AppCallback for GrpcSubscriber {
+    async fn on_invoke(
+        &self,
+        _: tonic::Request<daprs_proto::common::InvokeRequest>,
+    ) -> Result<tonic::Response<daprs_proto::common::InvokeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no methods"))
+    }
+    async fn list_topic_subscriptions(
+        &self,
+        _: tonic::Request<()>,
+    ) -> Result<tonic::Response<daprs_proto::runtime::ListTopicSubscriptionsResponse>, tonic::Status> {
+        use daprs_proto::runtime::{BulkSubscribeConfig, TopicSubscription};
+        let sub = |topic: &str, bulk: bool| TopicSubscription {
+            pubsub_name: "pubsub".into(),
+            topic: topic.into(),
+            bulk_subscribe: bulk.then_some(BulkSubscribeConfig {
+                enabled: true,
+                max_messages_count: 10,
+                max_await_duration_ms: 200,
+            }),
+            ..Default::default()
+        };
+        Ok(tonic::Response::new(
+            daprs_proto::runtime::ListTopicSubscriptionsResponse {
+                subscriptions: vec![sub("plain", false), sub("batch", true)],
+            },
+        ))
+    }
+    async fn on_topic_event(
+        &self,
+        req: tonic::Request<daprs_proto::runtime::TopicEventRequest>,
+    ) -> Result<tonic::Response<TopicEventResponse>, tonic::Status> {
+        self.events.lock().expect("lock").push(req.into_inner());
+        Ok(tonic::Response::new(TopicEventResponse { status: 0 }))
+    }
+    async fn list_input_bindings(
+        &self,
+        _: tonic::Request<()>,
+    ) -> Result<tonic::Response<daprs_proto::runtime::ListInputBindingsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+    async fn on_binding_event(
+        &self,
+        _: tonic::Request<daprs_proto::runtime::BindingEventRequest>,
+    ) -> Result<tonic::Response<daprs_proto::runtime::BindingEventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no bindings"))
+    }
+    async fn on_bulk_topic_event(
+        &self,
+        req: tonic::Request<daprs_proto::runtime::TopicEventBulkRequest>,
+    ) -> Result<tonic::Response<daprs_proto::runtime::TopicEventBulkResponse>, tonic::Status> {
+        let req = req.into_inner();
+        let statuses = req
+            .entries
+            .iter()
+            .map(|e| daprs_proto::runtime::TopicEventBulkResponseEntry {
+                entry_id: e.entry_id.clone(),
+                status: 0,
+            })
+            .collect();
+        self.bulk.lock().expect("lock").push(req);
+        Ok(tonic::Response::new(
+            daprs_proto::runtime::TopicEventBulkResponse { statuses },
+        ))
+    }
+    async fn on_job_event(
+        &self,
+        _: tonic::Request<daprs_proto::runtime::JobEventRequest>,
+    ) -> Result<tonic::Response<daprs_proto::runtime::JobEventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no jobs"))
+    }
+}
+
+#[tokio::test]
+async fn grpc_apps_get_on_topic_event_and_on_bulk_topic_event() {
+    let app = GrpcSubscriber::default();
+    let port = free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    let svc = daprs_proto::runtime::app_callback_server::AppCallbackServer::new(app.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    let home = temp_dir("ps-grpc-app");
+    let res = resources(&home, IN_MEMORY);
+    let mut spec = Spec::new("ps-grpc-app", &home);
+    spec.resources = Some(&res);
+    spec.app_port = Some(port);
+    spec.protocol = "grpc";
+    let d = Daprd::start(spec).await;
+    subscribed(&d, 2).await;
+    let publish = |topic: &'static str, body: &'static str| {
+        post(
+            &d,
+            format!("/v1.0/publish/pubsub/{topic}"),
+            vec![("content-type", "application/json")],
+            body.to_string(),
+        )
+    };
+    assert_eq!(publish("plain", r#"{"k": 1}"#).await.status, 204);
+    for _ in 0..3 {
+        assert_eq!(publish("batch", r#"{"b": true}"#).await.status, 204);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let plain = app.events.lock().expect("lock").len();
+        let batched: usize = app
+            .bulk
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|b| b.entries.len())
+            .sum();
+        if plain >= 1 && batched >= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "plain {plain}, batched {batched}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ev = app.events.lock().expect("lock")[0].clone();
+    assert_eq!(
+        (ev.topic.as_str(), ev.pubsub_name.as_str(), ev.path.as_str()),
+        ("plain", "pubsub", "")
+    );
+    assert_eq!(ev.data_content_type, "application/json");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&ev.data).expect("json"),
+        json!({"k": 1})
+    );
+    let bulk = app.bulk.lock().expect("lock")[0].clone();
+    assert_eq!(
+        (bulk.r#type.as_str(), bulk.topic.as_str()),
+        ("com.dapr.event.sent.bulk", "batch")
+    );
+    let Some(daprs_proto::runtime::topic_event_bulk_request_entry::Event::CloudEvent(ce)) =
+        &bulk.entries[0].event
+    else {
+        panic!("entries carry CloudEvents")
+    };
+    assert_eq!(
+        serde_json::from_slice::<Value>(&ce.data).expect("json"),
+        json!({"b": true})
+    );
 }
