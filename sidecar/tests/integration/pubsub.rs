@@ -37,6 +37,9 @@ struct Received {
 struct Inbox {
     got: Arc<Mutex<Vec<Received>>>,
     subscriptions: Arc<Mutex<Value>>,
+    /// Deliveries to `/slow` in progress now, and the most at once.
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+    most_busy: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Inbox {
@@ -99,8 +102,16 @@ async fn subscriber(subscriptions: Value) -> (Inbox, u16) {
             content_type,
             event,
         });
+        if path == "/slow" {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = inbox.busy.fetch_add(1, SeqCst) + 1;
+            inbox.most_busy.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            inbox.busy.fetch_sub(1, SeqCst);
+        }
         match path.as_str() {
             "/drop" => Json(json!({"status": "DROP"})).into_response(),
+            "/fails" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             "/retry-once" if seen_before == 0 => Json(json!({"status": "RETRY"})).into_response(),
             "/gone" => StatusCode::NOT_FOUND.into_response(),
             _ => Json(json!({"status": "SUCCESS"})).into_response(),
@@ -520,6 +531,9 @@ async fn each_app_once(kind: &str, metadata: &[&str], topic: Option<&str>) {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(billing.at("/in").len(), 5, "and each once");
+    if kind == "pubsub.redis" {
+        redis_del(&topic).await;
+    }
 }
 
 #[tokio::test]
@@ -760,4 +774,104 @@ async fn grpc_apps_get_on_topic_event_and_on_bulk_topic_event() {
         serde_json::from_slice::<Value>(&ce.data).expect("json"),
         json!({"b": true})
     );
+}
+
+#[tokio::test]
+async fn inbound_resiliency_retries_and_app_max_concurrency_bound_deliveries() {
+    let (inbox, app) = subscriber(json!([
+        {"pubsubname": "pubsub", "topic": "failing", "route": "/fails"},
+        {"pubsubname": "pubsub", "topic": "busy", "route": "/slow"},
+    ]))
+    .await;
+    let yaml = format!(
+        "{IN_MEMORY}---\napiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata: {{name: inbound}}\nspec:\n  policies:\n    retries:\n      quick:\n        policy: constant\n        duration: 5ms\n        maxRetries: 3\n  targets:\n    components:\n      pubsub:\n        inbound:\n          retry: quick\n"
+    );
+    let home = temp_dir("ps-inbound");
+    let res = resources(&home, &yaml);
+    let mut spec = Spec::new("ps-inbound", &home);
+    spec.resources = Some(&res);
+    spec.app_port = Some(app);
+    spec.extra = vec!["--app-max-concurrency".into(), "2".into()];
+    let d = Daprd::start(spec).await;
+    subscribed(&d, 2).await;
+
+    // The policy tries the app four times in quick succession before the
+    // broker's own redelivery (100 ms later) begins.
+    assert_eq!(
+        d.send("POST", "/v1.0/publish/pubsub/failing", &[], "x")
+            .await
+            .status,
+        204
+    );
+    inbox.wait("/fails", 4).await;
+    assert_eq!(
+        inbox.at("/fails").len(),
+        4,
+        "one delivery: the first try and three retries"
+    );
+    inbox.wait("/fails", 8).await;
+
+    // Ten slow deliveries, never more than two at once in the app.
+    for i in 0..10 {
+        let r = d
+            .send("POST", "/v1.0/publish/pubsub/busy", &[], format!("b{i}"))
+            .await;
+        assert_eq!(r.status, 204);
+    }
+    inbox.wait("/slow", 10).await;
+    let most = inbox.most_busy.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&most),
+        "{most} deliveries at once with --app-max-concurrency 2"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_deliveries_in_flight_finish_and_acknowledges_them() {
+    let topic = format!("it-shutdown-{}", free_port());
+    let (inbox, app) = subscriber(json!([{"pubsubname": "pubsub", "topic": topic, "route": "/slow"}])).await;
+    // An unacknowledged message would be claimed again after one second.
+    let yaml = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: pubsub}\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - {name: redisHost, value: '127.0.0.1:6379'}\n  - {name: processingTimeout, value: 1s}\n  - {name: redeliverInterval, value: 200ms}\n";
+    let app_id = format!("ps-drain-{}", free_port());
+    let (mut first, home) = sidecar(&app_id, yaml, Some(app)).await;
+    subscribed(&first, 1).await;
+    let r = first
+        .send("POST", &format!("/v1.0/publish/pubsub/{topic}"), &[], "in flight")
+        .await;
+    assert_eq!(r.status, 204);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while inbox.busy.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delivery never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.terminate();
+    assert!(
+        first.wait_exit(Duration::from_secs(10)).await.is_some(),
+        "daprd did not stop"
+    );
+    assert_eq!(inbox.at("/slow").len(), 1);
+
+    // The same app again: nothing comes back, because the delivery was acknowledged.
+    let res = resources(&home, yaml);
+    let mut spec = Spec::new(&app_id, &home);
+    spec.resources = Some(&res);
+    spec.app_port = Some(app);
+    let second = Daprd::start(spec).await;
+    subscribed(&second, 1).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(inbox.at("/slow").len(), 1, "an acknowledged delivery came back");
+    redis_del(&topic).await;
+}
+
+/// Removes a test's stream from the shared Redis.
+async fn redis_del(key: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if let Ok(mut s) = tokio::net::TcpStream::connect("127.0.0.1:6379").await {
+        let _ = s.write_all(format!("DEL {key}\r\n").as_bytes()).await;
+        let mut buf = [0u8; 16];
+        let _ = s.read(&mut buf).await;
+    }
 }
