@@ -20,6 +20,10 @@ mod lifecycle;
 mod proxy;
 #[path = "integration/pubsub.rs"]
 mod pubsub;
+#[path = "integration/pubsub_brokers.rs"]
+mod pubsub_brokers;
+#[path = "integration/pubsub_grpc.rs"]
+mod pubsub_grpc;
 #[path = "integration/resiliency.rs"]
 mod resiliency;
 #[path = "integration/sdk.rs"]

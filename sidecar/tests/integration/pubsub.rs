@@ -27,23 +27,23 @@ use super::harness::{Daprd, Spec, free_port, resources, temp_dir};
 
 /// One delivery as the app saw it.
 #[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    content_type: String,
-    event: Value,
+pub struct Received {
+    pub path: String,
+    pub content_type: String,
+    pub event: Value,
 }
 
 #[derive(Clone, Default)]
-struct Inbox {
-    got: Arc<Mutex<Vec<Received>>>,
+pub struct Inbox {
+    pub got: Arc<Mutex<Vec<Received>>>,
     subscriptions: Arc<Mutex<Value>>,
     /// Deliveries to `/slow` in progress now, and the most at once.
-    busy: Arc<std::sync::atomic::AtomicUsize>,
-    most_busy: Arc<std::sync::atomic::AtomicUsize>,
+    pub busy: Arc<std::sync::atomic::AtomicUsize>,
+    pub most_busy: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Inbox {
-    fn at(&self, path: &str) -> Vec<Received> {
+    pub fn at(&self, path: &str) -> Vec<Received> {
         self.got
             .lock()
             .expect("lock")
@@ -53,7 +53,7 @@ impl Inbox {
             .collect()
     }
 
-    async fn wait(&self, path: &str, n: usize) -> Vec<Received> {
+    pub async fn wait(&self, path: &str, n: usize) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let got = self.at(path);
@@ -72,7 +72,7 @@ impl Inbox {
 
 /// An HTTP subscriber: `/dapr/subscribe` lists what the test set; `/drop`
 /// answers DROP, `/retry-once` RETRY the first time, `/gone` 404, others SUCCESS.
-async fn subscriber(subscriptions: Value) -> (Inbox, u16) {
+pub async fn subscriber(subscriptions: Value) -> (Inbox, u16) {
     let inbox = Inbox::default();
     *inbox.subscriptions.lock().expect("lock") = subscriptions;
     async fn list(State(inbox): State<Inbox>) -> Json<Value> {
@@ -150,9 +150,9 @@ async fn subscriber(subscriptions: Value) -> (Inbox, u16) {
     (inbox, port)
 }
 
-const IN_MEMORY: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: pubsub}\nspec: {type: pubsub.in-memory, version: v1}\n";
+pub const IN_MEMORY: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: pubsub}\nspec: {type: pubsub.in-memory, version: v1}\n";
 
-async fn sidecar(name: &str, yaml: &str, app_port: Option<u16>) -> (Daprd, std::path::PathBuf) {
+pub async fn sidecar(name: &str, yaml: &str, app_port: Option<u16>) -> (Daprd, std::path::PathBuf) {
     let home = temp_dir(name);
     let res = resources(&home, yaml);
     let mut spec = Spec::new(name, &home);
@@ -161,7 +161,7 @@ async fn sidecar(name: &str, yaml: &str, app_port: Option<u16>) -> (Daprd, std::
     (Daprd::start(spec).await, home)
 }
 
-async fn post(
+pub async fn post(
     d: &Daprd,
     path: String,
     headers: Vec<(&'static str, &'static str)>,
@@ -171,7 +171,7 @@ async fn post(
 }
 
 /// Waits until the sidecar lists `n` subscriptions (they start once the app listens).
-async fn subscribed(d: &Daprd, n: usize) -> Value {
+pub async fn subscribed(d: &Daprd, n: usize) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let md = d.get("/v1.0/metadata").await.expect("metadata").json();
@@ -490,89 +490,6 @@ async fn streaming_subscription_over_grpc_with_bulk_publish() {
     assert_eq!(seen, [0, 0, 1, 2]);
 }
 
-/// Three sidecars on one broker: a publisher and two apps that each get
-/// every message once (one consumer group per app id).
-async fn each_app_once(kind: &str, metadata: &[&str], topic: Option<&str>) {
-    let topic = topic.map_or_else(|| format!("it-{}", free_port()), str::to_string);
-    let yaml = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: pubsub}}\nspec:\n  type: {kind}\n  version: v1\n  metadata:\n  - {}\n",
-        metadata.join("\n  - ")
-    );
-    let yaml = yaml.as_str();
-    let n = free_port();
-    let subs = json!([{"pubsubname": "pubsub", "topic": topic, "route": "/in"}]);
-    let (billing, billing_port) = subscriber(subs.clone()).await;
-    let (audit, audit_port) = subscriber(subs).await;
-    let (b, _h1) = sidecar(&format!("billing-{n}"), yaml, Some(billing_port)).await;
-    let (a, _h2) = sidecar(&format!("audit-{n}"), yaml, Some(audit_port)).await;
-    let (publisher, _h3) = sidecar(&format!("publisher-{n}"), yaml, None).await;
-    subscribed(&b, 1).await;
-    subscribed(&a, 1).await;
-    for i in 0..5 {
-        let r = publisher
-            .send(
-                "POST",
-                &format!("/v1.0/publish/pubsub/{topic}"),
-                &[("content-type", "application/json")],
-                format!("{{\"i\": {i}}}"),
-            )
-            .await;
-        assert_eq!(r.status, 204, "{}", r.text());
-    }
-    for inbox in [&billing, &audit] {
-        let got = inbox.wait("/in", 5).await;
-        let mut ids: Vec<i64> = got.iter().filter_map(|r| r.event["data"]["i"].as_i64()).collect();
-        ids.sort();
-        assert_eq!(ids, [0, 1, 2, 3, 4], "each app gets every message");
-        assert!(
-            got.iter()
-                .all(|r| r.event["source"] == format!("publisher-{n}").as_str())
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(billing.at("/in").len(), 5, "and each once");
-    if kind == "pubsub.redis" {
-        redis_del(&topic).await;
-    }
-}
-
-#[tokio::test]
-async fn redis_delivers_to_each_app_once_across_sidecars() {
-    each_app_once(
-        "pubsub.redis",
-        &["{name: redisHost, value: '127.0.0.1:6379'}"],
-        None,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn mqtt_delivers_to_each_app_once_across_sidecars() {
-    each_app_once(
-        "pubsub.mqtt3",
-        &["{name: url, value: 'tcp://127.0.0.1:1883'}"],
-        None,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn jetstream_delivers_to_each_app_once_across_sidecars() {
-    // One stream and topic for every run; new durables start at new messages.
-    let metadata = [
-        "{name: natsURL, value: 'nats://127.0.0.1:4222'}",
-        "{name: streamName, value: DAPRS_IT}",
-        "{name: deliverPolicy, value: new}",
-    ];
-    each_app_once("pubsub.jetstream", &metadata, Some("it.each-app")).await;
-}
-
-#[tokio::test]
-async fn rabbitmq_delivers_to_each_app_once_across_sidecars() {
-    let metadata = ["{name: connectionString, value: 'amqp://guest:guest@127.0.0.1:5672'}"];
-    each_app_once("pubsub.rabbitmq", &metadata, None).await;
-}
-
 #[tokio::test]
 async fn bulk_subscriptions_get_batches_and_answer_per_entry() {
     let (inbox, app) = subscriber(json!([{
@@ -613,166 +530,6 @@ async fn bulk_subscriptions_get_batches_and_answer_per_entry() {
         inbox.at("/bulk").len(),
         7,
         "acknowledged entries are not delivered again"
-    );
-}
-
-/// A gRPC subscriber: one plain subscription (`plain`) and one bulk (`batch`).
-#[derive(Clone, Default)]
-struct GrpcSubscriber {
-    events: Arc<Mutex<Vec<daprs_proto::runtime::TopicEventRequest>>>,
-    bulk: Arc<Mutex<Vec<daprs_proto::runtime::TopicEventBulkRequest>>>,
-}
-
-#[tonic::async_trait]
-impl daprs_proto::runtime::app_callback_server::AppCallback for GrpcSubscriber {
-    async fn on_invoke(
-        &self,
-        _: tonic::Request<daprs_proto::common::InvokeRequest>,
-    ) -> Result<tonic::Response<daprs_proto::common::InvokeResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("no methods"))
-    }
-    async fn list_topic_subscriptions(
-        &self,
-        _: tonic::Request<()>,
-    ) -> Result<tonic::Response<daprs_proto::runtime::ListTopicSubscriptionsResponse>, tonic::Status> {
-        use daprs_proto::runtime::{BulkSubscribeConfig, TopicSubscription};
-        let sub = |topic: &str, bulk: bool| TopicSubscription {
-            pubsub_name: "pubsub".into(),
-            topic: topic.into(),
-            bulk_subscribe: bulk.then_some(BulkSubscribeConfig {
-                enabled: true,
-                max_messages_count: 10,
-                max_await_duration_ms: 200,
-            }),
-            ..Default::default()
-        };
-        Ok(tonic::Response::new(
-            daprs_proto::runtime::ListTopicSubscriptionsResponse {
-                subscriptions: vec![sub("plain", false), sub("batch", true)],
-            },
-        ))
-    }
-    async fn on_topic_event(
-        &self,
-        req: tonic::Request<daprs_proto::runtime::TopicEventRequest>,
-    ) -> Result<tonic::Response<TopicEventResponse>, tonic::Status> {
-        self.events.lock().expect("lock").push(req.into_inner());
-        Ok(tonic::Response::new(TopicEventResponse { status: 0 }))
-    }
-    async fn list_input_bindings(
-        &self,
-        _: tonic::Request<()>,
-    ) -> Result<tonic::Response<daprs_proto::runtime::ListInputBindingsResponse>, tonic::Status> {
-        Ok(tonic::Response::new(Default::default()))
-    }
-    async fn on_binding_event(
-        &self,
-        _: tonic::Request<daprs_proto::runtime::BindingEventRequest>,
-    ) -> Result<tonic::Response<daprs_proto::runtime::BindingEventResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("no bindings"))
-    }
-    async fn on_bulk_topic_event(
-        &self,
-        req: tonic::Request<daprs_proto::runtime::TopicEventBulkRequest>,
-    ) -> Result<tonic::Response<daprs_proto::runtime::TopicEventBulkResponse>, tonic::Status> {
-        let req = req.into_inner();
-        let statuses = req
-            .entries
-            .iter()
-            .map(|e| daprs_proto::runtime::TopicEventBulkResponseEntry {
-                entry_id: e.entry_id.clone(),
-                status: 0,
-            })
-            .collect();
-        self.bulk.lock().expect("lock").push(req);
-        Ok(tonic::Response::new(
-            daprs_proto::runtime::TopicEventBulkResponse { statuses },
-        ))
-    }
-    async fn on_job_event(
-        &self,
-        _: tonic::Request<daprs_proto::runtime::JobEventRequest>,
-    ) -> Result<tonic::Response<daprs_proto::runtime::JobEventResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("no jobs"))
-    }
-}
-
-#[tokio::test]
-async fn grpc_apps_get_on_topic_event_and_on_bulk_topic_event() {
-    let app = GrpcSubscriber::default();
-    let port = free_port();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("bind");
-    let svc = daprs_proto::runtime::app_callback_server::AppCallbackServer::new(app.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-    });
-    let home = temp_dir("ps-grpc-app");
-    let res = resources(&home, IN_MEMORY);
-    let mut spec = Spec::new("ps-grpc-app", &home);
-    spec.resources = Some(&res);
-    spec.app_port = Some(port);
-    spec.protocol = "grpc";
-    let d = Daprd::start(spec).await;
-    subscribed(&d, 2).await;
-    let publish = |topic: &'static str, body: &'static str| {
-        post(
-            &d,
-            format!("/v1.0/publish/pubsub/{topic}"),
-            vec![("content-type", "application/json")],
-            body.to_string(),
-        )
-    };
-    assert_eq!(publish("plain", r#"{"k": 1}"#).await.status, 204);
-    for _ in 0..3 {
-        assert_eq!(publish("batch", r#"{"b": true}"#).await.status, 204);
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let plain = app.events.lock().expect("lock").len();
-        let batched: usize = app
-            .bulk
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|b| b.entries.len())
-            .sum();
-        if plain >= 1 && batched >= 3 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "plain {plain}, batched {batched}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let ev = app.events.lock().expect("lock")[0].clone();
-    assert_eq!(
-        (ev.topic.as_str(), ev.pubsub_name.as_str(), ev.path.as_str()),
-        ("plain", "pubsub", "")
-    );
-    assert_eq!(ev.data_content_type, "application/json");
-    assert_eq!(
-        serde_json::from_slice::<Value>(&ev.data).expect("json"),
-        json!({"k": 1})
-    );
-    let bulk = app.bulk.lock().expect("lock")[0].clone();
-    assert_eq!(
-        (bulk.r#type.as_str(), bulk.topic.as_str()),
-        ("com.dapr.event.sent.bulk", "batch")
-    );
-    let Some(daprs_proto::runtime::topic_event_bulk_request_entry::Event::CloudEvent(ce)) =
-        &bulk.entries[0].event
-    else {
-        panic!("entries carry CloudEvents")
-    };
-    assert_eq!(
-        serde_json::from_slice::<Value>(&ce.data).expect("json"),
-        json!({"b": true})
     );
 }
 
@@ -824,54 +581,4 @@ async fn inbound_resiliency_retries_and_app_max_concurrency_bound_deliveries() {
         (1..=2).contains(&most),
         "{most} deliveries at once with --app-max-concurrency 2"
     );
-}
-
-#[tokio::test]
-async fn shutdown_lets_deliveries_in_flight_finish_and_acknowledges_them() {
-    let topic = format!("it-shutdown-{}", free_port());
-    let (inbox, app) = subscriber(json!([{"pubsubname": "pubsub", "topic": topic, "route": "/slow"}])).await;
-    // An unacknowledged message would be claimed again after one second.
-    let yaml = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: pubsub}\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - {name: redisHost, value: '127.0.0.1:6379'}\n  - {name: processingTimeout, value: 1s}\n  - {name: redeliverInterval, value: 200ms}\n";
-    let app_id = format!("ps-drain-{}", free_port());
-    let (mut first, home) = sidecar(&app_id, yaml, Some(app)).await;
-    subscribed(&first, 1).await;
-    let r = first
-        .send("POST", &format!("/v1.0/publish/pubsub/{topic}"), &[], "in flight")
-        .await;
-    assert_eq!(r.status, 204);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while inbox.busy.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the delivery never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    first.terminate();
-    assert!(
-        first.wait_exit(Duration::from_secs(10)).await.is_some(),
-        "daprd did not stop"
-    );
-    assert_eq!(inbox.at("/slow").len(), 1);
-
-    // The same app again: nothing comes back, because the delivery was acknowledged.
-    let res = resources(&home, yaml);
-    let mut spec = Spec::new(&app_id, &home);
-    spec.resources = Some(&res);
-    spec.app_port = Some(app);
-    let second = Daprd::start(spec).await;
-    subscribed(&second, 1).await;
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert_eq!(inbox.at("/slow").len(), 1, "an acknowledged delivery came back");
-    redis_del(&topic).await;
-}
-
-/// Removes a test's stream from the shared Redis.
-async fn redis_del(key: &str) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if let Ok(mut s) = tokio::net::TcpStream::connect("127.0.0.1:6379").await {
-        let _ = s.write_all(format!("DEL {key}\r\n").as_bytes()).await;
-        let mut buf = [0u8; 16];
-        let _ = s.read(&mut buf).await;
-    }
 }
