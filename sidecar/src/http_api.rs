@@ -19,17 +19,19 @@ use daprs_proto::{
     internals::{InternalInvokeRequest, InternalInvokeResponse},
 };
 use http_body_util::{BodyExt, Limited};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::{
     app_channel::{HOP_BY_HOP, from_http_headers, http_extension},
     error::{ApiError, http_status_of},
     registry::Target,
     runtime::Runtime,
-    state_api::{BulkItem, SaveItem, TxOp, check_consistency, item_metadata, parse_concurrency},
 };
 
 mod pubsub;
+mod state;
+
+pub use state::{decode_bulk_keys, decode_save, decode_transaction};
 
 type Rt = State<Arc<Runtime>>;
 
@@ -37,13 +39,16 @@ type Rt = State<Arc<Runtime>>;
 pub fn router(rt: Arc<Runtime>) -> Router {
     let api = Router::new()
         .route("/v1.0/invoke/{*rest}", any(invoke_path))
-        .route("/v1.0/state/{store}", post(save_state).put(save_state))
+        .route(
+            "/v1.0/state/{store}",
+            post(state::save_state).put(state::save_state),
+        )
         .route(
             "/v1.0/state/{store}/{key}",
-            get(get_state)
-                .delete(delete_state)
-                .post(bulk_or_transaction)
-                .put(bulk_or_transaction),
+            get(state::get_state)
+                .delete(state::delete_state)
+                .post(state::bulk_or_transaction)
+                .put(state::bulk_or_transaction),
         )
         .route(
             "/v1.0/publish/bulk/{pubsub}/{*topic}",
@@ -194,221 +199,6 @@ fn query_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str>
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::malformed(format!("failed to parse the request body as JSON: {e}")))
-}
-
-// === state ===
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct StateOptionsJson {
-    concurrency: String,
-    consistency: String,
-}
-
-#[derive(Deserialize)]
-struct SaveJson {
-    key: String,
-    #[serde(default)]
-    value: serde_json::Value,
-    #[serde(default)]
-    etag: Option<String>,
-    #[serde(default)]
-    metadata: BTreeMap<String, String>,
-    #[serde(default)]
-    options: Option<StateOptionsJson>,
-}
-
-impl SaveJson {
-    fn into_item(self, query_meta: &BTreeMap<String, String>) -> Result<SaveItem, ApiError> {
-        let opts = self.options.unwrap_or_default();
-        check_consistency(&opts.consistency)?;
-        let mut metadata = self.metadata;
-        metadata.extend(query_meta.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let value = serde_json::to_vec(&self.value).map_err(|e| ApiError::malformed(e.to_string()))?;
-        Ok(SaveItem {
-            key: self.key,
-            value: value.into(),
-            etag: self.etag.filter(|e| !e.is_empty()),
-            metadata,
-            concurrency: parse_concurrency(&opts.concurrency)?,
-        })
-    }
-}
-
-/// The items of a `POST /v1.0/state/{store}` body, with the query string's
-/// `metadata.*` added to each.
-pub fn decode_save(body: &[u8], query: Option<&str>) -> Result<Vec<SaveItem>, ApiError> {
-    let meta = query_metadata(&query_pairs(query));
-    let items: Vec<SaveJson> = parse_json(body)?;
-    items.into_iter().map(|i| i.into_item(&meta)).collect()
-}
-
-/// The keys of a `POST /v1.0/state/{store}/bulk` body.
-pub fn decode_bulk_keys(body: &[u8]) -> Result<Vec<String>, ApiError> {
-    parse_json::<BulkJson>(body).map(|b| b.keys)
-}
-
-/// The operations of a `POST /v1.0/state/{store}/transaction` body.
-pub fn decode_transaction(body: &[u8], query: Option<&str>) -> Result<Vec<TxOp>, ApiError> {
-    let meta = query_metadata(&query_pairs(query));
-    let tx: TxJson = parse_json(body)?;
-    let mut ops = Vec::with_capacity(tx.operations.len());
-    for op in tx.operations {
-        ops.push(match op.operation.as_str() {
-            "upsert" => TxOp::Upsert(op.request.into_item(&meta)?),
-            "delete" => {
-                let item = op.request.into_item(&meta)?;
-                TxOp::Delete(item.key, item.etag, item.metadata)
-            }
-            other => {
-                return Err(ApiError::new(
-                    "ERR_NOT_SUPPORTED_STATE_OPERATION",
-                    StatusCode::BAD_REQUEST,
-                    tonic::Code::InvalidArgument,
-                    format!("operation type {other} not supported"),
-                ));
-            }
-        });
-    }
-    Ok(ops)
-}
-
-async fn save_state(State(rt): Rt, Path(store): Path<String>, req: Request) -> Result<StatusCode, ApiError> {
-    let query = req.uri().query().map(str::to_string);
-    let body = read_body(&rt, req.into_body()).await?;
-    rt.save_state(&store, decode_save(&body, query.as_deref())?)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn get_state(
-    State(rt): Rt,
-    Path((store, key)): Path<(String, String)>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let pairs = query_pairs(req.uri().query());
-    check_consistency(query_value(&pairs, "consistency").unwrap_or(""))?;
-    let Some(item) = rt.get_state(&store, &key).await? else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    };
-    let mut res = Response::new(Body::from(item.data.clone()));
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(&item.etag) {
-        h.insert(header::ETAG, v);
-    }
-    for (k, v) in item_metadata(&item) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(format!("metadata.{k}").as_bytes()),
-            HeaderValue::from_str(&v),
-        ) {
-            h.insert(name, value);
-        }
-    }
-    Ok(res)
-}
-
-async fn delete_state(
-    State(rt): Rt,
-    Path((store, key)): Path<(String, String)>,
-    req: Request,
-) -> Result<StatusCode, ApiError> {
-    let pairs = query_pairs(req.uri().query());
-    parse_concurrency(query_value(&pairs, "concurrency").unwrap_or(""))?;
-    check_consistency(query_value(&pairs, "consistency").unwrap_or(""))?;
-    let etag = req
-        .headers()
-        .get(header::IF_MATCH)
-        .map(|v| v.to_str().unwrap_or_default().trim_matches('"').to_string());
-    rt.delete_state(&store, &key, etag).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-struct BulkJson {
-    keys: Vec<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    parallelism: Option<i64>,
-}
-
-#[derive(Serialize)]
-struct BulkOut {
-    key: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Box<serde_json::value::RawValue>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    etag: Option<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    metadata: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-/// Stored bytes inlined as JSON when they are JSON, else as a JSON string.
-fn raw_json(data: &[u8]) -> Option<Box<serde_json::value::RawValue>> {
-    serde_json::from_slice::<Box<serde_json::value::RawValue>>(data)
-        .ok()
-        .or_else(|| serde_json::value::to_raw_value(&String::from_utf8_lossy(data)).ok())
-}
-
-#[derive(Deserialize)]
-struct TxJson {
-    operations: Vec<TxOpJson>,
-}
-
-#[derive(Deserialize)]
-struct TxOpJson {
-    operation: String,
-    request: SaveJson,
-}
-
-async fn bulk_or_transaction(
-    State(rt): Rt,
-    Path((store, action)): Path<(String, String)>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let query = req.uri().query().map(str::to_string);
-    match action.as_str() {
-        "bulk" => {
-            let body = read_body(&rt, req.into_body()).await?;
-            let items = rt.bulk_get_state(&store, &decode_bulk_keys(&body)?).await?;
-            let out: Vec<BulkOut> = items
-                .into_iter()
-                .map(
-                    |BulkItem {
-                         key,
-                         data,
-                         etag,
-                         error,
-                         metadata,
-                     }| BulkOut {
-                        key,
-                        data: data.as_deref().and_then(raw_json),
-                        etag,
-                        metadata,
-                        error,
-                    },
-                )
-                .collect();
-            Ok(axum::Json(out).into_response())
-        }
-        "transaction" => {
-            let body = read_body(&rt, req.into_body()).await?;
-            let ops = decode_transaction(&body, query.as_deref())?;
-            rt.transact_state(&store, ops).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        _ => Err(ApiError::new(
-            "ERR_METHOD_NOT_ALLOWED",
-            StatusCode::METHOD_NOT_ALLOWED,
-            tonic::Code::Unimplemented,
-            format!(
-                "{} is not allowed on a state key; use GET or DELETE",
-                req.method()
-            ),
-        )),
-    }
 }
 
 // === invocation ===
