@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use base64::Engine;
 use daprs_api::v1alpha1::{Component, Configuration};
 use daprs_proto::operator::{
-    ComponentUpdateRequest, GetConfigurationRequest, ListComponentsRequest, ResourceEventType,
-    operator_client::OperatorClient,
+    ComponentUpdateRequest, GetConfigurationRequest, ListComponentsRequest, ListSubscriptionsRequest,
+    ResourceEventType, SubscriptionUpdateRequest, operator_client::OperatorClient,
 };
 use tonic::transport::Channel;
 
@@ -18,6 +18,7 @@ use crate::{flags::ControlPlane, identity::Svid, runtime::Runtime};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A connection to the operator API.
+#[derive(Clone)]
 pub struct Operator {
     client: OperatorClient<Channel>,
     address: String,
@@ -184,7 +185,7 @@ impl Operator {
     /// The v2alpha1 Subscriptions of this namespace (their scopes are applied
     /// by the caller); one that does not parse is logged and left out.
     pub async fn subscriptions(&self) -> Result<Vec<daprs_api::v2alpha1::Subscription>, String> {
-        let req = daprs_proto::operator::ListSubscriptionsRequest {
+        let req = ListSubscriptionsRequest {
             namespace: self.namespace.clone(),
         };
         let res = self
@@ -205,6 +206,80 @@ impl Operator {
                 }
             })
             .collect())
+    }
+
+    /// Applies the operator's Subscription changes to the running
+    /// subscriptions, as [`Operator::follow`] does for components: each
+    /// time the stream opens, a fresh list catches up. Runs until dropped.
+    pub async fn follow_subscriptions(
+        &self,
+        rt: Arc<Runtime>,
+        subscribers: Arc<tokio::sync::Mutex<crate::pubsub::delivery::Subscribers>>,
+    ) {
+        use daprs_api::{Resource, v2alpha1::Subscription};
+        let declared = |s: Subscription| {
+            let mut errors = Vec::new();
+            let subs = crate::pubsub::subscriptions::declarative(
+                &[Resource::SubscriptionV2(s)],
+                &rt.app_id,
+                &mut errors,
+            );
+            for e in errors {
+                tracing::error!(error = %e, "subscription ignored");
+            }
+            subs
+        };
+        loop {
+            let req = SubscriptionUpdateRequest {
+                namespace: self.namespace.clone(),
+            };
+            let mut stream = match self.client.clone().subscription_update(req).await {
+                Ok(s) => s.into_inner(),
+                Err(s) => {
+                    tracing::debug!(error = %s.message(), "subscription updates unavailable; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match self.subscriptions().await {
+                Ok(list) => {
+                    let mut subs = subscribers.lock().await;
+                    let mut gone = subs.declared();
+                    for s in list {
+                        let name = s.metadata.name.clone().unwrap_or_default();
+                        gone.remove(&name);
+                        subs.replace(&rt, &name, declared(s)).await;
+                    }
+                    for name in gone {
+                        subs.replace(&rt, &name, Vec::new()).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot catch up on subscription changes"),
+            }
+            loop {
+                match stream.message().await {
+                    Ok(Some(event)) => match serde_json::from_slice::<Subscription>(&event.subscription) {
+                        Ok(s) => {
+                            let name = s.metadata.name.clone().unwrap_or_default();
+                            let subs = if event.r#type == ResourceEventType::Deleted as i32 {
+                                Vec::new()
+                            } else {
+                                declared(s)
+                            };
+                            tracing::info!(subscription = %name, "subscription changed");
+                            subscribers.lock().await.replace(&rt, &name, subs).await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "subscription update ignored"),
+                    },
+                    Ok(None) => break,
+                    Err(s) => {
+                        tracing::debug!(error = %s.message(), "subscription update stream broke");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// The HTTPEndpoints of this namespace, secrets resolved by the operator.

@@ -300,6 +300,7 @@ pub async fn run(
     rt.health.app_healthy.store(true, Ordering::Relaxed);
 
     // Component changes from the operator, applied while running.
+    let subscription_source = operator.clone();
     if let Some(op) = operator {
         let (rt, mut stopping) = (rt.clone(), shutdown_rx.clone());
         tokio::spawn(async move {
@@ -421,6 +422,17 @@ pub async fn run(
                         let mut subs = declared;
                         subs.extend(pubsub::delivery::programmatic(app).await);
                         subscribers.lock().await.start(&rt2, subs).await;
+                        // Subscription changes from the operator, applied while running.
+                        if let Some(op) = subscription_source {
+                            let (rt, subscribers) = (rt2.clone(), subscribers.clone());
+                            let mut stopping = rt2.shutdown.subscribe();
+                            tokio::spawn(async move {
+                                tokio::select! {
+                                    () = op.follow_subscriptions(rt, subscribers) => {}
+                                    _ = stopping.wait_for(|v| *v) => {}
+                                }
+                            });
+                        }
                     }
                     if rt2.settings.flags.enable_app_health_check {
                         probe_app(rt2.clone()).await;
@@ -463,7 +475,7 @@ pub async fn run(
     let grace = rt.settings.graceful_shutdown;
     let drained = tokio::time::timeout(grace, async {
         // Inbound delivery stops first: what is in flight finishes, nothing new starts.
-        std::mem::take(&mut *subscribers.lock().await).stop().await;
+        std::mem::take(&mut *subscribers.lock().await).stop(&rt).await;
         while let Some(res) = tasks.join_next().await {
             if let Ok(Err(e)) = res {
                 tracing::warn!(error = %e, "server stopped with an error");

@@ -300,7 +300,9 @@ pub(crate) async fn drop_message(
 /// The running subscriptions of the app.
 #[derive(Default)]
 pub struct Subscribers {
-    running: Vec<Subscribed>,
+    /// Each running subscription, its declaring resource's name (None for
+    /// the app's own), and its token in the runtime's list.
+    running: Vec<(Option<String>, Subscribed, u64)>,
 }
 
 impl Subscribers {
@@ -342,8 +344,9 @@ impl Subscribers {
             match entry.broker.subscribe(request, handler).await {
                 Ok(s) => {
                     tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, kind = ?sub.kind, "subscribed");
-                    rt.add_subscription(sub);
-                    self.running.push(s);
+                    let name = sub.name.clone();
+                    let token = rt.add_subscription(sub);
+                    self.running.push((name, s, token));
                 }
                 Err(e) => {
                     tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, error = %e, "subscribing failed")
@@ -352,9 +355,33 @@ impl Subscribers {
         }
     }
 
+    /// Replaces what the Subscription resource `name` declares: its running
+    /// subscriptions stop (deliveries in flight finish), `subs` start.
+    pub async fn replace(&mut self, rt: &Arc<Runtime>, name: &str, subs: Vec<Subscription>) {
+        let (old, keep) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|(n, _, _)| n.as_deref() == Some(name));
+        self.running = keep;
+        Self::stop_all(rt, old).await;
+        self.start(rt, subs).await;
+    }
+
+    /// The names of the Subscription resources with running subscriptions.
+    pub fn declared(&self) -> std::collections::BTreeSet<String> {
+        self.running.iter().filter_map(|(n, _, _)| n.clone()).collect()
+    }
+
+    async fn stop_all(rt: &Runtime, list: Vec<(Option<String>, Subscribed, u64)>) {
+        let stops = list.into_iter().map(|(_, s, token)| async move {
+            s.stop().await;
+            rt.remove_subscription(token);
+        });
+        futures_util::future::join_all(stops).await;
+    }
+
     /// Stops every subscription, letting deliveries in flight finish.
-    pub async fn stop(self) {
-        futures_util::future::join_all(self.running.into_iter().map(Subscribed::stop)).await;
+    pub async fn stop(self, rt: &Runtime) {
+        Self::stop_all(rt, self.running).await;
     }
 }
 

@@ -68,6 +68,7 @@ pub async fn subscribe(
         metadata: init.metadata.into_iter().collect(),
         bulk: None,
         kind: Kind::Streaming,
+        name: None,
     });
     let (tx, rx) = mpsc::channel::<Result<SubscribeTopicEventsResponseAlpha1, Status>>(16);
     let waiting: Waiting = Arc::default();

@@ -41,6 +41,8 @@ pub struct Subscription {
     pub metadata: Metadata,
     pub bulk: Option<BulkSubscribe>,
     pub kind: Kind,
+    /// The Subscription resource that declared it.
+    pub name: Option<String>,
 }
 
 impl Subscription {
@@ -95,6 +97,7 @@ fn build(
         metadata,
         bulk,
         kind,
+        name: None,
     })
 }
 
@@ -143,7 +146,10 @@ pub fn declarative(resources: &[Resource], app_id: &str, errors: &mut Vec<String
         }
         .unwrap_or_default();
         match built {
-            Ok(s) => out.push(s),
+            Ok(mut s) => {
+                s.name = Some(name);
+                out.push(s);
+            }
             Err(e) => errors.push(format!("Subscription {name}: {e}")),
         }
     }
