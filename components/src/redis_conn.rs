@@ -36,3 +36,13 @@ pub fn client(metadata: &Metadata) -> Result<(::redis::Client, String), String> 
     let client = ::redis::Client::open(info).map_err(|e| e.to_string())?;
     Ok((client, host.to_string()))
 }
+
+/// Connection settings that fail a first connection within a second (so a
+/// component whose server is down says so at once) and, once connected,
+/// reconnect a few times with a short pause before a command fails.
+pub fn manager_config() -> ::redis::aio::ConnectionManagerConfig {
+    ::redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(2)
+        .set_min_delay(std::time::Duration::from_millis(100))
+        .set_max_delay(std::time::Duration::from_secs(1))
+}

@@ -61,7 +61,7 @@ impl RedisBroker {
                 None => None,
             },
         };
-        let conn = ConnectionManager::new(client.clone())
+        let conn = ConnectionManager::new_with_config(client.clone(), crate::redis_conn::manager_config())
             .await
             .map_err(|e| format!("cannot connect to {host}: {e}"))?;
         Ok(Self {

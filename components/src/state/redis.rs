@@ -65,7 +65,7 @@ impl RedisStore {
     /// Connects to `redisHost` (`host:port`) with the optional password, username and database.
     pub async fn connect(metadata: &BTreeMap<String, String>) -> Result<Self, String> {
         let (client, host) = crate::redis_conn::client(metadata)?;
-        let conn = ConnectionManager::new(client)
+        let conn = ConnectionManager::new_with_config(client, crate::redis_conn::manager_config())
             .await
             .map_err(|e| format!("cannot connect to {host}: {e}"))?;
         Ok(Self {

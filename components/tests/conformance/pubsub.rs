@@ -307,3 +307,91 @@ async fn rabbitmq_durable_queues_keep_messages_while_no_one_consumes() {
         .exchange_delete(topic.as_str().into(), Default::default())
         .await;
 }
+
+/// With one delivery at a time (`concurrency: 1`), a subscriber sees the
+/// messages of a topic in the order they were published.
+async fn ordered(kind: &str, metadata: &[(&str, &str)]) {
+    let mut md: Vec<(&str, &str)> = metadata.to_vec();
+    md.push(("concurrency", "1"));
+    let p = open(kind, &md).await;
+    let topic = unique("conf-order");
+    let seen = Seen::default();
+    let s = subscribe(&*p, &topic, &unique("g"), seen.handler(0)).await;
+    let sent: Vec<String> = (0..50).map(|i| format!("m{i:02}")).collect();
+    for m in &sent {
+        p.publish(message(&topic, m)).await.expect("publish");
+    }
+    until("all in order", || seen.all().len() == sent.len()).await;
+    assert_eq!(seen.all(), sent);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn order_is_kept_one_at_a_time() {
+    ordered("pubsub.in-memory", &[]).await;
+    ordered("pubsub.redis", &[("redisHost", "127.0.0.1:6379")]).await;
+    let id = unique("conf-order");
+    ordered(
+        "pubsub.mqtt3",
+        &[("url", "tcp://127.0.0.1:1883"), ("consumerID", &id)],
+    )
+    .await;
+    let stream = unique("conf-order");
+    ordered(
+        "pubsub.jetstream",
+        &[("natsURL", "nats://127.0.0.1:4222"), ("streamName", &stream)],
+    )
+    .await;
+    let client = async_nats::connect("127.0.0.1:4222").await.expect("nats");
+    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+    ordered("pubsub.rabbitmq", &[("connectionString", RABBIT)]).await;
+}
+
+#[tokio::test]
+async fn a_broker_that_is_down_fails_the_component_with_a_reason() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let env = Default::default();
+    let ctx = registry::Context {
+        env: &env,
+        namespace: None,
+    };
+    let cases = [
+        ("pubsub.redis", "redisHost", format!("127.0.0.1:{closed}")),
+        ("pubsub.mqtt3", "url", format!("tcp://127.0.0.1:{closed}")),
+        (
+            "pubsub.jetstream",
+            "natsURL",
+            format!("nats://127.0.0.1:{closed}"),
+        ),
+        (
+            "pubsub.rabbitmq",
+            "connectionString",
+            format!("amqp://127.0.0.1:{closed}"),
+        ),
+    ];
+    for (kind, key, value) in cases {
+        let started = std::time::Instant::now();
+        let err = match registry::build(kind, "v1", &md(&[(key, &value)]), &ctx).await {
+            Err(e) => e,
+            Ok(_) => panic!("{kind} started without its broker"),
+        };
+        assert!(
+            err.contains(&closed.to_string()) || err.contains("connect"),
+            "{kind}: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{kind} took {:?}",
+            started.elapsed()
+        );
+    }
+    // A missing required setting is named.
+    let err = registry::build("pubsub.redis", "v1", &md(&[]), &ctx)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("redisHost"), "{err}");
+}
