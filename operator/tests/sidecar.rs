@@ -862,6 +862,35 @@ async fn kubernetes_mode_follows_subscriptions_from_the_operator() {
         before,
         "a removed subscription still delivers"
     );
+
+    // A replaced pub/sub component takes its subscriptions to the new broker.
+    cp.put(
+        "components",
+        "pubsub",
+        json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "pubsub", "namespace": NS, "uid": "p1", "resourceVersion": "2"},
+            "spec": {"type": "pubsub.in-memory", "version": "v1", "metadata": [{"name": "concurrency", "value": "4"}]}}),
+    );
+    let audits = || {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .filter(|p| *p == "/audit")
+            .count()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let before = audits();
+        publish("audit").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if audits() > before && started.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nothing delivered after the component changed"
+        );
+    }
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -355,10 +355,14 @@ async fn reconcile(rt: &Runtime, known: &mut BTreeMap<String, Component>, list: 
 async fn apply(rt: &Runtime, known: &mut BTreeMap<String, Component>, c: Component, deleted: bool) {
     let name = c.metadata.name.clone().unwrap_or_default();
     let kind = c.spec.spec.type_.clone();
+    let is_pubsub = c.building_block() == "pubsub";
     if deleted {
         known.remove(&name);
         if rt.loaded.write().is_ok_and(|mut l| l.remove(&name)) {
             tracing::info!(component = %name, r#type = %kind, "component removed");
+            if is_pubsub {
+                let _ = rt.pubsub_changed.send(name);
+            }
         }
         return;
     }
@@ -377,6 +381,9 @@ async fn apply(rt: &Runtime, known: &mut BTreeMap<String, Component>, c: Compone
                 l.put(info, block);
             }
             tracing::info!(component = %name, r#type = %kind, "component loaded");
+            if is_pubsub {
+                let _ = rt.pubsub_changed.send(name.clone());
+            }
             known.insert(name, c);
         }
         Err(reason) => {

@@ -296,6 +296,7 @@ pub async fn run(
         resiliency,
         endpoints,
         subscriptions: Default::default(),
+        pubsub_changed: tokio::sync::broadcast::channel(16).0,
     });
     rt.health.app_healthy.store(true, Ordering::Relaxed);
 
@@ -418,22 +419,7 @@ pub async fn run(
                     wait_for_app(&address, port).await;
                     rt2.health.app_ready.store(true, Ordering::Relaxed);
                     tracing::info!(port, "app is listening");
-                    if let Some(app) = rt2.app.as_ref() {
-                        let mut subs = declared;
-                        subs.extend(pubsub::delivery::programmatic(app).await);
-                        subscribers.lock().await.start(&rt2, subs).await;
-                        // Subscription changes from the operator, applied while running.
-                        if let Some(op) = subscription_source {
-                            let (rt, subscribers) = (rt2.clone(), subscribers.clone());
-                            let mut stopping = rt2.shutdown.subscribe();
-                            tokio::spawn(async move {
-                                tokio::select! {
-                                    () = op.follow_subscriptions(rt, subscribers) => {}
-                                    _ = stopping.wait_for(|v| *v) => {}
-                                }
-                            });
-                        }
-                    }
+                    pubsub::delivery::serve(&rt2, &subscribers, declared, subscription_source).await;
                     if rt2.settings.flags.enable_app_health_check {
                         probe_app(rt2.clone()).await;
                     }

@@ -143,6 +143,9 @@ pub struct Runtime {
     pub endpoints: crate::endpoints::Endpoints,
     /// The subscriptions delivering to the app or a subscriber stream, for the metadata API.
     pub subscriptions: Subscriptions,
+    /// Names of pub/sub components replaced or removed while running, so
+    /// the subscriptions on them move to the new broker.
+    pub pubsub_changed: tokio::sync::broadcast::Sender<String>,
 }
 
 /// The subscriptions in use, each under a token that removes it.

@@ -300,9 +300,14 @@ pub(crate) async fn drop_message(
 /// The running subscriptions of the app.
 #[derive(Default)]
 pub struct Subscribers {
-    /// Each running subscription, its declaring resource's name (None for
-    /// the app's own), and its token in the runtime's list.
-    running: Vec<(Option<String>, Subscribed, u64)>,
+    running: Vec<Running>,
+}
+
+/// A running subscription and its token in the runtime's list.
+struct Running {
+    sub: Arc<Subscription>,
+    handle: Subscribed,
+    token: u64,
 }
 
 impl Subscribers {
@@ -344,9 +349,12 @@ impl Subscribers {
             match entry.broker.subscribe(request, handler).await {
                 Ok(s) => {
                     tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, kind = ?sub.kind, "subscribed");
-                    let name = sub.name.clone();
-                    let token = rt.add_subscription(sub);
-                    self.running.push((name, s, token));
+                    let token = rt.add_subscription(sub.clone());
+                    self.running.push(Running {
+                        sub,
+                        handle: s,
+                        token,
+                    });
                 }
                 Err(e) => {
                     tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, error = %e, "subscribing failed")
@@ -360,21 +368,33 @@ impl Subscribers {
     pub async fn replace(&mut self, rt: &Arc<Runtime>, name: &str, subs: Vec<Subscription>) {
         let (old, keep) = std::mem::take(&mut self.running)
             .into_iter()
-            .partition(|(n, _, _)| n.as_deref() == Some(name));
+            .partition(|r| r.sub.name.as_deref() == Some(name));
         self.running = keep;
+        Self::stop_all(rt, old).await;
+        self.start(rt, subs).await;
+    }
+
+    /// Subscribes again everything on pub/sub `name`, after the component
+    /// was replaced: the old broker stops delivering, the new one starts.
+    pub async fn restart_pubsub(&mut self, rt: &Arc<Runtime>, name: &str) {
+        let (old, keep): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| r.sub.pubsub == name);
+        self.running = keep;
+        let subs = old.iter().map(|r| (*r.sub).clone()).collect();
         Self::stop_all(rt, old).await;
         self.start(rt, subs).await;
     }
 
     /// The names of the Subscription resources with running subscriptions.
     pub fn declared(&self) -> std::collections::BTreeSet<String> {
-        self.running.iter().filter_map(|(n, _, _)| n.clone()).collect()
+        self.running.iter().filter_map(|r| r.sub.name.clone()).collect()
     }
 
-    async fn stop_all(rt: &Runtime, list: Vec<(Option<String>, Subscribed, u64)>) {
-        let stops = list.into_iter().map(|(_, s, token)| async move {
-            s.stop().await;
-            rt.remove_subscription(token);
+    async fn stop_all(rt: &Runtime, list: Vec<Running>) {
+        let stops = list.into_iter().map(|r| async move {
+            r.handle.stop().await;
+            rt.remove_subscription(r.token);
         });
         futures_util::future::join_all(stops).await;
     }
@@ -382,6 +402,49 @@ impl Subscribers {
     /// Stops every subscription, letting deliveries in flight finish.
     pub async fn stop(self, rt: &Runtime) {
         Self::stop_all(rt, self.running).await;
+    }
+}
+
+/// Starts the app's subscriptions once it listens (the declared ones and
+/// its own), then keeps them current while the sidecar runs: a replaced
+/// pub/sub component takes its subscriptions along, and in Kubernetes the
+/// operator's Subscription changes apply. Returns once they have started.
+pub async fn serve(
+    rt: &Arc<Runtime>,
+    subscribers: &Arc<tokio::sync::Mutex<Subscribers>>,
+    declared: Vec<Subscription>,
+    operator: Option<crate::control_plane::Operator>,
+) {
+    let Some(app) = rt.app.as_ref() else { return };
+    // Listening first, so no change made while they start is missed.
+    let mut changed = rt.pubsub_changed.subscribe();
+    let mut subs = declared;
+    subs.extend(programmatic(app).await);
+    subscribers.lock().await.start(rt, subs).await;
+    let until_shutdown = |work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+        let mut stopping = rt.shutdown.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = work => {}
+                _ = stopping.wait_for(|v| *v) => {}
+            }
+        });
+    };
+    let (rt2, subs2) = (rt.clone(), subscribers.clone());
+    until_shutdown(Box::pin(async move {
+        loop {
+            match changed.recv().await {
+                Ok(name) => subs2.lock().await.restart_pubsub(&rt2, &name).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    }));
+    if let Some(op) = operator {
+        let (rt, subscribers) = (rt.clone(), subscribers.clone());
+        until_shutdown(Box::pin(
+            async move { op.follow_subscriptions(rt, subscribers).await },
+        ));
     }
 }
 
