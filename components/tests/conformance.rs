@@ -21,3 +21,16 @@ pub fn md(pairs: &[(&str, &str)]) -> daprs_components::Metadata {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// Builds a component of `kind` with the given metadata, or fails the test.
+pub async fn build(
+    kind: &str,
+    metadata: &[(&str, &str)],
+    env: &std::collections::HashMap<String, String>,
+) -> daprs_components::registry::Built {
+    let ctx = daprs_components::registry::Context { env, namespace: None };
+    match daprs_components::registry::build(kind, "v1", &md(metadata), &ctx).await {
+        Ok(b) => b,
+        Err(e) => panic!("{kind}: {e}"),
+    }
+}

@@ -259,9 +259,13 @@ impl AppChannel {
         self.limit.clone()?.acquire_owned().await.ok()
     }
 
-    /// `APP_API_TOKEN` as gRPC metadata, when set.
-    pub fn grpc_token(&self) -> Option<&AsciiMetadataValue> {
-        self.grpc_token.as_ref()
+    /// A gRPC request to the app, carrying `APP_API_TOKEN` when set.
+    pub fn grpc_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if let Some(token) = &self.grpc_token {
+            req.metadata_mut().insert("dapr-api-token", token.clone());
+        }
+        req
     }
 
     /// `APP_API_TOKEN` as a header value, when set.

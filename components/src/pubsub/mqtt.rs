@@ -108,18 +108,9 @@ impl MqttBroker {
             .set_clean_session(true);
         let (publisher, mut events) = AsyncClient::new(opts, 64);
         // The first connection attempt decides whether the component starts.
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(format!(
-                        "cannot connect to {}:{}: {e}",
-                        settings.host, settings.port
-                    ));
-                }
-            }
-        }
+        connected(&mut events)
+            .await
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", settings.host, settings.port))?;
         let pending: Arc<Mutex<Pending>> = Arc::default();
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(drive_publisher(events, pending.clone(), stopped));
@@ -138,6 +129,15 @@ impl MqttBroker {
             .entry(name.to_string())
             .or_insert_with(|| Arc::new(Group::new(name, &self.settings)))
             .clone()
+    }
+}
+
+/// Drives a new connection until the broker accepts it.
+async fn connected(events: &mut EventLoop) -> std::result::Result<(), rumqttc::ConnectionError> {
+    loop {
+        if let Event::Incoming(Incoming::ConnAck(_)) = events.poll().await? {
+            return Ok(());
+        }
     }
 }
 
@@ -289,13 +289,9 @@ impl Group {
                 .set_clean_session(s.clean_session)
                 .set_manual_acks(true);
             let (client, mut events) = AsyncClient::new(opts, 64);
-            loop {
-                match events.poll().await {
-                    Ok(Event::Incoming(Incoming::ConnAck(_))) => break,
-                    Ok(_) => {}
-                    Err(e) => return Err(Error::Backend(format!("cannot connect as {}: {e}", self.name))),
-                }
-            }
+            connected(&mut events)
+                .await
+                .map_err(|e| Error::Backend(format!("cannot connect as {}: {e}", self.name)))?;
             let (stop, stopped) = watch::channel(false);
             let consumer = Consumer {
                 client: client.clone(),

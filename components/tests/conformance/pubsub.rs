@@ -16,15 +16,9 @@ use daprs_components::{
 use crate::{md, unique};
 
 pub async fn open(kind: &str, metadata: &[(&str, &str)]) -> Arc<dyn PubSub> {
-    let env = Default::default();
-    let ctx = registry::Context {
-        env: &env,
-        namespace: None,
-    };
-    match registry::build(kind, "v1", &md(metadata), &ctx).await {
-        Ok(Built::PubSub(p)) => p,
-        Ok(_) => panic!("{kind} is not a pub/sub"),
-        Err(e) => panic!("{kind}: {e}"),
+    match crate::build(kind, metadata, &Default::default()).await {
+        Built::PubSub(s) => s,
+        _ => panic!("{kind} is not a pub/sub"),
     }
 }
 

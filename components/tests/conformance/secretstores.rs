@@ -2,20 +2,14 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use daprs_components::{
-    Error, Metadata,
-    registry::{self, Built},
-    secretstores::SecretStore,
-};
+use daprs_components::{Error, Metadata, registry::Built, secretstores::SecretStore};
 
-use crate::{md, unique};
+use crate::unique;
 
 async fn open(kind: &str, metadata: &[(&str, &str)], env: &HashMap<String, String>) -> Arc<dyn SecretStore> {
-    let ctx = registry::Context { env, namespace: None };
-    match registry::build(kind, "v1", &md(metadata), &ctx).await {
-        Ok(Built::SecretStore(s)) => s,
-        Ok(_) => panic!("{kind} is not a secret store"),
-        Err(e) => panic!("{kind}: {e}"),
+    match crate::build(kind, metadata, env).await {
+        Built::SecretStore(s) => s,
+        _ => panic!("{kind} is not a secret store"),
     }
 }
 

@@ -5,22 +5,16 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use daprs_components::{
     Error,
-    registry::{self, Built},
+    registry::Built,
     state::{Concurrency, DeleteRequest, Operation, SetRequest, StateStore},
 };
 
-use crate::{md, unique};
+use crate::unique;
 
 async fn open(kind: &str, metadata: &[(&str, &str)]) -> Arc<dyn StateStore> {
-    let env = Default::default();
-    let ctx = registry::Context {
-        env: &env,
-        namespace: None,
-    };
-    match registry::build(kind, "v1", &md(metadata), &ctx).await {
-        Ok(Built::State(s)) => s,
-        Ok(_) => panic!("{kind} is not a state store"),
-        Err(e) => panic!("{kind}: {e}"),
+    match crate::build(kind, metadata, &Default::default()).await {
+        Built::State(s) => s,
+        _ => panic!("{kind} is not a state store"),
     }
 }
 

@@ -12,8 +12,7 @@ use std::{
 };
 
 use daprs_proto::{
-    common::{HttpExtension, InvokeRequest, http_extension::Verb},
-    internals::InternalInvokeRequest,
+    common::http_extension::Verb,
     runtime::{
         TopicEventBulkRequest, TopicEventBulkRequestEntry, TopicEventCeRequest,
         app_callback_alpha_client::AppCallbackAlphaClient, app_callback_client::AppCallbackClient,
@@ -25,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     cloudevent,
-    delivery::{Outcome, grpc_outcome, http_outcome, topic_event_request},
+    delivery::{Outcome, call_http, grpc_outcome, http_outcome, topic_event_request},
     subscriptions::Subscription,
 };
 use crate::{app_channel::AppChannel, runtime::Runtime};
@@ -177,33 +176,8 @@ async fn send_http(
 ) -> Result<HashMap<String, Outcome>, Outcome> {
     let events: Vec<&Map<String, Value>> = entries.iter().map(|e| &e.event).collect();
     let body = serde_json::to_vec(&http_envelope(sub, ids, &events)).unwrap_or_default();
-    let req = InternalInvokeRequest {
-        ver: 0,
-        actor: None,
-        metadata: HashMap::new(),
-        message: Some(InvokeRequest {
-            method: path.trim_start_matches('/').to_string(),
-            data: Some(prost_types::Any {
-                type_url: String::new(),
-                value: body,
-            }),
-            content_type: "application/json".into(),
-            http_extension: Some(HttpExtension {
-                verb: Verb::Post as i32,
-                querystring: String::new(),
-            }),
-        }),
-    };
-    match app.invoke(req).await {
-        Ok(res) => {
-            let status = res.status.map_or(500, |s| u16::try_from(s.code).unwrap_or(500));
-            let body = res
-                .message
-                .and_then(|m| m.data)
-                .map(|d| d.value)
-                .unwrap_or_default();
-            http_statuses(status, &body)
-        }
+    match call_http(app, Verb::Post, path, "application/json", body, HashMap::new()).await {
+        Ok((status, body)) => http_statuses(status, &body),
         Err(_) => Err(Outcome::Retry),
     }
 }
@@ -247,20 +221,13 @@ async fn send_grpc(
         r#type: BULK_TYPE.into(),
         path: path.to_string(),
     };
-    let with_token = |r: TopicEventBulkRequest| {
-        let mut req = tonic::Request::new(r);
-        if let Some(token) = app.grpc_token() {
-            req.metadata_mut().insert("dapr-api-token", token.clone());
-        }
-        req
-    };
     let _permit = app.admit().await;
     let mut res = AppCallbackClient::new(channel.clone())
-        .on_bulk_topic_event(with_token(request.clone()))
+        .on_bulk_topic_event(app.grpc_request(request.clone()))
         .await;
     if matches!(&res, Err(s) if s.code() == tonic::Code::Unimplemented) {
         res = AppCallbackAlphaClient::new(channel)
-            .on_bulk_topic_event_alpha1(with_token(request))
+            .on_bulk_topic_event_alpha1(app.grpc_request(request))
             .await;
     }
     match res {

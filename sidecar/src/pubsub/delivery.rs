@@ -144,10 +144,7 @@ async fn call_app(
 ) -> (Outcome, Option<Failure>) {
     if let Some(channel) = app.grpc_channel() {
         let _permit = app.admit().await;
-        let mut req = tonic::Request::new(topic_event_request(ce, path));
-        if let Some(token) = app.grpc_token() {
-            req.metadata_mut().insert("dapr-api-token", token.clone());
-        }
+        let req = app.grpc_request(topic_event_request(ce, path));
         let res = AppCallbackClient::new(channel)
             .on_topic_event(req)
             .await
@@ -171,31 +168,17 @@ async fn call_app(
             header(k, v);
         }
     }
-    let req = InternalInvokeRequest {
-        ver: 0,
-        actor: None,
+    match call_http(
+        app,
+        Verb::Post,
+        path,
+        cloudevent::CONTENT_TYPE,
+        body.to_vec(),
         metadata,
-        message: Some(InvokeRequest {
-            method: path.trim_start_matches('/').to_string(),
-            data: Some(prost_types::Any {
-                type_url: String::new(),
-                value: body.to_vec(),
-            }),
-            content_type: cloudevent::CONTENT_TYPE.into(),
-            http_extension: Some(HttpExtension {
-                verb: Verb::Post as i32,
-                querystring: String::new(),
-            }),
-        }),
-    };
-    match app.invoke(req).await {
-        Ok(res) => {
-            let status = res.status.map_or(500, |s| u16::try_from(s.code).unwrap_or(500));
-            let body = res
-                .message
-                .and_then(|m| m.data)
-                .map(|d| d.value)
-                .unwrap_or_default();
+    )
+    .await
+    {
+        Ok((status, body)) => {
             let outcome = http_outcome(status, &body);
             let failure = (outcome == Outcome::Retry).then_some(Failure::Http(status));
             (outcome, failure)
@@ -205,6 +188,43 @@ async fn call_app(
             (Outcome::Retry, Some(Failure::Transport))
         }
     }
+}
+
+/// Calls an HTTP app: `<verb> /<path>` with a body and headers; the status
+/// and body of its answer.
+pub(crate) async fn call_http(
+    app: &AppChannel,
+    verb: Verb,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    metadata: HashMap<String, daprs_proto::internals::ListStringValue>,
+) -> Result<(u16, Vec<u8>), crate::error::ApiError> {
+    let req = InternalInvokeRequest {
+        ver: 0,
+        actor: None,
+        metadata,
+        message: Some(InvokeRequest {
+            method: path.trim_start_matches('/').to_string(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: body,
+            }),
+            content_type: content_type.into(),
+            http_extension: Some(HttpExtension {
+                verb: verb as i32,
+                querystring: String::new(),
+            }),
+        }),
+    };
+    let res = app.invoke(req).await?;
+    let status = res.status.map_or(500, |s| u16::try_from(s.code).unwrap_or(500));
+    let body = res
+        .message
+        .and_then(|m| m.data)
+        .map(|d| d.value)
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// One delivery: everything between the broker handing over a message and
@@ -453,12 +473,8 @@ pub async fn serve(
 pub async fn programmatic(app: &AppChannel) -> Vec<Subscription> {
     let mut errors = Vec::new();
     let subs = if let Some(channel) = app.grpc_channel() {
-        let mut req = tonic::Request::new(());
-        if let Some(token) = app.grpc_token() {
-            req.metadata_mut().insert("dapr-api-token", token.clone());
-        }
         match AppCallbackClient::new(channel)
-            .list_topic_subscriptions(req)
+            .list_topic_subscriptions(app.grpc_request(()))
             .await
         {
             Ok(res) => subscriptions::from_grpc_app(res.into_inner(), &mut errors),
@@ -469,39 +485,26 @@ pub async fn programmatic(app: &AppChannel) -> Vec<Subscription> {
             }
         }
     } else {
-        let req = InternalInvokeRequest {
-            ver: 0,
-            actor: None,
-            metadata: HashMap::new(),
-            message: Some(InvokeRequest {
-                method: "dapr/subscribe".into(),
-                data: None,
-                content_type: String::new(),
-                http_extension: Some(HttpExtension {
-                    verb: Verb::Get as i32,
-                    querystring: String::new(),
-                }),
-            }),
-        };
-        match app.invoke(req).await {
-            Ok(res) => match res.status.map_or(0, |s| s.code) {
-                200 => {
-                    let body = res
-                        .message
-                        .and_then(|m| m.data)
-                        .map(|d| d.value)
-                        .unwrap_or_default();
-                    subscriptions::from_http_app(&body, &mut errors)
-                }
-                404 => Vec::new(),
-                code => {
-                    tracing::warn!(
-                        status = code,
-                        "GET /dapr/subscribe failed; no programmatic subscriptions"
-                    );
-                    Vec::new()
-                }
-            },
+        // The app's port is open but it may still be starting: a failed
+        // call is tried again a few times, as Dapr's start-up policy does.
+        let mut answer = call_http(app, Verb::Get, "dapr/subscribe", "", Vec::new(), HashMap::new()).await;
+        for _ in 0..3 {
+            if answer.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            answer = call_http(app, Verb::Get, "dapr/subscribe", "", Vec::new(), HashMap::new()).await;
+        }
+        match answer {
+            Ok((200, body)) => subscriptions::from_http_app(&body, &mut errors),
+            Ok((404, _)) => Vec::new(),
+            Ok((code, _)) => {
+                tracing::warn!(
+                    status = code,
+                    "GET /dapr/subscribe failed; no programmatic subscriptions"
+                );
+                Vec::new()
+            }
             Err(e) => {
                 tracing::warn!(error = %e.message, "GET /dapr/subscribe failed; no programmatic subscriptions");
                 Vec::new()
