@@ -14,7 +14,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use load::{Pace, Run, Target};
@@ -123,13 +122,7 @@ fn added_row(direct: &Run, via: &Run) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let binary = match &args.daprd {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no parent folder")?
-            .join("daprd"),
-    };
+    let binary = sidecar::binary(args.daprd.as_ref())?;
     let home = std::env::temp_dir().join(format!("daprs-bench-{}", std::process::id()));
     std::fs::create_dir_all(&home)?;
     let payload = Bytes::from(vec![b'x'; args.payload]);

@@ -11,6 +11,17 @@ use std::{
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The daprd binary: the one given, else the one next to this program.
+pub fn binary(given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p.clone()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("no parent folder")?
+            .join("daprd")),
+    }
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use clap::Parser;
 use daprs_components::{
@@ -327,13 +327,7 @@ async fn redis_del(addr: &str, keys: &[&str]) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let binary = match &args.daprd {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no parent folder")?
-            .join("daprd"),
-    };
+    let binary = sidecar::binary(args.daprd.as_ref())?;
     let home = std::env::temp_dir().join(format!("daprs-pubsub-bench-{}", std::process::id()));
     std::fs::create_dir_all(&home)?;
     let _ = epoch();
