@@ -1,0 +1,171 @@
+//! daprd in Kubernetes mode follows the operator's Subscriptions, and its
+//! subscriptions move with a pub/sub component replaced while running.
+
+#[path = "support/daprd.rs"]
+mod daprd;
+#[path = "support/fake_api.rs"]
+mod fake_api;
+#[path = "support/settings.rs"]
+mod settings;
+
+use std::{net::SocketAddr, time::Duration};
+
+use daprd::{NS, control_plane, http, scratch, sidecar};
+use serde_json::{Value, json};
+
+/// An app that records the path of every POST it gets and acknowledges it.
+async fn recording_app() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let record = seen.clone();
+    let router = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let record = record.clone();
+        async move {
+            if let Ok(mut s) = record.lock() {
+                s.push(uri.path().to_string());
+            }
+            axum::Json(json!({"status": "SUCCESS"}))
+        }
+    });
+    tokio::spawn(async move { axum::serve(l, router).await });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_mode_follows_subscriptions_from_the_operator() {
+    let subscription = |name: &str, topic: &str, scopes: Value| {
+        json!({"apiVersion": "dapr.io/v2alpha1", "kind": "Subscription",
+            "metadata": {"name": name, "namespace": NS, "uid": format!("s-{name}"), "resourceVersion": "1"},
+            "spec": {"pubsubname": "pubsub", "topic": topic, "routes": {"default": format!("/{topic}")}},
+            "scopes": scopes})
+    };
+    let path = |name: &str| format!("/apis/dapr.io/v2alpha1/namespaces/{NS}/subscriptions/{name}");
+    let cp = control_plane(|cp| {
+        cp.pod("shop", "shop-token", json!({}));
+        cp.put(
+            "components",
+            "pubsub",
+            json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+                "metadata": {"name": "pubsub", "namespace": NS, "uid": "p1", "resourceVersion": "1"},
+                "spec": {"type": "pubsub.in-memory", "version": "v1", "metadata": []}}),
+        );
+        cp.api
+            .put(&path("orders"), subscription("orders", "orders", json!(["shop"])));
+        cp.api.put(
+            &path("elsewhere"),
+            subscription("elsewhere", "other", json!(["billing"])),
+        );
+    })
+    .await;
+    let (app_port, seen) = recording_app().await;
+    let dir = scratch("k8s-subscriptions");
+    let args = [
+        "--mode",
+        "kubernetes",
+        "--control-plane-address",
+        &cp.settings.api_addr.to_string(),
+        "--disable-builtin-k8s-secret-store",
+        "--app-port",
+        &app_port.to_string(),
+    ]
+    .map(String::from);
+    let d = sidecar(&cp, "shop", "shop-token", &dir, &args)
+        .await
+        .expect("daprd starts");
+    let topics = |d: SocketAddr| async move {
+        let (_, meta) = http(d, "GET", "/v1.0/metadata", "").await.expect("metadata");
+        let meta: Value = serde_json::from_str(&meta).expect("json");
+        let mut t: Vec<String> = meta["subscriptions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["type"] == "DECLARATIVE")
+            .filter_map(|s| s["topic"].as_str().map(String::from))
+            .collect();
+        t.sort();
+        t
+    };
+    let until = |want: &'static [&'static str]| async move {
+        let started = std::time::Instant::now();
+        while topics(d.http).await != want {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "subscriptions stayed {:?}, expected {want:?}",
+                topics(d.http).await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let publish = |topic: &'static str| async move {
+        let (status, body) = http(d.http, "POST", &format!("/v1.0/publish/pubsub/{topic}"), "{}")
+            .await
+            .expect("publish");
+        assert_eq!(status, 204, "{body}");
+    };
+    let delivered = |p: &'static str| {
+        let seen = seen.clone();
+        async move {
+            let started = std::time::Instant::now();
+            while !seen.lock().expect("lock").iter().any(|s| s == p) {
+                assert!(started.elapsed() < Duration::from_secs(10), "nothing reached {p}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // Only the subscription scoped to this app, from the operator's list.
+    until(&["orders"]).await;
+    publish("orders").await;
+    delivered("/orders").await;
+
+    // A new Subscription reaches the running sidecar...
+    cp.api
+        .put(&path("audit"), subscription("audit", "audit", json!([])));
+    until(&["audit", "orders"]).await;
+    publish("audit").await;
+    delivered("/audit").await;
+
+    // ...and a deleted one stops delivering.
+    cp.api.remove(&path("orders"));
+    until(&["audit"]).await;
+    let before = seen.lock().expect("lock").len();
+    publish("orders").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        before,
+        "a removed subscription still delivers"
+    );
+
+    // A replaced pub/sub component takes its subscriptions to the new broker.
+    cp.put(
+        "components",
+        "pubsub",
+        json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "pubsub", "namespace": NS, "uid": "p1", "resourceVersion": "2"},
+            "spec": {"type": "pubsub.in-memory", "version": "v1", "metadata": [{"name": "concurrency", "value": "4"}]}}),
+    );
+    let audits = || {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .filter(|p| *p == "/audit")
+            .count()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let before = audits();
+        publish("audit").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if audits() > before && started.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nothing delivered after the component changed"
+        );
+    }
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
