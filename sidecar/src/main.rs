@@ -13,7 +13,9 @@ fn init_logging(flags: &Flags) {
         LogLevel::Error => "error",
     };
     // Our crates log at the chosen level; libraries only warn.
-    let filter = tracing_subscriber::EnvFilter::new(format!("warn,daprd={level},daprs_sidecar={level},daprs_components={level}"));
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "warn,daprd={level},daprs_sidecar={level},daprs_components={level}"
+    ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

@@ -582,3 +582,47 @@ async fn inbound_resiliency_retries_and_app_max_concurrency_bound_deliveries() {
         "{most} deliveries at once with --app-max-concurrency 2"
     );
 }
+
+#[tokio::test]
+async fn a_bad_subscription_or_an_oversized_batch_is_refused_and_the_rest_keeps_working() {
+    let (inbox, app) = subscriber(json!([])).await;
+    let yaml = format!(
+        "{IN_MEMORY}---\napiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {{name: broken}}\nspec:\n  pubsubname: pubsub\n  topic: broken\n  routes:\n    rules:\n    - {{match: 'event.type = \"x\"', path: /never}}\n---\napiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {{name: fine}}\nspec:\n  pubsubname: pubsub\n  topic: fine\n  routes: {{default: /fine}}\n"
+    );
+    let home = temp_dir("ps-bad-input");
+    let res = resources(&home, &yaml);
+    let mut spec = Spec::new("ps-bad-input", &home);
+    spec.resources = Some(&res);
+    spec.app_port = Some(app);
+    spec.extra = vec!["--max-body-size".into(), "1Ki".into()];
+    let d = Daprd::start(spec).await;
+    // The broken rule is reported and left out; the other subscription runs.
+    let subs = subscribed(&d, 1).await;
+    assert_eq!(subs.as_array().map(Vec::len), Some(1), "{subs}");
+    let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+    assert!(
+        log.contains("Subscription broken") && log.contains("invalid match"),
+        "{log}"
+    );
+    assert_eq!(
+        d.send("POST", "/v1.0/publish/pubsub/fine", &[], "ok")
+            .await
+            .status,
+        204
+    );
+    inbox.wait("/fine", 1).await;
+    // A batch over --max-body-size is refused before it is read.
+    let big: Vec<Value> = (0..40)
+        .map(|i| json!({"entryId": i.to_string(), "event": "x".repeat(64), "contentType": "text/plain"}))
+        .collect();
+    let r = d
+        .send(
+            "POST",
+            "/v1.0-alpha1/publish/bulk/pubsub/fine",
+            &[("content-type", "application/json")],
+            Value::Array(big).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(d.get("/v1.0/healthz").await.expect("health").status, 204);
+}
