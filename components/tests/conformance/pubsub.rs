@@ -389,3 +389,38 @@ async fn a_broker_that_is_down_fails_the_component_with_a_reason() {
         .unwrap_or_default();
     assert!(err.contains("redisHost"), "{err}");
 }
+
+#[tokio::test]
+async fn rabbitmq_dead_letters_what_fails_when_not_requeued() {
+    let p = open(
+        "pubsub.rabbitmq",
+        &[("connectionString", RABBIT), ("enableDeadLetter", "true")],
+    )
+    .await;
+    let (topic, group) = (unique("conf-dlx"), unique("app"));
+    let seen = Seen::default();
+    let s = subscribe(&*p, &topic, &group, seen.handler(usize::MAX)).await;
+    p.publish(message(&topic, "doomed")).await.expect("publish");
+    until("the failed delivery", || seen.all().len() == 1).await;
+    // Rejected without requeue, the message is in the dead-letter queue.
+    let conn = lapin::Connection::connect(RABBIT, lapin::ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let dlq = format!("dlq-{group}-{topic}");
+    let mut got = None;
+    for _ in 0..100 {
+        if let Ok(Some(m)) = ch.basic_get(dlq.as_str().into(), Default::default()).await {
+            got = Some(m.delivery.data.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(got.as_deref(), Some(&b"doomed"[..]));
+    assert_eq!(seen.all().len(), 1, "not delivered again");
+    s.stop().await;
+    let _ = ch.queue_delete(dlq.as_str().into(), Default::default()).await;
+    let _ = ch
+        .exchange_delete(format!("dlx-{group}-{topic}").as_str().into(), Default::default())
+        .await;
+}
