@@ -149,7 +149,13 @@ impl PubSub for MemoryBroker {
                                 msg: d.msg,
                                 attempt: d.attempt.saturating_add(1),
                             };
-                            let _ = tx.send(again).await;
+                            // Waiting for room here, in a worker's slot, could wait
+                            // for a reader that waits for this slot.
+                            if let Err(mpsc::error::TrySendError::Full(again)) = tx.try_send(again) {
+                                tokio::spawn(async move {
+                                    let _ = tx.send(again).await;
+                                });
+                            }
                         }
                     })
                     .await;
