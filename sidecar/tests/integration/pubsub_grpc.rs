@@ -19,6 +19,45 @@ use super::{
 struct GrpcSubscriber {
     events: Arc<Mutex<Vec<daprs_proto::runtime::TopicEventRequest>>>,
     bulk: Arc<Mutex<Vec<daprs_proto::runtime::TopicEventBulkRequest>>>,
+    /// Serve bulk deliveries only under the Alpha1 name, as SDKs built on
+    /// Dapr 1.16's protos do.
+    alpha_only: bool,
+}
+
+impl GrpcSubscriber {
+    fn record_bulk(
+        &self,
+        req: daprs_proto::runtime::TopicEventBulkRequest,
+    ) -> Result<tonic::Response<daprs_proto::runtime::TopicEventBulkResponse>, tonic::Status> {
+        let statuses = req
+            .entries
+            .iter()
+            .map(|e| daprs_proto::runtime::TopicEventBulkResponseEntry {
+                entry_id: e.entry_id.clone(),
+                status: 0,
+            })
+            .collect();
+        self.bulk.lock().expect("lock").push(req);
+        Ok(tonic::Response::new(
+            daprs_proto::runtime::TopicEventBulkResponse { statuses },
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl daprs_proto::runtime::app_callback_alpha_server::AppCallbackAlpha for GrpcSubscriber {
+    async fn on_bulk_topic_event_alpha1(
+        &self,
+        req: tonic::Request<daprs_proto::runtime::TopicEventBulkRequest>,
+    ) -> Result<tonic::Response<daprs_proto::runtime::TopicEventBulkResponse>, tonic::Status> {
+        self.record_bulk(req.into_inner())
+    }
+    async fn on_job_event_alpha1(
+        &self,
+        _: tonic::Request<daprs_proto::runtime::JobEventRequest>,
+    ) -> Result<tonic::Response<daprs_proto::runtime::JobEventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no jobs"))
+    }
 }
 
 #[tonic::async_trait]
@@ -73,19 +112,10 @@ impl daprs_proto::runtime::app_callback_server::AppCallback for GrpcSubscriber {
         &self,
         req: tonic::Request<daprs_proto::runtime::TopicEventBulkRequest>,
     ) -> Result<tonic::Response<daprs_proto::runtime::TopicEventBulkResponse>, tonic::Status> {
-        let req = req.into_inner();
-        let statuses = req
-            .entries
-            .iter()
-            .map(|e| daprs_proto::runtime::TopicEventBulkResponseEntry {
-                entry_id: e.entry_id.clone(),
-                status: 0,
-            })
-            .collect();
-        self.bulk.lock().expect("lock").push(req);
-        Ok(tonic::Response::new(
-            daprs_proto::runtime::TopicEventBulkResponse { statuses },
-        ))
+        if self.alpha_only {
+            return Err(tonic::Status::unimplemented("only the Alpha1 name"));
+        }
+        self.record_bulk(req.into_inner())
     }
     async fn on_job_event(
         &self,
@@ -97,21 +127,40 @@ impl daprs_proto::runtime::app_callback_server::AppCallback for GrpcSubscriber {
 
 #[tokio::test]
 async fn grpc_apps_get_on_topic_event_and_on_bulk_topic_event() {
-    let app = GrpcSubscriber::default();
+    grpc_app_deliveries(false).await;
+}
+
+#[tokio::test]
+async fn older_grpc_apps_get_bulk_deliveries_under_the_alpha1_name() {
+    grpc_app_deliveries(true).await;
+}
+
+async fn grpc_app_deliveries(alpha_only: bool) {
+    let app = GrpcSubscriber {
+        alpha_only,
+        ..Default::default()
+    };
     let port = free_port();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
     let svc = daprs_proto::runtime::app_callback_server::AppCallbackServer::new(app.clone());
+    let alpha = daprs_proto::runtime::app_callback_alpha_server::AppCallbackAlphaServer::new(app.clone());
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
+            .add_service(alpha)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
     });
-    let home = temp_dir("ps-grpc-app");
+    let name = if alpha_only {
+        "ps-grpc-alpha"
+    } else {
+        "ps-grpc-app"
+    };
+    let home = temp_dir(name);
     let res = resources(&home, IN_MEMORY);
-    let mut spec = Spec::new("ps-grpc-app", &home);
+    let mut spec = Spec::new(name, &home);
     spec.resources = Some(&res);
     spec.app_port = Some(port);
     spec.protocol = "grpc";
