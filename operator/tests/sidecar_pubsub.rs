@@ -11,6 +11,11 @@ mod settings;
 use std::{net::SocketAddr, time::Duration};
 
 use daprd::{NS, control_plane, http, scratch, sidecar};
+use daprs_proto::runtime::{
+    SubscribeTopicEventsRequestAlpha1, SubscribeTopicEventsRequestInitialAlpha1, dapr_client::DaprClient,
+    subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType as In,
+    subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType as Out,
+};
 use serde_json::{Value, json};
 
 /// An app that records the path of every POST it gets and acknowledges it.
@@ -138,6 +143,35 @@ async fn kubernetes_mode_follows_subscriptions_from_the_operator() {
         "a removed subscription still delivers"
     );
 
+    // A streaming subscriber, open across the replacement below.
+    let (answers, answers_rx) = tokio::sync::mpsc::channel(16);
+    answers
+        .send(SubscribeTopicEventsRequestAlpha1 {
+            subscribe_topic_events_request_type: Some(In::InitialRequest(
+                SubscribeTopicEventsRequestInitialAlpha1 {
+                    pubsub_name: "pubsub".into(),
+                    topic: "feed".into(),
+                    metadata: Default::default(),
+                    dead_letter_topic: None,
+                },
+            )),
+        })
+        .await
+        .expect("initial request");
+    let mut client = DaprClient::connect(format!("http://127.0.0.1:{}", d.grpc))
+        .await
+        .expect("connect");
+    let mut events = client
+        .subscribe_topic_events_alpha1(tokio_stream::wrappers::ReceiverStream::new(answers_rx))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let first = events.message().await.expect("stream").expect("initial");
+    assert!(matches!(
+        first.subscribe_topic_events_response_type,
+        Some(Out::InitialResponse(_))
+    ));
+
     // A replaced pub/sub component takes its subscriptions to the new broker.
     cp.put(
         "components",
@@ -166,6 +200,25 @@ async fn kubernetes_mode_follows_subscriptions_from_the_operator() {
             "nothing delivered after the component changed"
         );
     }
+    // ...the streaming one too.
+    let next = async {
+        loop {
+            publish("feed").await;
+            match tokio::time::timeout(Duration::from_millis(300), events.message()).await {
+                Ok(m) => break m,
+                Err(_) => continue,
+            }
+        }
+    };
+    let msg = tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("the stream got an event after the component changed")
+        .expect("stream")
+        .expect("event");
+    assert!(matches!(
+        msg.subscribe_topic_events_response_type,
+        Some(Out::EventMessage(ref e)) if e.topic == "feed"
+    ));
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,7 +13,7 @@ use std::{
 
 use daprs_components::{
     Error,
-    pubsub::{self as broker, Handler},
+    pubsub::{self as broker, Handler, Subscribed},
 };
 use daprs_proto::runtime::{
     SubscribeTopicEventsRequestAlpha1, SubscribeTopicEventsResponseAlpha1,
@@ -31,54 +31,29 @@ use super::{
     delivery::{Outcome, grpc_outcome, topic_event_request},
     subscriptions::{Kind, Subscription},
 };
-use crate::runtime::Runtime;
+use crate::runtime::{PubSubEntry, Runtime};
 
 /// The response stream of a streaming subscription.
 pub type Events = Pin<Box<dyn Stream<Item = Result<SubscribeTopicEventsResponseAlpha1, Status>> + Send>>;
 
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<i32>>>>;
 
-/// Starts a streaming subscription from the subscriber's first message.
-pub async fn subscribe(
-    rt: Arc<Runtime>,
-    mut incoming: Streaming<SubscribeTopicEventsRequestAlpha1>,
-) -> Result<Events, Status> {
-    let first = incoming
-        .message()
-        .await?
-        .and_then(|m| m.subscribe_topic_events_request_type);
-    let Some(In::InitialRequest(init)) = first else {
-        return Err(Status::invalid_argument(
-            "the first message of SubscribeTopicEventsAlpha1 must be an initial request",
-        ));
-    };
-    let entry = rt.pubsub(&init.pubsub_name, &init.topic)?;
-    if !entry.scopes.may_subscribe(&init.topic) {
-        return Err(Status::permission_denied(format!(
-            "topic {} is not allowed for app id {} on pubsub {}",
-            init.topic, rt.app_id, init.pubsub_name
-        )));
-    }
-    let sub = Arc::new(Subscription {
-        pubsub: init.pubsub_name.clone(),
-        topic: init.topic.clone(),
-        rules: Vec::new(),
-        default_path: Some(String::new()),
-        dead_letter_topic: init.dead_letter_topic.filter(|t| !t.is_empty()),
-        metadata: init.metadata.into_iter().collect(),
-        bulk: None,
-        kind: Kind::Streaming,
-        name: None,
-    });
-    let (tx, rx) = mpsc::channel::<Result<SubscribeTopicEventsResponseAlpha1, Status>>(16);
-    let waiting: Waiting = Arc::default();
+/// Subscribes `sub` on `entry`'s broker, sending each event to the
+/// subscriber through `tx` and waiting for its answer in `waiting`.
+async fn start(
+    rt: &Arc<Runtime>,
+    entry: Arc<PubSubEntry>,
+    sub: &Arc<Subscription>,
+    tx: &mpsc::Sender<Result<SubscribeTopicEventsResponseAlpha1, Status>>,
+    waiting: &Waiting,
+) -> Result<Subscribed, Status> {
     let handler: Handler = {
         let (tx, waiting, sub, entry, rt) = (
             tx.clone(),
             waiting.clone(),
             sub.clone(),
             entry.clone(),
-            Arc::downgrade(&rt),
+            Arc::downgrade(rt),
         );
         Arc::new(move |msg| {
             let (tx, waiting, sub, entry, rt) = (
@@ -123,11 +98,49 @@ pub async fn subscribe(
         topic: sub.topic.clone(),
         metadata: sub.metadata.clone(),
     };
-    let running = entry
+    entry
         .broker
         .subscribe(request, handler)
         .await
-        .map_err(|e| Status::internal(format!("subscribing to {}/{}: {e}", sub.pubsub, sub.topic)))?;
+        .map_err(|e| Status::internal(format!("subscribing to {}/{}: {e}", sub.pubsub, sub.topic)))
+}
+
+/// Starts a streaming subscription from the subscriber's first message.
+pub async fn subscribe(
+    rt: Arc<Runtime>,
+    mut incoming: Streaming<SubscribeTopicEventsRequestAlpha1>,
+) -> Result<Events, Status> {
+    let first = incoming
+        .message()
+        .await?
+        .and_then(|m| m.subscribe_topic_events_request_type);
+    let Some(In::InitialRequest(init)) = first else {
+        return Err(Status::invalid_argument(
+            "the first message of SubscribeTopicEventsAlpha1 must be an initial request",
+        ));
+    };
+    let entry = rt.pubsub(&init.pubsub_name, &init.topic)?;
+    if !entry.scopes.may_subscribe(&init.topic) {
+        return Err(Status::permission_denied(format!(
+            "topic {} is not allowed for app id {} on pubsub {}",
+            init.topic, rt.app_id, init.pubsub_name
+        )));
+    }
+    let sub = Arc::new(Subscription {
+        pubsub: init.pubsub_name.clone(),
+        topic: init.topic.clone(),
+        rules: Vec::new(),
+        default_path: Some(String::new()),
+        dead_letter_topic: init.dead_letter_topic.filter(|t| !t.is_empty()),
+        metadata: init.metadata.into_iter().collect(),
+        bulk: None,
+        kind: Kind::Streaming,
+        name: None,
+    });
+    let (tx, rx) = mpsc::channel::<Result<SubscribeTopicEventsResponseAlpha1, Status>>(16);
+    let waiting: Waiting = Arc::default();
+    let mut changed = rt.pubsub_changed.subscribe();
+    let mut running = Some(start(&rt, entry, &sub, &tx, &waiting).await?);
     let initial = SubscribeTopicEventsResponseAlpha1 {
         subscribe_topic_events_response_type: Some(Out::InitialResponse(
             SubscribeTopicEventsResponseInitialAlpha1 {},
@@ -135,9 +148,35 @@ pub async fn subscribe(
     };
     let _ = tx.send(Ok(initial)).await;
     let token = rt.add_subscription(sub.clone());
-    // Answers from the subscriber, until it ends the call.
+    // Answers from the subscriber, until it ends the call; a replaced
+    // component moves the subscription to its new broker.
     tokio::spawn(async move {
-        while let Some(Ok(msg)) = incoming.next().await {
+        loop {
+            let msg = tokio::select! {
+                m = incoming.next() => m,
+                name = changed.recv() => {
+                    if matches!(&name, Ok(n) if *n == sub.pubsub) {
+                        // Not waited for: its deliveries in flight finish as this
+                        // loop reads their answers.
+                        drop(running.take());
+                        match rt.pubsub(&sub.pubsub, &sub.topic) {
+                            Ok(entry) => match start(&rt, entry, &sub, &tx, &waiting).await {
+                                Ok(r) => running = Some(r),
+                                Err(e) => {
+                                    let _ = tx.send(Err(e)).await;
+                                    break;
+                                }
+                            },
+                            Err(e) => {
+                                let _ = tx.send(Err(e.into())).await;
+                                break;
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Some(Ok(msg)) = msg else { break };
             if let Some(In::EventProcessed(done)) = msg.subscribe_topic_events_request_type {
                 let status = done.status.map_or(0, |s| s.status);
                 if let Some(answered) = daprs_components::lock(&waiting).remove(&done.id) {
@@ -146,7 +185,9 @@ pub async fn subscribe(
             }
         }
         daprs_components::lock(&waiting).clear();
-        running.stop().await;
+        if let Some(r) = running {
+            r.stop().await;
+        }
         rt.remove_subscription(token);
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
