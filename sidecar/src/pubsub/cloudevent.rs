@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use bytes::Bytes;
 use daprs_components::{Metadata, state::rfc3339};
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value, value::RawValue};
 
 /// The content type of a CloudEvent in JSON.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -65,24 +66,120 @@ pub fn envelope(
     now: SystemTime,
 ) -> Result<Bytes, EnvelopeError> {
     let media = content_type.map(media_type).unwrap_or_default();
-    let mut ce: Map<String, Value> = if media == CONTENT_TYPE {
-        match serde_json::from_slice(body) {
-            Ok(Value::Object(m)) => m,
-            _ => {
-                return Err(EnvelopeError(
-                    "the body is not a CloudEvent: application/cloudevents+json needs a JSON object".into(),
-                ));
-            }
+    let expiration = match get(metadata, "ttlInSeconds") {
+        None => None,
+        Some(ttl) => {
+            let secs: u64 = ttl.trim().parse().map_err(|_| {
+                EnvelopeError(format!("ttlInSeconds {ttl:?} is not a whole number of seconds"))
+            })?;
+            Some(rfc3339(daprs_components::state::expiry(
+                now,
+                Duration::from_secs(secs),
+            )))
         }
+    };
+    let traceparent = origin.traceparent.map_or_else(new_traceparent, str::to_string);
+    if media == CONTENT_TYPE {
+        return complete(body, metadata, origin, now, &traceparent, expiration);
+    }
+    // Wrapped in one pass, with no map or copy of the payload.
+    let traceid = get(metadata, "cloudevent.traceid");
+    let binary = matches!(
+        media.as_str(),
+        "application/octet-stream" | "application/cloudevents+protobuf" | "application/x-protobuf"
+    );
+    let json = (media == "application/json")
+        .then(|| serde_json::from_slice::<&RawValue>(body).ok())
+        .flatten();
+    let text = if binary || json.is_some() {
+        None
     } else {
-        let mut m = Map::new();
-        m.insert("id".into(), daprs_components::uuid_v4().into());
-        m.insert("source".into(), origin.app_id.into());
-        m.insert(
-            "datacontenttype".into(),
-            content_type.unwrap_or("text/plain").into(),
-        );
-        m
+        std::str::from_utf8(body).ok()
+    };
+    let data = match (json, text) {
+        (Some(raw), _) => Some(Data::Json(raw)),
+        (None, Some(t)) => Some(Data::Text(t)),
+        (None, None) => None,
+    };
+    let data_base64 = data
+        .is_none()
+        .then(|| base64::engine::general_purpose::STANDARD.encode(body));
+    let id = match get(metadata, "cloudevent.id") {
+        Some(id) => id.to_string(),
+        None => daprs_components::uuid_v4(),
+    };
+    let wrapped = Wrapped {
+        id: &id,
+        source: get(metadata, "cloudevent.source").unwrap_or(origin.app_id),
+        kind: get(metadata, "cloudevent.type").unwrap_or(EVENT_TYPE),
+        specversion: "1.0",
+        datacontenttype: content_type.unwrap_or("text/plain"),
+        topic: origin.topic,
+        pubsubname: origin.pubsub,
+        traceid: traceid.unwrap_or(&traceparent),
+        traceparent: get(metadata, "cloudevent.traceparent")
+            .or(traceid)
+            .unwrap_or(&traceparent),
+        tracestate: get(metadata, "cloudevent.tracestate")
+            .or(origin.tracestate)
+            .unwrap_or_default(),
+        time: rfc3339(now),
+        subject: get(metadata, "cloudevent.subject"),
+        expiration,
+        data,
+        data_base64,
+    };
+    serde_json::to_vec(&wrapped)
+        .map(Bytes::from)
+        .map_err(|e| EnvelopeError(e.to_string()))
+}
+
+/// A payload Dapr wraps, as it goes out.
+#[derive(Serialize)]
+struct Wrapped<'a> {
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    specversion: &'a str,
+    datacontenttype: &'a str,
+    topic: &'a str,
+    pubsubname: &'a str,
+    traceid: &'a str,
+    traceparent: &'a str,
+    tracestate: &'a str,
+    time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Data<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+}
+
+/// `data`: JSON as it came (numbers exact), or text.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
+}
+
+/// An app's own CloudEvent, completed with what Dapr adds.
+fn complete(
+    body: &[u8],
+    metadata: &Metadata,
+    origin: &Origin<'_>,
+    now: SystemTime,
+    traceparent: &str,
+    expiration: Option<String>,
+) -> Result<Bytes, EnvelopeError> {
+    let Ok(Value::Object(mut ce)) = serde_json::from_slice::<Value>(body) else {
+        return Err(EnvelopeError(
+            "the body is not a CloudEvent: application/cloudevents+json needs a JSON object".into(),
+        ));
     };
     let mut default = |k: &str, v: Value| {
         ce.entry(k.to_string()).or_insert(v);
@@ -91,8 +188,7 @@ pub fn envelope(
     default("type", EVENT_TYPE.into());
     default("specversion", "1.0".into());
     default("time", rfc3339(now).into());
-    let traceparent = origin.traceparent.map_or_else(new_traceparent, str::to_string);
-    default("traceparent", traceparent.clone().into());
+    default("traceparent", traceparent.into());
     default("traceid", traceparent.into());
     default("tracestate", origin.tracestate.unwrap_or_default().into());
     ce.insert("topic".into(), origin.topic.into());
@@ -111,42 +207,12 @@ pub fn envelope(
             ce.insert(attr.into(), v.into());
         }
     }
-    if let Some(ttl) = get(metadata, "ttlInSeconds") {
-        let secs: u64 = ttl
-            .trim()
-            .parse()
-            .map_err(|_| EnvelopeError(format!("ttlInSeconds {ttl:?} is not a whole number of seconds")))?;
-        let at = daprs_components::state::expiry(now, Duration::from_secs(secs));
-        ce.insert("expiration".into(), rfc3339(at).into());
-    }
-    if media != CONTENT_TYPE {
-        put_data(&mut ce, body, &media);
+    if let Some(at) = expiration {
+        ce.insert("expiration".into(), at.into());
     }
     serde_json::to_vec(&ce)
         .map(Bytes::from)
         .map_err(|e| EnvelopeError(e.to_string()))
-}
-
-/// The payload as `data` (JSON kept as JSON, text as a string) or `data_base64`.
-fn put_data(ce: &mut Map<String, Value>, body: &[u8], media: &str) {
-    let binary = matches!(
-        media,
-        "application/octet-stream" | "application/cloudevents+protobuf" | "application/x-protobuf"
-    );
-    if !binary {
-        if media == "application/json"
-            && let Ok(v) = serde_json::from_slice::<Value>(body)
-        {
-            ce.insert("data".into(), v);
-            return;
-        }
-        if let Ok(text) = std::str::from_utf8(body) {
-            ce.insert("data".into(), text.into());
-            return;
-        }
-    }
-    let b64 = base64::engine::general_purpose::STANDARD.encode(body);
-    ce.insert("data_base64".into(), b64.into());
 }
 
 /// Parses an RFC 3339 time (`2024-01-02T03:04:05.123Z`, or with an offset).

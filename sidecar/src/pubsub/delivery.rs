@@ -134,17 +134,84 @@ fn json_to_prost(v: &Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
+/// What a delivery reads of an event: the whole event where something needs
+/// it (routing rules, gRPC apps, batches), else only the attributes an HTTP
+/// delivery uses, which spares building the event as a map each time.
+pub enum Event {
+    Full(Map<String, Value>),
+    Attrs(Attrs),
+}
+
+/// The attributes of an event an HTTP delivery reads.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Attrs {
+    id: Option<String>,
+    expiration: Option<String>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl Event {
+    /// Reads `data` as an event: None when it is not a JSON object.
+    fn parse(data: &[u8], whole: bool) -> Option<Self> {
+        if whole {
+            match serde_json::from_slice::<Value>(data) {
+                Ok(Value::Object(m)) => Some(Self::Full(m)),
+                _ => None,
+            }
+        } else {
+            // A struct also reads from a JSON array; an event is an object.
+            let first = data.iter().find(|b| !b.is_ascii_whitespace());
+            if first != Some(&b'{') {
+                return None;
+            }
+            serde_json::from_slice::<Attrs>(data).ok().map(Self::Attrs)
+        }
+    }
+
+    /// A string attribute.
+    fn attr(&self, name: &str) -> Option<&str> {
+        match self {
+            Self::Full(m) => m.get(name).and_then(Value::as_str),
+            Self::Attrs(a) => match name {
+                "id" => a.id.as_deref(),
+                "expiration" => a.expiration.as_deref(),
+                "traceparent" => a.traceparent.as_deref(),
+                "tracestate" => a.tracestate.as_deref(),
+                _ => None,
+            },
+        }
+    }
+
+    fn expired(&self, now: SystemTime) -> bool {
+        self.attr("expiration")
+            .and_then(cloudevent::parse_rfc3339)
+            .is_some_and(|t| t <= now)
+    }
+
+    /// The whole event, read again from `body` if only attributes were.
+    fn whole(&self, body: &[u8]) -> std::borrow::Cow<'_, Map<String, Value>> {
+        match self {
+            Self::Full(m) => std::borrow::Cow::Borrowed(m),
+            Self::Attrs(_) => match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(m)) => std::borrow::Cow::Owned(m),
+                _ => std::borrow::Cow::Owned(Map::new()),
+            },
+        }
+    }
+}
+
 /// Calls the app once with an event; transport failures count as Retry.
 async fn call_app(
     app: &AppChannel,
     sub: &Subscription,
     path: &str,
-    ce: &Map<String, Value>,
+    ev: &Event,
     body: &Bytes,
 ) -> (Outcome, Option<Failure>) {
     if let Some(channel) = app.grpc_channel() {
         let _permit = app.admit().await;
-        let req = app.grpc_request(topic_event_request(ce, path));
+        let req = app.grpc_request(topic_event_request(&ev.whole(body), path));
         let res = AppCallbackClient::new(channel)
             .on_topic_event(req)
             .await
@@ -164,7 +231,7 @@ async fn call_app(
     };
     header("pubsubname", &sub.pubsub);
     for k in ["traceparent", "tracestate"] {
-        if let Some(v) = ce.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()) {
+        if let Some(v) = ev.attr(k).filter(|v| !v.is_empty()) {
             header(k, v);
         }
     }
@@ -236,24 +303,30 @@ async fn handle(
     batcher: Option<&Batcher>,
     msg: Message,
 ) -> Result<(), Error> {
-    let (ce, body) = if sub.raw_payload() {
+    let (ev, body) = if sub.raw_payload() {
         let ce = cloudevent::wrap_raw(&msg.data, &sub.pubsub, &sub.topic);
         let body = Bytes::from(serde_json::to_vec(&ce).unwrap_or_default());
-        (ce, body)
+        (Event::Full(ce), body)
     } else {
-        match serde_json::from_slice::<Value>(&msg.data) {
-            Ok(Value::Object(ce)) => (ce, msg.data.clone()),
-            _ => {
+        let http_app = rt.app.as_ref().is_some_and(|a| a.grpc_channel().is_none());
+        let whole = !(http_app && sub.rules.is_empty() && batcher.is_none());
+        match Event::parse(&msg.data, whole) {
+            Some(ev) => (ev, msg.data.clone()),
+            None => {
                 tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, "a message is not a CloudEvent; set rawPayload on the subscription to receive raw messages");
                 return drop_message(rt, entry, sub, msg).await;
             }
         }
     };
-    if cloudevent::expired(&ce, SystemTime::now()) {
-        tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, id = ?ce.get("id"), "event expired; dropped");
+    if ev.expired(SystemTime::now()) {
+        tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, id = ?ev.attr("id"), "event expired; dropped");
         return drop_message(rt, entry, sub, msg).await;
     }
-    let Some(path) = sub.route(&ce).map(str::to_string) else {
+    let route = match &ev {
+        Event::Full(ce) => sub.route(ce),
+        Event::Attrs(_) => sub.default_path.as_deref(),
+    };
+    let Some(path) = route.map(str::to_string) else {
         tracing::debug!(pubsub = %sub.pubsub, topic = %sub.topic, "no route matches the event; acknowledged");
         return Ok(());
     };
@@ -262,13 +335,13 @@ async fn handle(
         return Err(Error::Backend("the app is unhealthy".into()));
     }
     let outcome = match batcher {
-        Some(b) => Some(b.deliver(path, ce.clone()).await),
-        None => deliver_one(rt, app, sub, &path, &ce, &body).await,
+        Some(b) => Some(b.deliver(path, ev.whole(&body).into_owned()).await),
+        None => deliver_one(rt, app, sub, &path, &ev, &body).await,
     };
     match outcome {
         Some(Outcome::Success) => Ok(()),
         Some(Outcome::Drop) => {
-            tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, id = ?ce.get("id"), "the app dropped the event");
+            tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, id = ?ev.attr("id"), "the app dropped the event");
             drop_message(rt, entry, sub, msg).await
         }
         Some(Outcome::Retry) | None => Err(Error::Backend(format!(
@@ -285,12 +358,12 @@ async fn deliver_one(
     app: &AppChannel,
     sub: &Subscription,
     path: &str,
-    ce: &Map<String, Value>,
+    ev: &Event,
     body: &Bytes,
 ) -> Option<Outcome> {
     let policy = rt.resiliency.inbound(&sub.pubsub);
     let attempt = || async {
-        match call_app(app, sub, path, ce, body).await {
+        match call_app(app, sub, path, ev, body).await {
             (Outcome::Retry, failure) => Err(failure.unwrap_or(Failure::Transport)),
             (outcome, _) => Ok(outcome),
         }
@@ -533,6 +606,19 @@ mod tests {
         assert_eq!(http_outcome(404, b""), Outcome::Drop);
         assert_eq!(http_outcome(500, br#"{"status": "SUCCESS"}"#), Outcome::Retry);
         assert_eq!(http_outcome(400, b""), Outcome::Retry);
+    }
+
+    #[test]
+    fn events_are_objects_read_whole_or_by_attributes() {
+        let data = br#"{"id": "1", "expiration": "2000-01-01T00:00:00Z", "traceparent": "tp", "data": {"a": [1, 2]}}"#;
+        for whole in [true, false] {
+            let ev = Event::parse(data, whole).expect("an event");
+            assert_eq!((ev.attr("id"), ev.attr("traceparent")), (Some("1"), Some("tp")));
+            assert!(ev.expired(SystemTime::now()));
+            assert_eq!(ev.whole(data)["data"]["a"][1], 2);
+            assert!(Event::parse(b"[null, null]", whole).is_none());
+            assert!(Event::parse(b"not json", whole).is_none());
+        }
     }
 
     #[test]
