@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use bytes::Bytes;
 use daprs_components::{Metadata, state::rfc3339};
-use serde::Serialize;
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
+};
 use serde_json::{Map, Value, value::RawValue};
 
 /// The content type of a CloudEvent in JSON.
@@ -88,7 +91,7 @@ pub fn envelope(
         media.as_str(),
         "application/octet-stream" | "application/cloudevents+protobuf" | "application/x-protobuf"
     );
-    let json = (media == "application/json")
+    let json = (media == "application/json" && serde_json::from_slice::<Readable>(body).is_ok())
         .then(|| serde_json::from_slice::<&RawValue>(body).ok())
         .flatten();
     let text = if binary || json.is_some() {
@@ -132,6 +135,63 @@ pub fn envelope(
     serde_json::to_vec(&wrapped)
         .map(Bytes::from)
         .map_err(|e| EnvelopeError(e.to_string()))
+}
+
+/// JSON that subscribers can read back as JSON: well formed, and with every
+/// number within range (`1e400` is valid syntax that parsers refuse). It is
+/// checked without building anything; JSON that fails goes out as text.
+struct Readable;
+
+impl<'de> Deserialize<'de> for Readable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Readable)
+    }
+}
+
+impl<'de> Visitor<'de> for Readable {
+    type Value = Readable;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Readable, E> {
+        if v.is_finite() {
+            Ok(Readable)
+        } else {
+            Err(E::custom("number out of range"))
+        }
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_unit<E>(self) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Readable, A::Error> {
+        while seq.next_element::<Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Readable, A::Error> {
+        while map.next_entry::<IgnoredAny, Readable>()?.is_some() {}
+        Ok(Readable)
+    }
 }
 
 /// A payload Dapr wraps, as it goes out.
@@ -338,6 +398,15 @@ mod tests {
         assert!(ce.get("data").is_none());
         let ce = build(b"{not json", Some("application/json"), &[]);
         assert_eq!(ce["data"], "{not json");
+        // Valid syntax, but no parser reads it back as a number: text.
+        let ce = build(b"[1e400]", Some("application/json"), &[]);
+        assert_eq!(ce["data"], "[1e400]");
+        let ce = build(
+            br#"{"a": [1.5, "x\"y", null, true]}"#,
+            Some("application/json"),
+            &[],
+        );
+        assert_eq!(ce["data"]["a"][1], "x\"y");
     }
 
     #[test]
