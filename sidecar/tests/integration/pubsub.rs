@@ -23,7 +23,7 @@ use daprs_proto::runtime::{
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use super::harness::{Daprd, Spec, free_port, resources, temp_dir};
+use super::harness::{Daprd, Spec, resources, temp_dir};
 
 /// One delivery as the app saw it.
 #[derive(Debug, Clone)]
@@ -138,10 +138,11 @@ pub async fn subscriber(subscriptions: Value) -> (Inbox, u16) {
         }
         Json(json!({ "statuses": statuses })).into_response()
     }
-    let port = free_port();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    // Port 0: a port found free first could be taken by a parallel test.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
     let router = Router::new()
         .route("/dapr/subscribe", get(list))
         .fallback(deliver)

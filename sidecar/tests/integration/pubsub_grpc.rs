@@ -10,7 +10,7 @@ use daprs_proto::runtime::TopicEventResponse;
 use serde_json::{Value, json};
 
 use super::{
-    harness::{Daprd, Spec, free_port, resources, temp_dir},
+    harness::{Daprd, Spec, resources, temp_dir},
     pubsub::{IN_MEMORY, post, subscribed},
 };
 
@@ -140,10 +140,11 @@ async fn grpc_app_deliveries(alpha_only: bool) {
         alpha_only,
         ..Default::default()
     };
-    let port = free_port();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    // Port 0: a port found free first could be taken by a parallel test.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
     let svc = daprs_proto::runtime::app_callback_server::AppCallbackServer::new(app.clone());
     let alpha = daprs_proto::runtime::app_callback_alpha_server::AppCallbackAlphaServer::new(app.clone());
     tokio::spawn(async move {
