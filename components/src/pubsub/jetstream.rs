@@ -12,7 +12,11 @@ use std::{collections::HashSet, time::Duration};
 
 use async_nats::{
     HeaderMap,
-    jetstream::{self, AckKind, consumer::pull, stream},
+    jetstream::{
+        self, AckKind,
+        consumer::{DeliverPolicy, pull},
+        stream,
+    },
 };
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -28,8 +32,41 @@ struct Settings {
     consumer: String,
     ack_wait: Duration,
     max_deliver: i64,
-    deliver_all: bool,
+    max_ack_pending: Option<i64>,
+    deliver_policy: DeliverPolicy,
     concurrency: usize,
+}
+
+/// `deliverPolicy` (with `startSequence` or `startTime`, Unix seconds), as Dapr reads them.
+fn deliver_policy(metadata: &Metadata) -> std::result::Result<DeliverPolicy, String> {
+    Ok(match meta(metadata, "deliverPolicy").unwrap_or("all") {
+        "all" => DeliverPolicy::All,
+        "new" => DeliverPolicy::New,
+        "last" => DeliverPolicy::Last,
+        "sequence" => DeliverPolicy::ByStartSequence {
+            start_sequence: meta(metadata, "startSequence")
+                .ok_or("deliverPolicy sequence needs startSequence")?
+                .trim()
+                .parse()
+                .map_err(|_| "startSequence must be a whole number".to_string())?,
+        },
+        "time" => {
+            let secs: i64 = meta(metadata, "startTime")
+                .ok_or("deliverPolicy time needs startTime (Unix seconds)")?
+                .trim()
+                .parse()
+                .map_err(|_| "startTime must be Unix seconds".to_string())?;
+            DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::from_unix_timestamp(secs)
+                    .map_err(|_| format!("startTime {secs} is out of range"))?,
+            }
+        }
+        other => {
+            return Err(format!(
+                "deliverPolicy {other:?} is not one of all, new, last, sequence, time"
+            ));
+        }
+    })
 }
 
 /// The broker.
@@ -72,18 +109,17 @@ impl JetStreamBroker {
             .connect(url)
             .await
             .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-        let deliver_all = match meta(metadata, "deliverPolicy").unwrap_or("all") {
-            "all" => true,
-            "new" => false,
-            other => return Err(format!("deliverPolicy {other:?} is not supported (all or new)")),
-        };
         let settings = Settings {
             stream_name: meta(metadata, "streamName").map(str::to_string),
             durable: meta(metadata, "durableName").map(nats_name),
             consumer: meta(metadata, CONSUMER_ID).unwrap_or("daprs").to_string(),
             ack_wait: meta_duration(metadata, "ackWait", Duration::from_secs(30))?,
             max_deliver: meta_num(metadata, "maxDeliver", -1i64)?,
-            deliver_all,
+            max_ack_pending: match meta(metadata, "maxAckPending") {
+                Some(_) => Some(meta_num(metadata, "maxAckPending", 0i64)?),
+                None => None,
+            },
+            deliver_policy: deliver_policy(metadata)?,
             concurrency: meta_num(metadata, "concurrency", 16usize)?.max(1),
         };
         Ok(Self {
@@ -165,11 +201,8 @@ impl PubSub for JetStreamBroker {
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: s.ack_wait,
             max_deliver: s.max_deliver,
-            deliver_policy: if s.deliver_all {
-                jetstream::consumer::DeliverPolicy::All
-            } else {
-                jetstream::consumer::DeliverPolicy::New
-            },
+            deliver_policy: s.deliver_policy,
+            max_ack_pending: s.max_ack_pending.unwrap_or_default(),
             ..Default::default()
         };
         let consumer = stream
@@ -236,6 +269,32 @@ impl PubSub for JetStreamBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deliver_policies() {
+        let md = |pairs: &[(&str, &str)]| -> Metadata {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(deliver_policy(&md(&[])), Ok(DeliverPolicy::All));
+        assert_eq!(
+            deliver_policy(&md(&[("deliverPolicy", "last")])),
+            Ok(DeliverPolicy::Last)
+        );
+        assert_eq!(
+            deliver_policy(&md(&[("deliverPolicy", "sequence"), ("startSequence", "42")])),
+            Ok(DeliverPolicy::ByStartSequence { start_sequence: 42 })
+        );
+        assert!(matches!(
+            deliver_policy(&md(&[("deliverPolicy", "time"), ("startTime", "1700000000")])),
+            Ok(DeliverPolicy::ByStartTime { start_time }) if start_time.unix_timestamp() == 1_700_000_000
+        ));
+        assert!(deliver_policy(&md(&[("deliverPolicy", "sequence")])).is_err());
+        assert!(deliver_policy(&md(&[("deliverPolicy", "time"), ("startTime", "soon")])).is_err());
+        assert!(deliver_policy(&md(&[("deliverPolicy", "first")])).is_err());
+    }
 
     #[test]
     fn names_are_made_safe() {

@@ -424,3 +424,39 @@ async fn rabbitmq_dead_letters_what_fails_when_not_requeued() {
         .exchange_delete(format!("dlx-{group}-{topic}").as_str().into(), Default::default())
         .await;
 }
+
+#[tokio::test]
+async fn jetstream_deliver_policies_start_where_asked() {
+    let stream = unique("conf-policy");
+    let topic = unique("conf-policy");
+    let publisher = open(
+        "pubsub.jetstream",
+        &[("natsURL", "nats://127.0.0.1:4222"), ("streamName", &stream)],
+    )
+    .await;
+    for m in ["m1", "m2", "m3"] {
+        publisher.publish(message(&topic, m)).await.expect("publish");
+    }
+    // Each policy on a consumer group of its own, after the three were stored.
+    for (policy, extra, want) in [
+        ("all", None, vec!["m1", "m2", "m3"]),
+        ("last", None, vec!["m3"]),
+        ("sequence", Some(("startSequence", "2")), vec!["m2", "m3"]),
+    ] {
+        let mut md = vec![
+            ("natsURL", "nats://127.0.0.1:4222"),
+            ("streamName", stream.as_str()),
+            ("deliverPolicy", policy),
+        ];
+        md.extend(extra);
+        let p = open("pubsub.jetstream", &md).await;
+        let seen = Seen::default();
+        let s = subscribe(&*p, &topic, &unique("g"), seen.handler(0)).await;
+        until(policy, || seen.all().len() >= want.len()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(sorted(seen.all()), want, "deliverPolicy {policy}");
+        s.stop().await;
+    }
+    let client = async_nats::connect("127.0.0.1:4222").await.expect("nats");
+    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+}
