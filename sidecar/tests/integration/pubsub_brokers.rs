@@ -142,3 +142,35 @@ async fn redis_del(key: &str) {
         let _ = s.read(&mut buf).await;
     }
 }
+
+#[tokio::test]
+async fn a_broker_that_is_down_at_start_follows_ignore_errors() {
+    let closed = free_port();
+    let yaml = |ignore: bool| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: events}}\nspec:\n  type: pubsub.redis\n  version: v1\n  initTimeout: 3s\n  ignoreErrors: {ignore}\n  metadata:\n  - {{name: redisHost, value: '127.0.0.1:{closed}'}}\n"
+        )
+    };
+    // Ignored: daprd serves, without the component, and says so when it is used.
+    let (d, home) = sidecar("ps-down", &yaml(true), None).await;
+    let r = d.send("POST", "/v1.0/publish/events/t", &[], "x").await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "ERR_PUBSUB_NOT_CONFIGURED")
+    );
+    // Not ignored: daprd does not start, and names the component and the address.
+    let res = resources(&home, &yaml(false));
+    let out = super::harness::start_fails(
+        &home,
+        &[
+            "--app-id",
+            "ps-down-fatal",
+            "--resources-path",
+            &res.display().to_string(),
+        ],
+    );
+    assert!(
+        out.contains("events") && out.contains(&closed.to_string()),
+        "{out}"
+    );
+}
