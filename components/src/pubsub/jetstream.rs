@@ -22,8 +22,11 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers};
+use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers, redelivery_pause};
 use crate::{Error, Metadata, Result, lock, meta, meta_duration, meta_num};
+
+/// The longest pause before a failed message is handed over again.
+const LONGEST_PAUSE: Duration = Duration::from_millis(3200);
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -248,8 +251,8 @@ impl PubSub for JetStreamBroker {
                         let outcome = match handler(msg).await {
                             Ok(()) => m.ack().await,
                             Err(_) => {
-                                let pause =
-                                    Duration::from_millis(100 * 2u64.pow((delivered as u32 - 1).min(5)));
+                                let attempt = u32::try_from(delivered - 1).unwrap_or(u32::MAX);
+                                let pause = redelivery_pause(attempt, LONGEST_PAUSE);
                                 m.ack_with(AckKind::Nak(Some(pause))).await
                             }
                         };

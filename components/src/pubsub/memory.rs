@@ -13,13 +13,12 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 
-use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers};
+use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers, redelivery_pause};
 use crate::{Metadata, Result, lock, meta, meta_num};
 
 /// Messages a group's queue holds before publishers wait.
 const QUEUE: usize = 10_000;
-/// Pauses before a message that failed is delivered again.
-const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// The longest pause before a message that failed is delivered again.
 const LAST_RETRY: Duration = Duration::from_secs(5);
 
 struct Delivery {
@@ -92,12 +91,6 @@ fn leave(topics: &Mutex<HashMap<String, HashMap<String, Group>>>, topic: &str, g
     }
 }
 
-fn retry_pause(attempt: u32) -> Duration {
-    FIRST_RETRY
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(LAST_RETRY)
-}
-
 #[async_trait]
 impl PubSub for MemoryBroker {
     fn features(&self) -> &'static [&'static str] {
@@ -142,7 +135,7 @@ impl PubSub for MemoryBroker {
                         if handler(d.msg.clone()).await.is_err() {
                             // A stop cuts the pause short; the message goes back at once.
                             tokio::select! {
-                                () = tokio::time::sleep(retry_pause(d.attempt)) => {}
+                                () = tokio::time::sleep(redelivery_pause(d.attempt, LAST_RETRY)) => {}
                                 _ = stopping.wait_for(|v| *v) => {}
                             }
                             let again = Delivery {
@@ -164,18 +157,5 @@ impl PubSub for MemoryBroker {
             leave(&topics, &sub.topic, &group);
         });
         Ok(Subscribed::new(stop, task))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_pauses_grow_to_a_limit() {
-        assert_eq!(retry_pause(0), FIRST_RETRY);
-        assert_eq!(retry_pause(1), FIRST_RETRY * 2);
-        assert_eq!(retry_pause(30), LAST_RETRY);
-        assert_eq!(retry_pause(u32::MAX), LAST_RETRY);
     }
 }

@@ -17,7 +17,7 @@ pub mod mqtt;
 pub mod rabbitmq;
 pub mod redis;
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -101,6 +101,14 @@ impl Drop for Subscribed {
     }
 }
 
+/// The pause before a failed delivery is handed over again: 100 ms, doubling
+/// with each attempt up to `longest`.
+pub(crate) fn redelivery_pause(attempt: u32, longest: Duration) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(longest)
+}
+
 /// Runs deliveries with at most `limit` at a time, so a slow app bounds the
 /// work a subscription has taken on. Waits for a free slot before it returns.
 pub(crate) struct Workers {
@@ -132,5 +140,20 @@ impl Workers {
     /// Waits for every delivery in flight.
     pub(crate) async fn drain(mut self) {
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redelivery_pauses_grow_to_a_limit() {
+        let longest = Duration::from_secs(5);
+        assert_eq!(redelivery_pause(0, longest), Duration::from_millis(100));
+        assert_eq!(redelivery_pause(1, longest), Duration::from_millis(200));
+        assert_eq!(redelivery_pause(5, longest), Duration::from_millis(3200));
+        assert_eq!(redelivery_pause(30, longest), longest);
+        assert_eq!(redelivery_pause(u32::MAX, longest), longest);
     }
 }

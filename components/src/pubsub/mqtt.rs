@@ -22,8 +22,11 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
 use tokio::sync::{oneshot, watch};
 
-use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers};
+use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers, redelivery_pause};
 use crate::{Error, Metadata, Result, lock, meta, meta_num};
+
+/// The longest pause before a failed message is handed over again.
+const LONGEST_PAUSE: Duration = Duration::from_millis(3200);
 
 /// How long a publish waits for the broker's PUBACK.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,7 +130,7 @@ impl MqttBroker {
     fn group(&self, name: &str) -> Arc<Group> {
         lock(&self.groups)
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(Group::new(name, &self.settings)))
+            .or_insert_with(|| Arc::new(Group::new(name)))
             .clone()
     }
 }
@@ -262,7 +265,7 @@ fn filter(_group: &str, topic: &str) -> String {
 }
 
 impl Group {
-    fn new(name: &str, _: &Settings) -> Self {
+    fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
             handlers: Arc::default(),
@@ -402,7 +405,7 @@ impl Consumer {
                                     let _ = this.client.ack(&p).await;
                                     return;
                                 }
-                                let pause = Duration::from_millis(100 * 2u64.pow(attempt.min(5)));
+                                let pause = redelivery_pause(attempt, LONGEST_PAUSE);
                                 attempt = attempt.saturating_add(1);
                                 tokio::select! {
                                     _ = stopping.wait_for(|v| *v) => return,

@@ -11,7 +11,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use ::redis::{
     AsyncCommands, Value,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    aio::ConnectionManager,
     streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply},
 };
 use async_trait::async_trait;
@@ -82,6 +82,25 @@ fn entry_fields(msg: &Message) -> Vec<(&'static str, Vec<u8>)> {
     fields
 }
 
+/// Creates consumer group `group` on `topic` from the stream's start (and
+/// the stream, when absent); a group that exists already is fine. Used when
+/// subscribing, and again when a server restarted without persistence has
+/// lost it.
+async fn create_group(conn: &mut ConnectionManager, topic: &str, group: &str) -> ::redis::RedisResult<()> {
+    let created: ::redis::RedisResult<Value> = ::redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(topic)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// A stream entry back as a message.
 fn message(topic: &str, entry: &StreamId) -> Message {
     let bytes = |v: Option<&Value>| match v {
@@ -124,23 +143,12 @@ impl PubSub for RedisBroker {
         let group = meta(&sub.metadata, CONSUMER_ID)
             .unwrap_or(&s.consumer)
             .to_string();
-        let mut conn = self.conn.clone();
-        let created: std::result::Result<Value, _> = ::redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&sub.topic)
-            .arg(&group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(backend(e)),
-        }
+        create_group(&mut self.conn.clone(), &sub.topic, &group)
+            .await
+            .map_err(backend)?;
         // Blocking reads get their own connection, with room for the block.
         let config =
-            ConnectionManagerConfig::new().set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
+            crate::redis_conn::manager_config().set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
         let reader = ConnectionManager::new_with_config(self.client.clone(), config)
             .await
             .map_err(backend)?;
@@ -211,7 +219,7 @@ impl Consumer {
                         () = tokio::time::sleep(pause) => {}
                     }
                     if e.code() == Some("NOGROUP") {
-                        let _ = this.recreate_group().await;
+                        let _ = create_group(&mut this.conn.clone(), &this.topic, &this.group).await;
                     }
                 }
             }
@@ -257,20 +265,6 @@ impl Consumer {
             .query_async(conn)
             .await?;
         Ok(reply.claimed)
-    }
-
-    /// After a server restart without persistence the group is gone; make it again.
-    async fn recreate_group(&self) -> std::result::Result<(), ::redis::RedisError> {
-        let mut conn = self.conn.clone();
-        ::redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.topic)
-            .arg(&self.group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async::<Value>(&mut conn)
-            .await
-            .map(|_| ())
     }
 }
 
