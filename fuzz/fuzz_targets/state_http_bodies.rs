@@ -3,7 +3,8 @@
 //! metadata is parsed as a store would.
 #![no_main]
 
-use daprs_sidecar::{http_api, state};
+use daprs_components::state;
+use daprs_sidecar::http_api;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
