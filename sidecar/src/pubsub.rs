@@ -159,11 +159,9 @@ impl Runtime {
         })
     }
 
-    fn check_publish_scope(&self, entry: &PubSubEntry, pubsub: &str, topic: &str) -> Result<(), ApiError> {
-        if entry.scopes.may_publish(topic) {
-            return Ok(());
-        }
-        Err(pubsub_error(
+    /// Dapr's error for a topic the component's scopes keep from this app.
+    fn forbidden(&self, pubsub: &str, topic: &str) -> ApiError {
+        pubsub_error(
             "ERR_PUBSUB_FORBIDDEN",
             StatusCode::FORBIDDEN,
             Code::PermissionDenied,
@@ -171,7 +169,25 @@ impl Runtime {
                 "topic {topic} is not allowed for app id {} on pubsub {pubsub}",
                 self.app_id
             ),
-        ))
+        )
+    }
+
+    fn check_publish_scope(&self, entry: &PubSubEntry, pubsub: &str, topic: &str) -> Result<(), ApiError> {
+        if entry.scopes.may_publish(topic) {
+            Ok(())
+        } else {
+            Err(self.forbidden(pubsub, topic))
+        }
+    }
+
+    /// The named pub/sub, if this app may subscribe to `topic` on it.
+    pub fn pubsub_to_subscribe(&self, name: &str, topic: &str) -> Result<Arc<PubSubEntry>, ApiError> {
+        let entry = self.pubsub(name, topic)?;
+        if entry.scopes.may_subscribe(topic) {
+            Ok(entry)
+        } else {
+            Err(self.forbidden(name, topic))
+        }
     }
 
     /// Publishes one event.

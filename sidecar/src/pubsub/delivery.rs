@@ -184,9 +184,7 @@ impl Event {
     }
 
     fn expired(&self, now: SystemTime) -> bool {
-        self.attr("expiration")
-            .and_then(cloudevent::parse_rfc3339)
-            .is_some_and(|t| t <= now)
+        cloudevent::expired(self.attr("expiration"), now)
     }
 
     /// The whole event, read again from `body` if only attributes were.
@@ -408,17 +406,13 @@ impl Subscribers {
     /// and the rest go on.
     pub async fn start(&mut self, rt: &Arc<Runtime>, subs: Vec<Subscription>) {
         for sub in subs {
-            let entry = match rt.pubsub(&sub.pubsub, &sub.topic) {
+            let entry = match rt.pubsub_to_subscribe(&sub.pubsub, &sub.topic) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, error = %e.message, "subscription not started");
                     continue;
                 }
             };
-            if !entry.scopes.may_subscribe(&sub.topic) {
-                tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, "subscribing to this topic is not allowed for this app");
-                continue;
-            }
             let sub = Arc::new(sub);
             let batcher = sub
                 .bulk
@@ -560,14 +554,15 @@ pub async fn programmatic(app: &AppChannel) -> Vec<Subscription> {
     } else {
         // The app's port is open but it may still be starting: a failed
         // call is tried again a few times, as Dapr's start-up policy does.
-        let mut answer = call_http(app, Verb::Get, "dapr/subscribe", "", Vec::new(), HashMap::new()).await;
-        for _ in 0..3 {
-            if answer.is_ok() {
-                break;
+        let mut tries = 0;
+        let answer = loop {
+            let answer = call_http(app, Verb::Get, "dapr/subscribe", "", Vec::new(), HashMap::new()).await;
+            if answer.is_ok() || tries == 3 {
+                break answer;
             }
+            tries += 1;
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            answer = call_http(app, Verb::Get, "dapr/subscribe", "", Vec::new(), HashMap::new()).await;
-        }
+        };
         match answer {
             Ok((200, body)) => subscriptions::from_http_app(&body, &mut errors),
             Ok((404, _)) => Vec::new(),

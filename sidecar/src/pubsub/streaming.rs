@@ -69,7 +69,8 @@ async fn start(
                     _ => cloudevent::wrap_raw(&msg.data, &sub.pubsub, &sub.topic),
                 };
                 let rt = rt.upgrade().ok_or(Error::Closed)?;
-                if cloudevent::expired(&ce, SystemTime::now()) {
+                let expiration = ce.get("expiration").and_then(Value::as_str);
+                if cloudevent::expired(expiration, SystemTime::now()) {
                     return super::delivery::drop_message(&rt, &entry, &sub, msg).await;
                 }
                 let mut event = topic_event_request(&ce, "");
@@ -119,13 +120,7 @@ pub async fn subscribe(
             "the first message of SubscribeTopicEventsAlpha1 must be an initial request",
         ));
     };
-    let entry = rt.pubsub(&init.pubsub_name, &init.topic)?;
-    if !entry.scopes.may_subscribe(&init.topic) {
-        return Err(Status::permission_denied(format!(
-            "topic {} is not allowed for app id {} on pubsub {}",
-            init.topic, rt.app_id, init.pubsub_name
-        )));
-    }
+    let entry = rt.pubsub_to_subscribe(&init.pubsub_name, &init.topic)?;
     let sub = Arc::new(Subscription {
         pubsub: init.pubsub_name.clone(),
         topic: init.topic.clone(),
