@@ -8,6 +8,13 @@
 pub mod codec;
 
 #[allow(missing_docs, clippy::all, clippy::unwrap_used)]
+pub mod google {
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+#[allow(missing_docs, clippy::all, clippy::unwrap_used)]
 pub mod dapr {
     pub mod proto {
         pub mod common {

@@ -30,6 +30,7 @@ use crate::{
 
 mod pubsub;
 mod state;
+mod unbuilt;
 
 pub use state::{decode_bulk_keys, decode_save, decode_transaction};
 
@@ -67,6 +68,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/v1.0/metadata", get(get_metadata))
         .route("/v1.0/metadata/{key}", put(put_metadata))
         .route("/v1.0/shutdown", post(shutdown))
+        .merge(unbuilt::routes())
         .fallback(invoke_header)
         .layer(middleware::from_fn_with_state(rt.clone(), require_token));
     let router = public_router(rt.clone()).merge(api);

@@ -26,6 +26,8 @@ mod pubsub_brokers;
 mod pubsub_grpc;
 #[path = "integration/resiliency.rs"]
 mod resiliency;
+#[path = "integration/runtime_api.rs"]
+mod runtime_api;
 #[path = "integration/sdk.rs"]
 mod sdk;
 #[path = "integration/secrets.rs"]

@@ -449,6 +449,8 @@ async fn streaming_subscription_over_grpc_with_bulk_publish() {
             metadata: Default::default(),
         })
         .collect();
+    // The deprecated name, which older SDKs call, still answers.
+    #[allow(deprecated)]
     let res = grpc
         .bulk_publish_event_alpha1(BulkPublishRequest {
             pubsub_name: "pubsub".into(),

@@ -1,11 +1,21 @@
-//! The Dapr gRPC API (port 50001): `dapr.proto.runtime.v1.Dapr` for service
-//! invocation, state, pub/sub, secrets, metadata and shutdown.
+//! The Dapr gRPC API (port 50001): `dapr.proto.runtime.v1.Dapr`, every
+//! RPC of Dapr's release. Each method hands its request to the building
+//! block's API module; those of blocks this sidecar does not have answer
+//! UNIMPLEMENTED naming the block ([`unbuilt`]).
+
+mod access;
+mod invoke;
+mod unbuilt;
+
+pub use access::{ApiAccessLayer, token_check};
+use invoke::grpc_response;
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use daprs_proto::{
     common::{InvokeResponse, StateItem, state_options::StateConcurrency},
-    internals::{InternalInvokeRequest, InternalInvokeResponse},
+    internals::InternalInvokeRequest,
+    runtime as R,
     runtime::{
         BulkPublishRequest, BulkPublishResponse, BulkPublishResponseFailedEntry, BulkStateItem,
         DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest, GetBulkSecretRequest,
@@ -15,15 +25,12 @@ use daprs_proto::{
         ShutdownRequest, SubscribeTopicEventsRequestAlpha1, dapr_server::Dapr,
     },
 };
-use tonic::{
-    Code, Request, Response, Status,
-    metadata::{MetadataKey, MetadataMap, MetadataValue},
-};
+use tonic::{Code, Request, Response, Status};
 
 use daprs_components::state::Concurrency;
 
 use crate::{
-    app_channel::{HOP_BY_HOP, from_grpc_metadata},
+    app_channel::from_grpc_metadata,
     error::ApiError,
     pubsub::{BulkEntry, Publish},
     registry::Target,
@@ -57,90 +64,6 @@ fn save_item(item: StateItem) -> SaveItem {
         metadata: meta_map(item.metadata),
         concurrency,
     }
-}
-
-/// gRPC code for an app's HTTP status (Dapr's table; note 400 → Internal).
-pub fn grpc_code_of_http(status: u16) -> Code {
-    match status {
-        200..=299 => Code::Ok,
-        400 => Code::Internal,
-        401 => Code::Unauthenticated,
-        403 => Code::PermissionDenied,
-        404 => Code::NotFound,
-        408 => Code::Cancelled,
-        409 => Code::AlreadyExists,
-        429 => Code::ResourceExhausted,
-        501 => Code::Unimplemented,
-        503 => Code::Unavailable,
-        504 => Code::DeadlineExceeded,
-        _ => Code::Unknown,
-    }
-}
-
-fn response_metadata(headers: &crate::invoke::Metadata) -> MetadataMap {
-    let mut out = MetadataMap::new();
-    for (k, list) in headers {
-        let lower = k.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str())
-            || lower == "content-length"
-            || lower.starts_with("grpc-")
-            || lower == "content-type"
-        {
-            continue;
-        }
-        let Ok(key) = MetadataKey::from_bytes(lower.as_bytes()) else {
-            continue;
-        };
-        for v in &list.values {
-            if let Ok(v) = MetadataValue::try_from(v.as_str()) {
-                out.append(key.clone(), v);
-            }
-        }
-    }
-    out
-}
-
-/// Renders an app's reply for a gRPC `InvokeService` caller.
-pub fn grpc_response(res: InternalInvokeResponse) -> Result<Response<InvokeResponse>, Status> {
-    let status = res.status.clone().unwrap_or_default();
-    let message = res.message.clone().unwrap_or_default();
-    let mut md = response_metadata(&res.headers);
-    if status.code >= 100 {
-        let code = u16::try_from(status.code).unwrap_or(500);
-        md.insert("dapr-http-status", MetadataValue::from(code));
-        let grpc = grpc_code_of_http(code);
-        if grpc != Code::Ok {
-            use tonic_types::{ErrorDetails, StatusExt};
-            let text = http::StatusCode::from_u16(code)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("Unknown");
-            let body = message
-                .data
-                .as_ref()
-                .map(|a| String::from_utf8_lossy(&a.value).into_owned())
-                .unwrap_or_default();
-            let body: String = body.chars().take(63).collect();
-            let mut details = ErrorDetails::new();
-            details.set_error_info(
-                text,
-                "dapr.io",
-                [
-                    ("http.code".to_string(), code.to_string()),
-                    ("http.error_message".to_string(), body),
-                ],
-            );
-            let mut s = Status::with_error_details(grpc, text, details);
-            s.metadata_mut()
-                .insert("dapr-http-status", MetadataValue::from(code));
-            return Err(s);
-        }
-    } else if status.code != 0 {
-        return Err(Status::new(Code::from_i32(status.code), status.message));
-    }
-    let mut out = Response::new(message);
-    *out.metadata_mut() = md;
-    Ok(out)
 }
 
 #[tonic::async_trait]
@@ -401,85 +324,6 @@ impl Dapr for DaprApi {
         self.rt.shutdown_requested(force);
         Ok(Response::new(()))
     }
-}
 
-/// Checks `dapr-api-token` on every gRPC call when `DAPR_API_TOKEN` is set.
-/// `spec.api` of the Configuration for gRPC: methods of APIs that are not
-/// enabled answer `Unimplemented`, as Dapr does.
-#[derive(Clone)]
-pub struct ApiAccessLayer(pub Arc<crate::config::ApiAccess>);
-
-impl<S> tower::Layer<S> for ApiAccessLayer {
-    type Service = ApiAccessService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ApiAccessService {
-            access: self.0.clone(),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct ApiAccessService<S> {
-    access: Arc<crate::config::ApiAccess>,
-    inner: S,
-}
-
-impl<S, B, RB> tower::Service<http::Request<B>> for ApiAccessService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-    RB: Default + Send + 'static,
-{
-    type Response = http::Response<RB>;
-    type Error = S::Error;
-    type Future =
-        futures_util::future::Either<S::Future, std::future::Ready<Result<http::Response<RB>, S::Error>>>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if self.access.grpc_permits(req.uri().path()) {
-            futures_util::future::Either::Left(self.inner.call(req))
-        } else {
-            let denied = Status::unimplemented("requested endpoint is not available").into_http();
-            futures_util::future::Either::Right(std::future::ready(Ok(denied)))
-        }
-    }
-}
-
-pub fn token_check(
-    token: Option<Arc<str>>,
-) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |mut req: Request<()>| {
-        let Some(want) = &token else { return Ok(req) };
-        match req.metadata().get("dapr-api-token") {
-            None => Err(Status::unauthenticated(
-                "Unauthorized: missing api token in request metadata",
-            )),
-            Some(v) if v.as_bytes() == want.as_bytes() => {
-                req.metadata_mut().remove("dapr-api-token");
-                Ok(req)
-            }
-            Some(_) => Err(Status::unauthenticated(
-                "Unauthorized: authentication error: api token mismatch",
-            )),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http_statuses_to_grpc_codes() {
-        assert_eq!(grpc_code_of_http(200), Code::Ok);
-        assert_eq!(grpc_code_of_http(400), Code::Internal);
-        assert_eq!(grpc_code_of_http(404), Code::NotFound);
-        assert_eq!(grpc_code_of_http(500), Code::Unknown);
-    }
+    unbuilt::rpcs!();
 }
