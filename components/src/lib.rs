@@ -6,10 +6,12 @@
 //! - [`state`]: key/value stores with ETags, TTLs and transactions.
 //! - [`secretstores`]: read-only secret sources.
 //! - [`pubsub`]: brokers that publish and deliver messages at least once.
+//! - [`lock`]: leases on named resources, held by one owner at a time.
 //!
 //! Nothing here knows HTTP or gRPC: the sidecar maps [`Error`] to Dapr's
 //! error codes once.
 
+pub mod lock;
 pub mod pubsub;
 mod redis_conn;
 pub mod registry;

@@ -5,6 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     Metadata,
+    lock::{self, LockStore},
     pubsub::{self, PubSub},
     secretstores::{self, SecretStore},
     state::{self, StateStore},
@@ -18,6 +19,8 @@ pub enum Built {
     SecretStore(Arc<dyn SecretStore>),
     /// A pub/sub broker.
     PubSub(Arc<dyn PubSub>),
+    /// A lock store.
+    Lock(Arc<dyn LockStore>),
 }
 
 /// What a component may read besides its metadata.
@@ -42,6 +45,8 @@ pub const TYPES: &[&str] = &[
     "pubsub.mqtt3",
     "pubsub.jetstream",
     "pubsub.rabbitmq",
+    "lock.in-memory",
+    "lock.redis",
 ];
 
 /// Whether `version` is one this build implements (all are `v1`).
@@ -95,6 +100,8 @@ pub async fn build(
         "pubsub.jetstream" => Built::PubSub(Arc::new(
             pubsub::jetstream::JetStreamBroker::connect(metadata).await?,
         )),
+        "lock.in-memory" => Built::Lock(Arc::new(lock::memory::MemoryLocks::default())),
+        "lock.redis" => Built::Lock(Arc::new(lock::redis::RedisLocks::connect(metadata).await?)),
         other => return Err(format!("unknown component type {other}")),
     })
 }

@@ -20,7 +20,7 @@ use crate::{
     pubsub::scopes::TopicScopes,
     resiliency::Failure,
     resources::{Templates, env_secret_resolver, init_timeout, resolve_metadata},
-    runtime::{Block, ComponentInfo, Loaded, PubSubEntry, Runtime, StoreEntry},
+    runtime::{Block, ComponentInfo, Loaded, LockEntry, PubSubEntry, Runtime, StoreEntry},
 };
 
 /// A component call failed in a way resiliency counts: the backend, not the caller.
@@ -93,6 +93,10 @@ pub(crate) async fn init(
             (caps, Block::State(StoreEntry { store, prefix }))
         }
         Built::SecretStore(store) => (vec![], Block::Secrets(store)),
+        Built::Lock(store) => {
+            let prefix = KeyPrefix::parse(meta(&metadata, "keyPrefix"));
+            (vec![], Block::Lock(LockEntry { store, prefix }))
+        }
         Built::PubSub(broker) => {
             let caps = broker.features().iter().map(|s| s.to_string()).collect();
             let scopes = TopicScopes::parse(&metadata, app_id);

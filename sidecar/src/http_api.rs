@@ -28,6 +28,7 @@ use crate::{
     runtime::Runtime,
 };
 
+mod lock;
 mod pubsub;
 mod state;
 mod unbuilt;
@@ -68,6 +69,8 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/v1.0/metadata", get(get_metadata))
         .route("/v1.0/metadata/{key}", put(put_metadata))
         .route("/v1.0/shutdown", post(shutdown))
+        .route("/v1.0-alpha1/lock/{store}", post(lock::try_lock))
+        .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
         .merge(unbuilt::routes())
         .fallback(invoke_header)
         .layer(middleware::from_fn_with_state(rt.clone(), require_token));

@@ -33,6 +33,7 @@ pub mod identity;
 pub mod internal;
 pub mod invoke;
 pub mod listen;
+pub mod lock_api;
 pub mod metadata_api;
 pub mod proxy;
 pub mod pubsub;

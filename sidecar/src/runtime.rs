@@ -11,6 +11,7 @@ use std::{
 };
 
 use daprs_components::{
+    lock::LockStore,
     pubsub::PubSub,
     secretstores::SecretStore,
     state::{KeyPrefix, StateStore},
@@ -39,6 +40,14 @@ pub struct PubSubEntry {
     pub scopes: crate::pubsub::scopes::TopicScopes,
 }
 
+/// A loaded lock store.
+pub struct LockEntry {
+    /// The implementation.
+    pub store: Arc<dyn LockStore>,
+    /// How resource ids are prefixed.
+    pub prefix: KeyPrefix,
+}
+
 /// A component as the metadata API lists it.
 #[derive(Debug, Clone)]
 pub struct ComponentInfo {
@@ -62,6 +71,8 @@ pub struct Loaded {
     pub secret_stores: HashMap<String, Arc<dyn SecretStore>>,
     /// Pub/sub brokers by component name.
     pub pubsubs: HashMap<String, Arc<PubSubEntry>>,
+    /// Lock stores by component name.
+    pub locks: HashMap<String, Arc<LockEntry>>,
     /// Every loaded component.
     pub components: Vec<ComponentInfo>,
 }
@@ -71,6 +82,7 @@ pub enum Block {
     State(StoreEntry),
     Secrets(Arc<dyn SecretStore>),
     PubSub(PubSubEntry),
+    Lock(LockEntry),
 }
 
 impl Loaded {
@@ -87,8 +99,20 @@ impl Loaded {
             Block::PubSub(p) => {
                 self.pubsubs.insert(info.name.clone(), Arc::new(p));
             }
+            Block::Lock(l) => {
+                self.locks.insert(info.name.clone(), Arc::new(l));
+            }
         }
         self.components.push(info);
+    }
+
+    /// The type of the component called `name`, if one is loaded: an API
+    /// that cannot find `name` among its own block says what it is instead.
+    pub fn kind_of(&self, name: &str) -> Option<&str> {
+        self.components
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.kind.as_str())
     }
 
     /// Removes a component; false when there was none of that name.
@@ -96,6 +120,7 @@ impl Loaded {
         self.stores.remove(name);
         self.secret_stores.remove(name);
         self.pubsubs.remove(name);
+        self.locks.remove(name);
         let before = self.components.len();
         self.components.retain(|c| c.name != name);
         before != self.components.len()

@@ -16,6 +16,8 @@ mod harness;
 mod invoke;
 #[path = "integration/lifecycle.rs"]
 mod lifecycle;
+#[path = "integration/lock.rs"]
+mod lock;
 #[path = "integration/proxy.rs"]
 mod proxy;
 #[path = "integration/pubsub.rs"]

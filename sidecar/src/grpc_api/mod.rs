@@ -325,5 +325,31 @@ impl Dapr for DaprApi {
         Ok(Response::new(()))
     }
 
+    async fn try_lock_alpha1(
+        &self,
+        request: Request<R::TryLockRequest>,
+    ) -> Result<Response<R::TryLockResponse>, Status> {
+        let r = request.into_inner();
+        let success = self
+            .rt
+            .try_lock(&r.store_name, &r.resource_id, &r.lock_owner, r.expiry_in_seconds)
+            .await?;
+        Ok(Response::new(R::TryLockResponse { success }))
+    }
+
+    async fn unlock_alpha1(
+        &self,
+        request: Request<R::UnlockRequest>,
+    ) -> Result<Response<R::UnlockResponse>, Status> {
+        let r = request.into_inner();
+        let status = self
+            .rt
+            .unlock(&r.store_name, &r.resource_id, &r.lock_owner)
+            .await?;
+        Ok(Response::new(R::UnlockResponse {
+            status: status as i32,
+        }))
+    }
+
     unbuilt::rpcs!();
 }

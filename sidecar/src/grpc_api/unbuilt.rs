@@ -96,11 +96,6 @@ macro_rules! rpcs {
             unsubscribe_configuration(R::UnsubscribeConfigurationRequest) -> R::UnsubscribeConfigurationResponse;
         }
         unbuilt::unbuilt! {
-            "distributed lock":
-            try_lock_alpha1(R::TryLockRequest) -> R::TryLockResponse;
-            unlock_alpha1(R::UnlockRequest) -> R::UnlockResponse;
-        }
-        unbuilt::unbuilt! {
             "cryptography":
             encrypt_alpha1(tonic::Streaming<R::EncryptRequest>) -> Self::EncryptAlpha1Stream;
             decrypt_alpha1(tonic::Streaming<R::DecryptRequest>) -> Self::DecryptAlpha1Stream;
