@@ -307,7 +307,7 @@ async fn operator_against_a_real_api_server() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let flags = <daprs_sidecar::flags::Flags as clap::Parser>::try_parse_from(args).expect("flags");
-    let settings = daprs_sidecar::flags::Settings::from_flags(flags, env).expect("settings");
+    let settings = daprs_sidecar::settings::Settings::from_flags(flags, env).expect("settings");
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daprd = tokio::spawn(daprs_sidecar::run(settings, async {
         let _ = stopped.await;

@@ -79,7 +79,7 @@ fn assert_daprd_accepts(c: &Container) {
         .flatten()
         .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
         .collect();
-    daprs_sidecar::flags::Settings::from_flags(flags, env)
+    daprs_sidecar::settings::Settings::from_flags(flags, env)
         .unwrap_or_else(|e| panic!("daprd rejects {args:?}: {e}"));
 }
 

@@ -16,11 +16,11 @@ use daprs_components::{
 use crate::{
     config::SidecarConfig,
     error::StartError,
-    flags::Settings,
     pubsub::scopes::TopicScopes,
     resiliency::Failure,
     resources::{Templates, env_secret_resolver, init_timeout, resolve_metadata},
     runtime::{Block, ComponentInfo, Loaded, LockEntry, PubSubEntry, Runtime, StoreEntry},
+    settings::Settings,
 };
 
 /// A component call failed in a way resiliency counts: the backend, not the caller.

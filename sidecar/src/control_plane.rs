@@ -12,7 +12,7 @@ use daprs_proto::operator::{
 };
 use tonic::transport::Channel;
 
-use crate::{flags::ControlPlane, identity::Svid, runtime::Runtime};
+use crate::{identity::Svid, runtime::Runtime, settings::ControlPlane};
 
 /// How long start-up waits for an operator that does not answer.
 const PATIENCE: Duration = Duration::from_secs(30);

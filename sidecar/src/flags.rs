@@ -3,7 +3,7 @@
 //! Parsing never binds a port or reads the process environment: the caller
 //! passes the arguments and an environment map, so tests need neither.
 
-use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
@@ -230,74 +230,121 @@ pub struct Flags {
     /// other sidecars call.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
     pub enable_mtls: bool,
+
+    /// Deprecated: turns `http` into `https` and `grpc` into `grpcs`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub app_ssl: bool,
+
+    /// How long the input-binding discovery call to the app may take.
+    #[arg(long, default_value = "3s")]
+    pub app_binding_options_timeout: String,
+
+    /// Trust domain of the control plane (else `DAPR_CONTROLPLANE_TRUST_DOMAIN`).
+    #[arg(long)]
+    pub control_plane_trust_domain: Option<String>,
+
+    /// Namespace of the control plane (else `DAPR_CONTROLPLANE_NAMESPACE`).
+    #[arg(long)]
+    pub control_plane_namespace: Option<String>,
+
+    /// Comma-separated origins browsers may call the HTTP API from (`*` for
+    /// any); empty turns CORS off.
+    #[arg(long, default_value = "")]
+    pub allowed_origins: String,
+
+    /// Start-up calls to the app to skip: `config` (`GET /dapr/config`)
+    /// and/or `subscribe` (`GET /dapr/subscribe`, `ListTopicSubscriptions`).
+    #[arg(long, value_delimiter = ',', action = ArgAction::Append)]
+    pub disable_init_endpoints: Vec<String>,
+
+    /// Wait until the sidecar on --dapr-http-port is ready for outbound
+    /// calls, then exit (0 when ready, 1 when it is not within 60 s).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub wait: bool,
+
+    /// Print the build information and exit.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = ArgAction::Set)]
+    pub build_info: bool,
+
+    /// Flags of Dapr's daprd for building blocks and tools this sidecar does
+    /// not have. They are accepted, so `dapr run` and existing manifests
+    /// start it unchanged, and each given one is logged as having no effect.
+    #[command(flatten)]
+    pub inert: InertFlags,
 }
 
-/// Where the sidecar gets its identity and, in Kubernetes, its resources.
-#[derive(Debug, Clone)]
-pub struct ControlPlane {
-    /// `--sentry-address`.
-    pub sentry_address: String,
-    /// `--control-plane-address` (Kubernetes mode only).
-    pub operator_address: Option<String>,
-    /// `DAPR_CONTROLPLANE_NAMESPACE` (default `dapr-system`).
-    pub namespace: String,
-    /// `DAPR_CONTROLPLANE_TRUST_DOMAIN` (default `cluster.local`).
-    pub trust_domain: String,
-    /// `DAPR_TRUST_ANCHORS`: PEM roots of the control plane's CA.
-    pub trust_anchors: String,
-    /// The projected service-account token sent to the certificate service
-    /// (`DAPR_SENTRY_TOKEN_FILE` overrides the mounted path).
-    pub token_file: PathBuf,
-    /// Whether sidecar-to-sidecar traffic uses mutual TLS.
-    pub mtls: bool,
+/// See [`Flags::inert`].
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct InertFlags {
+    /// Actor placement servers (no effect: no actors).
+    #[arg(long)]
+    pub placement_host_address: Option<String>,
+    /// Scheduler servers (no effect: no jobs or reminders).
+    #[arg(long, value_delimiter = ',', action = ArgAction::Append)]
+    pub scheduler_host_address: Vec<String>,
+    /// Streams per scheduler (no effect).
+    #[arg(long)]
+    pub scheduler_job_streams: Option<String>,
+    /// Actor table dissemination timeout (no effect).
+    #[arg(long)]
+    pub actors_disseminate_timeout: Option<String>,
+    /// Deprecated actors service (no effect).
+    #[arg(long, hide = true)]
+    pub actors_service: Option<String>,
+    /// Deprecated reminders service (no effect).
+    #[arg(long, hide = true)]
+    pub reminders_service: Option<String>,
+    /// Serve profiles on --profile-port (no effect: no profiler).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub enable_profiling: Option<bool>,
+    /// Port of the profiler (no effect).
+    #[arg(long)]
+    pub profile_port: Option<String>,
+    /// Extra JWT audiences for the certificate request (no effect).
+    #[arg(long, value_delimiter = ',', action = ArgAction::Append)]
+    pub sentry_request_jwt_audiences: Vec<String>,
+    /// Interval of the resource reconciler (no effect: changes are streamed).
+    #[arg(long)]
+    pub hot_reload_reconcile_interval: Option<String>,
+    /// Old separate health port of the app (no effect).
+    #[arg(long, hide = true)]
+    pub app_health_port: Option<String>,
 }
 
-/// The smallest request-head limit the HTTP server accepts.
-pub const MIN_READ_BUFFER: usize = daprs_mtls::http::MIN_HEAD;
-
-/// Where the injector mounts the identity token.
-pub const SENTRY_TOKEN_FILE: &str = "/var/run/secrets/dapr.io/sentrytoken/token";
-
-/// Validated settings derived from the flags and the environment.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The flags as given.
-    pub flags: Flags,
-    /// Resource folders (from --resources-path, else --components-path).
-    pub resources_paths: Vec<PathBuf>,
-    /// Largest request body in bytes.
-    pub max_body_size: usize,
-    /// Largest HTTP request head in bytes (at least [`MIN_READ_BUFFER`]).
-    pub read_buffer_size: usize,
-    /// Addresses the API servers bind to.
-    pub listen_addresses: Vec<IpAddr>,
-    /// Addresses the internal port binds to: the flag's, else in standalone
-    /// mode the API's, else all (other pods must reach it).
-    pub internal_listen: Vec<IpAddr>,
-    /// Addresses the public port binds to, chosen as for the internal port
-    /// (the kubelet probes it).
-    pub public_listen: Vec<IpAddr>,
-    /// Addresses the metrics port binds to, chosen as for the internal port
-    /// (Prometheus scrapes it).
-    pub metrics_listen: Vec<IpAddr>,
-    /// Head, body and idle limits of the HTTP servers (`DAPRS_HTTP_*_TIMEOUT`).
-    pub http_timeouts: daprs_mtls::http::Timeouts,
-    /// Grace period at shutdown.
-    pub graceful_shutdown: Duration,
-    /// `--dapr-block-shutdown-duration`.
-    pub block_shutdown: Option<Duration>,
-    /// Semaphore size for calls into the app; None = unlimited.
-    pub app_max_concurrency: Option<usize>,
-    /// `DAPR_API_TOKEN`: required on API calls when set.
-    pub api_token: Option<String>,
-    /// `APP_API_TOKEN`: sent to the app when set.
-    pub app_token: Option<String>,
-    /// `NAMESPACE`.
-    pub namespace: Option<String>,
-    /// Identity and resources from the control plane, when configured.
-    pub control_plane: Option<ControlPlane>,
-    /// The environment, for component templates and `envRef`.
-    pub env: HashMap<String, String>,
+impl InertFlags {
+    /// The inert flags given on the command line.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut note = |given: bool, name: &'static str| {
+            if given {
+                out.push(name);
+            }
+        };
+        note(self.placement_host_address.is_some(), "--placement-host-address");
+        note(
+            !self.scheduler_host_address.is_empty(),
+            "--scheduler-host-address",
+        );
+        note(self.scheduler_job_streams.is_some(), "--scheduler-job-streams");
+        note(
+            self.actors_disseminate_timeout.is_some(),
+            "--actors-disseminate-timeout",
+        );
+        note(self.actors_service.is_some(), "--actors-service");
+        note(self.reminders_service.is_some(), "--reminders-service");
+        note(self.enable_profiling.is_some(), "--enable-profiling");
+        note(self.profile_port.is_some(), "--profile-port");
+        note(
+            !self.sentry_request_jwt_audiences.is_empty(),
+            "--sentry-request-jwt-audiences",
+        );
+        note(
+            self.hot_reload_reconcile_interval.is_some(),
+            "--hot-reload-reconcile-interval",
+        );
+        note(self.app_health_port.is_some(), "--app-health-port");
+        out
+    }
 }
 
 /// Dapr accepts `-app-id` as well as `--app-id`; rewrite single-dash long flags.
@@ -315,232 +362,14 @@ pub fn normalise_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
         .collect()
 }
 
-impl Settings {
-    /// Checks the flags against each other and reads the environment map.
-    pub fn from_flags(flags: Flags, env: HashMap<String, String>) -> Result<Self, String> {
-        if flags.app_id.is_empty() && flags.mode == Mode::Standalone {
-            return Err("--app-id is required".into());
-        }
-        if flags.app_id.contains('.') {
-            return Err(format!("--app-id {:?} must not contain dots", flags.app_id));
-        }
-        if let Some(port) = flags.app_port {
-            for (name, p) in [
-                ("--dapr-http-port", flags.dapr_http_port),
-                ("--dapr-grpc-port", flags.dapr_grpc_port),
-            ] {
-                if port == p {
-                    return Err(format!("--app-port {port} is the same as {name}"));
-                }
-            }
-        }
-        if flags.dapr_http_port == flags.dapr_grpc_port {
-            return Err(format!(
-                "--dapr-http-port and --dapr-grpc-port are both {}",
-                flags.dapr_http_port
-            ));
-        }
-        let max_body_size = match &flags.max_body_size {
-            Some(q) => daprs_api::contract::parse_byte_size(q)
-                .ok_or_else(|| format!("--max-body-size {q:?} is not a size such as 4Mi or 1048576"))?,
-            None if flags.dapr_http_max_request_size <= 0 => 4 << 20,
-            None => (flags.dapr_http_max_request_size as u64) << 20,
-        };
-        let max_body_size =
-            usize::try_from(max_body_size).map_err(|_| "--max-body-size is too large".to_string())?;
-        let read_buffer_size = match &flags.read_buffer_size {
-            Some(q) => daprs_api::contract::parse_byte_size(q)
-                .ok_or_else(|| format!("--read-buffer-size {q:?} is not a size such as 4Ki or 16384"))?,
-            None if flags.dapr_http_read_buffer_size <= 0 => 4 << 10,
-            None => (flags.dapr_http_read_buffer_size as u64).saturating_mul(1 << 10),
-        };
-        let read_buffer_size = usize::try_from(read_buffer_size)
-            .map_err(|_| "--read-buffer-size is too large".to_string())?
-            .clamp(MIN_READ_BUFFER, 64 << 20);
-        let listen_addresses = ip_list("--dapr-listen-addresses", &flags.dapr_listen_addresses)?;
-        let all = vec![IpAddr::from([0, 0, 0, 0])];
-        let listen_or = |flag: &str, given: &Option<String>| -> Result<Vec<IpAddr>, String> {
-            Ok(match given.as_deref().map(|v| ip_list(flag, v)).transpose()? {
-                Some(ips) if !ips.is_empty() => ips,
-                _ if flags.mode == Mode::Standalone && !listen_addresses.is_empty() => {
-                    listen_addresses.clone()
-                }
-                _ => all.clone(),
-            })
-        };
-        let internal_listen = listen_or(
-            "--dapr-internal-grpc-listen-address",
-            &flags.dapr_internal_grpc_listen_address,
-        )?;
-        let public_listen = listen_or("--dapr-public-listen-address", &flags.dapr_public_listen_address)?;
-        let metrics_listen = listen_or("--metrics-listen-address", &flags.metrics_listen_address)?;
-        let listen_addresses = if listen_addresses.is_empty() {
-            all
-        } else {
-            listen_addresses
-        };
-        let http_timeouts = http_timeouts(&env)?;
-        if !flags.app_health_check_path.starts_with('/') {
-            return Err(format!(
-                "--app-health-check-path {:?} must start with /",
-                flags.app_health_check_path
-            ));
-        }
-        if flags.app_health_probe_interval == 0 || flags.app_health_threshold == 0 {
-            return Err("--app-health-probe-interval and --app-health-threshold must be at least 1".into());
-        }
-        let graceful = if flags.dapr_graceful_shutdown_seconds < 0 {
-            5
-        } else {
-            flags.dapr_graceful_shutdown_seconds
-        };
-        let block_shutdown = match &flags.dapr_block_shutdown_duration {
-            None => None,
-            Some(d) => Some(daprs_components::parse_duration(d).ok_or_else(|| {
-                format!("--dapr-block-shutdown-duration {d:?} is not a duration such as 10s or 1m")
-            })?),
-        };
-        let resources_paths = if flags.resources_path.is_empty() {
-            flags.components_path.clone()
-        } else {
-            flags.resources_path.clone()
-        };
-        let non_empty = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
-        let control_plane = control_plane(&flags, &non_empty)?;
-        Ok(Self {
-            resources_paths,
-            max_body_size,
-            read_buffer_size,
-            listen_addresses,
-            internal_listen,
-            public_listen,
-            metrics_listen,
-            http_timeouts,
-            graceful_shutdown: Duration::from_secs(graceful as u64),
-            block_shutdown,
-            app_max_concurrency: usize::try_from(flags.app_max_concurrency).ok().filter(|n| *n > 0),
-            api_token: non_empty("DAPR_API_TOKEN"),
-            app_token: non_empty("APP_API_TOKEN"),
-            namespace: non_empty("NAMESPACE"),
-            control_plane,
-            env,
-            flags,
-        })
-    }
-}
-
-/// A comma-separated list of IP addresses (`[::1]` or `::1`).
-fn ip_list(flag: &str, value: &str) -> Result<Vec<IpAddr>, String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(|a| {
-            a.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .map_err(|_| format!("{flag}: {a:?} is not an IP address"))
-        })
-        .collect()
-}
-
-/// The HTTP servers' time limits; the environment may shorten or lengthen them.
-fn http_timeouts(env: &HashMap<String, String>) -> Result<daprs_mtls::http::Timeouts, String> {
-    let mut t = daprs_mtls::http::Timeouts::default();
-    let read = |name: &str| -> Result<Option<Duration>, String> {
-        env.get(name)
-            .filter(|v| !v.is_empty())
-            .map(|v| {
-                daprs_components::parse_duration(v)
-                    .filter(|d| !d.is_zero() && *d < Duration::from_secs(1 << 32))
-                    .ok_or_else(|| format!("{name}={v:?} is not a duration such as 10s"))
-            })
-            .transpose()
-    };
-    if let Some(d) = read("DAPRS_HTTP_READ_HEADER_TIMEOUT")? {
-        t.read_header = d;
-    }
-    if let Some(d) = read("DAPRS_HTTP_BODY_TIMEOUT")? {
-        t.body = Some(d);
-    }
-    if let Some(d) = read("DAPRS_HTTP_IDLE_TIMEOUT")? {
-        t.idle = d;
-    }
-    Ok(t)
-}
-
-/// The control-plane settings: needed for mutual TLS, and in Kubernetes
-/// mode whenever an operator address is given (the operator only answers
-/// callers that prove who they are).
-fn control_plane(
-    flags: &Flags,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<ControlPlane>, String> {
-    let operator_address = flags
-        .control_plane_address
-        .clone()
-        .filter(|a| !a.is_empty() && flags.mode == Mode::Kubernetes);
-    if !flags.enable_mtls && operator_address.is_none() {
-        return Ok(None);
-    }
-    let why = if flags.enable_mtls {
-        "--enable-mtls"
-    } else {
-        "--control-plane-address"
-    };
-    let sentry_address = flags
-        .sentry_address
-        .clone()
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| format!("{why} needs --sentry-address to obtain a certificate"))?;
-    let trust_anchors = env("DAPR_TRUST_ANCHORS")
-        .ok_or_else(|| format!("{why} needs the DAPR_TRUST_ANCHORS environment variable (PEM)"))?;
-    if env("NAMESPACE").is_none() {
-        return Err(format!(
-            "{why} needs the NAMESPACE environment variable (the pod's namespace)"
-        ));
-    }
-    if flags.app_id.is_empty() {
-        return Err(format!("{why} needs --app-id"));
-    }
-    Ok(Some(ControlPlane {
-        sentry_address,
-        operator_address,
-        namespace: env("DAPR_CONTROLPLANE_NAMESPACE").unwrap_or_else(|| "dapr-system".into()),
-        trust_domain: env("DAPR_CONTROLPLANE_TRUST_DOMAIN").unwrap_or_else(|| "cluster.local".into()),
-        trust_anchors,
-        token_file: env("DAPR_SENTRY_TOKEN_FILE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(SENTRY_TOKEN_FILE)),
-        mtls: flags.enable_mtls,
-    }))
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+    pub(crate) fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
         let mut all = vec!["daprd".to_string()];
         all.extend(args.iter().map(|s| s.to_string()));
         Flags::try_parse_from(normalise_args(all))
-    }
-
-    #[test]
-    fn defaults_match_dapr() {
-        let f = parse(&["--app-id", "a"]).expect("parse");
-        assert_eq!(
-            (f.dapr_http_port, f.dapr_grpc_port, f.metrics_port),
-            (3500, 50001, 9090)
-        );
-        assert_eq!(f.app_protocol, AppProtocol::Http);
-        assert_eq!(f.app_channel_address, "127.0.0.1");
-        assert_eq!(f.app_health_check_path, "/healthz");
-        assert!(f.enable_metrics && !f.log_as_json && f.enable_api_logging.is_none());
-        let s = Settings::from_flags(f, HashMap::new()).expect("valid");
-        assert_eq!(s.max_body_size, 4 << 20);
-        assert_eq!(s.graceful_shutdown, Duration::from_secs(5));
-        assert_eq!(s.app_max_concurrency, None);
     }
 
     #[test]
@@ -575,109 +404,5 @@ mod tests {
             let e = parse(bad).expect_err("invalid");
             assert_eq!(e.exit_code(), 2, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn validates_combinations() {
-        let check = |args: &[&str]| Settings::from_flags(parse(args).expect("parse"), HashMap::new());
-        assert!(check(&[]).expect_err("no id").contains("--app-id"));
-        assert!(check(&["--app-id", "a.b"]).expect_err("dot").contains("dots"));
-        assert!(
-            check(&["--app-id", "a", "--app-port", "3500"])
-                .expect_err("clash")
-                .contains("--dapr-http-port")
-        );
-        assert!(
-            check(&["--app-id", "a", "--max-body-size", "4Q"])
-                .expect_err("size")
-                .contains("--max-body-size")
-        );
-        assert!(check(&["--app-id", "a", "--dapr-listen-addresses", "nope"]).is_err());
-        let s = check(&[
-            "--app-id",
-            "a",
-            "--max-body-size",
-            "16Mi",
-            "--dapr-listen-addresses",
-            "[::1],127.0.0.1",
-        ])
-        .expect("valid");
-        assert_eq!(s.max_body_size, 16 << 20);
-        assert_eq!(s.listen_addresses.len(), 2);
-        assert!(
-            check(&["--app-id", "a", "--read-buffer-size", "lots"])
-                .expect_err("size")
-                .contains("--read-buffer-size")
-        );
-        let size = |args: &[&str]| check(args).expect("valid").read_buffer_size;
-        assert_eq!(size(&["--app-id", "a"]), MIN_READ_BUFFER);
-        assert_eq!(
-            size(&["--app-id", "a", "--dapr-http-read-buffer-size", "32"]),
-            32 << 10
-        );
-        assert_eq!(
-            size(&[
-                "--app-id",
-                "a",
-                "--dapr-http-read-buffer-size",
-                "32",
-                "--read-buffer-size",
-                "64Ki"
-            ]),
-            64 << 10
-        );
-    }
-
-    #[test]
-    fn control_plane_needs_its_address_anchors_and_namespace() {
-        let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let check = |args: &[&str], e: HashMap<String, String>| {
-            let mut all = vec!["--app-id", "a"];
-            all.extend(args);
-            Settings::from_flags(parse(&all).expect("parse"), e)
-        };
-        let full = env(&[("DAPR_TRUST_ANCHORS", "pem"), ("NAMESPACE", "prod")]);
-        assert!(check(&[], HashMap::new()).expect("plain").control_plane.is_none());
-        // An operator address only counts in Kubernetes mode.
-        let s = check(&["--control-plane-address", "op:443"], HashMap::new()).expect("standalone");
-        assert!(s.control_plane.is_none());
-        let k8s = ["--mode", "kubernetes", "--control-plane-address", "op:443"];
-        assert!(
-            check(&k8s, full.clone())
-                .expect_err("no sentry")
-                .contains("--sentry-address")
-        );
-        let with_sentry = [&k8s[..], &["--sentry-address", "sentry:443"]].concat();
-        assert!(
-            check(&with_sentry, env(&[("NAMESPACE", "prod")]))
-                .expect_err("no anchors")
-                .contains("DAPR_TRUST_ANCHORS")
-        );
-        assert!(
-            check(&with_sentry, env(&[("DAPR_TRUST_ANCHORS", "pem")]))
-                .expect_err("no namespace")
-                .contains("NAMESPACE")
-        );
-        let cp = check(&with_sentry, full.clone())
-            .expect("valid")
-            .control_plane
-            .expect("control plane");
-        assert_eq!(cp.operator_address.as_deref(), Some("op:443"));
-        assert_eq!(
-            (cp.namespace.as_str(), cp.trust_domain.as_str()),
-            ("dapr-system", "cluster.local")
-        );
-        assert_eq!(cp.token_file, PathBuf::from(SENTRY_TOKEN_FILE));
-        assert!(!cp.mtls);
-        let mtls = check(&["--enable-mtls", "--sentry-address", "s:1"], full).expect("mtls");
-        assert!(
-            mtls.control_plane
-                .is_some_and(|c| c.mtls && c.operator_address.is_none())
-        );
     }
 }

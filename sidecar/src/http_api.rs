@@ -28,6 +28,7 @@ use crate::{
     runtime::Runtime,
 };
 
+mod cors;
 mod lock;
 mod pubsub;
 mod state;
@@ -80,6 +81,13 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         router.layer(middleware::from_fn_with_state(rt.clone(), api_access))
     } else {
         router
+    };
+    let router = match &rt.settings.allowed_origins {
+        Some(origins) => router.layer(middleware::from_fn_with_state(
+            Arc::new(cors::Origins(origins.clone())),
+            cors::layer,
+        )),
+        None => router,
     };
     router.with_state(rt)
 }

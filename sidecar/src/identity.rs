@@ -14,7 +14,7 @@ use daprs_proto::sentry::{
 };
 use rustls::{RootCertStore, sign::CertifiedKey};
 
-use crate::flags::ControlPlane;
+use crate::settings::ControlPlane;
 
 /// The token mounted for every pod, used when the audience-bound one is missing.
 const FALLBACK_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";

@@ -42,6 +42,7 @@ pub mod resiliency;
 pub mod resources;
 pub mod runtime;
 pub mod secrets_api;
+pub mod settings;
 mod startup;
 pub mod state_api;
 
@@ -55,10 +56,11 @@ use tokio::sync::watch;
 
 use crate::{
     error::StartError,
-    flags::{Mode, Settings},
+    flags::Mode,
     listen::ApiListener,
     registry::{DEFAULT_NAMESPACE, LocalRegistry, Resolver},
     runtime::{Health, Runtime},
+    settings::Settings,
 };
 
 /// Waits until the app's port accepts a TCP connection, polling with back-off.
@@ -122,6 +124,11 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let started = std::time::Instant::now();
     let flags = settings.flags.clone();
+    for flag in flags.inert.given() {
+        tracing::info!(
+            "flag {flag} is accepted for compatibility with Dapr and has no effect in this sidecar"
+        );
+    }
     let namespace = settings
         .namespace
         .clone()

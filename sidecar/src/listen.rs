@@ -7,7 +7,7 @@ use axum::{Router, response::IntoResponse};
 use daprs_mtls::http::Limits;
 use tokio::net::TcpListener;
 
-use crate::{error::StartError, flags::Settings};
+use crate::{error::StartError, settings::Settings};
 
 /// Where a public API listens.
 pub enum ApiListener {

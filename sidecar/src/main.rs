@@ -3,7 +3,10 @@
 use std::collections::HashMap;
 
 use clap::Parser;
-use daprs_sidecar::flags::{Flags, LogLevel, Settings, normalise_args};
+use daprs_sidecar::{
+    flags::{Flags, LogLevel, normalise_args},
+    settings::Settings,
+};
 
 fn init_logging(flags: &Flags) {
     let level = match flags.log_level {
@@ -76,11 +79,50 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
+/// `--wait`: polls the sidecar's outbound readiness for up to a minute;
+/// the exit code says whether it became ready.
+fn wait_outbound(port: u16) -> i32 {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let ready = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+            s.write_all(
+                b"GET /v1.0/healthz/outbound HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            )?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head)?;
+            Ok(head.ends_with(b"204"))
+        });
+        if ready.unwrap_or(false) {
+            return 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("daprd: the sidecar on port {port} was not ready within 60 s");
+    1
+}
+
 fn main() {
     let flags = match Flags::try_parse_from(normalise_args(std::env::args())) {
         Ok(f) => f,
         Err(e) => e.exit(),
     };
+    if flags.build_info {
+        println!(
+            "Version: {}\nRuntime: daprs (Dapr-compatible)\nProfile: {}",
+            env!("CARGO_PKG_VERSION"),
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        );
+        return;
+    }
+    if flags.wait {
+        std::process::exit(wait_outbound(flags.dapr_http_port));
+    }
     let env: HashMap<String, String> = std::env::vars().collect();
     let settings = match Settings::from_flags(flags, env) {
         Ok(s) => s,

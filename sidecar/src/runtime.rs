@@ -20,8 +20,8 @@ use daprs_proto::internals::{InternalInvokeRequest, InternalInvokeResponse};
 use tokio::sync::watch;
 
 use crate::{
-    app_channel::AppChannel, config::SidecarConfig, error::ApiError, flags::Settings, invoke::Invoker,
-    registry::Target,
+    app_channel::AppChannel, config::SidecarConfig, error::ApiError, invoke::Invoker, registry::Target,
+    settings::Settings,
 };
 
 /// A loaded state store.

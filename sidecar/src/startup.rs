@@ -8,9 +8,10 @@ use crate::{
     config::SidecarConfig,
     control_plane, endpoints,
     error::StartError,
-    flags::{Flags, Mode, Settings},
+    flags::{Flags, Mode},
     resiliency,
     resources::{Templates, env_secret_resolver},
+    settings::Settings,
 };
 
 /// The Resiliency documents for this app: from the resource folders, and in

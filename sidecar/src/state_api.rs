@@ -156,7 +156,12 @@ impl Runtime {
     /// still fits in the request line of `GET /v1.0/state/{store}/{key}`
     /// under the `--read-buffer-size` limit, so every saved key can be read.
     pub fn max_key_len(&self) -> usize {
-        (self.settings.read_buffer_size.max(crate::flags::MIN_READ_BUFFER) - 1024) / 3
+        (self
+            .settings
+            .read_buffer_size
+            .max(crate::settings::MIN_READ_BUFFER)
+            - 1024)
+            / 3
     }
 
     fn set_request(&self, store: &str, entry: &StoreEntry, item: SaveItem) -> Result<SetRequest, ApiError> {

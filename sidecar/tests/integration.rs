@@ -8,6 +8,8 @@ mod acl;
 mod apps;
 #[path = "integration/endpoints.rs"]
 mod endpoints;
+#[path = "integration/flags.rs"]
+mod flags;
 #[path = "integration/hardening.rs"]
 mod hardening;
 #[path = "integration/harness.rs"]

@@ -161,7 +161,7 @@ pub async fn sidecar(
     args.extend(extra.iter().cloned());
     let flags =
         <daprs_sidecar::flags::Flags as clap::Parser>::try_parse_from(args).map_err(|e| e.to_string())?;
-    let settings = daprs_sidecar::flags::Settings::from_flags(flags, cp.sidecar_env(dir, token))?;
+    let settings = daprs_sidecar::settings::Settings::from_flags(flags, cp.sidecar_env(dir, token))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut done = tokio::spawn(async move {
         daprs_sidecar::run(settings, async {

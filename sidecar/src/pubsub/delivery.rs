@@ -506,7 +506,9 @@ pub async fn serve(
     // Listening first, so no change made while they start is missed.
     let mut changed = rt.pubsub_changed.subscribe();
     let mut subs = declared;
-    subs.extend(programmatic(app).await);
+    if !rt.settings.skip_app_subscribe {
+        subs.extend(programmatic(app).await);
+    }
     subscribers.lock().await.start(rt, subs).await;
     let until_shutdown = |work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
         let mut stopping = rt.shutdown.subscribe();

@@ -2,37 +2,10 @@
 
 use std::{process::Command, time::Duration};
 
-use super::harness::{Daprd, Spec, free_port, resources, temp_dir};
-
-fn daprd_exit(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_daprd"))
-        .args(args)
-        .output()
-        .expect("run daprd");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[test]
-fn bad_flags_exit_with_code_2_and_a_clear_message() {
-    let (code, err) = daprd_exit(&["--app-id", "x", "--no-such-flag"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("--no-such-flag"), "{err}");
-    let (code, err) = daprd_exit(&["--app-id", "x", "--app-protocol", "tcp"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("tcp") && err.contains("grpc"), "{err}");
-    let (code, err) = daprd_exit(&["--app-port", "80"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("--app-id"), "{err}");
-    let (code, err) = daprd_exit(&["-app-id", "x", "-app-port", "3500"]);
-    assert_eq!(
-        code, 2,
-        "single-dash flags are accepted, and the port clash reported"
-    );
-    assert!(err.contains("--dapr-http-port"), "{err}");
-}
+use super::{
+    flags::daprd_exit,
+    harness::{Daprd, Spec, free_port, resources, temp_dir},
+};
 
 const BROKEN_REDIS: &str = "apiVersion: dapr.io/v1alpha1
 kind: Component
