@@ -12,6 +12,7 @@
 //! error codes once.
 
 pub mod lock;
+mod pg_conn;
 pub mod pubsub;
 mod redis_conn;
 pub mod registry;

@@ -4,11 +4,11 @@
 //! the ETag matched; a transaction runs those statements in one database
 //! transaction and rolls back on the first failure.
 
-use std::{collections::BTreeMap, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, Pool};
-use tokio_postgres::{NoTls, types::ToSql};
+use deadpool_postgres::Pool;
+use tokio_postgres::types::ToSql;
 
 use super::{sqlite::valid_identifier, *};
 
@@ -57,15 +57,8 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl PostgresStore {
-    /// Connects with `connectionString` (key=value pairs or a postgres:// URL) and creates the table.
+    /// Connects with `connectionString` (see [`crate::pg_conn`]) and creates the table.
     pub async fn connect(metadata: &BTreeMap<String, String>) -> Result<Self, String> {
-        let conn_str = meta(metadata, "connectionString").ok_or("metadata connectionString is required")?;
-        let mut config = tokio_postgres::Config::from_str(conn_str)
-            .map_err(|e| format!("connectionString is not valid: {e}"))?;
-        let timeout = meta(metadata, "timeout")
-            .and_then(parse_duration)
-            .unwrap_or(Duration::from_secs(20));
-        config.connect_timeout(timeout);
         let table = meta(metadata, "tableName")
             .map(str::to_string)
             .unwrap_or_else(|| format!("{}state", meta(metadata, "tablePrefix").unwrap_or("")));
@@ -74,14 +67,7 @@ impl PostgresStore {
                 "tableName {table:?} must be letters, digits and underscores"
             ));
         }
-        let max_conns = meta(metadata, "maxConns")
-            .and_then(|v| v.parse().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(16);
-        let pool = Pool::builder(Manager::new(config, NoTls))
-            .max_size(max_conns)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let (pool, timeout) = crate::pg_conn::pool(metadata).await?;
         let client = tokio::time::timeout(timeout, pool.get())
             .await
             .map_err(|_| format!("timed out connecting to PostgreSQL after {timeout:?}"))?

@@ -140,11 +140,25 @@ async fn redis() {
 
 #[tokio::test]
 async fn postgresql() {
-    let conn = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+    // Written the way Dapr's documentation writes it (`database`, pool keywords).
+    let conn = "host=127.0.0.1 user=postgres port=5432 connect_timeout=10 database=test pool_max_conns=4";
     suite(
         open(
             "state.postgresql",
             &[("connectionString", conn), ("tableName", "daprs_conf_state")],
+        )
+        .await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgresql_with_a_url_connection_string() {
+    let conn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable&application_name=daprs";
+    suite(
+        open(
+            "state.postgresql",
+            &[("connectionString", conn), ("tableName", "daprs_conf_state_url")],
         )
         .await,
     )
