@@ -71,7 +71,9 @@ fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!("connectionString: {key:?} has no value (expected {key}=value)"));
+            return Err(format!(
+                "connectionString: {key:?} has no value (expected {key}=value)"
+            ));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -84,7 +86,11 @@ fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
                     Some('\\') => value.extend(chars.next()),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => return Err(format!("connectionString: the quoted value of {key} is not closed")),
+                    None => {
+                        return Err(format!(
+                            "connectionString: the quoted value of {key} is not closed"
+                        ));
+                    }
                 }
             }
         } else {
@@ -112,7 +118,10 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
         if b[i] == b'%'
-            && let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c)))
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|&c| hex(c)),
+                b.get(i + 2).and_then(|&c| hex(c)),
+            )
         {
             out.push((h * 16 + l) as u8);
             i += 3;
@@ -135,7 +144,9 @@ fn url_pairs(url: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let hosts = match authority.rsplit_once('@') {
         Some((userinfo, hosts)) => {
-            let (user, pw) = userinfo.split_once(':').map_or((userinfo, None), |(u, p)| (u, Some(p)));
+            let (user, pw) = userinfo
+                .split_once(':')
+                .map_or((userinfo, None), |(u, p)| (u, Some(p)));
             if !user.is_empty() {
                 out.push(("user".into(), percent_decode(user)));
             }
@@ -151,7 +162,9 @@ fn url_pairs(url: &str) -> Result<Vec<(String, String)>, String> {
         // `[::1]:5432`, `db:5432`, `db`.
         let (name, port) = match h.strip_prefix('[') {
             Some(v6) => {
-                let (addr, after) = v6.split_once(']').ok_or("connectionString: unclosed [ in the host")?;
+                let (addr, after) = v6
+                    .split_once(']')
+                    .ok_or("connectionString: unclosed [ in the host")?;
                 (addr, after.strip_prefix(':'))
             }
             None => h.rsplit_once(':').map_or((h, None), |(n, p)| (n, Some(p))),
@@ -179,7 +192,12 @@ fn url_pairs(url: &str) -> Result<Vec<(String, String)>, String> {
 fn apply(s: &mut Settings, options: &mut Vec<String>, key: &str, value: &str) -> Result<(), String> {
     let c = &mut s.config;
     let bad = |what: &str| format!("connectionString: {key}={value:?} is not {what}");
-    let seconds = |v: &str| v.trim().parse::<u64>().map(Duration::from_secs).map_err(|_| bad("a number of seconds"));
+    let seconds = |v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| bad("a number of seconds"))
+    };
     match key {
         "host" => {
             for h in value.split(',') {
@@ -225,7 +243,11 @@ fn apply(s: &mut Settings, options: &mut Vec<String>, key: &str, value: &str) ->
                          does not have; use sslmode=disable or prefer"
                     ));
                 }
-                _ => return Err(bad("one of disable, allow, prefer, require, verify-ca, verify-full")),
+                _ => {
+                    return Err(bad(
+                        "one of disable, allow, prefer, require, verify-ca, verify-full",
+                    ));
+                }
             });
         }
         "sslrootcert" | "sslcert" | "sslkey" | "sslpassword" | "sslsni" => {}
@@ -304,14 +326,18 @@ pub fn settings(metadata: &Metadata) -> Result<Settings, String> {
     if s.config.get_hosts().is_empty() && s.config.get_hostaddrs().is_empty() {
         s.config.host("localhost");
     }
-    if let Some(t) = meta(metadata, "timeout")
-        .and_then(parse_duration)
-        .or_else(|| meta(metadata, "timeoutInSeconds").and_then(|v| v.parse().ok()).map(Duration::from_secs))
-    {
+    if let Some(t) = meta(metadata, "timeout").and_then(parse_duration).or_else(|| {
+        meta(metadata, "timeoutInSeconds")
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs)
+    }) {
         s.timeout = t;
     }
     s.config.connect_timeout(s.timeout);
-    if let Some(n) = meta(metadata, "maxConns").and_then(|v| v.parse().ok()).filter(|n| *n > 0) {
+    if let Some(n) = meta(metadata, "maxConns")
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+    {
         s.max_conns = n;
     }
     Ok(s)
@@ -337,7 +363,10 @@ mod tests {
     use super::*;
 
     fn md(pairs: &[(&str, &str)]) -> Metadata {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn conn(s: &str) -> Result<Settings, String> {
@@ -346,15 +375,18 @@ mod tests {
 
     #[test]
     fn keyword_value_strings_as_dapr_documents_them() {
-        let s = conn("host=localhost user=postgres password=example port=5432 connect_timeout=10 database=config")
-            .expect("valid");
+        let s = conn(
+            "host=localhost user=postgres password=example port=5432 connect_timeout=10 database=config",
+        )
+        .expect("valid");
         let c = &s.config;
         assert_eq!(c.get_user(), Some("postgres"));
         assert_eq!(c.get_password(), Some(&b"example"[..]));
         assert_eq!(c.get_dbname(), Some("config"));
         assert_eq!(c.get_ports(), [5432]);
         assert_eq!(s.timeout, Duration::from_secs(10));
-        let s = conn("host = db dbname='my db' password='it\\'s' pool_max_conns=8 sslmode=disable").expect("valid");
+        let s = conn("host = db dbname='my db' password='it\\'s' pool_max_conns=8 sslmode=disable")
+            .expect("valid");
         assert_eq!(s.config.get_dbname(), Some("my db"));
         assert_eq!(s.config.get_password(), Some(&b"it's"[..]));
         assert_eq!(s.max_conns, 8);
@@ -362,10 +394,15 @@ mod tests {
 
     #[test]
     fn url_strings() {
-        let s = conn("postgres://app:p%40ss@db.example:6432/orders?sslmode=prefer&pool_max_conns=4&application_name=x")
-            .expect("valid");
+        let s = conn(
+            "postgres://app:p%40ss@db.example:6432/orders?sslmode=prefer&pool_max_conns=4&application_name=x",
+        )
+        .expect("valid");
         let c = &s.config;
-        assert_eq!((c.get_user(), c.get_password()), (Some("app"), Some(&b"p@ss"[..])));
+        assert_eq!(
+            (c.get_user(), c.get_password()),
+            (Some("app"), Some(&b"p@ss"[..]))
+        );
         assert_eq!((c.get_dbname(), c.get_ports()), (Some("orders"), &[6432][..]));
         assert_eq!(s.max_conns, 4);
         assert!(conn("postgresql://[::1]:5432/db").is_ok());
@@ -377,7 +414,12 @@ mod tests {
         assert!(e.contains("\"colour\""), "{e}");
         let e = conn("host=db port=high").err().unwrap_or_default();
         assert!(e.contains("port"), "{e}");
-        assert!(conn("host=db sslmode=require").err().unwrap_or_default().contains("TLS"));
+        assert!(
+            conn("host=db sslmode=require")
+                .err()
+                .unwrap_or_default()
+                .contains("TLS")
+        );
         assert!(conn("host=db password='open").is_err());
         assert!(settings(&md(&[])).is_err());
     }

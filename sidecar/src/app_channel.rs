@@ -338,6 +338,43 @@ impl AppChannel {
         })
     }
 
+    /// Calls an HTTP app: `<verb> /<path>` with a body and headers; the status
+    /// and body of its answer.
+    pub async fn call_http(
+        &self,
+        verb: Verb,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        metadata: HashMap<String, ListStringValue>,
+    ) -> Result<(u16, Vec<u8>), ApiError> {
+        let req = InternalInvokeRequest {
+            ver: 0,
+            actor: None,
+            metadata,
+            message: Some(InvokeRequest {
+                method: path.trim_start_matches('/').to_string(),
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: body,
+                }),
+                content_type: content_type.into(),
+                http_extension: Some(HttpExtension {
+                    verb: verb as i32,
+                    querystring: String::new(),
+                }),
+            }),
+        };
+        let res = self.invoke(req).await?;
+        let status = res.status.map_or(500, |s| u16::try_from(s.code).unwrap_or(500));
+        let body = res
+            .message
+            .and_then(|m| m.data)
+            .map(|d| d.value)
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
     /// Invokes a method of the app. The reply's status is an HTTP status for HTTP
     /// apps and a gRPC code for gRPC apps, as between Dapr sidecars.
     pub async fn invoke(&self, req: InternalInvokeRequest) -> Result<InternalInvokeResponse, ApiError> {

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     cloudevent,
-    delivery::{Outcome, call_http, grpc_outcome, http_outcome, topic_event_request},
+    delivery::{Outcome, grpc_outcome, http_outcome, topic_event_request},
     subscriptions::Subscription,
 };
 use crate::{app_channel::AppChannel, runtime::Runtime};
@@ -176,7 +176,10 @@ async fn send_http(
 ) -> Result<HashMap<String, Outcome>, Outcome> {
     let events: Vec<&Map<String, Value>> = entries.iter().map(|e| &e.event).collect();
     let body = serde_json::to_vec(&http_envelope(sub, ids, &events)).unwrap_or_default();
-    match call_http(app, Verb::Post, path, "application/json", body, HashMap::new()).await {
+    match app
+        .call_http(Verb::Post, path, "application/json", body, HashMap::new())
+        .await
+    {
         Ok((status, body)) => http_statuses(status, &body),
         Err(_) => Err(Outcome::Retry),
     }

@@ -13,8 +13,7 @@ use daprs_components::{
     pubsub::{self as broker, Handler, Message, Subscribed},
 };
 use daprs_proto::{
-    common::{HttpExtension, InvokeRequest, http_extension::Verb},
-    internals::InternalInvokeRequest,
+    common::http_extension::Verb,
     runtime::{
         TopicEventRequest, app_callback_client::AppCallbackClient,
         topic_event_response::TopicEventResponseStatus,
@@ -233,15 +232,15 @@ async fn call_app(
             header(k, v);
         }
     }
-    match call_http(
-        app,
-        Verb::Post,
-        path,
-        cloudevent::CONTENT_TYPE,
-        body.to_vec(),
-        metadata,
-    )
-    .await
+    match app
+        .call_http(
+            Verb::Post,
+            path,
+            cloudevent::CONTENT_TYPE,
+            body.to_vec(),
+            metadata,
+        )
+        .await
     {
         Ok((status, body)) => {
             let outcome = http_outcome(status, &body);
@@ -253,43 +252,6 @@ async fn call_app(
             (Outcome::Retry, Some(Failure::Transport))
         }
     }
-}
-
-/// Calls an HTTP app: `<verb> /<path>` with a body and headers; the status
-/// and body of its answer.
-pub(crate) async fn call_http(
-    app: &AppChannel,
-    verb: Verb,
-    path: &str,
-    content_type: &str,
-    body: Vec<u8>,
-    metadata: HashMap<String, daprs_proto::internals::ListStringValue>,
-) -> Result<(u16, Vec<u8>), crate::error::ApiError> {
-    let req = InternalInvokeRequest {
-        ver: 0,
-        actor: None,
-        metadata,
-        message: Some(InvokeRequest {
-            method: path.trim_start_matches('/').to_string(),
-            data: Some(prost_types::Any {
-                type_url: String::new(),
-                value: body,
-            }),
-            content_type: content_type.into(),
-            http_extension: Some(HttpExtension {
-                verb: verb as i32,
-                querystring: String::new(),
-            }),
-        }),
-    };
-    let res = app.invoke(req).await?;
-    let status = res.status.map_or(500, |s| u16::try_from(s.code).unwrap_or(500));
-    let body = res
-        .message
-        .and_then(|m| m.data)
-        .map(|d| d.value)
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 /// One delivery: everything between the broker handing over a message and
@@ -558,7 +520,9 @@ pub async fn programmatic(app: &AppChannel) -> Vec<Subscription> {
         // call is tried again a few times, as Dapr's start-up policy does.
         let mut tries = 0;
         let answer = loop {
-            let answer = call_http(app, Verb::Get, "dapr/subscribe", "", Vec::new(), HashMap::new()).await;
+            let answer = app
+                .call_http(Verb::Get, "dapr/subscribe", "", Vec::new(), HashMap::new())
+                .await;
             if answer.is_ok() || tries == 3 {
                 break answer;
             }
