@@ -7,10 +7,12 @@
 //! - [`secretstores`]: read-only secret sources.
 //! - [`pubsub`]: brokers that publish and deliver messages at least once.
 //! - [`lock`]: leases on named resources, held by one owner at a time.
+//! - [`configuration`]: versioned items, read and watched for changes.
 //!
 //! Nothing here knows HTTP or gRPC: the sidecar maps [`Error`] to Dapr's
 //! error codes once.
 
+pub mod configuration;
 pub mod lock;
 mod pg_conn;
 pub mod pubsub;

@@ -5,6 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     Metadata,
+    configuration::{self, ConfigurationStore},
     lock::{self, LockStore},
     pubsub::{self, PubSub},
     secretstores::{self, SecretStore},
@@ -21,6 +22,8 @@ pub enum Built {
     PubSub(Arc<dyn PubSub>),
     /// A lock store.
     Lock(Arc<dyn LockStore>),
+    /// A configuration store.
+    Configuration(Arc<dyn ConfigurationStore>),
 }
 
 /// What a component may read besides its metadata.
@@ -47,6 +50,8 @@ pub const TYPES: &[&str] = &[
     "pubsub.rabbitmq",
     "lock.in-memory",
     "lock.redis",
+    "configuration.redis",
+    "configuration.postgresql",
 ];
 
 /// Whether `version` is one this build implements (all are `v1`).
@@ -63,10 +68,10 @@ pub async fn build(
 ) -> Result<Built, String> {
     let kind = kind.trim();
     // Dapr accepts `state.postgres` as well as the documented name.
-    let kind = if kind == "state.postgres" {
-        "state.postgresql"
-    } else {
-        kind
+    let kind = match kind {
+        "state.postgres" => "state.postgresql",
+        "configuration.postgres" => "configuration.postgresql",
+        k => k,
     };
     if !TYPES.contains(&kind) {
         return Err(format!("unknown component type {kind}"));
@@ -102,6 +107,12 @@ pub async fn build(
         )),
         "lock.in-memory" => Built::Lock(Arc::new(lock::memory::MemoryLocks::default())),
         "lock.redis" => Built::Lock(Arc::new(lock::redis::RedisLocks::connect(metadata).await?)),
+        "configuration.redis" => Built::Configuration(Arc::new(
+            configuration::redis::RedisConfig::connect(metadata).await?,
+        )),
+        "configuration.postgresql" => Built::Configuration(Arc::new(
+            configuration::postgres::PostgresConfig::connect(metadata).await?,
+        )),
         other => return Err(format!("unknown component type {other}")),
     })
 }

@@ -3,6 +3,7 @@
 //! implementation is proven by adding one test that calls its block's suite.
 
 mod conformance {
+    pub mod configuration;
     pub mod lock;
     pub mod pubsub;
     pub mod restart;
