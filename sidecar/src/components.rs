@@ -97,6 +97,7 @@ pub(crate) async fn init(
             let prefix = KeyPrefix::parse(meta(&metadata, "keyPrefix"));
             (vec![], Block::Lock(LockEntry { store, prefix }))
         }
+        Built::Configuration(store) => (vec![], Block::Configuration(store)),
         Built::PubSub(broker) => {
             let caps = broker.features().iter().map(|s| s.to_string()).collect();
             let scopes = TopicScopes::parse(&metadata, app_id);

@@ -28,6 +28,7 @@ use crate::{
     runtime::Runtime,
 };
 
+mod configuration;
 mod cors;
 mod lock;
 mod pubsub;
@@ -70,6 +71,24 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/v1.0/metadata", get(get_metadata))
         .route("/v1.0/metadata/{key}", put(put_metadata))
         .route("/v1.0/shutdown", post(shutdown))
+        .route("/v1.0/configuration/{store}", get(configuration::get))
+        .route("/v1.0-alpha1/configuration/{store}", get(configuration::get))
+        .route(
+            "/v1.0/configuration/{store}/subscribe",
+            get(configuration::subscribe),
+        )
+        .route(
+            "/v1.0-alpha1/configuration/{store}/subscribe",
+            get(configuration::subscribe),
+        )
+        .route(
+            "/v1.0/configuration/{store}/{id}/unsubscribe",
+            get(configuration::unsubscribe),
+        )
+        .route(
+            "/v1.0-alpha1/configuration/{store}/{id}/unsubscribe",
+            get(configuration::unsubscribe),
+        )
         .route("/v1.0-alpha1/lock/{store}", post(lock::try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
         .merge(unbuilt::routes())

@@ -22,6 +22,7 @@ pub mod acl;
 pub mod app_channel;
 pub mod components;
 pub mod config;
+pub mod configuration_api;
 pub mod control_plane;
 pub mod endpoints;
 pub mod error;
@@ -305,6 +306,7 @@ pub async fn run(
         endpoints,
         subscriptions: Default::default(),
         pubsub_changed: tokio::sync::broadcast::channel(16).0,
+        config_watches: Default::default(),
     });
     rt.health.app_healthy.store(true, Ordering::Relaxed);
 

@@ -4,13 +4,11 @@
 use std::{sync::Arc, time::Duration};
 
 use daprs_components::{lock::Unlocked, state::SEPARATOR};
-use http::StatusCode;
-use tonic::Code;
 
 use crate::{
     components::backend_failure,
     error::ApiError,
-    runtime::{LockEntry, Runtime},
+    runtime::{LockEntry, Lookup, Runtime},
 };
 
 fn required(field: &str) -> ApiError {
@@ -18,33 +16,13 @@ fn required(field: &str) -> ApiError {
 }
 
 impl Runtime {
-    /// The named lock store, or Dapr's not-configured / not-found errors.
     fn lock_store(&self, name: &str) -> Result<Arc<LockEntry>, ApiError> {
-        let loaded = self
-            .loaded
-            .read()
-            .map_err(|_| ApiError::internal("ERR_LOCK_STORE_NOT_FOUND", "component table unavailable"))?;
-        if let Some(entry) = loaded.locks.get(name) {
-            return Ok(entry.clone());
-        }
-        if loaded.locks.is_empty() && loaded.kind_of(name).is_none() {
-            return Err(ApiError::new(
-                "ERR_LOCK_STORE_NOT_CONFIGURED",
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Code::FailedPrecondition,
-                "lock store is not configured",
-            ));
-        }
-        let why = match loaded.kind_of(name) {
-            Some(kind) => format!("lock store {name} is not found: {name} is a {kind} component"),
-            None => format!("lock store {name} is not found"),
+        const LOOKUP: Lookup = Lookup {
+            what: "lock store",
+            not_configured: "ERR_LOCK_STORE_NOT_CONFIGURED",
+            not_found: "ERR_LOCK_STORE_NOT_FOUND",
         };
-        Err(ApiError::new(
-            "ERR_LOCK_STORE_NOT_FOUND",
-            StatusCode::BAD_REQUEST,
-            Code::InvalidArgument,
-            why,
-        ))
+        self.lookup(name, &LOOKUP, |l| &l.locks)
     }
 
     /// The key a resource is locked under: `lock||<prefix>||<resource>`.

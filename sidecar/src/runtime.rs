@@ -11,6 +11,7 @@ use std::{
 };
 
 use daprs_components::{
+    configuration::ConfigurationStore,
     lock::LockStore,
     pubsub::PubSub,
     secretstores::SecretStore,
@@ -73,6 +74,8 @@ pub struct Loaded {
     pub pubsubs: HashMap<String, Arc<PubSubEntry>>,
     /// Lock stores by component name.
     pub locks: HashMap<String, Arc<LockEntry>>,
+    /// Configuration stores by component name.
+    pub configs: HashMap<String, Arc<dyn ConfigurationStore>>,
     /// Every loaded component.
     pub components: Vec<ComponentInfo>,
 }
@@ -83,6 +86,7 @@ pub enum Block {
     Secrets(Arc<dyn SecretStore>),
     PubSub(PubSubEntry),
     Lock(LockEntry),
+    Configuration(Arc<dyn ConfigurationStore>),
 }
 
 impl Loaded {
@@ -101,6 +105,9 @@ impl Loaded {
             }
             Block::Lock(l) => {
                 self.locks.insert(info.name.clone(), Arc::new(l));
+            }
+            Block::Configuration(c) => {
+                self.configs.insert(info.name.clone(), c);
             }
         }
         self.components.push(info);
@@ -121,6 +128,7 @@ impl Loaded {
         self.secret_stores.remove(name);
         self.pubsubs.remove(name);
         self.locks.remove(name);
+        self.configs.remove(name);
         let before = self.components.len();
         self.components.retain(|c| c.name != name);
         before != self.components.len()
@@ -171,6 +179,8 @@ pub struct Runtime {
     /// Names of pub/sub components replaced or removed while running, so
     /// the subscriptions on them move to the new broker.
     pub pubsub_changed: tokio::sync::broadcast::Sender<String>,
+    /// Configuration subscriptions by id, for unsubscribing.
+    pub config_watches: crate::configuration_api::Watches,
 }
 
 /// The subscriptions in use, each under a token that removes it.
@@ -190,7 +200,55 @@ impl Subscriptions {
     }
 }
 
+/// How an API names its component kind and its two lookup errors.
+pub struct Lookup {
+    /// e.g. `lock store`.
+    pub what: &'static str,
+    /// Code when no component of the kind is loaded (500 / FAILED_PRECONDITION).
+    pub not_configured: &'static str,
+    /// Code when the named one is not (400 / INVALID_ARGUMENT).
+    pub not_found: &'static str,
+}
+
 impl Runtime {
+    /// The component `name` from one block's table (`pick`), or the block's
+    /// not-configured / not-found error; a name that belongs to another block
+    /// says which type it is.
+    pub fn lookup<T: Clone>(
+        &self,
+        name: &str,
+        l: &Lookup,
+        pick: impl Fn(&Loaded) -> &HashMap<String, T>,
+    ) -> Result<T, ApiError> {
+        let loaded = self
+            .loaded
+            .read()
+            .map_err(|_| ApiError::internal(l.not_found, "component table unavailable"))?;
+        let table = pick(&loaded);
+        if let Some(found) = table.get(name) {
+            return Ok(found.clone());
+        }
+        let other = loaded.kind_of(name);
+        if table.is_empty() && other.is_none() {
+            return Err(ApiError::new(
+                l.not_configured,
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::FailedPrecondition,
+                format!("{} is not configured", l.what),
+            ));
+        }
+        let why = match other {
+            Some(kind) => format!("{} {name} is not found: {name} is a {kind} component", l.what),
+            None => format!("{} {name} is not found", l.what),
+        };
+        Err(ApiError::new(
+            l.not_found,
+            http::StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            why,
+        ))
+    }
+
     /// The loaded components, as the metadata API lists them.
     pub fn components(&self) -> Vec<ComponentInfo> {
         self.loaded

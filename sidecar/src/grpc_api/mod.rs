@@ -4,6 +4,7 @@
 //! UNIMPLEMENTED naming the block ([`unbuilt`]).
 
 mod access;
+mod configuration;
 mod invoke;
 mod unbuilt;
 
@@ -323,6 +324,76 @@ impl Dapr for DaprApi {
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         self.rt.shutdown_requested(force);
         Ok(Response::new(()))
+    }
+
+    async fn get_configuration(
+        &self,
+        request: Request<R::GetConfigurationRequest>,
+    ) -> Result<Response<R::GetConfigurationResponse>, Status> {
+        let r = request.into_inner();
+        let items = self
+            .rt
+            .get_configuration(&r.store_name, &r.keys, &meta_map(r.metadata))
+            .await?;
+        Ok(Response::new(R::GetConfigurationResponse {
+            items: configuration::items(items),
+        }))
+    }
+
+    async fn get_configuration_alpha1(
+        &self,
+        request: Request<R::GetConfigurationRequest>,
+    ) -> Result<Response<R::GetConfigurationResponse>, Status> {
+        self.get_configuration(request).await
+    }
+
+    type SubscribeConfigurationStream = configuration::Updates;
+    type SubscribeConfigurationAlpha1Stream = configuration::Updates;
+
+    async fn subscribe_configuration(
+        &self,
+        request: Request<R::SubscribeConfigurationRequest>,
+    ) -> Result<Response<configuration::Updates>, Status> {
+        let r = request.into_inner();
+        let sub = self
+            .rt
+            .subscribe_configuration(&r.store_name, &r.keys, &meta_map(r.metadata))
+            .await?;
+        Ok(Response::new(configuration::updates(self.rt.clone(), sub)))
+    }
+
+    async fn subscribe_configuration_alpha1(
+        &self,
+        request: Request<R::SubscribeConfigurationRequest>,
+    ) -> Result<Response<configuration::Updates>, Status> {
+        self.subscribe_configuration(request).await
+    }
+
+    async fn unsubscribe_configuration(
+        &self,
+        request: Request<R::UnsubscribeConfigurationRequest>,
+    ) -> Result<Response<R::UnsubscribeConfigurationResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            match self.rt.unsubscribe_configuration(&r.store_name, &r.id) {
+                Ok(()) => R::UnsubscribeConfigurationResponse {
+                    ok: true,
+                    message: String::new(),
+                },
+                Err(e) if e.code == "ERR_CONFIGURATION_UNSUBSCRIBE" => R::UnsubscribeConfigurationResponse {
+                    ok: false,
+                    message: e.message,
+                },
+                Err(e) => return Err(e.into()),
+            },
+        ))
+    }
+
+    async fn unsubscribe_configuration_alpha1(
+        &self,
+        request: Request<R::UnsubscribeConfigurationRequest>,
+    ) -> Result<Response<R::UnsubscribeConfigurationResponse>, Status> {
+        self.unsubscribe_configuration(request).await
     }
 
     async fn try_lock_alpha1(

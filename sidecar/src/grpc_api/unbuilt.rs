@@ -56,8 +56,6 @@ macro_rules! unbuilt {
 macro_rules! rpcs {
     () => {
         type SubscribeActorEventsAlpha1Stream = unbuilt::NoStream<R::SubscribeActorEventsResponseAlpha1>;
-        type SubscribeConfigurationAlpha1Stream = unbuilt::NoStream<R::SubscribeConfigurationResponse>;
-        type SubscribeConfigurationStream = unbuilt::NoStream<R::SubscribeConfigurationResponse>;
         type EncryptAlpha1Stream = unbuilt::NoStream<R::EncryptResponse>;
         type DecryptAlpha1Stream = unbuilt::NoStream<R::DecryptResponse>;
         type GetBinaryFileAlpha1Stream = unbuilt::NoStream<R::GetBinaryFileResponseAlpha1>;
@@ -85,15 +83,6 @@ macro_rules! rpcs {
             execute_actor_state_transaction(R::ExecuteActorStateTransactionRequest) -> ();
             invoke_actor(R::InvokeActorRequest) -> R::InvokeActorResponse;
             subscribe_actor_events_alpha1(tonic::Streaming<R::SubscribeActorEventsRequestAlpha1>) -> Self::SubscribeActorEventsAlpha1Stream;
-        }
-        unbuilt::unbuilt! {
-            "configuration":
-            get_configuration_alpha1(R::GetConfigurationRequest) -> R::GetConfigurationResponse;
-            get_configuration(R::GetConfigurationRequest) -> R::GetConfigurationResponse;
-            subscribe_configuration_alpha1(R::SubscribeConfigurationRequest) -> Self::SubscribeConfigurationAlpha1Stream;
-            subscribe_configuration(R::SubscribeConfigurationRequest) -> Self::SubscribeConfigurationStream;
-            unsubscribe_configuration_alpha1(R::UnsubscribeConfigurationRequest) -> R::UnsubscribeConfigurationResponse;
-            unsubscribe_configuration(R::UnsubscribeConfigurationRequest) -> R::UnsubscribeConfigurationResponse;
         }
         unbuilt::unbuilt! {
             "cryptography":
