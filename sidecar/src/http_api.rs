@@ -45,7 +45,13 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/v1.0/invoke/{*rest}", any(invoke_path))
         .route(
             "/v1.0/state/{store}",
-            post(state::save_state).put(state::save_state),
+            post(state::save_state)
+                .put(state::save_state)
+                .delete(state::delete_bulk),
+        )
+        .route(
+            "/v1.0-alpha1/state/{store}/query",
+            post(state::query).put(state::query),
         )
         .route(
             "/v1.0/state/{store}/{key}",

@@ -317,4 +317,61 @@ impl Runtime {
                 )
             })
     }
+
+    /// Runs a query (Dapr's query language, as JSON text) over this app's
+    /// items in `store`: the page of results and the next page's token.
+    pub async fn query_state(&self, store: &str, query: &[u8]) -> Result<QueryPage, ApiError> {
+        let entry = self.state_store(store)?;
+        if !entry.store.features().contains(&state::QUERY_API) {
+            return Err(ApiError::internal(
+                "ERR_STATE_STORE_NOT_SUPPORTED",
+                format!("state store {store} doesn't support query"),
+            )
+            .with_reason("DAPR_STATE_QUERYING_NOT_SUPPORTED")
+            .with_resource("state", store));
+        }
+        let q = state::query::parse(query).map_err(|e| {
+            ApiError::malformed(format!("failed to parse the query: {e}")).with_resource("state", store)
+        })?;
+        // Only this app's items: the keys under its prefix.
+        let prefix = entry
+            .prefix
+            .prefix(&self.app_id, store, self.namespace.as_deref())
+            .map(|p| format!("{p}{SEPARATOR}"))
+            .unwrap_or_default();
+        let failed = |e: StoreError| {
+            ApiError::internal(
+                "ERR_STATE_QUERY",
+                format!("failed query in state store {store}: {e}"),
+            )
+            .with_reason("DAPR_STATE_QUERY_FAILED")
+            .with_resource("state", store)
+        };
+        let items = self
+            .outbound(store, || entry.store.scan(&prefix), backend_failure)
+            .await
+            .map_err(failed)?
+            .unwrap_or_default();
+        let rows = items
+            .into_iter()
+            .map(|(k, item)| {
+                let v = serde_json::from_slice(&item.data).unwrap_or(serde_json::Value::Null);
+                (k, v, item)
+            })
+            .collect();
+        let (page, token) = state::query::run(&q, rows);
+        Ok(QueryPage {
+            results: page
+                .into_iter()
+                .map(|(k, item)| (state::original_key(&k).to_string(), item))
+                .collect(),
+            token,
+        })
+    }
+}
+
+/// One page of query results: (user key, item) pairs and the next page's token.
+pub struct QueryPage {
+    pub results: Vec<(String, Item)>,
+    pub token: Option<String>,
 }

@@ -30,6 +30,8 @@ mod pubsub;
 mod pubsub_brokers;
 #[path = "integration/pubsub_grpc.rs"]
 mod pubsub_grpc;
+#[path = "integration/query.rs"]
+mod query;
 #[path = "integration/resiliency.rs"]
 mod resiliency;
 #[path = "integration/runtime_api.rs"]

@@ -74,7 +74,19 @@ impl MemoryStore {
 #[async_trait]
 impl StateStore for MemoryStore {
     fn features(&self) -> &'static [&'static str] {
-        &[ETAG, TRANSACTIONAL, TTL]
+        &[ETAG, TRANSACTIONAL, TTL, QUERY_API]
+    }
+
+    async fn scan(&self, prefix: &str) -> StoreResult<Option<Vec<(String, Item)>>> {
+        let now = SystemTime::now();
+        let items = lock(&self.items);
+        Ok(Some(
+            items
+                .iter()
+                .filter(|(k, i)| k.starts_with(prefix) && i.expires_at.is_none_or(|t| t > now))
+                .map(|(k, i)| (k.clone(), i.clone()))
+                .collect(),
+        ))
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Item>> {

@@ -11,6 +11,7 @@
 
 pub mod memory;
 pub mod postgres;
+pub mod query;
 pub mod redis;
 pub mod sqlite;
 
@@ -28,6 +29,8 @@ pub const ETAG: &str = "ETAG";
 pub const TRANSACTIONAL: &str = "TRANSACTIONAL";
 /// `ttlInSeconds` support.
 pub const TTL: &str = "TTL";
+/// The state query API.
+pub const QUERY_API: &str = "QUERY_API";
 
 /// A stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +108,13 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Applies all operations atomically.
     async fn transact(&self, ops: Vec<Operation>) -> StoreResult<()>;
+
+    /// Every live item whose key starts with `prefix`, for queries; None
+    /// when the store cannot list its keys (it has no `QUERY_API`).
+    async fn scan(&self, prefix: &str) -> StoreResult<Option<Vec<(String, Item)>>> {
+        let _ = prefix;
+        Ok(None)
+    }
 
     /// Reads many keys; the default reads them one by one.
     async fn bulk_get(&self, keys: &[String]) -> Vec<StoreResult<Option<Item>>> {

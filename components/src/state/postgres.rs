@@ -25,6 +25,7 @@ struct Statements {
     insert_only: String,
     delete: String,
     delete_if: String,
+    scan: String,
 }
 
 impl Statements {
@@ -48,6 +49,10 @@ impl Statements {
             ),
             delete: format!("DELETE FROM {t} WHERE key = $1"),
             delete_if: format!("DELETE FROM {t} WHERE key = $1 AND etag = $2 AND {LIVE}"),
+            // starts_with, unlike LIKE, has no wildcards a prefix could contain.
+            scan: format!(
+                "SELECT key, value, etag, expires_at FROM {t} WHERE starts_with(key, $1) AND {LIVE}"
+            ),
         }
     }
 }
@@ -168,7 +173,25 @@ impl PostgresStore {
 #[async_trait]
 impl StateStore for PostgresStore {
     fn features(&self) -> &'static [&'static str] {
-        &[ETAG, TRANSACTIONAL, TTL]
+        &[ETAG, TRANSACTIONAL, TTL, QUERY_API]
+    }
+
+    async fn scan(&self, prefix: &str) -> StoreResult<Option<Vec<(String, Item)>>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.scan).await.map_err(backend)?;
+        let rows = client.query(&stmt, &[&prefix]).await.map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push((
+                row.try_get(0).map_err(backend)?,
+                Item {
+                    data: row.try_get::<_, Vec<u8>>(1).map_err(backend)?.into(),
+                    etag: row.try_get(2).map_err(backend)?,
+                    expires_at: row.try_get(3).map_err(backend)?,
+                },
+            ));
+        }
+        Ok(Some(out))
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Item>> {

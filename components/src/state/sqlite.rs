@@ -185,7 +185,47 @@ fn run_ops(conn: &mut Connection, table: &str, ops: Vec<Operation>) -> StoreResu
 #[async_trait]
 impl StateStore for SqliteStore {
     fn features(&self) -> &'static [&'static str] {
-        &[ETAG, TRANSACTIONAL, TTL]
+        &[ETAG, TRANSACTIONAL, TTL, QUERY_API]
+    }
+
+    async fn scan(&self, prefix: &str) -> StoreResult<Option<Vec<(String, Item)>>> {
+        let prefix = prefix.to_string();
+        self.with_conn(move |c, t| {
+            let now = unix_millis(SystemTime::now());
+            // A range on the primary key instead of LIKE, whose wildcards a
+            // prefix could contain.
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT key, value, etag, expires_at FROM {t}
+                     WHERE key >= ?1 AND (expires_at IS NULL OR expires_at > ?2) ORDER BY key"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![prefix, now], |row| {
+                    let data: Vec<u8> = row.get(1)?;
+                    let expires: Option<i64> = row.get(3)?;
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        Item {
+                            data: data.into(),
+                            etag: row.get(2)?,
+                            expires_at: expires
+                                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
+                        },
+                    ))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (k, item) = row.map_err(backend)?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                out.push((k, item));
+            }
+            Ok(Some(out))
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Item>> {

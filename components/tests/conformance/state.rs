@@ -6,7 +6,7 @@ use bytes::Bytes;
 use daprs_components::{
     Error,
     registry::Built,
-    state::{Concurrency, DeleteRequest, Operation, SetRequest, StateStore},
+    state::{Concurrency, DeleteRequest, Operation, QUERY_API, SetRequest, StateStore},
 };
 
 use crate::unique;
@@ -116,6 +116,30 @@ async fn suite(s: Arc<dyn StateStore>) {
     assert_eq!(value(s, &a).await, None, "expired");
     for key in [a, b, c] {
         let _ = s.delete(del(&key, None)).await;
+    }
+
+    // Queries list exactly the live items under a prefix.
+    if s.features().contains(&QUERY_API) {
+        let p = format!("{}||", unique("scan"));
+        s.set(set(&format!("{p}x"), "{\"n\":1}")).await.expect("set");
+        s.set(set(&format!("{p}y"), "{\"n\":2}")).await.expect("set");
+        let mut gone = set(&format!("{p}z"), "{}");
+        gone.ttl = Some(Duration::from_secs(1));
+        s.set(gone).await.expect("set");
+        s.set(set(&format!("{}x", &p[..p.len() - 1]), "outside"))
+            .await
+            .expect("set");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut keys: Vec<String> = s
+            .scan(&p)
+            .await
+            .expect("scan")
+            .expect("listed")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, [format!("{p}x"), format!("{p}y")]);
     }
 }
 

@@ -396,6 +396,28 @@ impl Dapr for DaprApi {
         self.unsubscribe_configuration(request).await
     }
 
+    async fn query_state_alpha1(
+        &self,
+        request: Request<R::QueryStateRequest>,
+    ) -> Result<Response<R::QueryStateResponse>, Status> {
+        let r = request.into_inner();
+        let page = self.rt.query_state(&r.store_name, r.query.as_bytes()).await?;
+        Ok(Response::new(R::QueryStateResponse {
+            results: page
+                .results
+                .into_iter()
+                .map(|(key, item)| R::QueryStateItem {
+                    key,
+                    data: item.data,
+                    etag: item.etag,
+                    error: String::new(),
+                })
+                .collect(),
+            token: page.token.unwrap_or_default(),
+            metadata: Default::default(),
+        }))
+    }
+
     async fn try_lock_alpha1(
         &self,
         request: Request<R::TryLockRequest>,

@@ -61,10 +61,6 @@ macro_rules! rpcs {
         type GetBinaryFileAlpha1Stream = unbuilt::NoStream<R::GetBinaryFileResponseAlpha1>;
 
         unbuilt::unbuilt! {
-            "state query":
-            query_state_alpha1(R::QueryStateRequest) -> R::QueryStateResponse;
-        }
-        unbuilt::unbuilt! {
             "bindings":
             invoke_binding(R::InvokeBindingRequest) -> R::InvokeBindingResponse;
         }

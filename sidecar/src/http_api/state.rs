@@ -232,3 +232,62 @@ pub(super) async fn bulk_or_transaction(
         )),
     }
 }
+
+#[derive(Serialize)]
+struct QueryOut {
+    results: Vec<BulkOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+/// `POST /v1.0-alpha1/state/{store}/query`: 200 with the page, 204 when nothing matched.
+pub(super) async fn query(
+    State(rt): Rt,
+    Path(store): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = read_body(&rt, req.into_body()).await?;
+    let page = rt.query_state(&store, &body).await?;
+    if page.results.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let results = page
+        .results
+        .into_iter()
+        .map(|(key, item)| BulkOut {
+            key,
+            data: raw_json(&item.data),
+            etag: Some(item.etag),
+            metadata: BTreeMap::new(),
+            error: None,
+        })
+        .collect();
+    Ok(axum::Json(QueryOut {
+        results,
+        token: page.token,
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct DeleteJson {
+    key: String,
+    #[serde(default)]
+    etag: Option<String>,
+}
+
+/// `DELETE /v1.0/state/{store}` with a JSON array of `{key, etag}`: the
+/// HTTP form of gRPC `DeleteBulkState`; stops at the first failure.
+pub(super) async fn delete_bulk(
+    State(rt): Rt,
+    Path(store): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = read_body(&rt, req.into_body()).await?;
+    let items: Vec<DeleteJson> = parse_json(&body)?;
+    for d in items {
+        rt.delete_state(&store, &d.key, d.etag.filter(|e| !e.is_empty()))
+            .await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
