@@ -12,7 +12,9 @@
 //! Nothing here knows HTTP or gRPC: the sidecar maps [`Error`] to Dapr's
 //! error codes once.
 
+pub mod bindings;
 pub mod configuration;
+mod https;
 pub mod lock;
 mod pg_conn;
 pub mod pubsub;

@@ -5,6 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     Metadata,
+    bindings::{self, Binding},
     configuration::{self, ConfigurationStore},
     lock::{self, LockStore},
     pubsub::{self, PubSub},
@@ -24,6 +25,8 @@ pub enum Built {
     Lock(Arc<dyn LockStore>),
     /// A configuration store.
     Configuration(Arc<dyn ConfigurationStore>),
+    /// An input and/or output binding.
+    Binding(Arc<dyn Binding>),
 }
 
 /// What a component may read besides its metadata.
@@ -52,6 +55,13 @@ pub const TYPES: &[&str] = &[
     "lock.redis",
     "configuration.redis",
     "configuration.postgresql",
+    "bindings.cron",
+    "bindings.http",
+    "bindings.localstorage",
+    "bindings.redis",
+    "bindings.postgresql",
+    "bindings.rabbitmq",
+    "bindings.mqtt3",
 ];
 
 /// Whether `version` is one this build implements (all are `v1`).
@@ -71,6 +81,7 @@ pub async fn build(
     let kind = match kind {
         "state.postgres" => "state.postgresql",
         "configuration.postgres" => "configuration.postgresql",
+        "bindings.postgres" => "bindings.postgresql",
         k => k,
     };
     if !TYPES.contains(&kind) {
@@ -113,6 +124,19 @@ pub async fn build(
         "configuration.postgresql" => Built::Configuration(Arc::new(
             configuration::postgres::PostgresConfig::connect(metadata).await?,
         )),
+        "bindings.cron" => Built::Binding(Arc::new(bindings::cron::Cron::new(metadata)?)),
+        "bindings.http" => Built::Binding(Arc::new(bindings::http::HttpBinding::new(metadata)?)),
+        "bindings.localstorage" => {
+            Built::Binding(Arc::new(bindings::localstorage::LocalStorage::new(metadata)?))
+        }
+        "bindings.redis" => Built::Binding(Arc::new(bindings::redis::RedisBinding::connect(metadata).await?)),
+        "bindings.postgresql" => Built::Binding(Arc::new(
+            bindings::postgres::PostgresBinding::connect(metadata).await?,
+        )),
+        "bindings.rabbitmq" => Built::Binding(Arc::new(
+            bindings::rabbitmq::RabbitBinding::connect(metadata).await?,
+        )),
+        "bindings.mqtt3" => Built::Binding(Arc::new(bindings::mqtt::MqttBinding::connect(metadata).await?)),
         other => return Err(format!("unknown component type {other}")),
     })
 }

@@ -3,6 +3,7 @@
 //! implementation is proven by adding one test that calls its block's suite.
 
 mod conformance {
+    pub mod bindings;
     pub mod configuration;
     pub mod lock;
     pub mod pubsub;
@@ -30,9 +31,18 @@ pub async fn build(
     metadata: &[(&str, &str)],
     env: &std::collections::HashMap<String, String>,
 ) -> daprs_components::registry::Built {
-    let ctx = daprs_components::registry::Context { env, namespace: None };
-    match daprs_components::registry::build(kind, "v1", &md(metadata), &ctx).await {
+    match try_build(kind, metadata, env).await {
         Ok(b) => b,
         Err(e) => panic!("{kind}: {e}"),
     }
+}
+
+/// Builds a component, or says why it could not.
+pub async fn try_build(
+    kind: &str,
+    metadata: &[(&str, &str)],
+    env: &std::collections::HashMap<String, String>,
+) -> Result<daprs_components::registry::Built, String> {
+    let ctx = daprs_components::registry::Context { env, namespace: None };
+    daprs_components::registry::build(kind, "v1", &md(metadata), &ctx).await
 }

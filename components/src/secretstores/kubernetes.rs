@@ -6,15 +6,12 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
-    sync::Arc,
 };
 
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use super::{Secret, SecretStore};
 use crate::{Error, Metadata, Result, meta};
@@ -23,7 +20,7 @@ const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Largest answer read from the API server (a namespace's Secrets, in bulk).
 const MAX_ANSWER: usize = 64 << 20;
 
-type Https = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+use crate::https::Https;
 
 enum Credential {
     /// Re-read on every call: projected tokens are rotated.
@@ -50,44 +47,6 @@ fn decode_b64(what: &str, s: &str) -> std::result::Result<Vec<u8>, String> {
     base64::engine::general_purpose::STANDARD
         .decode(s.trim())
         .map_err(|_| format!("kubeconfig: {what} is not base64"))
-}
-
-fn tls(
-    ca_pem: &[u8],
-    client: Option<(Vec<u8>, Vec<u8>)>,
-) -> std::result::Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem) {
-        roots
-            .add(c.map_err(|e| format!("cluster CA: {e}"))?)
-            .map_err(|e| format!("cluster CA: {e}"))?;
-    }
-    let builder =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots);
-    match client {
-        None => Ok(builder.with_no_client_auth()),
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_slice_iter(&cert)
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| format!("client certificate: {e}"))?;
-            let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("client key: {e}"))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate: {e}"))
-        }
-    }
-}
-
-fn client(config: rustls::ClientConfig) -> Https {
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_only()
-        .enable_http1()
-        .build();
-    Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
 }
 
 /// The current context's server and credentials from a kubeconfig file.
@@ -148,7 +107,7 @@ fn from_kubeconfig(path: &str) -> std::result::Result<Access, String> {
     };
     Ok(Access {
         server,
-        client: client(tls(&ca, cert.zip(key))?),
+        client: crate::https::client(crate::https::config(crate::https::roots(&ca)?, cert.zip(key))?),
         credential,
     })
 }
@@ -172,7 +131,7 @@ fn in_cluster(env: &HashMap<String, String>) -> std::result::Result<Access, Stri
     let ca = std::fs::read(&ca_path).map_err(|e| format!("cannot read the cluster CA {ca_path}: {e}"))?;
     Ok(Access {
         server: format!("https://{host}:{port}"),
-        client: client(tls(&ca, None)?),
+        client: crate::https::client(crate::https::config(crate::https::roots(&ca)?, None)?),
         credential: Credential::TokenFile(PathBuf::from(format!("{SA_DIR}/token"))),
     })
 }

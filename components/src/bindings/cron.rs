@@ -1,0 +1,67 @@
+//! `bindings.cron`: an input binding that fires on a schedule
+//! ([`super::schedule`]), each firing one event with `timeZone` and
+//! `readTimeUTC` metadata. A firing the app refuses is not repeated.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use super::{Binding, Event, Handler, Reading, schedule::Schedule};
+use crate::{Metadata, meta};
+
+/// The cron binding.
+pub struct Cron {
+    schedule: Schedule,
+}
+
+impl Cron {
+    /// Reads `schedule`.
+    pub fn new(metadata: &Metadata) -> Result<Self, String> {
+        let text = meta(metadata, "schedule").ok_or("metadata schedule is required (e.g. @every 15s)")?;
+        Ok(Self {
+            schedule: super::schedule::parse(text)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Binding for Cron {
+    fn operations(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn is_input(&self) -> bool {
+        true
+    }
+
+    async fn read(&self, handler: Handler) -> crate::Result<Reading> {
+        let schedule = self.schedule.clone();
+        let task = tokio::spawn(async move {
+            let start = SystemTime::now();
+            loop {
+                let now = SystemTime::now();
+                let Some(at) = schedule.next_after(now, start) else {
+                    tracing::warn!("the cron schedule never fires again");
+                    return;
+                };
+                tokio::time::sleep(at.duration_since(now).unwrap_or_default()).await;
+                let metadata = Metadata::from([
+                    ("timeZone".to_string(), "UTC".to_string()),
+                    (
+                        "readTimeUTC".to_string(),
+                        crate::state::rfc3339(SystemTime::now()),
+                    ),
+                ]);
+                if let Err(e) = handler(Event {
+                    data: Default::default(),
+                    metadata,
+                })
+                .await
+                {
+                    tracing::warn!(error = %e, "the app did not take a cron event");
+                }
+            }
+        });
+        Ok(Reading::new(vec![task]))
+    }
+}
