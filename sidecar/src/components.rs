@@ -98,6 +98,18 @@ pub(crate) async fn init(
             (vec![], Block::Lock(LockEntry { store, prefix }))
         }
         Built::Configuration(store) => (vec![], Block::Configuration(store)),
+        Built::Binding(binding) => {
+            let entry =
+                crate::bindings_api::entry(binding, &metadata, &c.metadata.name.clone().unwrap_or_default())?;
+            let mut caps = Vec::new();
+            if entry.input {
+                caps.push("INPUT_BINDING".to_string());
+            }
+            if entry.output {
+                caps.push("OUTPUT_BINDING".to_string());
+            }
+            (caps, Block::Binding(entry))
+        }
         Built::PubSub(broker) => {
             let caps = broker.features().iter().map(|s| s.to_string()).collect();
             let scopes = TopicScopes::parse(&metadata, app_id);

@@ -28,6 +28,7 @@ use crate::{
     runtime::Runtime,
 };
 
+mod bindings;
 mod configuration;
 mod cors;
 mod lock;
@@ -77,6 +78,10 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/v1.0/metadata", get(get_metadata))
         .route("/v1.0/metadata/{key}", put(put_metadata))
         .route("/v1.0/shutdown", post(shutdown))
+        .route(
+            "/v1.0/bindings/{name}",
+            post(bindings::invoke).put(bindings::invoke),
+        )
         .route("/v1.0/configuration/{store}", get(configuration::get))
         .route("/v1.0-alpha1/configuration/{store}", get(configuration::get))
         .route(

@@ -20,6 +20,7 @@
 
 pub mod acl;
 pub mod app_channel;
+pub mod bindings_api;
 pub mod components;
 pub mod config;
 pub mod configuration_api;
@@ -430,6 +431,7 @@ pub async fn run(
                     rt2.health.app_ready.store(true, Ordering::Relaxed);
                     tracing::info!(port, "app is listening");
                     pubsub::delivery::serve(&rt2, &subscribers, declared, subscription_source).await;
+                    bindings_api::serve_inputs(&rt2).await;
                     if rt2.settings.flags.enable_app_health_check {
                         probe_app(rt2.clone()).await;
                     }

@@ -11,6 +11,7 @@ use std::{
 };
 
 use daprs_components::{
+    bindings::Binding,
     configuration::ConfigurationStore,
     lock::LockStore,
     pubsub::PubSub,
@@ -49,6 +50,18 @@ pub struct LockEntry {
     pub prefix: KeyPrefix,
 }
 
+/// A loaded binding.
+pub struct BindingEntry {
+    /// The implementation.
+    pub binding: Arc<dyn Binding>,
+    /// Serves output calls (the binding has operations and `direction` allows it).
+    pub output: bool,
+    /// Delivers events to the app (an input binding and `direction` allows it).
+    pub input: bool,
+    /// The app's route for events: `route` metadata, else the component name.
+    pub route: String,
+}
+
 /// A component as the metadata API lists it.
 #[derive(Debug, Clone)]
 pub struct ComponentInfo {
@@ -76,6 +89,8 @@ pub struct Loaded {
     pub locks: HashMap<String, Arc<LockEntry>>,
     /// Configuration stores by component name.
     pub configs: HashMap<String, Arc<dyn ConfigurationStore>>,
+    /// Bindings by component name.
+    pub bindings: HashMap<String, Arc<BindingEntry>>,
     /// Every loaded component.
     pub components: Vec<ComponentInfo>,
 }
@@ -87,6 +102,7 @@ pub enum Block {
     PubSub(PubSubEntry),
     Lock(LockEntry),
     Configuration(Arc<dyn ConfigurationStore>),
+    Binding(BindingEntry),
 }
 
 impl Loaded {
@@ -109,6 +125,9 @@ impl Loaded {
             Block::Configuration(c) => {
                 self.configs.insert(info.name.clone(), c);
             }
+            Block::Binding(b) => {
+                self.bindings.insert(info.name.clone(), Arc::new(b));
+            }
         }
         self.components.push(info);
     }
@@ -129,6 +148,7 @@ impl Loaded {
         self.pubsubs.remove(name);
         self.locks.remove(name);
         self.configs.remove(name);
+        self.bindings.remove(name);
         let before = self.components.len();
         self.components.retain(|c| c.name != name);
         before != self.components.len()

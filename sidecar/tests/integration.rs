@@ -6,6 +6,8 @@
 mod acl;
 #[path = "integration/apps.rs"]
 mod apps;
+#[path = "integration/bindings.rs"]
+mod bindings;
 #[path = "integration/configuration.rs"]
 mod configuration;
 #[path = "integration/endpoints.rs"]

@@ -418,6 +418,21 @@ impl Dapr for DaprApi {
         }))
     }
 
+    async fn invoke_binding(
+        &self,
+        request: Request<R::InvokeBindingRequest>,
+    ) -> Result<Response<R::InvokeBindingResponse>, Status> {
+        let r = request.into_inner();
+        let res = self
+            .rt
+            .invoke_binding(&r.name, r.operation, r.data, meta_map(r.metadata))
+            .await?;
+        Ok(Response::new(R::InvokeBindingResponse {
+            data: res.data.unwrap_or_default(),
+            metadata: res.metadata.into_iter().collect(),
+        }))
+    }
+
     async fn try_lock_alpha1(
         &self,
         request: Request<R::TryLockRequest>,

@@ -61,10 +61,6 @@ macro_rules! rpcs {
         type GetBinaryFileAlpha1Stream = unbuilt::NoStream<R::GetBinaryFileResponseAlpha1>;
 
         unbuilt::unbuilt! {
-            "bindings":
-            invoke_binding(R::InvokeBindingRequest) -> R::InvokeBindingResponse;
-        }
-        unbuilt::unbuilt! {
             "actors":
             register_actor_timer(R::RegisterActorTimerRequest) -> ();
             unregister_actor_timer(R::UnregisterActorTimerRequest) -> ();

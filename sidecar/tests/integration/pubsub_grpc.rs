@@ -14,17 +14,50 @@ use super::{
     pubsub::{IN_MEMORY, post, subscribed},
 };
 
-/// A gRPC subscriber: one plain subscription (`plain`) and one bulk (`batch`).
+/// A gRPC subscriber: one plain subscription (`plain`) and one bulk
+/// (`batch`), and the input bindings it names.
 #[derive(Clone, Default)]
-struct GrpcSubscriber {
+pub struct GrpcSubscriber {
     events: Arc<Mutex<Vec<daprs_proto::runtime::TopicEventRequest>>>,
     bulk: Arc<Mutex<Vec<daprs_proto::runtime::TopicEventBulkRequest>>>,
     /// Serve bulk deliveries only under the Alpha1 name, as SDKs built on
     /// Dapr 1.16's protos do.
     alpha_only: bool,
+    /// What `ListInputBindings` answers.
+    pub input_bindings: Vec<String>,
+    /// The binding events received.
+    pub binding_events: Arc<Mutex<Vec<daprs_proto::runtime::BindingEventRequest>>>,
 }
 
 impl GrpcSubscriber {
+    /// An app that takes the events of `names`.
+    pub fn with_input_bindings(names: &[&str]) -> Self {
+        Self {
+            input_bindings: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Serves the app on a fresh loopback port; returns the port.
+    pub async fn serve(&self) -> u16 {
+        // Port 0: a port found free first could be taken by a parallel test.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let svc = daprs_proto::runtime::app_callback_server::AppCallbackServer::new(self.clone());
+        let alpha =
+            daprs_proto::runtime::app_callback_alpha_server::AppCallbackAlphaServer::new(self.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .add_service(alpha)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+        });
+        port
+    }
+
     fn record_bulk(
         &self,
         req: daprs_proto::runtime::TopicEventBulkRequest,
@@ -100,13 +133,18 @@ impl daprs_proto::runtime::app_callback_server::AppCallback for GrpcSubscriber {
         &self,
         _: tonic::Request<()>,
     ) -> Result<tonic::Response<daprs_proto::runtime::ListInputBindingsResponse>, tonic::Status> {
-        Ok(tonic::Response::new(Default::default()))
+        Ok(tonic::Response::new(
+            daprs_proto::runtime::ListInputBindingsResponse {
+                bindings: self.input_bindings.clone(),
+            },
+        ))
     }
     async fn on_binding_event(
         &self,
-        _: tonic::Request<daprs_proto::runtime::BindingEventRequest>,
+        req: tonic::Request<daprs_proto::runtime::BindingEventRequest>,
     ) -> Result<tonic::Response<daprs_proto::runtime::BindingEventResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("no bindings"))
+        self.binding_events.lock().expect("lock").push(req.into_inner());
+        Ok(tonic::Response::new(Default::default()))
     }
     async fn on_bulk_topic_event(
         &self,
@@ -140,20 +178,7 @@ async fn grpc_app_deliveries(alpha_only: bool) {
         alpha_only,
         ..Default::default()
     };
-    // Port 0: a port found free first could be taken by a parallel test.
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let svc = daprs_proto::runtime::app_callback_server::AppCallbackServer::new(app.clone());
-    let alpha = daprs_proto::runtime::app_callback_alpha_server::AppCallbackAlphaServer::new(app.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .add_service(alpha)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-    });
+    let port = app.serve().await;
     let name = if alpha_only {
         "ps-grpc-alpha"
     } else {

@@ -1,0 +1,214 @@
+//! The bindings building block: output calls from both APIs, and input
+//! events delivered to the app — `POST /{route}` on HTTP apps (after an
+//! `OPTIONS /{route}` probe answers 2xx or 405), `OnBindingEvent` on gRPC
+//! apps (for the names `ListInputBindings` returns). An event the app does
+//! not take is not acknowledged, so a queue delivers it again.
+
+use std::{collections::HashMap, sync::Arc};
+
+use bytes::Bytes;
+use daprs_components::{
+    Metadata,
+    bindings::{Binding, Event, Handler, Reading, Request, Response},
+    meta,
+};
+use daprs_proto::{
+    common::http_extension::Verb,
+    internals::ListStringValue,
+    runtime::{BindingEventRequest, app_callback_client::AppCallbackClient},
+};
+use http::StatusCode;
+use tonic::Code;
+
+use crate::{
+    error::ApiError,
+    runtime::{BindingEntry, Runtime},
+};
+
+/// A binding's entry: which directions it serves, by what it can do and
+/// its `direction` metadata, and the app route of its events.
+pub fn entry(binding: Arc<dyn Binding>, metadata: &Metadata, name: &str) -> Result<BindingEntry, String> {
+    let (can_in, can_out) = (binding.is_input(), !binding.operations().is_empty());
+    let (mut input, mut output) = (can_in, can_out);
+    if let Some(d) = meta(metadata, "direction") {
+        let dirs: Vec<&str> = d.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+        input = dirs.contains(&"input");
+        output = dirs.contains(&"output");
+        if let Some(bad) = dirs.iter().find(|d| !matches!(**d, "input" | "output")) {
+            return Err(format!("direction {bad:?} is not input or output"));
+        }
+        if input && !can_in {
+            return Err("direction input: this binding type has no input direction".into());
+        }
+        if output && !can_out {
+            return Err("direction output: this binding type has no output direction".into());
+        }
+    }
+    let route = meta(metadata, "route")
+        .unwrap_or(name)
+        .trim_start_matches('/')
+        .to_string();
+    Ok(BindingEntry {
+        binding,
+        output,
+        input,
+        route,
+    })
+}
+
+fn invoke_error(status: StatusCode, code: Code, message: String) -> ApiError {
+    ApiError::new("ERR_INVOKE_OUTPUT_BINDING", status, code, message)
+}
+
+impl Runtime {
+    /// Runs `operation` on output binding `name`.
+    pub async fn invoke_binding(
+        &self,
+        name: &str,
+        operation: String,
+        data: Bytes,
+        metadata: Metadata,
+    ) -> Result<Response, ApiError> {
+        let found = {
+            let loaded = self.loaded.read().map_err(|_| {
+                ApiError::internal("ERR_INVOKE_OUTPUT_BINDING", "component table unavailable")
+            })?;
+            match (loaded.bindings.get(name), loaded.kind_of(name)) {
+                (Some(b), _) if b.output => Ok(b.clone()),
+                (Some(_), _) => Err(format!("binding {name} is not an output binding")),
+                (None, Some(kind)) => Err(format!(
+                    "couldn't find output binding {name}: it is a {kind} component"
+                )),
+                (None, None) => Err(format!("couldn't find output binding {name}")),
+            }
+        };
+        let entry = found.map_err(|m| invoke_error(StatusCode::INTERNAL_SERVER_ERROR, Code::Internal, m))?;
+        let req = Request {
+            operation,
+            data,
+            metadata,
+        };
+        self.outbound(
+            name,
+            || entry.binding.invoke(req.clone()),
+            crate::components::backend_failure,
+        )
+        .await
+        .map_err(|e| {
+            let message = format!("error invoking output binding {name}: {e}");
+            match e {
+                daprs_components::Error::Invalid(_) => {
+                    invoke_error(StatusCode::BAD_REQUEST, Code::InvalidArgument, message)
+                }
+                _ => invoke_error(StatusCode::INTERNAL_SERVER_ERROR, Code::Internal, message),
+            }
+        })
+    }
+}
+
+/// Whether an HTTP app takes events of `route`: `OPTIONS /{route}` answers
+/// 2xx or 405 within `--app-binding-options-timeout`.
+async fn http_app_wants(rt: &Runtime, route: &str) -> bool {
+    let Some(app) = rt.app.as_ref() else { return false };
+    let probe = app.call_http(Verb::Options, route, "", Vec::new(), HashMap::new());
+    match tokio::time::timeout(rt.settings.binding_options_timeout, probe).await {
+        Ok(Ok((status, _))) => (200..300).contains(&status) || status == 405,
+        _ => false,
+    }
+}
+
+/// The handler that hands one binding's events to the app.
+fn to_app(rt: Arc<Runtime>, name: String, route: String) -> Handler {
+    Arc::new(move |e: Event| {
+        let (rt, name, route) = (rt.clone(), name.clone(), route.clone());
+        Box::pin(async move {
+            let app = rt.app().map_err(|e| e.message)?;
+            if let Some(channel) = app.grpc_channel() {
+                let req = BindingEventRequest {
+                    name,
+                    data: e.data,
+                    metadata: e.metadata.into_iter().collect(),
+                };
+                return AppCallbackClient::new(channel)
+                    .on_binding_event(app.grpc_request(req))
+                    .await
+                    .map(drop)
+                    .map_err(|s| format!("the app answered {:?}: {}", s.code(), s.message()));
+            }
+            let headers = e
+                .metadata
+                .into_iter()
+                .map(|(k, v)| (k, ListStringValue { values: vec![v] }))
+                .collect();
+            match app
+                .call_http(Verb::Post, &route, "application/json", e.data.to_vec(), headers)
+                .await
+            {
+                Ok((200..=299, _)) => Ok(()),
+                Ok((status, _)) => Err(format!("the app answered {status}")),
+                Err(e) => Err(e.message),
+            }
+        })
+    })
+}
+
+/// Starts every input binding the app takes events of; they run until the
+/// sidecar shuts down.
+pub async fn serve_inputs(rt: &Arc<Runtime>) {
+    let Some(app) = rt.app.as_ref() else { return };
+    let inputs: Vec<(String, Arc<BindingEntry>)> = match rt.loaded.read() {
+        Ok(l) => l
+            .bindings
+            .iter()
+            .filter(|(_, b)| b.input)
+            .map(|(n, b)| (n.clone(), b.clone()))
+            .collect(),
+        Err(_) => return,
+    };
+    if inputs.is_empty() {
+        return;
+    }
+    let grpc_names = match app.grpc_channel() {
+        None => None,
+        Some(channel) => {
+            let mut client = AppCallbackClient::new(channel);
+            let call = client.list_input_bindings(app.grpc_request(()));
+            match tokio::time::timeout(rt.settings.binding_options_timeout, call).await {
+                Ok(Ok(r)) => Some(r.into_inner().bindings),
+                Ok(Err(s)) if s.code() == Code::Unimplemented => Some(Vec::new()),
+                Ok(Err(s)) => {
+                    tracing::warn!(error = %s.message(), "ListInputBindings failed; no input bindings");
+                    Some(Vec::new())
+                }
+                Err(_) => Some(Vec::new()),
+            }
+        }
+    };
+    let mut readings: Vec<Reading> = Vec::new();
+    for (name, entry) in inputs {
+        let wanted = match &grpc_names {
+            Some(names) => names.contains(&name),
+            None => http_app_wants(rt, &entry.route).await,
+        };
+        if !wanted {
+            tracing::info!(binding = %name, "the app does not take events of this input binding");
+            continue;
+        }
+        match entry
+            .binding
+            .read(to_app(rt.clone(), name.clone(), entry.route.clone()))
+            .await
+        {
+            Ok(r) => {
+                tracing::info!(binding = %name, route = %entry.route, "input binding delivering to the app");
+                readings.push(r);
+            }
+            Err(e) => tracing::error!(binding = %name, error = %e, "input binding could not start"),
+        }
+    }
+    let mut stopping = rt.shutdown.subscribe();
+    tokio::spawn(async move {
+        let _ = stopping.wait_for(|v| *v).await;
+        drop(readings);
+    });
+}

@@ -1,0 +1,66 @@
+//! `POST|PUT /v1.0/bindings/{name}`: an output binding call. The body is
+//! `{"data": …, "metadata": {…}, "operation": "…"}`; `data` reaches the
+//! binding as its JSON text (a JSON string arrives quoted, as in Dapr).
+//! The binding's metadata comes back as `metadata.<key>` headers.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    extract::{Path, Request, State},
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+
+use super::{Rt, parse_json, read_body};
+use crate::error::ApiError;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CallJson {
+    data: Option<serde_json::Value>,
+    metadata: BTreeMap<String, String>,
+    operation: String,
+}
+
+pub async fn invoke(State(rt): Rt, Path(name): Path<String>, req: Request) -> Result<Response, ApiError> {
+    let baggage = req
+        .headers()
+        .get("baggage")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = read_body(&rt, req.into_body()).await?;
+    let call: CallJson = parse_json(&body)?;
+    if call.operation.is_empty() {
+        return Err(ApiError::malformed("operation is required (e.g. create or get)"));
+    }
+    let data = match call.data {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => serde_json::to_vec(&v).map_err(|e| ApiError::malformed(e.to_string()))?,
+    };
+    let mut metadata = call.metadata;
+    if let Some(b) = baggage {
+        metadata.insert("baggage".into(), b);
+    }
+    let res = rt
+        .invoke_binding(&name, call.operation, data.into(), metadata)
+        .await?;
+    let mut out = match res.data {
+        Some(d) if !d.is_empty() => {
+            let mut r = (StatusCode::OK, d).into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        _ => StatusCode::NO_CONTENT.into_response(),
+    };
+    for (k, v) in res.metadata {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::try_from(format!("metadata.{k}")),
+            HeaderValue::try_from(v),
+        ) {
+            out.headers_mut().insert(k, v);
+        }
+    }
+    Ok(out)
+}
