@@ -40,6 +40,8 @@ mod resiliency;
 mod runtime_api;
 #[path = "integration/sdk.rs"]
 mod sdk;
+#[path = "integration/sdk_blocks.rs"]
+mod sdk_blocks;
 #[path = "integration/secrets.rs"]
 mod secrets;
 #[path = "integration/startup.rs"]

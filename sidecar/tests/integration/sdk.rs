@@ -12,7 +12,7 @@ use super::harness::{Daprd, Spec, free_port, temp_dir};
 
 /// The virtualenv's python, or `None` (with one line saying why) when the
 /// SDK is not installed and the run does not require it.
-fn sdk_python() -> Option<PathBuf> {
+pub fn sdk_python() -> Option<PathBuf> {
     let python = std::env::var_os("DAPRS_SDK_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sdk-venv/bin/python"));
@@ -33,14 +33,14 @@ fn sdk_python() -> Option<PathBuf> {
     None
 }
 
-fn script(name: &str) -> PathBuf {
+pub fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk")
         .join(name)
 }
 
 /// A child process killed on drop.
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -49,7 +49,7 @@ impl Drop for Proc {
     }
 }
 
-async fn wait_for_port(port: u16) {
+pub async fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         assert!(Instant::now() < deadline, "app on port {port} did not start");
@@ -264,7 +264,7 @@ async fn python_sdk_publishes_subscribes_and_streams() {
 
 /// The folder holding the JavaScript SDK, or `None` (with one line saying
 /// why) when it is not installed and the run does not require it.
-fn sdk_node() -> Option<PathBuf> {
+pub fn sdk_node() -> Option<PathBuf> {
     let dir = std::env::var_os("DAPRS_SDK_NODE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sdk-node"));
@@ -321,7 +321,7 @@ async fn js_sdk_publishes_over_http_and_grpc_to_a_dapr_server_subscriber() {
     }
 }
 
-fn script_js(name: &str) -> PathBuf {
+pub fn script_js(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk/js")
         .join(name)
