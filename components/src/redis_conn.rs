@@ -46,3 +46,15 @@ pub fn manager_config() -> ::redis::aio::ConnectionManagerConfig {
         .set_min_delay(std::time::Duration::from_millis(100))
         .set_max_delay(std::time::Duration::from_secs(1))
 }
+
+/// A client and a managed connection to the server the metadata names,
+/// made once to prove the server answers.
+pub async fn connect(
+    metadata: &Metadata,
+) -> Result<(::redis::Client, ::redis::aio::ConnectionManager), String> {
+    let (client, host) = client(metadata)?;
+    let conn = ::redis::aio::ConnectionManager::new_with_config(client.clone(), manager_config())
+        .await
+        .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+    Ok((client, conn))
+}

@@ -133,10 +133,8 @@ pub async fn build(
         "bindings.postgresql" => Built::Binding(Arc::new(
             bindings::postgres::PostgresBinding::connect(metadata).await?,
         )),
-        "bindings.rabbitmq" => Built::Binding(Arc::new(
-            bindings::rabbitmq::RabbitBinding::connect(metadata).await?,
-        )),
-        "bindings.mqtt3" => Built::Binding(Arc::new(bindings::mqtt::MqttBinding::connect(metadata).await?)),
+        "bindings.rabbitmq" => Built::Binding(Arc::new(bindings::rabbitmq::connect(metadata).await?)),
+        "bindings.mqtt3" => Built::Binding(Arc::new(bindings::mqtt::connect(metadata).await?)),
         other => return Err(format!("unknown component type {other}")),
     })
 }

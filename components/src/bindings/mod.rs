@@ -9,6 +9,7 @@
 //!   source can (a queue), and otherwise drops it with a warning;
 //! - dropping the [`Reading`] an input binding returned stops it.
 
+pub mod broker;
 pub mod cron;
 pub mod http;
 pub mod localstorage;

@@ -18,10 +18,7 @@ const OPERATIONS: &[&str] = &["create", "get", "delete", "increment"];
 impl RedisBinding {
     /// Connects with the shared Redis metadata.
     pub async fn connect(metadata: &Metadata) -> Result<Self, String> {
-        let (client, host) = crate::redis_conn::client(metadata)?;
-        let conn = ConnectionManager::new_with_config(client, crate::redis_conn::manager_config())
-            .await
-            .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+        let (_, conn) = crate::redis_conn::connect(metadata).await?;
         Ok(Self { conn })
     }
 }

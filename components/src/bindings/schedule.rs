@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::{civil_from_days, days_from_civil};
+
 /// A parsed schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schedule {
@@ -121,30 +123,6 @@ pub fn parse(text: &str) -> Result<Schedule, String> {
     }))
 }
 
-/// Days since 1970-01-01 of a civil date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date of days since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 impl Fields {
     fn day_ok(&self, days: i64, dom: u32) -> bool {
         let dow = (days + 4).rem_euclid(7) as u32; // 1970-01-01 was a Thursday.
@@ -251,8 +229,8 @@ mod tests {
         );
         assert_eq!(
             next("0 12 * * *", now),
-            at(2024, 2, 29, 0, 12, 0),
-            "five fields: minute first"
+            at(2024, 2, 29, 12, 0, 0),
+            "five fields: minute first, then the hour"
         );
         assert_eq!(next("5,35 10-12/2 * * * *", now), at(2024, 2, 29, 0, 10, 5));
         assert_eq!(next("0 0 0 * * 7", now), at(2024, 3, 3, 0, 0, 0), "7 is Sunday");

@@ -37,10 +37,7 @@ pub fn parse_item(raw: &str) -> Item {
 impl RedisConfig {
     /// Connects with the shared Redis metadata (`redisHost`, `redisDB`, …).
     pub async fn connect(metadata: &Metadata) -> Result<Self, String> {
-        let (client, host) = crate::redis_conn::client(metadata)?;
-        let conn = ConnectionManager::new_with_config(client.clone(), crate::redis_conn::manager_config())
-            .await
-            .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+        let (client, conn) = crate::redis_conn::connect(metadata).await?;
         let db = meta(metadata, "redisDB")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);

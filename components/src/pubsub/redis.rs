@@ -49,7 +49,6 @@ fn backend(e: ::redis::RedisError) -> Error {
 impl RedisBroker {
     /// Connects to `redisHost`.
     pub async fn connect(metadata: &Metadata) -> std::result::Result<Self, String> {
-        let (client, host) = crate::redis_conn::client(metadata)?;
         let settings = Settings {
             consumer: meta(metadata, CONSUMER_ID).unwrap_or("default").to_string(),
             queue_depth: meta_num(metadata, "queueDepth", 100usize)?.max(1),
@@ -61,9 +60,7 @@ impl RedisBroker {
                 None => None,
             },
         };
-        let conn = ConnectionManager::new_with_config(client.clone(), crate::redis_conn::manager_config())
-            .await
-            .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+        let (client, conn) = crate::redis_conn::connect(metadata).await?;
         Ok(Self {
             client,
             conn,

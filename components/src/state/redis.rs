@@ -64,10 +64,7 @@ fn backend(e: ::redis::RedisError) -> StoreError {
 impl RedisStore {
     /// Connects to `redisHost` (`host:port`) with the optional password, username and database.
     pub async fn connect(metadata: &BTreeMap<String, String>) -> Result<Self, String> {
-        let (client, host) = crate::redis_conn::client(metadata)?;
-        let conn = ConnectionManager::new_with_config(client, crate::redis_conn::manager_config())
-            .await
-            .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+        let (_, conn) = crate::redis_conn::connect(metadata).await?;
         Ok(Self {
             conn,
             script: Script::new(APPLY),

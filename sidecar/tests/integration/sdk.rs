@@ -33,6 +33,28 @@ pub fn sdk_python() -> Option<PathBuf> {
     None
 }
 
+/// Runs an SDK client script against `d` (its ports in the SDK's
+/// environment variables); what it printed, once it exited successfully.
+pub async fn run_client(python: &std::path::Path, name: &str, args: &[&str], d: &Daprd) -> String {
+    let mut cmd = Command::new(python);
+    cmd.arg(script(name))
+        .args(args)
+        .env("DAPR_HTTP_PORT", d.http_port.to_string())
+        .env("DAPR_GRPC_PORT", d.grpc_port.to_string())
+        .env("DAPR_RUNTIME_HOST", "127.0.0.1")
+        .env("DAPR_HEALTH_TIMEOUT", "20");
+    let run = tokio::task::spawn_blocking(move || cmd.output().expect("run the SDK client"))
+        .await
+        .expect("join");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "SDK client {name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    stdout
+}
+
 pub fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk")
@@ -201,25 +223,7 @@ async fn python_sdk_publishes_subscribes_and_streams() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The embedded in-memory broker lives in the subscriber's sidecar, so the SDK publishes there.
-    let (http, grpc) = (server.http_port, server.grpc_port);
-    let run = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script("pubsub_client.py"))
-            .env("DAPR_HTTP_PORT", http.to_string())
-            .env("DAPR_GRPC_PORT", grpc.to_string())
-            .env("DAPR_RUNTIME_HOST", "127.0.0.1")
-            .env("DAPR_HEALTH_TIMEOUT", "20")
-            .output()
-            .expect("run the SDK client")
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "SDK client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let stdout = run_client(&python, "pubsub_client.py", &[], &server).await;
     for check in [
         "publish_event",
         "publish_events",

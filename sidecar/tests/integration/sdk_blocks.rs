@@ -6,7 +6,7 @@ use std::process::Command;
 
 use super::{
     harness::{Daprd, Spec, free_port, resources, temp_dir},
-    sdk::{Proc, script, script_js, sdk_node, sdk_python, wait_for_port},
+    sdk::{Proc, run_client, script, script_js, sdk_node, sdk_python, wait_for_port},
 };
 
 const DB: &str = "9";
@@ -97,26 +97,7 @@ async fn python_sdk_bindings_configuration_locks_and_queries() {
     let d = Daprd::start(spec).await;
     let key = format!("py-cfg-{}", std::process::id());
     redis_set(&key, "v1||1");
-    let (http, grpc) = (d.http_port, d.grpc_port);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script("blocks_client.py"))
-            .arg(&key)
-            .env("DAPR_HTTP_PORT", http.to_string())
-            .env("DAPR_GRPC_PORT", grpc.to_string())
-            .env("DAPR_RUNTIME_HOST", "127.0.0.1")
-            .env("DAPR_HEALTH_TIMEOUT", "20")
-            .output()
-            .expect("run the SDK client")
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_client(&python, "blocks_client.py", &[&key], &d).await;
     for check in [
         "binding create",
         "binding get",
