@@ -348,7 +348,11 @@ impl Runtime {
             .with_resource("state", store)
         };
         let items = self
-            .outbound(store, || entry.store.scan(&prefix), backend_failure)
+            .outbound(
+                store,
+                || entry.store.scan(&prefix, q.filter.as_ref()),
+                backend_failure,
+            )
             .await
             .map_err(failed)?
             .unwrap_or_default();

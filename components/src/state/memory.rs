@@ -77,7 +77,11 @@ impl StateStore for MemoryStore {
         &[ETAG, TRANSACTIONAL, TTL, QUERY_API]
     }
 
-    async fn scan(&self, prefix: &str) -> StoreResult<Option<Vec<(String, Item)>>> {
+    async fn scan(
+        &self,
+        prefix: &str,
+        _: Option<&query::Filter>,
+    ) -> StoreResult<Option<Vec<(String, Item)>>> {
         let now = SystemTime::now();
         let items = lock(&self.items);
         Ok(Some(

@@ -110,9 +110,15 @@ pub trait StateStore: Send + Sync + 'static {
     async fn transact(&self, ops: Vec<Operation>) -> StoreResult<()>;
 
     /// Every live item whose key starts with `prefix`, for queries; None
-    /// when the store cannot list its keys (it has no `QUERY_API`).
-    async fn scan(&self, prefix: &str) -> StoreResult<Option<Vec<(String, Item)>>> {
-        let _ = prefix;
+    /// when the store cannot list its keys (it has no `QUERY_API`). A store
+    /// may leave out items that cannot match `filter`, and may return
+    /// others: the query engine applies the filter itself.
+    async fn scan(
+        &self,
+        prefix: &str,
+        filter: Option<&query::Filter>,
+    ) -> StoreResult<Option<Vec<(String, Item)>>> {
+        let _ = (prefix, filter);
         Ok(None)
     }
 

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::{error::SqlState, types::ToSql};
 
 use super::{sqlite::valid_identifier, *};
 
@@ -26,6 +26,8 @@ struct Statements {
     delete: String,
     delete_if: String,
     scan: String,
+    /// The scan over values read as JSON (`doc`), to which a condition is appended.
+    scan_where: String,
 }
 
 impl Statements {
@@ -53,8 +55,35 @@ impl Statements {
             scan: format!(
                 "SELECT key, value, etag, expires_at FROM {t} WHERE starts_with(key, $1) AND {LIVE}"
             ),
+            scan_where: format!(
+                "SELECT key, value, etag, expires_at FROM (SELECT key, value, etag, expires_at,
+                 convert_from(value, 'UTF8')::jsonb AS doc FROM {t} WHERE starts_with(key, $1) AND {LIVE}) AS live
+                 WHERE "
+            ),
         }
     }
+}
+
+/// What PostgreSQL says when a value is not UTF-8 JSON.
+const NOT_JSON: &[SqlState] = &[
+    SqlState::INVALID_TEXT_REPRESENTATION,
+    SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+    SqlState::UNTRANSLATABLE_CHARACTER,
+];
+
+fn items(rows: Vec<tokio_postgres::Row>) -> StoreResult<Vec<(String, Item)>> {
+    rows.into_iter()
+        .map(|row| {
+            Ok((
+                row.try_get(0).map_err(backend)?,
+                Item {
+                    data: row.try_get::<_, Vec<u8>>(1).map_err(backend)?.into(),
+                    etag: row.try_get(2).map_err(backend)?,
+                    expires_at: row.try_get(3).map_err(backend)?,
+                },
+            ))
+        })
+        .collect()
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -176,22 +205,28 @@ impl StateStore for PostgresStore {
         &[ETAG, TRANSACTIONAL, TTL, QUERY_API]
     }
 
-    async fn scan(&self, prefix: &str) -> StoreResult<Option<Vec<(String, Item)>>> {
+    async fn scan(
+        &self,
+        prefix: &str,
+        filter: Option<&query::Filter>,
+    ) -> StoreResult<Option<Vec<(String, Item)>>> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(&self.sql.scan).await.map_err(backend)?;
-        let rows = client.query(&stmt, &[&prefix]).await.map_err(backend)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push((
-                row.try_get(0).map_err(backend)?,
-                Item {
-                    data: row.try_get::<_, Vec<u8>>(1).map_err(backend)?.into(),
-                    etag: row.try_get(2).map_err(backend)?,
-                    expires_at: row.try_get(3).map_err(backend)?,
-                },
-            ));
+        let mut params = Vec::new();
+        // The filter's translatable part runs in the database, over the values
+        // read as JSON; a table holding a value that is not JSON makes that
+        // fail, and then every row comes back for the engine to sort out.
+        if let Some(cond) = filter.and_then(|f| query::sql_prefilter(f, 1, &mut params)) {
+            let sql = format!("{}{cond}", self.sql.scan_where);
+            let mut args: Vec<&(dyn ToSql + Sync)> = vec![&prefix];
+            args.extend(params.iter().map(|p| p as &(dyn ToSql + Sync)));
+            match client.query(&sql, &args).await {
+                Ok(rows) => return items(rows).map(Some),
+                Err(e) if e.code().is_some_and(|c| NOT_JSON.contains(c)) => {}
+                Err(e) => return Err(backend(e)),
+            }
         }
-        Ok(Some(out))
+        let stmt = client.prepare_cached(&self.sql.scan).await.map_err(backend)?;
+        items(client.query(&stmt, &[&prefix]).await.map_err(backend)?).map(Some)
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Item>> {

@@ -251,6 +251,85 @@ pub fn run<T>(q: &Query, rows: Vec<(String, Value, T)>) -> (Vec<(String, T)>, Op
     (page, token)
 }
 
+/// A SQL condition that keeps at least every row `f` matches, over the
+/// jsonb expression `doc`, with its values appended to `params` (numbered
+/// after `first` placeholders already used); None where a clause cannot be
+/// translated (it then keeps every row). The engine still applies `f` to
+/// what the database returns, so a looser condition is never wrong — only
+/// slower.
+pub fn sql_prefilter(f: &Filter, first: usize, params: &mut Vec<String>) -> Option<String> {
+    let mark = params.len();
+    let sql = translate(f, first, params);
+    if sql.is_none() {
+        // A clause given up on takes back its placeholders: the statement
+        // may not name a parameter it does not use.
+        params.truncate(mark);
+    }
+    sql
+}
+
+fn translate(f: &Filter, first: usize, params: &mut Vec<String>) -> Option<String> {
+    let param = |v: String, params: &mut Vec<String>| {
+        params.push(v);
+        format!("${}", first + params.len())
+    };
+    let path = |p: &[String], params: &mut Vec<String>| {
+        let parts: Vec<String> = p
+            .iter()
+            .map(|s| format!("{}::text", param(s.clone(), params)))
+            .collect();
+        format!("(doc #> ARRAY[{}])", parts.join(", "))
+    };
+    match f {
+        // Ordering other than of numbers depends on collations; left to the engine.
+        Filter::Compare(op, _, c) if !matches!(op, Op::Eq | Op::Neq) && !c.is_number() => None,
+        Filter::Compare(op, p, c) => {
+            let at = path(p, params);
+            match op {
+                Op::Eq => Some(format!("{at} = {}::text::jsonb", param(c.to_string(), params))),
+                Op::Neq => Some(format!(
+                    "{at} IS DISTINCT FROM {}::text::jsonb",
+                    param(c.to_string(), params)
+                )),
+                _ => {
+                    let sign = match op {
+                        Op::Gt => ">",
+                        Op::Gte => ">=",
+                        Op::Lt => "<",
+                        _ => "<=",
+                    };
+                    Some(format!(
+                        "(jsonb_typeof({at}) = 'number' AND ({at})::numeric {sign} {}::text::numeric)",
+                        param(c.to_string(), params)
+                    ))
+                }
+            }
+        }
+        Filter::In(p, list) => {
+            let at = path(p, params);
+            let values: Vec<String> = list
+                .iter()
+                .map(|v| format!("{}::text::jsonb", param(v.to_string(), params)))
+                .collect();
+            Some(format!("{at} = ANY(ARRAY[{}])", values.join(", ")))
+        }
+        Filter::And(all) => {
+            let parts: Vec<String> = all
+                .iter()
+                .filter_map(|c| sql_prefilter(c, first, params))
+                .collect();
+            (!parts.is_empty()).then(|| format!("({})", parts.join(" AND ")))
+        }
+        Filter::Or(any) => {
+            let parts = any
+                .iter()
+                .map(|c| sql_prefilter(c, first, params))
+                .collect::<Option<Vec<_>>>()?;
+            Some(format!("({})", parts.join(" OR ")))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +414,33 @@ mod tests {
             "]}".repeat(40)
         );
         assert!(parse(format!("{{\"filter\": {deep}}}").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn sql_prefilters_keep_what_they_cannot_say() {
+        let q = parse(br#"{"filter": {"AND": [{"EQ": {"a.b": "x"}}, {"GT": {"n": 3}}, {"LT": {"s": "m"}}, {"OR": [{"IN": {"t": [1, 2]}}, {"NEQ": {"u": null}}]}]}}"#)
+            .expect("query");
+        let mut params = Vec::new();
+        let sql = sql_prefilter(q.filter.as_ref().expect("filter"), 1, &mut params).expect("sql");
+        assert_eq!(
+            sql,
+            "((doc #> ARRAY[$2::text, $3::text]) = $4::text::jsonb AND (jsonb_typeof((doc #> ARRAY[$5::text])) = 'number' AND ((doc #> ARRAY[$5::text]))::numeric > $6::text::numeric) AND ((doc #> ARRAY[$7::text]) = ANY(ARRAY[$8::text::jsonb, $9::text::jsonb]) OR (doc #> ARRAY[$10::text]) IS DISTINCT FROM $11::text::jsonb))"
+        );
+        assert_eq!(params, ["a", "b", "\"x\"", "n", "3", "t", "1", "2", "u", "null"]);
+        let half = parse(
+            br#"{"filter": {"AND": [{"EQ": {"a": 1}}, {"OR": [{"EQ": {"k": 1}}, {"GT": {"s": "a"}}]}]}}"#,
+        )
+        .expect("query");
+        let mut params = Vec::new();
+        let sql = sql_prefilter(half.filter.as_ref().expect("filter"), 1, &mut params);
+        assert_eq!(
+            sql.as_deref(),
+            Some("((doc #> ARRAY[$2::text]) = $3::text::jsonb)")
+        );
+        assert_eq!(
+            params,
+            ["a", "1"],
+            "the OR that could not be said left no parameters"
+        );
     }
 }

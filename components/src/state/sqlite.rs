@@ -188,7 +188,11 @@ impl StateStore for SqliteStore {
         &[ETAG, TRANSACTIONAL, TTL, QUERY_API]
     }
 
-    async fn scan(&self, prefix: &str) -> StoreResult<Option<Vec<(String, Item)>>> {
+    async fn scan(
+        &self,
+        prefix: &str,
+        _: Option<&query::Filter>,
+    ) -> StoreResult<Option<Vec<(String, Item)>>> {
         let prefix = prefix.to_string();
         self.with_conn(move |c, t| {
             let now = unix_millis(SystemTime::now());

@@ -131,7 +131,7 @@ async fn suite(s: Arc<dyn StateStore>) {
             .expect("set");
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let mut keys: Vec<String> = s
-            .scan(&p)
+            .scan(&p, None)
             .await
             .expect("scan")
             .expect("listed")
@@ -140,6 +140,21 @@ async fn suite(s: Arc<dyn StateStore>) {
             .collect();
         keys.sort();
         assert_eq!(keys, [format!("{p}x"), format!("{p}y")]);
+        // A store may narrow a scan by the filter, never below what matches.
+        let q = daprs_components::state::query::parse(br#"{"filter": {"EQ": {"n": 2}}}"#).expect("query");
+        let rows: Vec<_> = s
+            .scan(&p, q.filter.as_ref())
+            .await
+            .expect("scan")
+            .expect("listed")
+            .into_iter()
+            .map(|(k, i)| (k, serde_json::from_slice(&i.data).unwrap_or_default(), ()))
+            .collect();
+        let (page, _) = daprs_components::state::query::run(&q, rows);
+        assert_eq!(
+            page.into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            [format!("{p}y")]
+        );
     }
 }
 

@@ -2,7 +2,10 @@
 //! and PostgreSQL stores, with Dapr's query language, pages, the app's own
 //! keys only, bad queries and a store without queries.
 
-use daprs_proto::runtime::QueryStateRequest;
+use daprs_proto::{
+    common::StateItem,
+    runtime::{QueryStateRequest, SaveStateRequest},
+};
 use serde_json::{Value, json};
 
 use super::harness::{Daprd, Spec, resources, temp_dir};
@@ -86,6 +89,19 @@ async fn queries_over_http_and_grpc_on_every_store_with_query() {
                 json!([{"key": "9", "value": {"state": "WA"}}]).to_string(),
             )
             .await;
+
+        // A value that is not JSON (written over gRPC, raw) matches no path.
+        let mut raw = grpc.clone();
+        raw.save_state(SaveStateRequest {
+            store_name: store.into(),
+            states: vec![StateItem {
+                key: "raw".into(),
+                value: b"\xff not json".to_vec().into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("save raw");
 
         let q = json!({
             "filter": {"OR": [{"EQ": {"state": "WA"}}, {"AND": [{"EQ": {"person.org": "Dev Ops"}}, {"IN": {"state": ["CA"]}}]}]},
