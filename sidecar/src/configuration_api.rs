@@ -160,7 +160,13 @@ impl Runtime {
         keys: &[String],
         metadata: &Metadata,
     ) -> Result<String, ApiError> {
-        self.app()?;
+        if self.app()?.grpc_channel().is_some() {
+            return Err(ApiError::internal(
+                "ERR_CONFIGURATION_SUBSCRIBE",
+                "this subscription pushes changes to an HTTP app; a gRPC app subscribes with the \
+                 SubscribeConfiguration stream",
+            ));
+        }
         let Subscription {
             id,
             mut watch,
