@@ -2,7 +2,8 @@
 //! events delivered to the app — `POST /{route}` on HTTP apps (after an
 //! `OPTIONS /{route}` probe answers 2xx or 405), `OnBindingEvent` on gRPC
 //! apps (for the names `ListInputBindings` returns). An event the app does
-//! not take is not acknowledged, so a queue delivers it again.
+//! not take is not acknowledged, so a queue delivers it again; an app may
+//! answer with states to save and output bindings to send data on to.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -23,6 +24,7 @@ use tonic::Code;
 use crate::{
     error::ApiError,
     runtime::{BindingEntry, Runtime},
+    state_api::SaveItem,
 };
 
 /// A binding's entry: which directions it serves, by what it can do and
@@ -125,15 +127,23 @@ fn to_app(rt: Arc<Runtime>, name: String, route: String) -> Handler {
             let app = rt.app().map_err(|e| e.message)?;
             if let Some(channel) = app.grpc_channel() {
                 let req = BindingEventRequest {
-                    name,
+                    name: name.clone(),
                     data: e.data,
                     metadata: e.metadata.into_iter().collect(),
                 };
-                return AppCallbackClient::new(channel)
+                let answer = AppCallbackClient::new(channel)
                     .on_binding_event(app.grpc_request(req))
                     .await
-                    .map(drop)
-                    .map_err(|s| format!("the app answered {:?}: {}", s.code(), s.message()));
+                    .map_err(|s| format!("the app answered {:?}: {}", s.code(), s.message()))?
+                    .into_inner();
+                let reply = Reply {
+                    store: answer.store_name,
+                    states: answer.states.into_iter().map(SaveItem::from).collect(),
+                    to: answer.to,
+                    data: answer.data,
+                };
+                reply.carry_out(&rt, &name).await;
+                return Ok(());
             }
             let headers = e
                 .metadata
@@ -144,12 +154,79 @@ fn to_app(rt: Arc<Runtime>, name: String, route: String) -> Handler {
                 .call_http(Verb::Post, &route, "application/json", e.data.to_vec(), headers)
                 .await
             {
-                Ok((200..=299, _)) => Ok(()),
+                Ok((200..=299, body)) => {
+                    if let Some(reply) = Reply::from_http(&body) {
+                        reply.carry_out(&rt, &name).await;
+                    }
+                    Ok(())
+                }
                 Ok((status, _)) => Err(format!("the app answered {status}")),
                 Err(e) => Err(e.message),
             }
         })
     })
+}
+
+/// What an app may answer an event with: states to save and output
+/// bindings to send data to, as Dapr lets it.
+#[derive(Default)]
+struct Reply {
+    store: String,
+    states: Vec<SaveItem>,
+    to: Vec<String>,
+    data: Bytes,
+}
+
+impl Reply {
+    /// The JSON answer of an HTTP app (`storeName`, `state`, `to`, `data`),
+    /// if it is one.
+    fn from_http(body: &[u8]) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let obj = v.as_object()?;
+        let states = match obj.get("state") {
+            Some(s) => crate::http_api::decode_save(s.to_string().as_bytes(), None).ok()?,
+            None => Vec::new(),
+        };
+        let to = obj
+            .get("to")
+            .and_then(|t| t.as_array())
+            .map(|t| t.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let data = match obj.get("data") {
+            None | Some(serde_json::Value::Null) => Bytes::new(),
+            Some(d) => Bytes::from(d.to_string()),
+        };
+        let store = obj
+            .get("storeName")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_string();
+        Some(Self {
+            store,
+            states,
+            to,
+            data,
+        })
+    }
+
+    /// Saves the states and sends the data on; failures are logged, the
+    /// event having been taken.
+    async fn carry_out(self, rt: &Runtime, binding: &str) {
+        if !self.store.is_empty()
+            && !self.states.is_empty()
+            && let Err(e) = rt.save_state(&self.store, self.states).await
+        {
+            tracing::warn!(%binding, error = %e, "saving the states the app answered with failed");
+        }
+        for out in &self.to {
+            let sent = rt
+                .invoke_binding(out, "create".into(), self.data.clone(), Metadata::new())
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(%binding, to = %out, error = %e, "sending the app's answer on failed");
+            }
+        }
+    }
 }
 
 /// Starts every input binding the app takes events of; they run until the

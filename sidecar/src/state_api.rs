@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use daprs_proto::common::{StateItem, state_options::StateConcurrency};
 use http::StatusCode;
 use tonic::Code;
 
@@ -31,6 +32,23 @@ pub struct SaveItem {
     pub metadata: BTreeMap<String, String>,
     /// Concurrency mode.
     pub concurrency: Concurrency,
+}
+
+impl From<StateItem> for SaveItem {
+    /// A state item as the gRPC API carries it.
+    fn from(item: StateItem) -> Self {
+        let concurrency = match item.options.as_ref().map(|o| o.concurrency()) {
+            Some(StateConcurrency::ConcurrencyFirstWrite) => Concurrency::FirstWrite,
+            _ => Concurrency::LastWrite,
+        };
+        SaveItem {
+            key: item.key,
+            value: item.value,
+            etag: item.etag.map(|e| e.value),
+            metadata: item.metadata.into_iter().collect(),
+            concurrency,
+        }
+    }
 }
 
 /// One key of a bulk read.

@@ -14,7 +14,7 @@ use invoke::grpc_response;
 use std::{collections::BTreeMap, sync::Arc};
 
 use daprs_proto::{
-    common::{InvokeResponse, StateItem, state_options::StateConcurrency},
+    common::InvokeResponse,
     internals::InternalInvokeRequest,
     runtime as R,
     runtime::{
@@ -27,8 +27,6 @@ use daprs_proto::{
     },
 };
 use tonic::{Code, Request, Response, Status};
-
-use daprs_components::state::Concurrency;
 
 use crate::{
     app_channel::from_grpc_metadata,
@@ -47,24 +45,6 @@ pub struct DaprApi {
 
 fn meta_map(m: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
     m.into_iter().collect()
-}
-
-fn concurrency(item: &StateItem) -> Concurrency {
-    match item.options.as_ref().map(|o| o.concurrency()) {
-        Some(StateConcurrency::ConcurrencyFirstWrite) => Concurrency::FirstWrite,
-        _ => Concurrency::LastWrite,
-    }
-}
-
-fn save_item(item: StateItem) -> SaveItem {
-    let concurrency = concurrency(&item);
-    SaveItem {
-        key: item.key,
-        value: item.value,
-        etag: item.etag.map(|e| e.value),
-        metadata: meta_map(item.metadata),
-        concurrency,
-    }
 }
 
 #[tonic::async_trait]
@@ -140,7 +120,10 @@ impl Dapr for DaprApi {
     async fn save_state(&self, request: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
         let req = request.into_inner();
         self.rt
-            .save_state(&req.store_name, req.states.into_iter().map(save_item).collect())
+            .save_state(
+                &req.store_name,
+                req.states.into_iter().map(SaveItem::from).collect(),
+            )
             .await?;
         Ok(Response::new(()))
     }
@@ -177,7 +160,7 @@ impl Dapr for DaprApi {
                 .request
                 .ok_or_else(|| Status::invalid_argument("each operation needs a request"))?;
             ops.push(match op.operation_type.as_str() {
-                "upsert" => TxOp::Upsert(save_item(item)),
+                "upsert" => TxOp::Upsert(SaveItem::from(item)),
                 "delete" => TxOp::Delete(item.key, item.etag.map(|e| e.value), meta_map(item.metadata)),
                 other => {
                     return Err(ApiError::new(

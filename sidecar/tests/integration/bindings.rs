@@ -83,10 +83,11 @@ struct App {
 
 async fn app() -> (App, u16) {
     let app = App::default();
-    async fn handle(State(app): State<App>, req: axum::extract::Request) -> StatusCode {
+    async fn handle(State(app): State<App>, req: axum::extract::Request) -> axum::response::Response {
+        use axum::response::IntoResponse;
         let (method, path) = (req.method().to_string(), req.uri().path().to_string());
         if path == "/unwanted" {
-            return StatusCode::NOT_FOUND;
+            return StatusCode::NOT_FOUND.into_response();
         }
         let body = axum::body::to_bytes(req.into_body(), 1 << 20)
             .await
@@ -102,9 +103,19 @@ async fn app() -> (App, u16) {
             .filter(|(m, p, _)| m == "POST" && p == "/orders")
             .count();
         if method == "POST" && path == "/orders" && orders == 1 {
-            return StatusCode::INTERNAL_SERVER_ERROR;
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
-        StatusCode::OK
+        if method == "POST" && path == "/ticks" {
+            // An answer that saves a state and sends data on to another binding.
+            return axum::Json(json!({
+                "storeName": "statestore",
+                "state": [{"key": "last-tick", "value": {"seen": true}}],
+                "to": ["files"],
+                "data": {"from": "ticks"},
+            }))
+            .into_response();
+        }
+        StatusCode::OK.into_response()
     }
     let router = Router::new().fallback(any(handle)).with_state(app.clone());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
@@ -207,6 +218,22 @@ async fn output_and_input_bindings_with_an_http_app() {
             .any(|(m, p, _)| m == "OPTIONS" && p == "/ticks")
     );
     assert!(app.posts("/unwanted").is_empty());
+    // The app's answers were carried out: a state saved, data sent on.
+    let r = d.get("/v1.0/state/statestore/last-tick").await.expect("state");
+    assert_eq!((r.status, r.json()), (200, json!({"seen": true})));
+    let r = d
+        .send(
+            "POST",
+            "/v1.0/bindings/files",
+            &[],
+            json!({"operation": "list"}).to_string(),
+        )
+        .await;
+    assert!(
+        r.json().as_array().is_some_and(|files| files.len() >= 2),
+        "{}",
+        r.text()
+    );
     // A queued order the app refused comes again.
     let r = d
         .send(
