@@ -133,3 +133,30 @@ async fn without_allowed_origins_there_are_no_cors_headers() {
         .await;
     assert_eq!((r.status, r.header("access-control-allow-origin")), (200, None));
 }
+
+#[tokio::test]
+async fn disable_init_endpoints_subscribe_skips_the_apps_subscriptions() {
+    let subs = serde_json::json!([{"pubsubname": "pubsub", "topic": "t", "route": "/t"}]);
+    let (_, app) = super::pubsub::subscriber(subs.clone()).await;
+    let home = temp_dir("no-init-subscribe");
+    let mut spec = Spec::new("noinit", &home);
+    spec.app_port = Some(app);
+    spec.extra = vec!["--disable-init-endpoints".into(), "subscribe".into()];
+    let d = Daprd::start(spec).await;
+    // The app is up and healthy, yet it was never asked.
+    for _ in 0..100 {
+        if d.get("/v1.0/healthz").await.map(|r| r.status) == Ok(204) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let md = d.get("/v1.0/metadata").await.expect("metadata").json();
+    assert!(md.get("subscriptions").is_none(), "{md}");
+    // Without the flag the same app's subscription starts.
+    let (_, app) = super::pubsub::subscriber(subs).await;
+    let mut spec = Spec::new("withinit", &home);
+    spec.app_port = Some(app);
+    let d = Daprd::start(spec).await;
+    super::pubsub::subscribed(&d, 1).await;
+}
