@@ -1,5 +1,6 @@
-//! daprd in Kubernetes mode follows the operator's Subscriptions, and its
-//! subscriptions move with a pub/sub component replaced while running.
+//! daprd in Kubernetes mode follows the operator's Subscriptions, its
+//! subscriptions move with a pub/sub component replaced while running, and
+//! input bindings follow their components.
 
 #[path = "support/daprd.rs"]
 mod daprd;
@@ -219,6 +220,70 @@ async fn kubernetes_mode_follows_subscriptions_from_the_operator() {
         msg.subscribe_topic_events_response_type,
         Some(Out::EventMessage(ref e)) if e.topic == "feed"
     ));
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_bindings_follow_components_replaced_added_and_removed() {
+    let cron = |name: &str, route: &str, version: &str| {
+        json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": name, "namespace": NS, "uid": format!("b-{name}"), "resourceVersion": version},
+            "spec": {"type": "bindings.cron", "version": "v1", "metadata": [
+                {"name": "schedule", "value": "@every 100ms"}, {"name": "route", "value": route}]}})
+    };
+    let cp = control_plane(|cp| {
+        cp.pod("ticker", "ticker-token", json!({}));
+        cp.put("components", "ticks", cron("ticks", "/first", "1"));
+    })
+    .await;
+    let (app_port, seen) = recording_app().await;
+    let dir = scratch("k8s-bindings");
+    let args = [
+        "--mode",
+        "kubernetes",
+        "--control-plane-address",
+        &cp.settings.api_addr.to_string(),
+        "--disable-builtin-k8s-secret-store",
+        "--app-port",
+        &app_port.to_string(),
+    ]
+    .map(String::from);
+    let d = sidecar(&cp, "ticker", "ticker-token", &dir, &args)
+        .await
+        .expect("daprd starts");
+    let count = |p: &str| seen.lock().expect("lock").iter().filter(|s| *s == p).count();
+    let grows = |p: &'static str| {
+        let seen = seen.clone();
+        async move {
+            let n = |seen: &std::sync::Mutex<Vec<String>>| {
+                seen.lock().expect("lock").iter().filter(|s| *s == p).count()
+            };
+            let (before, started) = (n(&seen), std::time::Instant::now());
+            while n(&seen) < before + 2 {
+                assert!(started.elapsed() < Duration::from_secs(10), "no events at {p}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    grows("/first").await;
+
+    // Replaced: the events move to the new route and stop at the old one.
+    cp.put("components", "ticks", cron("ticks", "/second", "2"));
+    grows("/second").await;
+    let first = count("/first");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(count("/first"), first, "the replaced binding still fires");
+
+    // Added while running, then removed.
+    cp.put("components", "more", cron("more", "/more", "1"));
+    grows("/more").await;
+    cp.api
+        .remove(&format!("/apis/dapr.io/v1alpha1/namespaces/{NS}/components/more"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let more = count("/more");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(count("/more"), more, "a removed binding still fires");
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -229,63 +229,113 @@ impl Reply {
     }
 }
 
+/// The names a gRPC app takes events of (`ListInputBindings`); None for HTTP apps.
+async fn grpc_app_bindings(rt: &Runtime) -> Option<Vec<String>> {
+    let channel = rt.app.as_ref()?.grpc_channel()?;
+    let app = rt.app.as_ref()?;
+    let mut client = AppCallbackClient::new(channel);
+    let call = client.list_input_bindings(app.grpc_request(()));
+    Some(
+        match tokio::time::timeout(rt.settings.binding_options_timeout, call).await {
+            Ok(Ok(r)) => r.into_inner().bindings,
+            Ok(Err(s)) if s.code() == Code::Unimplemented => Vec::new(),
+            Ok(Err(s)) => {
+                tracing::warn!(error = %s.message(), "ListInputBindings failed; no input bindings");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        },
+    )
+}
+
+/// Starts delivering one input binding's events, if the app takes them.
+async fn start(
+    rt: &Arc<Runtime>,
+    name: &str,
+    entry: &BindingEntry,
+    grpc: Option<&[String]>,
+) -> Option<Reading> {
+    let wanted = match grpc {
+        Some(names) => names.iter().any(|n| n == name),
+        None => http_app_wants(rt, &entry.route).await,
+    };
+    if !wanted {
+        tracing::info!(binding = %name, "the app does not take events of this input binding");
+        return None;
+    }
+    match entry
+        .binding
+        .read(to_app(rt.clone(), name.to_string(), entry.route.clone()))
+        .await
+    {
+        Ok(r) => {
+            tracing::info!(binding = %name, route = %entry.route, "input binding delivering to the app");
+            Some(r)
+        }
+        Err(e) => {
+            tracing::error!(binding = %name, error = %e, "input binding could not start");
+            None
+        }
+    }
+}
+
+fn input_binding(rt: &Runtime, name: &str) -> Option<Arc<BindingEntry>> {
+    rt.loaded
+        .read()
+        .ok()?
+        .bindings
+        .get(name)
+        .filter(|b| b.input)
+        .cloned()
+}
+
 /// Starts every input binding the app takes events of; they run until the
-/// sidecar shuts down.
+/// sidecar shuts down, and one replaced while running restarts with the
+/// new component.
 pub async fn serve_inputs(rt: &Arc<Runtime>) {
-    let Some(app) = rt.app.as_ref() else { return };
-    let inputs: Vec<(String, Arc<BindingEntry>)> = match rt.loaded.read() {
+    if rt.app.is_none() {
+        return;
+    }
+    // Listening first, so no change made while they start is missed.
+    let mut changed = rt.bindings_changed.subscribe();
+    let names: Vec<String> = match rt.loaded.read() {
         Ok(l) => l
             .bindings
             .iter()
             .filter(|(_, b)| b.input)
-            .map(|(n, b)| (n.clone(), b.clone()))
+            .map(|(n, _)| n.clone())
             .collect(),
         Err(_) => return,
     };
-    if inputs.is_empty() {
-        return;
-    }
-    let grpc_names = match app.grpc_channel() {
-        None => None,
-        Some(channel) => {
-            let mut client = AppCallbackClient::new(channel);
-            let call = client.list_input_bindings(app.grpc_request(()));
-            match tokio::time::timeout(rt.settings.binding_options_timeout, call).await {
-                Ok(Ok(r)) => Some(r.into_inner().bindings),
-                Ok(Err(s)) if s.code() == Code::Unimplemented => Some(Vec::new()),
-                Ok(Err(s)) => {
-                    tracing::warn!(error = %s.message(), "ListInputBindings failed; no input bindings");
-                    Some(Vec::new())
-                }
-                Err(_) => Some(Vec::new()),
-            }
-        }
-    };
-    let mut readings: Vec<Reading> = Vec::new();
-    for (name, entry) in inputs {
-        let wanted = match &grpc_names {
-            Some(names) => names.contains(&name),
-            None => http_app_wants(rt, &entry.route).await,
-        };
-        if !wanted {
-            tracing::info!(binding = %name, "the app does not take events of this input binding");
-            continue;
-        }
-        match entry
-            .binding
-            .read(to_app(rt.clone(), name.clone(), entry.route.clone()))
-            .await
+    let grpc = grpc_app_bindings(rt).await;
+    let mut readings: HashMap<String, Reading> = HashMap::new();
+    for name in names {
+        if let Some(entry) = input_binding(rt, &name)
+            && let Some(r) = start(rt, &name, &entry, grpc.as_deref()).await
         {
-            Ok(r) => {
-                tracing::info!(binding = %name, route = %entry.route, "input binding delivering to the app");
-                readings.push(r);
-            }
-            Err(e) => tracing::error!(binding = %name, error = %e, "input binding could not start"),
+            readings.insert(name, r);
         }
     }
+    let rt = rt.clone();
     let mut stopping = rt.shutdown.subscribe();
     tokio::spawn(async move {
-        let _ = stopping.wait_for(|v| *v).await;
+        loop {
+            let name = tokio::select! {
+                _ = stopping.wait_for(|v| *v) => break,
+                name = changed.recv() => match name {
+                    Ok(name) => name,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                },
+            };
+            // The old component's reading stops before the new one's starts.
+            drop(readings.remove(&name));
+            if let Some(entry) = input_binding(&rt, &name)
+                && let Some(r) = start(&rt, &name, &entry, grpc.as_deref()).await
+            {
+                readings.insert(name, r);
+            }
+        }
         drop(readings);
     });
 }

@@ -355,14 +355,17 @@ async fn reconcile(rt: &Runtime, known: &mut BTreeMap<String, Component>, list: 
 async fn apply(rt: &Runtime, known: &mut BTreeMap<String, Component>, c: Component, deleted: bool) {
     let name = c.metadata.name.clone().unwrap_or_default();
     let kind = c.spec.spec.type_.clone();
-    let is_pubsub = c.building_block() == "pubsub";
+    // Subscriptions and input bindings move to a replaced component.
+    let notify = |name: String| match c.building_block() {
+        "pubsub" => drop(rt.pubsub_changed.send(name)),
+        "bindings" => drop(rt.bindings_changed.send(name)),
+        _ => {}
+    };
     if deleted {
         known.remove(&name);
         if rt.loaded.write().is_ok_and(|mut l| l.remove(&name)) {
             tracing::info!(component = %name, r#type = %kind, "component removed");
-            if is_pubsub {
-                let _ = rt.pubsub_changed.send(name);
-            }
+            notify(name);
         }
         return;
     }
@@ -381,9 +384,7 @@ async fn apply(rt: &Runtime, known: &mut BTreeMap<String, Component>, c: Compone
                 l.put(info, block);
             }
             tracing::info!(component = %name, r#type = %kind, "component loaded");
-            if is_pubsub {
-                let _ = rt.pubsub_changed.send(name.clone());
-            }
+            notify(name.clone());
             known.insert(name, c);
         }
         Err(reason) => {

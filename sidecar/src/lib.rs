@@ -307,6 +307,7 @@ pub async fn run(
         endpoints,
         subscriptions: Default::default(),
         pubsub_changed: tokio::sync::broadcast::channel(16).0,
+        bindings_changed: tokio::sync::broadcast::channel(16).0,
         config_watches: Default::default(),
     });
     rt.health.app_healthy.store(true, Ordering::Relaxed);

@@ -199,6 +199,9 @@ pub struct Runtime {
     /// Names of pub/sub components replaced or removed while running, so
     /// the subscriptions on them move to the new broker.
     pub pubsub_changed: tokio::sync::broadcast::Sender<String>,
+    /// Names of bindings added, replaced or removed while running, so their
+    /// input reading restarts with the new component.
+    pub bindings_changed: tokio::sync::broadcast::Sender<String>,
     /// Configuration subscriptions by id, for unsubscribing.
     pub config_watches: crate::configuration_api::Watches,
 }
