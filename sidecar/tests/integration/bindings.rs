@@ -354,3 +354,62 @@ spec:
     );
     assert!(events[0].metadata.contains_key("readTimeUTC"));
 }
+
+#[tokio::test]
+async fn the_http_binding_trusts_the_ca_it_is_given_and_sends_its_token() {
+    let (port, ca) = super::apps::https_app_with_ca().await;
+    let home = temp_dir("bindings-tls");
+    let indented: String = ca.lines().map(|l| format!("      {l}\n")).collect();
+    let res = resources(
+        &home,
+        &format!(
+            r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {{name: secure}}
+spec:
+  type: bindings.http
+  version: v1
+  metadata:
+  - name: url
+    value: "https://127.0.0.1:{port}"
+  - name: MTLSRootCA
+    value: |
+{indented}  - {{name: securityToken, value: "s3cret"}}
+  - {{name: securityTokenHeader, value: "x-token"}}
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {{name: untrusting}}
+spec:
+  type: bindings.http
+  version: v1
+  metadata: [{{name: url, value: "https://127.0.0.1:{port}"}}]
+"#
+        ),
+    );
+    let mut spec = Spec::new("tls-binder", &home);
+    spec.resources = Some(&res);
+    let d = Daprd::start(spec).await;
+    let call = json!({"operation": "post", "data": "over tls", "metadata": {"path": "orders"}}).to_string();
+    let r = d.send("POST", "/v1.0/bindings/secure", &[], call.clone()).await;
+    assert_eq!(
+        (r.status, r.header("metadata.statusCode")),
+        (200, Some("200")),
+        "{}",
+        r.text()
+    );
+    let echo = r.json();
+    assert_eq!(
+        (echo["path"].as_str(), echo["body"].as_str()),
+        (Some("/orders"), Some("\"over tls\""))
+    );
+    assert_eq!(echo["headers"]["x-token"], "s3cret");
+    // Without the CA the server's certificate is not trusted.
+    let r = d.send("POST", "/v1.0/bindings/untrusting", &[], call).await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (500, "ERR_INVOKE_OUTPUT_BINDING".to_string())
+    );
+    assert!(r.text().to_lowercase().contains("certificate"), "{}", r.text());
+}
