@@ -213,3 +213,95 @@ async fn http_subscriptions_need_an_app_and_stores_must_exist() {
         (500, "ERR_CONFIGURATION_STORE_NOT_CONFIGURED".to_string())
     );
 }
+
+#[tokio::test]
+async fn postgresql_configuration_through_daprd() {
+    let (pg, conn) =
+        tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=test", tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(conn);
+    let table = format!("daprs_it_cfg_{}", std::process::id());
+    let channel = format!("{table}_ch");
+    // The table, trigger function and trigger as Dapr's documentation has users create them.
+    pg.batch_execute(&format!(
+        "CREATE TABLE {table} (key VARCHAR NOT NULL, value VARCHAR NOT NULL, version VARCHAR NOT NULL, metadata JSON);
+         CREATE FUNCTION {table}_notify() RETURNS TRIGGER AS $$
+         DECLARE row json;
+         BEGIN
+           IF (TG_OP = 'DELETE') THEN row = row_to_json(OLD); ELSE row = row_to_json(NEW); END IF;
+           PERFORM pg_notify('{channel}', json_build_object('table', TG_TABLE_NAME, 'action', TG_OP, 'data', row)::text);
+           RETURN NULL;
+         END; $$ LANGUAGE plpgsql;
+         CREATE TRIGGER {table}_changed AFTER INSERT OR UPDATE OR DELETE ON {table}
+           FOR EACH ROW EXECUTE PROCEDURE {table}_notify();
+         INSERT INTO {table} VALUES ('greeting', 'hello', '1', '{{\"lang\": \"en\"}}');"
+    ))
+    .await
+    .expect("schema");
+    let home = temp_dir("configuration-pg");
+    let res = resources(
+        &home,
+        &format!(
+            r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {{name: pgconfig}}
+spec:
+  type: configuration.postgresql
+  version: v1
+  metadata:
+  - {{name: connectionString, value: "host=127.0.0.1 user=postgres database=test connect_timeout=10"}}
+  - {{name: table, value: "{table}"}}
+"#
+        ),
+    );
+    let mut spec = Spec::new("cfgpg", &home);
+    spec.resources = Some(&res);
+    let d = Daprd::start(spec).await;
+    let r = d
+        .get("/v1.0/configuration/pgconfig?key=greeting")
+        .await
+        .expect("get");
+    assert_eq!(
+        r.json(),
+        json!({"greeting": {"value": "hello", "version": "1", "metadata": {"lang": "en"}}})
+    );
+    let mut grpc = d.grpc().await;
+    let sub = |metadata: Vec<(String, String)>| SubscribeConfigurationRequest {
+        store_name: "pgconfig".into(),
+        keys: vec!["greeting".into()],
+        metadata: metadata.into_iter().collect(),
+    };
+    // Without the channel the subscription is refused, saying what it needs.
+    let s = grpc
+        .subscribe_configuration(sub(vec![]))
+        .await
+        .expect_err("no channel");
+    assert!(s.message().contains("pgNotifyChannel"), "{s:?}");
+    let mut stream = grpc
+        .subscribe_configuration(sub(vec![("pgNotifyChannel".into(), channel.clone())]))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    stream.message().await.expect("first").expect("id");
+    pg.execute(&format!("UPDATE {table} SET value = 'hola', version = '2'"), &[])
+        .await
+        .expect("update");
+    let changed = tokio::time::timeout(Duration::from_secs(1), stream.message())
+        .await
+        .expect("within 1 s of the write")
+        .expect("ok")
+        .expect("message");
+    assert_eq!(
+        (
+            changed.items["greeting"].value.as_str(),
+            changed.items["greeting"].version.as_str()
+        ),
+        ("hola", "2")
+    );
+    drop(stream);
+    pg.batch_execute(&format!("DROP TABLE {table}; DROP FUNCTION {table}_notify();"))
+        .await
+        .expect("clean up");
+}
