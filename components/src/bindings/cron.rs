@@ -1,17 +1,20 @@
 //! `bindings.cron`: an input binding that fires on a schedule
 //! ([`super::schedule`]), each firing one event with `timeZone` and
-//! `readTimeUTC` metadata. A firing the app refuses is not repeated.
+//! `readTimeUTC` metadata. A firing the app refuses is not repeated. Its
+//! one output operation, `delete`, stops the schedule, as in Dapr.
 
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{Binding, Event, Handler, Reading, schedule::Schedule};
+use super::{Binding, Event, Handler, Reading, Request, Response, check_operation, schedule::Schedule};
 use crate::{Metadata, meta};
 
 /// The cron binding.
 pub struct Cron {
     schedule: Schedule,
+    /// Set by `delete`: no more firings.
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl Cron {
@@ -20,6 +23,7 @@ impl Cron {
         let text = meta(metadata, "schedule").ok_or("metadata schedule is required (e.g. @every 15s)")?;
         Ok(Self {
             schedule: super::schedule::parse(text)?,
+            stopped: tokio::sync::watch::channel(false).0,
         })
     }
 }
@@ -27,7 +31,13 @@ impl Cron {
 #[async_trait]
 impl Binding for Cron {
     fn operations(&self) -> &'static [&'static str] {
-        &[]
+        &["delete"]
+    }
+
+    async fn invoke(&self, req: Request) -> crate::Result<Response> {
+        check_operation(self.operations(), &req.operation)?;
+        self.stopped.send_replace(true);
+        Ok(Response::default())
     }
 
     fn is_input(&self) -> bool {
@@ -36,15 +46,19 @@ impl Binding for Cron {
 
     async fn read(&self, handler: Handler) -> crate::Result<Reading> {
         let schedule = self.schedule.clone();
+        let mut stopped = self.stopped.subscribe();
         let task = tokio::spawn(async move {
             let start = SystemTime::now();
-            loop {
+            while !*stopped.borrow() {
                 let now = SystemTime::now();
                 let Some(at) = schedule.next_after(now, start) else {
                     tracing::warn!("the cron schedule never fires again");
                     return;
                 };
-                tokio::time::sleep(at.duration_since(now).unwrap_or_default()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(at.duration_since(now).unwrap_or_default()) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
                 let metadata = Metadata::from([
                     ("timeZone".to_string(), "UTC".to_string()),
                     (

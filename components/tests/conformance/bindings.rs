@@ -69,7 +69,7 @@ impl Received {
 #[tokio::test]
 async fn cron_fires_on_schedule() {
     let b = open("bindings.cron", &[("schedule", "* * * * * *")]).await;
-    assert!(b.operations().is_empty() && b.is_input());
+    assert!(b.operations() == ["delete"] && b.is_input());
     let got = Received::default();
     let _reading = b.read(got.handler(false)).await.expect("read");
     let events = got.wait(3).await;
@@ -91,6 +91,12 @@ async fn cron_fires_on_schedule() {
     let reading = every.read(got.handler(false)).await.expect("read");
     let first = got.wait(1).await[0].0 - start;
     assert!((200..=400).contains(&first.as_millis()), "{first:?}");
+    // `delete` stops the schedule.
+    every.invoke(call("delete", "", &[])).await.expect("delete");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let n = got.0.lock().expect("lock").len();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(got.0.lock().expect("lock").len(), n, "fired after delete");
     drop(reading);
     assert!(matches!(
         crate::try_build("bindings.cron", &[("schedule", "61 * * * * *")], &Default::default()).await,

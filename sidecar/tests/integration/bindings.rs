@@ -254,7 +254,7 @@ async fn output_and_input_bindings_with_an_http_app() {
     for (name, body, status) in [
         ("nobinding", json!({"operation": "create"}), 500),
         ("statestore", json!({"operation": "create"}), 500),
-        ("ticker", json!({"operation": "create"}), 500),
+        ("ticker", json!({"operation": "create"}), 400),
         ("files", json!({"operation": "explode"}), 400),
         (
             "files",
@@ -305,7 +305,7 @@ async fn output_and_input_bindings_with_an_http_app() {
             .find(|c| c["name"] == n)
             .map(|c| c["capabilities"].clone())
     };
-    assert_eq!(caps("ticker"), Some(json!(["INPUT_BINDING"])));
+    assert_eq!(caps("ticker"), Some(json!(["INPUT_BINDING", "OUTPUT_BINDING"])));
     assert_eq!(caps("orders"), Some(json!(["INPUT_BINDING", "OUTPUT_BINDING"])));
     assert_eq!(caps("files"), Some(json!(["OUTPUT_BINDING"])));
 }
