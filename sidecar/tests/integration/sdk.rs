@@ -64,6 +64,22 @@ pub fn script(name: &str) -> PathBuf {
 /// A child process killed on drop.
 pub struct Proc(pub Child);
 
+/// Starts an SDK app script on a free port (its first argument, then
+/// `args`) and waits until it listens; the app and its port.
+pub async fn python_app(python: &std::path::Path, name: &str, args: &[&std::ffi::OsStr]) -> (Proc, u16) {
+    let port = free_port();
+    let app = Proc(
+        Command::new(python)
+            .arg(script(name))
+            .arg(port.to_string())
+            .args(args)
+            .spawn()
+            .expect("start the SDK app"),
+    );
+    wait_for_port(port).await;
+    (app, port)
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -83,15 +99,7 @@ pub async fn wait_for_port(port: u16) {
 async fn python_sdk_invokes_and_keeps_state_over_http_and_grpc() {
     let Some(python) = sdk_python() else { return };
     let home = temp_dir("sdk");
-    let app_port = free_port();
-    let _app = Proc(
-        Command::new(&python)
-            .arg(script("grpc_app.py"))
-            .arg(app_port.to_string())
-            .spawn()
-            .expect("start the SDK gRPC app"),
-    );
-    wait_for_port(app_port).await;
+    let (_app, app_port) = python_app(&python, "grpc_app.py", &[]).await;
     let mut server = Spec::new("py-app", &home);
     server.app_port = Some(app_port);
     server.protocol = "grpc";
@@ -194,17 +202,8 @@ async fn python_grpcio_calls_a_user_service_through_the_proxy() {
 async fn python_sdk_publishes_subscribes_and_streams() {
     let Some(python) = sdk_python() else { return };
     let home = temp_dir("sdk-pubsub");
-    let app_port = free_port();
     let out = home.join("deliveries.jsonl");
-    let _app = Proc(
-        Command::new(&python)
-            .arg(script("pubsub_app.py"))
-            .arg(app_port.to_string())
-            .arg(&out)
-            .spawn()
-            .expect("start the SDK subscriber"),
-    );
-    wait_for_port(app_port).await;
+    let (_app, app_port) = python_app(&python, "pubsub_app.py", &[out.as_os_str()]).await;
     let mut server = Spec::new("py-sub", &home);
     server.app_port = Some(app_port);
     server.protocol = "grpc";

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use super::{
     harness::{Daprd, Spec, free_port, resources, temp_dir},
-    sdk::{Proc, run_client, script, script_js, sdk_node, sdk_python, wait_for_port},
+    sdk::{python_app, run_client, script_js, sdk_node, sdk_python},
 };
 
 const DB: &str = "9";
@@ -79,17 +79,8 @@ async fn python_sdk_bindings_configuration_locks_and_queries() {
     let Some(python) = sdk_python() else { return };
     let home = temp_dir("sdk-blocks");
     let res = resources(&home, &components(&home));
-    let app_port = free_port();
     let events = home.join("events.txt");
-    let _app = Proc(
-        Command::new(&python)
-            .arg(script("blocks_app.py"))
-            .arg(app_port.to_string())
-            .arg(&events)
-            .spawn()
-            .expect("start the SDK app"),
-    );
-    wait_for_port(app_port).await;
+    let (_app, app_port) = python_app(&python, "blocks_app.py", &[events.as_os_str()]).await;
     let mut spec = Spec::new("py-blocks", &home);
     spec.resources = Some(&res);
     spec.app_port = Some(app_port);
