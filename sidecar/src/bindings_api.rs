@@ -297,7 +297,7 @@ pub async fn serve_inputs(rt: &Arc<Runtime>) {
         return;
     }
     // Listening first, so no change made while they start is missed.
-    let mut changed = rt.bindings_changed.subscribe();
+    let mut changed = rt.components_changed.subscribe();
     let names: Vec<String> = match rt.loaded.read() {
         Ok(l) => l
             .bindings

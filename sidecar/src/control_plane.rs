@@ -355,17 +355,13 @@ async fn reconcile(rt: &Runtime, known: &mut BTreeMap<String, Component>, list: 
 async fn apply(rt: &Runtime, known: &mut BTreeMap<String, Component>, c: Component, deleted: bool) {
     let name = c.metadata.name.clone().unwrap_or_default();
     let kind = c.spec.spec.type_.clone();
-    // Subscriptions and input bindings move to a replaced component.
-    let notify = |name: String| match c.building_block() {
-        "pubsub" => drop(rt.pubsub_changed.send(name)),
-        "bindings" => drop(rt.bindings_changed.send(name)),
-        _ => {}
-    };
     if deleted {
         known.remove(&name);
         if rt.loaded.write().is_ok_and(|mut l| l.remove(&name)) {
             tracing::info!(component = %name, r#type = %kind, "component removed");
-            notify(name);
+            // Subscriptions and input bindings on it stop; each listener
+            // picks the names of its own block.
+            let _ = rt.components_changed.send(name);
         }
         return;
     }
@@ -384,7 +380,8 @@ async fn apply(rt: &Runtime, known: &mut BTreeMap<String, Component>, c: Compone
                 l.put(info, block);
             }
             tracing::info!(component = %name, r#type = %kind, "component loaded");
-            notify(name.clone());
+            // Subscriptions and input bindings move to the new component.
+            let _ = rt.components_changed.send(name.clone());
             known.insert(name, c);
         }
         Err(reason) => {

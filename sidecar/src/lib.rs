@@ -306,8 +306,7 @@ pub async fn run(
         resiliency,
         endpoints,
         subscriptions: Default::default(),
-        pubsub_changed: tokio::sync::broadcast::channel(16).0,
-        bindings_changed: tokio::sync::broadcast::channel(16).0,
+        components_changed: tokio::sync::broadcast::channel(16).0,
         config_watches: Default::default(),
     });
     rt.health.app_healthy.store(true, Ordering::Relaxed);

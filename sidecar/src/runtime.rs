@@ -196,12 +196,9 @@ pub struct Runtime {
     pub endpoints: crate::endpoints::Endpoints,
     /// The subscriptions delivering to the app or a subscriber stream, for the metadata API.
     pub subscriptions: Subscriptions,
-    /// Names of pub/sub components replaced or removed while running, so
-    /// the subscriptions on them move to the new broker.
-    pub pubsub_changed: tokio::sync::broadcast::Sender<String>,
-    /// Names of bindings added, replaced or removed while running, so their
-    /// input reading restarts with the new component.
-    pub bindings_changed: tokio::sync::broadcast::Sender<String>,
+    /// Names of components added, replaced or removed while running, so
+    /// the subscriptions and input bindings on them move to the new one.
+    pub components_changed: tokio::sync::broadcast::Sender<String>,
     /// Configuration subscriptions by id, for unsubscribing.
     pub config_watches: crate::configuration_api::Watches,
 }

@@ -466,7 +466,7 @@ pub async fn serve(
 ) {
     let Some(app) = rt.app.as_ref() else { return };
     // Listening first, so no change made while they start is missed.
-    let mut changed = rt.pubsub_changed.subscribe();
+    let mut changed = rt.components_changed.subscribe();
     let mut subs = declared;
     if !rt.settings.skip_app_subscribe {
         subs.extend(programmatic(app).await);

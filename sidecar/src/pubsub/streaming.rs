@@ -134,7 +134,7 @@ pub async fn subscribe(
     });
     let (tx, rx) = mpsc::channel::<Result<SubscribeTopicEventsResponseAlpha1, Status>>(16);
     let waiting: Waiting = Arc::default();
-    let mut changed = rt.pubsub_changed.subscribe();
+    let mut changed = rt.components_changed.subscribe();
     let mut running = Some(start(&rt, entry, &sub, &tx, &waiting).await?);
     let initial = SubscribeTopicEventsResponseAlpha1 {
         subscribe_topic_events_response_type: Some(Out::InitialResponse(
