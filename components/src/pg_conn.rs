@@ -343,19 +343,18 @@ pub fn settings(metadata: &Metadata) -> Result<Settings, String> {
     Ok(s)
 }
 
-/// A pool for the metadata's server, with one connection made to prove it answers.
-pub async fn pool(metadata: &Metadata) -> Result<(Pool, Duration), String> {
-    let s = settings(metadata)?;
-    let pool = Pool::builder(Manager::new(s.config, NoTls))
+/// A pool for the server `s` names, and its first connection, made to
+/// prove the server answers (and for the caller's set-up statements).
+pub async fn pool(s: &Settings) -> Result<(Pool, deadpool_postgres::Client), String> {
+    let pool = Pool::builder(Manager::new(s.config.clone(), NoTls))
         .max_size(s.max_conns)
         .build()
         .map_err(|e| e.to_string())?;
-    tokio::time::timeout(s.timeout, pool.get())
+    let first = tokio::time::timeout(s.timeout, pool.get())
         .await
         .map_err(|_| format!("timed out connecting to PostgreSQL after {:?}", s.timeout))?
-        .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))
-        .map(drop)?;
-    Ok((pool, s.timeout))
+        .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+    Ok((pool, first))
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ fn backend(e: impl std::fmt::Display) -> Error {
 impl PostgresBinding {
     /// Connects (see [`crate::pg_conn`]).
     pub async fn connect(metadata: &Metadata) -> Result<Self, String> {
-        let (pool, _) = crate::pg_conn::pool(metadata).await?;
+        let (pool, _) = crate::pg_conn::pool(&crate::pg_conn::settings(metadata)?).await?;
         Ok(Self { pool })
     }
 }

@@ -19,7 +19,10 @@ use crate::{Error, Metadata, meta, state::sqlite::valid_identifier};
 pub struct PostgresConfig {
     pool: Pool,
     table: String,
-    metadata: Metadata,
+    /// Where subscriptions open their own LISTEN connection.
+    config: tokio_postgres::Config,
+    /// The component's `notifyChannel`, used when a subscription names none.
+    channel: Option<String>,
 }
 
 fn backend(e: impl std::fmt::Display) -> Error {
@@ -87,11 +90,8 @@ impl PostgresConfig {
         if !valid_identifier(&table) {
             return Err(format!("table {table:?} must be letters, digits and underscores"));
         }
-        let (pool, _) = crate::pg_conn::pool(metadata).await?;
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+        let settings = crate::pg_conn::settings(metadata)?;
+        let (pool, client) = crate::pg_conn::pool(&settings).await?;
         client
             .batch_execute(&format!("SELECT key, value, version, metadata FROM {table} LIMIT 0"))
             .await
@@ -101,7 +101,8 @@ impl PostgresConfig {
         Ok(Self {
             pool,
             table,
-            metadata: metadata.clone(),
+            config: settings.config,
+            channel: meta(metadata, "notifyChannel").map(str::to_string),
         })
     }
 }
@@ -149,7 +150,7 @@ impl ConfigurationStore for PostgresConfig {
 
     async fn subscribe(&self, keys: &[String], metadata: &Metadata) -> crate::Result<Watch> {
         let channel = meta(metadata, "pgNotifyChannel")
-            .or_else(|| meta(&self.metadata, "notifyChannel"))
+            .or(self.channel.as_deref())
             .ok_or_else(|| {
                 Error::Invalid(
                     "subscribing needs metadata pgNotifyChannel: the channel your table's trigger notifies"
@@ -162,8 +163,7 @@ impl ConfigurationStore for PostgresConfig {
                 "pgNotifyChannel {channel:?} must be letters, digits and underscores"
             )));
         }
-        let settings = crate::pg_conn::settings(&self.metadata).map_err(Error::Invalid)?;
-        let (client, mut connection) = settings.config.connect(NoTls).await.map_err(backend)?;
+        let (client, mut connection) = self.config.connect(NoTls).await.map_err(backend)?;
         let (note_tx, mut notes) = mpsc::unbounded_channel();
         // The connection delivers notifications while it is polled.
         let conn_task = tokio::spawn(async move {

@@ -101,11 +101,7 @@ impl PostgresStore {
                 "tableName {table:?} must be letters, digits and underscores"
             ));
         }
-        let (pool, timeout) = crate::pg_conn::pool(metadata).await?;
-        let client = tokio::time::timeout(timeout, pool.get())
-            .await
-            .map_err(|_| format!("timed out connecting to PostgreSQL after {timeout:?}"))?
-            .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+        let (pool, client) = crate::pg_conn::pool(&crate::pg_conn::settings(metadata)?).await?;
         client
             .batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {table} (
