@@ -231,9 +231,8 @@ impl Reply {
 
 /// The names a gRPC app takes events of (`ListInputBindings`); None for HTTP apps.
 async fn grpc_app_bindings(rt: &Runtime) -> Option<Vec<String>> {
-    let channel = rt.app.as_ref()?.grpc_channel()?;
     let app = rt.app.as_ref()?;
-    let mut client = AppCallbackClient::new(channel);
+    let mut client = AppCallbackClient::new(app.grpc_channel()?);
     let call = client.list_input_bindings(app.grpc_request(()));
     Some(
         match tokio::time::timeout(rt.settings.binding_options_timeout, call).await {

@@ -71,18 +71,18 @@ const NOT_JSON: &[SqlState] = &[
     SqlState::UNTRANSLATABLE_CHARACTER,
 ];
 
+/// The item in columns `value, etag, expires_at` of a row, from column `at`.
+fn item_at(row: &tokio_postgres::Row, at: usize) -> StoreResult<Item> {
+    Ok(Item {
+        data: row.try_get::<_, Vec<u8>>(at).map_err(backend)?.into(),
+        etag: row.try_get(at + 1).map_err(backend)?,
+        expires_at: row.try_get(at + 2).map_err(backend)?,
+    })
+}
+
 fn items(rows: Vec<tokio_postgres::Row>) -> StoreResult<Vec<(String, Item)>> {
     rows.into_iter()
-        .map(|row| {
-            Ok((
-                row.try_get(0).map_err(backend)?,
-                Item {
-                    data: row.try_get::<_, Vec<u8>>(1).map_err(backend)?.into(),
-                    etag: row.try_get(2).map_err(backend)?,
-                    expires_at: row.try_get(3).map_err(backend)?,
-                },
-            ))
-        })
+        .map(|row| Ok((row.try_get(0).map_err(backend)?, item_at(&row, 1)?)))
         .collect()
 }
 
@@ -229,14 +229,7 @@ impl StateStore for PostgresStore {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.sql.get).await.map_err(backend)?;
         let row = client.query_opt(&stmt, &[&key]).await.map_err(backend)?;
-        Ok(match row {
-            None => None,
-            Some(row) => Some(Item {
-                data: row.try_get::<_, Vec<u8>>(0).map_err(backend)?.into(),
-                etag: row.try_get(1).map_err(backend)?,
-                expires_at: row.try_get(2).map_err(backend)?,
-            }),
-        })
+        row.map(|row| item_at(&row, 0)).transpose()
     }
 
     async fn set(&self, req: SetRequest) -> StoreResult<()> {

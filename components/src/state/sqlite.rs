@@ -124,21 +124,24 @@ impl SqliteStore {
     }
 }
 
+/// The item in columns `value, etag, expires_at` of a row, from column `at`.
+fn item_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Item> {
+    let data: Vec<u8> = row.get(at)?;
+    let expires: Option<i64> = row.get(at + 2)?;
+    Ok(Item {
+        data: data.into(),
+        etag: row.get(at + 1)?,
+        expires_at: expires.map(|ms| UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
+    })
+}
+
 fn read(conn: &Connection, table: &str, key: &str, now: i64) -> StoreResult<Option<Item>> {
     conn.prepare_cached(&format!(
         "SELECT value, etag, expires_at FROM {table} WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)"
     ))
     .and_then(|mut stmt| {
-        stmt.query_row(params![key, now], |row| {
-            let data: Vec<u8> = row.get(0)?;
-            let expires: Option<i64> = row.get(2)?;
-            Ok(Item {
-                data: data.into(),
-                etag: row.get(1)?,
-                expires_at: expires.map(|ms| UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
-            })
-        })
-        .optional()
+        stmt.query_row(params![key, now], |row| item_at(row, 0))
+            .optional()
     })
     .map_err(backend)
 }
@@ -206,17 +209,7 @@ impl StateStore for SqliteStore {
                 .map_err(backend)?;
             let rows = stmt
                 .query_map(params![prefix, now], |row| {
-                    let data: Vec<u8> = row.get(1)?;
-                    let expires: Option<i64> = row.get(3)?;
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        Item {
-                            data: data.into(),
-                            etag: row.get(2)?,
-                            expires_at: expires
-                                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
-                        },
-                    ))
+                    Ok((row.get::<_, String>(0)?, item_at(row, 1)?))
                 })
                 .map_err(backend)?;
             let mut out = Vec::new();
