@@ -38,6 +38,20 @@ async fn recording_app() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>)
     (port, seen)
 }
 
+/// daprd's flags in Kubernetes mode, with the operator at `api` and the app on `app_port`.
+fn k8s_args(api: &SocketAddr, app_port: u16) -> [String; 7] {
+    [
+        "--mode",
+        "kubernetes",
+        "--control-plane-address",
+        &api.to_string(),
+        "--disable-builtin-k8s-secret-store",
+        "--app-port",
+        &app_port.to_string(),
+    ]
+    .map(String::from)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_mode_follows_subscriptions_from_the_operator() {
     let subscription = |name: &str, topic: &str, scopes: Value| {
@@ -66,16 +80,7 @@ async fn kubernetes_mode_follows_subscriptions_from_the_operator() {
     .await;
     let (app_port, seen) = recording_app().await;
     let dir = scratch("k8s-subscriptions");
-    let args = [
-        "--mode",
-        "kubernetes",
-        "--control-plane-address",
-        &cp.settings.api_addr.to_string(),
-        "--disable-builtin-k8s-secret-store",
-        "--app-port",
-        &app_port.to_string(),
-    ]
-    .map(String::from);
+    let args = k8s_args(&cp.settings.api_addr, app_port);
     let d = sidecar(&cp, "shop", "shop-token", &dir, &args)
         .await
         .expect("daprd starts");
@@ -239,16 +244,7 @@ async fn input_bindings_follow_components_replaced_added_and_removed() {
     .await;
     let (app_port, seen) = recording_app().await;
     let dir = scratch("k8s-bindings");
-    let args = [
-        "--mode",
-        "kubernetes",
-        "--control-plane-address",
-        &cp.settings.api_addr.to_string(),
-        "--disable-builtin-k8s-secret-store",
-        "--app-port",
-        &app_port.to_string(),
-    ]
-    .map(String::from);
+    let args = k8s_args(&cp.settings.api_addr, app_port);
     let d = sidecar(&cp, "ticker", "ticker-token", &dir, &args)
         .await
         .expect("daprd starts");
