@@ -239,6 +239,20 @@ fn query_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str>
     pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// Component response metadata as `metadata.<key>` headers, as Dapr
+/// answers state reads and output bindings; a pair that cannot be a
+/// header is left out.
+fn metadata_headers(h: &mut HeaderMap, metadata: impl IntoIterator<Item = (String, String)>) {
+    for (k, v) in metadata {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(format!("metadata.{k}")),
+            HeaderValue::try_from(v),
+        ) {
+            h.insert(name, value);
+        }
+    }
+}
+
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::malformed(format!("failed to parse the request body as JSON: {e}")))

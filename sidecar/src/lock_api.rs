@@ -11,8 +11,16 @@ use crate::{
     runtime::{LockEntry, Lookup, Runtime},
 };
 
-fn required(field: &str) -> ApiError {
-    ApiError::malformed(format!("{field} is required and must not be empty"))
+/// Both calls name a resource and its owner.
+fn check_ids(resource: &str, owner: &str) -> Result<(), ApiError> {
+    for (field, value) in [("resourceId", resource), ("lockOwner", owner)] {
+        if value.is_empty() {
+            return Err(ApiError::malformed(format!(
+                "{field} is required and must not be empty"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Runtime {
@@ -45,12 +53,7 @@ impl Runtime {
         owner: &str,
         expiry_secs: i32,
     ) -> Result<bool, ApiError> {
-        if resource.is_empty() {
-            return Err(required("resourceId"));
-        }
-        if owner.is_empty() {
-            return Err(required("lockOwner"));
-        }
+        check_ids(resource, owner)?;
         let secs = u64::try_from(expiry_secs)
             .ok()
             .filter(|&s| s > 0)
@@ -71,12 +74,7 @@ impl Runtime {
 
     /// Releases `resource` if `owner` holds it; a store failure is `ERR_UNLOCK`.
     pub async fn unlock(&self, store: &str, resource: &str, owner: &str) -> Result<Unlocked, ApiError> {
-        if resource.is_empty() {
-            return Err(required("resourceId"));
-        }
-        if owner.is_empty() {
-            return Err(required("lockOwner"));
-        }
+        check_ids(resource, owner)?;
         let entry = self.lock_store(store)?;
         let key = self.lock_key(store, &entry, resource);
         self.outbound(store, || entry.store.unlock(&key, owner), backend_failure)

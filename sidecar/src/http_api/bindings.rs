@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 
 use axum::{
     extract::{Path, Request, State},
-    http::{HeaderName, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 
-use super::{Rt, parse_json, read_body};
+use super::{Rt, metadata_headers, parse_json, read_body};
 use crate::error::ApiError;
 
 #[derive(Deserialize, Default)]
@@ -54,13 +54,6 @@ pub async fn invoke(State(rt): Rt, Path(name): Path<String>, req: Request) -> Re
         }
         _ => StatusCode::NO_CONTENT.into_response(),
     };
-    for (k, v) in res.metadata {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::try_from(format!("metadata.{k}")),
-            HeaderValue::try_from(v),
-        ) {
-            out.headers_mut().insert(k, v);
-        }
-    }
+    metadata_headers(out.headers_mut(), res.metadata);
     Ok(out)
 }

@@ -10,7 +10,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Rt, parse_json, query_metadata, query_pairs, query_value, read_body};
+use super::{Rt, metadata_headers, parse_json, query_metadata, query_pairs, query_value, read_body};
 use crate::{
     error::ApiError,
     state_api::{BulkItem, SaveItem, TxOp, check_consistency, item_metadata, parse_concurrency},
@@ -119,14 +119,7 @@ pub(super) async fn get_state(
     if let Ok(v) = HeaderValue::from_str(&item.etag) {
         h.insert(header::ETAG, v);
     }
-    for (k, v) in item_metadata(&item) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(format!("metadata.{k}").as_bytes()),
-            HeaderValue::from_str(&v),
-        ) {
-            h.insert(name, value);
-        }
-    }
+    metadata_headers(h, item_metadata(&item));
     Ok(res)
 }
 
