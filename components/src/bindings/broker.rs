@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Binding, Event, Handler, Reading, Request, Response, check_operation};
+use super::{Binding, Event, Handler, Reading, Request, Response};
 use crate::{
     Error, Metadata, meta,
     pubsub::{Message, PubSub, Subscription},
@@ -31,8 +31,7 @@ impl<B: PubSub> Binding for BrokerBinding<B> {
         OPERATIONS
     }
 
-    async fn invoke(&self, req: Request) -> crate::Result<Response> {
-        check_operation(OPERATIONS, &req.operation)?;
+    async fn run(&self, req: Request) -> crate::Result<Response> {
         let topic = match meta(&req.metadata, "topic") {
             Some(t) if self.topic_per_call => t.to_string(),
             _ => self.topic.clone(),

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{Binding, Event, Handler, Reading, Request, Response, check_operation, schedule::Schedule};
+use super::{Binding, Event, Handler, Reading, Request, Response, schedule::Schedule};
 use crate::{Metadata, meta};
 
 /// The cron binding.
@@ -34,8 +34,8 @@ impl Binding for Cron {
         &["delete"]
     }
 
-    async fn invoke(&self, req: Request) -> crate::Result<Response> {
-        check_operation(self.operations(), &req.operation)?;
+    async fn run(&self, _: Request) -> crate::Result<Response> {
+        // `delete`, the one operation.
         self.stopped.send_replace(true);
         Ok(Response::default())
     }

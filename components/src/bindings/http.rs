@@ -15,7 +15,7 @@ use http::{HeaderName, HeaderValue, Method};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 
-use super::{Binding, Request, Response, check_operation};
+use super::{Binding, Request, Response};
 use crate::{Error, Metadata, meta, meta_duration};
 
 /// Largest answer read (Dapr's default `maxResponseBodySize`, 100 MiB).
@@ -108,8 +108,7 @@ impl Binding for HttpBinding {
         OPERATIONS
     }
 
-    async fn invoke(&self, req: Request) -> crate::Result<Response> {
-        check_operation(OPERATIONS, &req.operation)?;
+    async fn run(&self, req: Request) -> crate::Result<Response> {
         let method = match req.operation.as_str() {
             "create" => Method::POST,
             op => Method::from_bytes(op.to_ascii_uppercase().as_bytes())

@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Binding, Request, Response, check_operation};
+use super::{Binding, Request, Response};
 use crate::{Error, Metadata, meta};
 
 /// The local storage binding.
@@ -56,8 +56,7 @@ impl Binding for LocalStorage {
         OPERATIONS
     }
 
-    async fn invoke(&self, req: Request) -> crate::Result<Response> {
-        check_operation(OPERATIONS, &req.operation)?;
+    async fn run(&self, req: Request) -> crate::Result<Response> {
         match req.operation.as_str() {
             "create" => {
                 let name = meta(&req.metadata, "fileName").map_or_else(crate::uuid_v4, str::to_string);

@@ -89,12 +89,25 @@ pub trait Binding: Send + Sync + 'static {
     /// The operations of the output direction; empty for input-only bindings.
     fn operations(&self) -> &'static [&'static str];
 
-    /// Runs one output operation.
-    async fn invoke(&self, req: Request) -> crate::Result<Response> {
+    /// Runs one output operation, one of [`Binding::operations`].
+    async fn run(&self, req: Request) -> crate::Result<Response> {
         let _ = req;
         Err(crate::Error::Invalid(
             "this binding has no output direction".into(),
         ))
+    }
+
+    /// Runs one output operation, refusing one the binding does not list.
+    async fn invoke(&self, req: Request) -> crate::Result<Response> {
+        let ops = self.operations();
+        if !ops.is_empty() && !ops.contains(&req.operation.as_str()) {
+            return Err(crate::Error::Invalid(format!(
+                "operation {:?} is not supported; this binding supports {}",
+                req.operation,
+                ops.join(", ")
+            )));
+        }
+        self.run(req).await
     }
 
     /// Whether the binding can deliver events.
@@ -108,17 +121,5 @@ pub trait Binding: Send + Sync + 'static {
         Err(crate::Error::Invalid(
             "this binding has no input direction".into(),
         ))
-    }
-}
-
-/// Refuses an operation the binding does not list.
-pub fn check_operation(ops: &[&str], op: &str) -> crate::Result<()> {
-    if ops.contains(&op) {
-        Ok(())
-    } else {
-        Err(crate::Error::Invalid(format!(
-            "operation {op:?} is not supported; this binding supports {}",
-            ops.join(", ")
-        )))
     }
 }

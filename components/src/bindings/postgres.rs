@@ -12,7 +12,7 @@ use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::{Binding, Request, Response, check_operation};
+use super::{Binding, Request, Response};
 use crate::{Error, Metadata, meta};
 
 /// The PostgreSQL binding.
@@ -88,8 +88,7 @@ impl Binding for PostgresBinding {
         OPERATIONS
     }
 
-    async fn invoke(&self, req: Request) -> crate::Result<Response> {
-        check_operation(OPERATIONS, &req.operation)?;
+    async fn run(&self, req: Request) -> crate::Result<Response> {
         if req.operation == "close" {
             self.pool.close();
             return Ok(Response::default());

@@ -5,7 +5,7 @@
 use ::redis::{AsyncCommands, aio::ConnectionManager};
 use async_trait::async_trait;
 
-use super::{Binding, Request, Response, check_operation};
+use super::{Binding, Request, Response};
 use crate::{Error, Metadata, meta};
 
 /// The Redis binding.
@@ -33,8 +33,7 @@ impl Binding for RedisBinding {
         OPERATIONS
     }
 
-    async fn invoke(&self, req: Request) -> crate::Result<Response> {
-        check_operation(OPERATIONS, &req.operation)?;
+    async fn run(&self, req: Request) -> crate::Result<Response> {
         let key =
             meta(&req.metadata, "key").ok_or_else(|| Error::Invalid("metadata key is required".into()))?;
         let mut conn = self.conn.clone();
