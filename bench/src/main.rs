@@ -6,6 +6,7 @@
 
 mod apps;
 mod load;
+mod nginx;
 mod sidecar;
 mod stream;
 
@@ -17,7 +18,8 @@ use std::{
 use bytes::Bytes;
 use clap::Parser;
 use load::{Pace, Run, Target};
-use sidecar::{Daprd, Usage};
+use nginx::Nginx;
+use sidecar::{Daprd, Probe, Usage};
 
 #[derive(Parser)]
 #[command(
@@ -43,28 +45,31 @@ struct Args {
     /// How many cold starts to time.
     #[arg(long, default_value_t = 20)]
     starts: usize,
+    /// Run only the protocols whose name contains this (http, grpc, proxied).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// CPU and peak memory of the two sidecars over one run.
+/// CPU and peak memory of each measured process over one run.
 struct Load {
-    cores: [f64; 2],
-    peak_rss: [u64; 2],
-    peak_private: [u64; 2],
+    cores: Vec<f64>,
+    peak_rss: Vec<u64>,
+    peak_private: Vec<u64>,
 }
 
-/// Runs `target` while sampling the two sidecars' usage.
+/// Runs `target` while sampling the usage of `procs`.
 async fn measured(
-    sidecars: [&Daprd; 2],
+    procs: &[&dyn Probe],
     target: &Target,
     args: &Args,
     pace: Pace,
     payload: &Bytes,
 ) -> anyhow::Result<(Run, Load)> {
-    let before = [sidecars[0].usage()?, sidecars[1].usage()?];
-    let mut peak = [before[0].rss_bytes, before[1].rss_bytes];
-    let mut peak_private = [before[0].private_bytes, before[1].private_bytes];
+    let before: Vec<Usage> = procs.iter().map(|p| p.usage()).collect::<Result<_, _>>()?;
+    let mut peak: Vec<u64> = before.iter().map(|u| u.rss_bytes).collect();
+    let mut peak_private: Vec<u64> = before.iter().map(|u| u.private_bytes).collect();
     let run = load::run(
         target,
         args.conns,
@@ -78,26 +83,26 @@ async fn measured(
         tokio::select! {
             r = &mut run => break r?,
             _ = tick.tick() => {
-                for (i, d) in sidecars.iter().enumerate() {
-                    let u = d.usage()?;
+                for (i, p) in procs.iter().enumerate() {
+                    let u = p.usage()?;
                     peak[i] = peak[i].max(u.rss_bytes);
                     peak_private[i] = peak_private[i].max(u.private_bytes);
                 }
             }
         }
     };
-    let after = [sidecars[0].usage()?, sidecars[1].usage()?];
-    Ok((
-        run,
-        Load {
-            cores: [after[0].cores_since(&before[0]), after[1].cores_since(&before[1])],
-            peak_rss: [peak[0].max(after[0].rss_bytes), peak[1].max(after[1].rss_bytes)],
-            peak_private: [
-                peak_private[0].max(after[0].private_bytes),
-                peak_private[1].max(after[1].private_bytes),
-            ],
-        },
-    ))
+    let mut load = Load {
+        cores: Vec::new(),
+        peak_rss: peak,
+        peak_private,
+    };
+    for (i, p) in procs.iter().enumerate() {
+        let after = p.usage()?;
+        load.cores.push(after.cores_since(&before[i]));
+        load.peak_rss[i] = load.peak_rss[i].max(after.rss_bytes);
+        load.peak_private[i] = load.peak_private[i].max(after.private_bytes);
+    }
+    Ok((run, load))
 }
 
 fn latency_row(label: &str, run: &Run) -> String {
@@ -110,12 +115,121 @@ fn latency_row(label: &str, run: &Run) -> String {
     )
 }
 
-fn added_row(direct: &Run, via: &Run) -> String {
+fn added_row(label: &str, direct: &Run, via: &Run) -> String {
     format!(
-        "| added by the two sidecars | {:+.3} | {:+.3} | {:+.3} | |",
+        "| {label} | {:+.3} | {:+.3} | {:+.3} | |",
         via.quantile_ms(0.5) - direct.quantile_ms(0.5),
         via.quantile_ms(0.9) - direct.quantile_ms(0.9),
         via.quantile_ms(0.99) - direct.quantile_ms(0.99),
+    )
+}
+
+/// One protocol: the direct path, the path through two sidecars and, for
+/// HTTP, the same through two nginx hops.
+struct Case<'a> {
+    name: &'static str,
+    target_side: &'a Daprd,
+    direct: Target,
+    via: Target,
+    reference: Option<(Target, [&'a Nginx; 2])>,
+}
+
+/// The four (or six) runs of one case and the report rows they make.
+async fn run_case(
+    case: &Case<'_>,
+    caller: &Daprd,
+    args: &Args,
+    payload: &Bytes,
+    usage_rows: &mut Vec<String>,
+) -> anyhow::Result<String> {
+    let sides: [&dyn Probe; 2] = [caller, case.target_side];
+    let name = case.name;
+    let fixed = Pace::Rate(args.rate);
+    let (fixed_direct, _) = measured(&sides, &case.direct, args, fixed, payload).await?;
+    let (fixed_via, fixed_load) = measured(&sides, &case.via, args, fixed, payload).await?;
+    let (max_direct, _) = measured(&sides, &case.direct, args, Pace::Saturate, payload).await?;
+    let (max_via, max_load) = measured(&sides, &case.via, args, Pace::Saturate, payload).await?;
+    let mut reference = None;
+    if let Some((target, hops)) = &case.reference {
+        let hops: [&dyn Probe; 2] = [hops[0], hops[1]];
+        let f = measured(&hops, target, args, fixed, payload).await?;
+        let m = measured(&hops, target, args, Pace::Saturate, payload).await?;
+        reference = Some((f, m));
+    }
+    let mut out = format!(
+        "### {name}, fixed {} rps\n\n| path | p50 ms | p90 ms | p99 ms | rps |\n|---|---|---|---|---|\n",
+        args.rate
+    );
+    let mut line = |l: String| {
+        out.push_str(&l);
+        out.push('\n');
+    };
+    line(latency_row("app → app (direct)", &fixed_direct));
+    line(latency_row("app → daprd → daprd → app", &fixed_via));
+    if let Some(((f, _), _)) = &reference {
+        line(latency_row("app → nginx → nginx → app", f));
+    }
+    line(added_row("added by the two sidecars", &fixed_direct, &fixed_via));
+    if let Some(((f, _), _)) = &reference {
+        line(added_row("added by the two nginx hops", &fixed_direct, f));
+    }
+    line(format!(
+        "\n### {name}, maximum throughput\n\n| path | p50 ms | p90 ms | p99 ms | rps |\n|---|---|---|---|---|"
+    ));
+    line(latency_row("app → app (direct)", &max_direct));
+    line(latency_row("app → daprd → daprd → app", &max_via));
+    if let Some((_, (m, _))) = &reference {
+        line(latency_row("app → nginx → nginx → app", m));
+    }
+    line(format!(
+        "\nThroughput through the sidecars: {:.0}% of direct.",
+        100.0 * max_via.rps() / max_direct.rps()
+    ));
+    if let Some(((fixed_ref, fixed_hops), (max_ref, max_hops))) = &reference {
+        let hop = fixed_hops.cores.iter().sum::<f64>() / 2.0;
+        let per_k = |cores: f64, run: &Run| cores * 1000.0 / run.rps();
+        line(format!(
+            "Through two nginx hops: {:.0}% of direct; the sidecars reach {:.2}× the nginx hops' throughput.\n\n\
+             Against one nginx hop at {} rps: each sidecar's CPU per request is {:.2}× (caller) and {:.2}× (target) \
+             an nginx hop's ({:.3} cores per 1,000 rps against {:.3} and {:.3}); p50 added {:+.3} ms against nginx's {:+.3} ms.",
+            100.0 * max_ref.rps() / max_direct.rps(),
+            max_via.rps() / max_ref.rps(),
+            args.rate,
+            per_k(fixed_load.cores[0], &fixed_via) / per_k(hop, fixed_ref),
+            per_k(fixed_load.cores[1], &fixed_via) / per_k(hop, fixed_ref),
+            per_k(hop, fixed_ref),
+            per_k(fixed_load.cores[0], &fixed_via),
+            per_k(fixed_load.cores[1], &fixed_via),
+            fixed_via.quantile_ms(0.5) - fixed_direct.quantile_ms(0.5),
+            fixed_ref.quantile_ms(0.5) - fixed_direct.quantile_ms(0.5),
+        ));
+        for (load, label) in [
+            (fixed_hops, format!("{} rps", args.rate)),
+            (max_hops, "saturated".into()),
+        ] {
+            for (i, role) in ["nginx hop 1", "nginx hop 2"].iter().enumerate() {
+                usage_rows.push(usage_row(name, &label, role, load, i));
+            }
+        }
+    }
+    out.push('\n');
+    for (load, label) in [
+        (&fixed_load, format!("{} rps", args.rate)),
+        (&max_load, "saturated".into()),
+    ] {
+        for (i, role) in ["caller", "target"].iter().enumerate() {
+            usage_rows.push(usage_row(name, &label, role, load, i));
+        }
+    }
+    Ok(out)
+}
+
+fn usage_row(name: &str, label: &str, role: &str, load: &Load, i: usize) -> String {
+    format!(
+        "| {name} | {label} | {role} | {:.3} | {:.1} | {:.1} |",
+        load.cores[i],
+        load.peak_rss[i] as f64 / MIB,
+        load.peak_private[i] as f64 / MIB
     )
 }
 
@@ -164,134 +278,82 @@ async fn main() -> anyhow::Result<()> {
         .map(|d| d.usage())
         .collect::<Result<_, _>>()?;
 
+    let nginx = match nginx::binary() {
+        Some(bin) => {
+            let second = Nginx::start(&bin, &home, "nginx-2", http_port).await?;
+            let first = Nginx::start(&bin, &home, "nginx-1", second.port).await?;
+            Some([first, second])
+        }
+        None => {
+            eprintln!("nginx not found: the reference hops are skipped");
+            None
+        }
+    };
     let cases = [
-        (
-            "HTTP",
-            &http_side,
-            Target::Http {
+        Case {
+            name: "HTTP",
+            target_side: &http_side,
+            direct: Target::Http {
                 port: http_port,
                 path: "/echo".into(),
             },
-            Target::Http {
+            via: Target::Http {
                 port: caller.http_port,
                 path: "/v1.0/invoke/bench-http/method/echo".into(),
             },
-        ),
-        (
-            "gRPC",
-            &grpc_side,
-            Target::AppGrpc { port: grpc_port },
-            Target::DaprGrpc {
+            reference: nginx.as_ref().map(|[a, b]| {
+                (
+                    Target::Http {
+                        port: a.port,
+                        path: "/echo".into(),
+                    },
+                    [a, b],
+                )
+            }),
+        },
+        Case {
+            name: "gRPC",
+            target_side: &grpc_side,
+            direct: Target::AppGrpc { port: grpc_port },
+            via: Target::DaprGrpc {
                 port: caller.grpc_port,
                 app_id: "bench-grpc".into(),
             },
-        ),
-        (
-            "proxied gRPC (dapr-app-id)",
-            &grpc_side,
-            Target::AppGrpc { port: grpc_port },
-            Target::Proxied {
+            reference: None,
+        },
+        Case {
+            name: "proxied gRPC (dapr-app-id)",
+            target_side: &grpc_side,
+            direct: Target::AppGrpc { port: grpc_port },
+            via: Target::Proxied {
                 port: caller.grpc_port,
                 app_id: "bench-grpc".into(),
             },
-        ),
+            reference: None,
+        },
     ];
 
     let started = Instant::now();
-    let mut out = String::new();
+    let mut out = format!(
+        "Payload {} B, {} connections, {} s per run, fixed rate {} rps.\n\n",
+        args.payload, args.conns, args.seconds, args.rate
+    );
     let push = |out: &mut String, line: String| {
         out.push_str(&line);
         out.push('\n');
     };
-    push(
-        &mut out,
-        format!(
-            "Payload {} B, {} connections, {} s per run, fixed rate {} rps.\n",
-            args.payload, args.conns, args.seconds, args.rate
-        ),
-    );
     let mut usage_rows = Vec::new();
-    for (name, target_side, direct, via) in &cases {
-        let sides = [&caller, *target_side];
-        let (fixed_direct, _) = measured(sides, direct, &args, Pace::Rate(args.rate), &payload).await?;
-        let (fixed_via, fixed_load) = measured(sides, via, &args, Pace::Rate(args.rate), &payload).await?;
-        let (max_direct, _) = measured(sides, direct, &args, Pace::Saturate, &payload).await?;
-        let (max_via, max_load) = measured(sides, via, &args, Pace::Saturate, &payload).await?;
-        push(&mut out, format!("### {name}, fixed {} rps\n", args.rate));
-        push(&mut out, "| path | p50 ms | p90 ms | p99 ms | rps |".into());
-        push(&mut out, "|---|---|---|---|---|".into());
-        push(&mut out, latency_row("app → app (direct)", &fixed_direct));
-        push(&mut out, latency_row("app → daprd → daprd → app", &fixed_via));
-        push(&mut out, added_row(&fixed_direct, &fixed_via));
-        push(&mut out, format!("\n### {name}, maximum throughput\n"));
-        push(&mut out, "| path | p50 ms | p90 ms | p99 ms | rps |".into());
-        push(&mut out, "|---|---|---|---|---|".into());
-        push(&mut out, latency_row("app → app (direct)", &max_direct));
-        push(&mut out, latency_row("app → daprd → daprd → app", &max_via));
-        push(
-            &mut out,
-            format!(
-                "\nThroughput through the sidecars: {:.0}% of direct.\n",
-                100.0 * max_via.rps() / max_direct.rps()
-            ),
-        );
-        for (load, label) in [
-            (&fixed_load, format!("{} rps", args.rate)),
-            (&max_load, "saturated".into()),
-        ] {
-            for (i, role) in ["caller", "target"].iter().enumerate() {
-                usage_rows.push(format!(
-                    "| {name} | {label} | {role} | {:.3} | {:.1} | {:.1} |",
-                    load.cores[i],
-                    load.peak_rss[i] as f64 / MIB,
-                    load.peak_private[i] as f64 / MIB
-                ));
-            }
-        }
+    let chosen = |name: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| name.to_ascii_lowercase().contains(&o.to_ascii_lowercase()))
+    };
+    for case in cases.iter().filter(|c| chosen(c.name)) {
+        out.push_str(&run_case(case, &caller, &args, &payload, &mut usage_rows).await?);
     }
-    push(
-        &mut out,
-        "### Proxied gRPC streams (one bidirectional stream, each message echoed)\n".into(),
-    );
-    push(
-        &mut out,
-        "| messages | path | messages/s | MiB/s each way | through sidecars / direct |".into(),
-    );
-    push(&mut out, "|---|---|---|---|---|".into());
-    for (count, size) in [(100_000u32, 64usize), (10_000, 16 << 10)] {
-        let direct = stream::bidi(echo_port, None, count, size).await?;
-        let via = stream::bidi(caller.grpc_port, Some("bench-stream"), count, size).await?;
-        let label = format!("{count} × {size} B");
-        push(
-            &mut out,
-            format!(
-                "| {label} | direct | {:.0} | {:.1} | |",
-                direct.messages_per_s, direct.mib_per_s
-            ),
-        );
-        push(
-            &mut out,
-            format!(
-                "| {label} | app → daprd → daprd → app | {:.0} | {:.1} | {:.0}% |",
-                via.messages_per_s,
-                via.mib_per_s,
-                100.0 * via.messages_per_s / direct.messages_per_s
-            ),
-        );
+    if chosen("proxied gRPC streams") {
+        out.push_str(&stream::section(&caller, &stream_side, echo_port).await?);
     }
-    let rss = stream::rss_during([&caller, &stream_side], caller.grpc_port, "bench-stream", 100).await?;
-    push(
-        &mut out,
-        format!(
-            "\nRSS while a 100 MiB client stream (1 MiB messages) passes: caller sidecar {:.1} → {:.1} MiB (+{:.1}), target sidecar {:.1} → {:.1} MiB (+{:.1}).\n",
-            rss[0].0 as f64 / MIB,
-            rss[0].1 as f64 / MIB,
-            rss[0].1.saturating_sub(rss[0].0) as f64 / MIB,
-            rss[1].0 as f64 / MIB,
-            rss[1].1 as f64 / MIB,
-            rss[1].1.saturating_sub(rss[1].0) as f64 / MIB,
-        ),
-    );
 
     push(&mut out, "### Each daprd's CPU and memory\n".into());
     push(

@@ -111,10 +111,6 @@ impl Daprd {
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
     }
-
-    pub fn usage(&self) -> anyhow::Result<Usage> {
-        Usage::of(self.child.id())
-    }
 }
 
 /// CPU time used so far and resident memory now, for one process.
@@ -144,7 +140,7 @@ fn ticks_per_second() -> u64 {
 }
 
 impl Usage {
-    fn of(pid: u32) -> anyhow::Result<Self> {
+    pub fn of(pid: u32) -> anyhow::Result<Self> {
         let proc = PathBuf::from(format!("/proc/{pid}"));
         let stat = std::fs::read_to_string(proc.join("stat"))?;
         // Fields after the parenthesised command name; utime and stime are
@@ -176,5 +172,16 @@ impl Usage {
     pub fn cores_since(&self, earlier: &Usage) -> f64 {
         let wall = self.at.duration_since(earlier.at).as_secs_f64();
         self.cpu.saturating_sub(earlier.cpu).as_secs_f64() / wall
+    }
+}
+
+/// A process whose CPU and memory the bench reads.
+pub trait Probe {
+    fn usage(&self) -> anyhow::Result<Usage>;
+}
+
+impl Probe for Daprd {
+    fn usage(&self) -> anyhow::Result<Usage> {
+        Usage::of(self.child.id())
     }
 }

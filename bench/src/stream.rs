@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming, transport::Channel};
 
-use crate::sidecar::Daprd;
+use crate::sidecar::{Daprd, Probe};
 
 pub mod echo {
     #![allow(clippy::all)]
@@ -158,4 +158,40 @@ pub async fn rss_during(
     let total: u64 = res.into_inner().text.parse().context("byte count")?;
     anyhow::ensure!(total == u64::from(mib) << 20, "the app got {total} bytes");
     Ok([(idle[0], peak[0]), (idle[1], peak[1])])
+}
+
+/// The streaming rows of the report: one bidirectional stream direct and
+/// through the sidecars, then both sidecars' RSS while a large client stream
+/// passes.
+pub async fn section(caller: &Daprd, target: &Daprd, echo_port: u16) -> anyhow::Result<String> {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mut out = String::from(
+        "### Proxied gRPC streams (one bidirectional stream, each message echoed)\n\n\
+         | messages | path | messages/s | MiB/s each way | through sidecars / direct |\n|---|---|---|---|---|\n",
+    );
+    for (count, size) in [(100_000u32, 64usize), (10_000, 16 << 10)] {
+        let direct = bidi(echo_port, None, count, size).await?;
+        let via = bidi(caller.grpc_port, Some("bench-stream"), count, size).await?;
+        let label = format!("{count} × {size} B");
+        out.push_str(&format!(
+            "| {label} | direct | {:.0} | {:.1} | |\n| {label} | app → daprd → daprd → app | {:.0} | {:.1} | {:.0}% |\n",
+            direct.messages_per_s,
+            direct.mib_per_s,
+            via.messages_per_s,
+            via.mib_per_s,
+            100.0 * via.messages_per_s / direct.messages_per_s
+        ));
+    }
+    let rss = rss_during([caller, target], caller.grpc_port, "bench-stream", 100).await?;
+    let mib = |b: u64| b as f64 / MIB;
+    out.push_str(&format!(
+        "\nRSS while a 100 MiB client stream (1 MiB messages) passes: caller sidecar {:.1} → {:.1} MiB (+{:.1}), target sidecar {:.1} → {:.1} MiB (+{:.1}).\n\n",
+        mib(rss[0].0),
+        mib(rss[0].1),
+        mib(rss[0].1.saturating_sub(rss[0].0)),
+        mib(rss[1].0),
+        mib(rss[1].1),
+        mib(rss[1].1.saturating_sub(rss[1].0)),
+    ));
+    Ok(out)
 }

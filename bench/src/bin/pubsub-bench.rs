@@ -33,7 +33,7 @@ use hyper_util::{
     client::legacy::Client,
     rt::{TokioExecutor, TokioIo},
 };
-use sidecar::Daprd;
+use sidecar::{Daprd, Probe};
 use tokio::sync::Notify;
 
 #[derive(Parser)]
