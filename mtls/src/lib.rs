@@ -1,6 +1,7 @@
 //! Workload identity on the wire: SPIFFE IDs in X.509 certificates
 //! ([`spiffe`]), the rustls configurations that check them ([`tls`]), and
-//! the accept loop and dialer that carry them into tonic ([`net`]), and the
+//! the accept loop and dialer that carry them into tonic ([`net`]), unary
+//! calls to a peer in one write each ([`peer`]), and the
 //! HTTP serving loop with the limits every server facing clients needs ([`http`]).
 //!
 //! daprd and the operator both speak mutual TLS with certificates from the
@@ -9,6 +10,7 @@
 
 pub mod http;
 pub mod net;
+pub mod peer;
 pub mod spiffe;
 pub mod tls;
 

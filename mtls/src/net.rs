@@ -172,23 +172,13 @@ pub fn channel(addr: &str, config: Option<Arc<rustls::ClientConfig>>) -> Result<
     let Some(config) = config else {
         return Ok(endpoint.tcp_nodelay(true).connect_lazy());
     };
-    let connector = tower::service_fn(move |uri: Uri| {
-        let config = config.clone();
+    let addr = addr.to_string();
+    let connector = tower::service_fn(move |_: Uri| {
+        let (addr, config) = (addr.clone(), config.clone());
         async move {
-            let host = uri
-                .host()
-                .unwrap_or_default()
-                .trim_matches(['[', ']'])
-                .to_string();
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let name = rustls::pki_types::ServerName::try_from(host)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            crate::peer::dial(&addr, Some(config))
+                .await
+                .map(hyper_util::rt::TokioIo::new)
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connector))

@@ -14,8 +14,11 @@ use daprs_proto::{
         service_invocation_server::ServiceInvocation,
     },
 };
+use prost::Message;
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status, Streaming, transport::Channel};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::invoke::Link;
 
 use crate::runtime::Runtime;
 
@@ -23,6 +26,9 @@ use crate::runtime::Runtime;
 pub const STREAM_THRESHOLD: usize = 256 << 10;
 /// Size of each streamed chunk.
 pub const CHUNK: usize = 64 << 10;
+
+/// The unary call's path.
+const CALL_LOCAL: &str = "/dapr.proto.internals.v1.ServiceInvocation/CallLocal";
 
 /// Serves calls from other sidecars.
 pub struct InternalServer {
@@ -218,22 +224,34 @@ impl ServiceInvocation for InternalServer {
 
 /// Calls another sidecar, streaming large bodies.
 pub async fn call(
-    channel: Channel,
+    link: &Link,
     mut req: InternalInvokeRequest,
     max_body: usize,
 ) -> Result<InternalInvokeResponse, Status> {
-    let limit = max_body + (64 << 10);
-    let mut client = ServiceInvocationClient::new(channel)
-        .max_decoding_message_size(limit.max(crate::app_channel::MAX_UNARY))
-        .max_encoding_message_size(limit.max(crate::app_channel::MAX_UNARY));
+    let limit = (max_body + (64 << 10)).max(crate::app_channel::MAX_UNARY);
     let body_len = req
         .message
         .as_ref()
         .and_then(|m| m.data.as_ref())
         .map_or(0, |a| a.value.len());
     if body_len <= STREAM_THRESHOLD {
-        return client.call_local(req).await.map(Response::into_inner);
+        let reply = link
+            .unary
+            .unary(
+                CALL_LOCAL,
+                |buf| {
+                    buf.reserve(req.encoded_len());
+                    req.encode_raw(buf);
+                },
+                limit,
+            )
+            .await?;
+        return InternalInvokeResponse::decode(reply)
+            .map_err(|e| Status::internal(format!("the callee's reply does not decode: {e}")));
     }
+    let mut client = ServiceInvocationClient::new(link.channel.clone())
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     let body = body_of_request(&mut req);
     let mut header = Some(req);
     let messages: Vec<_> = chunks(body)

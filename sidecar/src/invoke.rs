@@ -28,10 +28,18 @@ pub struct Invoker {
     /// This sidecar's namespace.
     pub namespace: String,
     resolver: Resolver,
-    channels: Mutex<HashMap<String, Channel>>,
+    links: Mutex<HashMap<String, Link>>,
     max_body: usize,
     /// This sidecar's certificate, when calls between sidecars use mutual TLS.
     mtls: Option<Arc<Svid>>,
+}
+
+/// The two ways to one peer sidecar: unary calls in one write each, and a
+/// tonic channel (connected on first use) for streams and proxied calls.
+#[derive(Clone)]
+pub struct Link {
+    pub unary: Arc<daprs_mtls::peer::Peer>,
+    pub channel: Channel,
 }
 
 /// Sets one metadata entry, replacing any spelling of the same key.
@@ -150,7 +158,7 @@ impl Invoker {
             app_id,
             namespace,
             resolver,
-            channels: Mutex::default(),
+            links: Mutex::default(),
             max_body,
             mtls: None,
         }
@@ -183,13 +191,13 @@ impl Invoker {
         set(&mut req.metadata, "dapr-callee-app-id", &target.app_id);
     }
 
-    fn channel(&self, app_id: &str, namespace: &str, addr: &str) -> Result<Channel, String> {
-        let mut channels = self
-            .channels
+    fn link(&self, app_id: &str, namespace: &str, addr: &str) -> Result<Link, String> {
+        let mut links = self
+            .links
             .lock()
             .map_err(|_| "channel cache lock poisoned".to_string())?;
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
+        if let Some(l) = links.get(addr) {
+            return Ok(l.clone());
         }
         let tls = match &self.mtls {
             // The callee must prove it is the app asked for.
@@ -203,14 +211,17 @@ impl Invoker {
             )?)),
             None => None,
         };
-        let channel = daprs_mtls::net::channel(addr, tls)?;
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        let link = Link {
+            channel: daprs_mtls::net::channel(addr, tls.clone())?,
+            unary: Arc::new(daprs_mtls::peer::Peer::new(addr, tls)),
+        };
+        links.insert(addr.to_string(), link.clone());
+        Ok(link)
     }
 
     fn forget(&self, target: &Target, addr: &str) {
-        if let Ok(mut channels) = self.channels.lock() {
-            channels.remove(addr);
+        if let Ok(mut links) = self.links.lock() {
+            links.remove(addr);
         }
         self.resolver.invalidate(
             &target.app_id,
@@ -218,19 +229,19 @@ impl Invoker {
         );
     }
 
-    /// The address and channel of the target's sidecar.
-    fn connect(&self, target: &Target) -> Result<(String, Channel), String> {
+    /// The address of the target's sidecar and the link to it.
+    fn connect(&self, target: &Target) -> Result<(String, Link), String> {
         let ns = target.namespace.as_deref().unwrap_or(&self.namespace);
         let addr = self.resolver.resolve(&target.app_id, ns)?;
-        let channel = self.channel(&target.app_id, ns, &addr)?;
-        Ok((addr, channel))
+        let link = self.link(&target.app_id, ns, &addr)?;
+        Ok((addr, link))
     }
 
     /// The channel to the target's sidecar, for a proxied gRPC call (not
     /// retried: its messages are not kept).
     pub fn proxy_channel(&self, target: &Target) -> Result<Channel, ApiError> {
         self.connect(target)
-            .map(|(_, channel)| channel)
+            .map(|(_, link)| link.channel)
             .map_err(|e| failed(&target.app_id, e))
     }
 
@@ -241,8 +252,8 @@ impl Invoker {
         target: &Target,
         req: InternalInvokeRequest,
     ) -> Result<InternalInvokeResponse, Attempt> {
-        let (addr, channel) = self.connect(target).map_err(Attempt::Unresolved)?;
-        match crate::internal::call(channel, req, self.max_body).await {
+        let (addr, link) = self.connect(target).map_err(Attempt::Unresolved)?;
+        match crate::internal::call(&link, req, self.max_body).await {
             Ok(res) => Ok(res),
             Err(status) if status.code() == tonic::Code::Unavailable => {
                 tracing::debug!(target = %target.app_id, %addr, error = %status.message(), "sidecar unreachable");

@@ -1,0 +1,268 @@
+//! Unary gRPC calls to one peer over one HTTP/2 connection, sent so that a
+//! call costs one write: the request's HEADERS and its one DATA frame (which
+//! carries END_STREAM) are queued together before the connection task runs.
+//! hyper's client waits for send capacity before queueing the body, and
+//! tonic ends a body with an empty DATA frame of its own, so through them
+//! the same call takes three writes, and on loopback each write wakes the
+//! peer once more.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use h2::client::SendRequest;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
+use tonic::{Code, Status};
+
+/// How often an idle connection is checked, and how long the answer may take.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A peer's address and the connection to it, opened on first use and
+/// opened again after it fails.
+pub struct Peer {
+    addr: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sender: Mutex<Option<SendRequest<Bytes>>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// Dials `addr` (`host:port`) with Nagle's algorithm off, then TLS with
+/// `config` when given.
+pub async fn dial(addr: &str, config: Option<Arc<rustls::ClientConfig>>) -> std::io::Result<Box<dyn Io>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let Some(config) = config else {
+        return Ok(Box::new(tcp));
+    };
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_matches(['[', ']'])
+        .to_string();
+    let name = rustls::pki_types::ServerName::try_from(host)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    Ok(Box::new(tls))
+}
+
+/// A connection's byte stream, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// The status a failed HTTP/2 exchange means to a gRPC caller, as gRPC's
+/// own clients map it.
+fn status_of(e: &h2::Error) -> Status {
+    if let Some(reason) = e.reason() {
+        let code = match reason {
+            h2::Reason::REFUSED_STREAM => Code::Unavailable,
+            h2::Reason::CANCEL => Code::Cancelled,
+            h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+            h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+            _ if e.is_go_away() => Code::Unavailable,
+            _ => Code::Internal,
+        };
+        return Status::new(code, format!("the peer's HTTP/2 stream failed: {e}"));
+    }
+    Status::unavailable(format!("connection to the peer failed: {e}"))
+}
+
+impl Peer {
+    /// A peer at `addr`, reached in plaintext or through TLS with `tls`.
+    pub fn new(addr: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        Self {
+            addr: addr.to_string(),
+            tls,
+            sender: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn cached(&self) -> Option<SendRequest<Bytes>> {
+        self.sender.lock().ok().and_then(|s| s.clone())
+    }
+
+    fn forget(&self) {
+        if let Ok(mut s) = self.sender.lock() {
+            *s = None;
+        }
+    }
+
+    async fn sender(&self) -> Result<SendRequest<Bytes>, Status> {
+        if let Some(s) = self.cached() {
+            return Ok(s);
+        }
+        // One dial at a time; the others use its connection.
+        let _one = self.connecting.lock().await;
+        if let Some(s) = self.cached() {
+            return Ok(s);
+        }
+        let unavailable =
+            |e: std::io::Error| Status::unavailable(format!("cannot connect to {}: {e}", self.addr));
+        let connect = async {
+            let io = dial(&self.addr, self.tls.clone()).await?;
+            let (send, conn) = h2::client::Builder::new()
+                .initial_window_size(1 << 20)
+                .initial_connection_window_size(4 << 20)
+                .handshake::<_, Bytes>(io)
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(drive(conn));
+            Ok(send)
+        };
+        let send = tokio::time::timeout(Duration::from_secs(5), connect)
+            .await
+            .map_err(|_| Status::unavailable(format!("connecting to {} timed out", self.addr)))?
+            .map_err(unavailable)?;
+        if let Ok(mut s) = self.sender.lock() {
+            *s = Some(send.clone());
+        }
+        Ok(send)
+    }
+
+    /// Calls `path` with the message `encode` writes, and returns the reply
+    /// message, refusing one over `limit` bytes.
+    pub async fn unary(
+        &self,
+        path: &str,
+        encode: impl FnOnce(&mut BytesMut),
+        limit: usize,
+    ) -> Result<Bytes, Status> {
+        let mut frame = BytesMut::with_capacity(256);
+        frame.put_bytes(0, 5);
+        encode(&mut frame);
+        let len = u32::try_from(frame.len() - 5)
+            .map_err(|_| Status::resource_exhausted("the message is over 4 GiB"))?;
+        frame[1..5].copy_from_slice(&len.to_be_bytes());
+        let req = http::Request::post(format!("http://{}{path}", self.addr))
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .body(())
+            .map_err(|e| Status::internal(format!("invalid request for {path}: {e}")))?;
+        let sender = self.sender().await?;
+        let res = self.exchange(sender, req, frame.freeze(), limit).await;
+        if let Err(s) = &res
+            && s.code() == Code::Unavailable
+        {
+            self.forget();
+        }
+        res
+    }
+
+    async fn exchange(
+        &self,
+        sender: SendRequest<Bytes>,
+        req: http::Request<()>,
+        message: Bytes,
+        limit: usize,
+    ) -> Result<Bytes, Status> {
+        let fail = |e: h2::Error| status_of(&e);
+        let mut sender = sender.ready().await.map_err(fail)?;
+        let (response, mut body_tx) = sender.send_request(req, false).map_err(fail)?;
+        // Queued with the HEADERS, without waiting for capacity: h2 sends it
+        // as soon as the stream opens, in the same write.
+        body_tx.send_data(message, true).map_err(fail)?;
+        let res = response.await.map_err(fail)?;
+        let (parts, mut body) = res.into_parts();
+        // A trailers-only answer carries its status in the headers.
+        if let Some(status) = Status::from_header_map(&parts.headers)
+            && status.code() != Code::Ok
+        {
+            return Err(status);
+        }
+        if parts.status != http::StatusCode::OK {
+            return Err(Status::unknown(format!(
+                "the peer answered HTTP {} to a gRPC call",
+                parts.status
+            )));
+        }
+        let mut data = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(fail)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            if data.len() + chunk.len() > limit.saturating_add(5) {
+                return Err(Status::resource_exhausted(format!(
+                    "the reply is over the limit of {limit} bytes"
+                )));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        let trailers = body.trailers().await.map_err(fail)?.unwrap_or_default();
+        match Status::from_header_map(&trailers) {
+            Some(s) if s.code() == Code::Ok => {}
+            Some(s) => return Err(s),
+            None => return Err(Status::internal("the peer's reply has no grpc-status")),
+        }
+        message_of(data.freeze())
+    }
+}
+
+/// The one uncompressed message of a unary reply.
+fn message_of(mut data: Bytes) -> Result<Bytes, Status> {
+    if data.len() < 5 {
+        return Err(Status::internal("the peer's reply has no message"));
+    }
+    if data[0] != 0 {
+        return Err(Status::unimplemented("the peer compressed its reply"));
+    }
+    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+    if data.len() != len + 5 {
+        return Err(Status::internal("the peer's reply is not one whole message"));
+    }
+    Ok(data.split_off(5))
+}
+
+/// Runs a connection until it closes, pinging it when idle so a peer that
+/// vanished without closing it is noticed.
+async fn drive<T: AsyncRead + AsyncWrite + Unpin>(mut conn: h2::client::Connection<T, Bytes>) {
+    let Some(mut ping) = conn.ping_pong() else {
+        let _ = conn.await;
+        return;
+    };
+    let keepalive = async move {
+        loop {
+            tokio::time::sleep(KEEPALIVE).await;
+            match tokio::time::timeout(KEEPALIVE_TIMEOUT, ping.ping(h2::Ping::opaque())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return tracing::debug!(error = %e, "peer connection ping failed"),
+                Err(_) => return tracing::debug!("peer connection did not answer a ping"),
+            }
+        }
+    };
+    tokio::select! {
+        r = &mut conn => if let Err(e) = r {
+            tracing::debug!(error = %e, "peer connection closed");
+        },
+        () = keepalive => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_one_whole_uncompressed_message() {
+        let ok = Bytes::from_static(&[0, 0, 0, 0, 2, 8, 1]);
+        assert_eq!(message_of(ok).expect("ok").as_ref(), &[8, 1]);
+        assert_eq!(
+            message_of(Bytes::from_static(&[1, 0, 0, 0, 0]))
+                .expect_err("gzip")
+                .code(),
+            Code::Unimplemented
+        );
+        for bad in [&[0u8, 0, 0][..], &[0, 0, 0, 0, 3, 1], &[0, 0, 0, 0, 0, 1]] {
+            assert_eq!(
+                message_of(Bytes::copy_from_slice(bad)).expect_err("bad").code(),
+                Code::Internal
+            );
+        }
+    }
+}
