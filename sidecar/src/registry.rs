@@ -194,7 +194,11 @@ impl LocalRegistry {
             Some(a) => a,
             None => {
                 let a = self.read(app_id, namespace);
-                if let Ok(mut c) = self.cache.lock() {
+                // An app not running yet is looked for again on the next
+                // call, so one that starts is reached at once.
+                if !a.is_empty()
+                    && let Ok(mut c) = self.cache.lock()
+                {
                     c.insert(key, (Instant::now(), a.clone()));
                 }
                 a

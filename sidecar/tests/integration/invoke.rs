@@ -362,3 +362,37 @@ async fn plain_protocol_against_a_tls_app_fails_clearly() {
     assert_eq!(r.status, 500, "{}", r.text());
     assert_eq!(r.error_code(), "ERR_DIRECT_INVOKE");
 }
+
+#[tokio::test]
+async fn a_restarted_target_sidecar_is_reached_again_on_the_next_call() {
+    let home = temp_dir("invoke-restart");
+    let app_port = http_app().await;
+    let spec = || Spec {
+        app_port: Some(app_port),
+        ..Spec::new("svc-r", &home)
+    };
+    let b = Daprd::start(spec()).await;
+    let a = Daprd::start(Spec::new("svc-q", &home)).await;
+    let call = || a.send("POST", "/v1.0/invoke/svc-r/method/echo", &[], "ping");
+    let r = call().await;
+    assert_eq!((r.status, r.json()["body"].as_str()), (200, Some("ping")));
+    // Several calls share the one connection the caller keeps to b.
+    let replies = futures_util::future::join_all((0..8).map(|_| call())).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+
+    // b goes away: its connection breaks, and the call says so.
+    b.stop();
+    let r = call().await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.error_code(), "ERR_DIRECT_INVOKE");
+
+    // A new b (on new ports) is found and reached without restarting a.
+    let _b = Daprd::start(spec()).await;
+    let r = call().await;
+    assert_eq!(
+        (r.status, r.json()["body"].as_str()),
+        (200, Some("ping")),
+        "{}",
+        r.text()
+    );
+}
