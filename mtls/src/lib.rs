@@ -1,13 +1,15 @@
 //! Workload identity on the wire: SPIFFE IDs in X.509 certificates
 //! ([`spiffe`]), the rustls configurations that check them ([`tls`]), and
 //! the accept loop and dialer that carry them into tonic ([`net`]), unary
-//! calls to a peer in one write each ([`peer`]), and the
-//! HTTP serving loop with the limits every server facing clients needs ([`http`]).
+//! calls to a peer in one write each ([`peer`]), gRPC replies in one write
+//! each ([`coalesce`]), and the HTTP serving loop with the limits every
+//! server facing clients needs ([`http`]).
 //!
 //! daprd and the operator both speak mutual TLS with certificates from the
 //! operator's CA, so they share one implementation of what a peer must prove;
 //! daprd and the injector share one way of serving HTTP.
 
+pub mod coalesce;
 pub mod http;
 pub mod net;
 pub mod peer;

@@ -339,12 +339,18 @@ pub async fn run(
     let limits = listen::http_limits(&rt.settings);
     for l in http_listeners {
         let (router, stop) = (router.clone(), stop());
-        tasks.spawn(listen::serve_http(l, router, limits, stop));
+        tasks.spawn(listen::serve_http(l, router, limits, stop, false));
     }
     let public_router = http_api::public_port_router(rt.clone());
     for l in public {
         let (router, stop) = (public_router.clone(), stop());
-        tasks.spawn(listen::serve_http(ApiListener::Tcp(l), router, limits, stop));
+        tasks.spawn(listen::serve_http(
+            ApiListener::Tcp(l),
+            router,
+            limits,
+            stop,
+            false,
+        ));
     }
 
     // gRPC API, and any other service proxied to the app named by dapr-app-id.
@@ -352,7 +358,13 @@ pub async fn run(
     let windows = Some((app_channel::STREAM_WINDOW, app_channel::CONNECTION_WINDOW));
     let grpc_limits = listen::grpc_limits(&rt.settings, windows);
     for l in grpc_listeners {
-        tasks.spawn(listen::serve_http(l, grpc_router.clone(), grpc_limits, stop()));
+        tasks.spawn(listen::serve_http(
+            l,
+            grpc_router.clone(),
+            grpc_limits,
+            stop(),
+            true,
+        ));
     }
 
     // Internal API for other sidecars; calls for other services go on to the app.
@@ -362,7 +374,9 @@ pub async fn run(
         let (router, stop) = (internal_router.clone(), stop());
         match internal_tls.clone() {
             Some(config) => {
-                let l = daprs_mtls::net::TlsListener::new(l, move || Some(config.clone()));
+                let l = daprs_mtls::coalesce::Coalesce(daprs_mtls::net::TlsListener::new(l, move || {
+                    Some(config.clone())
+                }));
                 tasks.spawn(async move {
                     daprs_mtls::http::serve(l, router, internal_limits, stop).await;
                     Ok(())
@@ -374,6 +388,7 @@ pub async fn run(
                     router,
                     internal_limits,
                     stop,
+                    true,
                 ));
             }
         }
@@ -388,7 +403,13 @@ pub async fn run(
                     .with_state(rt.clone());
                 for l in ls {
                     let (router, stop) = (router.clone(), stop());
-                    tasks.spawn(listen::serve_http(ApiListener::Tcp(l), router, limits, stop));
+                    tasks.spawn(listen::serve_http(
+                        ApiListener::Tcp(l),
+                        router,
+                        limits,
+                        stop,
+                        false,
+                    ));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "metrics are off"),

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::{Router, response::IntoResponse};
-use daprs_mtls::http::Limits;
+use daprs_mtls::{coalesce::Coalesce, http::Limits};
 use tokio::net::TcpListener;
 
 use crate::{error::StartError, settings::Settings};
@@ -130,15 +130,21 @@ pub fn body_too_large(limit: usize) -> axum::response::Response {
 }
 
 /// Serves `router` on `l` until `stop`, then lets in-flight requests finish.
+/// A gRPC port coalesces each connection's writes, so a reply leaves in one
+/// write (see [`Coalesce`]).
 pub async fn serve_http(
     l: ApiListener,
     router: Router,
     limits: Limits,
     stop: impl std::future::Future<Output = ()>,
+    grpc: bool,
 ) -> Result<(), String> {
-    match l {
-        ApiListener::Tcp(l) => daprs_mtls::http::serve(l, router, limits, stop).await,
-        ApiListener::Unix(l, _cleanup) => daprs_mtls::http::serve(l, router, limits, stop).await,
+    use daprs_mtls::http::serve;
+    match (l, grpc) {
+        (ApiListener::Tcp(l), false) => serve(l, router, limits, stop).await,
+        (ApiListener::Tcp(l), true) => serve(Coalesce(l), router, limits, stop).await,
+        (ApiListener::Unix(l, _cleanup), false) => serve(l, router, limits, stop).await,
+        (ApiListener::Unix(l, _cleanup), true) => serve(Coalesce(l), router, limits, stop).await,
     }
     Ok(())
 }
