@@ -8,7 +8,7 @@ use std::{convert::Infallible, sync::Arc};
 use axum::{Router, body::Body};
 use tower::ServiceExt;
 
-use crate::{app_channel, error::StartError, grpc_api, proxy, runtime::Runtime};
+use crate::{app_channel, grpc_api, proxy, runtime::Runtime};
 
 /// What the API port serves itself, as reflection lists it.
 const SERVED: [&str; 4] = [
@@ -32,6 +32,42 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         b = b.with_service_name(name);
     }
     b
+}
+
+/// A service built when it is first called. Reflection decodes every
+/// descriptor daprd serves, which was a third of start-up's instructions and
+/// is wasted on the many sidecars nobody lists.
+fn on_first_call<S>(
+    build: fn() -> Result<S, tonic_reflection::server::Error>,
+) -> impl tower::Service<
+    http::Request<Body>,
+    Response = http::Response<tonic::body::Body>,
+    Error = Infallible,
+    Future: Send,
+> + Clone
++ Send
++ Sync
++ 'static
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<tonic::body::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+{
+    let built: Arc<std::sync::OnceLock<Result<S, String>>> = Arc::default();
+    tower::service_fn(move |req: http::Request<Body>| {
+        let svc = built.get_or_init(|| build().map_err(|e| e.to_string())).clone();
+        async move {
+            match svc {
+                Ok(s) => s.oneshot(req).await,
+                Err(e) => {
+                    Ok(tonic::Status::internal(format!("reflection is not available: {e}")).into_http())
+                }
+            }
+        }
+    })
 }
 
 /// Serves `local` unless the call names an app with `dapr-app-id`: then
@@ -93,10 +129,9 @@ async fn oversize_status(mut res: axum::response::Response) -> axum::response::R
 }
 
 /// The API port's router.
-pub async fn api(rt: Arc<Runtime>) -> Result<Router, StartError> {
-    let fail = |e: tonic_reflection::server::Error| StartError::Io(format!("reflection: {e}"));
-    let v1 = reflection().build_v1().map_err(fail)?;
-    let v1alpha = reflection().build_v1alpha().map_err(fail)?;
+pub async fn api(rt: Arc<Runtime>) -> Router {
+    let v1 = on_first_call(|| reflection().build_v1());
+    let v1alpha = on_first_call(|| reflection().build_v1alpha());
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<daprs_proto::runtime::dapr_server::DaprServer<grpc_api::DaprApi>>()
@@ -119,7 +154,7 @@ pub async fn api(rt: Arc<Runtime>) -> Result<Router, StartError> {
         .max_encoding_message_size(max.max(app_channel::MAX_UNARY));
     let token: Option<Arc<str>> = rt.settings.api_token.as_deref().map(Arc::from);
     let access = Arc::new(rt.config.api.clone());
-    Ok(tonic::service::Routes::new(dapr)
+    tonic::service::Routes::new(dapr)
         .add_service(health)
         .into_axum_router()
         .route_service(
@@ -135,7 +170,7 @@ pub async fn api(rt: Arc<Runtime>) -> Result<Router, StartError> {
         .layer(grpc_api::ApiAccessLayer(access))
         .layer(tonic::service::InterceptorLayer::new(grpc_api::token_check(
             token,
-        ))))
+        )))
 }
 
 /// The internal port's router.

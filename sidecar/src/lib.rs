@@ -354,7 +354,7 @@ pub async fn run(
     }
 
     // gRPC API, and any other service proxied to the app named by dapr-app-id.
-    let grpc_router = grpc_router::api(rt.clone()).await?;
+    let grpc_router = grpc_router::api(rt.clone()).await;
     let windows = Some((app_channel::STREAM_WINDOW, app_channel::CONNECTION_WINDOW));
     let grpc_limits = listen::grpc_limits(&rt.settings, windows);
     for l in grpc_listeners {
