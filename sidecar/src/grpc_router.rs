@@ -34,28 +34,39 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
     b
 }
 
+/// A service as tonic builds them, ready to route.
+trait TonicService:
+    tower::Service<
+        http::Request<Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> TonicService for S where
+    S: tower::Service<
+            http::Request<Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A service built when it is first called. Reflection decodes every
 /// descriptor daprd serves, which was a third of start-up's instructions and
 /// is wasted on the many sidecars nobody lists.
-fn on_first_call<S>(
+fn on_first_call<S: TonicService>(
     build: fn() -> Result<S, tonic_reflection::server::Error>,
-) -> impl tower::Service<
-    http::Request<Body>,
-    Response = http::Response<tonic::body::Body>,
-    Error = Infallible,
-    Future: Send,
-> + Clone
-+ Send
-+ Sync
-+ 'static
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<tonic::body::Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send,
-{
+) -> impl TonicService {
     let built: Arc<std::sync::OnceLock<Result<S, String>>> = Arc::default();
     tower::service_fn(move |req: http::Request<Body>| {
         let svc = built.get_or_init(|| build().map_err(|e| e.to_string())).clone();
@@ -72,22 +83,14 @@ where
 
 /// Serves `local` unless the call names an app with `dapr-app-id`: then
 /// the app's own reflection answers, through the proxy.
-fn or_app<S>(
+fn or_app<S: TonicService>(
     local: S,
     rt: Arc<Runtime>,
 ) -> impl tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible, Future: Send>
 + Clone
 + Send
 + Sync
-+ 'static
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<tonic::body::Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send,
-{
++ 'static {
     let proxied = proxy::outbound(rt);
     tower::service_fn(move |req: http::Request<Body>| {
         let (local, proxied) = (local.clone(), proxied.clone());
