@@ -26,7 +26,12 @@ use tonic::{
     transport::Channel,
 };
 
-use crate::{error::ApiError, flags::AppProtocol, invoke::Metadata};
+use crate::{
+    app_http::{AppHttp, Pool},
+    error::ApiError,
+    flags::AppProtocol,
+    invoke::Metadata,
+};
 
 /// HTTP/2 flow-control windows of daprd's gRPC connections (per stream, per
 /// connection): large enough that a stream of large messages is not held
@@ -56,13 +61,8 @@ pub const HOP_BY_HOP: &[&str] = &[
 type AppConnector = HttpsConnector<HttpConnector>;
 
 enum Transport {
-    Http {
-        client: Box<Client<AppConnector, Full<Bytes>>>,
-        base: String,
-    },
-    Grpc {
-        channel: Channel,
-    },
+    Http { client: AppHttp, base: String },
+    Grpc { channel: Channel },
 }
 
 /// Calls into the application.
@@ -309,10 +309,12 @@ impl AppChannel {
             if protocol == AppProtocol::H2c {
                 builder.http2_only(true);
             }
-            Transport::Http {
-                client: Box::new(builder.build(connector)),
-                base,
-            }
+            let client = if protocol == AppProtocol::Http {
+                AppHttp::Pool(Pool::new(format!("{host}:{port}")))
+            } else {
+                AppHttp::Client(Box::new(builder.build(connector)))
+            };
+            Transport::Http { client, base }
         };
         let token = match token {
             Some(t) => Some(
@@ -394,7 +396,7 @@ impl AppChannel {
 
     async fn invoke_http(
         &self,
-        client: &Client<AppConnector, Full<Bytes>>,
+        client: &AppHttp,
         base: &str,
         req: InternalInvokeRequest,
     ) -> Result<InternalInvokeResponse, ApiError> {
