@@ -364,11 +364,14 @@ pub async fn run(
             grpc_router.clone(),
             grpc_limits,
             stop(),
-            true,
+            false,
         ));
     }
 
     // Internal API for other sidecars; calls for other services go on to the app.
+    // Its replies are coalesced into one write each; the API port's are not,
+    // because after heavy load the extra yield slowed small-message streams
+    // to half (BENCHMARKS.md).
     let internal_router = grpc_router::internal(rt.clone());
     let internal_limits = listen::grpc_limits(&rt.settings, windows);
     for l in internal {

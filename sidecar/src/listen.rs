@@ -130,17 +130,17 @@ pub fn body_too_large(limit: usize) -> axum::response::Response {
 }
 
 /// Serves `router` on `l` until `stop`, then lets in-flight requests finish.
-/// A gRPC port coalesces each connection's writes, so a reply leaves in one
-/// write (see [`Coalesce`]).
+/// With `coalesce`, each connection's writes are held until the task has
+/// yielded once, so a unary gRPC reply leaves in one write (see [`Coalesce`]).
 pub async fn serve_http(
     l: ApiListener,
     router: Router,
     limits: Limits,
     stop: impl std::future::Future<Output = ()>,
-    grpc: bool,
+    coalesce: bool,
 ) -> Result<(), String> {
     use daprs_mtls::http::serve;
-    match (l, grpc) {
+    match (l, coalesce) {
         (ApiListener::Tcp(l), false) => serve(l, router, limits, stop).await,
         (ApiListener::Tcp(l), true) => serve(Coalesce(l), router, limits, stop).await,
         (ApiListener::Unix(l, _cleanup), false) => serve(l, router, limits, stop).await,
