@@ -32,21 +32,12 @@ impl AppHttp {
     pub async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
         match self {
             Self::Pool(p) => p.request(req).await,
-            Self::Client(c) => c.request(req).await.map_err(|e| error_chain(&e)),
+            Self::Client(c) => c
+                .request(req)
+                .await
+                .map_err(|e| daprs_components::error_chain(&e)),
         }
     }
-}
-
-/// An error and its causes, as one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// Keep-alive HTTP/1.1 connections to one `host:port`.
@@ -111,12 +102,15 @@ impl Pool {
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(error_chain(&e.into_error())),
+                    None => return Err(daprs_components::error_chain(&e.into_error())),
                 },
             }
         }
         let mut sender = self.dial().await?;
-        let res = sender.send_request(req).await.map_err(|e| error_chain(&e))?;
+        let res = sender
+            .send_request(req)
+            .await
+            .map_err(|e| daprs_components::error_chain(&e))?;
         self.put_back(sender);
         Ok(res)
     }

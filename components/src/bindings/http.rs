@@ -86,18 +86,6 @@ impl HttpBinding {
     }
 }
 
-/// An error with its causes (`client error (Connect): … invalid peer certificate: UnknownIssuer`).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
 const OPERATIONS: &[&str] = &[
     "create", "get", "head", "post", "put", "patch", "delete", "options", "trace",
 ];
@@ -134,7 +122,7 @@ impl Binding for HttpBinding {
         let res = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| Error::Backend(format!("{url} did not answer within {:?}", self.timeout)))?
-            .map_err(|e| Error::Backend(format!("calling {url} failed: {}", chain(&e))))?;
+            .map_err(|e| Error::Backend(format!("calling {url} failed: {}", crate::error_chain(&e))))?;
         let status = res.status();
         let mut metadata = Metadata::from([
             ("statusCode".to_string(), status.as_u16().to_string()),
