@@ -289,7 +289,6 @@ impl AppChannel {
         };
         let tls = matches!(protocol, AppProtocol::Https | AppProtocol::Grpcs);
         let base = format!("{}://{host}:{port}", if tls { "https" } else { "http" });
-        let connector = app_connector(protocol)?;
         let transport = if protocol.is_grpc() {
             let endpoint = Channel::from_shared(base)
                 .map_err(|e| format!("invalid app address {address}: {e}"))?
@@ -299,7 +298,12 @@ impl AppChannel {
                 .initial_stream_window_size(Some(STREAM_WINDOW))
                 .initial_connection_window_size(Some(CONNECTION_WINDOW));
             Transport::Grpc {
-                channel: endpoint.connect_with_connector_lazy(connector),
+                channel: endpoint.connect_with_connector_lazy(app_connector(protocol)?),
+            }
+        } else if protocol == AppProtocol::Http {
+            Transport::Http {
+                client: AppHttp::Pool(Pool::new(format!("{host}:{port}"))),
+                base,
             }
         } else {
             let mut builder = Client::builder(TokioExecutor::new());
@@ -309,12 +313,10 @@ impl AppChannel {
             if protocol == AppProtocol::H2c {
                 builder.http2_only(true);
             }
-            let client = if protocol == AppProtocol::Http {
-                AppHttp::Pool(Pool::new(format!("{host}:{port}")))
-            } else {
-                AppHttp::Client(Box::new(builder.build(connector)))
-            };
-            Transport::Http { client, base }
+            Transport::Http {
+                client: AppHttp::Client(Box::new(builder.build(app_connector(protocol)?))),
+                base,
+            }
         };
         let token = match token {
             Some(t) => Some(
