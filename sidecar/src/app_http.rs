@@ -43,12 +43,15 @@ impl AppHttp {
 /// Keep-alive HTTP/1.1 connections to one `host:port`.
 pub struct Pool {
     addr: String,
+    /// `addr` as the `Host` of each request, made once.
+    host: Option<HeaderValue>,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
 
 impl Pool {
     pub fn new(addr: String) -> Self {
         Self {
+            host: HeaderValue::from_str(&addr).ok(),
             addr,
             idle: Mutex::new(Vec::new()),
         }
@@ -91,7 +94,7 @@ impl Pool {
     }
 
     async fn request(&self, mut req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
-        origin_form(&mut req)?;
+        origin_form(&mut req, self.host.as_ref())?;
         // A kept connection the app has closed meanwhile gives the request
         // back unsent; it then goes on another.
         while let Some(mut sender) = self.take_idle() {
@@ -116,18 +119,29 @@ impl Pool {
     }
 }
 
-/// HTTP/1.1 sends the path and query, with the authority in `Host`.
-fn origin_form(req: &mut Request<Full<Bytes>>) -> Result<(), String> {
-    if let Some(authority) = req.uri().authority()
-        && !req.headers().contains_key(HOST)
-    {
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| format!("invalid host: {e}"))?;
-        req.headers_mut().insert(HOST, host);
+/// HTTP/1.1 sends the path and query, with the authority in `Host` (the
+/// pool's own, else the URI's).
+fn origin_form(req: &mut Request<Full<Bytes>>, host: Option<&HeaderValue>) -> Result<(), String> {
+    if !req.headers().contains_key(HOST) {
+        let host = match (host, req.uri().authority()) {
+            (Some(h), _) => Some(h.clone()),
+            (None, Some(a)) => {
+                Some(HeaderValue::from_str(a.as_str()).map_err(|e| format!("invalid host: {e}"))?)
+            }
+            (None, None) => None,
+        };
+        if let Some(h) = host {
+            req.headers_mut().insert(HOST, h);
+        }
     }
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    *req.uri_mut() = path
-        .parse::<Uri>()
-        .map_err(|e| format!("invalid request path {path:?}: {e}"))?;
+    // The path is already parsed: keep it, drop scheme and authority.
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = None;
+    parts.authority = None;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| format!("invalid request path: {e}"))?;
     Ok(())
 }
 
@@ -207,8 +221,15 @@ mod tests {
         let mut req = Request::post("http://127.0.0.1:3000/orders/new?x=1")
             .body(Full::new(Bytes::new()))
             .expect("request");
-        origin_form(&mut req).expect("origin form");
+        origin_form(&mut req, None).expect("origin form");
         assert_eq!(req.uri().to_string(), "/orders/new?x=1");
         assert_eq!(req.headers()[HOST], "127.0.0.1:3000");
+        let mut req = Request::get("http://127.0.0.1:3000")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let pool_host = HeaderValue::from_static("[::1]:3000");
+        origin_form(&mut req, Some(&pool_host)).expect("origin form");
+        assert_eq!(req.uri().to_string(), "/");
+        assert_eq!(req.headers()[HOST], "[::1]:3000");
     }
 }
