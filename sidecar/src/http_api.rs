@@ -105,10 +105,12 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .merge(unbuilt::routes())
         .fallback(invoke_header);
     // Without a token nothing is checked, and no layer runs on each request.
-    let api = if rt.settings.api_token.is_some() {
-        api.layer(middleware::from_fn_with_state(rt.clone(), require_token))
-    } else {
-        api
+    let api = match rt.settings.api_token.as_deref() {
+        Some(token) => api.layer(middleware::from_fn_with_state(
+            Arc::<str>::from(token),
+            require_token,
+        )),
+        None => api,
     };
     let router = public_router(rt.clone()).merge(api);
     // Without HTTP rules every route is served; no check on each request.
@@ -156,17 +158,15 @@ pub fn public_port_router(rt: Arc<Runtime>) -> Router {
         .with_state(rt)
 }
 
-async fn require_token(State(rt): Rt, mut req: Request, next: Next) -> Response {
-    if let Some(want) = &rt.settings.api_token {
-        let ok = req
-            .headers()
-            .get("dapr-api-token")
-            .is_some_and(|v| v.as_bytes() == want.as_bytes());
-        if !ok {
-            return (StatusCode::UNAUTHORIZED, "invalid api token").into_response();
-        }
-        req.headers_mut().remove("dapr-api-token");
+async fn require_token(State(want): State<Arc<str>>, mut req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get("dapr-api-token")
+        .is_some_and(|v| v.as_bytes() == want.as_bytes());
+    if !ok {
+        return (StatusCode::UNAUTHORIZED, "invalid api token").into_response();
     }
+    req.headers_mut().remove("dapr-api-token");
     next.run(req).await
 }
 
