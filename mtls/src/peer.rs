@@ -27,6 +27,8 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// opened again after it fails.
 pub struct Peer {
     addr: String,
+    /// `addr` as a URI authority, parsed once.
+    authority: Option<http::uri::Authority>,
     tls: Option<Arc<rustls::ClientConfig>>,
     sender: Mutex<Option<SendRequest<Bytes>>>,
     connecting: tokio::sync::Mutex<()>,
@@ -79,6 +81,7 @@ impl Peer {
     pub fn new(addr: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         Self {
             addr: addr.to_string(),
+            authority: addr.parse().ok(),
             tls,
             sender: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
@@ -131,7 +134,7 @@ impl Peer {
     /// message, refusing one over `limit` bytes.
     pub async fn unary(
         &self,
-        path: &str,
+        path: &'static str,
         encode: impl FnOnce(&mut BytesMut),
         limit: usize,
     ) -> Result<Bytes, Status> {
@@ -141,11 +144,22 @@ impl Peer {
         let len = u32::try_from(frame.len() - 5)
             .map_err(|_| Status::resource_exhausted("the message is over 4 GiB"))?;
         frame[1..5].copy_from_slice(&len.to_be_bytes());
-        let req = http::Request::post(format!("http://{}{path}", self.addr))
+        let invalid = |e: String| Status::internal(format!("invalid request for {path}: {e}"));
+        let authority = self
+            .authority
+            .clone()
+            .ok_or_else(|| invalid(format!("{} is not an address", self.addr)))?;
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        let req = http::Request::post(uri)
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(http::header::TE, "trailers")
             .body(())
-            .map_err(|e| Status::internal(format!("invalid request for {path}: {e}")))?;
+            .map_err(|e| invalid(e.to_string()))?;
         let sender = self.sender().await?;
         let res = self.exchange(sender, req, frame.freeze(), limit).await;
         if let Err(s) = &res
