@@ -37,6 +37,7 @@ const LIMITS: daprs_mtls::http::Limits = daprs_mtls::http::Limits {
     max_head: 64 << 10,
     max_body: MAX_BODY,
     too_large: review_too_large,
+    head_too_large: daprs_mtls::http::head_too_large,
     timeouts: daprs_mtls::http::Timeouts {
         read_header: Duration::from_secs(10),
         body: Some(Duration::from_secs(10)),

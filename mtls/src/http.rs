@@ -23,7 +23,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Router, body::Body, response::Response};
+use axum::{
+    Router,
+    body::Body,
+    response::{IntoResponse, Response},
+};
 use http::{Extensions, Request, header::CONTENT_LENGTH};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -63,8 +67,11 @@ impl Default for Timeouts {
 /// What one server accepts.
 #[derive(Clone, Copy)]
 pub struct Limits {
-    /// Largest request head in bytes; larger ones get 431.
+    /// Largest request head in bytes (RFC 9113's header list size over
+    /// HTTP/2); larger ones get `head_too_large` on their own stream.
     pub max_head: usize,
+    /// The response to an HTTP/2 request whose head is over `max_head`.
+    pub head_too_large: fn(usize) -> Response,
     /// Largest request body; a request declaring more is answered at once.
     pub max_body: usize,
     /// The response to a request whose `Content-Length` is over `max_body`.
@@ -397,6 +404,31 @@ impl HttpBody for Counted {
     }
 }
 
+/// The head's size as HTTP/2 counts it: name and value plus 32 per field,
+/// pseudo-header fields included.
+fn head_size<B>(req: &Request<B>) -> usize {
+    const FIELD: usize = 32;
+    let uri = req.uri();
+    let pseudo = req.method().as_str().len()
+        + uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.scheme_str().map_or(0, str::len)
+        + 4 * FIELD
+        + ":method:path:authority:scheme".len();
+    req.headers()
+        .iter()
+        .fold(pseudo, |n, (k, v)| n + k.as_str().len() + v.len() + FIELD)
+}
+
+/// The response to an oversize head on a plain HTTP port.
+pub fn head_too_large(limit: usize) -> Response {
+    (
+        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        format!("request header fields may be at most {limit} bytes"),
+    )
+        .into_response()
+}
+
 fn declared_length(req: &Request<Incoming>) -> Option<u64> {
     req.headers()
         .get(CONTENT_LENGTH)
@@ -427,6 +459,15 @@ where
             req.extensions_mut().extend(ext.clone());
         }
         async move {
+            if req.version() == http::Version::HTTP_2 && head_size(&req) > limits.max_head {
+                let resp = (limits.head_too_large)(limits.max_head);
+                return Ok::<_, Infallible>(resp.map(|b| {
+                    Body::new(Counted {
+                        inner: b,
+                        _in_flight: in_flight,
+                    })
+                }));
+            }
             if declared_length(&req).is_some_and(|n| n > limits.max_body as u64) {
                 let mut resp = (limits.too_large)(limits.max_body);
                 if req.version() < http::Version::HTTP_2 {
@@ -434,7 +475,7 @@ where
                     resp.headers_mut()
                         .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                 }
-                return Ok::<_, Infallible>(resp.map(|b| {
+                return Ok(resp.map(|b| {
                     Body::new(Counted {
                         inner: b,
                         _in_flight: in_flight,
@@ -465,9 +506,14 @@ where
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().max_buf_size(limits.max_head.max(MIN_HEAD));
+    // h2 itself refuses heads over its limit with 431 and a reset, and ends
+    // the connection past four times that or past a CONTINUATION count
+    // derived from it. A generous limit there keeps oversize heads a matter
+    // of their own stream, answered above; h2 holds at most one head per
+    // connection while decoding it.
     builder
         .http2()
-        .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_head.max(H2_HEAD_CEILING)).unwrap_or(u32::MAX));
     if let Some((stream, conn)) = limits.h2_windows {
         builder
             .http2()
@@ -511,6 +557,10 @@ where
 
 /// The smallest request-head buffer hyper accepts.
 pub const MIN_HEAD: usize = 8 << 10;
+
+/// The head size h2 is told to accept: room for a 1 MB head in 16 KiB
+/// CONTINUATION frames, so such a head is refused on its stream alone.
+pub const H2_HEAD_CEILING: usize = 2 << 20;
 
 #[cfg(test)]
 mod tests {

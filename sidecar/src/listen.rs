@@ -103,6 +103,7 @@ pub fn reachable_addr(listeners: &[TcpListener]) -> Option<SocketAddr> {
 pub fn http_limits(settings: &Settings) -> Limits {
     Limits {
         max_head: settings.read_buffer_size,
+        head_too_large: daprs_mtls::http::head_too_large,
         max_body: settings.max_body_size,
         too_large: body_too_large,
         timeouts: settings.http_timeouts,
@@ -110,10 +111,16 @@ pub fn http_limits(settings: &Settings) -> Limits {
     }
 }
 
+/// The largest request metadata the gRPC ports take: room for large tokens
+/// and many entries, refused per call beyond that.
+pub const GRPC_MAX_METADATA: usize = 64 << 10;
+
 /// The limits of the gRPC ports: message sizes are checked per message, and
 /// a stream may stay quiet for as long as its two ends like.
 pub fn grpc_limits(settings: &Settings, h2_windows: Option<(u32, u32)>) -> Limits {
     Limits {
+        max_head: GRPC_MAX_METADATA,
+        head_too_large: metadata_too_large,
         max_body: usize::MAX,
         timeouts: daprs_mtls::http::Timeouts {
             body: None,
@@ -127,6 +134,12 @@ pub fn grpc_limits(settings: &Settings, h2_windows: Option<(u32, u32)>) -> Limit
 /// 413 for a request that declares a body over `--max-body-size`.
 pub fn body_too_large(limit: usize) -> axum::response::Response {
     crate::error::ApiError::body_too_large(limit).into_response()
+}
+
+/// `RESOURCE_EXHAUSTED` for a gRPC call whose metadata is over the limit.
+fn metadata_too_large(limit: usize) -> axum::response::Response {
+    tonic::Status::resource_exhausted(format!("request metadata may be at most {limit} bytes"))
+        .into_http::<axum::body::Body>()
 }
 
 /// Serves `router` on `l` until `stop`, then lets in-flight requests finish.

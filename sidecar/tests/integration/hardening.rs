@@ -463,3 +463,124 @@ async fn an_app_reply_over_the_body_limit_is_refused_not_buffered() {
         .await;
     assert_eq!((r.status, r.body.len()), (200, 1 << 20));
 }
+
+/// What one answer on a shared HTTP/2 connection carried.
+#[derive(Debug)]
+struct H2Answer {
+    status: u16,
+    grpc_status: Option<String>,
+}
+
+/// Sends `requests` one after another on a single HTTP/2 connection, each
+/// with `body` (None: no body); fails if the connection does not carry them all.
+async fn on_one_connection(port: u16, requests: Vec<(http::Request<()>, Option<&[u8]>)>) -> Vec<H2Answer> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut answers = Vec::new();
+    for (i, (req, body)) in requests.into_iter().enumerate() {
+        client = client
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: connection gone: {e}"));
+        let (reply, mut send) = client
+            .send_request(req, body.is_none())
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        if let Some(body) = body {
+            send.send_data(bytes::Bytes::copy_from_slice(body), true)
+                .unwrap_or_else(|e| panic!("request {i} body: {e}"));
+        }
+        let reply = tokio::time::timeout(Duration::from_secs(5), reply)
+            .await
+            .unwrap_or_else(|_| panic!("request {i}: no answer"))
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let status = reply.status().as_u16();
+        let mut grpc_status = reply
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap_or("?").to_owned());
+        let mut body = reply.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap_or_else(|e| panic!("request {i} reply body: {e}"));
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        if let Some(trailers) = body
+            .trailers()
+            .await
+            .unwrap_or_else(|e| panic!("request {i} trailers: {e}"))
+        {
+            grpc_status = trailers
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap_or("?").to_owned());
+        }
+        answers.push(H2Answer { status, grpc_status });
+    }
+    answers
+}
+
+fn h2_request(port: u16, method: &str, path: &str, headers: &[(String, String)]) -> http::Request<()> {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    req.body(()).expect("request")
+}
+
+#[tokio::test]
+async fn oversize_heads_are_refused_on_their_own_stream() {
+    let home = temp_dir("big-heads");
+    let d = Daprd::start(Spec::new("big-heads", &home)).await;
+    let big = |n: usize| vec![("x-big".to_owned(), "a".repeat(n))];
+
+    // HTTP API over HTTP/2: 431 for a 100 KB header, and the connection
+    // serves the next request.
+    let answers = on_one_connection(
+        d.http_port,
+        vec![
+            (
+                h2_request(d.http_port, "GET", "/v1.0/healthz", &big(100_000)),
+                None,
+            ),
+            (h2_request(d.http_port, "GET", "/v1.0/healthz", &[]), None),
+        ],
+    )
+    .await;
+    assert_eq!(answers[0].status, 431, "{answers:?}");
+    assert_eq!(answers[1].status, 204, "{answers:?}");
+
+    // gRPC API: a 1 MB header and 3,000 metadata entries are each refused
+    // with RESOURCE_EXHAUSTED, and the same connection goes on serving.
+    let grpc = |headers: Vec<(String, String)>| {
+        let mut h = vec![
+            ("content-type".to_owned(), "application/grpc".to_owned()),
+            ("te".to_owned(), "trailers".to_owned()),
+        ];
+        h.extend(headers);
+        (
+            h2_request(d.grpc_port, "POST", "/dapr.proto.runtime.v1.Dapr/GetMetadata", &h),
+            Some(&[0u8; 5][..]),
+        )
+    };
+    let many: Vec<_> = (0..3000)
+        .map(|i| (format!("x-entry-{i}"), format!("value-{i}")))
+        .collect();
+    let answers = on_one_connection(
+        d.grpc_port,
+        vec![grpc(big(1_000_000)), grpc(many), grpc(Vec::new())],
+    )
+    .await;
+    let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
+    assert_eq!(
+        answers[0].grpc_status.as_deref(),
+        Some(exhausted.as_str()),
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers[1].grpc_status.as_deref(),
+        Some(exhausted.as_str()),
+        "{answers:?}"
+    );
+    assert_eq!(answers[2].grpc_status.as_deref(), Some("0"), "{answers:?}");
+}
