@@ -154,6 +154,9 @@ impl InternalServer {
         )?;
         if let Some(msg) = req.message.as_mut() {
             msg.method = crate::invoke::clean_method(&msg.method).map_err(Status::from)?;
+            if let Some(ext) = &msg.http_extension {
+                crate::invoke::check_query(&ext.querystring).map_err(Status::from)?;
+            }
         }
         let msg = req.message.as_ref();
         // Verbs count only for apps that speak HTTP.

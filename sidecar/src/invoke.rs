@@ -93,6 +93,19 @@ pub fn clean_method(method: &str) -> Result<String, ApiError> {
     Ok(out)
 }
 
+/// Refuses a query string that cannot go on a request line as it is.
+pub fn check_query(query: &str) -> Result<(), ApiError> {
+    match query.chars().find(|c| c.is_control() || matches!(c, ' ' | '#')) {
+        Some(c) => Err(ApiError::new(
+            "ERR_DIRECT_INVOKE",
+            http::StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            format!("the querystring may not contain {c:?}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// 1 for a `.` segment, 2 for `..`, spelled plainly or as `%2e`.
 fn dots(seg: &str) -> Option<u8> {
     let mut rest = seg;

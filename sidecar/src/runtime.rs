@@ -309,6 +309,9 @@ impl Runtime {
     ) -> Result<InternalInvokeResponse, ApiError> {
         if let Some(msg) = req.message.as_mut() {
             msg.method = crate::invoke::clean_method(&msg.method)?;
+            if let Some(ext) = &msg.http_extension {
+                crate::invoke::check_query(&ext.querystring)?;
+            }
         }
         self.invoker.stamp(target, &mut req);
         if self.invoker.is_self(target) {

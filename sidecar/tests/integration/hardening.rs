@@ -235,6 +235,16 @@ async fn invoked_methods_are_cleaned_alike_over_http_and_grpc() {
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
         assert!(err.message().contains("method"), "{}", err.message());
     }
+    let mut bad_query = call("echo");
+    if let Some(ext) = bad_query.message.as_mut().and_then(|m| m.http_extension.as_mut()) {
+        ext.querystring = "a=1\r\nX-Injected: 1".into();
+    }
+    let err = c
+        .invoke_service(bad_query)
+        .await
+        .expect_err("CR/LF in the querystring");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("querystring"), "{}", err.message());
 }
 
 #[tokio::test]
