@@ -23,6 +23,18 @@ pub fn valid_app_id(id: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+/// One of Dapr's log levels (`debug`, `info`, `warn`, `error`, `fatal`; any
+/// case) as a tracing filter; `fatal` logs errors.
+pub fn log_level(s: &str) -> Result<String, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        l @ ("debug" | "info" | "warn" | "error") => Ok(l.to_string()),
+        "fatal" => Ok("error".into()),
+        _ => Err(format!(
+            "{s:?} is not a log level: use debug, info, warn or error"
+        )),
+    }
+}
+
 /// A Go-style duration (`5s`, `500ms`, `1h`, `1m30s`), or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -111,6 +123,13 @@ mod tests {
         ] {
             assert_eq!(parse_byte_size(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(log_level("WARN").as_deref(), Ok("warn"));
+        assert_eq!(log_level("fatal").as_deref(), Ok("error"));
+        assert!(log_level("verbose").is_err());
     }
 
     #[test]

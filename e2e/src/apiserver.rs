@@ -112,7 +112,6 @@ impl ControlPlane {
                 dir.join("sa.key").display()
             ))
             .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--disable-admission-plugins=ServiceAccount")
             .arg("--allow-privileged=true")
             .stdout(log("apiserver.log")?)
             .stderr(log("apiserver.err")?)
@@ -153,6 +152,7 @@ impl ControlPlane {
             if let Ok(r) = cp.request("GET", "/readyz", None).await
                 && r.status == 200
             {
+                cp.namespace("default").await?;
                 return Ok(cp);
             }
             if Instant::now() > deadline {
@@ -162,6 +162,35 @@ impl ControlPlane {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Creates namespace `name` (if it is not there) and its `default`
+    /// ServiceAccount, as kube-controller-manager does in a real cluster:
+    /// the API server runs its whole admission chain, and the ServiceAccount
+    /// plugin refuses pods whose service account does not exist.
+    pub async fn namespace(&self, name: &str) -> Result<(), String> {
+        let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        let r = self.request("POST", "/api/v1/namespaces", Some(&ns)).await?;
+        if r.status != 201 && r.status != 409 {
+            return Err(format!("creating namespace {name}: {} {}", r.status, r.body));
+        }
+        let sa = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+        let path = format!("/api/v1/namespaces/{name}/serviceaccounts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // A namespace the API server has just made may not take objects yet.
+            let r = self.request("POST", &path, Some(&sa)).await?;
+            if r.status == 201 || r.status == 409 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "creating {name}/default ServiceAccount: {} {}",
+                    r.status, r.body
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

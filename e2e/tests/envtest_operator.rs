@@ -97,12 +97,7 @@ async fn operator_against_a_real_api_server() {
         .await;
     }
     for ns in ["dapr-system", "prod"] {
-        create(
-            &cp,
-            "/api/v1/namespaces",
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .await;
+        cp.namespace(ns).await.expect("namespace");
     }
 
     // Sample Components from Dapr's docs, one of them broken.
@@ -134,6 +129,8 @@ async fn operator_against_a_real_api_server() {
             api_addr,
             webhook_addr: free(),
             health_addr: free(),
+            metrics_addr: None,
+            trust_bundle_owner: None,
             ca_sync_interval: Duration::from_secs(1),
             run_controllers: true,
             identity: "envtest".into(),
@@ -242,12 +239,7 @@ async fn operator_against_a_real_api_server() {
 
     // daprd in Kubernetes mode, as the injector starts it, in a namespace of
     // its own with one in-memory state store.
-    create(
-        &cp,
-        "/api/v1/namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
-    )
-    .await;
+    cp.namespace("shop").await.expect("namespace");
     let shop_components = "/apis/dapr.io/v1alpha1/namespaces/shop/components";
     let in_memory = |name: &str| {
         json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component", "metadata": {"name": name},

@@ -1,7 +1,13 @@
 //! `daprs-injector serve` runs the admission webhook; `daprs-injector render`
 //! injects manifests read from standard input.
 
-use std::{io::Read, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{
+    io::Read,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use daprs_injector::{
@@ -68,9 +74,16 @@ struct SidecarArgs {
 
 #[derive(Args)]
 struct Serve {
-    /// HTTPS port.
+    /// Address to listen on (all IPv4 addresses by default; `::` for all
+    /// IPv6 and IPv4 ones).
+    #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    listen_address: IpAddr,
+    /// HTTPS port (the webhook, /healthz and /readyz).
     #[arg(long, env = "INJECTOR_PORT", default_value_t = 4000)]
     port: u16,
+    /// Least level logged: debug, info, warn or error.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = daprs_api::contract::log_level)]
+    log_level: String,
     /// Serving certificate (PEM, re-read when it changes).
     #[arg(long, env = "TLS_CERT_FILE")]
     tls_cert_file: PathBuf,
@@ -191,7 +204,7 @@ async fn serve_cmd(args: Serve) -> Result<(), String> {
         args.tls_cert_file.clone(),
         args.tls_key_file.clone(),
     )?);
-    let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
+    let addr = SocketAddr::new(args.listen_address, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -212,7 +225,7 @@ fn main() -> ExitCode {
         Command::Render(args) => render_cmd(&args),
         Command::Serve(args) => {
             let builder = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
                 .with_target(false);
             if args.log_as_json {
                 builder.json().init();

@@ -90,6 +90,17 @@ pub fn decide(pod: &Pod, namespace: &str, cfg: &InjectorConfig) -> Decision {
             ops.push(add("/spec/volumes/-", to_value(v)));
         }
     }
+    // The identity token is a projected service-account token, which the API
+    // server refuses on a pod that names no service account (when its
+    // ServiceAccount admission plugin is off); name the one it would.
+    let unnamed = |n: &Option<String>| n.as_deref().is_none_or(str::is_empty);
+    if pod.spec.is_some()
+        && unnamed(&spec.service_account_name)
+        && unnamed(&spec.service_account)
+        && sc.volumes.iter().any(|v| v.name == sidecar::TOKEN_VOLUME)
+    {
+        ops.push(add("/spec/serviceAccountName", json!("default")));
+    }
     // The container itself.
     let daprd = to_value(&sc.container);
     if sc.native {

@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use k8s_openapi::{
     ByteString,
     api::core::v1::{ConfigMap, Secret},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
 use kube::{
     Api,
@@ -24,17 +25,21 @@ use crate::{
 pub struct CaSync {
     pub namespace: String,
     pub trust_domain: String,
+    /// The ConfigMap (in `namespace`) that owns what is created here; see
+    /// [`crate::owner`].
+    pub owner: Option<String>,
 }
 
 fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([("app.kubernetes.io/part-of".to_string(), "daprs".to_string())])
 }
 
-fn meta(name: &str, namespace: &str) -> kube::api::ObjectMeta {
+fn meta(name: &str, namespace: &str, owner: Option<&OwnerReference>) -> kube::api::ObjectMeta {
     kube::api::ObjectMeta {
         name: Some(name.into()),
         namespace: Some(namespace.into()),
         labels: Some(labels()),
+        owner_references: owner.map(|o| vec![o.clone()]),
         ..Default::default()
     }
 }
@@ -53,6 +58,33 @@ impl CaSync {
             .get_opt(TRUST_BUNDLE)
             .await
             .map_err(|e| format!("reading ConfigMap {TRUST_BUNDLE}: {e}"))?;
+        let owner = crate::owner::lookup(client, &self.namespace, self.owner.as_deref()).await?;
+        let owner = owner.as_ref();
+        if let Some(refs) = secret
+            .as_ref()
+            .and_then(|s| crate::owner::missing(&s.metadata, owner))
+        {
+            secrets
+                .patch(
+                    TRUST_BUNDLE,
+                    &PatchParams::default(),
+                    &Patch::Merge(crate::owner::patch(&refs)),
+                )
+                .await
+                .map_err(|e| format!("setting the owner of Secret {TRUST_BUNDLE}: {e}"))?;
+        }
+        if let Some(refs) = map
+            .as_ref()
+            .and_then(|m| crate::owner::missing(&m.metadata, owner))
+        {
+            maps.patch(
+                TRUST_BUNDLE,
+                &PatchParams::default(),
+                &Patch::Merge(crate::owner::patch(&refs)),
+            )
+            .await
+            .map_err(|e| format!("setting the owner of ConfigMap {TRUST_BUNDLE}: {e}"))?;
+        }
         let data: Option<BTreeMap<String, Vec<u8>>> = secret.as_ref().map(|s| {
             s.data
                 .iter()
@@ -89,7 +121,7 @@ impl CaSync {
             Bootstrap::Use { ca, publish } => (ca, publish),
             Bootstrap::Create { ca, bundle } => {
                 let secret = Secret {
-                    metadata: meta(TRUST_BUNDLE, &self.namespace),
+                    metadata: meta(TRUST_BUNDLE, &self.namespace, owner),
                     type_: Some("Opaque".into()),
                     data: Some(BTreeMap::from([
                         (CA_CRT.to_string(), ByteString(bundle.ca_crt.clone().into_bytes())),
@@ -118,7 +150,7 @@ impl CaSync {
             match map {
                 None => {
                     let cm = ConfigMap {
-                        metadata: meta(TRUST_BUNDLE, &self.namespace),
+                        metadata: meta(TRUST_BUNDLE, &self.namespace, owner),
                         data: Some(BTreeMap::from([(CA_CRT.to_string(), anchors)])),
                         ..Default::default()
                     };

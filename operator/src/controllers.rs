@@ -15,8 +15,13 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::{Controller, controller::Action, watcher},
+    api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions},
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{self, Store},
+        watcher,
+    },
 };
 
 use crate::{service, validate};
@@ -34,30 +39,63 @@ pub enum Error {
 
 pub struct Ctx {
     pub client: kube::Client,
+    /// The Services the operator made (labelled `dapr.io/enabled=true`),
+    /// metadata only: where stale ones are found.
+    pub services: Store<PartialObjectMeta<Service>>,
 }
 
-/// Applies the Service a workload should have, or reports why it cannot.
+/// Applies the Service a workload should have, or reports why it cannot,
+/// then deletes the ones it made for the workload that are no longer wanted.
 async fn apply_service(
-    client: &kube::Client,
+    ctx: &Ctx,
+    meta: &ObjectMeta,
     desired: Option<Result<Service, String>>,
     what: String,
 ) -> Result<Action, Error> {
-    match desired {
-        None => Ok(Action::await_change()),
+    let ns = meta
+        .namespace
+        .clone()
+        .ok_or_else(|| Error::NoNamespace(what.clone()))?;
+    let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
+    let (keep, action) = match desired {
+        None => (None, Action::await_change()),
         Some(Err(why)) => {
             tracing::warn!(workload = %what, "no Dapr Service: {why}");
-            Ok(Action::requeue(Duration::from_secs(300)))
+            (None, Action::requeue(Duration::from_secs(300)))
         }
         Some(Ok(svc)) => {
             let name = svc.name_any();
-            let ns = svc.namespace().ok_or_else(|| Error::NoNamespace(what.clone()))?;
-            Api::<Service>::namespaced(client.clone(), &ns)
+            services
                 .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&svc))
                 .await?;
             tracing::debug!(service = %name, workload = %what, "Service applied");
-            Ok(Action::requeue(Duration::from_secs(3600)))
+            (Some(name), Action::requeue(Duration::from_secs(3600)))
+        }
+    };
+    if let Some(uid) = meta.uid.as_deref() {
+        let made = ctx.services.state();
+        let stale = service::stale(made.iter().map(|s| &s.metadata), &ns, uid, keep.as_deref());
+        for name in stale {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: made
+                        .iter()
+                        .find(|s| s.metadata.name.as_deref() == Some(&name))
+                        .and_then(|s| s.metadata.uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match services.delete(&name, &params).await {
+                Ok(_) => {
+                    tracing::info!(service = %name, workload = %what, "Service deleted: the workload no longer has it")
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
+    Ok(action)
 }
 
 pub async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -66,7 +104,7 @@ pub async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<A
         d.namespace().unwrap_or_default(),
         d.name_any()
     );
-    apply_service(&ctx.client, service::for_deployment(&d), what).await
+    apply_service(&ctx, &d.metadata, service::for_deployment(&d), what).await
 }
 
 pub async fn reconcile_statefulset(s: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -75,7 +113,7 @@ pub async fn reconcile_statefulset(s: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result
         s.namespace().unwrap_or_default(),
         s.name_any()
     );
-    apply_service(&ctx.client, service::for_statefulset(&s), what).await
+    apply_service(&ctx, &s.metadata, service::for_statefulset(&s), what).await
 }
 
 /// Writes the Component's `Ready` condition when it changed.
@@ -145,21 +183,19 @@ fn slim_template(t: &mut PodTemplateSpec) {
 
 /// Runs every controller until the process ends.
 pub async fn run(client: kube::Client) {
-    use kube::{
-        api::PartialObjectMeta,
-        runtime::{WatchStreamExt, reflector},
-    };
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-    });
-    // Owned Services only wake their workload: their metadata is enough.
+    use kube::runtime::WatchStreamExt;
+    // The Services the operator made wake their workload; their metadata is
+    // enough, and is kept to find the stale ones.
     let owned = || {
-        watcher(
+        let (store, writer) = reflector::store();
+        let stream = watcher(
             Api::<PartialObjectMeta<Service>>::all(client.clone()),
             watcher::Config::default().labels("dapr.io/enabled=true"),
         )
         .default_backoff()
-        .touched_objects()
+        .reflect(writer)
+        .touched_objects();
+        (store, stream)
     };
     let (reader, writer) = reflector::store();
     let slim = watcher(Api::<Deployment>::all(client.clone()), watcher::Config::default())
@@ -167,9 +203,14 @@ pub async fn run(client: kube::Client) {
         .modify(slim_deployment)
         .reflect(writer)
         .touched_objects();
+    let (services, stream) = owned();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        services,
+    });
     let deployments = Controller::for_stream(slim, reader)
-        .owns_stream(owned())
-        .run(reconcile_deployment, retry, ctx.clone())
+        .owns_stream(stream)
+        .run(reconcile_deployment, retry, ctx)
         .for_each(|_| async {});
     let (reader, writer) = reflector::store();
     let slim = watcher(
@@ -180,9 +221,14 @@ pub async fn run(client: kube::Client) {
     .modify(slim_statefulset)
     .reflect(writer)
     .touched_objects();
+    let (services, stream) = owned();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        services,
+    });
     let statefulsets = Controller::for_stream(slim, reader)
-        .owns_stream(owned())
-        .run(reconcile_statefulset, retry, ctx.clone())
+        .owns_stream(stream)
+        .run(reconcile_statefulset, retry, ctx)
         .for_each(|_| async {});
     let (reader, writer) = reflector::store();
     let components = watcher(Api::<Component>::all(client.clone()), watcher::Config::default())
@@ -190,6 +236,10 @@ pub async fn run(client: kube::Client) {
         .modify(|c: &mut Component| c.managed_fields_mut().clear())
         .reflect(writer)
         .touched_objects();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        services: reflector::store().0,
+    });
     let components = Controller::for_stream(components, reader)
         .run(reconcile_component, retry, ctx)
         .for_each(|_| async {});

@@ -1,7 +1,12 @@
 //! `daprs-operator serve` runs the operator; `daprs-operator crdgen` prints
 //! or writes the CRDs.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand};
 use daprs_operator::{
@@ -27,7 +32,7 @@ enum Command {
     Serve(Serve),
     /// Print the CustomResourceDefinitions, or write one file each into --out.
     Crdgen {
-        /// Folder to write into (e.g. deploy/crds); standard output when absent.
+        /// Folder to write into (e.g. charts/daprs/crds); standard output when absent.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -63,18 +68,28 @@ struct Serve {
         default_value = "cluster.local"
     )]
     trust_domain: String,
-    /// Address of the certificate service (gRPC over TLS).
-    #[arg(long, env = "SENTRY_LISTEN_ADDRESS", default_value = "0.0.0.0:50001")]
-    sentry_listen: SocketAddr,
-    /// Address of the Subscription conversion webhook (HTTPS).
-    #[arg(long, env = "WEBHOOK_LISTEN_ADDRESS", default_value = "0.0.0.0:19443")]
-    webhook_listen: SocketAddr,
-    /// Address of the operator API for sidecars (gRPC over mutual TLS).
-    #[arg(long, env = "API_LISTEN_ADDRESS", default_value = "0.0.0.0:6500")]
-    api_listen: SocketAddr,
-    /// Address of /healthz and /readyz.
-    #[arg(long, env = "HEALTH_LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
-    health_listen: SocketAddr,
+    /// Address every port listens on (all IPv4 addresses by default; `::`
+    /// for all IPv6 and IPv4 ones).
+    #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    listen_address: IpAddr,
+    /// Port of the certificate service (gRPC over TLS).
+    #[arg(long, env = "SENTRY_PORT", default_value_t = 50001)]
+    sentry_port: u16,
+    /// Port of the Subscription conversion webhook (HTTPS).
+    #[arg(long, env = "WEBHOOK_PORT", default_value_t = 19443)]
+    webhook_port: u16,
+    /// Port of the operator API for sidecars (gRPC over mutual TLS).
+    #[arg(long, env = "API_PORT", default_value_t = 6500)]
+    api_port: u16,
+    /// Port of /healthz and /readyz.
+    #[arg(long, env = "HEALTHZ_PORT", default_value_t = 8080)]
+    healthz_port: u16,
+    /// Port of the Prometheus metrics (0: not served).
+    #[arg(long, env = "METRICS_PORT", default_value_t = 9090)]
+    metrics_port: u16,
+    /// Least level logged: debug, info, warn or error.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = daprs_api::contract::log_level)]
+    log_level: String,
     /// Lifetime of workload certificates.
     #[arg(long, env = "WORKLOAD_CERT_TTL", default_value = "24h", value_parser = duration)]
     workload_cert_ttl: Duration,
@@ -100,6 +115,10 @@ struct Serve {
     /// Most pods the watchdog deletes per minute (0: no limit).
     #[arg(long, env = "MAX_POD_RESTARTS_PER_MINUTE", default_value_t = 20)]
     max_pod_restarts_per_minute: u32,
+    /// The ConfigMap in the namespace that owns the CA material this operator
+    /// creates, so that deleting it deletes them (empty: nothing owns them).
+    #[arg(long, env = "TRUST_BUNDLE_OWNER", default_value = "")]
+    trust_bundle_owner: String,
     /// This replica's identity in the leader election.
     #[arg(long, env = "POD_NAME", default_value = "daprs-operator")]
     identity: String,
@@ -145,10 +164,13 @@ async fn serve_cmd(args: Serve) -> Result<(), String> {
                 workload_ttl: args.workload_cert_ttl,
                 allowed_skew: args.allowed_clock_skew,
             },
-            sentry_addr: args.sentry_listen,
-            api_addr: args.api_listen,
-            webhook_addr: args.webhook_listen,
-            health_addr: args.health_listen,
+            sentry_addr: SocketAddr::new(args.listen_address, args.sentry_port),
+            api_addr: SocketAddr::new(args.listen_address, args.api_port),
+            webhook_addr: SocketAddr::new(args.listen_address, args.webhook_port),
+            health_addr: SocketAddr::new(args.listen_address, args.healthz_port),
+            trust_bundle_owner: Some(args.trust_bundle_owner).filter(|o| !o.is_empty()),
+            metrics_addr: (args.metrics_port != 0)
+                .then(|| SocketAddr::new(args.listen_address, args.metrics_port)),
             ca_sync_interval: args.ca_sync_interval,
             run_controllers: !args.disable_controllers,
             identity: args.identity,
@@ -168,7 +190,7 @@ fn main() -> ExitCode {
         Command::Crdgen { out } => crdgen(out),
         Command::Serve(args) => {
             let builder = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
                 .with_target(false);
             if args.log_as_json {
                 builder.json().init();

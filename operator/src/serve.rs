@@ -30,6 +30,10 @@ pub struct ServeSettings {
     /// Where sidecars read their resources (mutual TLS).
     pub api_addr: SocketAddr,
     pub health_addr: SocketAddr,
+    /// Prometheus metrics; not served when None.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The ConfigMap that owns the CA material this operator creates.
+    pub trust_bundle_owner: Option<String>,
     pub ca_sync_interval: Duration,
     pub run_controllers: bool,
     /// This replica's name in the leader election (the pod name).
@@ -38,18 +42,38 @@ pub struct ServeSettings {
     pub watchdog: Option<crate::watchdog::Watchdog>,
 }
 
+/// How long to wait before the next pass of the injector's certificate
+/// upkeep: soon while it has not succeeded (the CA may still be loading, so
+/// the webhook can serve within seconds of an install), then every 30 s.
+pub fn next_upkeep(succeeded: bool, last_wait: Duration) -> Duration {
+    const SETTLED: Duration = Duration::from_secs(30);
+    if succeeded {
+        SETTLED
+    } else {
+        (last_wait * 2).clamp(Duration::from_millis(250), Duration::from_secs(5))
+    }
+}
+
 /// Keeps the injector's certificate and the webhook's caBundle current.
-async fn injector_tls(client: kube::Client, ca: CaState, namespace: String, trust_domain: String) {
+async fn injector_tls(client: kube::Client, ca: CaState, sync: CaSync) {
+    let mut wait = Duration::ZERO;
     loop {
-        if let Ok(ca) = current(&ca) {
-            if let Err(e) = crate::webhook_tls::ensure(&client, &ca, &namespace, &trust_domain).await {
-                tracing::warn!("injector certificate: {e}");
+        let ok = match current(&ca) {
+            Ok(ca) => {
+                let cert = crate::webhook_tls::ensure(&client, &ca, &sync).await;
+                if let Err(e) = &cert {
+                    tracing::warn!("injector certificate: {e}");
+                }
+                let conversion = crate::webhook_tls::ensure_conversion(&client, &ca, &sync.namespace).await;
+                if let Err(e) = &conversion {
+                    tracing::warn!("conversion webhook: {e}");
+                }
+                cert.is_ok() && conversion.is_ok()
             }
-            if let Err(e) = crate::webhook_tls::ensure_conversion(&client, &ca, &namespace).await {
-                tracing::warn!("conversion webhook: {e}");
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(30)).await;
+            Err(_) => false,
+        };
+        wait = next_upkeep(ok, wait);
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -58,15 +82,14 @@ async fn injector_tls(client: kube::Client, ca: CaState, namespace: String, trus
 async fn lead(
     client: kube::Client,
     ca: CaState,
-    namespace: String,
-    trust_domain: String,
+    sync: CaSync,
     identity: String,
     watchdog: Option<crate::watchdog::Watchdog>,
 ) {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     tokio::spawn(crate::leader::campaign(
         client.clone(),
-        namespace.clone(),
+        sync.namespace.clone(),
         "daprs-operator".into(),
         identity,
         Duration::from_secs(15),
@@ -77,12 +100,7 @@ async fn lead(
             return;
         }
         let controllers = tokio::spawn(controllers::run(client.clone()));
-        let tls = tokio::spawn(injector_tls(
-            client.clone(),
-            ca.clone(),
-            namespace.clone(),
-            trust_domain.clone(),
-        ));
+        let tls = tokio::spawn(injector_tls(client.clone(), ca.clone(), sync.clone()));
         let dog = watchdog.clone().map(|w| tokio::spawn(w.run(client.clone())));
         let _ = rx.wait_for(|l| !*l).await;
         controllers.abort();
@@ -168,7 +186,9 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
     let sync = CaSync {
         namespace: s.sentry.control_plane_namespace.clone(),
         trust_domain: s.sentry.control_plane_trust_domain.clone(),
+        owner: s.trust_bundle_owner.clone(),
     };
+    let sync_for_leader = sync.clone();
     tokio::spawn(sync.run(client.clone(), ca.clone(), s.ca_sync_interval));
 
     let health = TcpListener::bind(s.health_addr)
@@ -177,12 +197,20 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
     let router = Router::new()
         .route("/healthz", get(|| async { StatusCode::OK }))
         .route("/readyz", get(ready))
-        .route(
-            "/metrics",
-            get(|State(ca): State<CaState>| async move { metrics_text(&ca) }),
-        )
         .with_state(ca.clone());
     tokio::spawn(async move { axum::serve(health, router).await });
+    if let Some(addr) = s.metrics_addr {
+        let metrics = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (metrics): {e}"))?;
+        let router = Router::new()
+            .route(
+                "/metrics",
+                get(|State(ca): State<CaState>| async move { metrics_text(&ca) }),
+            )
+            .with_state(ca.clone());
+        tokio::spawn(async move { axum::serve(metrics, router).await });
+    }
 
     let listener = TcpListener::bind(s.sentry_addr)
         .await
@@ -263,8 +291,7 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
         tokio::spawn(lead(
             client,
             ca_for_leader,
-            s.sentry.control_plane_namespace.clone(),
-            s.sentry.control_plane_trust_domain.clone(),
+            sync_for_leader,
             s.identity.clone(),
             s.watchdog.clone(),
         ));

@@ -18,6 +18,8 @@ use k8s_openapi::{
 
 const ENABLED: &str = "dapr.io/enabled";
 const APP_ID: &str = "dapr.io/app-id";
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+const MANAGER: &str = "daprs-operator";
 
 /// What a workload says about its sidecar.
 struct Workload<'a> {
@@ -77,6 +79,35 @@ pub fn for_statefulset(s: &StatefulSet) -> Option<Result<Service, String>> {
             .as_ref()
             .and_then(|m| m.annotations.as_ref()),
     })
+}
+
+/// The Services in `namespace` the operator made for the workload `uid`
+/// that it should no longer have: all of them when the workload has none
+/// (Dapr turned off, or an app-id that cannot name one), the others when
+/// its app-id changed.
+pub fn stale<'a>(
+    made: impl IntoIterator<Item = &'a ObjectMeta>,
+    namespace: &str,
+    uid: &str,
+    keep: Option<&str>,
+) -> Vec<String> {
+    made.into_iter()
+        .filter(|m| m.namespace.as_deref() == Some(namespace))
+        .filter(|m| {
+            m.labels
+                .as_ref()
+                .and_then(|l| l.get(MANAGED_BY))
+                .is_some_and(|v| v == MANAGER)
+        })
+        .filter(|m| {
+            m.owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+        .filter_map(|m| m.name.clone())
+        .filter(|n| Some(n.as_str()) != keep)
+        .collect()
 }
 
 /// The Service name for an app-id, if the app-id can make one.
@@ -150,10 +181,7 @@ fn desired(w: &Workload<'_>) -> Option<Result<Service, String>> {
             namespace: w.meta.namespace.clone(),
             labels: Some(BTreeMap::from([
                 (ENABLED.to_string(), "true".to_string()),
-                (
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "daprs-operator".to_string(),
-                ),
+                (MANAGED_BY.to_string(), MANAGER.to_string()),
             ])),
             annotations: Some(annotations),
             owner_references: Some(vec![OwnerReference {

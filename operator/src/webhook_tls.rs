@@ -88,20 +88,18 @@ pub fn issue(ca: &Ca, namespace: &str, trust_domain: &str, now: OffsetDateTime) 
 }
 
 /// One pass: renew the Secret if needed and make the webhook trust the anchors.
-pub async fn ensure(
-    client: &kube::Client,
-    ca: &Ca,
-    namespace: &str,
-    trust_domain: &str,
-) -> Result<(), String> {
+pub async fn ensure(client: &kube::Client, ca: &Ca, sync: &crate::ca_sync::CaSync) -> Result<(), String> {
+    let namespace = sync.namespace.as_str();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let current = secrets
         .get_opt(SECRET)
         .await
         .map_err(|e| format!("reading Secret {SECRET}: {e}"))?;
+    let owner = crate::owner::lookup(client, namespace, sync.owner.as_deref()).await?;
     let now = OffsetDateTime::now_utc();
     if needs_renewal(current.as_ref(), &ca.trust_anchors, now) {
-        let mut fresh = issue(ca, namespace, trust_domain, now)?;
+        let mut fresh = issue(ca, namespace, &sync.trust_domain, now)?;
+        fresh.metadata.owner_references = owner.clone().map(|o| vec![o]);
         match current {
             None => {
                 secrets
@@ -118,6 +116,18 @@ pub async fn ensure(
             }
         }
         tracing::info!("issued the injector's serving certificate");
+    } else if let Some(refs) = current
+        .as_ref()
+        .and_then(|c| crate::owner::missing(&c.metadata, owner.as_ref()))
+    {
+        secrets
+            .patch(
+                SECRET,
+                &PatchParams::default(),
+                &Patch::Merge(crate::owner::patch(&refs)),
+            )
+            .await
+            .map_err(|e| format!("setting the owner of Secret {SECRET}: {e}"))?;
     }
     let hooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let Some(config) = hooks
@@ -174,7 +184,7 @@ pub async fn ensure_conversion(client: &kube::Client, ca: &Ca, namespace: &str) 
         .and_then(|w| w.client_config.as_ref())
     else {
         return Err(
-            "CRD subscriptions.dapr.io has no conversion webhook; apply deploy/crds/subscriptions.yaml"
+            "CRD subscriptions.dapr.io has no conversion webhook; apply charts/daprs/crds/subscriptions.yaml"
                 .into(),
         );
     };

@@ -18,6 +18,7 @@ fn sync() -> CaSync {
     CaSync {
         namespace: "dapr-system".into(),
         trust_domain: "cluster.local".into(),
+        owner: None,
     }
 }
 
@@ -107,4 +108,34 @@ async fn a_concurrent_creator_wins_and_is_adopted() {
             .map(str::trim),
         Some(theirs.ca_crt.trim())
     );
+}
+
+#[tokio::test]
+async fn the_ca_belongs_to_the_installation_when_it_names_an_owner() {
+    let api = FakeApi::default();
+    let state: CaState = Arc::new(RwLock::new(Err("not loaded".into())));
+    // Made before any owner was configured.
+    sync().once(&api.client(), &state).await.expect("first pass");
+    assert!(api.get(SECRET).expect("secret")["metadata"]["ownerReferences"].is_null());
+    api.put(
+        "/api/v1/namespaces/dapr-system/configmaps/daprs-trust-bundle-owner",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "daprs-trust-bundle-owner", "namespace": "dapr-system", "uid": "owner-uid"}}),
+    );
+    let owned = CaSync {
+        owner: Some("daprs-trust-bundle-owner".into()),
+        ..sync()
+    };
+    let before = anchors(&state).expect("ready");
+    owned.once(&api.client(), &state).await.expect("second pass");
+    for path in [SECRET, MAP] {
+        let refs = &api.get(path).expect("object")["metadata"]["ownerReferences"];
+        assert_eq!(refs[0]["kind"], "ConfigMap", "{path}");
+        assert_eq!(refs[0]["uid"], "owner-uid", "{path}");
+    }
+    assert_eq!(anchors(&state).expect("ready"), before, "the CA itself is kept");
+    // Once set, nothing more is written.
+    let writes = api.writes.lock().expect("lock").len();
+    owned.once(&api.client(), &state).await.expect("third pass");
+    assert_eq!(api.writes.lock().expect("lock").len(), writes);
 }

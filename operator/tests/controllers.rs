@@ -8,7 +8,27 @@ use std::sync::Arc;
 use daprs_api::v1alpha1::Component;
 use daprs_operator::controllers::{Ctx, reconcile_component, reconcile_deployment};
 use fake_api::FakeApi;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+use kube::{
+    api::PartialObjectMeta,
+    runtime::{reflector, watcher},
+};
+
+/// A context whose store of the operator's Services holds `services`.
+fn ctx(api: &FakeApi, services: &[serde_json::Value]) -> Arc<Ctx> {
+    let (store, mut writer) = reflector::store::<PartialObjectMeta<Service>>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for s in services {
+        writer.apply_watcher_event(&watcher::Event::InitApply(
+            serde_json::from_value(s.clone()).expect("service metadata"),
+        ));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    Arc::new(Ctx {
+        client: api.client(),
+        services: store,
+    })
+}
 
 fn deployment() -> Deployment {
     let text = std::fs::read_to_string(
@@ -21,7 +41,7 @@ fn deployment() -> Deployment {
 #[tokio::test]
 async fn a_dapr_deployment_gets_its_service_applied_again_and_again_safely() {
     let api = FakeApi::default();
-    let ctx = Arc::new(Ctx { client: api.client() });
+    let ctx = ctx(&api, &[]);
     reconcile_deployment(Arc::new(deployment()), ctx.clone())
         .await
         .expect("reconcile");
@@ -44,7 +64,7 @@ async fn a_dapr_deployment_gets_its_service_applied_again_and_again_safely() {
 #[tokio::test]
 async fn workloads_without_dapr_are_left_alone() {
     let api = FakeApi::default();
-    let ctx = Arc::new(Ctx { client: api.client() });
+    let ctx = ctx(&api, &[]);
     let mut d = deployment();
     if let Some(a) = d
         .spec
@@ -58,10 +78,58 @@ async fn workloads_without_dapr_are_left_alone() {
     assert!(api.writes.lock().expect("lock").is_empty());
 }
 
+fn annotations(d: &mut Deployment) -> &mut std::collections::BTreeMap<String, String> {
+    d.spec
+        .as_mut()
+        .and_then(|s| s.template.metadata.as_mut())
+        .and_then(|m| m.annotations.as_mut())
+        .expect("template annotations")
+}
+
+#[tokio::test]
+async fn a_service_the_workload_no_longer_has_is_deleted() {
+    let api = FakeApi::default();
+    reconcile_deployment(Arc::new(deployment()), ctx(&api, &[]))
+        .await
+        .expect("reconcile");
+    let path = "/api/v1/namespaces/default/services/nodeapp-dapr";
+    let made = api.get(path).expect("service applied");
+
+    // Another app-id: the new Service is applied and the old one deleted.
+    let mut renamed = deployment();
+    annotations(&mut renamed).insert("dapr.io/app-id".into(), "shop".into());
+    reconcile_deployment(Arc::new(renamed), ctx(&api, std::slice::from_ref(&made)))
+        .await
+        .expect("reconcile");
+    assert!(api.get(path).is_none(), "the old Service is gone");
+    let shop = api
+        .get("/api/v1/namespaces/default/services/shop-dapr")
+        .expect("the new Service");
+
+    // Dapr turned off: the Service goes.
+    let mut off = deployment();
+    annotations(&mut off).insert("dapr.io/enabled".into(), "false".into());
+    reconcile_deployment(Arc::new(off), ctx(&api, &[shop]))
+        .await
+        .expect("reconcile");
+    assert!(api.get("/api/v1/namespaces/default/services/shop-dapr").is_none());
+
+    // A Service another workload owns, or the user made, is never touched.
+    let mut foreign = made.clone();
+    foreign["metadata"]["ownerReferences"][0]["uid"] = "someone-else".into();
+    api.put(path, foreign.clone());
+    let mut off = deployment();
+    annotations(&mut off).insert("dapr.io/enabled".into(), "false".into());
+    reconcile_deployment(Arc::new(off), ctx(&api, &[foreign]))
+        .await
+        .expect("reconcile");
+    assert!(api.get(path).is_some());
+}
+
 #[tokio::test]
 async fn component_status_is_written_once_per_change() {
     let api = FakeApi::default();
-    let ctx = Arc::new(Ctx { client: api.client() });
+    let ctx = ctx(&api, &[]);
     let path = "/apis/dapr.io/v1alpha1/namespaces/default/components/pubsub";
     let yaml = "apiVersion: dapr.io/v1alpha1
 kind: Component

@@ -1,17 +1,17 @@
-//! The committed CRDs in deploy/crds are exactly what the types generate.
-//! After changing a type: `cargo run -p daprs-operator -- crdgen --out deploy/crds`.
+//! The committed CRDs in charts/daprs/crds are exactly what the types generate.
+//! After changing a type: `cargo run -p daprs-operator -- crdgen --out charts/daprs/crds`.
 
 use std::path::Path;
 
 #[test]
 fn committed_crds_match_the_types() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/daprs/crds");
     for (file, crd) in daprs_api::crds::all().expect("crds") {
         let want = daprs_api::crds::to_yaml(&crd).expect("yaml");
         let have = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
         assert!(
             have == want,
-            "deploy/crds/{file} is out of date; run `cargo run -p daprs-operator -- crdgen --out deploy/crds`"
+            "charts/daprs/crds/{file} is out of date; run `cargo run -p daprs-operator -- crdgen --out charts/daprs/crds`"
         );
     }
 }

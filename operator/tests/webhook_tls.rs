@@ -4,12 +4,30 @@
 mod fake_api;
 
 use base64::Engine;
-use daprs_operator::{ca::Ca, webhook_tls};
+use std::time::Duration;
+
+use daprs_operator::{ca::Ca, ca_sync::CaSync, serve::next_upkeep, webhook_tls};
 use fake_api::FakeApi;
 use serde_json::json;
 use time::OffsetDateTime;
 
 const SECRET: &str = "/api/v1/namespaces/dapr-system/secrets/daprs-injector-tls";
+const OWNER: &str = "/api/v1/namespaces/dapr-system/configmaps/daprs-trust-bundle-owner";
+
+/// The operator's settings, with the install's owner ConfigMap present.
+fn sync(api: &FakeApi) -> CaSync {
+    api.put(
+        OWNER,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "daprs-trust-bundle-owner", "namespace": "dapr-system", "uid": "owner-uid"}}),
+    );
+    CaSync {
+        namespace: "dapr-system".into(),
+        trust_domain: "cluster.local".into(),
+        owner: Some("daprs-trust-bundle-owner".into()),
+    }
+}
+
 const HOOK: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/daprs-injector";
 
 #[tokio::test]
@@ -23,12 +41,14 @@ async fn the_injector_gets_a_certificate_and_the_webhook_trusts_it() {
                 "clientConfig": {"service": {"name": "daprs-injector", "namespace": "dapr-system", "path": "/mutate"}}}]}),
     );
     let (ca, _) = Ca::generate("cluster.local", "dapr-system", OffsetDateTime::now_utc()).expect("ca");
-    webhook_tls::ensure(&api.client(), &ca, "dapr-system", "cluster.local")
+    webhook_tls::ensure(&api.client(), &ca, &sync(&api))
         .await
         .expect("ensure");
 
     let secret = api.get(SECRET).expect("secret");
     assert_eq!(secret["type"], "kubernetes.io/tls");
+    // It goes when the installation's owner ConfigMap goes.
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "owner-uid");
     let crt = base64::engine::general_purpose::STANDARD
         .decode(secret["data"]["tls.crt"].as_str().expect("crt"))
         .expect("b64");
@@ -72,14 +92,14 @@ async fn the_injector_gets_a_certificate_and_the_webhook_trusts_it() {
 
     // Nothing changes on the next pass.
     let writes = api.writes.lock().expect("lock").len();
-    webhook_tls::ensure(&api.client(), &ca, "dapr-system", "cluster.local")
+    webhook_tls::ensure(&api.client(), &ca, &sync(&api))
         .await
         .expect("again");
     assert_eq!(api.writes.lock().expect("lock").len(), writes);
 
     // A new CA: the certificate is re-issued and the bundle replaced.
     let (next, _) = Ca::generate("cluster.local", "dapr-system", OffsetDateTime::now_utc()).expect("ca");
-    webhook_tls::ensure(&api.client(), &next, "dapr-system", "cluster.local")
+    webhook_tls::ensure(&api.client(), &next, &sync(&api))
         .await
         .expect("rotate");
     let writes_now = api.writes.lock().expect("lock").clone();
@@ -130,4 +150,20 @@ async fn the_subscription_crd_is_pointed_at_this_operator() {
         writes,
         "nothing to do the second time"
     );
+}
+
+#[test]
+fn the_certificate_is_retried_within_seconds_until_it_is_issued() {
+    let mut wait = Duration::ZERO;
+    let mut total = Duration::ZERO;
+    for _ in 0..4 {
+        wait = next_upkeep(false, wait);
+        total += wait;
+    }
+    assert!(
+        total <= Duration::from_secs(5),
+        "four failed passes took {total:?}"
+    );
+    assert!(next_upkeep(false, Duration::from_secs(60)) <= Duration::from_secs(5));
+    assert_eq!(next_upkeep(true, wait), Duration::from_secs(30));
 }

@@ -115,7 +115,7 @@ pub struct MtlsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Lifetime of workload certificates, a duration string.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "workloadCertTTL", skip_serializing_if = "Option::is_none")]
     pub workload_cert_ttl: Option<String>,
     /// Clock skew tolerated when checking certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]

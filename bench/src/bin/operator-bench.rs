@@ -136,6 +136,8 @@ fn live(args: &Args) -> anyhow::Result<()> {
         api_addr: free()?,
         webhook_addr: free()?,
         health_addr: free()?,
+        metrics_addr: None,
+        trust_bundle_owner: None,
         ca_sync_interval: Duration::from_secs(10),
         run_controllers: true,
         identity: "bench".into(),

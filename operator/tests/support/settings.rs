@@ -22,6 +22,8 @@ pub fn serve_settings() -> ServeSettings {
         api_addr: free(),
         webhook_addr: free(),
         health_addr: free(),
+        metrics_addr: Some(free()),
+        trust_bundle_owner: None,
         ca_sync_interval: Duration::from_millis(200),
         run_controllers: false,
         identity: "test".into(),
