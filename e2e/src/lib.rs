@@ -6,4 +6,5 @@
 //! The kind tier lives in `e2e/kind/`.
 
 pub mod apiserver;
+pub mod chart;
 pub mod pki;
