@@ -46,7 +46,7 @@ impl SidecarConfig {
                 .as_ref()
                 .map(|c| c.deny.clone())
                 .unwrap_or_default(),
-            metrics_enabled: spec.metric.as_ref().is_none_or(|m| m.enabled),
+            metrics_enabled: spec.metric().is_none_or(|m| m.enabled),
             secret_scopes: spec
                 .secrets
                 .as_ref()

@@ -13,9 +13,12 @@ pub struct ConfigurationSpec {
     /// Distributed tracing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingSpec>,
-    /// Metrics (`metric` and `metrics` are both accepted).
-    #[serde(default, alias = "metrics", skip_serializing_if = "Option::is_none")]
+    /// Metrics; read them through [`ConfigurationSpec::metric`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<MetricSpec>,
+    /// The same under the other name Dapr accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricSpec>,
     /// Mutual TLS between sidecars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<MtlsSpec>,
@@ -46,6 +49,13 @@ pub struct ConfigurationSpec {
     /// Logging defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<LoggingSpec>,
+}
+
+impl ConfigurationSpec {
+    /// The metrics settings, under either name (`metric` wins when both are set).
+    pub fn metric(&self) -> Option<&MetricSpec> {
+        self.metric.as_ref().or(self.metrics.as_ref())
+    }
 }
 
 /// Tracing settings.
@@ -95,16 +105,59 @@ pub struct OtelSpec {
     pub timeout: Option<String>,
 }
 
-/// Metrics settings.
+/// Metrics settings (`spec.metric`, or `spec.metrics` as Dapr also reads).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricSpec {
     /// Whether metrics are recorded.
     pub enabled: bool,
-    /// Any further metric settings, kept as given.
-    #[serde(flatten)]
-    #[schemars(skip)]
-    pub rest: serde_json::Map<String, serde_json::Value>,
+    /// Whether error codes are recorded as a metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_error_codes: Option<bool>,
+    /// HTTP metric labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<MetricHttpSpec>,
+    /// Label rewriting rules per metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<MetricRule>,
+    /// Latency histogram bucket bounds in milliseconds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_distribution_buckets: Vec<i64>,
+}
+
+/// How HTTP paths become metric labels.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricHttpSpec {
+    /// Label every path (unbounded cardinality) rather than normalised ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increased_cardinality: Option<bool>,
+    /// Path templates paths are matched against, e.g. `/orders/{orderID}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_matching: Vec<String>,
+    /// Leave the HTTP verb out of the labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_verbs: Option<bool>,
+}
+
+/// Label rewriting for one metric.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct MetricRule {
+    /// The metric's name.
+    pub name: String,
+    /// Its labels' rewrites.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<MetricLabel>,
+}
+
+/// Values of one label replaced by the key of the first regex they match.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct MetricLabel {
+    /// The label's name.
+    pub name: String,
+    /// Replacement value → regular expression.
+    #[serde(default)]
+    pub regex: std::collections::BTreeMap<String, String>,
 }
 
 /// Mutual TLS settings.
@@ -263,6 +316,26 @@ pub struct HandlerSpec {
     /// Middleware type, e.g. `middleware.http.uppercase`.
     #[serde(rename = "type")]
     pub type_: String,
+    /// Which requests it applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<SelectorSpec>,
+}
+
+/// Requests a middleware applies to: all of the fields must match.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SelectorSpec {
+    /// Field conditions.
+    #[serde(default)]
+    pub fields: Vec<SelectorField>,
+}
+
+/// One field condition of a selector.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SelectorField {
+    /// The field.
+    pub field: String,
+    /// Its value.
+    pub value: String,
 }
 
 /// Component restrictions.
@@ -290,7 +363,7 @@ pub struct ApiLoggingSpec {
     #[serde(default)]
     pub enabled: bool,
     /// Log route templates instead of concrete URLs.
-    #[serde(default)]
+    #[serde(default, rename = "obfuscateURLs")]
     pub obfuscate_urls: bool,
     /// Leave health checks out of the log.
     #[serde(default)]
