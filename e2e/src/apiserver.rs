@@ -194,23 +194,50 @@ impl ControlPlane {
         }
     }
 
-    /// A kube client for this API server (through a generated kubeconfig).
+    /// A kube client for this API server, as the admin.
     pub async fn kube_client(&self) -> Result<kube::Client, String> {
+        self.kube_client_as(&self.token).await
+    }
+
+    /// A kube client that presents `token` (say, a service account's).
+    pub async fn kube_client_as(&self, token: &str) -> Result<kube::Client, String> {
         use base64::Engine;
         let ca = std::fs::read(self.dir.join("certs").join("apiserver.crt")).map_err(|e| e.to_string())?;
         let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: envtest\n  context:\n    cluster: envtest\n    user: admin\ncurrent-context: envtest\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: user\n  user:\n    token: {}\ncontexts:\n- name: envtest\n  context:\n    cluster: envtest\n    user: user\ncurrent-context: envtest\n",
             self.url,
             base64::engine::general_purpose::STANDARD.encode(ca),
-            self.token
+            token
         );
-        let path = self.dir.join("kubeconfig");
-        std::fs::write(&path, kubeconfig).map_err(|e| e.to_string())?;
-        let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| e.to_string())?;
+        let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).map_err(|e| e.to_string())?;
         let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
             .map_err(|e| e.to_string())?;
         kube::Client::try_from(config).map_err(|e| e.to_string())
+    }
+
+    /// Creates every object of a multi-document manifest, as `kubectl
+    /// create -f` would: custom resources wait until their CRD is served.
+    pub async fn create_all(&self, objects: &[serde_json::Value]) -> Result<(), String> {
+        for v in objects {
+            let path = collection(v)?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let r = self.request("POST", &path, Some(v)).await?;
+                match r.status {
+                    200 | 201 => break,
+                    // A CRD created a moment ago is not served yet.
+                    404 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+                    s => {
+                        return Err(format!(
+                            "creating {} {}: {s} {}",
+                            v["kind"], v["metadata"]["name"], r.body
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One authenticated request; the body is JSON.
@@ -250,4 +277,42 @@ impl ControlPlane {
             body,
         })
     }
+}
+
+/// The REST collection an object is created in.
+pub fn collection(v: &serde_json::Value) -> Result<String, String> {
+    let kind = v["kind"].as_str().unwrap_or_default();
+    let plural = match kind {
+        "Namespace" => "namespaces",
+        "ServiceAccount" => "serviceaccounts",
+        "ConfigMap" => "configmaps",
+        "Secret" => "secrets",
+        "Service" => "services",
+        "Pod" => "pods",
+        "Deployment" => "deployments",
+        "StatefulSet" => "statefulsets",
+        "ClusterRole" => "clusterroles",
+        "ClusterRoleBinding" => "clusterrolebindings",
+        "Role" => "roles",
+        "RoleBinding" => "rolebindings",
+        "PodDisruptionBudget" => "poddisruptionbudgets",
+        "MutatingWebhookConfiguration" => "mutatingwebhookconfigurations",
+        "CustomResourceDefinition" => "customresourcedefinitions",
+        "Component" => "components",
+        "Configuration" => "configurations",
+        "Subscription" => "subscriptions",
+        "Resiliency" => "resiliencies",
+        "HTTPEndpoint" => "httpendpoints",
+        other => return Err(format!("no collection known for kind {other:?}")),
+    };
+    let api_version = v["apiVersion"].as_str().unwrap_or_default();
+    let base = if api_version.contains('/') {
+        format!("/apis/{api_version}")
+    } else {
+        format!("/api/{api_version}")
+    };
+    Ok(match v["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{base}/namespaces/{ns}/{plural}"),
+        None => format!("{base}/{plural}"),
+    })
 }
