@@ -33,6 +33,22 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Starts a control plane from `KUBEBUILDER_ASSETS`; without them, prints
+/// the one line saying the test is skipped and returns None.
+pub async fn start_or_skip() -> Option<ControlPlane> {
+    match assets() {
+        Ok(dir) => Some(
+            ControlPlane::start(&dir)
+                .await
+                .unwrap_or_else(|e| panic!("control plane: {e}")),
+        ),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
 /// A running control plane; both processes are killed on drop.
 pub struct ControlPlane {
     etcd: Child,

@@ -7,4 +7,5 @@
 
 pub mod apiserver;
 pub mod chart;
+pub mod operator;
 pub mod pki;

@@ -6,16 +6,8 @@
 use std::time::{Duration, Instant};
 
 use daprs_e2e::{apiserver::ControlPlane, chart};
-use daprs_operator::{
-    sentry::SentrySettings,
-    serve::{ServeSettings, run},
-};
+use daprs_operator::serve::run;
 use serde_json::{Value, json};
-
-fn free() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
 
 async fn eventually(cp: &ControlPlane, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -41,14 +33,9 @@ async fn gone(cp: &ControlPlane, path: &str, what: &str) {
 
 #[tokio::test]
 async fn the_install_manifest_runs_the_operator_with_its_own_rights() {
-    let assets = match daprs_e2e::apiserver::assets() {
-        Ok(a) => a,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(cp) = daprs_e2e::apiserver::start_or_skip().await else {
+        return;
     };
-    let cp = ControlPlane::start(&assets).await.expect("control plane");
     let text = std::fs::read_to_string(chart::root().join("deploy/install.yaml")).expect("install.yaml");
     let objects = chart::documents(&text).expect("YAML");
     cp.create_all(&objects)
@@ -78,24 +65,7 @@ async fn the_install_manifest_runs_the_operator_with_its_own_rights() {
     let started = Instant::now();
     tokio::spawn(run(
         client,
-        ServeSettings {
-            sentry: SentrySettings {
-                control_plane_namespace: "dapr-system".into(),
-                control_plane_trust_domain: "cluster.local".into(),
-                workload_ttl: Duration::from_secs(3600),
-                allowed_skew: Duration::from_secs(900),
-            },
-            sentry_addr: free(),
-            api_addr: free(),
-            webhook_addr: free(),
-            health_addr: free(),
-            metrics_addr: None,
-            trust_bundle_owner: Some("daprs-trust-bundle-owner".into()),
-            ca_sync_interval: Duration::from_secs(1),
-            run_controllers: true,
-            identity: "envtest".into(),
-            watchdog: None,
-        },
+        daprs_e2e::operator::settings(Some("daprs-trust-bundle-owner")),
     ));
 
     // The CA, owned by the installation.

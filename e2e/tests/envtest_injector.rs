@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use daprs_e2e::{apiserver::ControlPlane, pki};
+use daprs_e2e::pki;
 use daprs_injector::{
     admission::Requesters,
     server::{self, ReloadingCert, Webhook},
@@ -23,14 +23,9 @@ fn pod(name: &str, annotations: serde_json::Value) -> serde_json::Value {
 
 #[tokio::test]
 async fn pods_created_through_the_api_server_are_injected() {
-    let assets = match daprs_e2e::apiserver::assets() {
-        Ok(a) => a,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(cp) = daprs_e2e::apiserver::start_or_skip().await else {
+        return;
     };
-    let cp = ControlPlane::start(&assets).await.expect("control plane");
 
     // The webhook, in this process, with a certificate the API server trusts.
     let tls = pki::issue(&["127.0.0.1"]).expect("pki");

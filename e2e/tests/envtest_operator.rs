@@ -7,11 +7,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use daprs_e2e::apiserver::{ControlPlane, assets};
-use daprs_operator::{
-    sentry::SentrySettings,
-    serve::{ServeSettings, run},
-};
+use daprs_e2e::apiserver::ControlPlane;
+use daprs_operator::serve::run;
 use daprs_proto::sentry::{
     SignCertificateRequest, ca_client::CaClient, sign_certificate_request::TokenValidator,
 };
@@ -65,14 +62,9 @@ fn csr() -> Vec<u8> {
 
 #[tokio::test]
 async fn operator_against_a_real_api_server() {
-    let assets = match assets() {
-        Ok(a) => a,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(cp) = daprs_e2e::apiserver::start_or_skip().await else {
+        return;
     };
-    let cp = ControlPlane::start(&assets).await.expect("control plane");
 
     // CRDs, generated from the types, installed and established.
     for (_, crd) in daprs_api::crds::all().expect("crds") {
@@ -114,29 +106,9 @@ async fn operator_against_a_real_api_server() {
             "spec": {"containers": [{"name": "orders", "image": "example.com/orders:1"}]}}}})).await;
 
     let client = cp.kube_client().await.expect("kube client");
-    let sentry_addr = free();
-    let api_addr = free();
-    tokio::spawn(run(
-        client,
-        ServeSettings {
-            sentry: SentrySettings {
-                control_plane_namespace: "dapr-system".into(),
-                control_plane_trust_domain: "cluster.local".into(),
-                workload_ttl: Duration::from_secs(3600),
-                allowed_skew: Duration::from_secs(900),
-            },
-            sentry_addr,
-            api_addr,
-            webhook_addr: free(),
-            health_addr: free(),
-            metrics_addr: None,
-            trust_bundle_owner: None,
-            ca_sync_interval: Duration::from_secs(1),
-            run_controllers: true,
-            identity: "envtest".into(),
-            watchdog: None,
-        },
-    ));
+    let settings = daprs_e2e::operator::settings(None);
+    let (sentry_addr, api_addr) = (settings.sentry_addr, settings.api_addr);
+    tokio::spawn(run(client, settings));
 
     eventually(
         &cp,

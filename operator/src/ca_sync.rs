@@ -60,30 +60,11 @@ impl CaSync {
             .map_err(|e| format!("reading ConfigMap {TRUST_BUNDLE}: {e}"))?;
         let owner = crate::owner::lookup(client, &self.namespace, self.owner.as_deref()).await?;
         let owner = owner.as_ref();
-        if let Some(refs) = secret
-            .as_ref()
-            .and_then(|s| crate::owner::missing(&s.metadata, owner))
-        {
-            secrets
-                .patch(
-                    TRUST_BUNDLE,
-                    &PatchParams::default(),
-                    &Patch::Merge(crate::owner::patch(&refs)),
-                )
-                .await
-                .map_err(|e| format!("setting the owner of Secret {TRUST_BUNDLE}: {e}"))?;
+        if let Some(s) = &secret {
+            crate::owner::adopt(&secrets, s, owner).await?;
         }
-        if let Some(refs) = map
-            .as_ref()
-            .and_then(|m| crate::owner::missing(&m.metadata, owner))
-        {
-            maps.patch(
-                TRUST_BUNDLE,
-                &PatchParams::default(),
-                &Patch::Merge(crate::owner::patch(&refs)),
-            )
-            .await
-            .map_err(|e| format!("setting the owner of ConfigMap {TRUST_BUNDLE}: {e}"))?;
+        if let Some(m) = &map {
+            crate::owner::adopt(&maps, m, owner).await?;
         }
         let data: Option<BTreeMap<String, Vec<u8>>> = secret.as_ref().map(|s| {
             s.data

@@ -7,7 +7,10 @@ use k8s_openapi::{
     api::core::v1::ConfigMap,
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
-use kube::Api;
+use kube::{
+    Api, Resource,
+    api::{Patch, PatchParams},
+};
 
 /// The reference to the ConfigMap `name` in `namespace`, when one is
 /// configured and exists.
@@ -50,6 +53,21 @@ pub fn missing(meta: &ObjectMeta, owner: Option<&OwnerReference>) -> Option<Vec<
 /// A merge patch that sets the owner references.
 pub fn patch(refs: &[OwnerReference]) -> serde_json::Value {
     serde_json::json!({"metadata": {"ownerReferences": refs}})
+}
+
+/// Makes `owner` an owner of the existing object `obj`, if it is not yet.
+pub async fn adopt<K>(api: &Api<K>, obj: &K, owner: Option<&OwnerReference>) -> Result<(), String>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(refs) = missing(obj.meta(), owner) else {
+        return Ok(());
+    };
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch(&refs)))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("setting the owner of {} {name}: {e}", K::kind(&())))
 }
 
 #[cfg(test)]

@@ -116,18 +116,8 @@ pub async fn ensure(client: &kube::Client, ca: &Ca, sync: &crate::ca_sync::CaSyn
             }
         }
         tracing::info!("issued the injector's serving certificate");
-    } else if let Some(refs) = current
-        .as_ref()
-        .and_then(|c| crate::owner::missing(&c.metadata, owner.as_ref()))
-    {
-        secrets
-            .patch(
-                SECRET,
-                &PatchParams::default(),
-                &Patch::Merge(crate::owner::patch(&refs)),
-            )
-            .await
-            .map_err(|e| format!("setting the owner of Secret {SECRET}: {e}"))?;
+    } else if let Some(c) = &current {
+        crate::owner::adopt(&secrets, c, owner.as_ref()).await?;
     }
     let hooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let Some(config) = hooks
