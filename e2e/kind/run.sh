@@ -196,6 +196,20 @@ done
 [ "$(kubectl -n e2e get pod "$hpod" -o jsonpath='{.status.containerStatuses[*].restartCount}')" = "$restarts" ] \
   || fail "the pod restarted"
 
+# A v1alpha1 Subscription goes through the operator's conversion webhook.
+kubectl -n e2e apply -f - <<'YAML' || fail "v1alpha1 Subscription"
+apiVersion: dapr.io/v1alpha1
+kind: Subscription
+metadata:
+  name: orders
+spec:
+  pubsubname: pubsub
+  topic: orders
+  route: /orders
+YAML
+[ "$(kubectl -n e2e get subscriptions.v2alpha1.dapr.io orders -o jsonpath='{.spec.routes.default}')" = "/orders" ] \
+  || fail "the Subscription did not convert to v2alpha1"
+
 # The operator pod deleted while calls run: none of them fails.
 failures=$(mktemp)
 (
