@@ -131,6 +131,7 @@ pub(crate) async fn init_all(
     settings: &Settings,
     config: &SidecarConfig,
     resources: &[Resource],
+    metrics: &crate::metrics::Metrics,
 ) -> Result<Loaded, StartError> {
     let app_id = settings.flags.app_id.as_str();
     let comps: Vec<&Component> = resources
@@ -151,12 +152,17 @@ pub(crate) async fn init_all(
         match init(settings, config, c, &comps).await {
             Ok((info, block)) => {
                 tracing::info!(component = %name, r#type = %kind, "component loaded");
+                metrics.component_started(&kind);
                 loaded.put(info, block);
             }
             Err(reason) if c.spec.spec.ignore_errors => {
+                metrics.component_failed(&kind, &name, "init");
                 tracing::error!(component = %name, r#type = %kind, %reason, "component failed to initialise; ignored because spec.ignoreErrors is true");
             }
-            Err(reason) => return Err(StartError::Component { name, kind, reason }),
+            Err(reason) => {
+                metrics.component_failed(&kind, &name, "init");
+                return Err(StartError::Component { name, kind, reason });
+            }
         }
     }
     Ok(loaded)

@@ -17,6 +17,8 @@ pub struct SidecarConfig {
     pub denied_components: Vec<String>,
     /// `spec.metric.enabled`; metrics stay on when unset.
     pub metrics_enabled: bool,
+    /// `spec.metric` (or `spec.metrics`): how metrics are labelled.
+    pub metric: Option<daprs_api::v1alpha1::MetricSpec>,
     /// `spec.secrets.scopes`: which secrets each store exposes to the app.
     pub secret_scopes: Vec<daprs_api::v1alpha1::SecretScope>,
     /// `spec.accessControl`: who may invoke this app; None lets everyone.
@@ -47,6 +49,7 @@ impl SidecarConfig {
                 .map(|c| c.deny.clone())
                 .unwrap_or_default(),
             metrics_enabled: spec.metric().is_none_or(|m| m.enabled),
+            metric: spec.metric().cloned(),
             secret_scopes: spec
                 .secrets
                 .as_ref()

@@ -380,11 +380,13 @@ async fn apply(rt: &Runtime, known: &mut BTreeMap<String, Component>, c: Compone
                 l.put(info, block);
             }
             tracing::info!(component = %name, r#type = %kind, "component loaded");
+            rt.metrics.component_started(&kind);
             // Subscriptions and input bindings move to the new component.
             let _ = rt.components_changed.send(name.clone());
             known.insert(name, c);
         }
         Err(reason) => {
+            rt.metrics.component_failed(&kind, &name, "init");
             tracing::error!(component = %name, r#type = %kind, %reason, "updated component failed to initialise; the previous one stays in use");
         }
     }

@@ -174,7 +174,20 @@ impl InternalServer {
             msg.map_or("", |m| m.method.as_str()),
             verb.as_deref(),
         )?;
-        self.rt.invoke_local(req).await.map_err(Status::from)
+        let from = self
+            .rt
+            .metrics
+            .enabled()
+            .then(|| crate::invoke::get(&req.metadata, "dapr-caller-app-id").map(str::to_string))
+            .flatten();
+        let result = self.rt.invoke_local(req).await;
+        if self.rt.metrics.enabled() {
+            let status = crate::runtime::invocation_status(&result);
+            self.rt
+                .metrics
+                .invocation_received(from.as_deref().unwrap_or(""), status);
+        }
+        result.map_err(Status::from)
     }
 }
 

@@ -38,6 +38,7 @@ pub mod invoke;
 pub mod listen;
 pub mod lock_api;
 pub mod metadata_api;
+pub mod metrics;
 pub mod proxy;
 pub mod pubsub;
 pub mod registry;
@@ -186,7 +187,13 @@ pub async fn run(
     let config = startup::load_config(&flags, operator.as_ref()).await?;
     let resiliency = startup::load_resiliency(&flags.app_id, &resources, operator.as_ref()).await?;
     let endpoints = startup::load_endpoints(&settings, &resources, operator.as_ref()).await?;
-    let mut loaded = components::init_all(&settings, &config, &resources).await?;
+    let metrics = Arc::new(metrics::Metrics::new(
+        flags.enable_metrics && config.metrics_enabled,
+        &flags.app_id,
+        settings.namespace.as_deref().unwrap_or(""),
+        config.metric.as_ref(),
+    ));
+    let mut loaded = components::init_all(&settings, &config, &resources, &metrics).await?;
     let declared = {
         let mut errors = Vec::new();
         let subs = pubsub::subscriptions::declarative(&resources, &flags.app_id, &mut errors);
@@ -309,6 +316,7 @@ pub async fn run(
         subscriptions: Default::default(),
         components_changed: tokio::sync::broadcast::channel(16).0,
         config_watches: Default::default(),
+        metrics: metrics.clone(),
     });
     rt.health.app_healthy.store(true, Ordering::Relaxed);
 
@@ -336,7 +344,10 @@ pub async fn run(
     };
 
     // HTTP API.
-    let router = http_api::router(rt.clone());
+    let mut router = http_api::router(rt.clone());
+    if metrics.enabled() {
+        router = router.layer(metrics::layers::HttpLayer(metrics.clone()));
+    }
     let limits = listen::http_limits(&rt.settings);
     for l in http_listeners {
         let (router, stop) = (router.clone(), stop());
@@ -355,7 +366,10 @@ pub async fn run(
     }
 
     // gRPC API, and any other service proxied to the app named by dapr-app-id.
-    let grpc_router = grpc_router::api(rt.clone()).await;
+    let mut grpc_router = grpc_router::api(rt.clone()).await;
+    if metrics.enabled() {
+        grpc_router = grpc_router.layer(metrics::layers::GrpcLayer(metrics.clone()));
+    }
     let windows = Some((app_channel::STREAM_WINDOW, app_channel::CONNECTION_WINDOW));
     let grpc_limits = listen::grpc_limits(&rt.settings, windows);
     for l in grpc_listeners {
@@ -372,7 +386,10 @@ pub async fn run(
     // Its replies are coalesced into one write each; the API port's are not,
     // because after heavy load the extra yield slowed small-message streams
     // to half (BENCHMARKS.md).
-    let internal_router = grpc_router::internal(rt.clone());
+    let mut internal_router = grpc_router::internal(rt.clone());
+    if metrics.enabled() {
+        internal_router = internal_router.layer(metrics::layers::GrpcLayer(metrics.clone()));
+    }
     let internal_limits = listen::grpc_limits(&rt.settings, windows);
     for l in internal {
         let (router, stop) = (internal_router.clone(), stop());
@@ -399,7 +416,7 @@ pub async fn run(
     }
 
     // Metrics.
-    if flags.enable_metrics && rt.config.metrics_enabled {
+    if metrics.enabled() {
         match listen::bind_all("metrics", &rt.settings.metrics_listen, flags.metrics_port).await {
             Ok(ls) => {
                 let router = axum::Router::new()
@@ -519,17 +536,19 @@ pub async fn run(
 
 async fn metrics_text(axum::extract::State(rt): axum::extract::State<Arc<Runtime>>) -> String {
     let ready = |b: bool| if b { 1 } else { 0 };
-    format!(
+    let mut out = format!(
         "# HELP dapr_runtime_ready Whether the sidecar is ready (outbound and app).\n\
          # TYPE dapr_runtime_ready gauge\n\
          dapr_runtime_ready{{app_id=\"{id}\",target=\"outbound\"}} {o}\n\
          dapr_runtime_ready{{app_id=\"{id}\",target=\"app\"}} {a}\n\
-         # HELP dapr_runtime_component_loaded Components loaded.\n\
-         # TYPE dapr_runtime_component_loaded gauge\n\
-         dapr_runtime_component_loaded{{app_id=\"{id}\"}} {c}\n",
+         # HELP dapr_runtime_components Components in use.\n\
+         # TYPE dapr_runtime_components gauge\n\
+         dapr_runtime_components{{app_id=\"{id}\"}} {c}\n",
         id = rt.app_id,
         o = ready(rt.health.outbound.load(Ordering::Relaxed)),
         a = ready(rt.health.app_ready.load(Ordering::Relaxed)),
         c = rt.components().len(),
-    )
+    );
+    rt.metrics.render(&mut out);
+    out
 }

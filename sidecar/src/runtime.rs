@@ -201,6 +201,17 @@ pub struct Runtime {
     pub components_changed: tokio::sync::broadcast::Sender<String>,
     /// Configuration subscriptions by id, for unsubscribing.
     pub config_watches: crate::configuration_api::Watches,
+    /// What is recorded for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The status an invocation's metrics carry: the app's (HTTP status, or gRPC
+/// code), or the HTTP status of the error that kept it from the app.
+pub fn invocation_status(result: &Result<InternalInvokeResponse, ApiError>) -> i32 {
+    match result {
+        Ok(res) => res.status.as_ref().map_or(200, |s| s.code),
+        Err(e) => i32::from(e.http.as_u16()),
+    }
 }
 
 /// The subscriptions in use, each under a token that removes it.
@@ -314,12 +325,22 @@ impl Runtime {
             }
         }
         self.invoker.stamp(target, &mut req);
-        if self.invoker.is_self(target) {
+        let start = std::time::Instant::now();
+        let result = if self.invoker.is_self(target) {
             self.invoke_local(req).await
         } else {
             let policy = self.resiliency.app(&target.app_id);
             self.invoker.remote(target, req, &policy).await
+        };
+        if self.metrics.enabled() {
+            self.metrics.invocation_sent(
+                &target.app_id,
+                false,
+                invocation_status(&result),
+                crate::metrics::elapsed_ms(start),
+            );
         }
+        result
     }
 
     /// Records a running subscription; the token removes it.

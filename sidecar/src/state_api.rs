@@ -203,19 +203,40 @@ impl Runtime {
         })
     }
 
+    /// Runs one state store call, recording `dapr_component_state_*`.
+    async fn timed<T>(
+        &self,
+        store: &str,
+        operation: &str,
+        call: impl std::future::Future<Output = daprs_components::Result<T>>,
+    ) -> daprs_components::Result<T> {
+        if !self.metrics.enabled() {
+            return call.await;
+        }
+        let start = std::time::Instant::now();
+        let result = call.await;
+        let ms = crate::metrics::elapsed_ms(start);
+        self.metrics.state_call(store, operation, result.is_ok(), ms);
+        result
+    }
+
     /// Reads one key.
     pub async fn get_state(&self, store: &str, key: &str) -> Result<Option<Item>, ApiError> {
         let entry = self.state_store(store)?;
         let full = self.state_key(store, &entry, key)?;
-        self.outbound(store, || entry.store.get(&full), backend_failure)
-            .await
-            .map_err(|e| {
-                store_error(
-                    "ERR_STATE_GET",
-                    format!("fail to get {key} from state store {store}"),
-                    e,
-                )
-            })
+        self.timed(
+            store,
+            "get",
+            self.outbound(store, || entry.store.get(&full), backend_failure),
+        )
+        .await
+        .map_err(|e| {
+            store_error(
+                "ERR_STATE_GET",
+                format!("fail to get {key} from state store {store}"),
+                e,
+            )
+        })
     }
 
     /// Reads many keys; per-key failures are reported in the items.
@@ -226,14 +247,18 @@ impl Runtime {
             full.push(self.state_key(store, &entry, k)?);
         }
         let results = self
-            .outbound(
+            .timed(
                 store,
-                || async { Ok(entry.store.bulk_get(&full).await) },
-                |r| {
-                    r.as_ref()
-                        .is_ok_and(|v| v.iter().any(|x| backend_failure(x).is_some()))
-                        .then_some(Failure::Transport)
-                },
+                "bulk_get",
+                self.outbound(
+                    store,
+                    || async { Ok(entry.store.bulk_get(&full).await) },
+                    |r| {
+                        r.as_ref()
+                            .is_ok_and(|v| v.iter().any(|x| backend_failure(x).is_some()))
+                            .then_some(Failure::Transport)
+                    },
+                ),
             )
             .await
             .unwrap_or_else(|e| {
@@ -273,15 +298,19 @@ impl Runtime {
         }
         for req in reqs {
             let key = state::original_key(&req.key).to_string();
-            self.outbound(store, || entry.store.set(req.clone()), backend_failure)
-                .await
-                .map_err(|e| {
-                    store_error(
-                        "ERR_STATE_SAVE",
-                        format!("failed saving state {key} in state store {store}"),
-                        e,
-                    )
-                })?;
+            self.timed(
+                store,
+                "set",
+                self.outbound(store, || entry.store.set(req.clone()), backend_failure),
+            )
+            .await
+            .map_err(|e| {
+                store_error(
+                    "ERR_STATE_SAVE",
+                    format!("failed saving state {key} in state store {store}"),
+                    e,
+                )
+            })?;
         }
         Ok(())
     }
@@ -291,15 +320,19 @@ impl Runtime {
         let entry = self.state_store(store)?;
         let full = self.state_key(store, &entry, key)?;
         let req = DeleteRequest { key: full, etag };
-        self.outbound(store, || entry.store.delete(req.clone()), backend_failure)
-            .await
-            .map_err(|e| {
-                store_error(
-                    "ERR_STATE_DELETE",
-                    format!("failed deleting state with key {key}"),
-                    e,
-                )
-            })
+        self.timed(
+            store,
+            "delete",
+            self.outbound(store, || entry.store.delete(req.clone()), backend_failure),
+        )
+        .await
+        .map_err(|e| {
+            store_error(
+                "ERR_STATE_DELETE",
+                format!("failed deleting state with key {key}"),
+                e,
+            )
+        })
     }
 
     /// Applies a transaction atomically.
@@ -325,15 +358,19 @@ impl Runtime {
         if out.is_empty() {
             return Ok(());
         }
-        self.outbound(store, || entry.store.transact(out.clone()), backend_failure)
-            .await
-            .map_err(|e| {
-                store_error(
-                    "ERR_STATE_TRANSACTION",
-                    format!("error while executing state transaction on {store}"),
-                    e,
-                )
-            })
+        self.timed(
+            store,
+            "transaction",
+            self.outbound(store, || entry.store.transact(out.clone()), backend_failure),
+        )
+        .await
+        .map_err(|e| {
+            store_error(
+                "ERR_STATE_TRANSACTION",
+                format!("error while executing state transaction on {store}"),
+                e,
+            )
+        })
     }
 
     /// Runs a query (Dapr's query language, as JSON text) over this app's
@@ -366,10 +403,14 @@ impl Runtime {
             .with_resource("state", store)
         };
         let items = self
-            .outbound(
+            .timed(
                 store,
-                || entry.store.scan(&prefix, q.filter.as_ref()),
-                backend_failure,
+                "query",
+                self.outbound(
+                    store,
+                    || entry.store.scan(&prefix, q.filter.as_ref()),
+                    backend_failure,
+                ),
             )
             .await
             .map_err(failed)?

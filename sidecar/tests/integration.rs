@@ -24,6 +24,8 @@ mod invoke;
 mod lifecycle;
 #[path = "integration/lock.rs"]
 mod lock;
+#[path = "integration/metrics.rs"]
+mod metrics;
 #[path = "integration/proxy.rs"]
 mod proxy;
 #[path = "integration/pubsub.rs"]

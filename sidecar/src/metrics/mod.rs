@@ -1,0 +1,419 @@
+//! Dapr's metrics, with Dapr's names, labels and buckets, served as
+//! Prometheus text on `--metrics-port`.
+//!
+//! [`Metrics`] holds every family this sidecar records. The HTTP and gRPC
+//! servers record through the tower layers in [`layers`]; service
+//! invocation and components record through the methods here. When metrics
+//! are off the layers are not installed and the methods return at once.
+
+pub mod layers;
+pub mod paths;
+pub mod registry;
+
+use std::time::Instant;
+
+use daprs_api::v1alpha1::MetricSpec;
+
+use self::{
+    paths::PathLabels,
+    registry::{Family, LATENCY_MS, SIZE_BYTES},
+};
+
+const APP: &[&str] = &["app_id"];
+const HTTP: &[&str] = &["app_id", "method", "path", "status"];
+const HTTP_SENT: &[&str] = &["app_id", "method", "path"];
+const GRPC_SERVER: &[&str] = &["app_id", "grpc_server_method", "grpc_server_status"];
+const GRPC_SERVER_BYTES: &[&str] = &["app_id", "grpc_server_method"];
+const GRPC_CLIENT: &[&str] = &["app_id", "grpc_client_method", "grpc_client_status"];
+const COMPONENT_OP: &[&str] = &["app_id", "component", "namespace", "operation", "success"];
+
+/// Every family the sidecar records.
+pub struct Metrics {
+    enabled: bool,
+    app_id: String,
+    namespace: String,
+    /// How HTTP paths and methods become labels.
+    pub paths: PathLabels,
+    http_server_request_count: Family,
+    http_server_response_count: Family,
+    http_server_latency: Family,
+    http_server_request_bytes: Family,
+    http_server_response_bytes: Family,
+    http_client_completed_count: Family,
+    http_client_roundtrip_latency: Family,
+    http_client_sent_bytes: Family,
+    http_client_received_bytes: Family,
+    grpc_server_completed_rpcs: Family,
+    grpc_server_latency: Family,
+    grpc_server_received_bytes: Family,
+    grpc_server_sent_bytes: Family,
+    grpc_client_completed_rpcs: Family,
+    grpc_client_roundtrip_latency: Family,
+    invocation_req_sent: Family,
+    invocation_req_recv: Family,
+    invocation_res_sent: Family,
+    invocation_res_recv: Family,
+    invocation_res_recv_latency: Family,
+    component_loaded: Family,
+    component_init: Family,
+    component_init_fail: Family,
+    state_count: Family,
+    state_latencies: Family,
+}
+
+/// Milliseconds since `start`, as Dapr records latencies.
+pub fn elapsed_ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+impl Metrics {
+    /// The families for `app_id`, shaped by `spec.metric`; `enabled: false`
+    /// records nothing.
+    pub fn new(enabled: bool, app_id: &str, namespace: &str, spec: Option<&MetricSpec>) -> Self {
+        let custom: Vec<f64>;
+        let latency: &[f64] = match spec.map(|s| &s.latency_distribution_buckets) {
+            Some(b) if !b.is_empty() => {
+                custom = b.iter().map(|v| *v as f64).collect();
+                &custom
+            }
+            _ => LATENCY_MS,
+        };
+        Self {
+            enabled,
+            app_id: app_id.to_string(),
+            namespace: namespace.to_string(),
+            paths: PathLabels::new(spec.and_then(|s| s.http.as_ref())),
+            http_server_request_count: Family::counter(
+                "dapr_http_server_request_count",
+                "The number of HTTP requests started in the server.",
+                HTTP,
+            ),
+            http_server_response_count: Family::counter(
+                "dapr_http_server_response_count",
+                "The number of HTTP responses.",
+                HTTP,
+            ),
+            http_server_latency: Family::histogram(
+                "dapr_http_server_latency",
+                "HTTP request end-to-end latency in the server, in milliseconds.",
+                HTTP,
+                latency,
+            ),
+            http_server_request_bytes: Family::histogram(
+                "dapr_http_server_request_bytes",
+                "HTTP request body sizes in the server.",
+                APP,
+                SIZE_BYTES,
+            ),
+            http_server_response_bytes: Family::histogram(
+                "dapr_http_server_response_bytes",
+                "HTTP response body sizes in the server.",
+                APP,
+                SIZE_BYTES,
+            ),
+            http_client_completed_count: Family::counter(
+                "dapr_http_client_completed_count",
+                "Count of completed HTTP requests to the app.",
+                HTTP,
+            ),
+            http_client_roundtrip_latency: Family::histogram(
+                "dapr_http_client_roundtrip_latency",
+                "Time from sending an HTTP request to the app to its whole response, in milliseconds.",
+                HTTP,
+                latency,
+            ),
+            http_client_sent_bytes: Family::histogram(
+                "dapr_http_client_sent_bytes",
+                "Request body bytes sent to the app.",
+                HTTP_SENT,
+                SIZE_BYTES,
+            ),
+            http_client_received_bytes: Family::histogram(
+                "dapr_http_client_received_bytes",
+                "Response body bytes received from the app.",
+                APP,
+                SIZE_BYTES,
+            ),
+            grpc_server_completed_rpcs: Family::counter(
+                "dapr_grpc_io_server_completed_rpcs",
+                "Count of RPCs completed by the server, by method and status.",
+                GRPC_SERVER,
+            ),
+            grpc_server_latency: Family::histogram(
+                "dapr_grpc_io_server_server_latency",
+                "Time from the first byte of a request to the last byte of its response, in milliseconds.",
+                GRPC_SERVER,
+                latency,
+            ),
+            grpc_server_received_bytes: Family::histogram(
+                "dapr_grpc_io_server_received_bytes_per_rpc",
+                "Bytes received across all messages of an RPC.",
+                GRPC_SERVER_BYTES,
+                SIZE_BYTES,
+            ),
+            grpc_server_sent_bytes: Family::histogram(
+                "dapr_grpc_io_server_sent_bytes_per_rpc",
+                "Bytes sent across all response messages of an RPC.",
+                GRPC_SERVER_BYTES,
+                SIZE_BYTES,
+            ),
+            grpc_client_completed_rpcs: Family::counter(
+                "dapr_grpc_io_client_completed_rpcs",
+                "Count of RPCs made, by method and status.",
+                GRPC_CLIENT,
+            ),
+            grpc_client_roundtrip_latency: Family::histogram(
+                "dapr_grpc_io_client_roundtrip_latency",
+                "Time from sending a request to receiving its whole response, in milliseconds.",
+                GRPC_CLIENT,
+                latency,
+            ),
+            invocation_req_sent: Family::counter(
+                "dapr_runtime_service_invocation_req_sent_total",
+                "The number of requests sent via service invocation.",
+                &["app_id", "dst_app_id", "type"],
+            ),
+            invocation_req_recv: Family::counter(
+                "dapr_runtime_service_invocation_req_recv_total",
+                "The number of requests received via service invocation.",
+                &["app_id", "src_app_id"],
+            ),
+            invocation_res_sent: Family::counter(
+                "dapr_runtime_service_invocation_res_sent_total",
+                "The number of responses sent via service invocation.",
+                &["app_id", "dst_app_id", "status"],
+            ),
+            invocation_res_recv: Family::counter(
+                "dapr_runtime_service_invocation_res_recv_total",
+                "The number of responses received via service invocation.",
+                &["app_id", "src_app_id", "status", "type"],
+            ),
+            invocation_res_recv_latency: Family::histogram(
+                "dapr_runtime_service_invocation_res_recv_latency_ms",
+                "The latency of service invocation responses, in milliseconds.",
+                &["app_id", "src_app_id", "status"],
+                latency,
+            ),
+            component_loaded: Family::counter(
+                "dapr_runtime_component_loaded",
+                "The number of successfully loaded components.",
+                APP,
+            ),
+            component_init: Family::counter(
+                "dapr_runtime_component_init_total",
+                "The number of initialized components.",
+                &["app_id", "component"],
+            ),
+            component_init_fail: Family::counter(
+                "dapr_runtime_component_init_fail_total",
+                "The number of component initialization failures.",
+                &["app_id", "component", "reason", "componentName"],
+            ),
+            state_count: Family::counter(
+                "dapr_component_state_count",
+                "The number of operations performed on the state component.",
+                COMPONENT_OP,
+            ),
+            state_latencies: Family::histogram(
+                "dapr_component_state_latencies",
+                "The latency of the response from the state component, in milliseconds.",
+                COMPONENT_OP,
+                latency,
+            ),
+        }
+    }
+
+    /// A set that records nothing.
+    pub fn disabled() -> Self {
+        Self::new(false, "", "", None)
+    }
+
+    /// Whether anything is recorded.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn families(&self) -> [&Family; 25] {
+        [
+            &self.http_server_request_count,
+            &self.http_server_response_count,
+            &self.http_server_latency,
+            &self.http_server_request_bytes,
+            &self.http_server_response_bytes,
+            &self.http_client_completed_count,
+            &self.http_client_roundtrip_latency,
+            &self.http_client_sent_bytes,
+            &self.http_client_received_bytes,
+            &self.grpc_server_completed_rpcs,
+            &self.grpc_server_latency,
+            &self.grpc_server_received_bytes,
+            &self.grpc_server_sent_bytes,
+            &self.grpc_client_completed_rpcs,
+            &self.grpc_client_roundtrip_latency,
+            &self.invocation_req_sent,
+            &self.invocation_req_recv,
+            &self.invocation_res_sent,
+            &self.invocation_res_recv,
+            &self.invocation_res_recv_latency,
+            &self.component_loaded,
+            &self.component_init,
+            &self.component_init_fail,
+            &self.state_count,
+            &self.state_latencies,
+        ]
+    }
+
+    /// Everything recorded, as Prometheus text.
+    pub fn render(&self, out: &mut String) {
+        for f in self.families() {
+            f.render(out);
+        }
+    }
+
+    /// One HTTP request the API server answered.
+    pub fn http_served(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        req_bytes: u64,
+        res_bytes: u64,
+        ms: f64,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let path = self.paths.path(path);
+        let status = status_text(status);
+        let labels = [
+            self.app_id.as_str(),
+            self.paths.method(method),
+            &path,
+            status.as_str(),
+        ];
+        self.http_server_request_count.add(&labels, 1.0);
+        self.http_server_response_count.add(&labels, 1.0);
+        self.http_server_latency.observe(&labels, ms);
+        self.http_server_request_bytes
+            .observe(&[&self.app_id], req_bytes as f64);
+        self.http_server_response_bytes
+            .observe(&[&self.app_id], res_bytes as f64);
+    }
+
+    /// One HTTP request to the app.
+    pub fn http_client(&self, method: &str, path: &str, status: u16, sent: u64, received: u64, ms: f64) {
+        if !self.enabled {
+            return;
+        }
+        let path = self.paths.path(path);
+        let status = status_text(status);
+        let method = self.paths.method(method);
+        let labels = [self.app_id.as_str(), method, &path, status.as_str()];
+        self.http_client_completed_count.add(&labels, 1.0);
+        self.http_client_roundtrip_latency.observe(&labels, ms);
+        self.http_client_sent_bytes
+            .observe(&[&self.app_id, method, &path], sent as f64);
+        self.http_client_received_bytes
+            .observe(&[&self.app_id], received as f64);
+    }
+
+    /// One RPC the gRPC server completed (`code` as gRPC names it, e.g. `OK`).
+    pub fn grpc_served(&self, method: &str, code: &str, received: u64, sent: u64, ms: f64) {
+        if !self.enabled {
+            return;
+        }
+        let labels = [self.app_id.as_str(), method, code];
+        self.grpc_server_completed_rpcs.add(&labels, 1.0);
+        self.grpc_server_latency.observe(&labels, ms);
+        self.grpc_server_received_bytes
+            .observe(&labels[..2], received as f64);
+        self.grpc_server_sent_bytes.observe(&labels[..2], sent as f64);
+    }
+
+    /// One RPC made to the app or another sidecar.
+    pub fn grpc_client(&self, method: &str, code: &str, ms: f64) {
+        if !self.enabled {
+            return;
+        }
+        let labels = [self.app_id.as_str(), method, code];
+        self.grpc_client_completed_rpcs.add(&labels, 1.0);
+        self.grpc_client_roundtrip_latency.observe(&labels, ms);
+    }
+
+    /// A call this app made to `target`, and its answer (`status`: the
+    /// app's HTTP status, or the gRPC code's number).
+    pub fn invocation_sent(&self, target: &str, streaming: bool, status: i32, ms: f64) {
+        if !self.enabled {
+            return;
+        }
+        let kind = if streaming { "streaming" } else { "unary" };
+        let status = status.to_string();
+        self.invocation_req_sent.add(&[&self.app_id, target, kind], 1.0);
+        self.invocation_res_recv
+            .add(&[&self.app_id, target, &status, kind], 1.0);
+        self.invocation_res_recv_latency
+            .observe(&[&self.app_id, target, &status], ms);
+    }
+
+    /// A call `caller` made to this app, and the answer it got.
+    pub fn invocation_received(&self, caller: &str, status: i32) {
+        if !self.enabled {
+            return;
+        }
+        self.invocation_req_recv.add(&[&self.app_id, caller], 1.0);
+        self.invocation_res_sent
+            .add(&[&self.app_id, caller, &status.to_string()], 1.0);
+    }
+
+    /// A component that started (`kind`: its type, e.g. `state.redis`).
+    pub fn component_started(&self, kind: &str) {
+        if !self.enabled {
+            return;
+        }
+        self.component_loaded.add(&[&self.app_id], 1.0);
+        self.component_init.add(&[&self.app_id, kind], 1.0);
+    }
+
+    /// A component that failed to start.
+    pub fn component_failed(&self, kind: &str, name: &str, reason: &str) {
+        if !self.enabled {
+            return;
+        }
+        self.component_init_fail
+            .add(&[&self.app_id, kind, reason, name], 1.0);
+    }
+
+    /// One state store operation (`get`, `set`, `delete`, `bulk_get`, ...).
+    pub fn state_call(&self, store: &str, operation: &str, success: bool, ms: f64) {
+        if !self.enabled {
+            return;
+        }
+        let labels = [
+            self.app_id.as_str(),
+            store,
+            self.namespace.as_str(),
+            operation,
+            if success { "true" } else { "false" },
+        ];
+        self.state_count.add(&labels, 1.0);
+        self.state_latencies.observe(&labels, ms);
+    }
+}
+
+/// An HTTP status as a label, without allocating.
+fn status_text(status: u16) -> StatusText {
+    let s = status.min(999);
+    StatusText([
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ])
+}
+
+struct StatusText([u8; 3]);
+
+impl StatusText {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}

@@ -1,0 +1,249 @@
+//! `/metrics` after real traffic, read with a Prometheus text parser: the
+//! names, labels and counts Dapr's dashboards query.
+
+use daprs_proto::{
+    common::{HttpExtension, InvokeRequest},
+    runtime::InvokeServiceRequest,
+};
+use prometheus_parse::{Scrape, Value};
+
+use super::{
+    apps::http_app,
+    harness::{Daprd, Spec, resources, temp_dir},
+};
+
+async fn scrape(d: &Daprd) -> Scrape {
+    let url = format!("http://127.0.0.1:{}/metrics", d.metrics_port);
+    let r = super::harness::send("GET", &url, &[], Default::default())
+        .await
+        .expect("scrape");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text")
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .find(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(h) => h.last().map_or(0.0, |c| c.count),
+            Value::Summary(_) => f64::NAN,
+        })
+}
+
+fn series(s: &Scrape, name: &str) -> usize {
+    s.samples.iter().filter(|x| x.metric == name).count()
+}
+
+const RESOURCES: &str = r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: statestore
+spec:
+  type: state.in-memory
+  version: v1
+  metadata: []
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: broken
+spec:
+  type: state.postgresql
+  version: v1
+  ignoreErrors: true
+  metadata: []
+"#;
+
+#[tokio::test]
+async fn dapr_metrics_after_real_traffic() {
+    let home = temp_dir("metrics");
+    let app = http_app().await;
+    let target = Daprd::start(Spec {
+        app_port: Some(app),
+        ..Spec::new("metrics-target", &home)
+    })
+    .await;
+    let res = resources(&home, RESOURCES);
+    let caller = Daprd::start(Spec {
+        resources: Some(&res),
+        ..Spec::new("metrics-caller", &home)
+    })
+    .await;
+
+    for _ in 0..3 {
+        let r = caller
+            .get("/v1.0/invoke/metrics-target/method/echo")
+            .await
+            .expect("invoke");
+        assert_eq!(r.status, 200);
+    }
+    let mut grpc = caller.grpc().await;
+    grpc.invoke_service(InvokeServiceRequest {
+        id: "metrics-target".into(),
+        message: Some(InvokeRequest {
+            method: "echo".into(),
+            http_extension: Some(HttpExtension {
+                verb: 1,
+                querystring: String::new(),
+            }),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("InvokeService");
+    let r = caller
+        .send(
+            "POST",
+            "/v1.0/state/statestore",
+            &[],
+            r#"[{"key":"k","value":1}]"#,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        caller.get("/v1.0/state/statestore/k").await.expect("get").status,
+        200
+    );
+
+    let s = scrape(&caller).await;
+    let app_id = ("app_id", "metrics-caller");
+    // Low cardinality by default: the path label is empty.
+    assert!(
+        value(
+            &s,
+            "dapr_http_server_request_count",
+            &[app_id, ("method", "GET"), ("path", ""), ("status", "200")]
+        ) >= Some(4.0)
+    );
+    assert!(
+        value(
+            &s,
+            "dapr_http_server_latency_count",
+            &[app_id, ("method", "POST"), ("status", "204")]
+        )
+        .is_some()
+    );
+    assert_eq!(
+        value(
+            &s,
+            "dapr_runtime_service_invocation_req_sent_total",
+            &[app_id, ("dst_app_id", "metrics-target"), ("type", "unary")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "dapr_runtime_service_invocation_res_recv_total",
+            &[
+                app_id,
+                ("src_app_id", "metrics-target"),
+                ("status", "200"),
+                ("type", "unary")
+            ]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "dapr_runtime_service_invocation_res_recv_latency_ms_count",
+            &[app_id, ("src_app_id", "metrics-target"), ("status", "200")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "dapr_grpc_io_server_completed_rpcs",
+            &[
+                app_id,
+                ("grpc_server_method", "/dapr.proto.runtime.v1.Dapr/InvokeService"),
+                ("grpc_server_status", "OK")
+            ]
+        ),
+        Some(1.0)
+    );
+    for (op, n) in [("set", 1.0), ("get", 1.0)] {
+        assert_eq!(
+            value(
+                &s,
+                "dapr_component_state_count",
+                &[
+                    app_id,
+                    ("component", "statestore"),
+                    ("operation", op),
+                    ("success", "true")
+                ]
+            ),
+            Some(n),
+            "{op}"
+        );
+    }
+    assert_eq!(
+        value(
+            &s,
+            "dapr_runtime_component_init_total",
+            &[app_id, ("component", "state.in-memory")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "dapr_runtime_component_init_fail_total",
+            &[
+                app_id,
+                ("component", "state.postgresql"),
+                ("reason", "init"),
+                ("componentName", "broken")
+            ]
+        ),
+        Some(1.0)
+    );
+
+    // The callee counts what it received, from whom, and its internal RPCs.
+    let t = scrape(&target).await;
+    let app_id = ("app_id", "metrics-target");
+    assert_eq!(
+        value(
+            &t,
+            "dapr_runtime_service_invocation_req_recv_total",
+            &[app_id, ("src_app_id", "metrics-caller")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &t,
+            "dapr_runtime_service_invocation_res_sent_total",
+            &[app_id, ("dst_app_id", "metrics-caller"), ("status", "200")]
+        ),
+        Some(4.0)
+    );
+    assert!(
+        value(
+            &t,
+            "dapr_grpc_io_server_completed_rpcs",
+            &[app_id, ("grpc_server_status", "OK")]
+        ) >= Some(4.0)
+    );
+
+    // 10,000 distinct paths leave one series per method and status.
+    for i in 0..10_000 {
+        let _ = caller.get(&format!("/v1.0/state/statestore/key-{i}")).await;
+    }
+    let s = scrape(&caller).await;
+    assert!(
+        series(&s, "dapr_http_server_request_count") <= 4,
+        "{} series",
+        series(&s, "dapr_http_server_request_count")
+    );
+    assert!(series(&s, "dapr_component_state_count") <= 4);
+}
