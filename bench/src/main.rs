@@ -7,6 +7,7 @@
 mod apps;
 mod load;
 mod nginx;
+mod observability;
 mod sidecar;
 mod stream;
 
@@ -350,6 +351,9 @@ async fn main() -> anyhow::Result<()> {
     };
     for case in cases.iter().filter(|c| chosen(c.name)) {
         out.push_str(&run_case(case, &caller, &args, &payload, &mut usage_rows).await?);
+    }
+    if chosen("metrics") {
+        out.push_str(&observability::section(&binary, &home, (http_port, grpc_port), &args, &payload).await?);
     }
     if chosen("proxied gRPC streams") {
         out.push_str(&stream::section(&caller, &stream_side, echo_port).await?);

@@ -19,6 +19,8 @@ pub struct SidecarConfig {
     pub metrics_enabled: bool,
     /// `spec.metric` (or `spec.metrics`): how metrics are labelled.
     pub metric: Option<daprs_api::v1alpha1::MetricSpec>,
+    /// `spec.logging.apiLogging`: the default of `--enable-api-logging`.
+    pub api_logging: Option<daprs_api::v1alpha1::ApiLoggingSpec>,
     /// `spec.secrets.scopes`: which secrets each store exposes to the app.
     pub secret_scopes: Vec<daprs_api::v1alpha1::SecretScope>,
     /// `spec.accessControl`: who may invoke this app; None lets everyone.
@@ -50,6 +52,7 @@ impl SidecarConfig {
                 .unwrap_or_default(),
             metrics_enabled: spec.metric().is_none_or(|m| m.enabled),
             metric: spec.metric().cloned(),
+            api_logging: spec.logging.as_ref().and_then(|l| l.api_logging.clone()),
             secret_scopes: spec
                 .secrets
                 .as_ref()

@@ -37,8 +37,10 @@ pub mod internal;
 pub mod invoke;
 pub mod listen;
 pub mod lock_api;
+pub mod logging;
 pub mod metadata_api;
 pub mod metrics;
+pub mod observe;
 pub mod proxy;
 pub mod pubsub;
 pub mod registry;
@@ -344,9 +346,10 @@ pub async fn run(
     };
 
     // HTTP API.
+    let observe = observe::Observe::new(&metrics, rt.api_log());
     let mut router = http_api::router(rt.clone());
-    if metrics.enabled() {
-        router = router.layer(metrics::layers::HttpLayer(metrics.clone()));
+    if observe.any() {
+        router = router.layer(observe::HttpLayer(observe.clone()));
     }
     let limits = listen::http_limits(&rt.settings);
     for l in http_listeners {
@@ -367,8 +370,8 @@ pub async fn run(
 
     // gRPC API, and any other service proxied to the app named by dapr-app-id.
     let mut grpc_router = grpc_router::api(rt.clone()).await;
-    if metrics.enabled() {
-        grpc_router = grpc_router.layer(metrics::layers::GrpcLayer(metrics.clone()));
+    if observe.any() {
+        grpc_router = grpc_router.layer(observe::GrpcLayer(observe.clone()));
     }
     let windows = Some((app_channel::STREAM_WINDOW, app_channel::CONNECTION_WINDOW));
     let grpc_limits = listen::grpc_limits(&rt.settings, windows);
@@ -387,8 +390,9 @@ pub async fn run(
     // because after heavy load the extra yield slowed small-message streams
     // to half (BENCHMARKS.md).
     let mut internal_router = grpc_router::internal(rt.clone());
+    // Sidecar-to-sidecar calls are counted, not logged as API calls.
     if metrics.enabled() {
-        internal_router = internal_router.layer(metrics::layers::GrpcLayer(metrics.clone()));
+        internal_router = internal_router.layer(observe::GrpcLayer(observe::Observe::new(&metrics, None)));
     }
     let internal_limits = listen::grpc_limits(&rt.settings, windows);
     for l in internal {

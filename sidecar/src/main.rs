@@ -4,30 +4,9 @@ use std::collections::HashMap;
 
 use clap::Parser;
 use daprs_sidecar::{
-    flags::{Flags, LogLevel, normalise_args},
+    flags::{Flags, normalise_args},
     settings::Settings,
 };
-
-fn init_logging(flags: &Flags) {
-    let level = match flags.log_level {
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warn => "warn",
-        LogLevel::Error => "error",
-    };
-    // Our crates log at the chosen level; libraries only warn.
-    let filter = tracing_subscriber::EnvFilter::new(format!(
-        "warn,daprd={level},daprs_sidecar={level},daprs_components={level}"
-    ));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    if flags.log_as_json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
-}
 
 async fn terminate() {
     #[cfg(unix)]
@@ -138,7 +117,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    init_logging(&settings.flags);
+    daprs_sidecar::logging::init(&settings.flags);
     let runtime = match runtime(threads) {
         Ok(r) => r,
         Err(e) => {

@@ -312,6 +312,20 @@ impl Runtime {
         app.invoke(req).await
     }
 
+    /// How API calls are logged, if they are: `--enable-api-logging` when
+    /// given, else the Configuration's `spec.logging.apiLogging.enabled`.
+    pub fn api_log(&self) -> Option<crate::observe::ApiLog> {
+        let spec = self.config.api_logging.clone().unwrap_or_default();
+        self.settings
+            .flags
+            .enable_api_logging
+            .unwrap_or(spec.enabled)
+            .then_some(crate::observe::ApiLog {
+                omit_health_checks: spec.omit_health_checks,
+                obfuscate_urls: spec.obfuscate_urls,
+            })
+    }
+
     /// Invokes `target` (self or another app) with a request the caller built.
     pub async fn invoke(
         &self,

@@ -24,6 +24,8 @@ mod invoke;
 mod lifecycle;
 #[path = "integration/lock.rs"]
 mod lock;
+#[path = "integration/logs.rs"]
+mod logs;
 #[path = "integration/metrics.rs"]
 mod metrics;
 #[path = "integration/proxy.rs"]

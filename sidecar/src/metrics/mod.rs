@@ -2,11 +2,10 @@
 //! Prometheus text on `--metrics-port`.
 //!
 //! [`Metrics`] holds every family this sidecar records. The HTTP and gRPC
-//! servers record through the tower layers in [`layers`]; service
+//! servers record through the tower layers in [`crate::observe`]; service
 //! invocation and components record through the methods here. When metrics
 //! are off the layers are not installed and the methods return at once.
 
-pub mod layers;
 pub mod paths;
 pub mod registry;
 

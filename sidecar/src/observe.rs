@@ -1,5 +1,6 @@
-//! The metrics of every request the HTTP and gRPC servers answer, as tower
-//! layers put in front of their routers once.
+//! What every call the HTTP and gRPC APIs answer leaves behind: Dapr's
+//! metrics and, when API logging is on, one log line. Tower layers put in
+//! front of the routers once; neither is installed when both are off.
 
 use std::{
     future::Future,
@@ -19,7 +20,45 @@ use axum::{
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{Metrics, elapsed_ms};
+use crate::metrics::{Metrics, elapsed_ms};
+
+/// API logging (`--enable-api-logging`, `spec.logging.apiLogging`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApiLog {
+    /// Leave `/v1.0/healthz` calls out.
+    pub omit_health_checks: bool,
+    /// Log the route (`GET /v1.0/state/{storeName}/{key}`) instead of the URL.
+    pub obfuscate_urls: bool,
+}
+
+/// What the layers record.
+#[derive(Clone, Default)]
+pub struct Observe {
+    pub metrics: Option<Arc<Metrics>>,
+    pub log: Option<ApiLog>,
+}
+
+impl Observe {
+    /// From the settings: `metrics` when enabled, `log` when asked for.
+    pub fn new(metrics: &Arc<Metrics>, log: Option<ApiLog>) -> Self {
+        Self {
+            metrics: metrics.enabled().then(|| metrics.clone()),
+            log,
+        }
+    }
+
+    /// Whether anything is recorded.
+    pub fn any(&self) -> bool {
+        self.metrics.is_some() || self.log.is_some()
+    }
+}
+
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
@@ -33,27 +72,27 @@ fn body_len<B: HttpBody>(headers: &HeaderMap, body: &B) -> u64 {
     })
 }
 
-/// Records `dapr_http_server_*` for each request.
+/// Records `dapr_http_server_*` and the "HTTP API Called" line for each request.
 #[derive(Clone)]
-pub struct HttpLayer(pub Arc<Metrics>);
+pub struct HttpLayer(pub Observe);
 
 impl<S> tower::Layer<S> for HttpLayer {
-    type Service = HttpMetrics<S>;
+    type Service = HttpObserved<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        HttpMetrics {
+        HttpObserved {
             inner,
-            metrics: self.0.clone(),
+            observe: self.0.clone(),
         }
     }
 }
 
 #[derive(Clone)]
-pub struct HttpMetrics<S> {
+pub struct HttpObserved<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    observe: Observe,
 }
 
-impl<S> tower::Service<Request<Body>> for HttpMetrics<S>
+impl<S> tower::Service<Request<Body>> for HttpObserved<S>
 where
     S: tower::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
     S::Future: Send + 'static,
@@ -68,27 +107,58 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let start = Instant::now();
-        let metrics = self.metrics.clone();
+        let observe = self.observe.clone();
         let method = req.method().clone();
-        // The path is copied only when a label is made from it.
-        let path = metrics.paths.uses_path().then(|| req.uri().path().to_string());
+        let uses_path = observe.metrics.as_ref().is_some_and(|m| m.paths.uses_path());
+        let path = (uses_path || observe.log.is_some()).then(|| req.uri().path().to_string());
+        let line = observe.log.and_then(|log| {
+            let path = path.as_deref().unwrap_or("");
+            if log.omit_health_checks && path.starts_with("/v1.0/healthz") {
+                return None;
+            }
+            let shown = match req.extensions().get::<axum::extract::MatchedPath>() {
+                Some(route) if log.obfuscate_urls => route.as_str().to_string(),
+                _ => path.to_string(),
+            };
+            Some((format!("{method} {shown}"), user_agent(req.headers())))
+        });
         let req_bytes = body_len(req.headers(), req.body());
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
             let res_bytes = body_len(resp.headers(), resp.body());
-            metrics.http_served(
-                method.as_str(),
-                path.as_deref().unwrap_or(""),
-                resp.status().as_u16(),
-                req_bytes,
-                res_bytes,
-                elapsed_ms(start),
-            );
+            let ms = elapsed_ms(start);
+            let status = resp.status().as_u16();
+            if let Some(m) = &observe.metrics {
+                m.http_served(
+                    method.as_str(),
+                    path.as_deref().unwrap_or(""),
+                    status,
+                    req_bytes,
+                    res_bytes,
+                    ms,
+                );
+            }
+            if let Some((called, agent)) = line {
+                tracing::info!(
+                    target: API_LOG,
+                    scope = "dapr.runtime.http-info",
+                    method = %called,
+                    code = status,
+                    size = res_bytes,
+                    duration = ms,
+                    useragent = agent.as_deref(),
+                    "HTTP API Called"
+                );
+            }
             Ok(resp)
         })
     }
 }
+
+/// The target API log lines go under; logged at info whatever `--log-level`
+/// says, as Dapr's API loggers are.
+pub const API_LOG: &str = "dapr_api";
 
 /// gRPC's name for a status code, as Dapr's labels carry it.
 pub fn code_name(code: i32) -> &'static str {
@@ -119,28 +189,29 @@ pub fn grpc_code(headers: &HeaderMap) -> Option<i32> {
     headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
 }
 
-/// Records `dapr_grpc_io_server_*` for each RPC, when its status is known:
-/// at once for a trailers-only answer, otherwise when the trailers go out.
+/// Records `dapr_grpc_io_server_*` and the "gRPC API Called" line for each
+/// RPC, when its status is known: at once for a trailers-only answer,
+/// otherwise when the trailers go out.
 #[derive(Clone)]
-pub struct GrpcLayer(pub Arc<Metrics>);
+pub struct GrpcLayer(pub Observe);
 
 impl<S> tower::Layer<S> for GrpcLayer {
-    type Service = GrpcMetrics<S>;
+    type Service = GrpcObserved<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics {
+        GrpcObserved {
             inner,
-            metrics: self.0.clone(),
+            observe: self.0.clone(),
         }
     }
 }
 
 #[derive(Clone)]
-pub struct GrpcMetrics<S> {
+pub struct GrpcObserved<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    observe: Observe,
 }
 
-impl<S> tower::Service<Request<Body>> for GrpcMetrics<S>
+impl<S> tower::Service<Request<Body>> for GrpcObserved<S>
 where
     S: tower::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
     S::Future: Send + 'static,
@@ -156,9 +227,16 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let start = Instant::now();
         let received = Arc::new(AtomicU64::new(0));
+        let method = req.uri().path();
+        let health = method.starts_with("/grpc.health.v1.Health/");
         let rpc = Rpc {
-            metrics: self.metrics.clone(),
-            method: req.uri().path().to_string(),
+            metrics: self.observe.metrics.clone(),
+            log: self
+                .observe
+                .log
+                .filter(|l| !(l.omit_health_checks && health))
+                .map(|_| user_agent(req.headers())),
+            method: method.to_string(),
             start,
             received: received.clone(),
             sent: 0,
@@ -188,7 +266,9 @@ where
 
 /// An RPC whose metrics are recorded once its status is known.
 struct Rpc {
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
+    /// Some (with the user agent) when the call is logged.
+    log: Option<Option<String>>,
     method: String,
     start: Instant,
     received: Arc<AtomicU64>,
@@ -197,13 +277,27 @@ struct Rpc {
 
 impl Rpc {
     fn finish(self, code: i32) {
-        self.metrics.grpc_served(
-            &self.method,
-            code_name(code),
-            self.received.load(Ordering::Relaxed),
-            self.sent,
-            elapsed_ms(self.start),
-        );
+        let ms = elapsed_ms(self.start);
+        if let Some(m) = &self.metrics {
+            m.grpc_served(
+                &self.method,
+                code_name(code),
+                self.received.load(Ordering::Relaxed),
+                self.sent,
+                ms,
+            );
+        }
+        if let Some(agent) = &self.log {
+            tracing::info!(
+                target: API_LOG,
+                scope = "dapr.runtime.grpc.api-info",
+                method = %self.method,
+                code,
+                duration = ms,
+                useragent = agent.as_deref(),
+                "gRPC API Called"
+            );
+        }
     }
 }
 
