@@ -90,10 +90,16 @@ impl Runtime {
             data,
             metadata,
         };
-        self.outbound(
+        let operation = req.operation.clone();
+        self.timed(
+            crate::metrics::Block::OutputBinding,
             name,
-            || entry.binding.invoke(req.clone()),
-            crate::components::backend_failure,
+            &operation,
+            self.outbound(
+                name,
+                || entry.binding.invoke(req.clone()),
+                crate::components::backend_failure,
+            ),
         )
         .await
         .map_err(|e| {

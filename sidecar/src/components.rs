@@ -29,6 +29,25 @@ pub(crate) fn backend_failure<T>(r: &daprs_components::Result<T>) -> Option<Fail
 }
 
 impl Runtime {
+    /// Runs one call on component `name`, recording Dapr's metrics of `block`.
+    pub(crate) async fn timed<T>(
+        &self,
+        block: crate::metrics::Block,
+        name: &str,
+        operation: &str,
+        call: impl std::future::Future<Output = daprs_components::Result<T>>,
+    ) -> daprs_components::Result<T> {
+        if !self.metrics.enabled() {
+            return call.await;
+        }
+        let start = std::time::Instant::now();
+        let result = call.await;
+        let ms = crate::metrics::elapsed_ms(start);
+        self.metrics
+            .component_call(block, name, operation, result.is_ok(), ms);
+        result
+    }
+
     /// Runs one call on component `name` under its outbound resiliency policy.
     pub(crate) async fn outbound<T, F, Fut>(
         &self,

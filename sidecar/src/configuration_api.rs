@@ -89,10 +89,15 @@ impl Runtime {
         metadata: &Metadata,
     ) -> Result<Items, ApiError> {
         let s = self.config_store(store)?;
-        self.outbound(
+        self.timed(
+            crate::metrics::Block::Configuration,
             store,
-            || s.get(keys, metadata),
-            crate::components::backend_failure,
+            "get",
+            self.outbound(
+                store,
+                || s.get(keys, metadata),
+                crate::components::backend_failure,
+            ),
         )
         .await
         .map_err(|e| {

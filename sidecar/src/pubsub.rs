@@ -215,8 +215,19 @@ impl Runtime {
         pubsub: &str,
         msg: Message,
     ) -> daprs_components::Result<()> {
-        self.outbound(pubsub, || entry.broker.publish(msg.clone()), backend_failure)
-            .await
+        if !self.metrics.enabled() {
+            return self
+                .outbound(pubsub, || entry.broker.publish(msg.clone()), backend_failure)
+                .await;
+        }
+        let start = std::time::Instant::now();
+        let topic = msg.topic.clone();
+        let result = self
+            .outbound(pubsub, || entry.broker.publish(msg.clone()), backend_failure)
+            .await;
+        self.metrics
+            .published(pubsub, &topic, result.is_ok(), crate::metrics::elapsed_ms(start));
+        result
     }
 
     /// Publishes a batch; each entry gets its own envelope, and the entries

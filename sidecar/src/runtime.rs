@@ -309,7 +309,47 @@ impl Runtime {
                 format!("app {} is not healthy", self.app_id),
             ));
         }
-        app.invoke(req).await
+        if !self.metrics.enabled() {
+            return app.invoke(req).await;
+        }
+        // The call to the app, as Dapr's HTTP or gRPC client metrics count it.
+        let msg = req.message.as_ref();
+        let path = format!("/{}", msg.map_or("", |m| m.method.as_str()));
+        let verb = msg
+            .and_then(|m| m.http_extension.as_ref())
+            .and_then(|e| crate::app_channel::method_of(e.verb).ok())
+            .map_or_else(|| "POST".to_string(), |m| m.as_str().to_string());
+        let sent = msg
+            .and_then(|m| m.data.as_ref())
+            .map_or(0, |d| d.value.len() as u64);
+        let start = std::time::Instant::now();
+        let result = app.invoke(req).await;
+        let ms = crate::metrics::elapsed_ms(start);
+        if app.protocol.is_grpc() {
+            let code = match &result {
+                Ok(r) => r.status.as_ref().map_or(0, |s| s.code),
+                Err(_) => 14,
+            };
+            self.metrics.grpc_client(
+                "/dapr.proto.runtime.v1.AppCallback/OnInvoke",
+                crate::observe::code_name(code),
+                ms,
+            );
+        } else {
+            let (status, received) = match &result {
+                Ok(r) => (
+                    r.status.as_ref().map_or(200, |s| s.code),
+                    r.message
+                        .as_ref()
+                        .and_then(|m| m.data.as_ref())
+                        .map_or(0, |d| d.value.len() as u64),
+                ),
+                Err(e) => (i32::from(e.http.as_u16()), 0),
+            };
+            let status = u16::try_from(status).unwrap_or(500);
+            self.metrics.http_client(&verb, &path, status, sent, received, ms);
+        }
+        result
     }
 
     /// How API calls are logged, if they are: `--enable-api-logging` when

@@ -66,12 +66,15 @@ impl Runtime {
                 format!("access denied by policy to get {key:?} from {store:?}"),
             ));
         }
-        s.get(key, metadata).await.map_err(|e| {
-            ApiError::internal(
-                "ERR_SECRET_GET",
-                format!("failed getting secret with key {key} from secret store {store}: {e}"),
-            )
-        })
+        let secret = crate::metrics::Block::Secret;
+        self.timed(secret, store, "get", s.get(key, metadata))
+            .await
+            .map_err(|e| {
+                ApiError::internal(
+                    "ERR_SECRET_GET",
+                    format!("failed getting secret with key {key} from secret store {store}: {e}"),
+                )
+            })
     }
 
     /// Every secret of a store that the Configuration allows.
@@ -81,12 +84,16 @@ impl Runtime {
         metadata: &BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, Secret>, ApiError> {
         let s = self.secret_store(store)?;
-        let mut all = s.bulk(metadata).await.map_err(|e| {
-            ApiError::internal(
-                "ERR_SECRET_GET",
-                format!("failed getting secrets from secret store {store}: {e}"),
-            )
-        })?;
+        let secret = crate::metrics::Block::Secret;
+        let mut all = self
+            .timed(secret, store, "bulk_get", s.bulk(metadata))
+            .await
+            .map_err(|e| {
+                ApiError::internal(
+                    "ERR_SECRET_GET",
+                    format!("failed getting secrets from secret store {store}: {e}"),
+                )
+            })?;
         all.retain(|name, _| allowed(&self.config.secret_scopes, store, name));
         Ok(all)
     }

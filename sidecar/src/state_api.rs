@@ -15,6 +15,7 @@ use daprs_components::state::{
 use crate::{
     components::backend_failure,
     error::ApiError,
+    metrics::Block,
     resiliency::Failure,
     runtime::{Runtime, StoreEntry},
 };
@@ -203,28 +204,12 @@ impl Runtime {
         })
     }
 
-    /// Runs one state store call, recording `dapr_component_state_*`.
-    async fn timed<T>(
-        &self,
-        store: &str,
-        operation: &str,
-        call: impl std::future::Future<Output = daprs_components::Result<T>>,
-    ) -> daprs_components::Result<T> {
-        if !self.metrics.enabled() {
-            return call.await;
-        }
-        let start = std::time::Instant::now();
-        let result = call.await;
-        let ms = crate::metrics::elapsed_ms(start);
-        self.metrics.state_call(store, operation, result.is_ok(), ms);
-        result
-    }
-
     /// Reads one key.
     pub async fn get_state(&self, store: &str, key: &str) -> Result<Option<Item>, ApiError> {
         let entry = self.state_store(store)?;
         let full = self.state_key(store, &entry, key)?;
         self.timed(
+            Block::State,
             store,
             "get",
             self.outbound(store, || entry.store.get(&full), backend_failure),
@@ -248,6 +233,7 @@ impl Runtime {
         }
         let results = self
             .timed(
+                Block::State,
                 store,
                 "bulk_get",
                 self.outbound(
@@ -299,6 +285,7 @@ impl Runtime {
         for req in reqs {
             let key = state::original_key(&req.key).to_string();
             self.timed(
+                Block::State,
                 store,
                 "set",
                 self.outbound(store, || entry.store.set(req.clone()), backend_failure),
@@ -321,6 +308,7 @@ impl Runtime {
         let full = self.state_key(store, &entry, key)?;
         let req = DeleteRequest { key: full, etag };
         self.timed(
+            Block::State,
             store,
             "delete",
             self.outbound(store, || entry.store.delete(req.clone()), backend_failure),
@@ -359,6 +347,7 @@ impl Runtime {
             return Ok(());
         }
         self.timed(
+            Block::State,
             store,
             "transaction",
             self.outbound(store, || entry.store.transact(out.clone()), backend_failure),
@@ -404,6 +393,7 @@ impl Runtime {
         };
         let items = self
             .timed(
+                Block::State,
                 store,
                 "query",
                 self.outbound(

@@ -25,6 +25,20 @@ const GRPC_SERVER: &[&str] = &["app_id", "grpc_server_method", "grpc_server_stat
 const GRPC_SERVER_BYTES: &[&str] = &["app_id", "grpc_server_method"];
 const GRPC_CLIENT: &[&str] = &["app_id", "grpc_client_method", "grpc_client_status"];
 const COMPONENT_OP: &[&str] = &["app_id", "component", "namespace", "operation", "success"];
+const PUBSUB_EGRESS: &[&str] = &["app_id", "component", "namespace", "success", "topic"];
+const PUBSUB_INGRESS: &[&str] = &["app_id", "component", "namespace", "process_status", "topic"];
+
+/// The count and latency families of one building block: (name, help) each.
+fn block(
+    count: (&'static str, &'static str),
+    latencies: (&'static str, &'static str),
+    buckets: &[f64],
+) -> (Family, Family) {
+    (
+        Family::counter(count.0, count.1, COMPONENT_OP),
+        Family::histogram(latencies.0, latencies.1, COMPONENT_OP, buckets),
+    )
+}
 
 /// Every family the sidecar records.
 pub struct Metrics {
@@ -56,8 +70,21 @@ pub struct Metrics {
     component_loaded: Family,
     component_init: Family,
     component_init_fail: Family,
-    state_count: Family,
-    state_latencies: Family,
+    /// Count and latencies per [`Block`].
+    blocks: [(Family, Family); 4],
+    pubsub_egress_count: Family,
+    pubsub_egress_latencies: Family,
+    pubsub_ingress_count: Family,
+    pubsub_ingress_latencies: Family,
+}
+
+/// The building blocks whose calls are counted alike.
+#[derive(Clone, Copy, Debug)]
+pub enum Block {
+    State = 0,
+    OutputBinding = 1,
+    Configuration = 2,
+    Secret = 3,
 }
 
 /// Milliseconds since `start`, as Dapr records latencies.
@@ -208,15 +235,72 @@ impl Metrics {
                 "The number of component initialization failures.",
                 &["app_id", "component", "reason", "componentName"],
             ),
-            state_count: Family::counter(
-                "dapr_component_state_count",
-                "The number of operations performed on the state component.",
-                COMPONENT_OP,
+            blocks: [
+                block(
+                    (
+                        "dapr_component_state_count",
+                        "The number of operations performed on the state component.",
+                    ),
+                    (
+                        "dapr_component_state_latencies",
+                        "The latency of the response from the state component, in milliseconds.",
+                    ),
+                    latency,
+                ),
+                block(
+                    (
+                        "dapr_component_output_binding_count",
+                        "The number of operations performed on the output binding component.",
+                    ),
+                    (
+                        "dapr_component_output_binding_latencies",
+                        "The latency of the response from the output binding component, in milliseconds.",
+                    ),
+                    latency,
+                ),
+                block(
+                    (
+                        "dapr_component_configuration_count",
+                        "The number of operations performed on the configuration component.",
+                    ),
+                    (
+                        "dapr_component_configuration_latencies",
+                        "The latency of the response from the configuration component, in milliseconds.",
+                    ),
+                    latency,
+                ),
+                block(
+                    (
+                        "dapr_component_secret_count",
+                        "The number of operations performed on the secret component.",
+                    ),
+                    (
+                        "dapr_component_secret_latencies",
+                        "The latency of the response from the secret component, in milliseconds.",
+                    ),
+                    latency,
+                ),
+            ],
+            pubsub_egress_count: Family::counter(
+                "dapr_component_pubsub_egress_count",
+                "The number of messages published to the pub/sub component.",
+                PUBSUB_EGRESS,
             ),
-            state_latencies: Family::histogram(
-                "dapr_component_state_latencies",
-                "The latency of the response from the state component, in milliseconds.",
-                COMPONENT_OP,
+            pubsub_egress_latencies: Family::histogram(
+                "dapr_component_pubsub_egress_latencies",
+                "The latency of the pub/sub component's answer to a publish, in milliseconds.",
+                PUBSUB_EGRESS,
+                latency,
+            ),
+            pubsub_ingress_count: Family::counter(
+                "dapr_component_pubsub_ingress_count",
+                "The number of messages arriving from the pub/sub component.",
+                PUBSUB_INGRESS,
+            ),
+            pubsub_ingress_latencies: Family::histogram(
+                "dapr_component_pubsub_ingress_latencies",
+                "The time the subscriber took to process a message, in milliseconds.",
+                PUBSUB_INGRESS,
                 latency,
             ),
         }
@@ -232,7 +316,7 @@ impl Metrics {
         self.enabled
     }
 
-    fn families(&self) -> [&Family; 25] {
+    fn families(&self) -> impl Iterator<Item = &Family> {
         [
             &self.http_server_request_count,
             &self.http_server_response_count,
@@ -257,9 +341,13 @@ impl Metrics {
             &self.component_loaded,
             &self.component_init,
             &self.component_init_fail,
-            &self.state_count,
-            &self.state_latencies,
+            &self.pubsub_egress_count,
+            &self.pubsub_egress_latencies,
+            &self.pubsub_ingress_count,
+            &self.pubsub_ingress_latencies,
         ]
+        .into_iter()
+        .chain(self.blocks.iter().flat_map(|(c, l)| [c, l]))
     }
 
     /// Everything recorded, as Prometheus text.
@@ -382,20 +470,55 @@ impl Metrics {
             .add(&[&self.app_id, kind, reason, name], 1.0);
     }
 
-    /// One state store operation (`get`, `set`, `delete`, `bulk_get`, ...).
-    pub fn state_call(&self, store: &str, operation: &str, success: bool, ms: f64) {
+    /// One call on a component (`operation`: `get`, `set`, `delete`,
+    /// `bulk_get`, `transaction`, `query`, an output binding's operation ...).
+    pub fn component_call(&self, block: Block, name: &str, operation: &str, success: bool, ms: f64) {
         if !self.enabled {
             return;
         }
         let labels = [
             self.app_id.as_str(),
-            store,
+            name,
             self.namespace.as_str(),
             operation,
             if success { "true" } else { "false" },
         ];
-        self.state_count.add(&labels, 1.0);
-        self.state_latencies.observe(&labels, ms);
+        let (count, latencies) = &self.blocks[block as usize];
+        count.add(&labels, 1.0);
+        latencies.observe(&labels, ms);
+    }
+
+    /// One publish to `topic` on `pubsub`.
+    pub fn published(&self, pubsub: &str, topic: &str, success: bool, ms: f64) {
+        if !self.enabled {
+            return;
+        }
+        let labels = [
+            self.app_id.as_str(),
+            pubsub,
+            self.namespace.as_str(),
+            if success { "true" } else { "false" },
+            topic,
+        ];
+        self.pubsub_egress_count.add(&labels, 1.0);
+        self.pubsub_egress_latencies.observe(&labels, ms);
+    }
+
+    /// One message delivered to the subscriber (`status`: `success`,
+    /// `retry` or `drop`).
+    pub fn delivered(&self, pubsub: &str, topic: &str, status: &str, ms: f64) {
+        if !self.enabled {
+            return;
+        }
+        let labels = [
+            self.app_id.as_str(),
+            pubsub,
+            self.namespace.as_str(),
+            status,
+            topic,
+        ];
+        self.pubsub_ingress_count.add(&labels, 1.0);
+        self.pubsub_ingress_latencies.observe(&labels, ms);
     }
 }
 

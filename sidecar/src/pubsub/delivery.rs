@@ -294,10 +294,18 @@ async fn handle(
     if !rt.health.app_healthy.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(Error::Backend("the app is unhealthy".into()));
     }
+    let start = std::time::Instant::now();
     let outcome = match batcher {
         Some(b) => Some(b.deliver(path, ev.whole(&body).into_owned()).await),
         None => deliver_one(rt, app, sub, &path, &ev, &body).await,
     };
+    let status = match outcome {
+        Some(Outcome::Success) => "success",
+        Some(Outcome::Drop) => "drop",
+        Some(Outcome::Retry) | None => "retry",
+    };
+    rt.metrics
+        .delivered(&sub.pubsub, &sub.topic, status, crate::metrics::elapsed_ms(start));
     match outcome {
         Some(Outcome::Success) => Ok(()),
         Some(Outcome::Drop) => {

@@ -52,6 +52,24 @@ spec:
 apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata:
+  name: pubsub
+spec:
+  type: pubsub.in-memory
+  version: v1
+  metadata: []
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: env
+spec:
+  type: secretstores.local.env
+  version: v1
+  metadata: []
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
   name: broken
 spec:
   type: state.postgresql
@@ -108,6 +126,14 @@ async fn dapr_metrics_after_real_traffic() {
     assert_eq!(r.status, 204);
     assert_eq!(
         caller.get("/v1.0/state/statestore/k").await.expect("get").status,
+        200
+    );
+    let r = caller
+        .send("POST", "/v1.0/publish/pubsub/orders", &[], r#"{"n":1}"#)
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        caller.get("/v1.0/secrets/env/PATH").await.expect("secret").status,
         200
     );
 
@@ -189,6 +215,32 @@ async fn dapr_metrics_after_real_traffic() {
     assert_eq!(
         value(
             &s,
+            "dapr_component_pubsub_egress_count",
+            &[
+                app_id,
+                ("component", "pubsub"),
+                ("topic", "orders"),
+                ("success", "true")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "dapr_component_secret_count",
+            &[
+                app_id,
+                ("component", "env"),
+                ("operation", "get"),
+                ("success", "true")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &s,
             "dapr_runtime_component_init_total",
             &[app_id, ("component", "state.in-memory")]
         ),
@@ -224,6 +276,14 @@ async fn dapr_metrics_after_real_traffic() {
             &t,
             "dapr_runtime_service_invocation_res_sent_total",
             &[app_id, ("dst_app_id", "metrics-caller"), ("status", "200")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &t,
+            "dapr_http_client_completed_count",
+            &[app_id, ("method", "GET"), ("path", ""), ("status", "200")]
         ),
         Some(4.0)
     );
