@@ -29,6 +29,8 @@ import threading
 import time
 
 N = int(os.environ.get("CALLGRIND_REQUESTS", "2000"))
+# More daprd arguments for every process, e.g. "--enable-metrics=false".
+EXTRA = os.environ.get("CALLGRIND_DAPRD_ARGS", "").split()
 COMPONENT = """apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata:
@@ -68,7 +70,7 @@ def start(daprd, app_id, out, work, extra=()):
         daprd, "--app-id", app_id, "--resources-path", work,
         "--dapr-http-port", str(port), "--dapr-grpc-port", str(free_port()),
         "--metrics-port", str(free_port()), "--dapr-listen-addresses", "127.0.0.1",
-        "--log-level", "warn", *extra,
+        "--log-level", "warn", *EXTRA, *extra,
     ]
     env = dict(os.environ, DAPRS_HOME=work)
     p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

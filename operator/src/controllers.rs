@@ -65,9 +65,19 @@ async fn apply_service(
         }
         Some(Ok(svc)) => {
             let name = svc.name_any();
+            let existed = ctx.services.state().iter().any(|s| {
+                s.metadata.name.as_deref() == Some(&name) && s.metadata.namespace.as_deref() == Some(&ns)
+            });
             services
                 .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&svc))
                 .await?;
+            let app_id = name.trim_end_matches("-dapr");
+            let m = &crate::metrics::METRICS;
+            if existed {
+                m.service_updated.add(&[app_id], 1.0);
+            } else {
+                m.service_created.add(&[app_id], 1.0);
+            }
             tracing::debug!(service = %name, workload = %what, "Service applied");
             (Some(name), Action::requeue(Duration::from_secs(3600)))
         }
@@ -88,7 +98,10 @@ async fn apply_service(
             };
             match services.delete(&name, &params).await {
                 Ok(_) => {
-                    tracing::info!(service = %name, workload = %what, "Service deleted: the workload no longer has it")
+                    crate::metrics::METRICS
+                        .service_deleted
+                        .add(&[name.trim_end_matches("-dapr")], 1.0);
+                    tracing::info!(service = %name, workload = %what, "Service deleted: the workload no longer has it");
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),

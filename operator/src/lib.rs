@@ -12,6 +12,7 @@ pub mod controllers;
 pub mod events;
 pub mod identity;
 pub mod leader;
+pub mod metrics;
 pub mod owner;
 pub mod scope;
 pub mod sentry;

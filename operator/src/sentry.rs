@@ -125,7 +125,20 @@ impl CaService for Sentry {
         &self,
         request: Request<SignCertificateRequest>,
     ) -> Result<Response<SignCertificateResponse>, Status> {
-        let req = request.into_inner();
+        let m = &crate::metrics::METRICS;
+        m.sign_requests.add(&[], 1.0);
+        let signed = self.sign(request.into_inner()).await;
+        match &signed {
+            Ok(_) => m.sign_success.add(&[], 1.0),
+            Err(status) => m.sign_failure.add(&[&format!("{:?}", status.code())], 1.0),
+        }
+        signed
+    }
+}
+
+impl Sentry {
+    /// Checks and signs one request.
+    async fn sign(&self, req: SignCertificateRequest) -> Result<Response<SignCertificateResponse>, Status> {
         identity::check_request(&req.id, &req.namespace, &req.certificate_signing_request)?;
         match req.token_validator() {
             TokenValidator::Unknown | TokenValidator::Kubernetes => {}

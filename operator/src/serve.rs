@@ -170,6 +170,7 @@ pub fn metrics_text(ca: &CaState) -> String {
             ));
         }
     }
+    crate::metrics::METRICS.render(&mut out);
     out
 }
 

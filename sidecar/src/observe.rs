@@ -60,8 +60,6 @@ fn user_agent(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
 fn body_len<B: HttpBody>(headers: &HeaderMap, body: &B) -> u64 {
     body.size_hint().exact().unwrap_or_else(|| {
         headers
@@ -99,7 +97,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+    type Future = HttpFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -123,36 +121,83 @@ where
             Some((format!("{method} {shown}"), user_agent(req.headers())))
         });
         let req_bytes = body_len(req.headers(), req.body());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            let res_bytes = body_len(resp.headers(), resp.body());
-            let ms = elapsed_ms(start);
-            let status = resp.status().as_u16();
-            if let Some(m) = &observe.metrics {
-                m.http_served(
-                    method.as_str(),
-                    path.as_deref().unwrap_or(""),
-                    status,
-                    req_bytes,
-                    res_bytes,
-                    ms,
-                );
-            }
-            if let Some((called, agent)) = line {
-                tracing::info!(
-                    target: API_LOG,
-                    scope = "dapr.runtime.http-info",
-                    method = %called,
-                    code = status,
-                    size = res_bytes,
-                    duration = ms,
-                    useragent = agent.as_deref(),
-                    "HTTP API Called"
-                );
-            }
-            Ok(resp)
-        })
+        HttpFuture {
+            inner: self.inner.call(req),
+            call: Some(HttpCall {
+                observe,
+                start,
+                method,
+                path,
+                line,
+                req_bytes,
+            }),
+        }
+    }
+}
+
+/// One HTTP request being answered.
+struct HttpCall {
+    observe: Observe,
+    start: Instant,
+    method: http::Method,
+    path: Option<String>,
+    /// The logged method text and user agent, when the call is logged.
+    line: Option<(String, Option<String>)>,
+    req_bytes: u64,
+}
+
+impl HttpCall {
+    fn finish(self, resp: &Response<Body>) {
+        let res_bytes = body_len(resp.headers(), resp.body());
+        let ms = elapsed_ms(self.start);
+        let status = resp.status().as_u16();
+        if let Some(m) = &self.observe.metrics {
+            m.http_served(
+                self.method.as_str(),
+                self.path.as_deref().unwrap_or(""),
+                status,
+                self.req_bytes,
+                res_bytes,
+                ms,
+            );
+        }
+        if let Some((called, agent)) = self.line {
+            tracing::info!(
+                target: API_LOG,
+                scope = "dapr.runtime.http-info",
+                method = %called,
+                code = status,
+                size = res_bytes,
+                duration = ms,
+                useragent = agent.as_deref(),
+                "HTTP API Called"
+            );
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's future; records the call when its answer is ready.
+    pub struct HttpFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<HttpCall>,
+    }
+}
+
+impl<F, E> Future for HttpFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(resp), Some(call)) = (&out, this.call.take()) {
+            call.finish(resp);
+        }
+        Poll::Ready(out)
     }
 }
 
@@ -218,17 +263,15 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+    type Future = GrpcFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let start = Instant::now();
         let received = Arc::new(AtomicU64::new(0));
-        let method = req.uri().path();
-        let health = method.starts_with("/grpc.health.v1.Health/");
+        let health = req.uri().path().starts_with("/grpc.health.v1.Health/");
         let rpc = Rpc {
             metrics: self.observe.metrics.clone(),
             log: self
@@ -236,8 +279,9 @@ where
                 .log
                 .filter(|l| !(l.omit_health_checks && health))
                 .map(|_| user_agent(req.headers())),
-            method: method.to_string(),
-            start,
+            // A URI clone shares its bytes: the method is not copied.
+            uri: req.uri().clone(),
+            start: Instant::now(),
             received: received.clone(),
             sent: 0,
         };
@@ -247,20 +291,47 @@ where
                 count: received,
             })
         });
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
+        GrpcFuture {
+            inner: self.inner.call(req),
+            rpc: Some(rpc),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's future; records a trailers-only answer at once,
+    /// and hands the rest to the response body.
+    pub struct GrpcFuture<F> {
+        #[pin]
+        inner: F,
+        rpc: Option<Rpc>,
+    }
+}
+
+impl<F, E> Future for GrpcFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        let Some(rpc) = this.rpc.take() else {
+            return Poll::Ready(out);
+        };
+        Poll::Ready(out.map(|resp| {
             if let Some(code) = grpc_code(resp.headers()) {
                 rpc.finish(code);
-                return Ok(resp);
+                return resp;
             }
-            Ok(resp.map(|inner| {
+            resp.map(|inner| {
                 Body::new(Watched {
                     inner,
                     rpc: Some(rpc),
                 })
-            }))
-        })
+            })
+        }))
     }
 }
 
@@ -269,7 +340,7 @@ struct Rpc {
     metrics: Option<Arc<Metrics>>,
     /// Some (with the user agent) when the call is logged.
     log: Option<Option<String>>,
-    method: String,
+    uri: http::Uri,
     start: Instant,
     received: Arc<AtomicU64>,
     sent: u64,
@@ -280,7 +351,7 @@ impl Rpc {
         let ms = elapsed_ms(self.start);
         if let Some(m) = &self.metrics {
             m.grpc_served(
-                &self.method,
+                self.uri.path(),
                 code_name(code),
                 self.received.load(Ordering::Relaxed),
                 self.sent,
@@ -291,7 +362,7 @@ impl Rpc {
             tracing::info!(
                 target: API_LOG,
                 scope = "dapr.runtime.grpc.api-info",
-                method = %self.method,
+                method = %self.uri.path(),
                 code,
                 duration = ms,
                 useragent = agent.as_deref(),

@@ -314,11 +314,16 @@ impl Runtime {
         }
         // The call to the app, as Dapr's HTTP or gRPC client metrics count it.
         let msg = req.message.as_ref();
-        let path = format!("/{}", msg.map_or("", |m| m.method.as_str()));
+        // The path is copied only when a label is made from it.
+        let path = self
+            .metrics
+            .paths
+            .uses_path()
+            .then(|| format!("/{}", msg.map_or("", |m| m.method.as_str())));
         let verb = msg
             .and_then(|m| m.http_extension.as_ref())
             .and_then(|e| crate::app_channel::method_of(e.verb).ok())
-            .map_or_else(|| "POST".to_string(), |m| m.as_str().to_string());
+            .unwrap_or(http::Method::POST);
         let sent = msg
             .and_then(|m| m.data.as_ref())
             .map_or(0, |d| d.value.len() as u64);
@@ -347,7 +352,14 @@ impl Runtime {
                 Err(e) => (i32::from(e.http.as_u16()), 0),
             };
             let status = u16::try_from(status).unwrap_or(500);
-            self.metrics.http_client(&verb, &path, status, sent, received, ms);
+            self.metrics.http_client(
+                verb.as_str(),
+                path.as_deref().unwrap_or(""),
+                status,
+                sent,
+                received,
+                ms,
+            );
         }
         result
     }

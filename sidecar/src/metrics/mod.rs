@@ -7,16 +7,14 @@
 //! are off the layers are not installed and the methods return at once.
 
 pub mod paths;
-pub mod registry;
 
 use std::time::Instant;
 
 use daprs_api::v1alpha1::MetricSpec;
 
-use self::{
-    paths::PathLabels,
-    registry::{Family, LATENCY_MS, SIZE_BYTES},
-};
+use daprs_telemetry::registry::{Family, LATENCY_MS, SIZE_BYTES};
+
+use self::paths::PathLabels;
 
 const APP: &[&str] = &["app_id"];
 const HTTP: &[&str] = &["app_id", "method", "path", "status"];
@@ -434,12 +432,13 @@ impl Metrics {
             return;
         }
         let kind = if streaming { "streaming" } else { "unary" };
-        let status = status.to_string();
+        let mut buf = [0u8; 12];
+        let status = int_label(status, &mut buf);
         self.invocation_req_sent.add(&[&self.app_id, target, kind], 1.0);
         self.invocation_res_recv
-            .add(&[&self.app_id, target, &status, kind], 1.0);
+            .add(&[&self.app_id, target, status, kind], 1.0);
         self.invocation_res_recv_latency
-            .observe(&[&self.app_id, target, &status], ms);
+            .observe(&[&self.app_id, target, status], ms);
     }
 
     /// A call `caller` made to this app, and the answer it got.
@@ -447,9 +446,10 @@ impl Metrics {
         if !self.enabled {
             return;
         }
+        let mut buf = [0u8; 12];
+        let status = int_label(status, &mut buf);
         self.invocation_req_recv.add(&[&self.app_id, caller], 1.0);
-        self.invocation_res_sent
-            .add(&[&self.app_id, caller, &status.to_string()], 1.0);
+        self.invocation_res_sent.add(&[&self.app_id, caller, status], 1.0);
     }
 
     /// A component that started (`kind`: its type, e.g. `state.redis`).
@@ -522,6 +522,25 @@ impl Metrics {
     }
 }
 
+/// A number as a label, written into `buf` instead of a new string.
+fn int_label(v: i32, buf: &mut [u8; 12]) -> &str {
+    let mut n = i64::from(v).unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("")
+}
+
 /// An HTTP status as a label, without allocating.
 fn status_text(status: u16) -> StatusText {
     let s = status.min(999);
@@ -537,5 +556,20 @@ struct StatusText([u8; 3]);
 impl StatusText {
     fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_become_labels_without_allocating() {
+        let mut buf = [0u8; 12];
+        assert_eq!(int_label(200, &mut buf), "200");
+        assert_eq!(int_label(0, &mut buf), "0");
+        assert_eq!(int_label(-1, &mut buf), "-1");
+        assert_eq!(int_label(i32::MIN, &mut buf), "-2147483648");
+        assert_eq!(status_text(404).as_str(), "404");
     }
 }

@@ -81,23 +81,38 @@ struct Table {
 struct Fixed;
 
 impl BuildHasher for Fixed {
-    type Hasher = Fnv;
-    fn build_hasher(&self) -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
+    type Hasher = Mix;
+    fn build_hasher(&self) -> Mix {
+        Mix(0xcbf2_9ce4_8422_2325)
     }
 }
 
-/// FNV-1a over the label bytes.
+/// A multiply-rotate hash over eight label bytes at a time.
 #[derive(Debug)]
-struct Fnv(u64);
+struct Mix(u64);
 
-impl Hasher for Fnv {
+impl Mix {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for Mix {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
         }
     }
 }
@@ -240,7 +255,7 @@ impl Family {
             let labels = self.label_text(&s.labels);
             match self.kind {
                 Kind::Counter | Kind::Gauge => {
-                    let _ = writeln!(out, "{}{{{labels}}} {}", self.name, number(s.count));
+                    let _ = writeln!(out, "{}{} {}", self.name, braced(&labels), number(s.count));
                 }
                 Kind::Histogram => {
                     let sep = if labels.is_empty() { "" } else { "," };
@@ -260,8 +275,8 @@ impl Family {
                         self.name,
                         number(s.count)
                     );
-                    let _ = writeln!(out, "{}_sum{{{labels}}} {}", self.name, number(s.sum));
-                    let _ = writeln!(out, "{}_count{{{labels}}} {}", self.name, number(s.count));
+                    let _ = writeln!(out, "{}_sum{} {}", self.name, braced(&labels), number(s.sum));
+                    let _ = writeln!(out, "{}_count{} {}", self.name, braced(&labels), number(s.count));
                 }
             }
         }
@@ -295,6 +310,15 @@ impl Table {
             b.iter()
                 .any(|s| s.labels.iter().map(|l| &**l).eq(values.iter().copied()))
         })
+    }
+}
+
+/// Labels in braces; nothing for a family without labels.
+fn braced(labels: &str) -> String {
+    if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
     }
 }
 
@@ -342,6 +366,15 @@ mod tests {
         );
         assert!(out.contains("dapr_lat_sum{app_id=\"a\"} 12.5\n"), "{out}");
         assert!(out.contains("dapr_lat_count{app_id=\"a\"} 3\n"), "{out}");
+    }
+
+    #[test]
+    fn a_family_without_labels_has_no_braces() {
+        let c = Family::counter("dapr_z_total", "Z.", &[]);
+        c.add(&[], 2.0);
+        let mut out = String::new();
+        c.render(&mut out);
+        assert!(out.ends_with("\ndapr_z_total 2\n"), "{out}");
     }
 
     #[test]
