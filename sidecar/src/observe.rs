@@ -3,6 +3,7 @@
 //! front of the routers once; neither is installed when both are off.
 
 use std::{
+    borrow::Cow,
     future::Future,
     pin::Pin,
     sync::{
@@ -114,9 +115,10 @@ where
             if log.omit_health_checks && path.starts_with("/v1.0/healthz") {
                 return None;
             }
-            let shown = match req.extensions().get::<axum::extract::MatchedPath>() {
-                Some(route) if log.obfuscate_urls => route.as_str().to_string(),
-                _ => path.to_string(),
+            let shown = if log.obfuscate_urls {
+                route_of(path)
+            } else {
+                Cow::Borrowed(path)
             };
             Some((format!("{method} {shown}"), user_agent(req.headers())))
         });
@@ -199,6 +201,35 @@ where
         }
         Poll::Ready(out)
     }
+}
+
+/// The route of a Dapr API path, with names, keys and ids as placeholders,
+/// as API logging shows it when `obfuscateURLs` is on.
+pub fn route_of(path: &str) -> Cow<'_, str> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let [ver, api, rest @ ..] = parts.as_slice() else {
+        return Cow::Borrowed(path);
+    };
+    let tail: &[&str] = match (*api, rest) {
+        ("invoke", [_, "method", ..]) => &["{id}", "method", "{method}"],
+        ("state", [_]) => &["{storeName}"],
+        ("state", [_, suffix @ ("bulk" | "transaction" | "query")]) => &["{storeName}", suffix],
+        ("state", [_, _, ..]) => &["{storeName}", "{key}"],
+        ("secrets", [_, "bulk"]) => &["{secretStoreName}", "bulk"],
+        ("secrets", [_, _, ..]) => &["{secretStoreName}", "{key}"],
+        ("publish", ["bulk", _, _, ..]) => &["bulk", "{pubsubname}", "{topic}"],
+        ("publish", [_, _, ..]) => &["{pubsubname}", "{topic}"],
+        ("bindings", [_]) => &["{name}"],
+        ("metadata", [_]) => &["{key}"],
+        ("configuration", [_]) => &["{storeName}"],
+        ("configuration", [_, "subscribe"]) => &["{storeName}", "subscribe"],
+        ("configuration", [_, _, "unsubscribe"]) => {
+            &["{storeName}", "{configurationSubscribeID}", "unsubscribe"]
+        }
+        ("lock" | "unlock", [_]) => &["{storeName}"],
+        _ => return Cow::Borrowed(path),
+    };
+    Cow::Owned(format!("/{ver}/{api}/{}", tail.join("/")))
 }
 
 /// The target API log lines go under; logged at info whatever `--log-level`
@@ -461,6 +492,43 @@ impl Drop for Watched {
     fn drop(&mut self) {
         if let Some(rpc) = self.rpc.take() {
             rpc.finish(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_hide_names_keys_and_ids() {
+        for (path, route) in [
+            ("/v1.0/state/statestore/order-1", "/v1.0/state/{storeName}/{key}"),
+            ("/v1.0/state/statestore", "/v1.0/state/{storeName}"),
+            (
+                "/v1.0-alpha1/state/s/query",
+                "/v1.0-alpha1/state/{storeName}/query",
+            ),
+            (
+                "/v1.0/invoke/orders/method/a/b",
+                "/v1.0/invoke/{id}/method/{method}",
+            ),
+            ("/v1.0/secrets/vault/db", "/v1.0/secrets/{secretStoreName}/{key}"),
+            (
+                "/v1.0/publish/bulk/ps/t",
+                "/v1.0/publish/bulk/{pubsubname}/{topic}",
+            ),
+            ("/v1.0/publish/ps/a/b", "/v1.0/publish/{pubsubname}/{topic}"),
+            (
+                "/v1.0/configuration/c/7/unsubscribe",
+                "/v1.0/configuration/{storeName}/{configurationSubscribeID}/unsubscribe",
+            ),
+            ("/v1.0-alpha1/lock/l", "/v1.0-alpha1/lock/{storeName}"),
+            ("/v1.0/healthz", "/v1.0/healthz"),
+            ("/v1.0/metadata", "/v1.0/metadata"),
+            ("/odd", "/odd"),
+        ] {
+            assert_eq!(route_of(path), route, "{path}");
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct Family {
     kind: Kind,
     labels: &'static [&'static str],
     bounds: Box<[f64]>,
+    /// Counters whose value is a histogram series' observation count,
+    /// rendered as families of their own: one lookup records them all.
+    counts: &'static [(&'static str, &'static str)],
     series: Mutex<Table>,
 }
 
@@ -140,6 +143,7 @@ impl Family {
             kind,
             labels,
             bounds: bounds.into(),
+            counts: &[],
             series: Mutex::new(Table::default()),
         }
     }
@@ -162,6 +166,13 @@ impl Family {
         bounds: &[f64],
     ) -> Self {
         Self::new(name, help, Kind::Histogram, labels, bounds)
+    }
+
+    /// Also renders counters (name, help) equal to each series' number of
+    /// observations, e.g. a request count beside a latency histogram.
+    pub fn with_counts(mut self, counts: &'static [(&'static str, &'static str)]) -> Self {
+        self.counts = counts;
+        self
     }
 
     /// The family's name.
@@ -251,6 +262,14 @@ impl Family {
         let _ = writeln!(out, "# TYPE {} {kind}", self.name);
         let mut all: Vec<&Series> = table.by_hash.values().flatten().collect();
         all.sort_by(|a, b| a.labels.cmp(&b.labels));
+        for (name, help) in self.counts {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for s in &all {
+                let labels = self.label_text(&s.labels);
+                let _ = writeln!(out, "{name}{} {}", braced(&labels), number(s.count));
+            }
+        }
         for s in all {
             let labels = self.label_text(&s.labels);
             match self.kind {
@@ -366,6 +385,24 @@ mod tests {
         );
         assert!(out.contains("dapr_lat_sum{app_id=\"a\"} 12.5\n"), "{out}");
         assert!(out.contains("dapr_lat_count{app_id=\"a\"} 3\n"), "{out}");
+    }
+
+    #[test]
+    fn counts_beside_a_histogram_come_from_one_lookup() {
+        let h = Family::histogram("dapr_l", "L.", &["m"], &[1.0]).with_counts(&[
+            ("dapr_l_requests", "Requests."),
+            ("dapr_l_responses", "Responses."),
+        ]);
+        h.observe(&["GET"], 0.5);
+        h.observe(&["GET"], 2.0);
+        let mut out = String::new();
+        h.render(&mut out);
+        assert!(
+            out.contains("# TYPE dapr_l_requests counter\ndapr_l_requests{m=\"GET\"} 2\n"),
+            "{out}"
+        );
+        assert!(out.contains("dapr_l_responses{m=\"GET\"} 2\n"), "{out}");
+        assert!(out.contains("dapr_l_count{m=\"GET\"} 2\n"), "{out}");
     }
 
     #[test]

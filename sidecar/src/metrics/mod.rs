@@ -26,16 +26,13 @@ const COMPONENT_OP: &[&str] = &["app_id", "component", "namespace", "operation",
 const PUBSUB_EGRESS: &[&str] = &["app_id", "component", "namespace", "success", "topic"];
 const PUBSUB_INGRESS: &[&str] = &["app_id", "component", "namespace", "process_status", "topic"];
 
-/// The count and latency families of one building block: (name, help) each.
+/// The latency family of one building block, with its call count beside it.
 fn block(
-    count: (&'static str, &'static str),
+    count: &'static [(&'static str, &'static str)],
     latencies: (&'static str, &'static str),
     buckets: &[f64],
-) -> (Family, Family) {
-    (
-        Family::counter(count.0, count.1, COMPONENT_OP),
-        Family::histogram(latencies.0, latencies.1, COMPONENT_OP, buckets),
-    )
+) -> Family {
+    Family::histogram(latencies.0, latencies.1, COMPONENT_OP, buckets).with_counts(count)
 }
 
 /// Every family the sidecar records.
@@ -45,20 +42,15 @@ pub struct Metrics {
     namespace: String,
     /// How HTTP paths and methods become labels.
     pub paths: PathLabels,
-    http_server_request_count: Family,
-    http_server_response_count: Family,
     http_server_latency: Family,
     http_server_request_bytes: Family,
     http_server_response_bytes: Family,
-    http_client_completed_count: Family,
     http_client_roundtrip_latency: Family,
     http_client_sent_bytes: Family,
     http_client_received_bytes: Family,
-    grpc_server_completed_rpcs: Family,
     grpc_server_latency: Family,
     grpc_server_received_bytes: Family,
     grpc_server_sent_bytes: Family,
-    grpc_client_completed_rpcs: Family,
     grpc_client_roundtrip_latency: Family,
     invocation_req_sent: Family,
     invocation_req_recv: Family,
@@ -68,11 +60,9 @@ pub struct Metrics {
     component_loaded: Family,
     component_init: Family,
     component_init_fail: Family,
-    /// Count and latencies per [`Block`].
-    blocks: [(Family, Family); 4],
-    pubsub_egress_count: Family,
+    /// Latencies (and counts) per [`Block`].
+    blocks: [Family; 4],
     pubsub_egress_latencies: Family,
-    pubsub_ingress_count: Family,
     pubsub_ingress_latencies: Family,
 }
 
@@ -107,22 +97,19 @@ impl Metrics {
             app_id: app_id.to_string(),
             namespace: namespace.to_string(),
             paths: PathLabels::new(spec.and_then(|s| s.http.as_ref())),
-            http_server_request_count: Family::counter(
-                "dapr_http_server_request_count",
-                "The number of HTTP requests started in the server.",
-                HTTP,
-            ),
-            http_server_response_count: Family::counter(
-                "dapr_http_server_response_count",
-                "The number of HTTP responses.",
-                HTTP,
-            ),
             http_server_latency: Family::histogram(
                 "dapr_http_server_latency",
                 "HTTP request end-to-end latency in the server, in milliseconds.",
                 HTTP,
                 latency,
-            ),
+            )
+            .with_counts(&[
+                (
+                    "dapr_http_server_request_count",
+                    "The number of HTTP requests started in the server.",
+                ),
+                ("dapr_http_server_response_count", "The number of HTTP responses."),
+            ]),
             http_server_request_bytes: Family::histogram(
                 "dapr_http_server_request_bytes",
                 "HTTP request body sizes in the server.",
@@ -135,17 +122,16 @@ impl Metrics {
                 APP,
                 SIZE_BYTES,
             ),
-            http_client_completed_count: Family::counter(
-                "dapr_http_client_completed_count",
-                "Count of completed HTTP requests to the app.",
-                HTTP,
-            ),
             http_client_roundtrip_latency: Family::histogram(
                 "dapr_http_client_roundtrip_latency",
                 "Time from sending an HTTP request to the app to its whole response, in milliseconds.",
                 HTTP,
                 latency,
-            ),
+            )
+            .with_counts(&[(
+                "dapr_http_client_completed_count",
+                "Count of completed HTTP requests to the app.",
+            )]),
             http_client_sent_bytes: Family::histogram(
                 "dapr_http_client_sent_bytes",
                 "Request body bytes sent to the app.",
@@ -158,17 +144,16 @@ impl Metrics {
                 APP,
                 SIZE_BYTES,
             ),
-            grpc_server_completed_rpcs: Family::counter(
-                "dapr_grpc_io_server_completed_rpcs",
-                "Count of RPCs completed by the server, by method and status.",
-                GRPC_SERVER,
-            ),
             grpc_server_latency: Family::histogram(
                 "dapr_grpc_io_server_server_latency",
                 "Time from the first byte of a request to the last byte of its response, in milliseconds.",
                 GRPC_SERVER,
                 latency,
-            ),
+            )
+            .with_counts(&[(
+                "dapr_grpc_io_server_completed_rpcs",
+                "Count of RPCs completed by the server, by method and status.",
+            )]),
             grpc_server_received_bytes: Family::histogram(
                 "dapr_grpc_io_server_received_bytes_per_rpc",
                 "Bytes received across all messages of an RPC.",
@@ -181,17 +166,16 @@ impl Metrics {
                 GRPC_SERVER_BYTES,
                 SIZE_BYTES,
             ),
-            grpc_client_completed_rpcs: Family::counter(
-                "dapr_grpc_io_client_completed_rpcs",
-                "Count of RPCs made, by method and status.",
-                GRPC_CLIENT,
-            ),
             grpc_client_roundtrip_latency: Family::histogram(
                 "dapr_grpc_io_client_roundtrip_latency",
                 "Time from sending a request to receiving its whole response, in milliseconds.",
                 GRPC_CLIENT,
                 latency,
-            ),
+            )
+            .with_counts(&[(
+                "dapr_grpc_io_client_completed_rpcs",
+                "Count of RPCs made, by method and status.",
+            )]),
             invocation_req_sent: Family::counter(
                 "dapr_runtime_service_invocation_req_sent_total",
                 "The number of requests sent via service invocation.",
@@ -235,10 +219,10 @@ impl Metrics {
             ),
             blocks: [
                 block(
-                    (
+                    &[(
                         "dapr_component_state_count",
                         "The number of operations performed on the state component.",
-                    ),
+                    )],
                     (
                         "dapr_component_state_latencies",
                         "The latency of the response from the state component, in milliseconds.",
@@ -246,10 +230,10 @@ impl Metrics {
                     latency,
                 ),
                 block(
-                    (
+                    &[(
                         "dapr_component_output_binding_count",
                         "The number of operations performed on the output binding component.",
-                    ),
+                    )],
                     (
                         "dapr_component_output_binding_latencies",
                         "The latency of the response from the output binding component, in milliseconds.",
@@ -257,10 +241,10 @@ impl Metrics {
                     latency,
                 ),
                 block(
-                    (
+                    &[(
                         "dapr_component_configuration_count",
                         "The number of operations performed on the configuration component.",
-                    ),
+                    )],
                     (
                         "dapr_component_configuration_latencies",
                         "The latency of the response from the configuration component, in milliseconds.",
@@ -268,10 +252,10 @@ impl Metrics {
                     latency,
                 ),
                 block(
-                    (
+                    &[(
                         "dapr_component_secret_count",
                         "The number of operations performed on the secret component.",
-                    ),
+                    )],
                     (
                         "dapr_component_secret_latencies",
                         "The latency of the response from the secret component, in milliseconds.",
@@ -279,28 +263,26 @@ impl Metrics {
                     latency,
                 ),
             ],
-            pubsub_egress_count: Family::counter(
-                "dapr_component_pubsub_egress_count",
-                "The number of messages published to the pub/sub component.",
-                PUBSUB_EGRESS,
-            ),
             pubsub_egress_latencies: Family::histogram(
                 "dapr_component_pubsub_egress_latencies",
                 "The latency of the pub/sub component's answer to a publish, in milliseconds.",
                 PUBSUB_EGRESS,
                 latency,
-            ),
-            pubsub_ingress_count: Family::counter(
-                "dapr_component_pubsub_ingress_count",
-                "The number of messages arriving from the pub/sub component.",
-                PUBSUB_INGRESS,
-            ),
+            )
+            .with_counts(&[(
+                "dapr_component_pubsub_egress_count",
+                "The number of messages published to the pub/sub component.",
+            )]),
             pubsub_ingress_latencies: Family::histogram(
                 "dapr_component_pubsub_ingress_latencies",
                 "The time the subscriber took to process a message, in milliseconds.",
                 PUBSUB_INGRESS,
                 latency,
-            ),
+            )
+            .with_counts(&[(
+                "dapr_component_pubsub_ingress_count",
+                "The number of messages arriving from the pub/sub component.",
+            )]),
         }
     }
 
@@ -316,20 +298,15 @@ impl Metrics {
 
     fn families(&self) -> impl Iterator<Item = &Family> {
         [
-            &self.http_server_request_count,
-            &self.http_server_response_count,
             &self.http_server_latency,
             &self.http_server_request_bytes,
             &self.http_server_response_bytes,
-            &self.http_client_completed_count,
             &self.http_client_roundtrip_latency,
             &self.http_client_sent_bytes,
             &self.http_client_received_bytes,
-            &self.grpc_server_completed_rpcs,
             &self.grpc_server_latency,
             &self.grpc_server_received_bytes,
             &self.grpc_server_sent_bytes,
-            &self.grpc_client_completed_rpcs,
             &self.grpc_client_roundtrip_latency,
             &self.invocation_req_sent,
             &self.invocation_req_recv,
@@ -339,13 +316,11 @@ impl Metrics {
             &self.component_loaded,
             &self.component_init,
             &self.component_init_fail,
-            &self.pubsub_egress_count,
             &self.pubsub_egress_latencies,
-            &self.pubsub_ingress_count,
             &self.pubsub_ingress_latencies,
         ]
         .into_iter()
-        .chain(self.blocks.iter().flat_map(|(c, l)| [c, l]))
+        .chain(self.blocks.iter())
     }
 
     /// Everything recorded, as Prometheus text.
@@ -376,8 +351,6 @@ impl Metrics {
             &path,
             status.as_str(),
         ];
-        self.http_server_request_count.add(&labels, 1.0);
-        self.http_server_response_count.add(&labels, 1.0);
         self.http_server_latency.observe(&labels, ms);
         self.http_server_request_bytes
             .observe(&[&self.app_id], req_bytes as f64);
@@ -394,7 +367,6 @@ impl Metrics {
         let status = status_text(status);
         let method = self.paths.method(method);
         let labels = [self.app_id.as_str(), method, &path, status.as_str()];
-        self.http_client_completed_count.add(&labels, 1.0);
         self.http_client_roundtrip_latency.observe(&labels, ms);
         self.http_client_sent_bytes
             .observe(&[&self.app_id, method, &path], sent as f64);
@@ -408,7 +380,6 @@ impl Metrics {
             return;
         }
         let labels = [self.app_id.as_str(), method, code];
-        self.grpc_server_completed_rpcs.add(&labels, 1.0);
         self.grpc_server_latency.observe(&labels, ms);
         self.grpc_server_received_bytes
             .observe(&labels[..2], received as f64);
@@ -421,7 +392,6 @@ impl Metrics {
             return;
         }
         let labels = [self.app_id.as_str(), method, code];
-        self.grpc_client_completed_rpcs.add(&labels, 1.0);
         self.grpc_client_roundtrip_latency.observe(&labels, ms);
     }
 
@@ -483,9 +453,7 @@ impl Metrics {
             operation,
             if success { "true" } else { "false" },
         ];
-        let (count, latencies) = &self.blocks[block as usize];
-        count.add(&labels, 1.0);
-        latencies.observe(&labels, ms);
+        self.blocks[block as usize].observe(&labels, ms);
     }
 
     /// One publish to `topic` on `pubsub`.
@@ -500,7 +468,6 @@ impl Metrics {
             if success { "true" } else { "false" },
             topic,
         ];
-        self.pubsub_egress_count.add(&labels, 1.0);
         self.pubsub_egress_latencies.observe(&labels, ms);
     }
 
@@ -517,7 +484,6 @@ impl Metrics {
             status,
             topic,
         ];
-        self.pubsub_ingress_count.add(&labels, 1.0);
         self.pubsub_ingress_latencies.observe(&labels, ms);
     }
 }
