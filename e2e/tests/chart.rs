@@ -191,6 +191,7 @@ fn default_values_give_a_whole_control_plane() {
     assert_eq!(env(inj, "SIDECAR_IMAGE"), "ghcr.io/daprs/daprd:0.1.0");
     assert_eq!(env(inj, "DAPR_MTLS_ENABLED"), "true");
     assert_eq!(env(inj, "NATIVE_SIDECAR"), "auto");
+    assert_eq!(env(inj, "METRICS_PORT"), "9090");
     for s in [
         "dapr-sentry",
         "dapr-api",
@@ -304,6 +305,7 @@ fn a_custom_registry_and_settings_reach_every_container() {
     assert_eq!(env(inj, "SIDECAR_IMAGE"), "docker.io/me/daprd:dev");
     assert_eq!(env(inj, "NATIVE_SIDECAR"), "on");
     assert_eq!(env(inj, "ALLOWED_SERVICE_ACCOUNTS"), "ci:deployer");
+    assert_eq!(env(inj, "METRICS_PORT"), "0");
     assert!(!r.services.contains_key("daprs-operator-metrics"));
     for d in ["daprs-operator", "daprs-injector"] {
         let pod = r.deployments[d]

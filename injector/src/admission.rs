@@ -116,7 +116,8 @@ pub struct BadRequest(pub String);
 /// What happened, for logs and metrics.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Injected,
+    /// daprd was added for this app-id.
+    Injected(String),
     Skipped(String),
     NotAllowed(String),
     Denied(String),
@@ -235,7 +236,15 @@ pub fn review(
             if !warnings.is_empty() {
                 r["warnings"] = json!(warnings);
             }
-            (answer(r), Outcome::Injected)
+            let app_id = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("dapr.io/app-id"))
+                .or(pod.metadata.name.as_ref())
+                .cloned()
+                .unwrap_or_default();
+            (answer(r), Outcome::Injected(app_id))
         }
     })
 }

@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod annotations;
 pub mod cluster;
+pub mod metrics;
 pub mod patch;
 pub mod render;
 pub mod server;

@@ -81,6 +81,9 @@ struct Serve {
     /// HTTPS port (the webhook, /healthz and /readyz).
     #[arg(long, env = "INJECTOR_PORT", default_value_t = 4000)]
     port: u16,
+    /// Port of the Prometheus metrics (plain HTTP; 0: not served).
+    #[arg(long, env = "METRICS_PORT", default_value_t = 9090)]
+    metrics_port: u16,
     /// Least level logged: debug, info, warn or error.
     #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = daprs_api::contract::log_level)]
     log_level: String,
@@ -209,6 +212,17 @@ async fn serve_cmd(args: Serve) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, "webhook listening");
+    if args.metrics_port != 0 {
+        let addr = SocketAddr::new(args.listen_address, args.metrics_port);
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (metrics): {e}"))?;
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(|| async { daprs_injector::metrics::METRICS.render() }),
+        );
+        tokio::spawn(async move { axum::serve(metrics, router).await });
+    }
     let router = server::router(Arc::new(Webhook {
         config: cfg,
         requesters,

@@ -82,8 +82,9 @@ async fn mutate(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byte
     match admission::review(&body, &hook.config, &hook.requesters) {
         Err(admission::BadRequest(why)) => (StatusCode::BAD_REQUEST, why).into_response(),
         Ok((answer, outcome)) => {
+            crate::metrics::METRICS.record(&outcome);
             match &outcome {
-                Outcome::Injected => tracing::info!("sidecar injected"),
+                Outcome::Injected(_) => tracing::info!("sidecar injected"),
                 Outcome::Skipped(why) => tracing::debug!(%why, "pod left unchanged"),
                 Outcome::NotAllowed(why) => tracing::warn!(%why, "requester not allowed"),
                 Outcome::Denied(why) => tracing::warn!(%why, "pod refused"),

@@ -169,6 +169,13 @@ async fn annotated_pods_from_controllers_get_a_working_patch() {
         );
         assert_eq!(typed.metadata.labels.expect("labels")["dapr.io/app-id"], "orders");
     }
+    // Counted under Dapr's metric names.
+    let text = daprs_injector::metrics::METRICS.render();
+    assert!(
+        text.contains("dapr_injector_sidecar_injection_succeeded_total{app_id=\"orders\"}"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE dapr_injector_sidecar_injection_requests_total counter"));
 }
 
 #[tokio::test]

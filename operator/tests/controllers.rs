@@ -102,6 +102,16 @@ async fn a_service_the_workload_no_longer_has_is_deleted() {
         .await
         .expect("reconcile");
     assert!(api.get(path).is_none(), "the old Service is gone");
+    let mut text = String::new();
+    daprs_operator::metrics::METRICS.render(&mut text);
+    assert!(
+        text.contains("dapr_operator_service_created_total{app_id=\"shop\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dapr_operator_service_deleted_total{app_id=\"nodeapp\"}"),
+        "{text}"
+    );
     let shop = api
         .get("/api/v1/namespaces/default/services/shop-dapr")
         .expect("the new Service");

@@ -203,6 +203,17 @@ async fn an_app_gets_a_certificate_for_its_own_identity() {
     let until = resp.valid_until.expect("valid_until").seconds;
     let expected = OffsetDateTime::now_utc().unix_timestamp() + 24 * 3600;
     assert!((until - expected).abs() < 60, "{until} vs {expected}");
+    // Counted under Dapr's names (the counters are the process's).
+    let mut text = String::new();
+    daprs_operator::metrics::METRICS.render(&mut text);
+    assert!(
+        text.contains("# TYPE dapr_sentry_cert_sign_success_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dapr_sentry_cert_sign_request_received_total "),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -273,6 +284,12 @@ async fn refusals_carry_a_clear_status() {
     let mut insecure = request("orders", "prod", "good-orders");
     insecure.token_validator = TokenValidator::Insecure as i32;
     assert_eq!(refuse(insecure).await.code(), Code::InvalidArgument);
+    let mut text = String::new();
+    daprs_operator::metrics::METRICS.render(&mut text);
+    assert!(
+        text.contains("dapr_sentry_cert_sign_failure_total{reason=\"InvalidArgument\"}"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
