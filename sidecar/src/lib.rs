@@ -349,7 +349,7 @@ pub async fn run(
     let observe = observe::Observe::new(&metrics, rt.api_log());
     let mut router = http_api::router(rt.clone());
     if observe.any() {
-        router = router.layer(observe::HttpLayer(observe.clone()));
+        router = router.layer(observe::ObserveLayer::<observe::Http>::new(observe.clone()));
     }
     let limits = listen::http_limits(&rt.settings);
     for l in http_listeners {
@@ -371,7 +371,7 @@ pub async fn run(
     // gRPC API, and any other service proxied to the app named by dapr-app-id.
     let mut grpc_router = grpc_router::api(rt.clone()).await;
     if observe.any() {
-        grpc_router = grpc_router.layer(observe::GrpcLayer(observe.clone()));
+        grpc_router = grpc_router.layer(observe::ObserveLayer::<observe::Grpc>::new(observe.clone()));
     }
     let windows = Some((app_channel::STREAM_WINDOW, app_channel::CONNECTION_WINDOW));
     let grpc_limits = listen::grpc_limits(&rt.settings, windows);
@@ -392,7 +392,9 @@ pub async fn run(
     let mut internal_router = grpc_router::internal(rt.clone());
     // Sidecar-to-sidecar calls are counted, not logged as API calls.
     if metrics.enabled() {
-        internal_router = internal_router.layer(observe::GrpcLayer(observe::Observe::new(&metrics, None)));
+        internal_router = internal_router.layer(observe::ObserveLayer::<observe::Grpc>::new(
+            observe::Observe::new(&metrics, None),
+        ));
     }
     let internal_limits = listen::grpc_limits(&rt.settings, windows);
     for l in internal {

@@ -5,6 +5,7 @@
 use std::{
     borrow::Cow,
     future::Future,
+    marker::PhantomData,
     pin::Pin,
     sync::{
         Arc,
@@ -71,27 +72,65 @@ fn body_len<B: HttpBody>(headers: &HeaderMap, body: &B) -> u64 {
     })
 }
 
-/// Records `dapr_http_server_*` and the "HTTP API Called" line for each request.
-#[derive(Clone)]
-pub struct HttpLayer(pub Observe);
+/// The layer of either server: `ObserveLayer<Http>` records
+/// `dapr_http_server_*` and the "HTTP API Called" line for each request;
+/// `ObserveLayer<Grpc>` records `dapr_grpc_io_server_*` and the "gRPC API
+/// Called" line for each RPC, when its status is known: at once for a
+/// trailers-only answer, otherwise when the trailers go out.
+pub struct ObserveLayer<K> {
+    observe: Observe,
+    kind: PhantomData<fn() -> K>,
+}
 
-impl<S> tower::Layer<S> for HttpLayer {
-    type Service = HttpObserved<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        HttpObserved {
-            inner,
-            observe: self.0.clone(),
+/// The HTTP API's calls.
+pub struct Http;
+/// gRPC calls.
+pub struct Grpc;
+
+impl<K> ObserveLayer<K> {
+    pub fn new(observe: Observe) -> Self {
+        Self {
+            observe,
+            kind: PhantomData,
         }
     }
 }
 
-#[derive(Clone)]
-pub struct HttpObserved<S> {
-    inner: S,
-    observe: Observe,
+impl<K> Clone for ObserveLayer<K> {
+    fn clone(&self) -> Self {
+        Self::new(self.observe.clone())
+    }
 }
 
-impl<S> tower::Service<Request<Body>> for HttpObserved<S>
+impl<S, K> tower::Layer<S> for ObserveLayer<K> {
+    type Service = Observed<S, K>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Observed {
+            inner,
+            observe: self.observe.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+/// A router behind an [`ObserveLayer`].
+pub struct Observed<S, K> {
+    inner: S,
+    observe: Observe,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<S: Clone, K> Clone for Observed<S, K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            observe: self.observe.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<S> tower::Service<Request<Body>> for Observed<S, Http>
 where
     S: tower::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
     S::Future: Send + 'static,
@@ -265,29 +304,7 @@ pub fn grpc_code(headers: &HeaderMap) -> Option<i32> {
     headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
 }
 
-/// Records `dapr_grpc_io_server_*` and the "gRPC API Called" line for each
-/// RPC, when its status is known: at once for a trailers-only answer,
-/// otherwise when the trailers go out.
-#[derive(Clone)]
-pub struct GrpcLayer(pub Observe);
-
-impl<S> tower::Layer<S> for GrpcLayer {
-    type Service = GrpcObserved<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcObserved {
-            inner,
-            observe: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct GrpcObserved<S> {
-    inner: S,
-    observe: Observe,
-}
-
-impl<S> tower::Service<Request<Body>> for GrpcObserved<S>
+impl<S> tower::Service<Request<Body>> for Observed<S, Grpc>
 where
     S: tower::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
     S::Future: Send + 'static,
