@@ -298,6 +298,20 @@ async fn sidecars_call_each_other_over_mutual_tls() {
         .await
         .expect("invoke");
     assert_eq!((status, body.as_str()), (200, "prod/orders"));
+    // Both counted their certificate under Dapr's name.
+    let (status, text) = http(
+        std::net::SocketAddr::from(([127, 0, 0, 1], orders.metrics)),
+        "GET",
+        "/metrics",
+        "",
+    )
+    .await
+    .expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("dapr_runtime_mtls_init_total{app_id=\"orders\"} 1"),
+        "{text}"
+    );
 
     // The internal port speaks only TLS, and only to holders of a certificate
     // from the same CA.

@@ -176,7 +176,13 @@ impl Svid {
 
     /// Renews the certificate when 70% of its life has passed, retrying
     /// every 10 s on failure, until the task is dropped.
-    pub async fn renew(&self, cp: ControlPlane, app_id: String, namespace: String) {
+    pub async fn renew(
+        &self,
+        cp: ControlPlane,
+        app_id: String,
+        namespace: String,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) {
         let mut valid_until = self.valid_until;
         loop {
             let left = valid_until.duration_since(SystemTime::now()).unwrap_or_default();
@@ -188,10 +194,12 @@ impl Svid {
                         self.identity.replace(issued.key);
                         valid_until = issued.valid_until;
                         tracing::info!(id = %issued.id, "renewed workload certificate");
+                        metrics.cert_renewal(None);
                         break;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "certificate renewal failed; retrying in 10s");
+                        metrics.cert_renewal(Some("sign"));
                         tokio::time::sleep(Duration::from_secs(10)).await;
                     }
                 }

@@ -195,6 +195,12 @@ pub async fn run(
         settings.namespace.as_deref().unwrap_or(""),
         config.metric.as_ref(),
     ));
+    if svid.is_some() {
+        metrics.mtls_started();
+    }
+    for name in &resiliency.names {
+        metrics.resiliency_in_use(name);
+    }
     let mut loaded = components::init_all(&settings, &config, &resources, &metrics).await?;
     let declared = {
         let mut errors = Vec::new();
@@ -293,10 +299,11 @@ pub async fn run(
     };
     if let (Some(svid), Some(cp)) = (svid.clone(), settings.control_plane.clone()) {
         let (app_id, ns) = (flags.app_id.clone(), namespace.clone());
+        let renewals = metrics.clone();
         let mut stopping = shutdown_rx.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = svid.renew(cp, app_id, ns) => {}
+                () = svid.renew(cp, app_id, ns, renewals) => {}
                 _ = stopping.wait_for(|v| *v) => {}
             }
         });

@@ -60,6 +60,10 @@ pub struct Metrics {
     component_loaded: Family,
     component_init: Family,
     component_init_fail: Family,
+    mtls_init: Family,
+    cert_rotated: Family,
+    cert_rotation_failed: Family,
+    resiliency_loaded: Family,
     /// Latencies (and counts) per [`Block`].
     blocks: [Family; 4],
     pubsub_egress_latencies: Family,
@@ -217,6 +221,26 @@ impl Metrics {
                 "The number of component initialization failures.",
                 &["app_id", "component", "reason", "componentName"],
             ),
+            mtls_init: Family::counter(
+                "dapr_runtime_mtls_init_total",
+                "The number of successful mTLS initialisations.",
+                APP,
+            ),
+            cert_rotated: Family::counter(
+                "dapr_runtime_mtls_workload_cert_rotated_total",
+                "The number of successful workload certificate rotations.",
+                APP,
+            ),
+            cert_rotation_failed: Family::counter(
+                "dapr_runtime_mtls_workload_cert_rotated_fail_total",
+                "The number of failed workload certificate rotations.",
+                &["app_id", "reason"],
+            ),
+            resiliency_loaded: Family::counter(
+                "dapr_resiliency_loaded",
+                "The number of Resiliency documents loaded.",
+                &["app_id", "name", "namespace"],
+            ),
             blocks: [
                 block(
                     &[(
@@ -316,6 +340,10 @@ impl Metrics {
             &self.component_loaded,
             &self.component_init,
             &self.component_init_fail,
+            &self.mtls_init,
+            &self.cert_rotated,
+            &self.cert_rotation_failed,
+            &self.resiliency_loaded,
             &self.pubsub_egress_latencies,
             &self.pubsub_ingress_latencies,
         ]
@@ -438,6 +466,32 @@ impl Metrics {
         }
         self.component_init_fail
             .add(&[&self.app_id, kind, reason, name], 1.0);
+    }
+
+    /// The workload certificate was obtained at start-up.
+    pub fn mtls_started(&self) {
+        if self.enabled {
+            self.mtls_init.add(&[&self.app_id], 1.0);
+        }
+    }
+
+    /// A renewal of the workload certificate, and why it failed if it did.
+    pub fn cert_renewal(&self, failure: Option<&str>) {
+        if !self.enabled {
+            return;
+        }
+        match failure {
+            None => self.cert_rotated.add(&[&self.app_id], 1.0),
+            Some(reason) => self.cert_rotation_failed.add(&[&self.app_id, reason], 1.0),
+        }
+    }
+
+    /// A Resiliency document in use.
+    pub fn resiliency_in_use(&self, name: &str) {
+        if self.enabled {
+            self.resiliency_loaded
+                .add(&[&self.app_id, name, &self.namespace], 1.0);
+        }
     }
 
     /// One call on a component (`operation`: `get`, `set`, `delete`,

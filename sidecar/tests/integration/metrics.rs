@@ -68,6 +68,19 @@ spec:
   metadata: []
 ---
 apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: patient
+spec:
+  policies:
+    timeouts:
+      general: 5s
+  targets:
+    apps:
+      metrics-target:
+        timeout: general
+---
+apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata:
   name: broken
@@ -236,6 +249,10 @@ async fn dapr_metrics_after_real_traffic() {
                 ("success", "true")
             ]
         ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "dapr_resiliency_loaded", &[app_id, ("name", "patient")]),
         Some(1.0)
     );
     assert_eq!(
