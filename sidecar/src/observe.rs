@@ -376,7 +376,7 @@ where
             resp.map(|inner| {
                 Body::new(Watched {
                     inner,
-                    rpc: Some(rpc),
+                    call: Some(rpc),
                 })
             })
         }))
@@ -452,14 +452,65 @@ impl HttpBody for Counted {
     }
 }
 
-/// A response body that records the RPC when its trailers pass, or when it
-/// is dropped unfinished (the caller went away: `Canceled`).
-struct Watched {
-    inner: Body,
-    rpc: Option<Rpc>,
+/// What a gRPC response body reports to when it ends.
+trait Finish {
+    /// Response message bytes passed.
+    fn sent(&mut self, _bytes: usize) {}
+    /// The call ended with `code`.
+    fn finish(self, code: i32);
 }
 
-impl HttpBody for Watched {
+impl Finish for Rpc {
+    fn sent(&mut self, bytes: usize) {
+        self.sent += bytes as u64;
+    }
+    fn finish(self, code: i32) {
+        Rpc::finish(self, code);
+    }
+}
+
+/// A proxied call this sidecar made to another app.
+struct Proxied {
+    metrics: Arc<Metrics>,
+    target: String,
+    start: Instant,
+}
+
+impl Finish for Proxied {
+    fn finish(self, code: i32) {
+        self.metrics
+            .invocation_sent(&self.target, true, code, elapsed_ms(self.start));
+    }
+}
+
+/// Records a proxied gRPC call to `target` as streaming service invocation,
+/// once its status is known.
+pub fn proxied(metrics: &Arc<Metrics>, target: &str, start: Instant, resp: Response<Body>) -> Response<Body> {
+    let call = Proxied {
+        metrics: metrics.clone(),
+        target: target.to_string(),
+        start,
+    };
+    if let Some(code) = grpc_code(resp.headers()) {
+        call.finish(code);
+        return resp;
+    }
+    resp.map(|inner| {
+        Body::new(Watched {
+            inner,
+            call: Some(call),
+        })
+    })
+}
+
+/// A response body that reports when its trailers pass, or when it is
+/// dropped unfinished (the caller went away: `Canceled`).
+struct Watched<F: Finish> {
+    inner: Body,
+    call: Option<F>,
+}
+
+impl<F: Finish + Send + Unpin + 'static> HttpBody for Watched<F> {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -471,24 +522,24 @@ impl HttpBody for Watched {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    if let Some(rpc) = self.rpc.as_mut() {
-                        rpc.sent += data.len() as u64;
+                    if let Some(call) = self.call.as_mut() {
+                        call.sent(data.len());
                     }
                 } else if let Some(trailers) = frame.trailers_ref()
-                    && let Some(rpc) = self.rpc.take()
+                    && let Some(call) = self.call.take()
                 {
-                    rpc.finish(grpc_code(trailers).unwrap_or(2));
+                    call.finish(grpc_code(trailers).unwrap_or(2));
                 }
             }
             Poll::Ready(Some(Err(_))) => {
-                if let Some(rpc) = self.rpc.take() {
-                    rpc.finish(13);
+                if let Some(call) = self.call.take() {
+                    call.finish(13);
                 }
             }
             Poll::Ready(None) => {
                 // Ended without trailers: not a complete gRPC answer.
-                if let Some(rpc) = self.rpc.take() {
-                    rpc.finish(2);
+                if let Some(call) = self.call.take() {
+                    call.finish(2);
                 }
             }
             Poll::Pending => {}
@@ -505,10 +556,10 @@ impl HttpBody for Watched {
     }
 }
 
-impl Drop for Watched {
+impl<F: Finish> Drop for Watched<F> {
     fn drop(&mut self) {
-        if let Some(rpc) = self.rpc.take() {
-            rpc.finish(1);
+        if let Some(call) = self.call.take() {
+            call.finish(1);
         }
     }
 }

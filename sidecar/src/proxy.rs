@@ -89,7 +89,20 @@ async fn forward_out(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
         .proxy_channel(&target)
         .map_err(|e| Status::unavailable(format!("cannot reach app {}: {}", target.app_id, e.message)))?;
     let policy = rt.resiliency.app(&target.app_id);
-    resilient::send(rt, channel, req, deadline, &target.app_id, &policy).await
+    let start = std::time::Instant::now();
+    let sent = resilient::send(rt, channel, req, deadline, &target.app_id, &policy).await;
+    if !rt.metrics.enabled() {
+        return sent;
+    }
+    match sent {
+        Ok(resp) => Ok(crate::observe::proxied(&rt.metrics, &target.app_id, start, resp)),
+        Err(status) => {
+            let ms = crate::metrics::elapsed_ms(start);
+            rt.metrics
+                .invocation_sent(&target.app_id, true, status.code() as i32, ms);
+            Err(status)
+        }
+    }
 }
 
 async fn forward_in(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {

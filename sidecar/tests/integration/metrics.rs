@@ -12,7 +12,7 @@ use super::{
     harness::{Daprd, Spec, resources, temp_dir},
 };
 
-async fn scrape(d: &Daprd) -> Scrape {
+pub async fn scrape(d: &Daprd) -> Scrape {
     let url = format!("http://127.0.0.1:{}/metrics", d.metrics_port);
     let r = super::harness::send("GET", &url, &[], Default::default())
         .await
@@ -23,7 +23,7 @@ async fn scrape(d: &Daprd) -> Scrape {
 }
 
 /// The value of the sample `name` whose labels include `labels`.
-fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     s.samples
         .iter()
         .filter(|x| x.metric == name)

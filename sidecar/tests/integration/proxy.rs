@@ -334,6 +334,33 @@ async fn streams_of_every_kind_flow_through_two_sidecars() {
     }
     drop(tx);
     assert!(replies.next().await.is_none());
+
+    // Each stream counted as streaming invocation, and as an RPC the API served.
+    let m = super::metrics::scrape(&client_d).await;
+    let me = ("app_id", "px-streams-client");
+    let streaming = [me, ("dst_app_id", app.as_str()), ("type", "streaming")];
+    let sent = super::metrics::value(&m, "dapr_runtime_service_invocation_req_sent_total", &streaming);
+    assert_eq!(sent, Some(3.0));
+    let ok = [
+        me,
+        ("src_app_id", app.as_str()),
+        ("status", "0"),
+        ("type", "streaming"),
+    ];
+    let received = super::metrics::value(&m, "dapr_runtime_service_invocation_res_recv_total", &ok);
+    assert_eq!(received, Some(3.0));
+    let served = m
+        .samples
+        .iter()
+        .filter(|x| x.metric == "dapr_grpc_io_server_completed_rpcs")
+        .filter(|x| x.labels.get("grpc_server_status") == Some("OK"))
+        .filter(|x| {
+            x.labels
+                .get("grpc_server_method")
+                .is_some_and(|m| m.ends_with("Stream") || m.ends_with("Bidi"))
+        })
+        .count();
+    assert!(served >= 2, "{served}");
 }
 
 #[tokio::test]
