@@ -130,47 +130,56 @@ fn to_app(rt: Arc<Runtime>, name: String, route: String) -> Handler {
     Arc::new(move |e: Event| {
         let (rt, name, route) = (rt.clone(), name.clone(), route.clone());
         Box::pin(async move {
-            let app = rt.app().map_err(|e| e.message)?;
-            if let Some(channel) = app.grpc_channel() {
-                let req = BindingEventRequest {
-                    name: name.clone(),
-                    data: e.data,
-                    metadata: e.metadata.into_iter().collect(),
-                };
-                let answer = AppCallbackClient::new(channel)
-                    .on_binding_event(app.grpc_request(req))
-                    .await
-                    .map_err(|s| format!("the app answered {:?}: {}", s.code(), s.message()))?
-                    .into_inner();
-                let reply = Reply {
-                    store: answer.store_name,
-                    states: answer.states.into_iter().map(SaveItem::from).collect(),
-                    to: answer.to,
-                    data: answer.data,
-                };
-                reply.carry_out(&rt, &name).await;
-                return Ok(());
-            }
-            let headers = e
-                .metadata
-                .into_iter()
-                .map(|(k, v)| (k, ListStringValue { values: vec![v] }))
-                .collect();
-            match app
-                .call_http(Verb::Post, &route, "application/json", e.data.to_vec(), headers)
-                .await
-            {
-                Ok((200..=299, body)) => {
-                    if let Some(reply) = Reply::from_http(&body) {
-                        reply.carry_out(&rt, &name).await;
-                    }
-                    Ok(())
-                }
-                Ok((status, _)) => Err(format!("the app answered {status}")),
-                Err(e) => Err(e.message),
-            }
+            let start = std::time::Instant::now();
+            let delivered = deliver(&rt, &name, &route, e).await;
+            rt.metrics
+                .input_event(&name, delivered.is_ok(), crate::metrics::elapsed_ms(start));
+            delivered
         })
     })
+}
+
+/// One event to the app, and what the app answers carried out.
+async fn deliver(rt: &Arc<Runtime>, name: &str, route: &str, e: Event) -> Result<(), String> {
+    let app = rt.app().map_err(|e| e.message)?;
+    if let Some(channel) = app.grpc_channel() {
+        let req = BindingEventRequest {
+            name: name.to_string(),
+            data: e.data,
+            metadata: e.metadata.into_iter().collect(),
+        };
+        let answer = AppCallbackClient::new(channel)
+            .on_binding_event(app.grpc_request(req))
+            .await
+            .map_err(|s| format!("the app answered {:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        let reply = Reply {
+            store: answer.store_name,
+            states: answer.states.into_iter().map(SaveItem::from).collect(),
+            to: answer.to,
+            data: answer.data,
+        };
+        reply.carry_out(rt, name).await;
+        return Ok(());
+    }
+    let headers = e
+        .metadata
+        .into_iter()
+        .map(|(k, v)| (k, ListStringValue { values: vec![v] }))
+        .collect();
+    match app
+        .call_http(Verb::Post, route, "application/json", e.data.to_vec(), headers)
+        .await
+    {
+        Ok((200..=299, body)) => {
+            if let Some(reply) = Reply::from_http(&body) {
+                reply.carry_out(rt, name).await;
+            }
+            Ok(())
+        }
+        Ok((status, _)) => Err(format!("the app answered {status}")),
+        Err(e) => Err(e.message),
+    }
 }
 
 /// What an app may answer an event with: states to save and output

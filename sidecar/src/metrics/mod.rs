@@ -24,6 +24,7 @@ const GRPC_SERVER_BYTES: &[&str] = &["app_id", "grpc_server_method"];
 const GRPC_CLIENT: &[&str] = &["app_id", "grpc_client_method", "grpc_client_status"];
 const COMPONENT_OP: &[&str] = &["app_id", "component", "namespace", "operation", "success"];
 const PUBSUB_EGRESS: &[&str] = &["app_id", "component", "namespace", "success", "topic"];
+const INPUT_BINDING: &[&str] = &["app_id", "component", "namespace", "success"];
 const PUBSUB_INGRESS: &[&str] = &["app_id", "component", "namespace", "process_status", "topic"];
 
 /// The latency family of one building block, with its call count beside it.
@@ -68,6 +69,7 @@ pub struct Metrics {
     blocks: [Family; 4],
     pubsub_egress_latencies: Family,
     pubsub_ingress_latencies: Family,
+    input_binding_latencies: Family,
 }
 
 /// The building blocks whose calls are counted alike.
@@ -307,6 +309,16 @@ impl Metrics {
                 "dapr_component_pubsub_ingress_count",
                 "The number of messages arriving from the pub/sub component.",
             )]),
+            input_binding_latencies: Family::histogram(
+                "dapr_component_input_binding_latencies",
+                "The time the app took to process an input binding event, in milliseconds.",
+                INPUT_BINDING,
+                latency,
+            )
+            .with_counts(&[(
+                "dapr_component_input_binding_count",
+                "The number of events arriving from the input binding component.",
+            )]),
         }
     }
 
@@ -346,6 +358,7 @@ impl Metrics {
             &self.resiliency_loaded,
             &self.pubsub_egress_latencies,
             &self.pubsub_ingress_latencies,
+            &self.input_binding_latencies,
         ]
         .into_iter()
         .chain(self.blocks.iter())
@@ -523,6 +536,20 @@ impl Metrics {
             topic,
         ];
         self.pubsub_egress_latencies.observe(&labels, ms);
+    }
+
+    /// One input binding event handed to the app.
+    pub fn input_event(&self, binding: &str, success: bool, ms: f64) {
+        if !self.enabled {
+            return;
+        }
+        let labels = [
+            self.app_id.as_str(),
+            binding,
+            self.namespace.as_str(),
+            if success { "true" } else { "false" },
+        ];
+        self.input_binding_latencies.observe(&labels, ms);
     }
 
     /// One message delivered to the subscriber (`status`: `success`,

@@ -221,6 +221,14 @@ async fn output_and_input_bindings_with_an_http_app() {
     // The app's answers were carried out: a state saved, data sent on.
     let r = d.get("/v1.0/state/statestore/last-tick").await.expect("state");
     assert_eq!((r.status, r.json()), (200, json!({"seen": true})));
+    // Counted under Dapr's names, as the binding and the app saw them.
+    let m = super::metrics::scrape(&d).await;
+    let ticks = super::metrics::value(
+        &m,
+        "dapr_component_input_binding_count",
+        &[("component", "ticker"), ("success", "true")],
+    );
+    assert!(ticks >= Some(2.0), "{ticks:?}");
     let r = d
         .send(
             "POST",
