@@ -85,6 +85,21 @@ impl SidecarConfig {
 
 /// Refuses values Dapr refuses, naming the field, instead of guessing.
 fn validate(spec: &ConfigurationSpec) -> Result<(), String> {
+    for (i, rule) in spec
+        .metric()
+        .map(|m| m.rules.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        for (j, label) in rule.labels.iter().enumerate() {
+            for (to, pattern) in &label.regex {
+                regex::Regex::new(pattern).map_err(|e| {
+                    format!("spec.metric.rules[{i}].labels[{j}].regex[{to:?}]: {pattern:?} is not a regular expression: {e}")
+                })?;
+            }
+        }
+    }
     if let Some(api) = &spec.api {
         for (list, rules) in [("allowed", &api.allowed), ("denied", &api.denied)] {
             for (i, r) in rules.iter().enumerate() {

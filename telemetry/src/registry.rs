@@ -69,6 +69,8 @@ pub struct Family {
     /// Counters whose value is a histogram series' observation count,
     /// rendered as families of their own: one lookup records them all.
     counts: &'static [(&'static str, &'static str)],
+    /// Label rewrites: (label position, [(replacement, pattern)]).
+    rules: Vec<(usize, Vec<(String, regex::Regex)>)>,
     series: Mutex<Table>,
 }
 
@@ -144,6 +146,7 @@ impl Family {
             labels,
             bounds: bounds.into(),
             counts: &[],
+            rules: Vec::new(),
             series: Mutex::new(Table::default()),
         }
     }
@@ -175,6 +178,24 @@ impl Family {
         self
     }
 
+    /// Rewrites label values: a value of `label` that a pattern matches
+    /// (anywhere in it) is recorded as that pattern's replacement. Returns
+    /// false when the family has no such label.
+    pub fn rewrite(&mut self, label: &str, rewrites: Vec<(String, regex::Regex)>) -> bool {
+        match self.labels.iter().position(|l| *l == label) {
+            Some(i) => {
+                self.rules.push((i, rewrites));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The names this family renders: its own and its counts'.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        std::iter::once(self.name).chain(self.counts.iter().map(|(n, _)| *n))
+    }
+
     /// The family's name.
     pub fn name(&self) -> &'static str {
         self.name
@@ -182,6 +203,21 @@ impl Family {
 
     fn with(&self, values: &[&str], f: impl FnOnce(&mut Series)) {
         debug_assert_eq!(values.len(), self.labels.len(), "{}", self.name);
+        if !self.rules.is_empty() {
+            let mut rewritten: Vec<&str> = values.to_vec();
+            for (i, rewrites) in &self.rules {
+                if let Some(v) = rewritten.get_mut(*i)
+                    && let Some((to, _)) = rewrites.iter().find(|(_, re)| re.is_match(v))
+                {
+                    *v = to;
+                }
+            }
+            return self.record(&rewritten, f);
+        }
+        self.record(values, f);
+    }
+
+    fn record(&self, values: &[&str], f: impl FnOnce(&mut Series)) {
         let Ok(mut table) = self.series.lock() else {
             return;
         };
@@ -403,6 +439,27 @@ mod tests {
         );
         assert!(out.contains("dapr_l_responses{m=\"GET\"} 2\n"), "{out}");
         assert!(out.contains("dapr_l_count{m=\"GET\"} 2\n"), "{out}");
+    }
+
+    #[test]
+    fn rules_rewrite_matching_label_values() {
+        let mut c = Family::counter("dapr_calls", "Calls.", &["app_id", "method"]);
+        let re = regex::Regex::new("orders/.+").expect("regex");
+        assert!(c.rewrite("method", vec![("orders/".into(), re)]));
+        assert!(!c.rewrite("nope", vec![]));
+        c.add(&["a", "orders/123"], 1.0);
+        c.add(&["a", "orders/456"], 1.0);
+        c.add(&["a", "users/1"], 1.0);
+        let mut out = String::new();
+        c.render(&mut out);
+        assert!(
+            out.contains("dapr_calls{app_id=\"a\",method=\"orders/\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("dapr_calls{app_id=\"a\",method=\"users/1\"} 1\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -81,6 +81,39 @@ pub enum Block {
     Secret = 3,
 }
 
+/// Every family outside `blocks`, borrowed as `$r` (`&` or `&mut`).
+macro_rules! every_family {
+    ($m:ident, $($r:tt)+) => {
+        [
+            $($r)+ $m.http_server_latency,
+            $($r)+ $m.http_server_request_bytes,
+            $($r)+ $m.http_server_response_bytes,
+            $($r)+ $m.http_client_roundtrip_latency,
+            $($r)+ $m.http_client_sent_bytes,
+            $($r)+ $m.http_client_received_bytes,
+            $($r)+ $m.grpc_server_latency,
+            $($r)+ $m.grpc_server_received_bytes,
+            $($r)+ $m.grpc_server_sent_bytes,
+            $($r)+ $m.grpc_client_roundtrip_latency,
+            $($r)+ $m.invocation_req_sent,
+            $($r)+ $m.invocation_req_recv,
+            $($r)+ $m.invocation_res_sent,
+            $($r)+ $m.invocation_res_recv,
+            $($r)+ $m.invocation_res_recv_latency,
+            $($r)+ $m.component_loaded,
+            $($r)+ $m.component_init,
+            $($r)+ $m.component_init_fail,
+            $($r)+ $m.mtls_init,
+            $($r)+ $m.cert_rotated,
+            $($r)+ $m.cert_rotation_failed,
+            $($r)+ $m.resiliency_loaded,
+            $($r)+ $m.pubsub_egress_latencies,
+            $($r)+ $m.pubsub_ingress_latencies,
+            $($r)+ $m.input_binding_latencies,
+        ]
+    };
+}
+
 /// Milliseconds since `start`, as Dapr records latencies.
 pub fn elapsed_ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
@@ -98,7 +131,7 @@ impl Metrics {
             }
             _ => LATENCY_MS,
         };
-        Self {
+        let mut m = Self {
             enabled,
             app_id: app_id.to_string(),
             namespace: namespace.to_string(),
@@ -319,7 +352,25 @@ impl Metrics {
                 "dapr_component_input_binding_count",
                 "The number of events arriving from the input binding component.",
             )]),
+        };
+        for rule in spec.map(|s| s.rules.as_slice()).unwrap_or_default() {
+            for family in m.families_mut() {
+                if !family.names().any(|n| n == rule.name) {
+                    continue;
+                }
+                for label in &rule.labels {
+                    // The Configuration was checked at start-up; a pattern
+                    // that does not compile is not applied.
+                    let rewrites = label
+                        .regex
+                        .iter()
+                        .filter_map(|(to, p)| regex::Regex::new(p).ok().map(|re| (to.clone(), re)))
+                        .collect();
+                    family.rewrite(&label.name, rewrites);
+                }
+            }
         }
+        m
     }
 
     /// A set that records nothing.
@@ -333,35 +384,13 @@ impl Metrics {
     }
 
     fn families(&self) -> impl Iterator<Item = &Family> {
-        [
-            &self.http_server_latency,
-            &self.http_server_request_bytes,
-            &self.http_server_response_bytes,
-            &self.http_client_roundtrip_latency,
-            &self.http_client_sent_bytes,
-            &self.http_client_received_bytes,
-            &self.grpc_server_latency,
-            &self.grpc_server_received_bytes,
-            &self.grpc_server_sent_bytes,
-            &self.grpc_client_roundtrip_latency,
-            &self.invocation_req_sent,
-            &self.invocation_req_recv,
-            &self.invocation_res_sent,
-            &self.invocation_res_recv,
-            &self.invocation_res_recv_latency,
-            &self.component_loaded,
-            &self.component_init,
-            &self.component_init_fail,
-            &self.mtls_init,
-            &self.cert_rotated,
-            &self.cert_rotation_failed,
-            &self.resiliency_loaded,
-            &self.pubsub_egress_latencies,
-            &self.pubsub_ingress_latencies,
-            &self.input_binding_latencies,
-        ]
-        .into_iter()
-        .chain(self.blocks.iter())
+        every_family!(self, &).into_iter().chain(self.blocks.iter())
+    }
+
+    fn families_mut(&mut self) -> impl Iterator<Item = &mut Family> {
+        every_family!(self, &mut)
+            .into_iter()
+            .chain(self.blocks.iter_mut())
     }
 
     /// Everything recorded, as Prometheus text.

@@ -324,3 +324,43 @@ async fn dapr_metrics_after_real_traffic() {
     );
     assert!(series(&s, "dapr_component_state_count") <= 4);
 }
+
+#[tokio::test]
+async fn configuration_rules_rewrite_labels_and_bad_patterns_stop_start_up() {
+    let home = temp_dir("metric-rules");
+    let config = home.join("config.yaml");
+    let rules = |pattern: &str| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: rules\nspec:\n  metric:\n    enabled: true\n    rules:\n    - name: dapr_http_server_request_count\n      labels:\n      - name: method\n        regex:\n          READ: \"{pattern}\"\n"
+        )
+    };
+    std::fs::write(&config, rules("^(GET|HEAD)$")).expect("config");
+    let d = Daprd::start(Spec {
+        extra: vec!["--config".into(), config.display().to_string()],
+        ..Spec::new("metric-rules", &home)
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(d.get("/v1.0/metadata").await.expect("metadata").status, 200);
+    }
+    let s = scrape(&d).await;
+    assert_eq!(
+        value(
+            &s,
+            "dapr_http_server_request_count",
+            &[("method", "READ"), ("status", "200")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&s, "dapr_http_server_request_count", &[("method", "GET")]),
+        None
+    );
+
+    std::fs::write(&config, rules("([unclosed")).expect("config");
+    let out = super::harness::start_fails(
+        &home,
+        &["--app-id", "bad-rules", "--config", &config.display().to_string()],
+    );
+    assert!(out.contains("spec.metric.rules[0].labels[0].regex"), "{out}");
+}
