@@ -137,7 +137,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = HttpFuture<S::Future>;
+    type Future = ObservedFuture<S::Future, HttpCall>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -162,7 +162,7 @@ where
             Some((format!("{method} {shown}"), user_agent(req.headers())))
         });
         let req_bytes = body_len(req.headers(), req.body());
-        HttpFuture {
+        ObservedFuture {
             inner: self.inner.call(req),
             call: Some(HttpCall {
                 observe,
@@ -177,7 +177,7 @@ where
 }
 
 /// One HTTP request being answered.
-struct HttpCall {
+pub struct HttpCall {
     observe: Observe,
     start: Instant,
     method: http::Method,
@@ -217,16 +217,45 @@ impl HttpCall {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The inner service's future; records the call when its answer is ready.
-    pub struct HttpFuture<F> {
-        #[pin]
-        inner: F,
-        call: Option<HttpCall>,
+/// What an observed call does once the inner service has answered.
+pub trait Answered {
+    fn answered(self, resp: Response<Body>) -> Response<Body>;
+}
+
+impl Answered for HttpCall {
+    fn answered(self, resp: Response<Body>) -> Response<Body> {
+        self.finish(&resp);
+        resp
     }
 }
 
-impl<F, E> Future for HttpFuture<F>
+impl Answered for Rpc {
+    /// A trailers-only answer is recorded at once; the rest when the
+    /// response body's trailers pass.
+    fn answered(self, resp: Response<Body>) -> Response<Body> {
+        if let Some(code) = grpc_code(resp.headers()) {
+            self.finish(code);
+            return resp;
+        }
+        resp.map(|inner| {
+            Body::new(Watched {
+                inner,
+                call: Some(self),
+            })
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's future; hands its answer to the call's record.
+    pub struct ObservedFuture<F, C> {
+        #[pin]
+        inner: F,
+        call: Option<C>,
+    }
+}
+
+impl<F, E, C: Answered> Future for ObservedFuture<F, C>
 where
     F: Future<Output = Result<Response<Body>, E>>,
 {
@@ -235,10 +264,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
-        if let (Ok(resp), Some(call)) = (&out, this.call.take()) {
-            call.finish(resp);
-        }
-        Poll::Ready(out)
+        Poll::Ready(match this.call.take() {
+            Some(call) => out.map(|resp| call.answered(resp)),
+            None => out,
+        })
     }
 }
 
@@ -311,7 +340,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = GrpcFuture<S::Future>;
+    type Future = ObservedFuture<S::Future, Rpc>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -339,52 +368,15 @@ where
                 count: received,
             })
         });
-        GrpcFuture {
+        ObservedFuture {
             inner: self.inner.call(req),
-            rpc: Some(rpc),
+            call: Some(rpc),
         }
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The inner service's future; records a trailers-only answer at once,
-    /// and hands the rest to the response body.
-    pub struct GrpcFuture<F> {
-        #[pin]
-        inner: F,
-        rpc: Option<Rpc>,
-    }
-}
-
-impl<F, E> Future for GrpcFuture<F>
-where
-    F: Future<Output = Result<Response<Body>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let out = std::task::ready!(this.inner.poll(cx));
-        let Some(rpc) = this.rpc.take() else {
-            return Poll::Ready(out);
-        };
-        Poll::Ready(out.map(|resp| {
-            if let Some(code) = grpc_code(resp.headers()) {
-                rpc.finish(code);
-                return resp;
-            }
-            resp.map(|inner| {
-                Body::new(Watched {
-                    inner,
-                    call: Some(rpc),
-                })
-            })
-        }))
-    }
-}
-
 /// An RPC whose metrics are recorded once its status is known.
-struct Rpc {
+pub struct Rpc {
     metrics: Option<Arc<Metrics>>,
     /// Some (with the user agent) when the call is logged.
     log: Option<Option<String>>,
