@@ -15,6 +15,8 @@
 //! - [`app_channel`]: calls into the app; [`registry`]: name resolution.
 //! - [`identity`]: the workload certificate; [`control_plane`]: resources
 //!   from the operator in Kubernetes mode.
+//! - [`metrics`]: Dapr's metrics; [`observe`]: the layers that record them
+//!   and the API log lines for every call; [`logging`]: Dapr's log format.
 //!
 //! [`run`] starts everything and returns when the sidecar has shut down.
 
