@@ -130,7 +130,9 @@ impl CaService for Sentry {
         let signed = self.sign(request.into_inner()).await;
         match &signed {
             Ok(_) => m.sign_success.add(&[], 1.0),
-            Err(status) => m.sign_failure.add(&[&format!("{:?}", status.code())], 1.0),
+            Err(status) => m
+                .sign_failure
+                .add(&[daprs_telemetry::grpc_code_name(status.code() as i32)], 1.0),
         }
         signed
     }

@@ -22,7 +22,10 @@ use axum::{
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::metrics::{Metrics, elapsed_ms};
+use crate::{
+    metrics::{Metrics, elapsed_ms},
+    proxy::grpc_status,
+};
 
 /// API logging (`--enable-api-logging`, `spec.logging.apiLogging`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -130,22 +133,40 @@ impl<S: Clone, K> Clone for Observed<S, K> {
     }
 }
 
-impl<S> tower::Service<Request<Body>> for Observed<S, Http>
+/// What each kind of server records of a call, begun as the call arrives.
+pub trait Kind {
+    type Call: Answered;
+    /// The call's record, and the request to pass on.
+    fn begin(observe: &Observe, req: Request<Body>) -> (Request<Body>, Self::Call);
+}
+
+impl<S, K: Kind> tower::Service<Request<Body>> for Observed<S, K>
 where
     S: tower::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = ObservedFuture<S::Future, HttpCall>;
+    type Future = ObservedFuture<S::Future, K::Call>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (req, call) = K::begin(&self.observe, req);
+        ObservedFuture {
+            inner: self.inner.call(req),
+            call: Some(call),
+        }
+    }
+}
+
+impl Kind for Http {
+    type Call = HttpCall;
+
+    fn begin(observe: &Observe, req: Request<Body>) -> (Request<Body>, HttpCall) {
         let start = Instant::now();
-        let observe = self.observe.clone();
         let method = req.method().clone();
         let uses_path = observe.metrics.as_ref().is_some_and(|m| m.paths.uses_path());
         let path = (uses_path || observe.log.is_some()).then(|| req.uri().path().to_string());
@@ -162,17 +183,15 @@ where
             Some((format!("{method} {shown}"), user_agent(req.headers())))
         });
         let req_bytes = body_len(req.headers(), req.body());
-        ObservedFuture {
-            inner: self.inner.call(req),
-            call: Some(HttpCall {
-                observe,
-                start,
-                method,
-                path,
-                line,
-                req_bytes,
-            }),
-        }
+        let call = HttpCall {
+            observe: observe.clone(),
+            start,
+            method,
+            path,
+            line,
+            req_bytes,
+        };
+        (req, call)
     }
 }
 
@@ -233,7 +252,7 @@ impl Answered for Rpc {
     /// A trailers-only answer is recorded at once; the rest when the
     /// response body's trailers pass.
     fn answered(self, resp: Response<Body>) -> Response<Body> {
-        if let Some(code) = grpc_code(resp.headers()) {
+        if let Some(code) = grpc_status(resp.headers()) {
             self.finish(code);
             return resp;
         }
@@ -304,55 +323,15 @@ pub fn route_of(path: &str) -> Cow<'_, str> {
 /// says, as Dapr's API loggers are.
 pub const API_LOG: &str = "dapr_api";
 
-/// gRPC's name for a status code, as Dapr's labels carry it.
-pub fn code_name(code: i32) -> &'static str {
-    match code {
-        0 => "OK",
-        1 => "Canceled",
-        2 => "Unknown",
-        3 => "InvalidArgument",
-        4 => "DeadlineExceeded",
-        5 => "NotFound",
-        6 => "AlreadyExists",
-        7 => "PermissionDenied",
-        8 => "ResourceExhausted",
-        9 => "FailedPrecondition",
-        10 => "Aborted",
-        11 => "OutOfRange",
-        12 => "Unimplemented",
-        13 => "Internal",
-        14 => "Unavailable",
-        15 => "DataLoss",
-        16 => "Unauthenticated",
-        _ => "Unknown",
-    }
-}
+impl Kind for Grpc {
+    type Call = Rpc;
 
-/// The `grpc-status` a header map carries.
-pub fn grpc_code(headers: &HeaderMap) -> Option<i32> {
-    headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
-}
-
-impl<S> tower::Service<Request<Body>> for Observed<S, Grpc>
-where
-    S: tower::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = ObservedFuture<S::Future, Rpc>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn begin(observe: &Observe, req: Request<Body>) -> (Request<Body>, Rpc) {
         let received = Arc::new(AtomicU64::new(0));
         let health = req.uri().path().starts_with("/grpc.health.v1.Health/");
         let rpc = Rpc {
-            metrics: self.observe.metrics.clone(),
-            log: self
-                .observe
+            metrics: observe.metrics.clone(),
+            log: observe
                 .log
                 .filter(|l| !(l.omit_health_checks && health))
                 .map(|_| user_agent(req.headers())),
@@ -368,10 +347,7 @@ where
                 count: received,
             })
         });
-        ObservedFuture {
-            inner: self.inner.call(req),
-            call: Some(rpc),
-        }
+        (req, rpc)
     }
 }
 
@@ -392,7 +368,7 @@ impl Rpc {
         if let Some(m) = &self.metrics {
             m.grpc_served(
                 self.uri.path(),
-                code_name(code),
+                daprs_telemetry::grpc_code_name(code),
                 self.received.load(Ordering::Relaxed),
                 self.sent,
                 ms,
@@ -483,7 +459,7 @@ pub fn proxied(metrics: &Arc<Metrics>, target: &str, start: Instant, resp: Respo
         target: target.to_string(),
         start,
     };
-    if let Some(code) = grpc_code(resp.headers()) {
+    if let Some(code) = grpc_status(resp.headers()) {
         call.finish(code);
         return resp;
     }
@@ -520,7 +496,7 @@ impl<F: Finish + Send + Unpin + 'static> HttpBody for Watched<F> {
                 } else if let Some(trailers) = frame.trailers_ref()
                     && let Some(call) = self.call.take()
                 {
-                    call.finish(grpc_code(trailers).unwrap_or(2));
+                    call.finish(grpc_status(trailers).unwrap_or(2));
                 }
             }
             Poll::Ready(Some(Err(_))) => {

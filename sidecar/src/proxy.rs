@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tonic::{Status, transport::Channel};
 use tower::ServiceExt;
 
+pub use self::body::grpc_status;
 use self::body::{Checked, Frames, Reply, Trip, cancelled, deadline_exceeded, passed};
 use crate::{registry::Target, runtime::Runtime};
 

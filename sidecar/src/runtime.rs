@@ -337,7 +337,7 @@ impl Runtime {
             };
             self.metrics.grpc_client(
                 "/dapr.proto.runtime.v1.AppCallback/OnInvoke",
-                crate::observe::code_name(code),
+                daprs_telemetry::grpc_code_name(code),
                 ms,
             );
         } else {
@@ -391,14 +391,15 @@ impl Runtime {
             }
         }
         self.invoker.stamp(target, &mut req);
-        let start = std::time::Instant::now();
+        // The clock is read only when something records the call.
+        let start = self.metrics.enabled().then(std::time::Instant::now);
         let result = if self.invoker.is_self(target) {
             self.invoke_local(req).await
         } else {
             let policy = self.resiliency.app(&target.app_id);
             self.invoker.remote(target, req, &policy).await
         };
-        if self.metrics.enabled() {
+        if let Some(start) = start {
             self.metrics.invocation_sent(
                 &target.app_id,
                 false,

@@ -547,7 +547,7 @@ impl Metrics {
             name,
             self.namespace.as_str(),
             operation,
-            if success { "true" } else { "false" },
+            flag(success),
         ];
         self.blocks[block as usize].observe(&labels, ms);
     }
@@ -561,7 +561,7 @@ impl Metrics {
             self.app_id.as_str(),
             pubsub,
             self.namespace.as_str(),
-            if success { "true" } else { "false" },
+            flag(success),
             topic,
         ];
         self.pubsub_egress_latencies.observe(&labels, ms);
@@ -576,7 +576,7 @@ impl Metrics {
             self.app_id.as_str(),
             binding,
             self.namespace.as_str(),
-            if success { "true" } else { "false" },
+            flag(success),
         ];
         self.input_binding_latencies.observe(&labels, ms);
     }
@@ -596,6 +596,11 @@ impl Metrics {
         ];
         self.pubsub_ingress_latencies.observe(&labels, ms);
     }
+}
+
+/// A boolean as a label.
+fn flag(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
 }
 
 /// A number as a label, written into `buf` instead of a new string.
