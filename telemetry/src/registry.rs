@@ -196,11 +196,6 @@ impl Family {
         std::iter::once(self.name).chain(self.counts.iter().map(|(n, _)| *n))
     }
 
-    /// The family's name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     fn with(&self, values: &[&str], f: impl FnOnce(&mut Series)) {
         debug_assert_eq!(values.len(), self.labels.len(), "{}", self.name);
         if !self.rules.is_empty() {

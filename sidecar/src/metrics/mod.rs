@@ -373,11 +373,6 @@ impl Metrics {
         m
     }
 
-    /// A set that records nothing.
-    pub fn disabled() -> Self {
-        Self::new(false, "", "", None)
-    }
-
     /// Whether anything is recorded.
     pub fn enabled(&self) -> bool {
         self.enabled
