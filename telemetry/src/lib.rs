@@ -1,8 +1,10 @@
 //! What the three programs report about themselves. [`registry`] holds
 //! counters, gauges and histograms under Dapr's metric names and writes them
-//! as Prometheus text; each program declares its own families.
+//! as Prometheus text; each program declares its own families. [`trace`]
+//! propagates trace context, samples, and exports spans.
 
 pub mod registry;
+pub mod trace;
 
 /// gRPC's name for a status code, as Dapr's labels carry it (Go's spelling:
 /// `OK`, `Canceled`).
