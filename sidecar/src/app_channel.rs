@@ -514,6 +514,9 @@ impl AppChannel {
         let msg: InvokeRequest = req.message.unwrap_or_default();
         let mut request = tonic::Request::new(msg);
         *request.metadata_mut() = grpc_metadata(&req.metadata);
+        if let Some(ctx) = crate::trace::parent_in_metadata(&req.metadata) {
+            crate::trace::set_grpc_metadata(request.metadata_mut(), &ctx);
+        }
         if let Some(token) = &self.grpc_token {
             request.metadata_mut().insert("dapr-api-token", token.clone());
         }

@@ -140,16 +140,54 @@ fn to_app(rt: Arc<Runtime>, name: String, route: String) -> Handler {
 }
 
 /// One event to the app, and what the app answers carried out.
-async fn deliver(rt: &Arc<Runtime>, name: &str, route: &str, e: Event) -> Result<(), String> {
+async fn deliver(rt: &Arc<Runtime>, name: &str, route: &str, mut e: Event) -> Result<(), String> {
     let app = rt.app().map_err(|e| e.message)?;
+    let span = crate::trace::callback(
+        &rt.tracer,
+        e.metadata.get("traceparent").map(String::as_str),
+        || format!("bindings/{name}"),
+    );
+    let mut span = span.inspect(|s| {
+        e.metadata.insert("traceparent".into(), s.context().traceparent());
+    });
+    if let Some(s) = span.as_mut().filter(|s| s.recording()) {
+        s.set_attribute("db.name", name.to_string());
+        s.set_attribute("rpc.service", "Dapr");
+        s.set_attribute("db.system", "bindings");
+        s.set_attribute("db.connection_string", route.to_string());
+    }
+    let delivered = deliver_traced(rt, app, name, route, e).await;
+    if let Some(mut s) = span {
+        if let Err(err) = &delivered {
+            s.set_error(err.clone());
+        }
+        s.end();
+    }
+    delivered
+}
+
+async fn deliver_traced(
+    rt: &Arc<Runtime>,
+    app: &crate::app_channel::AppChannel,
+    name: &str,
+    route: &str,
+    e: Event,
+) -> Result<(), String> {
     if let Some(channel) = app.grpc_channel() {
-        let req = BindingEventRequest {
+        let trace = e
+            .metadata
+            .get("traceparent")
+            .and_then(|t| daprs_telemetry::trace::SpanContext::parse(t));
+        let mut req = app.grpc_request(BindingEventRequest {
             name: name.to_string(),
             data: e.data,
             metadata: e.metadata.into_iter().collect(),
-        };
+        });
+        if let Some(ctx) = &trace {
+            crate::trace::set_grpc_metadata(req.metadata_mut(), ctx);
+        }
         let answer = AppCallbackClient::new(channel)
-            .on_binding_event(app.grpc_request(req))
+            .on_binding_event(req)
             .await
             .map_err(|s| format!("the app answered {:?}: {}", s.code(), s.message()))?
             .into_inner();

@@ -25,6 +25,8 @@ pub struct SidecarConfig {
     pub secret_scopes: Vec<daprs_api::v1alpha1::SecretScope>,
     /// `spec.accessControl`: who may invoke this app; None lets everyone.
     pub access: Option<std::sync::Arc<crate::acl::AccessControl>>,
+    /// `spec.tracing`: sampling and where spans go.
+    pub tracing: Option<daprs_api::v1alpha1::TracingSpec>,
 }
 
 impl SidecarConfig {
@@ -64,6 +66,7 @@ impl SidecarConfig {
                 .map(crate::acl::AccessControl::parse)
                 .transpose()?
                 .map(std::sync::Arc::new),
+            tracing: spec.tracing.clone(),
         })
     }
 
@@ -85,6 +88,9 @@ impl SidecarConfig {
 
 /// Refuses values Dapr refuses, naming the field, instead of guessing.
 fn validate(spec: &ConfigurationSpec) -> Result<(), String> {
+    if let Some(t) = &spec.tracing {
+        crate::trace::validate(t)?;
+    }
     for (i, rule) in spec
         .metric()
         .map(|m| m.rules.as_slice())

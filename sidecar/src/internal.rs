@@ -128,6 +128,25 @@ fn proven_caller<T>(req: &Request<T>) -> Option<daprs_mtls::SpiffeId> {
 }
 
 impl InternalServer {
+    /// The server span of an invocation from another sidecar, named as
+    /// Dapr names it; the app receives its context.
+    fn call_span(&self, req: &mut InternalInvokeRequest) -> Option<daprs_telemetry::trace::Span> {
+        let parent = crate::trace::parent_in_metadata(&req.metadata);
+        let mut span = self
+            .rt
+            .tracer
+            .start(daprs_telemetry::trace::SpanKind::Server, parent)?;
+        crate::trace::set_metadata(&mut req.metadata, &span.context());
+        if span.recording() {
+            let method = req.message.as_ref().map_or("", |m| m.method.as_str());
+            span.set_name(format!("CallLocal/{}/{method}", self.rt.app_id));
+            span.set_attribute("rpc.service", "ServiceInvocation");
+            span.set_attribute("dapr.invoke_method", method.to_string());
+            span.set_attribute("dapr.protocol", "grpc");
+        }
+        Some(span)
+    }
+
     async fn local(
         &self,
         mut req: InternalInvokeRequest,
@@ -180,7 +199,14 @@ impl InternalServer {
             .enabled()
             .then(|| crate::invoke::get(&req.metadata, "dapr-caller-app-id").map(str::to_string))
             .flatten();
+        let span = self.call_span(&mut req);
         let result = self.rt.invoke_local(req).await;
+        if let Some(mut span) = span {
+            if let Err(e) = &result {
+                span.set_error(e.message.clone());
+            }
+            span.end();
+        }
         if self.rt.metrics.enabled() {
             let status = crate::runtime::invocation_status(&result);
             self.rt

@@ -15,8 +15,9 @@
 //! - [`app_channel`]: calls into the app; [`registry`]: name resolution.
 //! - [`identity`]: the workload certificate; [`control_plane`]: resources
 //!   from the operator in Kubernetes mode.
-//! - [`metrics`]: Dapr's metrics; [`observe`]: the layers that record them
-//!   and the API log lines for every call; [`logging`]: Dapr's log format.
+//! - [`metrics`]: Dapr's metrics; [`trace`]: trace context and the tracer;
+//!   [`observe`]: the layers that record both and the API log lines for
+//!   every call; [`logging`]: Dapr's log format.
 //!
 //! [`run`] starts everything and returns when the sidecar has shut down.
 
@@ -53,6 +54,7 @@ pub mod secrets_api;
 pub mod settings;
 mod startup;
 pub mod state_api;
+pub mod trace;
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -197,6 +199,8 @@ pub async fn run(
         settings.namespace.as_deref().unwrap_or(""),
         config.metric.as_ref(),
     ));
+    let tracer =
+        trace::tracer(&flags.app_id, config.tracing.as_ref(), &settings.env).map_err(StartError::Config)?;
     if svid.is_some() {
         metrics.mtls_started();
     }
@@ -328,6 +332,7 @@ pub async fn run(
         components_changed: tokio::sync::broadcast::channel(16).0,
         config_watches: Default::default(),
         metrics: metrics.clone(),
+        tracer: tracer.clone(),
     });
     rt.health.app_healthy.store(true, Ordering::Relaxed);
 
@@ -355,7 +360,7 @@ pub async fn run(
     };
 
     // HTTP API.
-    let observe = observe::Observe::new(&metrics, rt.api_log());
+    let observe = observe::Observe::new(&metrics, rt.api_log(), tracer);
     let mut router = http_api::router(rt.clone());
     if observe.any() {
         router = router.layer(observe::ObserveLayer::<observe::Http>::new(observe.clone()));
@@ -399,10 +404,11 @@ pub async fn run(
     // because after heavy load the extra yield slowed small-message streams
     // to half (BENCHMARKS.md).
     let mut internal_router = grpc_router::internal(rt.clone());
-    // Sidecar-to-sidecar calls are counted, not logged as API calls.
+    // Sidecar-to-sidecar calls are counted, not logged as API calls; their
+    // spans are begun where the call is read (invocation, proxying).
     if metrics.enabled() {
         internal_router = internal_router.layer(observe::ObserveLayer::<observe::Grpc>::new(
-            observe::Observe::new(&metrics, None),
+            observe::Observe::new(&metrics, None, daprs_telemetry::trace::Tracer::off()),
         ));
     }
     let internal_limits = listen::grpc_limits(&rt.settings, windows);

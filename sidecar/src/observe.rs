@@ -1,6 +1,7 @@
 //! What every call the HTTP and gRPC APIs answer leaves behind: Dapr's
-//! metrics and, when API logging is on, one log line. Tower layers put in
-//! front of the routers once; neither is installed when both are off.
+//! metrics, a span when tracing is on, and, when API logging is on, one log
+//! line. Tower layers put in front of the routers once; not installed when
+//! all three are off.
 
 use std::{
     borrow::Cow,
@@ -22,9 +23,12 @@ use axum::{
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use daprs_telemetry::trace::{Span, SpanKind, Tracer, http_error};
+
 use crate::{
     metrics::{Metrics, elapsed_ms},
     proxy::grpc_status,
+    trace,
 };
 
 /// API logging (`--enable-api-logging`, `spec.logging.apiLogging`).
@@ -41,20 +45,40 @@ pub struct ApiLog {
 pub struct Observe {
     pub metrics: Option<Arc<Metrics>>,
     pub log: Option<ApiLog>,
+    pub tracer: Tracer,
 }
 
 impl Observe {
-    /// From the settings: `metrics` when enabled, `log` when asked for.
-    pub fn new(metrics: &Arc<Metrics>, log: Option<ApiLog>) -> Self {
+    /// From the settings: `metrics` when enabled, `log` when asked for,
+    /// spans when `tracer` is on.
+    pub fn new(metrics: &Arc<Metrics>, log: Option<ApiLog>, tracer: Tracer) -> Self {
         Self {
             metrics: metrics.enabled().then(|| metrics.clone()),
             log,
+            tracer,
         }
     }
 
     /// Whether anything is recorded.
     pub fn any(&self) -> bool {
-        self.metrics.is_some() || self.log.is_some()
+        self.metrics.is_some() || self.log.is_some() || self.tracer.enabled()
+    }
+
+    /// The call's span, its context written over the request's trace
+    /// headers so that everything downstream carries it. Health checks
+    /// are not traced, as in Dapr.
+    fn span(&self, req: &mut Request<Body>, grpc: bool) -> Option<Span> {
+        if !self.tracer.enabled() {
+            return None;
+        }
+        let path = req.uri().path();
+        if path.contains("/healthz") || path.starts_with("/grpc.health.v1.Health/") {
+            return None;
+        }
+        let parent = trace::parent_of(req.headers(), grpc);
+        let span = self.tracer.start(SpanKind::Client, parent)?;
+        trace::set_headers(req.headers_mut(), &span.context(), grpc);
+        Some(span)
     }
 }
 
@@ -165,10 +189,12 @@ where
 impl Kind for Http {
     type Call = HttpCall;
 
-    fn begin(observe: &Observe, req: Request<Body>) -> (Request<Body>, HttpCall) {
+    fn begin(observe: &Observe, mut req: Request<Body>) -> (Request<Body>, HttpCall) {
         let start = Instant::now();
         let method = req.method().clone();
-        let uses_path = observe.metrics.as_ref().is_some_and(|m| m.paths.uses_path());
+        let span = observe.span(&mut req, false);
+        let uses_path = observe.metrics.as_ref().is_some_and(|m| m.paths.uses_path())
+            || span.as_ref().is_some_and(Span::recording);
         let path = (uses_path || observe.log.is_some()).then(|| req.uri().path().to_string());
         let line = observe.log.and_then(|log| {
             let path = path.as_deref().unwrap_or("");
@@ -190,6 +216,7 @@ impl Kind for Http {
             path,
             line,
             req_bytes,
+            span,
         };
         (req, call)
     }
@@ -204,6 +231,7 @@ pub struct HttpCall {
     /// The logged method text and user agent, when the call is logged.
     line: Option<(String, Option<String>)>,
     req_bytes: u64,
+    span: Option<Span>,
 }
 
 impl HttpCall {
@@ -220,6 +248,17 @@ impl HttpCall {
                 res_bytes,
                 ms,
             );
+        }
+        if let Some(mut span) = self.span {
+            if span.recording() {
+                let path = self.path.as_deref().unwrap_or("");
+                span.set_name(path);
+                trace::describe_http(&mut span, self.method.as_str(), path, status);
+                if let Some(e) = http_error(status) {
+                    span.set_error(e);
+                }
+            }
+            span.end();
         }
         if let Some((called, agent)) = self.line {
             tracing::info!(
@@ -242,26 +281,28 @@ pub trait Answered {
 }
 
 impl Answered for HttpCall {
-    fn answered(self, resp: Response<Body>) -> Response<Body> {
+    /// The answer carries the call's `traceparent`, as Dapr's does.
+    fn answered(self, mut resp: Response<Body>) -> Response<Body> {
+        if let Some(span) = &self.span {
+            trace::answer_headers(resp.headers_mut(), &span.context(), false);
+        }
         self.finish(&resp);
         resp
     }
 }
 
+const INVOKE_SERVICE: &str = "/dapr.proto.runtime.v1.Dapr/InvokeService";
+
 impl Answered for Rpc {
-    /// A trailers-only answer is recorded at once; the rest when the
-    /// response body's trailers pass.
-    fn answered(self, resp: Response<Body>) -> Response<Body> {
-        if let Some(code) = grpc_status(resp.headers()) {
-            self.finish(code);
-            return resp;
+    /// Answers other than `InvokeService`'s carry `grpc-trace-bin`, as
+    /// Dapr's do. The call is recorded when its status is known.
+    fn answered(self, mut resp: Response<Body>) -> Response<Body> {
+        if let Some(span) = &self.span
+            && self.uri.path() != INVOKE_SERVICE
+        {
+            trace::answer_headers(resp.headers_mut(), &span.context(), true);
         }
-        resp.map(|inner| {
-            Body::new(Watched {
-                inner,
-                call: Some(self),
-            })
-        })
+        on_finish(self, resp)
     }
 }
 
@@ -326,9 +367,15 @@ pub const API_LOG: &str = "dapr_api";
 impl Kind for Grpc {
     type Call = Rpc;
 
-    fn begin(observe: &Observe, req: Request<Body>) -> (Request<Body>, Rpc) {
+    fn begin(observe: &Observe, mut req: Request<Body>) -> (Request<Body>, Rpc) {
         let received = Arc::new(AtomicU64::new(0));
         let health = req.uri().path().starts_with("/grpc.health.v1.Health/");
+        let span = observe.span(&mut req, true);
+        let rename = span.as_ref().filter(|s| s.recording()).map(|_| {
+            let rename = trace::Rename::default();
+            req.extensions_mut().insert(rename.clone());
+            rename
+        });
         let rpc = Rpc {
             metrics: observe.metrics.clone(),
             log: observe
@@ -340,6 +387,8 @@ impl Kind for Grpc {
             start: Instant::now(),
             received: received.clone(),
             sent: 0,
+            span,
+            rename,
         };
         let req = req.map(|b| {
             Body::new(Counted {
@@ -360,11 +409,29 @@ pub struct Rpc {
     start: Instant,
     received: Arc<AtomicU64>,
     sent: u64,
+    span: Option<Span>,
+    /// Where a handler may rename the span.
+    rename: Option<trace::Rename>,
 }
 
 impl Rpc {
     fn finish(self, code: i32) {
         let ms = elapsed_ms(self.start);
+        if let Some(mut span) = self.span {
+            if span.recording() {
+                let path = self.uri.path();
+                span.set_name(
+                    self.rename
+                        .and_then(|r| r.take())
+                        .unwrap_or_else(|| path.to_string()),
+                );
+                trace::describe_grpc(&mut span, path);
+                if code != 0 {
+                    span.set_error(daprs_telemetry::grpc_code_name(code));
+                }
+            }
+            span.end();
+        }
         if let Some(m) = &self.metrics {
             m.grpc_served(
                 self.uri.path(),
@@ -459,6 +526,29 @@ pub fn proxied(metrics: &Arc<Metrics>, target: &str, start: Instant, resp: Respo
         target: target.to_string(),
         start,
     };
+    on_finish(call, resp)
+}
+
+/// A gRPC call's span, ended with the call.
+struct Spanned(Span);
+
+impl Finish for Spanned {
+    fn finish(mut self, code: i32) {
+        if code != 0 {
+            self.0.set_error(daprs_telemetry::grpc_code_name(code));
+        }
+        self.0.end();
+    }
+}
+
+/// Ends `span` when the gRPC call answered by `resp` ends.
+pub fn traced(span: Span, resp: Response<Body>) -> Response<Body> {
+    on_finish(Spanned(span), resp)
+}
+
+/// Hands `call` the status of the gRPC answer `resp`: at once for a
+/// trailers-only answer, otherwise when the response body's trailers pass.
+fn on_finish<F: Finish + Send + Unpin + 'static>(call: F, resp: Response<Body>) -> Response<Body> {
     if let Some(code) = grpc_status(resp.headers()) {
         call.finish(code);
         return resp;

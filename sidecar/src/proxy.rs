@@ -11,6 +11,7 @@ pub mod timeout;
 use std::{convert::Infallible, sync::Arc};
 
 use axum::body::Body;
+use daprs_telemetry::trace::SpanKind;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 use tonic::{Status, transport::Channel};
@@ -128,7 +129,26 @@ async fn forward_in(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
         None,
     )?;
     let deadline = deadline_of(req.headers())?;
-    to_app(rt, req, deadline).await
+    let Some(mut span) = rt
+        .tracer
+        .start(SpanKind::Server, crate::trace::parent_of(req.headers(), true))
+    else {
+        return to_app(rt, req, deadline).await;
+    };
+    // The app's span is a child of this sidecar's.
+    crate::trace::set_headers(req.headers_mut(), &span.context(), true);
+    if span.recording() {
+        let path = req.uri().path();
+        span.set_name(path);
+        crate::trace::describe_grpc(&mut span, path);
+    }
+    match to_app(rt, req, deadline).await {
+        Ok(resp) => Ok(crate::observe::traced(span, resp)),
+        Err(status) => {
+            span.set_error(daprs_telemetry::grpc_code_name(status.code() as i32));
+            Err(status)
+        }
+    }
 }
 
 async fn to_app(rt: &Runtime, mut req: Req, deadline: Option<Instant>) -> Result<Resp, Status> {

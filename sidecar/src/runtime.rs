@@ -203,6 +203,9 @@ pub struct Runtime {
     pub config_watches: crate::configuration_api::Watches,
     /// What is recorded for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Starts the spans of calls that begin here (deliveries, input
+    /// bindings) or arrive from other sidecars.
+    pub tracer: daprs_telemetry::trace::Tracer,
 }
 
 /// The status an invocation's metrics carry: the app's (HTTP status, or gRPC

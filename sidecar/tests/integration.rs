@@ -8,6 +8,8 @@ mod acl;
 mod apps;
 #[path = "integration/bindings.rs"]
 mod bindings;
+#[path = "integration/collector.rs"]
+mod collector;
 #[path = "integration/configuration.rs"]
 mod configuration;
 #[path = "integration/endpoints.rs"]
@@ -52,3 +54,5 @@ mod secrets;
 mod startup;
 #[path = "integration/state.rs"]
 mod state;
+#[path = "integration/tracing.rs"]
+mod tracing;

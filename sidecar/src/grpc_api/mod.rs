@@ -54,11 +54,15 @@ impl Dapr for DaprApi {
         request: Request<InvokeServiceRequest>,
     ) -> Result<Response<InvokeResponse>, Status> {
         let metadata = from_grpc_metadata(request.metadata());
+        let rename = request.extensions().get::<crate::trace::Rename>().cloned();
         let req = request.into_inner();
         let target = Target::parse(&req.id).map_err(Status::invalid_argument)?;
         let message = req
             .message
             .ok_or_else(|| Status::invalid_argument("message is required"))?;
+        if let Some(r) = rename {
+            r.set(format!("CallLocal/{}/{}", req.id, message.method));
+        }
         let mut metadata = metadata;
         for skip in [
             "dapr-api-token",
@@ -405,10 +409,15 @@ impl Dapr for DaprApi {
         &self,
         request: Request<R::InvokeBindingRequest>,
     ) -> Result<Response<R::InvokeBindingResponse>, Status> {
+        let mut metadata = BTreeMap::new();
+        let headers = request.metadata();
+        crate::trace::into_binding_metadata(|k| headers.get(k).and_then(|v| v.to_str().ok()), &mut metadata)
+            .map_err(Status::invalid_argument)?;
         let r = request.into_inner();
+        metadata.extend(r.metadata);
         let res = self
             .rt
-            .invoke_binding(&r.name, r.operation, r.data, meta_map(r.metadata))
+            .invoke_binding(&r.name, r.operation, r.data, metadata)
             .await?;
         Ok(Response::new(R::InvokeBindingResponse {
             data: res.data.unwrap_or_default(),

@@ -24,11 +24,10 @@ struct CallJson {
 }
 
 pub async fn invoke(State(rt): Rt, Path(name): Path<String>, req: Request) -> Result<Response, ApiError> {
-    let baggage = req
-        .headers()
-        .get("baggage")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let mut metadata = BTreeMap::new();
+    let headers = req.headers();
+    crate::trace::into_binding_metadata(|k| headers.get(k).and_then(|v| v.to_str().ok()), &mut metadata)
+        .map_err(ApiError::malformed)?;
     let body = read_body(&rt, req.into_body()).await?;
     let call: CallJson = parse_json(&body)?;
     if call.operation.is_empty() {
@@ -38,10 +37,8 @@ pub async fn invoke(State(rt): Rt, Path(name): Path<String>, req: Request) -> Re
         None | Some(serde_json::Value::Null) => Vec::new(),
         Some(v) => serde_json::to_vec(&v).map_err(|e| ApiError::malformed(e.to_string()))?,
     };
-    let mut metadata = call.metadata;
-    if let Some(b) = baggage {
-        metadata.insert("baggage".into(), b);
-    }
+    // The caller's own metadata wins over what the headers carry.
+    metadata.extend(call.metadata);
     let res = rt
         .invoke_binding(&name, call.operation, data.into(), metadata)
         .await?;

@@ -19,6 +19,7 @@ use daprs_proto::{
         topic_event_response::TopicEventResponseStatus,
     },
 };
+use daprs_telemetry::trace::{Span, SpanContext};
 use serde_json::{Map, Value};
 
 use super::{
@@ -205,10 +206,14 @@ async fn call_app(
     path: &str,
     ev: &Event,
     body: &Bytes,
+    trace: Option<SpanContext>,
 ) -> (Outcome, Option<Failure>) {
     if let Some(channel) = app.grpc_channel() {
         let _permit = app.admit().await;
-        let req = app.grpc_request(topic_event_request(&ev.whole(body), path));
+        let mut req = app.grpc_request(topic_event_request(&ev.whole(body), path));
+        if let Some(ctx) = &trace {
+            crate::trace::set_grpc_metadata(req.metadata_mut(), ctx);
+        }
         let res = AppCallbackClient::new(channel)
             .on_topic_event(req)
             .await
@@ -227,8 +232,11 @@ async fn call_app(
         );
     };
     header("pubsubname", &sub.pubsub);
+    // The app's span is a child of the delivery's, when there is one.
+    let traceparent = trace.map(|t| t.traceparent());
     for k in ["traceparent", "tracestate"] {
-        if let Some(v) = ev.attr(k).filter(|v| !v.is_empty()) {
+        let own = traceparent.as_deref().filter(|_| k == "traceparent");
+        if let Some(v) = own.or(ev.attr(k)).filter(|v| !v.is_empty()) {
             header(k, v);
         }
     }
@@ -295,9 +303,18 @@ async fn handle(
         return Err(Error::Backend("the app is unhealthy".into()));
     }
     let start = std::time::Instant::now();
+    let mut span = crate::trace::callback(&rt.tracer, ev.attr("traceparent"), || {
+        format!("pubsub/{}", sub.topic)
+    });
+    if let Some(s) = span.as_mut().filter(|s| s.recording()) {
+        s.set_attribute("messaging.system", "pubsub");
+        s.set_attribute("messaging.destination", sub.topic.clone());
+        s.set_attribute("messaging.destination_kind", "topic");
+    }
+    let trace = span.as_ref().map(Span::context);
     let outcome = match batcher {
         Some(b) => Some(b.deliver(path, ev.whole(&body).into_owned()).await),
-        None => deliver_one(rt, app, sub, &path, &ev, &body).await,
+        None => deliver_one(rt, app, sub, &path, &ev, &body, trace).await,
     };
     let status = match outcome {
         Some(Outcome::Success) => "success",
@@ -306,6 +323,12 @@ async fn handle(
     };
     rt.metrics
         .delivered(&sub.pubsub, &sub.topic, status, crate::metrics::elapsed_ms(start));
+    if let Some(mut span) = span {
+        if status != "success" {
+            span.set_error(status);
+        }
+        span.end();
+    }
     match outcome {
         Some(Outcome::Success) => Ok(()),
         Some(Outcome::Drop) => {
@@ -328,10 +351,11 @@ async fn deliver_one(
     path: &str,
     ev: &Event,
     body: &Bytes,
+    trace: Option<SpanContext>,
 ) -> Option<Outcome> {
     let policy = rt.resiliency.inbound(&sub.pubsub);
     let attempt = || async {
-        match call_app(app, sub, path, ev, body).await {
+        match call_app(app, sub, path, ev, body, trace).await {
             (Outcome::Retry, failure) => Err(failure.unwrap_or(Failure::Transport)),
             (outcome, _) => Ok(outcome),
         }

@@ -31,6 +31,8 @@ pub struct Received {
     pub path: String,
     pub content_type: String,
     pub event: Value,
+    /// The `traceparent` the delivery carried.
+    pub traceparent: String,
 }
 
 #[derive(Clone, Default)]
@@ -86,6 +88,12 @@ pub async fn subscriber(subscriptions: Value) -> (Inbox, u16) {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        let traceparent = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let body = req
             .into_body()
             .collect()
@@ -101,6 +109,7 @@ pub async fn subscriber(subscriptions: Value) -> (Inbox, u16) {
             path: path.clone(),
             content_type,
             event,
+            traceparent,
         });
         if path == "/slow" {
             use std::sync::atomic::Ordering::SeqCst;
@@ -131,6 +140,7 @@ pub async fn subscriber(subscriptions: Value) -> (Inbox, u16) {
                 path: "/bulk".into(),
                 content_type: envelope["type"].as_str().unwrap_or_default().into(),
                 event: e.clone(),
+                traceparent: String::new(),
             });
             if !skip {
                 statuses.push(json!({"entryId": e["entryId"], "status": "SUCCESS"}));
