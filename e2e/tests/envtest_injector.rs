@@ -40,6 +40,7 @@ async fn pods_created_through_the_api_server_are_injected() {
             ..InjectorConfig::default()
         },
         requesters: Requesters::default(),
+        tracer: daprs_telemetry::trace::Tracer::off(),
     });
     tokio::spawn(server::serve(
         listener,

@@ -226,6 +226,7 @@ async fn serve_cmd(args: Serve) -> Result<(), String> {
     let router = server::router(Arc::new(Webhook {
         config: cfg,
         requesters,
+        tracer: daprs_telemetry::trace::export::from_env("dapr-sidecar-injector"),
     }));
     server::serve(listener, cert, router, async {
         let _ = tokio::signal::ctrl_c().await;

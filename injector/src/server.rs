@@ -23,6 +23,8 @@ use rustls::{
 };
 use tokio::net::TcpListener;
 
+use daprs_telemetry::trace::{SpanContext, SpanKind, Tracer, context::TRACEPARENT};
+
 use crate::{
     admission::{self, Outcome, Requesters},
     sidecar::InjectorConfig,
@@ -58,9 +60,46 @@ fn review_too_large(limit: usize) -> Response {
 pub struct Webhook {
     pub config: InjectorConfig,
     pub requesters: Requesters,
+    /// A span per admission, when a collector is configured; the API
+    /// server's own trace is its parent when it sends one.
+    pub tracer: Tracer,
 }
 
 async fn mutate(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> Response {
+    let parent = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(SpanContext::parse);
+    let Some(mut span) = hook.tracer.start(SpanKind::Server, parent) else {
+        return answer(&hook, &headers, &body).0;
+    };
+    let (response, outcome) = answer(&hook, &headers, &body);
+    if span.recording() {
+        span.set_name("admission /mutate");
+        let (what, why) = match &outcome {
+            Some(Outcome::Injected(app_id)) => ("injected", app_id),
+            Some(Outcome::Skipped(why)) => ("skipped", why),
+            Some(Outcome::NotAllowed(why)) => ("not allowed", why),
+            Some(Outcome::Denied(why)) => ("denied", why),
+            None => ("bad request", &String::new()),
+        };
+        span.set_attribute("dapr.injector.outcome", what);
+        match &outcome {
+            Some(Outcome::Injected(app_id)) => span.set_attribute("dapr.app_id", app_id.clone()),
+            Some(Outcome::Skipped(_)) => {}
+            _ => span.set_error(format!("{what}: {why}")),
+        }
+        span.set_attribute(
+            "http.response.status_code",
+            response.status().as_u16().to_string(),
+        );
+    }
+    span.end();
+    response
+}
+
+/// The webhook's answer, and what it decided when it read a review.
+fn answer(hook: &Webhook, headers: &HeaderMap, body: &Bytes) -> (Response, Option<Outcome>) {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -70,17 +109,17 @@ async fn mutate(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byte
                 .is_some_and(|t| t.trim() == "application/json")
         });
     if !json {
-        return (
+        let refused = (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content-type must be application/json",
-        )
-            .into_response();
+        );
+        return (refused.into_response(), None);
     }
     if body.is_empty() {
-        return (StatusCode::BAD_REQUEST, "empty body").into_response();
+        return ((StatusCode::BAD_REQUEST, "empty body").into_response(), None);
     }
-    match admission::review(&body, &hook.config, &hook.requesters) {
-        Err(admission::BadRequest(why)) => (StatusCode::BAD_REQUEST, why).into_response(),
+    match admission::review(body, &hook.config, &hook.requesters) {
+        Err(admission::BadRequest(why)) => ((StatusCode::BAD_REQUEST, why).into_response(), None),
         Ok((answer, outcome)) => {
             crate::metrics::METRICS.record(&outcome);
             match &outcome {
@@ -89,7 +128,7 @@ async fn mutate(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byte
                 Outcome::NotAllowed(why) => tracing::warn!(%why, "requester not allowed"),
                 Outcome::Denied(why) => tracing::warn!(%why, "pod refused"),
             }
-            axum::Json(answer).into_response()
+            (axum::Json(answer).into_response(), Some(outcome))
         }
     }
 }

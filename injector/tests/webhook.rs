@@ -10,6 +10,7 @@ use daprs_injector::{
     server::{self, ReloadingCert, Webhook},
     sidecar::{InjectorConfig, NativeSidecar},
 };
+use daprs_telemetry::trace::{Sampler, Tracer};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::{Value, json};
@@ -69,6 +70,10 @@ struct Running {
 }
 
 async fn start(name: &str) -> Running {
+    start_traced(name, Tracer::off()).await
+}
+
+async fn start_traced(name: &str, tracer: Tracer) -> Running {
     let dir = std::env::temp_dir().join(format!("daprs-injector-{name}-{}", std::process::id()));
     let tls = issue(&dir, 1);
     let cert = Arc::new(ReloadingCert::new(dir.join("tls.crt"), dir.join("tls.key")).expect("cert"));
@@ -81,6 +86,7 @@ async fn start(name: &str) -> Running {
             ..InjectorConfig::default()
         },
         requesters: Requesters::default(),
+        tracer,
     });
     tokio::spawn(server::serve(
         listener,
@@ -92,10 +98,15 @@ async fn start(name: &str) -> Running {
 }
 
 async fn post(r: &Running, ca: &str, content_type: &str, body: impl Into<Bytes>) -> (u16, Bytes) {
-    let req = http::Request::post(format!("https://127.0.0.1:{}/mutate", r.port))
-        .header("content-type", content_type)
-        .body(Full::new(body.into()))
-        .expect("request");
+    post_with(r, ca, &[("content-type", content_type)], body).await
+}
+
+async fn post_with(r: &Running, ca: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> (u16, Bytes) {
+    let mut req = http::Request::post(format!("https://127.0.0.1:{}/mutate", r.port));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).expect("request");
     let resp = client(ca).request(req).await.expect("https request");
     let status = resp.status().as_u16();
     (status, resp.into_body().collect().await.expect("body").to_bytes())
@@ -379,4 +390,37 @@ async fn reviews_that_are_too_large_or_not_pods_are_answered_clearly() {
         let warning = resp["warnings"][0].as_str().unwrap_or_default();
         assert!(warning.contains("sidecar was not added"), "{object}: {resp}");
     }
+}
+
+#[tokio::test]
+async fn each_admission_is_a_span_under_the_api_servers_trace() {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let r = start_traced("traced", Tracer::new(Sampler::new(1.0), Some(tx))).await;
+    let object =
+        pod(json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders", "dapr.io/app-port": "8080"}));
+    let body = review("admission.k8s.io/v1", CONTROLLER, object, "Pod");
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let headers = [("content-type", "application/json"), ("traceparent", parent)];
+    let (status, _) = post_with(&r, &r.tls.ca_pem, &headers, body.to_string()).await;
+    assert_eq!(status, 200);
+    let span = rx.recv().await.expect("a span");
+    assert_eq!(span.name, "admission /mutate");
+    assert_eq!(
+        span.parent,
+        Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+    );
+    let attr = |k: &str| {
+        span.attributes
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(attr("dapr.injector.outcome").as_deref(), Some("injected"));
+    assert_eq!(attr("dapr.app_id").as_deref(), Some("orders"));
+    assert!(span.error.is_none());
+    // A malformed review's span is an error.
+    let (status, _) = post(&r, &r.tls.ca_pem, "application/json", "{}").await;
+    assert_eq!(status, 400);
+    let bad = rx.recv().await.expect("a span");
+    assert!(bad.error.is_some(), "{bad:?}");
 }

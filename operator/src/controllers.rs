@@ -24,6 +24,8 @@ use kube::{
     },
 };
 
+use daprs_telemetry::trace::{SpanKind, Tracer};
+
 use crate::{service, validate};
 
 /// The field manager of everything the operator writes.
@@ -42,6 +44,34 @@ pub struct Ctx {
     /// The Services the operator made (labelled `dapr.io/enabled=true`),
     /// metadata only: where stale ones are found.
     pub services: Store<PartialObjectMeta<Service>>,
+    /// A span per reconcile, when a collector is configured.
+    pub tracer: Tracer,
+}
+
+/// Runs one reconcile of `kind` `ns/name` under its own span.
+async fn traced(
+    ctx: &Ctx,
+    kind: &str,
+    meta: &ObjectMeta,
+    work: impl std::future::Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let mut span = ctx.tracer.start(SpanKind::Internal, None);
+    if let Some(s) = span.as_mut().filter(|s| s.recording()) {
+        s.set_name(format!("reconcile {kind}"));
+        s.set_attribute("k8s.namespace.name", meta.namespace.clone().unwrap_or_default());
+        s.set_attribute(
+            format!("k8s.{}.name", kind.to_ascii_lowercase()),
+            meta.name.clone().unwrap_or_default(),
+        );
+    }
+    let out = work.await;
+    if let Some(mut s) = span {
+        if let Err(e) = &out {
+            s.set_error(e.to_string());
+        }
+        s.end();
+    }
+    out
 }
 
 /// Applies the Service a workload should have, or reports why it cannot,
@@ -117,7 +147,8 @@ pub async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<A
         d.namespace().unwrap_or_default(),
         d.name_any()
     );
-    apply_service(&ctx, &d.metadata, service::for_deployment(&d), what).await
+    let work = apply_service(&ctx, &d.metadata, service::for_deployment(&d), what);
+    traced(&ctx, "Deployment", &d.metadata, work).await
 }
 
 pub async fn reconcile_statefulset(s: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -126,15 +157,20 @@ pub async fn reconcile_statefulset(s: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result
         s.namespace().unwrap_or_default(),
         s.name_any()
     );
-    apply_service(&ctx, &s.metadata, service::for_statefulset(&s), what).await
+    let work = apply_service(&ctx, &s.metadata, service::for_statefulset(&s), what);
+    traced(&ctx, "StatefulSet", &s.metadata, work).await
 }
 
 /// Writes the Component's `Ready` condition when it changed.
 pub async fn reconcile_component(c: Arc<Component>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    traced(&ctx, "Component", &c.metadata, component_status(&c, &ctx)).await
+}
+
+async fn component_status(c: &Component, ctx: &Ctx) -> Result<Action, Error> {
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let status = validate::status(&c, &now);
+    let status = validate::status(c, &now);
     if c.status.as_ref() == Some(&status) {
         return Ok(Action::await_change());
     }
@@ -194,9 +230,11 @@ fn slim_template(t: &mut PodTemplateSpec) {
     }
 }
 
-/// Runs every controller until the process ends.
+/// Runs every controller until the process ends; reconciles are traced
+/// when `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector.
 pub async fn run(client: kube::Client) {
     use kube::runtime::WatchStreamExt;
+    let tracer = daprs_telemetry::trace::export::from_env("dapr-operator");
     // The Services the operator made wake their workload; their metadata is
     // enough, and is kept to find the stale ones.
     let owned = || {
@@ -220,6 +258,7 @@ pub async fn run(client: kube::Client) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         services,
+        tracer: tracer.clone(),
     });
     let deployments = Controller::for_stream(slim, reader)
         .owns_stream(stream)
@@ -238,6 +277,7 @@ pub async fn run(client: kube::Client) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         services,
+        tracer: tracer.clone(),
     });
     let statefulsets = Controller::for_stream(slim, reader)
         .owns_stream(stream)
@@ -252,6 +292,7 @@ pub async fn run(client: kube::Client) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         services: reflector::store().0,
+        tracer,
     });
     let components = Controller::for_stream(components, reader)
         .run(reconcile_component, retry, ctx)

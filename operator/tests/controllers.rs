@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use daprs_api::v1alpha1::Component;
 use daprs_operator::controllers::{Ctx, reconcile_component, reconcile_deployment};
+use daprs_telemetry::trace::{Sampler, Tracer};
 use fake_api::FakeApi;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
 use kube::{
@@ -16,6 +17,10 @@ use kube::{
 
 /// A context whose store of the operator's Services holds `services`.
 fn ctx(api: &FakeApi, services: &[serde_json::Value]) -> Arc<Ctx> {
+    traced_ctx(api, services, Tracer::off())
+}
+
+fn traced_ctx(api: &FakeApi, services: &[serde_json::Value], tracer: Tracer) -> Arc<Ctx> {
     let (store, mut writer) = reflector::store::<PartialObjectMeta<Service>>();
     writer.apply_watcher_event(&watcher::Event::Init);
     for s in services {
@@ -27,6 +32,7 @@ fn ctx(api: &FakeApi, services: &[serde_json::Value]) -> Arc<Ctx> {
     Arc::new(Ctx {
         client: api.client(),
         services: store,
+        tracer,
     })
 }
 
@@ -178,4 +184,37 @@ spec:
     let before = api.writes.lock().expect("lock").len();
     reconcile_component(Arc::new(current), ctx).await.expect("again");
     assert_eq!(api.writes.lock().expect("lock").len(), before);
+}
+
+#[tokio::test]
+async fn each_reconcile_is_a_span_when_tracing_is_on() {
+    let api = FakeApi::default();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let ctx = traced_ctx(&api, &[], Tracer::new(Sampler::new(1.0), Some(tx)));
+    reconcile_deployment(Arc::new(deployment()), ctx.clone())
+        .await
+        .expect("reconcile");
+    let span = rx.recv().await.expect("a span");
+    assert_eq!(span.name, "reconcile Deployment");
+    let attr = |k: &str| {
+        span.attributes
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(attr("k8s.namespace.name").as_deref(), Some("default"));
+    assert_eq!(attr("k8s.deployment.name").as_deref(), Some("nodeapp"));
+    assert!(span.error.is_none());
+    // A reconcile that fails says why.
+    let mut orphan = deployment();
+    orphan.metadata.namespace = None;
+    assert!(reconcile_deployment(Arc::new(orphan), ctx).await.is_err());
+    let failed = rx.recv().await.expect("a span");
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no namespace")),
+        "{failed:?}"
+    );
 }

@@ -207,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
     let hook = Arc::new(Webhook {
         config: cfg.clone(),
         requesters,
+        tracer: daprs_telemetry::trace::Tracer::off(),
     });
     tokio::spawn(server::serve(
         listener,
