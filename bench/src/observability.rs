@@ -1,7 +1,9 @@
-//! Metrics on against off: the same invocations at a fixed rate through a
-//! pair of sidecars recording Dapr's metrics and a pair started with
-//! `--enable-metrics=false`, alternated so drift on a shared machine falls
-//! on both alike.
+//! Observability's cost: the same invocations at a fixed rate through
+//! sidecars with everything off (`--enable-metrics=false`, no tracing),
+//! with Dapr's metrics, and with metrics and tracing at sampling rate 1
+//! exporting every span over OTLP/HTTP to a collector on loopback (the echo
+//! app, which reads each export and answers 200). The setups alternate so
+//! drift on a shared machine falls on all alike.
 
 use std::path::Path;
 
@@ -49,6 +51,13 @@ async fn pair(
     })
 }
 
+/// The setups compared, in the order of the table.
+const SETUPS: [(&str, &str); 3] = [
+    ("off", "off"),
+    ("metrics", "metrics"),
+    ("traced", "metrics + tracing 1.0"),
+];
+
 /// The report section; `ports` are the HTTP and gRPC apps'.
 pub async fn section(
     binary: &Path,
@@ -57,11 +66,25 @@ pub async fn section(
     args: &Args,
     payload: &Bytes,
 ) -> anyhow::Result<String> {
-    let on = pair(binary, home, "on", &[], ports).await?;
-    let off = pair(binary, home, "off", &["--enable-metrics=false"], ports).await?;
+    let config = home.join("traced.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: traced\nspec:\n  \
+             tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{}\n      \
+             isSecure: false\n      protocol: http\n",
+            ports.0
+        ),
+    )?;
+    let config = config.display().to_string();
+    let pairs = [
+        pair(binary, home, "off", &["--enable-metrics=false"], ports).await?,
+        pair(binary, home, "metrics", &[], ports).await?,
+        pair(binary, home, "traced", &["--config", &config], ports).await?,
+    ];
     let mut out = format!(
-        "### Metrics on against off, fixed {} rps\n\n\
-         | call | metrics | CPU of both sidecars per 1,000 rps (cores) | p50 ms |\n|---|---|---|---|\n",
+        "### Metrics and tracing against neither, fixed {} rps\n\n\
+         | call | observability | CPU of both sidecars per 1,000 rps (cores) | p50 ms |\n|---|---|---|---|\n",
         args.rate
     );
     let mut summary = String::new();
@@ -76,11 +99,11 @@ pub async fn section(
                 app_id: format!("obs-grpc-{}", p.tag),
             },
         };
-        // [off, on]: summed cores per 1,000 rps and p50, over two rounds each.
-        let mut cores = [0.0f64; 2];
-        let mut p50 = [0.0f64; 2];
+        // Per setup: summed cores per 1,000 rps and p50, over two rounds each.
+        let mut cores = [0.0f64; 3];
+        let mut p50 = [0.0f64; 3];
         for _ in 0..2 {
-            for (i, p) in [&off, &on].into_iter().enumerate() {
+            for (i, p) in pairs.iter().enumerate() {
                 let side = if name == "HTTP" { &p.http } else { &p.grpc };
                 let procs: [&dyn Probe; 2] = [&p.caller, side];
                 let (run, load) = measured(&procs, &target(p), args, Pace::Rate(args.rate), payload).await?;
@@ -88,17 +111,20 @@ pub async fn section(
                 p50[i] += run.quantile_ms(0.5) / 2.0;
             }
         }
-        for (i, label) in ["off", "on"].iter().enumerate() {
+        for (i, (_, label)) in SETUPS.iter().enumerate() {
             out.push_str(&format!(
                 "| {name} | {label} | {:.3} | {:.3} |\n",
                 cores[i], p50[i]
             ));
         }
-        summary.push_str(&format!(
-            "{name}: metrics cost {:+.1}% CPU per request and {:+.3} ms p50.\n",
-            100.0 * (cores[1] / cores[0] - 1.0),
-            p50[1] - p50[0]
-        ));
+        for i in 1..SETUPS.len() {
+            summary.push_str(&format!(
+                "{name}: {} costs {:+.1}% CPU per request and {:+.3} ms p50.\n",
+                SETUPS[i].1,
+                100.0 * (cores[i] / cores[0] - 1.0),
+                p50[i] - p50[0]
+            ));
+        }
     }
     out.push('\n');
     out.push_str(&summary);
