@@ -48,6 +48,24 @@ impl Runtime {
         result
     }
 
+    /// Component `name`'s type as Dapr's resiliency metrics name it.
+    fn component_type(&self, name: &str) -> &'static str {
+        let loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let block = loaded.kind_of(name).and_then(|k| k.split('.').next());
+        match block {
+            Some("state") => "statestore",
+            Some("pubsub") => "pubsub",
+            Some("bindings") => "outputbinding",
+            Some("secretstores") => "secretstore",
+            Some("configuration") => "configuration",
+            Some("lock") => "lock",
+            _ => "component",
+        }
+    }
+
     /// Runs one call on component `name` under its outbound resiliency policy.
     pub(crate) async fn outbound<T, F, Fut>(
         &self,
@@ -59,7 +77,7 @@ impl Runtime {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = daprs_components::Result<T>>,
     {
-        let policy = self.resiliency.outbound(name);
+        let policy = self.resiliency.outbound(name, || self.component_type(name));
         if policy.is_empty() {
             let mut op = op;
             return op().await;

@@ -191,7 +191,7 @@ pub async fn run(
         resources.extend(subs.into_iter().map(Resource::SubscriptionV2));
     }
     let config = startup::load_config(&flags, operator.as_ref()).await?;
-    let resiliency = startup::load_resiliency(&flags.app_id, &resources, operator.as_ref()).await?;
+    let mut resiliency = startup::load_resiliency(&flags.app_id, &resources, operator.as_ref()).await?;
     let endpoints = startup::load_endpoints(&settings, &resources, operator.as_ref()).await?;
     let metrics = Arc::new(metrics::Metrics::new(
         flags.enable_metrics && config.metrics_enabled,
@@ -207,6 +207,7 @@ pub async fn run(
     for name in &resiliency.names {
         metrics.resiliency_in_use(name);
     }
+    resiliency.observe(&metrics);
     let mut loaded = components::init_all(&settings, &config, &resources, &metrics).await?;
     let declared = {
         let mut errors = Vec::new();

@@ -23,6 +23,12 @@ use daprs_api::v1alpha1::{CircuitBreaker, EndpointPolicy, Resiliency as Document
 
 use self::breaker::Breaker;
 pub use self::{breaker::Refused, retry::Retry};
+use crate::metrics::{Metrics, resiliency::PolicyLabels};
+
+/// Dapr's names for the policies in its metrics.
+const TIMEOUT: &str = "timeout";
+const RETRY: &str = "retry";
+const BREAKER: &str = "circuitbreaker";
 
 /// How an attempt failed, for retry matching.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +86,32 @@ pub struct Policy {
     breaker: Option<Arc<Breaker>>,
     /// The retry is the built-in one for transport failures, not the user's.
     built_in_retry: bool,
+    /// The Resiliency document the user's parts come from.
+    source: Option<Arc<str>>,
+    /// Where the policy's use is counted, when metrics are on.
+    tag: Option<Arc<Tag>>,
+}
+
+/// A policy's labels in Dapr's resiliency metrics.
+struct Tag {
+    metrics: Arc<Metrics>,
+    name: Arc<str>,
+    direction: &'static str,
+    target: String,
+}
+
+impl Tag {
+    fn labels(&self) -> PolicyLabels<'_> {
+        PolicyLabels {
+            name: &self.name,
+            direction: self.direction,
+            target: &self.target,
+        }
+    }
+
+    fn activated(&self, policy: &str, status: &str) {
+        self.metrics.resiliency_activated(&self.labels(), policy, status);
+    }
 }
 
 fn jitter_unit() -> f64 {
@@ -113,6 +145,20 @@ impl Policy {
         }
     }
 
+    /// Counts one call under each of the user's policies.
+    fn applied(&self, tag: &Tag) {
+        let labels = tag.labels();
+        if self.timeout.is_some() {
+            tag.metrics.resiliency_applied(&labels, TIMEOUT, "");
+        }
+        if self.retry.is_some() && !self.built_in_retry {
+            tag.metrics.resiliency_applied(&labels, RETRY, "");
+        }
+        if let Some(b) = &self.breaker {
+            tag.metrics.resiliency_applied(&labels, BREAKER, b.state());
+        }
+    }
+
     /// Runs `op` under the policy. `failed` says whether an outcome is a
     /// failure: it is recorded by the breaker and, where the retry policy
     /// matches it, tried again. A failed answer that is not retried again is
@@ -127,9 +173,19 @@ impl Policy {
         Fut: Future<Output = Result<T, E>>,
     {
         let mut retries = 0u32;
+        let tag = self.tag.as_deref();
+        if let Some(t) = tag {
+            self.applied(t);
+        }
+        // A breaker's change of state is an activation, labelled with the new state.
+        let moved = |state: Option<&str>| {
+            if let (Some(t), Some(s)) = (tag, state) {
+                t.activated(BREAKER, s);
+            }
+        };
         loop {
             if let Some(b) = &self.breaker {
-                b.admit().map_err(Stop::Refused)?;
+                moved(b.admit().map_err(Stop::Refused)?);
             }
             let outcome = match self.timeout {
                 Some(t) => tokio::time::timeout(t, op()).await.map_err(|_| t),
@@ -137,10 +193,15 @@ impl Policy {
             };
             let failure = match &outcome {
                 Ok(res) => failed(res),
-                Err(_) => Some(Failure::Timeout),
+                Err(_) => {
+                    if let Some(t) = tag {
+                        t.activated(TIMEOUT, "");
+                    }
+                    Some(Failure::Timeout)
+                }
             };
             if let Some(b) = &self.breaker {
-                b.record(failure.is_none());
+                moved(b.record(failure.is_none()));
             }
             let again = match (&failure, &self.retry) {
                 (Some(f), Some(r)) if r.matches(f) && r.allows(retries) => {
@@ -151,6 +212,9 @@ impl Policy {
             match (again, outcome) {
                 (Some(wait), _) => {
                     retries += 1;
+                    if let Some(t) = tag.filter(|_| !self.built_in_retry) {
+                        t.activated(RETRY, "");
+                    }
                     tokio::time::sleep(wait).await;
                 }
                 (None, Ok(res)) => return res.map_err(Stop::Failed),
@@ -167,6 +231,8 @@ struct Defaults {
     timeout: Option<Duration>,
     retry: Option<Arc<Retry>>,
     breaker: Option<(String, CircuitBreaker)>,
+    /// The document the first of them came from.
+    source: Option<Arc<str>>,
 }
 
 impl Defaults {
@@ -188,6 +254,8 @@ pub struct Resiliency {
     built_in: Arc<Retry>,
     /// Breakers made from default policies, by target.
     default_breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    /// Where policies' use is counted, once metrics are on.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Parses a Go-style duration (`500ms`, `5s`, `1m30s`).
@@ -198,6 +266,8 @@ pub(crate) fn duration(field: &str, v: &str) -> Result<Duration, String> {
 
 /// The named policies of one document.
 struct Named {
+    /// The document's name.
+    doc: Arc<str>,
     timeouts: BTreeMap<String, Duration>,
     retries: BTreeMap<String, Arc<Retry>>,
     breakers: BTreeMap<String, CircuitBreaker>,
@@ -206,6 +276,7 @@ struct Named {
 impl Named {
     fn parse(doc: &Document) -> Result<Self, String> {
         let p = &doc.spec.spec.policies;
+        let name: Arc<str> = doc.metadata.name.as_deref().unwrap_or_default().into();
         let timeouts = p
             .timeouts
             .iter()
@@ -220,6 +291,7 @@ impl Named {
             Breaker::parse(n, cb)?;
         }
         Ok(Self {
+            doc: name,
             timeouts,
             retries,
             breakers: p.circuit_breakers.clone(),
@@ -260,6 +332,8 @@ impl Named {
                 None => None,
             },
             built_in_retry: false,
+            source: Some(self.doc.clone()),
+            tag: None,
         })
     }
 
@@ -270,6 +344,7 @@ impl Named {
             timeout: pick("Timeout").find_map(|n| self.timeouts.get(&n).copied()),
             retry: pick("Retry").find_map(|n| self.retries.get(&n).cloned()),
             breaker: pick("CircuitBreaker").find_map(|n| self.breakers.get(&n).map(|cb| (n, cb.clone()))),
+            source: Some(self.doc.clone()),
         }
     }
 }
@@ -287,6 +362,7 @@ impl Resiliency {
             inbound_defaults: Defaults::default(),
             built_in: Arc::new(Retry::built_in()),
             default_breakers: Mutex::default(),
+            metrics: None,
         };
         for doc in docs {
             if !doc.spec.scopes.is_empty() && !doc.spec.scopes.iter().any(|s| s == app_id) {
@@ -356,7 +432,27 @@ impl Resiliency {
             retry: d.retry.clone(),
             breaker,
             built_in_retry: false,
+            source: d.source.clone().filter(|_| !d.is_empty()),
+            tag: None,
         }
+    }
+
+    /// Counts what the policies do in `metrics`, when they are on.
+    pub fn observe(&mut self, metrics: &Arc<Metrics>) {
+        self.metrics = metrics.enabled().then(|| metrics.clone());
+    }
+
+    /// `p` labelled for the metrics, when they are on and `p` is the user's.
+    fn tagged(&self, mut p: Policy, direction: &'static str, target: impl FnOnce() -> String) -> Policy {
+        if let (Some(metrics), Some(name)) = (&self.metrics, &p.source) {
+            p.tag = Some(Arc::new(Tag {
+                metrics: metrics.clone(),
+                name: name.clone(),
+                direction,
+                target: target(),
+            }));
+        }
+        p
     }
 
     /// What applies to calls to app `app_id`.
@@ -369,35 +465,39 @@ impl Resiliency {
             p.retry = Some(self.built_in.clone());
             p.built_in_retry = true;
         }
-        p
+        self.tagged(p, "outbound", || format!("app_{app_id}"))
     }
 
-    /// What applies to calls from the sidecar to component `name`. With no
+    /// What applies to calls from the sidecar to component `name`; `kind`
+    /// gives its type (`statestore`, `pubsub` ...) for the metrics. With no
     /// policy for components at all, nothing is looked up: this is on the
     /// path of every state call.
-    pub fn outbound(&self, name: &str) -> Policy {
+    pub fn outbound(&self, name: &str, kind: impl FnOnce() -> &'static str) -> Policy {
         if self.outbound.is_empty() && self.outbound_defaults.is_empty() {
             return Policy::default();
         }
-        match self.outbound.get(name) {
+        let p = match self.outbound.get(name) {
             Some(p) => p.clone(),
             None => self.fallback(|| format!("out/{name}"), &self.outbound_defaults),
-        }
+        };
+        self.tagged(p, "outbound", || format!("{}_{name}", kind()))
     }
 
-    /// What applies to calls from component `name` into the app.
-    pub fn inbound(&self, name: &str) -> Policy {
+    /// What applies to calls from component `name` of type `kind` into the app.
+    pub fn inbound(&self, name: &str, kind: &str) -> Policy {
         if self.inbound.is_empty() && self.inbound_defaults.is_empty() {
             return Policy::default();
         }
-        match self.inbound.get(name) {
+        let p = match self.inbound.get(name) {
             Some(p) => p.clone(),
             None => self.fallback(|| format!("in/{name}"), &self.inbound_defaults),
-        }
+        };
+        self.tagged(p, "inbound", || format!("{kind}_{name}"))
     }
 }
 
 fn merge(into: &mut Defaults, from: Defaults) {
+    let contributes = !from.is_empty();
     if from.timeout.is_some() {
         into.timeout = from.timeout;
     }
@@ -406,6 +506,9 @@ fn merge(into: &mut Defaults, from: Defaults) {
     }
     if from.breaker.is_some() {
         into.breaker = from.breaker;
+    }
+    if contributes {
+        into.source = from.source;
     }
 }
 
@@ -500,8 +603,8 @@ spec:
         // An app with no target falls back to DefaultAppRetryPolicy.
         let other = r.app("billing");
         assert_eq!(other.retry.as_ref().map(|r| r.max_retries), Some(Some(7)));
-        assert!(r.outbound("statestore").timeout == Some(Duration::from_secs(5)));
-        assert!(r.outbound("other").is_empty());
+        assert!(r.outbound("statestore", || "statestore").timeout == Some(Duration::from_secs(5)));
+        assert!(r.outbound("other", || "statestore").is_empty());
         // With no Resiliency at all, apps get the built-in transport retries.
         let none = Resiliency::load([], "me").expect("empty");
         assert_eq!(none.app("x").retry.map(|r| r.max_retries), Some(Some(3)));
@@ -511,7 +614,7 @@ spec:
     fn scopes_and_invalid_documents() {
         let scoped = DOC.replace("spec:\n  policies:", "scopes: [someone-else]\nspec:\n  policies:");
         let r = load(&scoped).expect("valid");
-        assert!(r.names.is_empty() && r.outbound("statestore").is_empty());
+        assert!(r.names.is_empty() && r.outbound("statestore", || "statestore").is_empty());
         for (from, to, field) in [
             ("fast: 100ms", "fast: quick", "spec.policies.timeouts.fast"),
             (

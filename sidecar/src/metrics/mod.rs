@@ -7,6 +7,7 @@
 //! are off the layers are not installed and the methods return at once.
 
 pub mod paths;
+pub mod resiliency;
 
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use daprs_api::v1alpha1::MetricSpec;
 
 use daprs_telemetry::registry::{Family, LATENCY_MS, SIZE_BYTES};
 
-use self::paths::PathLabels;
+use self::{paths::PathLabels, resiliency::ResiliencyFamilies};
 
 const APP: &[&str] = &["app_id"];
 const HTTP: &[&str] = &["app_id", "method", "path", "status"];
@@ -64,7 +65,7 @@ pub struct Metrics {
     mtls_init: Family,
     cert_rotated: Family,
     cert_rotation_failed: Family,
-    resiliency_loaded: Family,
+    resiliency: ResiliencyFamilies,
     /// Latencies (and counts) per [`Block`].
     blocks: [Family; 4],
     pubsub_egress_latencies: Family,
@@ -106,7 +107,9 @@ macro_rules! every_family {
             $($r)+ $m.mtls_init,
             $($r)+ $m.cert_rotated,
             $($r)+ $m.cert_rotation_failed,
-            $($r)+ $m.resiliency_loaded,
+            $($r)+ $m.resiliency.loaded,
+            $($r)+ $m.resiliency.count,
+            $($r)+ $m.resiliency.activations,
             $($r)+ $m.pubsub_egress_latencies,
             $($r)+ $m.pubsub_ingress_latencies,
             $($r)+ $m.input_binding_latencies,
@@ -271,11 +274,7 @@ impl Metrics {
                 "The number of failed workload certificate rotations.",
                 &["app_id", "reason"],
             ),
-            resiliency_loaded: Family::counter(
-                "dapr_resiliency_loaded",
-                "The number of Resiliency documents loaded.",
-                &["app_id", "name", "namespace"],
-            ),
+            resiliency: ResiliencyFamilies::new(),
             blocks: [
                 block(
                     &[(
@@ -520,14 +519,6 @@ impl Metrics {
         match failure {
             None => self.cert_rotated.add(&[&self.app_id], 1.0),
             Some(reason) => self.cert_rotation_failed.add(&[&self.app_id, reason], 1.0),
-        }
-    }
-
-    /// A Resiliency document in use.
-    pub fn resiliency_in_use(&self, name: &str) {
-        if self.enabled {
-            self.resiliency_loaded
-                .add(&[&self.app_id, name, &self.namespace], 1.0);
         }
     }
 

@@ -353,7 +353,7 @@ async fn deliver_one(
     body: &Bytes,
     trace: Option<SpanContext>,
 ) -> Option<Outcome> {
-    let policy = rt.resiliency.inbound(&sub.pubsub);
+    let policy = rt.resiliency.inbound(&sub.pubsub, "pubsub");
     let attempt = || async {
         match call_app(app, sub, path, ev, body, trace).await {
             (Outcome::Retry, failure) => Err(failure.unwrap_or(Failure::Transport)),

@@ -306,16 +306,24 @@ impl Breaker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Asks to let a call through.
-    pub fn admit(&self) -> Result<(), Refused> {
+    /// The state's name, as Dapr's metrics label it.
+    pub fn state(&self) -> &'static str {
+        self.lock().state.name()
+    }
+
+    /// Asks to let a call through; `Some(state)` when asking moved the
+    /// breaker to `state` (an open breaker whose timeout passed).
+    pub fn admit(&self) -> Result<Option<&'static str>, Refused> {
         let now = Instant::now();
         let mut g = self.lock();
+        let mut changed = None;
         match g.state {
             State::Open { until } if now < until => return Err(Refused::Open(self.name.clone())),
             State::Open { .. } => {
                 g.state = State::HalfOpen;
                 g.counts = Counts::default();
                 g.in_flight_probes = 0;
+                changed = Some(g.state.name());
             }
             State::Closed => {
                 if g.reset_at.is_some_and(|r| now >= r) {
@@ -335,13 +343,15 @@ impl Breaker {
             g.in_flight_probes += 1;
         }
         g.counts.requests += 1;
-        Ok(())
+        Ok(changed)
     }
 
-    /// Records how an admitted call ended.
-    pub fn record(&self, ok: bool) {
+    /// Records how an admitted call ended; `Some(state)` when that moved
+    /// the breaker to `state`.
+    pub fn record(&self, ok: bool) -> Option<&'static str> {
         let now = Instant::now();
         let mut g = self.lock();
+        let before = g.state.name();
         match g.state {
             State::Closed if ok => g.counts.success(),
             State::Closed => {
@@ -371,6 +381,18 @@ impl Breaker {
             }
             // A call admitted before the breaker opened changes nothing now.
             State::Open { .. } => {}
+        }
+        let after = g.state.name();
+        (after != before).then_some(after)
+    }
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open { .. } => "open",
+            Self::HalfOpen => "half-open",
         }
     }
 }
@@ -427,23 +449,25 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn opens_then_half_opens_after_its_timeout() {
         let b = breaker("consecutiveFailures >= 2", "5s");
-        for _ in 0..2 {
-            b.admit().expect("closed");
-            b.record(false);
-        }
+        assert_eq!(b.admit(), Ok(None));
+        assert_eq!(b.record(false), None);
+        assert_eq!(b.admit(), Ok(None));
+        // Each change of state is reported once, as metrics count it.
+        assert_eq!(b.record(false), Some("open"));
+        assert_eq!(b.state(), "open");
         assert_eq!(b.admit(), Err(Refused::Open("cb".into())));
         tokio::time::advance(Duration::from_secs(5)).await;
         // Half-open: one probe at a time.
-        b.admit().expect("probe");
+        assert_eq!(b.admit(), Ok(Some("half-open")));
         assert!(matches!(b.admit(), Err(Refused::TooManyRequests(_))));
-        b.record(false);
+        assert_eq!(b.record(false), Some("open"));
         assert!(
             matches!(b.admit(), Err(Refused::Open(_))),
             "a failed probe opens it again"
         );
         tokio::time::advance(Duration::from_secs(5)).await;
         b.admit().expect("probe");
-        b.record(true);
+        assert_eq!(b.record(true), Some("closed"));
         for _ in 0..10 {
             b.admit().expect("closed again");
             b.record(true);

@@ -18,6 +18,7 @@ use axum::{
 
 use super::{
     harness::{Daprd, Spec, free_port, resources, start_fails, temp_dir},
+    metrics::{scrape, value},
     proxy::{echo::Msg, echo_app},
 };
 
@@ -160,6 +161,23 @@ async fn retries_and_timeouts_on_app_calls() {
         .await;
     assert_eq!(r.status, 503);
     assert_eq!(counts.get("b"), 4);
+    // Dapr's resiliency metrics: two calls under each policy, five retries.
+    let s = scrape(&c).await;
+    let labels = |policy| {
+        [
+            ("app_id", "res-caller"),
+            ("name", "policies"),
+            ("flow_direction", "outbound"),
+            ("target", "app_res-target"),
+            ("policy", policy),
+        ]
+    };
+    assert_eq!(value(&s, "dapr_resiliency_count", &labels("retry")), Some(2.0));
+    assert_eq!(value(&s, "dapr_resiliency_count", &labels("timeout")), Some(2.0));
+    assert_eq!(
+        value(&s, "dapr_resiliency_activations_total", &labels("retry")),
+        Some(5.0)
+    );
     // Only the matching codes are retried: 503 is not in "500".
     let r = c
         .send("GET", "/v1.0/invoke/res-matching/method/flaky/c/1", &[], "")
@@ -217,6 +235,26 @@ async fn a_circuit_breaker_opens_then_half_opens_after_its_timeout() {
     assert_eq!(call("/v1.0/invoke/res-breaker/method/ok").await.status, 200);
     assert_eq!(call("/v1.0/invoke/res-breaker/method/ok").await.status, 200);
     assert_eq!(counts.get("ok"), 2);
+    // Each change of state is one activation, labelled with the new state.
+    let s = scrape(&c).await;
+    for state in ["open", "half-open", "closed"] {
+        let labels = [
+            ("target", "app_res-breaker"),
+            ("policy", "circuitbreaker"),
+            ("status", state),
+        ];
+        assert_eq!(
+            value(&s, "dapr_resiliency_activations_total", &labels),
+            Some(1.0),
+            "{state}"
+        );
+    }
+    let closed = [
+        ("target", "app_res-breaker"),
+        ("policy", "circuitbreaker"),
+        ("status", "closed"),
+    ];
+    assert_eq!(value(&s, "dapr_resiliency_count", &closed), Some(3.0));
 }
 
 /// A Redis of the test's own (other tests share the machine's), killed on drop.
@@ -342,6 +380,15 @@ spec:
         started.elapsed()
     );
     assert!(lift.await.expect("join").expect("redis-cli").status.success());
+    // Counted against the store, as Dapr labels a component target.
+    let s = scrape(&d).await;
+    let retry = [
+        ("name", "store-policy"),
+        ("target", "statestore_guarded"),
+        ("policy", "retry"),
+    ];
+    assert_eq!(value(&s, "dapr_resiliency_count", &retry), Some(1.0));
+    assert!(value(&s, "dapr_resiliency_activations_total", &retry) >= Some(1.0));
     assert_eq!(
         d.send("GET", "/v1.0/state/guarded/k", &[], "").await.text(),
         "\"v\""
