@@ -45,10 +45,23 @@ fn zipkin(c: &Collector) -> String {
 }
 
 fn otel(c: &Collector, protocol: &str) -> String {
+    otel_at(c.port, protocol)
+}
+
+fn otel_at(port: u16, protocol: &str) -> String {
     format!(
-        "    otel:\n      endpointAddress: 127.0.0.1:{}\n      isSecure: false\n      protocol: {protocol}\n",
-        c.port
+        "    otel:\n      endpointAddress: 127.0.0.1:{port}\n      isSecure: false\n      protocol: {protocol}\n"
     )
+}
+
+/// A process's resident memory.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
 }
 
 async fn traced(
@@ -303,6 +316,64 @@ async fn requests_are_unharmed_when_the_collector_is_down_and_rate_zero_traces_n
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = std::fs::read_to_string(&d.log).unwrap_or(log);
     assert!(log.contains("spans could not be exported"), "{log}");
+
+    // A collector that takes the connection and never answers: exports
+    // wait out their timeout, the queue fills, and what does not fit is
+    // dropped and reported, while memory stays where it was.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hung_port = hung.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hung.accept().await {
+            held.push(s);
+        }
+    });
+    let cfg = config(&home, "hung", &otel_at(hung_port, "http"));
+    let mut spec = Spec::new("trace-hung", &home);
+    spec.extra = vec!["--config".into(), cfg.display().to_string()];
+    spec.app_port = Some(app);
+    spec.env = vec![
+        ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "64".into()),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".into()),
+    ];
+    let d = Daprd::start(spec).await;
+    let path = "/v1.0/invoke/trace-hung/method/x";
+    for _ in 0..200 {
+        assert_eq!(d.get(path).await.expect("invoke").status, 200);
+    }
+    let before = rss_kib(d.pid());
+    for _ in 0..3000 {
+        assert_eq!(d.get(path).await.expect("invoke").status, 200);
+    }
+    let after = rss_kib(d.pid());
+    assert!(
+        after < before + 8 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    // Most of the 6,400 spans found the queue full.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let dropped = loop {
+        let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+        let reported = log
+            .lines()
+            .filter(|l| l.contains("spans dropped"))
+            .filter_map(|l| {
+                l.split("dropped=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum::<u64>();
+        if reported > 0 {
+            break reported;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(dropped >= 500, "{dropped} spans dropped");
 
     // samplingRate "0": tracing is off; the caller's context passes unchanged.
     let off = home.join("off.yaml");

@@ -3,7 +3,13 @@
 //! of their own, so a slow or absent collector never holds up a request:
 //! a full queue drops spans (counted) instead.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -261,8 +267,9 @@ pub fn start(sampler: Sampler, settings: Settings) -> Tracer {
             return Tracer::new(sampler, None);
         }
     };
-    tokio::spawn(exporters.run(rx, settings));
-    Tracer::new(sampler, Some(tx))
+    let tracer = Tracer::new(sampler, Some(tx));
+    tokio::spawn(exporters.run(rx, settings, tracer.dropped_counter()));
+    tracer
 }
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -310,7 +317,7 @@ impl Exporters {
     }
 
     /// Batches spans until the queue closes.
-    async fn run(self, mut rx: mpsc::Receiver<SpanData>, settings: Settings) {
+    async fn run(self, mut rx: mpsc::Receiver<SpanData>, settings: Settings, dropped: Arc<AtomicU64>) {
         let mut batch = Vec::with_capacity(settings.batch);
         let mut failures = Failures::default();
         loop {
@@ -332,6 +339,7 @@ impl Exporters {
             }
             self.export(&settings.service, &batch, &mut failures).await;
             batch.clear();
+            failures.dropped(dropped.load(Ordering::Relaxed), settings.queue);
             if closed {
                 return;
             }
@@ -398,13 +406,31 @@ impl Exporters {
     }
 }
 
-/// Export failures are logged when they start and stop, not per batch.
+/// Export failures are logged when they start and stop, not per batch;
+/// spans dropped from a full queue at most twice a minute.
 #[derive(Default)]
 struct Failures {
     failing: std::collections::HashSet<&'static str>,
+    reported_drops: u64,
+    last_drop_report: Option<tokio::time::Instant>,
 }
 
 impl Failures {
+    fn dropped(&mut self, total: u64, queue: usize) {
+        let recent = self
+            .last_drop_report
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(30));
+        if total > self.reported_drops && !recent {
+            tracing::warn!(
+                dropped = total - self.reported_drops,
+                queue,
+                "spans dropped: the export queue (OTEL_BSP_MAX_QUEUE_SIZE) was full"
+            );
+            self.reported_drops = total;
+            self.last_drop_report = Some(tokio::time::Instant::now());
+        }
+    }
+
     fn note(&mut self, exporter: &'static str, url: &str, result: Result<(), String>) {
         match result {
             Ok(()) => {

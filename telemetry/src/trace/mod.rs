@@ -133,7 +133,8 @@ struct Inner {
     sampler: Sampler,
     /// Where finished sampled spans go; none when nothing exports them.
     queue: Option<mpsc::Sender<SpanData>>,
-    dropped: AtomicU64,
+    /// Spans the full queue had no room for; the exporter reports them.
+    dropped: Arc<AtomicU64>,
 }
 
 /// Starts spans. Cheap to clone; [`Tracer::off`] when tracing is disabled.
@@ -154,7 +155,7 @@ impl Tracer {
             inner: Some(Arc::new(Inner {
                 sampler,
                 queue,
-                dropped: AtomicU64::new(0),
+                dropped: Arc::default(),
             })),
         }
     }
@@ -168,6 +169,10 @@ impl Tracer {
         self.inner
             .as_ref()
             .map_or(0, |i| i.dropped.load(Ordering::Relaxed))
+    }
+
+    fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.inner.as_ref().map(|i| i.dropped.clone()).unwrap_or_default()
     }
 
     /// Starts a span under `parent` (a new trace when there is none); `None`
