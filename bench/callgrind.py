@@ -13,7 +13,9 @@ both under callgrind, in front of a small echo app; N 1 KiB POSTs to
 
 Usage: bench/callgrind.py [DAPRD ...]   (default target/release/daprd)
        CALLGRIND_REQUESTS=2000 changes N; CALLGRIND_KEEP=DIR keeps the
-       callgrind.N.out files there for callgrind_annotate.
+       callgrind.N.out files there for callgrind_annotate;
+       CALLGRIND_TRACING=1 runs every daprd with tracing at sampling rate 1,
+       exporting over OTLP/HTTP to the echo app (which answers each export).
 """
 
 import http.client
@@ -62,6 +64,31 @@ class Echo(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def tracing_args(work, app_port):
+    """--config naming a Configuration that traces everything to the echo app."""
+    if not os.environ.get("CALLGRIND_TRACING"):
+        return []
+    path = os.path.join(work, "config", "traced.yaml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(TRACED.format(port=app_port))
+    return ["--config", path]
+
+
+TRACED = """apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: traced
+spec:
+  tracing:
+    samplingRate: "1"
+    otel:
+      endpointAddress: 127.0.0.1:{port}
+      isSecure: false
+      protocol: http
+"""
+
+
 def start(daprd, app_id, out, work, extra=()):
     """daprd under callgrind; returns the process and its HTTP port."""
     port = free_port()
@@ -70,7 +97,7 @@ def start(daprd, app_id, out, work, extra=()):
         daprd, "--app-id", app_id, "--resources-path", work,
         "--dapr-http-port", str(port), "--dapr-grpc-port", str(free_port()),
         "--metrics-port", str(free_port()), "--dapr-listen-addresses", "127.0.0.1",
-        "--log-level", "warn", *EXTRA, *extra,
+        "--log-level", "warn", *EXTRA, *TRACING, *extra,
     ]
     env = dict(os.environ, DAPRS_HOME=work)
     p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -130,8 +157,17 @@ def run_invoke(daprd, requests, work, app_port):
     return total(caller, outs[0]), total(target, outs[1])
 
 
+TRACING = []
+
+
 def main():
+    global TRACING
     binaries = sys.argv[1:] or ["target/release/daprd"]
+    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    app_port = app.server_address[1]
+    config_dir = tempfile.mkdtemp()
+    TRACING = tracing_args(config_dir, app_port)
     print(f"| daprd | instructions per request ({N} requests: half 1 KiB saves, half reads) |")
     print("|---|---|")
     for daprd in binaries:
@@ -145,9 +181,6 @@ def main():
             busy = run(daprd, N, work)
         print(f"| {daprd} | {(busy - idle) / N:,.0f} |")
 
-    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=app.serve_forever, daemon=True).start()
-    app_port = app.server_address[1]
     print()
     print(f"| daprd | caller instructions per request | target instructions per request ({N} 1 KiB HTTP invocations) |")
     print("|---|---|---|")
