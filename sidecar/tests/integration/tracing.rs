@@ -16,6 +16,7 @@ use super::{
     apps::{grpc_app, http_app},
     collector::Collector,
     harness::{Daprd, Spec, raw_grpc, resources, temp_dir},
+    proxy::{client, echo::Msg, echo_app, to},
     pubsub::{IN_MEMORY, subscribed, subscriber},
 };
 
@@ -239,6 +240,89 @@ async fn grpc_invocation_and_proxying_are_traced_over_otlp_grpc_and_http() {
         .await;
     assert_eq!(inn.service, "trace-grpc-target");
     assert_eq!(inn.parent, out.id);
+}
+
+/// A proxied call to `app` as the caller's app makes it, in the app's trace.
+fn traced_to<T>(app: &str, msg: T) -> tonic::Request<T> {
+    let mut r = to(app, msg);
+    r.metadata_mut()
+        .insert("traceparent", parent().parse().expect("value"));
+    r
+}
+
+#[tokio::test]
+async fn proxied_streams_of_every_kind_are_one_trace_ending_with_the_stream() {
+    use tokio_stream::StreamExt;
+    let home = temp_dir("trace-streams");
+    let c = Collector::start().await;
+    let cfg = config(&home, "zipkin", &zipkin(&c));
+    let (port, _seen) = echo_app().await;
+    let _server = traced("trace-streams-server", &home, &cfg, Some((port, "grpc"))).await;
+    let caller = traced("trace-streams-client", &home, &cfg, None).await;
+    let mut echo = client(&caller).await;
+    let app = "trace-streams-server";
+
+    let first = Msg {
+        count: 20,
+        ..Default::default()
+    };
+    let mut s = echo
+        .server_stream(traced_to(app, first))
+        .await
+        .expect("server stream")
+        .into_inner();
+    let mut n = 0;
+    while let Some(m) = s.next().await {
+        m.expect("message");
+        n += 1;
+    }
+    assert_eq!(n, 20);
+    let many = tokio_stream::iter((0..10).map(|i| Msg {
+        count: i,
+        ..Default::default()
+    }));
+    echo.client_stream(traced_to(app, many))
+        .await
+        .expect("client stream");
+    // A bidirectional stream held open: its spans end only when it does.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(1);
+    let mut replies = echo
+        .bidi(traced_to(app, tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await
+        .expect("bidi")
+        .into_inner();
+    tx.send(Msg::default()).await.expect("send");
+    replies.next().await.expect("a reply").expect("message");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bidi = "/daprs.test.v1.Echo/Bidi";
+    assert!(
+        !c.spans.lock().expect("lock").iter().any(|s| s.name == bidi),
+        "a span ended while its stream was open"
+    );
+    drop(tx);
+    while replies.next().await.is_some() {}
+
+    for method in ["ServerStream", "ClientStream", "Bidi"] {
+        let name = format!("/daprs.test.v1.Echo/{method}");
+        let out = c
+            .wait(&format!("{method} client span"), |s| {
+                s.name == name && s.kind == "CLIENT"
+            })
+            .await;
+        assert_eq!(
+            (out.trace_id.as_str(), out.parent.as_str()),
+            (TRACE, APP_SPAN),
+            "{method}"
+        );
+        let inn = c
+            .wait(&format!("{method} server span"), |s| {
+                s.name == name && s.kind == "SERVER"
+            })
+            .await;
+        assert_eq!(inn.service, "trace-streams-server");
+        assert_eq!(inn.parent, out.id, "{method}");
+        assert!(!out.error && !inn.error, "{method}");
+    }
 }
 
 #[tokio::test]
