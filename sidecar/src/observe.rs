@@ -251,8 +251,7 @@ impl HttpCall {
         }
         if let Some(mut span) = self.span {
             if span.recording() {
-                let path = self.path.as_deref().unwrap_or("");
-                span.set_name(path);
+                let path = self.path.unwrap_or_default();
                 trace::describe_http(&mut span, self.method.as_str(), path, status);
                 if let Some(e) = http_error(status) {
                     span.set_error(e);

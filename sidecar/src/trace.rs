@@ -14,9 +14,13 @@ use daprs_telemetry::trace::{
     context::{GRPC_TRACE_BIN, TRACEPARENT},
     export::{self, OtelSpec, Otlp, Settings},
 };
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 type Metadata = HashMap<String, ListStringValue>;
+
+/// The header names, known once rather than parsed on every request.
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+const GRPC_TRACE_BIN_HEADER: HeaderName = HeaderName::from_static(GRPC_TRACE_BIN);
 
 /// The tracer for `spec`. Tracing is on when the Configuration has a
 /// `tracing` section or the environment names an OTLP collector, and off
@@ -87,10 +91,14 @@ fn binary_of(value: &[u8]) -> Option<SpanContext> {
 /// The parent a request names: `grpc-trace-bin` first on gRPC, as Dapr
 /// reads it, else `traceparent`.
 pub fn parent_of(headers: &HeaderMap, grpc: bool) -> Option<SpanContext> {
-    if grpc && let Some(ctx) = headers.get(GRPC_TRACE_BIN).and_then(|v| binary_of(v.as_bytes())) {
+    if grpc
+        && let Some(ctx) = headers
+            .get(&GRPC_TRACE_BIN_HEADER)
+            .and_then(|v| binary_of(v.as_bytes()))
+    {
         return Some(ctx);
     }
-    SpanContext::parse(headers.get(TRACEPARENT)?.to_str().ok()?)
+    SpanContext::parse(headers.get(&TRACEPARENT_HEADER)?.to_str().ok()?)
 }
 
 fn traceparent_value(ctx: &SpanContext) -> HeaderValue {
@@ -103,22 +111,22 @@ fn binary_value(ctx: &SpanContext) -> String {
 
 /// Writes `ctx` over the request's trace headers; on gRPC the binary form too.
 pub fn set_headers(headers: &mut HeaderMap, ctx: &SpanContext, grpc: bool) {
-    headers.insert(TRACEPARENT, traceparent_value(ctx));
+    headers.insert(TRACEPARENT_HEADER, traceparent_value(ctx));
     if grpc && let Ok(v) = HeaderValue::from_str(&binary_value(ctx)) {
-        headers.insert(GRPC_TRACE_BIN, v);
+        headers.insert(GRPC_TRACE_BIN_HEADER, v);
     }
 }
 
 /// Adds `traceparent` to a response that has none.
 pub fn answer_headers(headers: &mut HeaderMap, ctx: &SpanContext, grpc: bool) {
     if grpc {
-        if !headers.contains_key(GRPC_TRACE_BIN)
+        if !headers.contains_key(&GRPC_TRACE_BIN_HEADER)
             && let Ok(v) = HeaderValue::from_str(&binary_value(ctx))
         {
-            headers.insert(GRPC_TRACE_BIN, v);
+            headers.insert(GRPC_TRACE_BIN_HEADER, v);
         }
-    } else if !headers.contains_key(TRACEPARENT) {
-        headers.insert(TRACEPARENT, traceparent_value(ctx));
+    } else if !headers.contains_key(&TRACEPARENT_HEADER) {
+        headers.insert(TRACEPARENT_HEADER, traceparent_value(ctx));
     }
 }
 
@@ -159,14 +167,17 @@ pub fn set_grpc_metadata(meta: &mut tonic::metadata::MetadataMap, ctx: &SpanCont
     );
 }
 
-/// Dapr's attributes for an HTTP API call, from its path: the building
-/// block, the component or app named, and the API itself. Invocations are
-/// renamed `CallLocal/<app>/<method>`, as Dapr names them.
-pub fn describe_http(span: &mut Span, method: &str, path: &str, status: u16) {
-    let parts: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
-    let (api, name) = (
-        parts.get(1).copied().unwrap_or(""),
-        parts.get(2).copied().unwrap_or(""),
+/// Dapr's name and attributes for an HTTP API call, from its path: the
+/// building block, the component or app named, and the API itself. A span
+/// is named by its path, an invocation `CallLocal/<app>/<method>`, as
+/// Dapr names them.
+pub fn describe_http(span: &mut Span, method: &str, path: String, status: u16) {
+    let mut parts = path.trim_start_matches('/').splitn(4, '/');
+    let _version = parts.next();
+    let (api, name, rest) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
     );
     let db = match api {
         "state" => Some("state"),
@@ -177,31 +188,43 @@ pub fn describe_http(span: &mut Span, method: &str, path: &str, status: u16) {
     let api_text = format!("{method} {path}");
     if let Some(system) = db {
         span.set_attribute("db.system", system);
-        span.set_attribute("db.name", name);
+        span.set_attribute("db.name", name.to_string());
         span.set_attribute("db.statement", api_text.clone());
         span.set_attribute("db.connection_string", system);
     }
-    match api {
+    let renamed = match api {
         "invoke" => {
-            let method = parts
-                .get(3)
-                .and_then(|rest| rest.strip_prefix("method/"))
-                .unwrap_or("");
+            let method = rest.strip_prefix("method/").unwrap_or("");
             span.set_attribute("rpc.service", "ServiceInvocation");
-            span.set_attribute("net.peer.name", name);
-            span.set_name(format!("CallLocal/{name}/{method}"));
+            span.set_attribute("net.peer.name", name.to_string());
+            Some(format!("CallLocal/{name}/{method}"))
         }
         "publish" => {
-            let topic = parts.get(3).copied().unwrap_or("");
             span.set_attribute("messaging.system", "pubsub");
-            span.set_attribute("messaging.destination", topic);
+            span.set_attribute("messaging.destination", rest.to_string());
             span.set_attribute("messaging.destination_kind", "topic");
+            None
         }
-        _ => {}
-    }
+        _ => None,
+    };
     span.set_attribute("dapr.protocol", "http");
     span.set_attribute("dapr.api", api_text);
-    span.set_attribute("dapr.status_code", status.to_string());
+    span.set_attribute("dapr.status_code", status_text(status));
+    span.set_name(renamed.unwrap_or(path));
+}
+
+/// A status code as text, without allocating for the common ones.
+fn status_text(status: u16) -> std::borrow::Cow<'static, str> {
+    match status {
+        200 => "200".into(),
+        201 => "201".into(),
+        204 => "204".into(),
+        400 => "400".into(),
+        403 => "403".into(),
+        404 => "404".into(),
+        500 => "500".into(),
+        other => other.to_string().into(),
+    }
 }
 
 /// Dapr's attributes for a gRPC call on the API port.
@@ -341,8 +364,12 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         let tracer = Tracer::new(Sampler::new(1.0), Some(tx));
         let mut span = tracer.start(SpanKind::Client, None).expect("valid in the test");
-        span.set_name("/v1.0/invoke/orders/method/new/item");
-        describe_http(&mut span, "POST", "/v1.0/invoke/orders/method/new/item", 200);
+        describe_http(
+            &mut span,
+            "POST",
+            "/v1.0/invoke/orders/method/new/item".into(),
+            200,
+        );
         span.end();
         let got = rx.recv().await.expect("valid in the test");
         assert_eq!(got.name, "CallLocal/orders/new/item");
@@ -350,7 +377,7 @@ mod tests {
             got.attributes
                 .iter()
                 .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
+                .map(|(_, v)| v.as_ref())
         };
         assert_eq!(attr("net.peer.name"), Some("orders"));
         assert_eq!(attr("dapr.api"), Some("POST /v1.0/invoke/orders/method/new/item"));

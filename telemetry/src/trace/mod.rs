@@ -45,7 +45,8 @@ pub struct SpanData {
     /// Nanoseconds since the Unix epoch.
     pub start: u64,
     pub end: u64,
-    pub attributes: Vec<(Cow<'static, str>, String)>,
+    /// Keys and values; most of Dapr's values are fixed words, kept unowned.
+    pub attributes: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     /// Set when the span failed, with what failed.
     pub error: Option<String>,
 }
@@ -194,17 +195,16 @@ impl Tracer {
             span_id: nonzero_u64().to_be_bytes(),
             flags: u8::from(sampled),
         };
-        let record = (sampled && inner.queue.is_some()).then(|| {
-            Box::new(SpanData {
-                name: String::new(),
-                kind,
-                context,
-                parent: parent.map(|p| p.span_id),
-                start: now_ns(),
-                end: 0,
-                attributes: Vec::new(),
-                error: None,
-            })
+        let record = (sampled && inner.queue.is_some()).then(|| SpanData {
+            name: String::new(),
+            kind,
+            context,
+            parent: parent.map(|p| p.span_id),
+            start: now_ns(),
+            end: 0,
+            // Room for Dapr's attributes of a call, so they are not moved as they come.
+            attributes: Vec::with_capacity(8),
+            error: None,
         });
         Some(Span {
             tracer: inner.clone(),
@@ -218,7 +218,7 @@ impl Tracer {
 pub struct Span {
     tracer: Arc<Inner>,
     context: SpanContext,
-    record: Option<Box<SpanData>>,
+    record: Option<SpanData>,
 }
 
 impl Span {
@@ -238,7 +238,7 @@ impl Span {
         }
     }
 
-    pub fn set_attribute(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<String>) {
+    pub fn set_attribute(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) {
         if let Some(r) = &mut self.record {
             let value = value.into();
             if !value.is_empty() {
@@ -265,7 +265,7 @@ impl Span {
         };
         record.end = now_ns().max(record.start);
         if let Some(q) = &self.tracer.queue
-            && q.try_send(*record).is_err()
+            && q.try_send(record).is_err()
         {
             self.tracer.dropped.fetch_add(1, Ordering::Relaxed);
         }

@@ -1,6 +1,8 @@
-//! The OpenTelemetry protocol's trace export messages (field numbers from
-//! `opentelemetry/proto/collector/trace/v1`), and their JSON form.
+//! The OpenTelemetry protocol's trace export request (field numbers from
+//! `opentelemetry/proto/collector/trace/v1`): written straight from the
+//! spans, and as JSON; the messages below read it back (collectors, tests).
 
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use serde_json::{Value, json};
 
 use super::{SpanData, SpanKind, context::hex};
@@ -112,52 +114,112 @@ fn kind_number(kind: SpanKind) -> i32 {
     }
 }
 
-fn pair(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            string_value: value.to_string(),
-        }),
+const SCOPE: &str = "daprs";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Length of a length-delimited field of `len` bytes under `tag`.
+fn field_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// Length of a string field, which proto3 leaves out when empty.
+fn str_len(tag: u32, s: &str) -> usize {
+    if s.is_empty() { 0 } else { field_len(tag, s.len()) }
+}
+
+fn put_head(buf: &mut Vec<u8>, tag: u32, len: usize) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+fn put_bytes(buf: &mut Vec<u8>, tag: u32, b: &[u8]) {
+    if !b.is_empty() {
+        put_head(buf, tag, b.len());
+        buf.extend_from_slice(b);
     }
 }
 
-const SCOPE: &str = "daprs";
+/// A `KeyValue` with a string value: key 1, value 2 (`AnyValue`, string 1).
+fn kv_len(k: &str, v: &str) -> usize {
+    str_len(1, k) + field_len(2, str_len(1, v))
+}
 
-/// One export request for `spans` of `service`.
-pub fn request(service: &str, spans: &[SpanData]) -> ExportTraceServiceRequest {
-    let spans = spans
-        .iter()
-        .map(|s| Span {
-            trace_id: s.context.trace_id.to_vec(),
-            span_id: s.context.span_id.to_vec(),
-            trace_state: String::new(),
-            parent_span_id: s.parent.map(|p| p.to_vec()).unwrap_or_default(),
-            name: s.name.clone(),
-            kind: kind_number(s.kind),
-            start_time_unix_nano: s.start,
-            end_time_unix_nano: s.end,
-            attributes: s.attributes.iter().map(|(k, v)| pair(k, v)).collect(),
-            status: s.error.as_ref().map(|m| Status {
-                message: m.clone(),
-                code: 2,
-            }),
-            flags: u32::from(s.context.flags),
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![pair("service.name", service)],
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: SCOPE.to_string(),
-                    version: env!("CARGO_PKG_VERSION").to_string(),
-                }),
-                spans,
-            }],
-        }],
+fn put_kv(buf: &mut Vec<u8>, tag: u32, k: &str, v: &str) {
+    put_head(buf, tag, kv_len(k, v));
+    put_bytes(buf, 1, k.as_bytes());
+    put_head(buf, 2, str_len(1, v));
+    put_bytes(buf, 1, v.as_bytes());
+}
+
+fn status_len(message: &str) -> usize {
+    str_len(2, message) + key_len(3) + encoded_len_varint(2)
+}
+
+fn span_len(s: &SpanData) -> usize {
+    let parent = s.parent.map_or(0, |_| field_len(4, 8));
+    let attributes: usize = s.attributes.iter().map(|(k, v)| field_len(9, kv_len(k, v))).sum();
+    let status = s.error.as_deref().map_or(0, |m| field_len(15, status_len(m)));
+    field_len(1, 16)
+        + field_len(2, 8)
+        + parent
+        + str_len(5, &s.name)
+        + key_len(6)
+        + 1
+        + 2 * (key_len(7) + 8)
+        + attributes
+        + status
+        + key_len(16)
+        + 4
+}
+
+fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
+    put_bytes(buf, 1, &s.context.trace_id);
+    put_bytes(buf, 2, &s.context.span_id);
+    if let Some(p) = &s.parent {
+        put_bytes(buf, 4, p);
     }
+    put_bytes(buf, 5, s.name.as_bytes());
+    encode_key(6, WireType::Varint, buf);
+    encode_varint(kind_number(s.kind) as u64, buf);
+    for (tag, t) in [(7, s.start), (8, s.end)] {
+        encode_key(tag, WireType::SixtyFourBit, buf);
+        buf.extend_from_slice(&t.to_le_bytes());
+    }
+    for (k, v) in &s.attributes {
+        put_kv(buf, 9, k, v);
+    }
+    if let Some(m) = s.error.as_deref() {
+        put_head(buf, 15, status_len(m));
+        put_bytes(buf, 2, m.as_bytes());
+        encode_key(3, WireType::Varint, buf);
+        encode_varint(2, buf);
+    }
+    encode_key(16, WireType::ThirtyTwoBit, buf);
+    buf.extend_from_slice(&u32::from(s.context.flags).to_le_bytes());
+}
+
+/// One `ExportTraceServiceRequest` for `spans` of `service`, encoded
+/// straight from the spans: lengths are summed first, so every byte is
+/// written once, into one buffer.
+pub fn encode(service: &str, spans: &[SpanData]) -> Vec<u8> {
+    let scope_len = str_len(1, SCOPE) + str_len(2, VERSION);
+    let spans_len: usize = spans.iter().map(|s| field_len(2, span_len(s))).sum();
+    let scope_spans_len = field_len(1, scope_len) + spans_len;
+    let resource_len = field_len(1, kv_len("service.name", service));
+    let resource_spans_len = field_len(1, resource_len) + field_len(2, scope_spans_len);
+    let mut buf = Vec::with_capacity(field_len(1, resource_spans_len));
+    put_head(&mut buf, 1, resource_spans_len);
+    put_head(&mut buf, 1, resource_len);
+    put_kv(&mut buf, 1, "service.name", service);
+    put_head(&mut buf, 2, scope_spans_len);
+    put_head(&mut buf, 1, scope_len);
+    put_bytes(&mut buf, 1, SCOPE.as_bytes());
+    put_bytes(&mut buf, 2, VERSION.as_bytes());
+    for s in spans {
+        put_head(&mut buf, 2, span_len(s));
+        put_span(&mut buf, s);
+    }
+    buf
 }
 
 fn json_attributes<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
@@ -180,7 +242,7 @@ pub fn json_request(service: &str, spans: &[SpanData]) -> Value {
                 "startTimeUnixNano": s.start.to_string(),
                 "endTimeUnixNano": s.end.to_string(),
                 "flags": s.context.flags,
-                "attributes": json_attributes(s.attributes.iter().map(|(k, v)| (k.as_ref(), v.as_str()))),
+                "attributes": json_attributes(s.attributes.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))),
             });
             if let Some(p) = s.parent {
                 span["parentSpanId"] = hex(&p).into();
@@ -193,6 +255,62 @@ pub fn json_request(service: &str, spans: &[SpanData]) -> Value {
         .collect();
     json!({"resourceSpans": [{
         "resource": {"attributes": json_attributes([("service.name", service)].into_iter())},
-        "scopeSpans": [{"scope": {"name": SCOPE, "version": env!("CARGO_PKG_VERSION")}, "spans": spans}],
+        "scopeSpans": [{"scope": {"name": SCOPE, "version": VERSION}, "spans": spans}],
     }]})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use prost::Message;
+
+    use super::*;
+    use crate::trace::SpanContext;
+
+    #[test]
+    fn the_written_request_reads_back_as_otlp() {
+        let span = |parent, error: Option<&str>| SpanData {
+            name: "CallLocal/a/b".into(),
+            kind: SpanKind::Server,
+            context: SpanContext {
+                trace_id: [7; 16],
+                span_id: [8; 8],
+                flags: 1,
+            },
+            parent,
+            start: 1_700_000_000_000_000_000,
+            end: 1_700_000_000_000_500_000,
+            attributes: vec![
+                (Cow::Borrowed("dapr.protocol"), Cow::Borrowed("http")),
+                (Cow::Borrowed("db.name"), Cow::Owned("x".repeat(300))),
+            ],
+            error: error.map(str::to_string),
+        };
+        let spans = [span(Some([9; 8]), None), span(None, Some("NotFound"))];
+        let read = ExportTraceServiceRequest::decode(encode("orders", &spans).as_slice()).expect("decodes");
+        let rs = &read.resource_spans[0];
+        assert_eq!(
+            rs.resource.as_ref().map(|r| r.attributes[0].text()),
+            Some("orders")
+        );
+        let ss = &rs.scope_spans[0];
+        assert_eq!(ss.scope.as_ref().map(|s| s.name.as_str()), Some(SCOPE));
+        let [first, second] = ss.spans.as_slice() else {
+            panic!("two spans: {:?}", ss.spans);
+        };
+        assert_eq!(first.trace_id, vec![7; 16]);
+        assert_eq!(first.span_id, vec![8; 8]);
+        assert_eq!(first.parent_span_id, vec![9; 8]);
+        assert_eq!(
+            (first.name.as_str(), first.kind, first.flags),
+            ("CallLocal/a/b", 2, 1)
+        );
+        assert_eq!(first.end_time_unix_nano - first.start_time_unix_nano, 500_000);
+        assert_eq!(first.attributes[1].text().len(), 300);
+        assert_eq!(first.status, None);
+        assert!(second.parent_span_id.is_empty());
+        let status = second.status.as_ref().expect("status");
+        assert_eq!((status.code, status.message.as_str()), (2, "NotFound"));
+    }
 }

@@ -1,47 +1,114 @@
-//! Zipkin's v2 JSON span format.
+//! Zipkin's v2 JSON span format, written straight from the spans.
 
-use serde_json::{Map, Value, json};
+use std::io::Write;
 
 use super::{SpanData, SpanKind, context::hex};
 
+/// A JSON string; the writer is a `Vec`, which cannot fail.
+fn string(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
 /// The spans as one Zipkin v2 upload.
-pub fn spans(service: &str, spans: &[SpanData]) -> Value {
-    spans
-        .iter()
-        .map(|s| {
-            let mut tags: Map<String, Value> = s
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::from(v.as_str())))
-                .collect();
-            if let Some(m) = &s.error {
-                tags.insert("otel.status_code".into(), "ERROR".into());
-                tags.insert("error".into(), m.as_str().into());
+pub fn spans(service: &str, spans: &[SpanData]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(spans.len() * 400);
+    out.push(b'[');
+    for (i, s) in spans.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"traceId":"{}","id":"{}","timestamp":{},"duration":{},"name":"#,
+            hex(&s.context.trace_id),
+            hex(&s.context.span_id),
+            s.start / 1000,
+            // Zipkin reads zero as "unknown".
+            ((s.end - s.start) / 1000).max(1),
+        );
+        string(&mut out, &s.name);
+        if let Some(p) = s.parent {
+            let _ = write!(out, r#","parentId":"{}""#, hex(&p));
+        }
+        let kind = match s.kind {
+            SpanKind::Server => Some("SERVER"),
+            SpanKind::Client => Some("CLIENT"),
+            SpanKind::Producer => Some("PRODUCER"),
+            SpanKind::Consumer => Some("CONSUMER"),
+            SpanKind::Internal => None,
+        };
+        if let Some(k) = kind {
+            let _ = write!(out, r#","kind":"{k}""#);
+        }
+        out.extend_from_slice(br#","localEndpoint":{"serviceName":"#);
+        string(&mut out, service);
+        out.extend_from_slice(br#"},"tags":{"#);
+        let error = s
+            .error
+            .as_deref()
+            .map(|m| [("otel.status_code", "ERROR"), ("error", m)]);
+        let tags = s
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+            .chain(error.into_iter().flatten());
+        for (j, (k, v)) in tags.enumerate() {
+            if j > 0 {
+                out.push(b',');
             }
-            let mut span = json!({
-                "traceId": hex(&s.context.trace_id),
-                "id": hex(&s.context.span_id),
-                "name": s.name,
-                "timestamp": s.start / 1000,
-                // Zipkin reads zero as "unknown".
-                "duration": ((s.end - s.start) / 1000).max(1),
-                "localEndpoint": {"serviceName": service},
-                "tags": tags,
-            });
-            let kind = match s.kind {
-                SpanKind::Server => Some("SERVER"),
-                SpanKind::Client => Some("CLIENT"),
-                SpanKind::Producer => Some("PRODUCER"),
-                SpanKind::Consumer => Some("CONSUMER"),
-                SpanKind::Internal => None,
-            };
-            if let Some(k) = kind {
-                span["kind"] = k.into();
-            }
-            if let Some(p) = s.parent {
-                span["parentId"] = hex(&p).into();
-            }
-            span
-        })
-        .collect()
+            string(&mut out, k);
+            out.push(b':');
+            string(&mut out, v);
+        }
+        out.extend_from_slice(b"}}");
+    }
+    out.push(b']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::trace::SpanContext;
+
+    #[test]
+    fn spans_are_zipkin_v2_json() {
+        let span = SpanData {
+            name: "pubsub/\"orders\"".into(),
+            kind: SpanKind::Server,
+            context: SpanContext {
+                trace_id: [0xab; 16],
+                span_id: [0xcd; 8],
+                flags: 1,
+            },
+            parent: Some([1; 8]),
+            start: 5_000_000,
+            end: 5_000_100,
+            attributes: vec![(Cow::Borrowed("messaging.system"), Cow::Borrowed("pubsub"))],
+            error: Some("Internal".into()),
+        };
+        let mut internal = span.clone();
+        internal.kind = SpanKind::Internal;
+        internal.parent = None;
+        internal.error = None;
+        let text = spans("orders-app", &[span, internal]);
+        let v: serde_json::Value = serde_json::from_slice(&text).expect("JSON");
+        let first = &v[0];
+        assert_eq!(first["traceId"], "ab".repeat(16));
+        assert_eq!(first["id"], "cd".repeat(8));
+        assert_eq!(first["parentId"], "01".repeat(8));
+        assert_eq!(first["name"], "pubsub/\"orders\"");
+        assert_eq!(
+            (first["timestamp"].as_u64(), first["duration"].as_u64()),
+            (Some(5000), Some(1))
+        );
+        assert_eq!(first["kind"], "SERVER");
+        assert_eq!(first["localEndpoint"]["serviceName"], "orders-app");
+        assert_eq!(first["tags"]["messaging.system"], "pubsub");
+        assert_eq!(first["tags"]["error"], "Internal");
+        assert!(v[1].get("kind").is_none() && v[1].get("parentId").is_none());
+        assert!(v[1]["tags"].get("error").is_none());
+    }
 }
