@@ -67,18 +67,30 @@ impl Observe {
     /// The call's span, its context written over the request's trace
     /// headers so that everything downstream carries it. Health checks
     /// are not traced, as in Dapr.
-    fn span(&self, req: &mut Request<Body>, grpc: bool) -> Option<Span> {
+    fn span(&self, req: &mut Request<Body>, grpc: bool) -> Option<Traced> {
         if !self.tracer.enabled() {
             return None;
         }
         let path = req.uri().path();
-        if path.contains("/healthz") || path.starts_with("/grpc.health.v1.Health/") {
+        if path.starts_with("/v1.0/healthz") || path.starts_with("/grpc.health.v1.Health/") {
             return None;
         }
         let parent = trace::parent_of(req.headers(), grpc);
         let span = self.tracer.start(SpanKind::Client, parent)?;
-        trace::set_headers(req.headers_mut(), &span.context(), grpc);
-        Some(span)
+        let header = trace::set_headers(req.headers_mut(), &span.context(), grpc);
+        Some(Traced { span, header })
+    }
+}
+
+/// A call's span, and the trace header its answer carries.
+pub struct Traced {
+    span: Span,
+    header: http::HeaderValue,
+}
+
+impl Traced {
+    fn recording(&self) -> bool {
+        self.span.recording()
     }
 }
 
@@ -194,7 +206,7 @@ impl Kind for Http {
         let method = req.method().clone();
         let span = observe.span(&mut req, false);
         let uses_path = observe.metrics.as_ref().is_some_and(|m| m.paths.uses_path())
-            || span.as_ref().is_some_and(Span::recording);
+            || span.as_ref().is_some_and(Traced::recording);
         let path = (uses_path || observe.log.is_some()).then(|| req.uri().path().to_string());
         let line = observe.log.and_then(|log| {
             let path = path.as_deref().unwrap_or("");
@@ -231,7 +243,7 @@ pub struct HttpCall {
     /// The logged method text and user agent, when the call is logged.
     line: Option<(String, Option<String>)>,
     req_bytes: u64,
-    span: Option<Span>,
+    span: Option<Traced>,
 }
 
 impl HttpCall {
@@ -249,7 +261,7 @@ impl HttpCall {
                 ms,
             );
         }
-        if let Some(mut span) = self.span {
+        if let Some(Traced { mut span, .. }) = self.span {
             if span.recording() {
                 let path = self.path.unwrap_or_default();
                 trace::describe_http(&mut span, self.method.as_str(), path, status);
@@ -282,8 +294,8 @@ pub trait Answered {
 impl Answered for HttpCall {
     /// The answer carries the call's `traceparent`, as Dapr's does.
     fn answered(self, mut resp: Response<Body>) -> Response<Body> {
-        if let Some(span) = &self.span {
-            trace::answer_headers(resp.headers_mut(), &span.context(), false);
+        if let Some(t) = &self.span {
+            trace::answer_headers(resp.headers_mut(), &t.header, false);
         }
         self.finish(&resp);
         resp
@@ -296,10 +308,10 @@ impl Answered for Rpc {
     /// Answers other than `InvokeService`'s carry `grpc-trace-bin`, as
     /// Dapr's do. The call is recorded when its status is known.
     fn answered(self, mut resp: Response<Body>) -> Response<Body> {
-        if let Some(span) = &self.span
+        if let Some(t) = &self.span
             && self.uri.path() != INVOKE_SERVICE
         {
-            trace::answer_headers(resp.headers_mut(), &span.context(), true);
+            trace::answer_headers(resp.headers_mut(), &t.header, true);
         }
         on_finish(self, resp)
     }
@@ -370,7 +382,7 @@ impl Kind for Grpc {
         let received = Arc::new(AtomicU64::new(0));
         let health = req.uri().path().starts_with("/grpc.health.v1.Health/");
         let span = observe.span(&mut req, true);
-        let rename = span.as_ref().filter(|s| s.recording()).map(|_| {
+        let rename = span.as_ref().filter(|t| t.recording()).map(|_| {
             let rename = trace::Rename::default();
             req.extensions_mut().insert(rename.clone());
             rename
@@ -408,7 +420,7 @@ pub struct Rpc {
     start: Instant,
     received: Arc<AtomicU64>,
     sent: u64,
-    span: Option<Span>,
+    span: Option<Traced>,
     /// Where a handler may rename the span.
     rename: Option<trace::Rename>,
 }
@@ -416,7 +428,7 @@ pub struct Rpc {
 impl Rpc {
     fn finish(self, code: i32) {
         let ms = elapsed_ms(self.start);
-        if let Some(mut span) = self.span {
+        if let Some(Traced { mut span, .. }) = self.span {
             if span.recording() {
                 let path = self.uri.path();
                 span.set_name(

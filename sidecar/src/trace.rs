@@ -109,24 +109,28 @@ fn binary_value(ctx: &SpanContext) -> String {
     base64::engine::general_purpose::STANDARD.encode(ctx.to_binary())
 }
 
-/// Writes `ctx` over the request's trace headers; on gRPC the binary form too.
-pub fn set_headers(headers: &mut HeaderMap, ctx: &SpanContext, grpc: bool) {
-    headers.insert(TRACEPARENT_HEADER, traceparent_value(ctx));
+/// Writes `ctx` over the request's trace headers, on gRPC the binary form
+/// too; returns the value the answer carries (`traceparent` on HTTP,
+/// `grpc-trace-bin` on gRPC), so it is written once.
+pub fn set_headers(headers: &mut HeaderMap, ctx: &SpanContext, grpc: bool) -> HeaderValue {
+    let text = traceparent_value(ctx);
+    headers.insert(TRACEPARENT_HEADER, text.clone());
     if grpc && let Ok(v) = HeaderValue::from_str(&binary_value(ctx)) {
-        headers.insert(GRPC_TRACE_BIN_HEADER, v);
+        headers.insert(GRPC_TRACE_BIN_HEADER, v.clone());
+        return v;
     }
+    text
 }
 
-/// Adds `traceparent` to a response that has none.
-pub fn answer_headers(headers: &mut HeaderMap, ctx: &SpanContext, grpc: bool) {
-    if grpc {
-        if !headers.contains_key(&GRPC_TRACE_BIN_HEADER)
-            && let Ok(v) = HeaderValue::from_str(&binary_value(ctx))
-        {
-            headers.insert(GRPC_TRACE_BIN_HEADER, v);
-        }
-    } else if !headers.contains_key(&TRACEPARENT_HEADER) {
-        headers.insert(TRACEPARENT_HEADER, traceparent_value(ctx));
+/// Adds the call's trace header (from [`set_headers`]) to an answer that has none.
+pub fn answer_headers(headers: &mut HeaderMap, value: &HeaderValue, grpc: bool) {
+    let name = if grpc {
+        GRPC_TRACE_BIN_HEADER
+    } else {
+        TRACEPARENT_HEADER
+    };
+    if !headers.contains_key(&name) {
+        headers.insert(name, value.clone());
     }
 }
 

@@ -203,7 +203,8 @@ fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
 /// written once, into one buffer.
 pub fn encode(service: &str, spans: &[SpanData]) -> Vec<u8> {
     let scope_len = str_len(1, SCOPE) + str_len(2, VERSION);
-    let spans_len: usize = spans.iter().map(|s| field_len(2, span_len(s))).sum();
+    let lens: Vec<usize> = spans.iter().map(span_len).collect();
+    let spans_len: usize = lens.iter().map(|&l| field_len(2, l)).sum();
     let scope_spans_len = field_len(1, scope_len) + spans_len;
     let resource_len = field_len(1, kv_len("service.name", service));
     let resource_spans_len = field_len(1, resource_len) + field_len(2, scope_spans_len);
@@ -215,8 +216,8 @@ pub fn encode(service: &str, spans: &[SpanData]) -> Vec<u8> {
     put_head(&mut buf, 1, scope_len);
     put_bytes(&mut buf, 1, SCOPE.as_bytes());
     put_bytes(&mut buf, 2, VERSION.as_bytes());
-    for s in spans {
-        put_head(&mut buf, 2, span_len(s));
+    for (s, &len) in spans.iter().zip(&lens) {
+        put_head(&mut buf, 2, len);
         put_span(&mut buf, s);
     }
     buf
