@@ -419,7 +419,7 @@ async fn requests_are_unharmed_when_the_collector_is_down_and_rate_zero_traces_n
     spec.env = vec![
         ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "64".into()),
-        ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".into()),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000".into()),
     ];
     let d = Daprd::start(spec).await;
     let path = "/v1.0/invoke/trace-hung/method/x";
@@ -435,7 +435,6 @@ async fn requests_are_unharmed_when_the_collector_is_down_and_rate_zero_traces_n
         after < before + 8 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
     );
-    // Most of the 6,400 spans found the queue full.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let dropped = loop {
         let log = std::fs::read_to_string(&d.log).unwrap_or_default();
@@ -457,7 +456,9 @@ async fn requests_are_unharmed_when_the_collector_is_down_and_rate_zero_traces_n
         assert!(std::time::Instant::now() < deadline, "{log}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(dropped >= 500, "{dropped} spans dropped");
+    // Without the bound nothing would be dropped; with it, hundreds are by
+    // the time the first export gives up.
+    assert!(dropped >= 200, "{dropped} spans dropped");
 
     // samplingRate "0": tracing is off; the caller's context passes unchanged.
     let off = home.join("off.yaml");
