@@ -266,8 +266,22 @@ pub fn start(sampler: Sampler, settings: Settings) -> Tracer {
             return Tracer::new(sampler, None);
         }
     };
-    let tracer = Tracer::new(sampler, Some(tx));
-    tokio::spawn(exporters.run(rx, settings, tracer.dropped_counter()));
+    let full = Arc::new(tokio::sync::Notify::new());
+    let tracer = Tracer::exporting(sampler, tx, full.clone(), settings.batch);
+    let dropped = tracer.dropped_counter();
+    // Exports run on a thread of their own: encoding and sending a batch
+    // never waits in line with requests, however few threads serve them.
+    let thread = std::thread::Builder::new()
+        .name("trace-export".into())
+        .spawn(
+            move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(exporters.run(rx, settings, dropped, full)),
+                Err(e) => tracing::warn!(error = %e, "spans are not exported"),
+            },
+        );
+    if let Err(e) = thread {
+        tracing::warn!(error = %e, "spans are not exported");
+    }
     tracer
 }
 
@@ -319,32 +333,46 @@ impl Exporters {
         })
     }
 
-    /// Batches spans until the queue closes.
-    async fn run(self, mut rx: mpsc::Receiver<SpanData>, settings: Settings, dropped: Arc<AtomicU64>) {
+    /// Exports a batch when one is full or the delay has passed since the
+    /// last, until the queue closes.
+    async fn run(
+        self,
+        mut rx: mpsc::Receiver<SpanData>,
+        settings: Settings,
+        dropped: Arc<AtomicU64>,
+        full: Arc<tokio::sync::Notify>,
+    ) {
         let mut batch = Vec::with_capacity(settings.batch);
         let mut failures = Failures::default();
         loop {
-            if rx.recv_many(&mut batch, settings.batch).await == 0 {
-                return;
+            tokio::select! {
+                () = tokio::time::sleep(settings.delay) => {}
+                () = full.notified() => {}
             }
-            let until = tokio::time::Instant::now() + settings.delay;
-            let mut closed = false;
-            while batch.len() < settings.batch {
-                let room = settings.batch - batch.len();
-                match tokio::time::timeout_at(until, rx.recv_many(&mut batch, room)).await {
-                    Ok(0) => {
-                        closed = true;
-                        break;
+            // Everything waiting, a batch at a time.
+            loop {
+                let closed = loop {
+                    if batch.len() == settings.batch {
+                        break false;
                     }
-                    Ok(_) => {}
-                    Err(_) => break,
+                    match rx.try_recv() {
+                        Ok(span) => batch.push(span),
+                        Err(mpsc::error::TryRecvError::Empty) => break false,
+                        Err(mpsc::error::TryRecvError::Disconnected) => break true,
+                    }
+                };
+                let more = batch.len() == settings.batch;
+                if !batch.is_empty() {
+                    self.export(&settings.service, &batch, &mut failures).await;
+                    batch.clear();
                 }
-            }
-            self.export(&settings.service, &batch, &mut failures).await;
-            batch.clear();
-            failures.dropped(dropped.load(Ordering::Relaxed), settings.queue);
-            if closed {
-                return;
+                failures.dropped(dropped.load(Ordering::Relaxed), settings.queue);
+                if closed {
+                    return;
+                }
+                if !more {
+                    break;
+                }
             }
         }
     }

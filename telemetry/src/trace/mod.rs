@@ -136,6 +136,9 @@ struct Inner {
     queue: Option<mpsc::Sender<SpanData>>,
     /// Spans the full queue had no room for; the exporter reports them.
     dropped: Arc<AtomicU64>,
+    /// Wakes the exporter when a batch is waiting, so it is not woken for
+    /// every span; with how many spans make a batch.
+    full: Option<(Arc<tokio::sync::Notify>, usize)>,
 }
 
 /// Starts spans. Cheap to clone; [`Tracer::off`] when tracing is disabled.
@@ -157,6 +160,24 @@ impl Tracer {
                 sampler,
                 queue,
                 dropped: Arc::default(),
+                full: None,
+            })),
+        }
+    }
+
+    /// A tracer whose exporter is woken through `full` once `batch` spans wait.
+    fn exporting(
+        sampler: Sampler,
+        queue: mpsc::Sender<SpanData>,
+        full: Arc<tokio::sync::Notify>,
+        batch: usize,
+    ) -> Self {
+        Self {
+            inner: Some(Arc::new(Inner {
+                sampler,
+                queue: Some(queue),
+                dropped: Arc::default(),
+                full: Some((full, batch)),
             })),
         }
     }
@@ -264,10 +285,16 @@ impl Span {
             return;
         };
         record.end = now_ns().max(record.start);
-        if let Some(q) = &self.tracer.queue
-            && q.try_send(record).is_err()
-        {
+        let Some(q) = &self.tracer.queue else {
+            return;
+        };
+        if q.try_send(record).is_err() {
             self.tracer.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some((full, batch)) = &self.tracer.full
+            && q.max_capacity() - q.capacity() >= *batch
+        {
+            full.notify_one();
         }
     }
 }
