@@ -150,13 +150,35 @@ pub fn parent_in_metadata(meta: &Metadata) -> Option<SpanContext> {
 
 /// Writes `ctx` into invocation metadata, as the app will receive it.
 pub fn set_metadata(meta: &mut Metadata, ctx: &SpanContext) {
-    meta.retain(|k, _| !k.eq_ignore_ascii_case(TRACEPARENT) && !k.eq_ignore_ascii_case(GRPC_TRACE_BIN));
-    meta.insert(
-        TRACEPARENT.to_string(),
-        ListStringValue {
-            values: vec![ctx.traceparent()],
-        },
-    );
+    let text = ctx.traceparent_bytes();
+    let text = std::str::from_utf8(&text).unwrap_or_default();
+    // The caller's entry is overwritten in place; the binary form it may
+    // also carry would contradict it.
+    if meta.keys().any(|k| {
+        k.eq_ignore_ascii_case(GRPC_TRACE_BIN) || (k != TRACEPARENT && k.eq_ignore_ascii_case(TRACEPARENT))
+    }) {
+        meta.retain(|k, _| {
+            !k.eq_ignore_ascii_case(GRPC_TRACE_BIN)
+                && (k == TRACEPARENT || !k.eq_ignore_ascii_case(TRACEPARENT))
+        });
+    }
+    match meta.get_mut(TRACEPARENT).and_then(|e| {
+        e.values.truncate(1);
+        e.values.first_mut()
+    }) {
+        Some(v) => {
+            v.clear();
+            v.push_str(text);
+        }
+        None => {
+            meta.insert(
+                TRACEPARENT.to_string(),
+                ListStringValue {
+                    values: vec![text.to_string()],
+                },
+            );
+        }
+    }
 }
 
 /// Adds the trace context to a gRPC call to the app: `traceparent` and the

@@ -2,7 +2,7 @@
 //! `opentelemetry/proto/collector/trace/v1`): written straight from the
 //! spans, and as JSON; the messages below read it back (collectors, tests).
 
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{encoded_len_varint, key_len};
 use serde_json::{Value, json};
 
 use super::{SpanData, SpanKind, context::hex};
@@ -117,6 +117,27 @@ fn kind_number(kind: SpanKind) -> i32 {
 const SCOPE: &str = "daprs";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Protobuf's wire types.
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+const FIXED32: u32 = 5;
+
+/// A varint, a byte at a time: the values written here are small, and
+/// pushing to the `Vec` directly is several times cheaper than a generic
+/// buffer.
+fn encode_varint(mut v: u64, buf: &mut Vec<u8>) {
+    while v >= 0x80 {
+        buf.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn encode_key(tag: u32, wire_type: u32, buf: &mut Vec<u8>) {
+    encode_varint(u64::from(tag << 3 | wire_type), buf);
+}
+
 /// Length of a length-delimited field of `len` bytes under `tag`.
 fn field_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
@@ -128,7 +149,7 @@ fn str_len(tag: u32, s: &str) -> usize {
 }
 
 fn put_head(buf: &mut Vec<u8>, tag: u32, len: usize) {
-    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_key(tag, LEN, buf);
     encode_varint(len as u64, buf);
 }
 
@@ -179,10 +200,10 @@ fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
         put_bytes(buf, 4, p);
     }
     put_bytes(buf, 5, s.name.as_bytes());
-    encode_key(6, WireType::Varint, buf);
+    encode_key(6, VARINT, buf);
     encode_varint(kind_number(s.kind) as u64, buf);
     for (tag, t) in [(7, s.start), (8, s.end)] {
-        encode_key(tag, WireType::SixtyFourBit, buf);
+        encode_key(tag, FIXED64, buf);
         buf.extend_from_slice(&t.to_le_bytes());
     }
     for (k, v) in &s.attributes {
@@ -191,10 +212,10 @@ fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
     if let Some(m) = s.error.as_deref() {
         put_head(buf, 15, status_len(m));
         put_bytes(buf, 2, m.as_bytes());
-        encode_key(3, WireType::Varint, buf);
+        encode_key(3, VARINT, buf);
         encode_varint(2, buf);
     }
-    encode_key(16, WireType::ThirtyTwoBit, buf);
+    encode_key(16, FIXED32, buf);
     buf.extend_from_slice(&u32::from(s.context.flags).to_le_bytes());
 }
 
