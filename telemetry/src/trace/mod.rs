@@ -9,6 +9,7 @@
 pub mod context;
 pub mod export;
 pub mod otlp;
+mod settings;
 mod zipkin;
 
 use std::{

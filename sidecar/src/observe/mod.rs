@@ -20,14 +20,16 @@ use axum::{
     body::Body,
     http::{HeaderMap, Request, Response, header::CONTENT_LENGTH},
 };
-use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::Body as HttpBody;
 
 use daprs_telemetry::trace::{Span, SpanKind, Tracer, http_error};
 
+mod bodies;
+
+use self::bodies::{Counted, Finish, on_finish};
+pub use self::bodies::{proxied, traced};
 use crate::{
     metrics::{Metrics, elapsed_ms},
-    proxy::grpc_status,
     trace,
 };
 
@@ -466,170 +468,12 @@ impl Rpc {
     }
 }
 
-/// A request body that counts the bytes read from it.
-struct Counted {
-    inner: Body,
-    count: Arc<AtomicU64>,
-}
-
-impl HttpBody for Counted {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// What a gRPC response body reports to when it ends.
-trait Finish {
-    /// Response message bytes passed.
-    fn sent(&mut self, _bytes: usize) {}
-    /// The call ended with `code`.
-    fn finish(self, code: i32);
-}
-
 impl Finish for Rpc {
     fn sent(&mut self, bytes: usize) {
         self.sent += bytes as u64;
     }
     fn finish(self, code: i32) {
         Rpc::finish(self, code);
-    }
-}
-
-/// A proxied call this sidecar made to another app.
-struct Proxied {
-    metrics: Arc<Metrics>,
-    target: String,
-    start: Instant,
-}
-
-impl Finish for Proxied {
-    fn finish(self, code: i32) {
-        self.metrics
-            .invocation_sent(&self.target, true, code, elapsed_ms(self.start));
-    }
-}
-
-/// Records a proxied gRPC call to `target` as streaming service invocation,
-/// once its status is known.
-pub fn proxied(metrics: &Arc<Metrics>, target: &str, start: Instant, resp: Response<Body>) -> Response<Body> {
-    let call = Proxied {
-        metrics: metrics.clone(),
-        target: target.to_string(),
-        start,
-    };
-    on_finish(call, resp)
-}
-
-/// A gRPC call's span, ended with the call.
-struct Spanned(Span);
-
-impl Finish for Spanned {
-    fn finish(mut self, code: i32) {
-        if code != 0 {
-            self.0.set_error(daprs_telemetry::grpc_code_name(code));
-        }
-        self.0.end();
-    }
-}
-
-/// Ends `span` when the gRPC call answered by `resp` ends.
-pub fn traced(span: Span, resp: Response<Body>) -> Response<Body> {
-    on_finish(Spanned(span), resp)
-}
-
-/// Hands `call` the status of the gRPC answer `resp`: at once for a
-/// trailers-only answer, otherwise when the response body's trailers pass.
-fn on_finish<F: Finish + Send + Unpin + 'static>(call: F, resp: Response<Body>) -> Response<Body> {
-    if let Some(code) = grpc_status(resp.headers()) {
-        call.finish(code);
-        return resp;
-    }
-    resp.map(|inner| {
-        Body::new(Watched {
-            inner,
-            call: Some(call),
-        })
-    })
-}
-
-/// A response body that reports when its trailers pass, or when it is
-/// dropped unfinished (the caller went away: `Canceled`).
-struct Watched<F: Finish> {
-    inner: Body,
-    call: Option<F>,
-}
-
-impl<F: Finish + Send + Unpin + 'static> HttpBody for Watched<F> {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    if let Some(call) = self.call.as_mut() {
-                        call.sent(data.len());
-                    }
-                } else if let Some(trailers) = frame.trailers_ref()
-                    && let Some(call) = self.call.take()
-                {
-                    call.finish(grpc_status(trailers).unwrap_or(2));
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(call) = self.call.take() {
-                    call.finish(13);
-                }
-            }
-            Poll::Ready(None) => {
-                // Ended without trailers: not a complete gRPC answer.
-                if let Some(call) = self.call.take() {
-                    call.finish(2);
-                }
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<F: Finish> Drop for Watched<F> {
-    fn drop(&mut self) {
-        if let Some(call) = self.call.take() {
-            call.finish(1);
-        }
     }
 }
 
