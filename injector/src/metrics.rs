@@ -50,6 +50,7 @@ impl InjectorMetrics {
         for f in [&self.requests, &self.succeeded, &self.failed] {
             f.render(&mut out);
         }
+        daprs_telemetry::process::render(&mut out);
         out
     }
 }

@@ -171,6 +171,7 @@ pub fn metrics_text(ca: &CaState) -> String {
         }
     }
     crate::metrics::METRICS.render(&mut out);
+    daprs_telemetry::process::render(&mut out);
     out
 }
 

@@ -572,5 +572,6 @@ async fn metrics_text(axum::extract::State(rt): axum::extract::State<Arc<Runtime
         c = rt.components().len(),
     );
     rt.metrics.render(&mut out);
+    daprs_telemetry::process::render(&mut out);
     out
 }

@@ -1,8 +1,10 @@
 //! What the three programs report about themselves. [`registry`] holds
 //! counters, gauges and histograms under Dapr's metric names and writes them
-//! as Prometheus text; each program declares its own families. [`trace`]
-//! propagates trace context, samples, and exports spans.
+//! as Prometheus text; each program declares its own families, and
+//! [`process`] adds the process's CPU and memory. [`trace`] propagates
+//! trace context, samples, and exports spans.
 
+pub mod process;
 pub mod registry;
 pub mod trace;
 

@@ -255,6 +255,10 @@ async fn dapr_metrics_after_real_traffic() {
         value(&s, "dapr_resiliency_loaded", &[app_id, ("name", "patient")]),
         Some(1.0)
     );
+    // The process's own figures, which dashboards chart a sidecar's CPU and memory from.
+    assert!(value(&s, "process_resident_memory_bytes", &[]) > Some(1e6));
+    assert!(value(&s, "process_cpu_seconds_total", &[]) > Some(0.0));
+    assert!(value(&s, "process_open_fds", &[]) > Some(3.0));
     assert_eq!(
         value(
             &s,
