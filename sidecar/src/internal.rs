@@ -202,8 +202,20 @@ impl InternalServer {
         let span = self.call_span(&mut req);
         let result = self.rt.invoke_local(req).await;
         if let Some(mut span) = span {
-            if let Err(e) = &result {
-                span.set_error(e.message.clone());
+            match &result {
+                Err(e) => span.set_error(e.message.clone()),
+                // The app's own failure: an HTTP error status, or a gRPC code.
+                Ok(res) => {
+                    let code = res.status.as_ref().map_or(0, |s| s.code);
+                    let failed = if self.rt.app.as_ref().is_some_and(|a| a.protocol.is_grpc()) {
+                        (code != 0).then(|| daprs_telemetry::grpc_code_name(code))
+                    } else {
+                        daprs_telemetry::trace::http_error(u16::try_from(code).unwrap_or(500))
+                    };
+                    if let Some(f) = failed {
+                        span.set_error(f);
+                    }
+                }
             }
             span.end();
         }

@@ -139,6 +139,21 @@ async fn http_invocation_is_one_trace_from_app_to_app_in_zipkin() {
     // The app's span is a child of the target sidecar's.
     assert_eq!(span_id_of(&seen), server.id);
 
+    // An app's failure marks both sidecars' spans.
+    let r = caller
+        .get("/v1.0/invoke/trace-target/method/status/500")
+        .await
+        .expect("invoke");
+    assert_eq!(r.status, 500);
+    for service in ["trace-caller", "trace-target"] {
+        let s = c
+            .wait("failed invocation", |s| {
+                s.service == service && s.name == "CallLocal/trace-target/status/500"
+            })
+            .await;
+        assert!(s.error, "{s:?}");
+    }
+
     // A failing call's span says so.
     let r = caller.get("/v1.0/state/none/key").await.expect("state");
     assert!(r.status >= 400);
