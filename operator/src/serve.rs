@@ -196,11 +196,10 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
     let health = TcpListener::bind(s.health_addr)
         .await
         .map_err(|e| format!("cannot listen on {} (health): {e}", s.health_addr))?;
-    let router = Router::new()
+    let health_router = Router::new()
         .route("/healthz", get(|| async { StatusCode::OK }))
         .route("/readyz", get(ready))
         .with_state(ca.clone());
-    tokio::spawn(async move { axum::serve(health, router).await });
     if let Some(addr) = s.metrics_addr {
         let metrics = TcpListener::bind(addr)
             .await
@@ -265,6 +264,10 @@ pub async fn run(client: kube::Client, s: ServeSettings) -> Result<(), String> {
             Some(cfg)
         }
     };
+    // Health is answered once every port listens: ready then means the
+    // certificate service and the API accept connections, not only that the
+    // CA exists.
+    tokio::spawn(async move { axum::serve(health, health_router).await });
     let (changes, _) = tokio::sync::broadcast::channel(256);
     let api = crate::api::OperatorApi {
         caches: crate::watch::start(&client, &changes),
