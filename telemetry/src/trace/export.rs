@@ -172,7 +172,7 @@ impl Exporters {
                     trace_id = %hex(&s.context.trace_id),
                     span_id = %hex(&s.context.span_id),
                     parent_id = %s.parent.map(|p| hex(&p)).unwrap_or_default(),
-                    duration_us = (s.end - s.start) / 1000,
+                    duration_us = s.end.saturating_sub(s.start) / 1000,
                     "span"
                 );
             }

@@ -24,7 +24,7 @@ pub fn spans(service: &str, spans: &[SpanData]) -> Vec<u8> {
             hex(&s.context.span_id),
             s.start / 1000,
             // Zipkin reads zero as "unknown".
-            ((s.end - s.start) / 1000).max(1),
+            (s.end.saturating_sub(s.start) / 1000).max(1),
         );
         string(&mut out, &s.name);
         if let Some(p) = s.parent {
