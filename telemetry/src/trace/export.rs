@@ -1,7 +1,7 @@
 //! Where sampled spans go: Zipkin, an OpenTelemetry collector over gRPC or
-//! HTTP, or the log. Spans queue in memory and leave in batches from a task
-//! of their own, so a slow or absent collector never holds up a request:
-//! a full queue drops spans (counted) instead.
+//! HTTP, or the log. Spans queue in memory and leave in batches from a
+//! thread of their own, so a slow or absent collector never holds up a
+//! request: a full queue drops spans (counted) instead.
 
 use std::{
     sync::{
@@ -38,8 +38,8 @@ pub fn from_env(service: &str) -> Tracer {
 }
 
 /// A tracer sampling with `sampler`, exporting as `settings` say from a
-/// task on the current runtime. Spans are sampled (and passed on as
-/// sampled) even with no exporter, as Dapr does.
+/// thread of its own. Spans are sampled (and passed on as sampled) even
+/// with no exporter, as Dapr does.
 pub fn start(sampler: Sampler, settings: Settings) -> Tracer {
     if !settings.exports() {
         return Tracer::new(sampler, None);
