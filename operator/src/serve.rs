@@ -42,6 +42,33 @@ pub struct ServeSettings {
     pub watchdog: Option<crate::watchdog::Watchdog>,
 }
 
+impl ServeSettings {
+    /// One operator on free loopback ports, for the control plane in
+    /// `dapr-system` with Dapr's default certificate lifetime: how tests and
+    /// benchmarks run it in their own process. Callers change what they need.
+    pub fn loopback(identity: &str) -> std::io::Result<Self> {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0")?.local_addr();
+        Ok(Self {
+            sentry: SentrySettings {
+                control_plane_namespace: "dapr-system".into(),
+                control_plane_trust_domain: "cluster.local".into(),
+                workload_ttl: Duration::from_secs(24 * 3600),
+                allowed_skew: Duration::from_secs(15 * 60),
+            },
+            sentry_addr: free()?,
+            api_addr: free()?,
+            webhook_addr: free()?,
+            health_addr: free()?,
+            metrics_addr: None,
+            trust_bundle_owner: None,
+            ca_sync_interval: Duration::from_secs(1),
+            run_controllers: true,
+            identity: identity.into(),
+            watchdog: None,
+        })
+    }
+}
+
 /// How long to wait before the next pass of the injector's certificate
 /// upkeep: soon while it has not succeeded (the CA may still be loading, so
 /// the webhook can serve within seconds of an install), then every 30 s.

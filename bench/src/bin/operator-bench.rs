@@ -99,10 +99,7 @@ fn rss_now_mib() -> f64 {
 /// The operator end to end: every Service and every Component status
 /// written through the API, timed from start.
 fn live(args: &Args) -> anyhow::Result<()> {
-    use daprs_operator::{
-        sentry::SentrySettings,
-        serve::{ServeSettings, run},
-    };
+    use daprs_operator::serve::{ServeSettings, run};
     let empty = rss_now_mib();
     let api = fake_api::FakeApi::default();
     for (i, c) in (0..args.components).map(component).enumerate() {
@@ -122,27 +119,8 @@ fn live(args: &Args) -> anyhow::Result<()> {
         api.put(&format!("/apis/apps/v1/namespaces/{ns}/deployments/app{i}"), v);
     }
     let seeded = rss_now_mib();
-    let free = || -> anyhow::Result<std::net::SocketAddr> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-    };
-    let settings = ServeSettings {
-        sentry: SentrySettings {
-            control_plane_namespace: "dapr-system".into(),
-            control_plane_trust_domain: "cluster.local".into(),
-            workload_ttl: Duration::from_secs(24 * 3600),
-            allowed_skew: Duration::from_secs(900),
-        },
-        sentry_addr: free()?,
-        api_addr: free()?,
-        webhook_addr: free()?,
-        health_addr: free()?,
-        metrics_addr: None,
-        trust_bundle_owner: None,
-        ca_sync_interval: Duration::from_secs(10),
-        run_controllers: true,
-        identity: "bench".into(),
-        watchdog: None,
-    };
+    let mut settings = ServeSettings::loopback("bench")?;
+    settings.ca_sync_interval = Duration::from_secs(10);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let t0 = Instant::now();
     let (services, statuses, took) = rt.block_on(async {
