@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=target/sdk-node
+stamp="$dir/node_modules/.installed-from.json"
 mkdir -p "$dir"
-cp sidecar/tests/sdk/js/package.json "$dir/"
-if [ -f "$dir/node_modules/@dapr/dapr/package.json" ] &&
-  node -e "process.exit(require('./$dir/node_modules/@dapr/dapr/package.json').version === require('./$dir/package.json').dependencies['@dapr/dapr'] ? 0 : 1)"; then
+# Installed already from this very package.json: nothing to do.
+if cmp -s sidecar/tests/sdk/js/package.json "$stamp"; then
   exit 0
 fi
+cp sidecar/tests/sdk/js/package.json "$dir/"
 (cd "$dir" && npm install --silent --no-audit --no-fund)
+cp sidecar/tests/sdk/js/package.json "$stamp"

@@ -284,6 +284,50 @@ pub fn sdk_node() -> Option<PathBuf> {
 }
 
 #[tokio::test]
+async fn js_sdk_proxy_helper_calls_a_user_service_through_two_sidecars() {
+    let Some(dir) = sdk_node() else { return };
+    // ES modules resolve packages from the script's folder.
+    let script = dir.join(format!("proxy-{}.mjs", free_port()));
+    std::fs::copy(script_js("proxy.mjs"), &script).expect("copy the script");
+    let (port, seen) = super::proxy::echo_app().await;
+    let home = temp_dir("sdk-js-proxy");
+    let _server = Daprd::start(Spec {
+        app_port: Some(port),
+        protocol: "grpc",
+        ..Spec::new("js-echo", &home)
+    })
+    .await;
+    let client = Daprd::start(Spec::new("js-proxy-client", &home)).await;
+    let grpc_port = client.grpc_port;
+    let run = tokio::task::spawn_blocking({
+        let script = script.clone();
+        move || {
+            Command::new("node")
+                .arg(&script)
+                .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/proto/echo.proto"))
+                .arg(grpc_port.to_string())
+                // The helper addresses every call to the app in APP_ID.
+                .env("APP_ID", "js-echo")
+                .output()
+                .expect("run node")
+        }
+    })
+    .await
+    .expect("join");
+    let _ = std::fs::remove_file(&script);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "JS SDK proxy run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for check in ["unary", "server stream", "status"] {
+        assert!(stdout.contains(&format!("ok {check}\n")), "{stdout}");
+    }
+    assert!(seen.calls.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
 async fn js_sdk_publishes_over_http_and_grpc_to_a_dapr_server_subscriber() {
     let Some(dir) = sdk_node() else { return };
     // ES modules resolve packages from the script's folder.
