@@ -108,15 +108,86 @@ impl Runtime {
         })
     }
 
-    /// Subscribes to `keys` (all when empty) of `store`.
+    /// Subscribes to `keys` (all when empty) of `store`. The subscription
+    /// follows the store: when the component is replaced while running, it
+    /// carries on against the new one under the same id.
     pub async fn subscribe_configuration(
-        &self,
+        self: &Arc<Self>,
         store: &str,
         keys: &[String],
         metadata: &Metadata,
     ) -> Result<Subscription, ApiError> {
+        // Listening first, so a replacement made while subscribing is not missed.
+        let changed = self.components_changed.subscribe();
+        let watch = self.watch_store(store, keys, metadata).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let relay = tokio::spawn(self.clone().follow_store(
+            store.to_string(),
+            keys.to_vec(),
+            metadata.clone(),
+            watch,
+            changed,
+            tx,
+        ));
+        let id = daprs_components::uuid_v4();
+        let (stop, stopped) = oneshot::channel();
+        daprs_components::lock(&self.config_watches.0).insert(id.clone(), (store.to_string(), stop));
+        Ok(Subscription {
+            id,
+            watch: Watch::new(rx, relay),
+            stopped,
+        })
+    }
+
+    /// Passes `watch`'s changes to `tx`, subscribing again to `store` each
+    /// time the component is replaced; ends when the store is removed or
+    /// the subscriber goes away.
+    async fn follow_store(
+        self: Arc<Self>,
+        store: String,
+        keys: Vec<String>,
+        metadata: Metadata,
+        mut watch: Watch,
+        mut changed: tokio::sync::broadcast::Receiver<String>,
+        tx: tokio::sync::mpsc::Sender<Items>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            tokio::select! {
+                items = watch.updates.recv() => {
+                    let Some(items) = items else { return };
+                    if tx.send(items).await.is_err() {
+                        return;
+                    }
+                }
+                name = changed.recv() => {
+                    match name {
+                        Ok(name) if name != store => continue,
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
+                    }
+                    match self.watch_store(&store, &keys, &metadata).await {
+                        Ok(w) => watch = w,
+                        Err(e) => {
+                            tracing::warn!(%store, error = %e.message, "a configuration subscription ended with its store");
+                            return;
+                        }
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        }
+    }
+
+    /// One subscription on the store named `store` as it is now.
+    async fn watch_store(
+        &self,
+        store: &str,
+        keys: &[String],
+        metadata: &Metadata,
+    ) -> Result<Watch, ApiError> {
         let s = self.config_store(store)?;
-        let watch = s.subscribe(keys, metadata).await.map_err(|e| {
+        s.subscribe(keys, metadata).await.map_err(|e| {
             let code = match e {
                 daprs_components::Error::Invalid(_) => Code::InvalidArgument,
                 _ => Code::Internal,
@@ -127,11 +198,7 @@ impl Runtime {
                 code,
                 format!("failed to subscribe {keys:?} from configuration store {store}: {e}"),
             )
-        })?;
-        let id = daprs_components::uuid_v4();
-        let (stop, stopped) = oneshot::channel();
-        daprs_components::lock(&self.config_watches.0).insert(id.clone(), (store.to_string(), stop));
-        Ok(Subscription { id, watch, stopped })
+        })
     }
 
     /// Forgets a subscription that ended by itself (its subscriber went away).
