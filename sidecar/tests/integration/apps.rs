@@ -258,6 +258,48 @@ pub async fn https_app_with_ca() -> (u16, String) {
     (serve_tls(router, acceptor).await, pem)
 }
 
+/// The echo app behind TLS that requires a client certificate from its own
+/// CA: its port, the PEM of the certificate it presents, and a client
+/// certificate and key (PEM) that CA issued.
+pub async fn mtls_app() -> (u16, String, (String, String)) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let client_key = rcgen::KeyPair::generate().expect("key");
+    let client = rcgen::CertificateParams::new(vec!["binder".into()])
+        .expect("params")
+        .signed_by(&client_key, &issuer)
+        .expect("client certificate");
+    let server_key = rcgen::KeyPair::generate().expect("key");
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .expect("params")
+        .self_signed(&server_key)
+        .expect("server certificate");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).expect("CA root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![server.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+        )
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let port = serve_tls(Router::new().fallback(echo), acceptor).await;
+    (port, server.pem(), (client.pem(), client_key.serialize_pem()))
+}
+
 /// The gRPC app behind TLS (`--app-protocol grpcs`).
 pub async fn grpcs_app() -> u16 {
     let routes = tonic::service::Routes::new(AppCallbackServer::new(GrpcApp)).prepare();

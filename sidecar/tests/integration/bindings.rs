@@ -421,3 +421,62 @@ spec:
     );
     assert!(r.text().to_lowercase().contains("certificate"), "{}", r.text());
 }
+
+#[tokio::test]
+async fn the_http_binding_presents_its_client_certificate_to_a_server_that_requires_one() {
+    let (port, server_ca, (cert, key)) = super::apps::mtls_app().await;
+    let home = temp_dir("bindings-mtls");
+    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("      {l}\n")).collect() };
+    let (server_ca, cert, key) = (indent(&server_ca), indent(&cert), indent(&key));
+    let res = resources(
+        &home,
+        &format!(
+            r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {{name: identified}}
+spec:
+  type: bindings.http
+  version: v1
+  metadata:
+  - name: url
+    value: "https://127.0.0.1:{port}"
+  - name: MTLSRootCA
+    value: |
+{server_ca}  - name: MTLSClientCert
+    value: |
+{cert}  - name: MTLSClientKey
+    value: |
+{key}---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {{name: anonymous}}
+spec:
+  type: bindings.http
+  version: v1
+  metadata:
+  - name: url
+    value: "https://127.0.0.1:{port}"
+  - name: MTLSRootCA
+    value: |
+{server_ca}"#
+        ),
+    );
+    let mut spec = Spec::new("mtls-binder", &home);
+    spec.resources = Some(&res);
+    let d = Daprd::start(spec).await;
+    let call = json!({"operation": "post", "data": "who am i", "metadata": {"path": "whoami"}}).to_string();
+    let r = d
+        .send("POST", "/v1.0/bindings/identified", &[], call.clone())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/whoami");
+    // Without a certificate of its own the server refuses the handshake.
+    let r = d.send("POST", "/v1.0/bindings/anonymous", &[], call).await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (500, "ERR_INVOKE_OUTPUT_BINDING".to_string()),
+        "{}",
+        r.text()
+    );
+}
