@@ -286,9 +286,6 @@ pub fn sdk_node() -> Option<PathBuf> {
 #[tokio::test]
 async fn js_sdk_proxy_helper_calls_a_user_service_through_two_sidecars() {
     let Some(dir) = sdk_node() else { return };
-    // ES modules resolve packages from the script's folder.
-    let script = dir.join(format!("proxy-{}.mjs", free_port()));
-    std::fs::copy(script_js("proxy.mjs"), &script).expect("copy the script");
     let (port, seen) = super::proxy::echo_app().await;
     let home = temp_dir("sdk-js-proxy");
     let _server = Daprd::start(Spec {
@@ -298,29 +295,10 @@ async fn js_sdk_proxy_helper_calls_a_user_service_through_two_sidecars() {
     })
     .await;
     let client = Daprd::start(Spec::new("js-proxy-client", &home)).await;
-    let grpc_port = client.grpc_port;
-    let run = tokio::task::spawn_blocking({
-        let script = script.clone();
-        move || {
-            Command::new("node")
-                .arg(&script)
-                .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/proto/echo.proto"))
-                .arg(grpc_port.to_string())
-                // The helper addresses every call to the app in APP_ID.
-                .env("APP_ID", "js-echo")
-                .output()
-                .expect("run node")
-        }
-    })
-    .await
-    .expect("join");
-    let _ = std::fs::remove_file(&script);
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "JS SDK proxy run failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/proto/echo.proto");
+    let args = vec![proto.display().to_string(), client.grpc_port.to_string()];
+    // The helper addresses every call to the app in APP_ID.
+    let stdout = run_js(&dir, "proxy.mjs", args, vec![("APP_ID", "js-echo".into())]).await;
     for check in ["unary", "server stream", "status"] {
         assert!(stdout.contains(&format!("ok {check}\n")), "{stdout}");
     }
@@ -330,34 +308,15 @@ async fn js_sdk_proxy_helper_calls_a_user_service_through_two_sidecars() {
 #[tokio::test]
 async fn js_sdk_publishes_over_http_and_grpc_to_a_dapr_server_subscriber() {
     let Some(dir) = sdk_node() else { return };
-    // ES modules resolve packages from the script's folder.
-    let script = dir.join(format!("pubsub-{}.mjs", free_port()));
-    std::fs::copy(script_js("pubsub.mjs"), &script).expect("copy the script");
     let home = temp_dir("sdk-js");
     let app_port = free_port();
     let mut spec = Spec::new("js-sub", &home);
     spec.app_port = Some(app_port);
     let d = Daprd::start(spec).await;
-    let (http, grpc) = (d.http_port, d.grpc_port);
-    let run = tokio::task::spawn_blocking({
-        let script = script.clone();
-        move || {
-            Command::new("node")
-                .arg(&script)
-                .args([app_port.to_string(), http.to_string(), grpc.to_string()])
-                .output()
-                .expect("run node")
-        }
-    })
-    .await
-    .expect("join");
-    let _ = std::fs::remove_file(&script);
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "JS SDK run failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let args = [app_port, d.http_port, d.grpc_port]
+        .map(|p| p.to_string())
+        .to_vec();
+    let stdout = run_js(&dir, "pubsub.mjs", args, vec![]).await;
     for check in [
         "http publish",
         "grpc publish",
@@ -372,4 +331,38 @@ pub fn script_js(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk/js")
         .join(name)
+}
+
+/// Runs the JavaScript SDK script `name` with `args` and `env`, copied into
+/// the SDK's folder `dir` (ES modules resolve packages from the script's
+/// folder); its standard output, once it has succeeded.
+pub async fn run_js(
+    dir: &std::path::Path,
+    name: &str,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+) -> String {
+    let script = dir.join(format!("{}-{name}", free_port()));
+    std::fs::copy(script_js(name), &script).expect("copy the script");
+    let run = tokio::task::spawn_blocking({
+        let script = script.clone();
+        move || {
+            Command::new("node")
+                .arg(&script)
+                .args(args)
+                .envs(env)
+                .output()
+                .expect("run node")
+        }
+    })
+    .await
+    .expect("join");
+    let _ = std::fs::remove_file(&script);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    stdout
 }

@@ -2,11 +2,9 @@
 //! and state-query APIs against real daprd processes, as their
 //! documentation shows them; a Python gRPC app takes input binding events.
 
-use std::process::Command;
-
 use super::{
-    harness::{Daprd, Spec, free_port, resources, temp_dir},
-    sdk::{python_app, run_client, script_js, sdk_node, sdk_python},
+    harness::{Daprd, Spec, resources, temp_dir},
+    sdk::{python_app, run_client, run_js, sdk_node, sdk_python},
 };
 
 const DB: &str = "9";
@@ -114,8 +112,6 @@ async fn python_sdk_bindings_configuration_locks_and_queries() {
 #[tokio::test]
 async fn js_sdk_bindings_configuration_locks_and_queries_over_http_and_grpc() {
     let Some(dir) = sdk_node() else { return };
-    let script = dir.join(format!("blocks-{}.mjs", free_port()));
-    std::fs::copy(script_js("blocks.mjs"), &script).expect("copy the script");
     let home = temp_dir("sdk-js-blocks");
     let res = resources(&home, &components(&home));
     let mut spec = Spec::new("js-blocks", &home);
@@ -123,26 +119,8 @@ async fn js_sdk_bindings_configuration_locks_and_queries_over_http_and_grpc() {
     let d = Daprd::start(spec).await;
     let key = format!("js-cfg-{}", std::process::id());
     redis_set(&key, "v1||1");
-    let (http, grpc) = (d.http_port, d.grpc_port);
-    let run = tokio::task::spawn_blocking({
-        let script = script.clone();
-        move || {
-            Command::new("node")
-                .arg(&script)
-                .args([http.to_string(), grpc.to_string(), key])
-                .output()
-                .expect("run node")
-        }
-    })
-    .await
-    .expect("join");
-    let _ = std::fs::remove_file(&script);
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let args = vec![d.http_port.to_string(), d.grpc_port.to_string(), key];
+    let stdout = run_js(&dir, "blocks.mjs", args, vec![]).await;
     for via in ["http", "grpc"] {
         for check in ["binding send", "lock", "lock held", "unlock", "state query"] {
             assert!(
