@@ -42,15 +42,29 @@ pub struct Link {
     pub channel: Channel,
 }
 
-/// Sets one metadata entry, replacing any spelling of the same key.
+/// Sets one metadata entry, replacing any spelling of the same key. An
+/// entry already spelt `key` is overwritten in place, without allocating.
 pub(crate) fn set(meta: &mut Metadata, key: &str, value: &str) {
-    meta.retain(|k, _| !k.eq_ignore_ascii_case(key));
-    meta.insert(
-        key.to_string(),
-        ListStringValue {
-            values: vec![value.to_string()],
-        },
-    );
+    if meta.keys().any(|k| k != key && k.eq_ignore_ascii_case(key)) {
+        meta.retain(|k, _| k == key || !k.eq_ignore_ascii_case(key));
+    }
+    match meta.get_mut(key).and_then(|e| {
+        e.values.truncate(1);
+        e.values.first_mut()
+    }) {
+        Some(v) => {
+            v.clear();
+            v.push_str(value);
+        }
+        None => {
+            meta.insert(
+                key.to_string(),
+                ListStringValue {
+                    values: vec![value.to_string()],
+                },
+            );
+        }
+    }
 }
 
 /// Reads one metadata entry, whatever the spelling of its key.

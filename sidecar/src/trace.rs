@@ -134,51 +134,21 @@ pub fn answer_headers(headers: &mut HeaderMap, value: &HeaderValue, grpc: bool) 
     }
 }
 
-fn first<'a>(meta: &'a Metadata, key: &str) -> Option<&'a str> {
-    meta.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .and_then(|(_, v)| v.values.first())
-        .map(String::as_str)
-}
-
 /// The parent invocation metadata names: the caller sidecar's span.
 pub fn parent_in_metadata(meta: &Metadata) -> Option<SpanContext> {
-    first(meta, TRACEPARENT)
+    crate::invoke::get(meta, TRACEPARENT)
         .and_then(SpanContext::parse)
-        .or_else(|| first(meta, GRPC_TRACE_BIN).and_then(|v| binary_of(v.as_bytes())))
+        .or_else(|| crate::invoke::get(meta, GRPC_TRACE_BIN).and_then(|v| binary_of(v.as_bytes())))
 }
 
-/// Writes `ctx` into invocation metadata, as the app will receive it.
+/// Writes `ctx` into invocation metadata, as the app will receive it; the
+/// binary form the caller may also have sent would contradict it.
 pub fn set_metadata(meta: &mut Metadata, ctx: &SpanContext) {
+    if meta.keys().any(|k| k.eq_ignore_ascii_case(GRPC_TRACE_BIN)) {
+        meta.retain(|k, _| !k.eq_ignore_ascii_case(GRPC_TRACE_BIN));
+    }
     let text = ctx.traceparent_bytes();
-    let text = std::str::from_utf8(&text).unwrap_or_default();
-    // The caller's entry is overwritten in place; the binary form it may
-    // also carry would contradict it.
-    if meta.keys().any(|k| {
-        k.eq_ignore_ascii_case(GRPC_TRACE_BIN) || (k != TRACEPARENT && k.eq_ignore_ascii_case(TRACEPARENT))
-    }) {
-        meta.retain(|k, _| {
-            !k.eq_ignore_ascii_case(GRPC_TRACE_BIN)
-                && (k == TRACEPARENT || !k.eq_ignore_ascii_case(TRACEPARENT))
-        });
-    }
-    match meta.get_mut(TRACEPARENT).and_then(|e| {
-        e.values.truncate(1);
-        e.values.first_mut()
-    }) {
-        Some(v) => {
-            v.clear();
-            v.push_str(text);
-        }
-        None => {
-            meta.insert(
-                TRACEPARENT.to_string(),
-                ListStringValue {
-                    values: vec![text.to_string()],
-                },
-            );
-        }
-    }
+    crate::invoke::set(meta, TRACEPARENT, std::str::from_utf8(&text).unwrap_or_default());
 }
 
 /// Adds the trace context to a gRPC call to the app: `traceparent` and the
