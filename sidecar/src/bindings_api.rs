@@ -18,6 +18,7 @@ use daprs_proto::{
     internals::ListStringValue,
     runtime::{BindingEventRequest, app_callback_client::AppCallbackClient},
 };
+use daprs_telemetry::trace::SpanContext;
 use http::StatusCode;
 use tonic::Code;
 
@@ -142,21 +143,23 @@ fn to_app(rt: Arc<Runtime>, name: String, route: String) -> Handler {
 /// One event to the app, and what the app answers carried out.
 async fn deliver(rt: &Arc<Runtime>, name: &str, route: &str, mut e: Event) -> Result<(), String> {
     let app = rt.app().map_err(|e| e.message)?;
-    let span = crate::trace::callback(
-        &rt.tracer,
-        e.metadata.get("traceparent").map(String::as_str),
-        || format!("bindings/{name}"),
-    );
-    let mut span = span.inspect(|s| {
-        e.metadata.insert("traceparent".into(), s.context().traceparent());
-    });
+    let parent = e.metadata.get("traceparent").and_then(|t| SpanContext::parse(t));
+    let mut span = crate::trace::callback(&rt.tracer, parent, || format!("bindings/{name}"));
+    // The app's span is a child of the trigger's, when there is one.
+    let trace = match &span {
+        Some(s) => {
+            e.metadata.insert("traceparent".into(), s.context().traceparent());
+            Some(s.context())
+        }
+        None => parent,
+    };
     if let Some(s) = span.as_mut().filter(|s| s.recording()) {
         s.set_attribute("db.name", name.to_string());
         s.set_attribute("rpc.service", "Dapr");
         s.set_attribute("db.system", "bindings");
         s.set_attribute("db.connection_string", route.to_string());
     }
-    let delivered = deliver_traced(rt, app, name, route, e).await;
+    let delivered = deliver_traced(rt, app, name, route, e, trace).await;
     if let Some(mut s) = span {
         if let Err(err) = &delivered {
             s.set_error(err.clone());
@@ -172,12 +175,9 @@ async fn deliver_traced(
     name: &str,
     route: &str,
     e: Event,
+    trace: Option<SpanContext>,
 ) -> Result<(), String> {
     if let Some(channel) = app.grpc_channel() {
-        let trace = e
-            .metadata
-            .get("traceparent")
-            .and_then(|t| daprs_telemetry::trace::SpanContext::parse(t));
         let mut req = app.grpc_request(BindingEventRequest {
             name: name.to_string(),
             data: e.data,

@@ -262,8 +262,7 @@ pub fn describe_grpc(span: &mut Span, path: &str) {
 /// The span of a call into the app that begins in this sidecar (an event
 /// delivered, an input binding's trigger), under the trace the event
 /// carries; Dapr makes these server spans.
-pub fn callback(tracer: &Tracer, traceparent: Option<&str>, name: impl FnOnce() -> String) -> Option<Span> {
-    let parent = traceparent.and_then(SpanContext::parse);
+pub fn callback(tracer: &Tracer, parent: Option<SpanContext>, name: impl FnOnce() -> String) -> Option<Span> {
     let mut span = tracer.start(daprs_telemetry::trace::SpanKind::Server, parent)?;
     if span.recording() {
         span.set_name(name());

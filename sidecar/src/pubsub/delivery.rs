@@ -303,9 +303,8 @@ async fn handle(
         return Err(Error::Backend("the app is unhealthy".into()));
     }
     let start = std::time::Instant::now();
-    let mut span = crate::trace::callback(&rt.tracer, ev.attr("traceparent"), || {
-        format!("pubsub/{}", sub.topic)
-    });
+    let parent = ev.attr("traceparent").and_then(SpanContext::parse);
+    let mut span = crate::trace::callback(&rt.tracer, parent, || format!("pubsub/{}", sub.topic));
     if let Some(s) = span.as_mut().filter(|s| s.recording()) {
         s.set_attribute("messaging.system", "pubsub");
         s.set_attribute("messaging.destination", sub.topic.clone());
