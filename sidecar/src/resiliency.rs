@@ -231,7 +231,7 @@ struct Defaults {
     timeout: Option<Duration>,
     retry: Option<Arc<Retry>>,
     breaker: Option<(String, CircuitBreaker)>,
-    /// The document the first of them came from.
+    /// The last document that gave one of them.
     source: Option<Arc<str>>,
 }
 

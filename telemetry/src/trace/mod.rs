@@ -156,14 +156,7 @@ impl Tracer {
 
     /// A tracer sampling at `sampler`'s rate; sampled spans go to `queue`.
     pub fn new(sampler: Sampler, queue: Option<mpsc::Sender<SpanData>>) -> Self {
-        Self {
-            inner: Some(Arc::new(Inner {
-                sampler,
-                queue,
-                dropped: Arc::default(),
-                full: None,
-            })),
-        }
+        Self::with(sampler, queue, None)
     }
 
     /// A tracer whose exporter is woken through `full` once `batch` spans wait.
@@ -173,12 +166,20 @@ impl Tracer {
         full: Arc<tokio::sync::Notify>,
         batch: usize,
     ) -> Self {
+        Self::with(sampler, Some(queue), Some((full, batch)))
+    }
+
+    fn with(
+        sampler: Sampler,
+        queue: Option<mpsc::Sender<SpanData>>,
+        full: Option<(Arc<tokio::sync::Notify>, usize)>,
+    ) -> Self {
         Self {
             inner: Some(Arc::new(Inner {
                 sampler,
-                queue: Some(queue),
+                queue,
                 dropped: Arc::default(),
-                full: Some((full, batch)),
+                full,
             })),
         }
     }
