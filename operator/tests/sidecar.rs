@@ -51,16 +51,7 @@ async fn kubernetes_mode_reads_components_and_configuration_from_the_operator() 
     })
     .await;
     let dir = scratch("k8s");
-    let k8s = [
-        "--mode",
-        "kubernetes",
-        "--control-plane-address",
-        &cp.settings.api_addr.to_string(),
-        "--config",
-        "appconfig",
-        "--disable-builtin-k8s-secret-store",
-    ]
-    .map(String::from);
+    let k8s = cp.daprd_args(&["--config", "appconfig", "--disable-builtin-k8s-secret-store"]);
     // The operator's caches fill from its first list; start once they have.
     let mut attempt = 0;
     let d = loop {
@@ -185,17 +176,7 @@ async fn kubernetes_mode_reads_components_and_configuration_from_the_operator() 
 async fn the_builtin_kubernetes_secret_store_is_there_unless_disabled() {
     let cp = control_plane(|cp| cp.pod("orders", "orders-token", json!({}))).await;
     let dir = scratch("builtin");
-    let k8s = |extra: &[&str]| {
-        let mut args = vec![
-            "--mode".to_string(),
-            "kubernetes".into(),
-            "--control-plane-address".into(),
-            cp.settings.api_addr.to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    };
-    let d = sidecar(&cp, "orders", "orders-token", &dir, &k8s(&[]))
+    let d = sidecar(&cp, "orders", "orders-token", &dir, &cp.daprd_args(&[]))
         .await
         .expect("daprd starts");
     let (_, meta) = http(d.http, "GET", "/v1.0/metadata", "").await.expect("metadata");
@@ -218,7 +199,7 @@ async fn the_builtin_kubernetes_secret_store_is_there_unless_disabled() {
         "orders",
         "orders-token",
         &dir,
-        &k8s(&["--disable-builtin-k8s-secret-store"]),
+        &cp.daprd_args(&["--disable-builtin-k8s-secret-store"]),
     )
     .await
     .expect("daprd starts");
@@ -539,14 +520,7 @@ async fn kubernetes_mode_loads_resiliency_from_the_operator_by_scope() {
     })
     .await;
     let dir = scratch("k8s-resiliency");
-    let k8s = [
-        "--mode",
-        "kubernetes",
-        "--control-plane-address",
-        &cp.settings.api_addr.to_string(),
-        "--disable-builtin-k8s-secret-store",
-    ]
-    .map(String::from);
+    let k8s = cp.daprd_args(&["--disable-builtin-k8s-secret-store"]);
     // The operator's caches fill from its first list: billing's sidecar
     // refuses to start once the broken policy is there, naming its field.
     let mut refusal = String::new();

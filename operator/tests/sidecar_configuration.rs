@@ -40,14 +40,7 @@ async fn a_subscription_follows_its_store_when_the_component_is_replaced() {
     })
     .await;
     let dir = scratch("k8s-configuration");
-    let args = [
-        "--mode",
-        "kubernetes",
-        "--control-plane-address",
-        &cp.settings.api_addr.to_string(),
-        "--disable-builtin-k8s-secret-store",
-    ]
-    .map(String::from);
+    let args = cp.daprd_args(&["--disable-builtin-k8s-secret-store"]);
     let d = sidecar(&cp, "tuner", "tuner-token", &dir, &args)
         .await
         .expect("daprd starts");

@@ -11,7 +11,7 @@ mod settings;
 
 use std::{net::SocketAddr, time::Duration};
 
-use daprd::{NS, control_plane, http, scratch, sidecar};
+use daprd::{ControlPlane, NS, control_plane, http, scratch, sidecar};
 use daprs_proto::runtime::{
     SubscribeTopicEventsRequestAlpha1, SubscribeTopicEventsRequestInitialAlpha1, dapr_client::DaprClient,
     subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType as In,
@@ -38,18 +38,13 @@ async fn recording_app() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>)
     (port, seen)
 }
 
-/// daprd's flags in Kubernetes mode, with the operator at `api` and the app on `app_port`.
-fn k8s_args(api: &SocketAddr, app_port: u16) -> [String; 7] {
-    [
-        "--mode",
-        "kubernetes",
-        "--control-plane-address",
-        &api.to_string(),
+/// daprd's flags in Kubernetes mode, with the app on `app_port`.
+fn k8s_args(cp: &ControlPlane, app_port: u16) -> Vec<String> {
+    cp.daprd_args(&[
         "--disable-builtin-k8s-secret-store",
         "--app-port",
         &app_port.to_string(),
-    ]
-    .map(String::from)
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +75,7 @@ async fn kubernetes_mode_follows_subscriptions_from_the_operator() {
     .await;
     let (app_port, seen) = recording_app().await;
     let dir = scratch("k8s-subscriptions");
-    let args = k8s_args(&cp.settings.api_addr, app_port);
+    let args = k8s_args(&cp, app_port);
     let d = sidecar(&cp, "shop", "shop-token", &dir, &args)
         .await
         .expect("daprd starts");
@@ -244,7 +239,7 @@ async fn input_bindings_follow_components_replaced_added_and_removed() {
     .await;
     let (app_port, seen) = recording_app().await;
     let dir = scratch("k8s-bindings");
-    let args = k8s_args(&cp.settings.api_addr, app_port);
+    let args = k8s_args(&cp, app_port);
     let d = sidecar(&cp, "ticker", "ticker-token", &dir, &args)
         .await
         .expect("daprd starts");

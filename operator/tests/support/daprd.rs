@@ -91,6 +91,16 @@ impl ControlPlane {
         );
     }
 
+    /// daprd's flags in Kubernetes mode against this operator, then `extra`.
+    pub fn daprd_args(&self, extra: &[&str]) -> Vec<String> {
+        let api = self.settings.api_addr.to_string();
+        ["--mode", "kubernetes", "--control-plane-address", &api]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    }
+
     /// The environment and flags a pod's daprd gets from the injector.
     pub fn sidecar_env(&self, dir: &std::path::Path, token: &str) -> HashMap<String, String> {
         let token_file = dir.join("token");
