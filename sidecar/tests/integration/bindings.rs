@@ -363,11 +363,16 @@ spec:
     assert!(events[0].metadata.contains_key("readTimeUTC"));
 }
 
+/// `pem` indented as the body of a `value: |` block in component metadata.
+fn yaml_block(pem: &str) -> String {
+    pem.lines().map(|l| format!("      {l}\n")).collect()
+}
+
 #[tokio::test]
 async fn the_http_binding_trusts_the_ca_it_is_given_and_sends_its_token() {
     let (port, ca) = super::apps::https_app_with_ca().await;
     let home = temp_dir("bindings-tls");
-    let indented: String = ca.lines().map(|l| format!("      {l}\n")).collect();
+    let indented = yaml_block(&ca);
     let res = resources(
         &home,
         &format!(
@@ -426,8 +431,7 @@ spec:
 async fn the_http_binding_presents_its_client_certificate_to_a_server_that_requires_one() {
     let (port, server_ca, (cert, key)) = super::apps::mtls_app().await;
     let home = temp_dir("bindings-mtls");
-    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("      {l}\n")).collect() };
-    let (server_ca, cert, key) = (indent(&server_ca), indent(&cert), indent(&key));
+    let (server_ca, cert, key) = (yaml_block(&server_ca), yaml_block(&cert), yaml_block(&key));
     let res = resources(
         &home,
         &format!(
