@@ -85,14 +85,11 @@ async fn mutate(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byte
         };
         span.set_attribute("dapr.injector.outcome", what);
         match &outcome {
-            Some(Outcome::Injected(app_id)) => span.set_attribute("dapr.app_id", app_id.clone()),
+            Some(Outcome::Injected(app_id)) => span.set_attribute("dapr.app_id", app_id),
             Some(Outcome::Skipped(_)) => {}
-            _ => span.set_error(format!("{what}: {why}")),
+            _ => span.set_error(&format!("{what}: {why}")),
         }
-        span.set_attribute(
-            "http.response.status_code",
-            response.status().as_u16().to_string(),
-        );
+        span.set_attribute("http.response.status_code", response.status().as_str());
     }
     span.end();
     response

@@ -404,23 +404,22 @@ async fn each_admission_is_a_span_under_the_api_servers_trace() {
     let (status, _) = post_with(&r, &r.tls.ca_pem, &headers, body.to_string()).await;
     assert_eq!(status, 200);
     let span = rx.recv().await.expect("a span");
-    assert_eq!(span.name, "admission /mutate");
+    assert_eq!(span.name(), "admission /mutate");
     assert_eq!(
         span.parent,
         Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
     );
     let attr = |k: &str| {
-        span.attributes
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
+        span.attributes()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
     };
     assert_eq!(attr("dapr.injector.outcome").as_deref(), Some("injected"));
     assert_eq!(attr("dapr.app_id").as_deref(), Some("orders"));
-    assert!(span.error.is_none());
+    assert!(span.error().is_none());
     // A malformed review's span is an error.
     let (status, _) = post(&r, &r.tls.ca_pem, "application/json", "{}").await;
     assert_eq!(status, 400);
     let bad = rx.recv().await.expect("a span");
-    assert!(bad.error.is_some(), "{bad:?}");
+    assert!(bad.error().is_some(), "{bad:?}");
 }

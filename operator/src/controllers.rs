@@ -48,26 +48,27 @@ pub struct Ctx {
     pub tracer: Tracer,
 }
 
-/// Runs one reconcile of `kind` `ns/name` under its own span.
+/// Runs one reconcile of `kind` `ns/name` under its own span, the name
+/// under `name_key` (`k8s.deployment.name`).
 async fn traced(
     ctx: &Ctx,
-    kind: &str,
+    (kind, name_key): (&str, &'static str),
     meta: &ObjectMeta,
     work: impl std::future::Future<Output = Result<Action, Error>>,
 ) -> Result<Action, Error> {
     let mut span = ctx.tracer.start(SpanKind::Internal, None);
     if let Some(s) = span.as_mut().filter(|s| s.recording()) {
-        s.set_name(format!("reconcile {kind}"));
-        s.set_attribute("k8s.namespace.name", meta.namespace.clone().unwrap_or_default());
+        s.set_name_parts(&["reconcile ", kind]);
         s.set_attribute(
-            format!("k8s.{}.name", kind.to_ascii_lowercase()),
-            meta.name.clone().unwrap_or_default(),
+            "k8s.namespace.name",
+            meta.namespace.as_deref().unwrap_or_default(),
         );
+        s.set_attribute(name_key, meta.name.as_deref().unwrap_or_default());
     }
     let out = work.await;
     if let Some(mut s) = span {
         if let Err(e) = &out {
-            s.set_error(e.to_string());
+            s.set_error(&e.to_string());
         }
         s.end();
     }
@@ -148,7 +149,7 @@ pub async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<A
         d.name_any()
     );
     let work = apply_service(&ctx, &d.metadata, service::for_deployment(&d), what);
-    traced(&ctx, "Deployment", &d.metadata, work).await
+    traced(&ctx, ("Deployment", "k8s.deployment.name"), &d.metadata, work).await
 }
 
 pub async fn reconcile_statefulset(s: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -158,12 +159,18 @@ pub async fn reconcile_statefulset(s: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result
         s.name_any()
     );
     let work = apply_service(&ctx, &s.metadata, service::for_statefulset(&s), what);
-    traced(&ctx, "StatefulSet", &s.metadata, work).await
+    traced(&ctx, ("StatefulSet", "k8s.statefulset.name"), &s.metadata, work).await
 }
 
 /// Writes the Component's `Ready` condition when it changed.
 pub async fn reconcile_component(c: Arc<Component>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    traced(&ctx, "Component", &c.metadata, component_status(&c, &ctx)).await
+    traced(
+        &ctx,
+        ("Component", "k8s.component.name"),
+        &c.metadata,
+        component_status(&c, &ctx),
+    )
+    .await
 }
 
 async fn component_status(c: &Component, ctx: &Ctx) -> Result<Action, Error> {

@@ -195,26 +195,22 @@ async fn each_reconcile_is_a_span_when_tracing_is_on() {
         .await
         .expect("reconcile");
     let span = rx.recv().await.expect("a span");
-    assert_eq!(span.name, "reconcile Deployment");
+    assert_eq!(span.name(), "reconcile Deployment");
     let attr = |k: &str| {
-        span.attributes
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
+        span.attributes()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
     };
     assert_eq!(attr("k8s.namespace.name").as_deref(), Some("default"));
     assert_eq!(attr("k8s.deployment.name").as_deref(), Some("nodeapp"));
-    assert!(span.error.is_none());
+    assert!(span.error().is_none());
     // A reconcile that fails says why.
     let mut orphan = deployment();
     orphan.metadata.namespace = None;
     assert!(reconcile_deployment(Arc::new(orphan), ctx).await.is_err());
     let failed = rx.recv().await.expect("a span");
     assert!(
-        failed
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("no namespace")),
+        failed.error().is_some_and(|e| e.contains("no namespace")),
         "{failed:?}"
     );
 }

@@ -144,7 +144,7 @@ fn to_app(rt: Arc<Runtime>, name: String, route: String) -> Handler {
 async fn deliver(rt: &Arc<Runtime>, name: &str, route: &str, mut e: Event) -> Result<(), String> {
     let app = rt.app().map_err(|e| e.message)?;
     let parent = e.metadata.get("traceparent").and_then(|t| SpanContext::parse(t));
-    let mut span = crate::trace::callback(&rt.tracer, parent, || format!("bindings/{name}"));
+    let mut span = crate::trace::callback(&rt.tracer, parent, &["bindings/", name]);
     // The app's span is a child of the trigger's, when there is one.
     let trace = match &span {
         Some(s) => {
@@ -154,15 +154,15 @@ async fn deliver(rt: &Arc<Runtime>, name: &str, route: &str, mut e: Event) -> Re
         None => parent,
     };
     if let Some(s) = span.as_mut().filter(|s| s.recording()) {
-        s.set_attribute("db.name", name.to_string());
+        s.set_attribute("db.name", name);
         s.set_attribute("rpc.service", "Dapr");
         s.set_attribute("db.system", "bindings");
-        s.set_attribute("db.connection_string", route.to_string());
+        s.set_attribute("db.connection_string", route);
     }
     let delivered = deliver_traced(rt, app, name, route, e, trace).await;
     if let Some(mut s) = span {
         if let Err(err) = &delivered {
-            s.set_error(err.clone());
+            s.set_error(err);
         }
         s.end();
     }

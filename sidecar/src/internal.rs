@@ -139,9 +139,9 @@ impl InternalServer {
         crate::trace::set_metadata(&mut req.metadata, &span.context());
         if span.recording() {
             let method = req.message.as_ref().map_or("", |m| m.method.as_str());
-            span.set_name(format!("CallLocal/{}/{method}", self.rt.app_id));
+            span.set_name_parts(&["CallLocal/", &self.rt.app_id, "/", method]);
             span.set_attribute("rpc.service", "ServiceInvocation");
-            span.set_attribute("dapr.invoke_method", method.to_string());
+            span.set_attribute("dapr.invoke_method", method);
             span.set_attribute("dapr.protocol", "grpc");
         }
         Some(span)
@@ -203,7 +203,7 @@ impl InternalServer {
         let result = self.rt.invoke_local(req).await;
         if let Some(mut span) = span {
             match &result {
-                Err(e) => span.set_error(e.message.clone()),
+                Err(e) => span.set_error(&e.message),
                 // The app's own failure: an HTTP error status, or a gRPC code.
                 Ok(res) => {
                     let code = res.status.as_ref().map_or(0, |s| s.code);

@@ -22,7 +22,7 @@ use axum::{
 };
 use http_body::Body as HttpBody;
 
-use daprs_telemetry::trace::{Span, SpanKind, Tracer, http_error};
+use daprs_telemetry::trace::{Span, SpanKind, Tracer};
 
 mod bodies;
 
@@ -206,9 +206,11 @@ impl Kind for Http {
     fn begin(observe: &Observe, mut req: Request<Body>) -> (Request<Body>, HttpCall) {
         let start = Instant::now();
         let method = req.method().clone();
-        let span = observe.span(&mut req, false);
-        let uses_path = observe.metrics.as_ref().is_some_and(|m| m.paths.uses_path())
-            || span.as_ref().is_some_and(Traced::recording);
+        let mut span = observe.span(&mut req, false);
+        if let Some(t) = span.as_mut().filter(|t| t.recording()) {
+            trace::describe_http(&mut t.span, method.as_str(), req.uri().path());
+        }
+        let uses_path = observe.metrics.as_ref().is_some_and(|m| m.paths.uses_path());
         let path = (uses_path || observe.log.is_some()).then(|| req.uri().path().to_string());
         let line = observe.log.and_then(|log| {
             let path = path.as_deref().unwrap_or("");
@@ -264,13 +266,7 @@ impl HttpCall {
             );
         }
         if let Some(Traced { mut span, .. }) = self.span {
-            if span.recording() {
-                let path = self.path.unwrap_or_default();
-                trace::describe_http(&mut span, self.method.as_str(), path, status);
-                if let Some(e) = http_error(status) {
-                    span.set_error(e);
-                }
-            }
+            trace::http_status(&mut span, status);
             span.end();
         }
         if let Some((called, agent)) = self.line {
@@ -433,11 +429,10 @@ impl Rpc {
         if let Some(Traced { mut span, .. }) = self.span {
             if span.recording() {
                 let path = self.uri.path();
-                span.set_name(
-                    self.rename
-                        .and_then(|r| r.take())
-                        .unwrap_or_else(|| path.to_string()),
-                );
+                match self.rename.and_then(|r| r.take()) {
+                    Some(name) => span.set_name(&name),
+                    None => span.set_name(path),
+                }
                 trace::describe_grpc(&mut span, path);
                 if code != 0 {
                     span.set_error(daprs_telemetry::grpc_code_name(code));

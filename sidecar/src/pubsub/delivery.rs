@@ -304,10 +304,10 @@ async fn handle(
     }
     let start = std::time::Instant::now();
     let parent = ev.attr("traceparent").and_then(SpanContext::parse);
-    let mut span = crate::trace::callback(&rt.tracer, parent, || format!("pubsub/{}", sub.topic));
+    let mut span = crate::trace::callback(&rt.tracer, parent, &["pubsub/", &sub.topic]);
     if let Some(s) = span.as_mut().filter(|s| s.recording()) {
         s.set_attribute("messaging.system", "pubsub");
-        s.set_attribute("messaging.destination", sub.topic.clone());
+        s.set_attribute("messaging.destination", &sub.topic);
         s.set_attribute("messaging.destination_kind", "topic");
     }
     let trace = span.as_ref().map(Span::context);

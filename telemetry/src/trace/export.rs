@@ -123,7 +123,7 @@ impl Exporters {
     /// last, until the queue closes.
     async fn run(
         self,
-        mut rx: mpsc::Receiver<SpanData>,
+        mut rx: mpsc::Receiver<Box<SpanData>>,
         settings: Settings,
         dropped: Arc<AtomicU64>,
         full: Arc<tokio::sync::Notify>,
@@ -163,12 +163,12 @@ impl Exporters {
         }
     }
 
-    async fn export(&self, service: &str, spans: &[SpanData], failures: &mut Failures) {
+    async fn export(&self, service: &str, spans: &[Box<SpanData>], failures: &mut Failures) {
         if self.stdout {
             for s in spans {
                 tracing::info!(
                     target: "dapr_trace",
-                    name = %s.name,
+                    name = %s.name(),
                     trace_id = %hex(&s.context.trace_id),
                     span_id = %hex(&s.context.span_id),
                     parent_id = %s.parent.map(|p| hex(&p)).unwrap_or_default(),

@@ -10,10 +10,10 @@ pub mod context;
 pub mod export;
 pub mod otlp;
 mod settings;
+mod span;
 mod zipkin;
 
 use std::{
-    borrow::Cow,
     cell::Cell,
     sync::{
         Arc,
@@ -23,6 +23,7 @@ use std::{
 };
 
 pub use context::SpanContext;
+pub use span::{MAX_ATTRIBUTES, SpanData};
 use tokio::sync::mpsc;
 
 /// What a span stands for, as OpenTelemetry names it.
@@ -33,23 +34,6 @@ pub enum SpanKind {
     Client,
     Producer,
     Consumer,
-}
-
-/// A finished span, as exporters receive it.
-#[derive(Clone, Debug)]
-pub struct SpanData {
-    pub name: String,
-    pub kind: SpanKind,
-    pub context: SpanContext,
-    /// The parent's span id, when the span has one.
-    pub parent: Option<[u8; 8]>,
-    /// Nanoseconds since the Unix epoch.
-    pub start: u64,
-    pub end: u64,
-    /// Keys and values; most of Dapr's values are fixed words, kept unowned.
-    pub attributes: Vec<(Cow<'static, str>, Cow<'static, str>)>,
-    /// Set when the span failed, with what failed.
-    pub error: Option<String>,
 }
 
 /// Dapr's sampling: a span whose parent was sampled is sampled; any other
@@ -134,7 +118,7 @@ pub fn now_ns() -> u64 {
 struct Inner {
     sampler: Sampler,
     /// Where finished sampled spans go; none when nothing exports them.
-    queue: Option<mpsc::Sender<SpanData>>,
+    queue: Option<mpsc::Sender<Box<SpanData>>>,
     /// Spans the full queue had no room for; the exporter reports them.
     dropped: Arc<AtomicU64>,
     /// Wakes the exporter when a batch is waiting, so it is not woken for
@@ -155,14 +139,14 @@ impl Tracer {
     }
 
     /// A tracer sampling at `sampler`'s rate; sampled spans go to `queue`.
-    pub fn new(sampler: Sampler, queue: Option<mpsc::Sender<SpanData>>) -> Self {
+    pub fn new(sampler: Sampler, queue: Option<mpsc::Sender<Box<SpanData>>>) -> Self {
         Self::with(sampler, queue, None)
     }
 
     /// A tracer whose exporter is woken through `full` once `batch` spans wait.
     fn exporting(
         sampler: Sampler,
-        queue: mpsc::Sender<SpanData>,
+        queue: mpsc::Sender<Box<SpanData>>,
         full: Arc<tokio::sync::Notify>,
         batch: usize,
     ) -> Self {
@@ -171,7 +155,7 @@ impl Tracer {
 
     fn with(
         sampler: Sampler,
-        queue: Option<mpsc::Sender<SpanData>>,
+        queue: Option<mpsc::Sender<Box<SpanData>>>,
         full: Option<(Arc<tokio::sync::Notify>, usize)>,
     ) -> Self {
         Self {
@@ -218,17 +202,8 @@ impl Tracer {
             span_id: nonzero_u64().to_be_bytes(),
             flags: u8::from(sampled),
         };
-        let record = (sampled && inner.queue.is_some()).then(|| SpanData {
-            name: String::new(),
-            kind,
-            context,
-            parent: parent.map(|p| p.span_id),
-            start: now_ns(),
-            end: 0,
-            // Room for Dapr's attributes of a call, so they are not moved as they come.
-            attributes: Vec::with_capacity(8),
-            error: None,
-        });
+        let record = (sampled && inner.queue.is_some())
+            .then(|| Box::new(SpanData::new(kind, context, parent.map(|p| p.span_id), now_ns())));
         Some(Span {
             tracer: inner.clone(),
             context,
@@ -241,7 +216,8 @@ impl Tracer {
 pub struct Span {
     tracer: Arc<Inner>,
     context: SpanContext,
-    record: Option<SpanData>,
+    /// Boxed: a span moves with its request's future, and so does only a pointer.
+    record: Option<Box<SpanData>>,
 }
 
 impl Span {
@@ -255,25 +231,33 @@ impl Span {
         self.record.is_some()
     }
 
-    pub fn set_name(&mut self, name: impl Into<String>) {
+    pub fn set_name(&mut self, name: &str) {
+        self.set_name_parts(&[name]);
+    }
+
+    /// Names the span with `parts` joined, so callers need not join them.
+    pub fn set_name_parts(&mut self, parts: &[&str]) {
         if let Some(r) = &mut self.record {
-            r.name = name.into();
+            r.set_name(parts);
         }
     }
 
-    pub fn set_attribute(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) {
+    /// Adds an attribute; an empty value is left out.
+    pub fn set_attribute(&mut self, key: &'static str, value: &str) {
+        self.set_attribute_parts(key, &[value]);
+    }
+
+    /// Adds an attribute whose value is `parts` joined.
+    pub fn set_attribute_parts(&mut self, key: &'static str, parts: &[&str]) {
         if let Some(r) = &mut self.record {
-            let value = value.into();
-            if !value.is_empty() {
-                r.attributes.push((key.into(), value));
-            }
+            r.add_attribute(key, parts);
         }
     }
 
     /// Marks the span failed.
-    pub fn set_error(&mut self, message: impl Into<String>) {
+    pub fn set_error(&mut self, message: &str) {
         if let Some(r) = &mut self.record {
-            r.error = Some(message.into());
+            r.set_error(message);
         }
     }
 
@@ -367,10 +351,10 @@ mod tests {
         child.set_error("NotFound");
         child.end();
         let got = rx.recv().await.expect("valid in the test");
-        assert_eq!(got.name, "CallLocal/a/b");
+        assert_eq!(got.name(), "CallLocal/a/b");
         assert_eq!(got.parent, Some(root.context().span_id));
-        assert_eq!(got.attributes.len(), 1);
-        assert_eq!(got.error.as_deref(), Some("NotFound"));
+        assert_eq!(got.attributes().count(), 1);
+        assert_eq!(got.error(), Some("NotFound"));
         drop(root);
         assert!(rx.recv().await.expect("valid in the test").parent.is_none());
     }

@@ -178,12 +178,12 @@ fn status_len(message: &str) -> usize {
 
 fn span_len(s: &SpanData) -> usize {
     let parent = s.parent.map_or(0, |_| field_len(4, 8));
-    let attributes: usize = s.attributes.iter().map(|(k, v)| field_len(9, kv_len(k, v))).sum();
-    let status = s.error.as_deref().map_or(0, |m| field_len(15, status_len(m)));
+    let attributes: usize = s.attributes().map(|(k, v)| field_len(9, kv_len(k, v))).sum();
+    let status = s.error().map_or(0, |m| field_len(15, status_len(m)));
     field_len(1, 16)
         + field_len(2, 8)
         + parent
-        + str_len(5, &s.name)
+        + str_len(5, s.name())
         + key_len(6)
         + 1
         + 2 * (key_len(7) + 8)
@@ -199,17 +199,17 @@ fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
     if let Some(p) = &s.parent {
         put_bytes(buf, 4, p);
     }
-    put_bytes(buf, 5, s.name.as_bytes());
+    put_bytes(buf, 5, s.name().as_bytes());
     encode_key(6, VARINT, buf);
     encode_varint(kind_number(s.kind) as u64, buf);
     for (tag, t) in [(7, s.start), (8, s.end)] {
         encode_key(tag, FIXED64, buf);
         buf.extend_from_slice(&t.to_le_bytes());
     }
-    for (k, v) in &s.attributes {
+    for (k, v) in s.attributes() {
         put_kv(buf, 9, k, v);
     }
-    if let Some(m) = s.error.as_deref() {
+    if let Some(m) = s.error() {
         put_head(buf, 15, status_len(m));
         put_bytes(buf, 2, m.as_bytes());
         encode_key(3, VARINT, buf);
@@ -222,9 +222,9 @@ fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
 /// One `ExportTraceServiceRequest` for `spans` of `service`, encoded
 /// straight from the spans: lengths are summed first, so every byte is
 /// written once, into one buffer.
-pub fn encode(service: &str, spans: &[SpanData]) -> Vec<u8> {
+pub fn encode(service: &str, spans: &[Box<SpanData>]) -> Vec<u8> {
     let scope_len = str_len(1, SCOPE) + str_len(2, VERSION);
-    let lens: Vec<usize> = spans.iter().map(span_len).collect();
+    let lens: Vec<usize> = spans.iter().map(|s| span_len(s)).collect();
     let spans_len: usize = lens.iter().map(|&l| field_len(2, l)).sum();
     let scope_spans_len = field_len(1, scope_len) + spans_len;
     let resource_len = field_len(1, kv_len("service.name", service));
@@ -244,7 +244,7 @@ pub fn encode(service: &str, spans: &[SpanData]) -> Vec<u8> {
     buf
 }
 
-fn json_attributes<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
+fn json_attributes<'k, 'v>(pairs: impl Iterator<Item = (&'k str, &'v str)>) -> Value {
     pairs
         .map(|(k, v)| json!({"key": k, "value": {"stringValue": v}}))
         .collect()
@@ -252,24 +252,24 @@ fn json_attributes<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Value
 
 /// The same request in OTLP's JSON encoding (ids in hex, 64-bit numbers as
 /// strings).
-pub fn json_request(service: &str, spans: &[SpanData]) -> Value {
+pub fn json_request(service: &str, spans: &[Box<SpanData>]) -> Value {
     let spans: Vec<Value> = spans
         .iter()
         .map(|s| {
             let mut span = json!({
                 "traceId": hex(&s.context.trace_id),
                 "spanId": hex(&s.context.span_id),
-                "name": s.name,
+                "name": s.name(),
                 "kind": kind_number(s.kind),
                 "startTimeUnixNano": s.start.to_string(),
                 "endTimeUnixNano": s.end.to_string(),
                 "flags": s.context.flags,
-                "attributes": json_attributes(s.attributes.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))),
+                "attributes": json_attributes(s.attributes()),
             });
             if let Some(p) = s.parent {
                 span["parentSpanId"] = hex(&p).into();
             }
-            if let Some(m) = &s.error {
+            if let Some(m) = s.error() {
                 span["status"] = json!({"code": 2, "message": m});
             }
             span
@@ -283,8 +283,6 @@ pub fn json_request(service: &str, spans: &[SpanData]) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-
     use prost::Message;
 
     use super::*;
@@ -292,24 +290,26 @@ mod tests {
 
     #[test]
     fn the_written_request_reads_back_as_otlp() {
-        let span = |parent, error: Option<&str>| SpanData {
-            name: "CallLocal/a/b".into(),
-            kind: SpanKind::Server,
-            context: SpanContext {
+        let span = |parent, error: Option<&str>| {
+            let ctx = SpanContext {
                 trace_id: [7; 16],
                 span_id: [8; 8],
                 flags: 1,
-            },
-            parent,
-            start: 1_700_000_000_000_000_000,
-            end: 1_700_000_000_000_500_000,
-            attributes: vec![
-                (Cow::Borrowed("dapr.protocol"), Cow::Borrowed("http")),
-                (Cow::Borrowed("db.name"), Cow::Owned("x".repeat(300))),
-            ],
-            error: error.map(str::to_string),
+            };
+            let mut s = SpanData::new(SpanKind::Server, ctx, parent, 1_700_000_000_000_000_000);
+            s.end = 1_700_000_000_000_500_000;
+            s.set_name(&["CallLocal/a/b"]);
+            s.add_attribute("dapr.protocol", &["http"]);
+            s.add_attribute("db.name", &[&"x".repeat(300)]);
+            if let Some(e) = error {
+                s.set_error(e);
+            }
+            s
         };
-        let spans = [span(Some([9; 8]), None), span(None, Some("NotFound"))];
+        let spans = [
+            Box::new(span(Some([9; 8]), None)),
+            Box::new(span(None, Some("NotFound"))),
+        ];
         let read = ExportTraceServiceRequest::decode(encode("orders", &spans).as_slice()).expect("decodes");
         let rs = &read.resource_spans[0];
         assert_eq!(

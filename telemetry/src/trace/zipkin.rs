@@ -10,7 +10,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The spans as one Zipkin v2 upload.
-pub fn spans(service: &str, spans: &[SpanData]) -> Vec<u8> {
+pub fn spans(service: &str, spans: &[Box<SpanData>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(spans.len() * 400);
     out.push(b'[');
     for (i, s) in spans.iter().enumerate() {
@@ -26,7 +26,7 @@ pub fn spans(service: &str, spans: &[SpanData]) -> Vec<u8> {
             // Zipkin reads zero as "unknown".
             (s.end.saturating_sub(s.start) / 1000).max(1),
         );
-        string(&mut out, &s.name);
+        string(&mut out, s.name());
         if let Some(p) = s.parent {
             let _ = write!(out, r#","parentId":"{}""#, hex(&p));
         }
@@ -43,15 +43,8 @@ pub fn spans(service: &str, spans: &[SpanData]) -> Vec<u8> {
         out.extend_from_slice(br#","localEndpoint":{"serviceName":"#);
         string(&mut out, service);
         out.extend_from_slice(br#"},"tags":{"#);
-        let error = s
-            .error
-            .as_deref()
-            .map(|m| [("otel.status_code", "ERROR"), ("error", m)]);
-        let tags = s
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.as_ref(), v.as_ref()))
-            .chain(error.into_iter().flatten());
+        let error = s.error().map(|m| [("otel.status_code", "ERROR"), ("error", m)]);
+        let tags = s.attributes().chain(error.into_iter().flatten());
         for (j, (k, v)) in tags.enumerate() {
             if j > 0 {
                 out.push(b',');
@@ -68,32 +61,25 @@ pub fn spans(service: &str, spans: &[SpanData]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-
     use super::*;
     use crate::trace::SpanContext;
 
     #[test]
     fn spans_are_zipkin_v2_json() {
-        let span = SpanData {
-            name: "pubsub/\"orders\"".into(),
-            kind: SpanKind::Server,
-            context: SpanContext {
-                trace_id: [0xab; 16],
-                span_id: [0xcd; 8],
-                flags: 1,
-            },
-            parent: Some([1; 8]),
-            start: 5_000_000,
-            end: 5_000_100,
-            attributes: vec![(Cow::Borrowed("messaging.system"), Cow::Borrowed("pubsub"))],
-            error: Some("Internal".into()),
+        let ctx = SpanContext {
+            trace_id: [0xab; 16],
+            span_id: [0xcd; 8],
+            flags: 1,
         };
-        let mut internal = span.clone();
+        let mut span = SpanData::new(SpanKind::Server, ctx, Some([1; 8]), 5_000_000);
+        span.end = 5_000_100;
+        span.set_name(&["pubsub/\"orders\""]);
+        span.add_attribute("messaging.system", &["pubsub"]);
+        span.set_error("Internal");
+        let mut internal = span.without_error();
         internal.kind = SpanKind::Internal;
         internal.parent = None;
-        internal.error = None;
-        let text = spans("orders-app", &[span, internal]);
+        let text = spans("orders-app", &[Box::new(span), Box::new(internal)]);
         let v: serde_json::Value = serde_json::from_slice(&text).expect("JSON");
         let first = &v[0];
         assert_eq!(first["traceId"], "ab".repeat(16));
