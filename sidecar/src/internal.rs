@@ -279,7 +279,7 @@ impl ServiceInvocation for InternalServer {
 /// Calls another sidecar, streaming large bodies.
 pub async fn call(
     link: &Link,
-    mut req: InternalInvokeRequest,
+    req: &InternalInvokeRequest,
     max_body: usize,
 ) -> Result<InternalInvokeResponse, Status> {
     let limit = (max_body + (64 << 10)).max(crate::app_channel::MAX_UNARY);
@@ -306,6 +306,9 @@ pub async fn call(
     let mut client = ServiceInvocationClient::new(link.channel.clone())
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    // Attempts borrow the request so that retries can repeat it; a
+    // streamed one is copied once, its body moved out into the chunks.
+    let mut req = req.clone();
     let body = body_of_request(&mut req);
     let mut header = Some(req);
     let messages: Vec<_> = chunks(body)

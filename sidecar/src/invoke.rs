@@ -277,7 +277,7 @@ impl Invoker {
     async fn remote_once(
         &self,
         target: &Target,
-        req: InternalInvokeRequest,
+        req: &InternalInvokeRequest,
     ) -> Result<InternalInvokeResponse, Attempt> {
         let (addr, link) = self.connect(target).map_err(Attempt::Unresolved)?;
         match crate::internal::call(&link, req, self.max_body).await {
@@ -306,7 +306,7 @@ impl Invoker {
         };
         let res = policy
             .run(
-                || self.remote_once(target, req.clone()),
+                || self.remote_once(target, &req),
                 |r| match r {
                     Ok(res) => failure_of(res),
                     Err(Attempt::Unresolved(_)) => None,
