@@ -57,6 +57,10 @@ fn text(m: &MetadataMap, key: &str) -> String {
         .to_string()
 }
 
+/// The app's `grpc-status-details-bin`: a `google.rpc.Status` (code 9,
+/// "the app refused"), as gRPC libraries that read it expect.
+const DETAILS: &[u8] = b"\x08\x09\x12\x0fthe app refused";
+
 type MsgStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -70,7 +74,7 @@ impl Echo for App {
                 return Err(Status::with_details(
                     Code::FailedPrecondition,
                     "the app refused",
-                    bytes::Bytes::from_static(b"\x08\x01detail"),
+                    bytes::Bytes::from_static(DETAILS),
                 ));
             }
             "grow" => {
@@ -256,7 +260,7 @@ async fn unary_calls_carry_metadata_errors_and_details_both_ways() {
     let err = c.unary(to(&app, msg("fail"))).await.expect_err("app error");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(err.message(), "the app refused");
-    assert_eq!(err.details(), b"\x08\x01detail");
+    assert_eq!(err.details(), DETAILS);
 
     // Without dapr-app-id the sidecar says what to add.
     let err = c.unary(Request::new(msg("x"))).await.expect_err("no app id");

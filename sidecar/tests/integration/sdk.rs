@@ -198,6 +198,68 @@ async fn python_grpcio_calls_a_user_service_through_the_proxy() {
     }
 }
 
+/// The grpc-go client `scripts/sdk-go.sh` builds, when it is there.
+fn go_client() -> Option<PathBuf> {
+    let bin = std::env::var_os("DAPRS_SDK_GO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sdk-go/proxy_client"));
+    if bin.is_file() {
+        return Some(bin);
+    }
+    assert!(
+        std::env::var_os("DAPRS_REQUIRE_SDK").is_none(),
+        "the grpc-go client is required but {} is missing",
+        bin.display()
+    );
+    eprintln!("skipped: grpc-go client not built (bash scripts/test.sh builds it)");
+    None
+}
+
+#[tokio::test]
+async fn go_grpc_calls_a_user_service_through_the_proxy() {
+    let Some(bin) = go_client() else { return };
+    let (port, _seen) = super::proxy::echo_app().await;
+    let home = temp_dir("sdk-go-proxy");
+    let _server = Daprd::start(Spec {
+        app_port: Some(port),
+        protocol: "grpc",
+        ..Spec::new("go-echo", &home)
+    })
+    .await;
+    let client = Daprd::start(Spec::new("go-proxy-client", &home)).await;
+    let grpc_port = client.grpc_port.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .args([&grpc_port, "go-echo"])
+            .output()
+            .expect("run the grpc-go client")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "grpc-go client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in [
+        "unary",
+        "metadata",
+        "binary metadata",
+        "error status",
+        "error details",
+        "server streaming",
+        "client streaming",
+        "bidirectional streaming a",
+        "bidirectional streaming b",
+        "bidirectional streaming",
+        "deadline",
+        "unknown app",
+    ] {
+        assert!(stdout.contains(&format!("ok {check}\n")), "{stdout}");
+    }
+}
+
 #[tokio::test]
 async fn python_sdk_publishes_subscribes_and_streams() {
     let Some(python) = sdk_python() else { return };
