@@ -260,6 +260,78 @@ async fn go_grpc_calls_a_user_service_through_the_proxy() {
     }
 }
 
+/// Runs `grpcurl -plaintext <opts> 127.0.0.1:<port> <what>` (grpcurl is
+/// installed in the SDK virtualenv); its success, standard output and error.
+async fn grpcurl(python: &std::path::Path, port: u16, opts: &[&str], what: &str) -> (bool, String, String) {
+    let mut cmd = Command::new(python.with_file_name("grpcurl"));
+    cmd.arg("-plaintext")
+        .args(opts)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(what);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run grpcurl"))
+        .await
+        .expect("join");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn grpcurl_lists_describes_and_calls_through_the_proxy() {
+    let Some(python) = sdk_python() else { return };
+    let (port, _seen) = super::proxy::echo_app().await;
+    let home = temp_dir("sdk-grpcurl");
+    let _server = Daprd::start(Spec {
+        app_port: Some(port),
+        protocol: "grpc",
+        ..Spec::new("curl-echo", &home)
+    })
+    .await;
+    let client = Daprd::start(Spec::new("curl-client", &home)).await;
+    let p = client.grpc_port;
+    // The sidecar's own services, through reflection (grpcurl 1.8 asks v1alpha).
+    let (ok, out, err) = grpcurl(&python, p, &[], "list").await;
+    assert!(ok, "{err}");
+    let own: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        own,
+        [
+            "dapr.proto.runtime.v1.Dapr",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ],
+        "{out}"
+    );
+    let (ok, out, err) = grpcurl(&python, p, &[], "dapr.proto.runtime.v1.Dapr/GetMetadata").await;
+    assert!(ok && out.contains("\"id\": \"curl-client\""), "{out}{err}");
+    // With dapr-app-id, the app's own services: listed, then called by name.
+    let to_app = ["-H", "dapr-app-id: curl-echo"];
+    let (ok, out, err) = grpcurl(&python, p, &to_app, "list").await;
+    assert!(ok && out.lines().any(|l| l == "daprs.test.v1.Echo"), "{out}{err}");
+    let unary = [
+        &to_app[..],
+        &["-H", "x-echo: curl", "-v", "-d", r#"{"text": "hi"}"#],
+    ]
+    .concat();
+    let (ok, out, err) = grpcurl(&python, p, &unary, "daprs.test.v1.Echo/Unary").await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("\"text\": \"hi|caller=curl-client"), "{out}");
+    assert!(out.contains("x-echo: curl"), "response headers: {out}");
+    let stream = [&to_app[..], &["-d", r#"{"count": 3}"#]].concat();
+    let (ok, out, err) = grpcurl(&python, p, &stream, "daprs.test.v1.Echo/ServerStream").await;
+    assert!(ok && out.matches("\"text\"").count() == 3, "{out}{err}");
+    let fail = [&to_app[..], &["-d", r#"{"text": "fail"}"#]].concat();
+    let (ok, out, err) = grpcurl(&python, p, &fail, "daprs.test.v1.Echo/Unary").await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("Code: FailedPrecondition") && err.contains("Message: the app refused"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn python_sdk_publishes_subscribes_and_streams() {
     let Some(python) = sdk_python() else { return };
