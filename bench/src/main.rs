@@ -9,6 +9,7 @@ mod load;
 mod nginx;
 mod observability;
 mod sidecar;
+mod soak;
 mod stream;
 
 use std::{
@@ -49,6 +50,10 @@ struct Args {
     /// Run only the protocols whose name contains this (http, grpc, proxied).
     #[arg(long)]
     only: Option<String>,
+    /// Instead of everything else: HTTP invocation at `--rate` for this many
+    /// seconds, each sidecar's memory reported minute by minute.
+    #[arg(long)]
+    soak: Option<u64>,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -278,6 +283,21 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|d| d.usage())
         .collect::<Result<_, _>>()?;
+
+    if let Some(seconds) = args.soak {
+        let target = Target::Http {
+            port: caller.http_port,
+            path: "/v1.0/invoke/bench-http/method/echo".into(),
+        };
+        let sides = [("caller", &caller), ("target", &http_side)];
+        print!(
+            "{}",
+            soak::section(sides, &target, args.conns, args.rate, seconds, &payload).await?
+        );
+        drop((caller, http_side, grpc_side, stream_side));
+        let _ = std::fs::remove_dir_all(&home);
+        return Ok(());
+    }
 
     let nginx = match nginx::binary() {
         Some(bin) => {
