@@ -8,7 +8,6 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use daprs_api::v1alpha1::TracingSpec;
-use daprs_proto::internals::ListStringValue;
 use daprs_telemetry::trace::{
     Sampler, Span, SpanContext, Tracer,
     context::{GRPC_TRACE_BIN, TRACEPARENT},
@@ -16,7 +15,7 @@ use daprs_telemetry::trace::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-type Metadata = HashMap<String, ListStringValue>;
+use crate::invoke::Metadata;
 
 /// The header names, known once rather than parsed on every request.
 const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
@@ -105,8 +104,14 @@ fn traceparent_value(ctx: &SpanContext) -> HeaderValue {
     HeaderValue::from_bytes(&ctx.traceparent_bytes()).unwrap_or(HeaderValue::from_static(""))
 }
 
-fn binary_value(ctx: &SpanContext) -> String {
-    base64::engine::general_purpose::STANDARD.encode(ctx.to_binary())
+/// The `grpc-trace-bin` header: 29 bytes are 40 characters of base64,
+/// written on the stack and copied once into the header.
+fn binary_header(ctx: &SpanContext) -> Option<HeaderValue> {
+    let mut text = [0u8; 40];
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(ctx.to_binary(), &mut text)
+        .ok()?;
+    HeaderValue::from_bytes(&text[..n]).ok()
 }
 
 /// Writes `ctx` over the request's trace headers, on gRPC the binary form
@@ -115,7 +120,7 @@ fn binary_value(ctx: &SpanContext) -> String {
 pub fn set_headers(headers: &mut HeaderMap, ctx: &SpanContext, grpc: bool) -> HeaderValue {
     let text = traceparent_value(ctx);
     headers.insert(TRACEPARENT_HEADER, text.clone());
-    if grpc && let Ok(v) = HeaderValue::from_str(&binary_value(ctx)) {
+    if grpc && let Some(v) = binary_header(ctx) {
         headers.insert(GRPC_TRACE_BIN_HEADER, v.clone());
         return v;
     }
@@ -321,14 +326,12 @@ mod tests {
         other.span_id = [7; 8];
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, HeaderValue::from_static(PARENT));
-        h.insert(
-            GRPC_TRACE_BIN,
-            HeaderValue::from_str(&binary_value(&other)).expect("valid in the test"),
-        );
+        h.insert(GRPC_TRACE_BIN, binary_header(&other).expect("valid in the test"));
         assert_eq!(parent_of(&h, true), Some(other));
         assert_eq!(parent_of(&h, false), Some(ctx));
         // Unpadded base64, as some gRPC libraries send it.
-        let unpadded = binary_value(&other).trim_end_matches('=').to_string();
+        let header = binary_header(&other).expect("valid in the test");
+        let unpadded = header.to_str().expect("ASCII").trim_end_matches('=').to_string();
         h.insert(
             GRPC_TRACE_BIN,
             HeaderValue::from_str(&unpadded).expect("valid in the test"),
@@ -339,7 +342,7 @@ mod tests {
     #[test]
     fn metadata_carries_the_new_span_and_drops_the_old_binary_form() {
         let mut meta = Metadata::new();
-        let list = |v: &str| ListStringValue {
+        let list = |v: &str| daprs_proto::internals::ListStringValue {
             values: vec![v.to_string()],
         };
         meta.insert("Traceparent".into(), list(PARENT));
