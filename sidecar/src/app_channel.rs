@@ -2,7 +2,7 @@
 //! (`<VERB> /<method>?<query>`) or gRPC (`AppCallback/OnInvoke`). It adds the app
 //! token, honours `--app-max-concurrency`, and probes the app's health.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use daprs_proto::{
@@ -189,7 +189,7 @@ pub fn grpc_metadata(metadata: &Metadata) -> MetadataMap {
 /// Collects gRPC metadata into invocation metadata (binary values base64-encoded).
 pub fn from_grpc_metadata(map: &MetadataMap) -> Metadata {
     use base64::Engine;
-    let mut out: Metadata = HashMap::new();
+    let mut out = Metadata::new();
     for kv in map.iter() {
         let (key, value) = match kv {
             tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
@@ -210,7 +210,7 @@ pub fn from_grpc_metadata(map: &MetadataMap) -> Metadata {
 
 /// Collects HTTP headers into invocation metadata, leaving out hop-by-hop headers.
 pub fn from_http_headers(headers: &http::HeaderMap, skip: &[&str]) -> Metadata {
-    let mut out: Metadata = HashMap::new();
+    let mut out = Metadata::new();
     for (name, value) in headers {
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n) || skip.contains(&n) {
@@ -350,7 +350,7 @@ impl AppChannel {
         path: &str,
         content_type: &str,
         body: Vec<u8>,
-        metadata: HashMap<String, ListStringValue>,
+        metadata: Metadata,
     ) -> Result<(u16, Vec<u8>), ApiError> {
         let req = InternalInvokeRequest {
             ver: 0,
@@ -495,7 +495,7 @@ impl AppChannel {
                 details: vec![],
             }),
             headers,
-            trailers: HashMap::new(),
+            trailers: Metadata::new(),
             message: Some(InvokeResponse {
                 data: Some(prost_types::Any {
                     type_url: String::new(),
@@ -534,7 +534,7 @@ impl AppChannel {
                         details: vec![],
                     }),
                     headers,
-                    trailers: HashMap::new(),
+                    trailers: Metadata::new(),
                     message: Some(body),
                 })
             }
@@ -549,7 +549,7 @@ impl AppChannel {
                     details: vec![],
                 }),
                 headers: from_grpc_metadata(status.metadata()),
-                trailers: HashMap::new(),
+                trailers: Metadata::new(),
                 message: Some(InvokeResponse::default()),
             }),
         }

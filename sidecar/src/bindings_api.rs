@@ -119,7 +119,7 @@ impl Runtime {
 /// 2xx or 405 within `--app-binding-options-timeout`.
 async fn http_app_wants(rt: &Runtime, route: &str) -> bool {
     let Some(app) = rt.app.as_ref() else { return false };
-    let probe = app.call_http(Verb::Options, route, "", Vec::new(), HashMap::new());
+    let probe = app.call_http(Verb::Options, route, "", Vec::new(), Default::default());
     match tokio::time::timeout(rt.settings.binding_options_timeout, probe).await {
         Ok(Ok((status, _))) => (200..300).contains(&status) || status == 405,
         _ => false,

@@ -267,7 +267,7 @@ impl Runtime {
                             &path,
                             "application/json",
                             body.to_string().into_bytes(),
-                            HashMap::new(),
+                            Default::default(),
                         )
                         .await
                     {

@@ -19,7 +19,8 @@ use crate::{
 };
 
 /// Headers or gRPC metadata carried with an invocation.
-pub type Metadata = HashMap<String, ListStringValue>;
+/// Invocation metadata, as the internal protocol carries it.
+pub type Metadata = std::collections::BTreeMap<String, ListStringValue>;
 
 /// Routes invocations to other sidecars.
 pub struct Invoker {

@@ -177,7 +177,7 @@ async fn send_http(
     let events: Vec<&Map<String, Value>> = entries.iter().map(|e| &e.event).collect();
     let body = serde_json::to_vec(&http_envelope(sub, ids, &events)).unwrap_or_default();
     match app
-        .call_http(Verb::Post, path, "application/json", body, HashMap::new())
+        .call_http(Verb::Post, path, "application/json", body, Default::default())
         .await
     {
         Ok((status, body)) => http_statuses(status, &body),

@@ -5,7 +5,7 @@
 //! Dapr's outcome: acknowledge, redeliver, or drop (to the dead-letter topic
 //! when there is one). The broker acknowledges only what ends here in `Ok`.
 
-use std::{collections::HashMap, sync::Arc, time::SystemTime};
+use std::{sync::Arc, time::SystemTime};
 
 use bytes::Bytes;
 use daprs_components::{
@@ -222,7 +222,7 @@ async fn call_app(
         let failure = res.as_ref().err().map(|c| Failure::Grpc(*c as i32));
         return (grpc_outcome(res), failure);
     }
-    let mut metadata = HashMap::new();
+    let mut metadata = crate::invoke::Metadata::new();
     let mut header = |k: &str, v: &str| {
         metadata.insert(
             k.to_string(),
@@ -552,7 +552,7 @@ pub async fn programmatic(app: &AppChannel) -> Vec<Subscription> {
         let mut tries = 0;
         let answer = loop {
             let answer = app
-                .call_http(Verb::Get, "dapr/subscribe", "", Vec::new(), HashMap::new())
+                .call_http(Verb::Get, "dapr/subscribe", "", Vec::new(), Default::default())
                 .await;
             if answer.is_ok() || tries == 3 {
                 break answer;
