@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::{
     MIB,
     load::{self, Pace, Target},
-    sidecar::{Daprd, Probe},
+    sidecar::{Daprd, Probe, Usage},
 };
 
 /// How often memory is sampled and how often a sample is reported.
@@ -72,21 +72,18 @@ pub async fn section(
         "| minute | {} RSS MiB | {} RSS MiB | {} private MiB | {} private MiB |\n|---|---|---|---|---|\n",
         sides[0].0, sides[1].0, sides[0].0, sides[1].0
     ));
-    out.push_str(&format!(
-        "| before | {:.1} | {:.1} | {:.1} | {:.1} |\n",
-        mib(before[0].rss_bytes),
-        mib(before[1].rss_bytes),
-        mib(before[0].private_bytes),
-        mib(before[1].private_bytes)
-    ));
-    for (minute, u) in &rows {
-        out.push_str(&format!(
-            "| {minute} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+    let row = |label: &str, u: &[Usage; 2]| {
+        format!(
+            "| {label} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
             mib(u[0].rss_bytes),
             mib(u[1].rss_bytes),
             mib(u[0].private_bytes),
             mib(u[1].private_bytes)
-        ));
+        )
+    };
+    out.push_str(&row("before", &before));
+    for (minute, u) in &rows {
+        out.push_str(&row(&minute.to_string(), u));
     }
     out.push('\n');
     for (i, (name, _)) in sides.iter().enumerate() {

@@ -5,6 +5,7 @@
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -13,24 +14,18 @@ use super::harness::{Daprd, Spec, free_port, temp_dir};
 /// The virtualenv's python, or `None` (with one line saying why) when the
 /// SDK is not installed and the run does not require it.
 pub fn sdk_python() -> Option<PathBuf> {
-    let python = std::env::var_os("DAPRS_SDK_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sdk-venv/bin/python"));
-    let ready = Command::new(&python)
-        .args(["-c", "import dapr.clients, dapr.ext.grpc"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ready {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("DAPRS_REQUIRE_SDK").is_none(),
-        "the Python SDK is required but {} cannot import it",
-        python.display()
-    );
-    eprintln!("skipped: Python SDK not installed (bash scripts/test.sh sets it up)");
-    None
+    installed(
+        "DAPRS_SDK_PYTHON",
+        "sdk-venv/bin/python",
+        "the Python SDK",
+        |python| {
+            Command::new(python)
+                .args(["-c", "import dapr.clients, dapr.ext.grpc"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        },
+    )
 }
 
 /// Runs an SDK client script against `d` (its ports in the SDK's
@@ -154,110 +149,118 @@ async fn python_sdk_invokes_and_keeps_state_over_http_and_grpc() {
     }
 }
 
-#[tokio::test]
-async fn python_grpcio_calls_a_user_service_through_the_proxy() {
-    let Some(python) = sdk_python() else { return };
-    let (port, _seen) = super::proxy::echo_app().await;
-    let home = temp_dir("sdk-proxy");
-    let _server = Daprd::start(Spec {
+/// The proxying tests' echo app behind sidecar `app`, and a sidecar
+/// `client` with no app to call it through.
+async fn echo_behind_sidecars(
+    home: &str,
+    app: &str,
+    client: &str,
+) -> (Daprd, Daprd, Arc<super::proxy::Seen>) {
+    let (port, seen) = super::proxy::echo_app().await;
+    let home = temp_dir(home);
+    let server = Daprd::start(Spec {
         app_port: Some(port),
         protocol: "grpc",
-        ..Spec::new("py-echo", &home)
+        ..Spec::new(app, &home)
     })
     .await;
-    let client = Daprd::start(Spec::new("py-proxy-client", &home)).await;
-    let grpc_port = client.grpc_port;
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script("grpc_proxy_client.py"))
-            .args([&grpc_port.to_string(), "py-echo"])
-            .arg(concat!(env!("OUT_DIR"), "/echo_descriptor.bin"))
-            .output()
-            .expect("run the grpcio client")
-    })
-    .await
-    .expect("join");
+    let client = Daprd::start(Spec::new(client, &home)).await;
+    (server, client, seen)
+}
+
+/// What every gRPC library's proxy client checks.
+const PROXY_CHECKS: &[&str] = &[
+    "unary",
+    "metadata",
+    "binary metadata",
+    "error status",
+    "server streaming",
+    "client streaming",
+    "bidirectional streaming",
+    "deadline",
+    "unknown app",
+];
+
+/// Runs a client that prints `ok <check>` for each check it passes, and
+/// asserts it exited successfully having passed each of `checks`.
+async fn passes_checks(mut cmd: Command, checks: &[&str]) {
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the client"))
+        .await
+        .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "grpcio client failed:\n{stdout}\n{}",
+        "the client failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for check in [
-        "unary",
-        "metadata",
-        "binary metadata",
-        "error status",
-        "server streaming",
-        "client streaming",
-        "bidirectional streaming",
-        "deadline",
-        "unknown app",
-    ] {
+    for check in checks {
         assert!(stdout.contains(&format!("ok {check}\n")), "{stdout}");
     }
 }
 
-/// The grpc-go client `scripts/sdk-go.sh` builds, when it is there.
-fn go_client() -> Option<PathBuf> {
-    let bin = std::env::var_os("DAPRS_SDK_GO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sdk-go/proxy_client"));
-    if bin.is_file() {
-        return Some(bin);
+#[tokio::test]
+async fn python_grpcio_calls_a_user_service_through_the_proxy() {
+    let Some(python) = sdk_python() else { return };
+    let (_server, client, _seen) = echo_behind_sidecars("sdk-proxy", "py-echo", "py-proxy-client").await;
+    let mut cmd = Command::new(python);
+    cmd.arg(script("grpc_proxy_client.py"))
+        .args([&client.grpc_port.to_string(), "py-echo"])
+        .arg(concat!(env!("OUT_DIR"), "/echo_descriptor.bin"));
+    passes_checks(cmd, PROXY_CHECKS).await;
+}
+
+/// What the test set-up installed at `$var` (default `target/<default>`)
+/// when `ready` says it is usable; otherwise `None`, with one line saying
+/// so, unless the run requires the SDKs.
+fn installed(
+    var: &str,
+    default: &str,
+    what: &str,
+    ready: impl Fn(&std::path::Path) -> bool,
+) -> Option<PathBuf> {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target")
+            .join(default)
+    });
+    if ready(&path) {
+        return Some(path);
     }
     assert!(
         std::env::var_os("DAPRS_REQUIRE_SDK").is_none(),
-        "the grpc-go client is required but {} is missing",
-        bin.display()
+        "{what} is required but {} does not hold it",
+        path.display()
     );
-    eprintln!("skipped: grpc-go client not built (bash scripts/test.sh builds it)");
+    eprintln!("skipped: {what} not installed (bash scripts/test.sh sets it up)");
     None
+}
+
+/// The grpc-go client `scripts/sdk-go.sh` builds, when it is there.
+fn go_client() -> Option<PathBuf> {
+    installed("DAPRS_SDK_GO", "sdk-go/proxy_client", "the grpc-go client", |p| {
+        p.is_file()
+    })
 }
 
 #[tokio::test]
 async fn go_grpc_calls_a_user_service_through_the_proxy() {
     let Some(bin) = go_client() else { return };
-    let (port, _seen) = super::proxy::echo_app().await;
-    let home = temp_dir("sdk-go-proxy");
-    let _server = Daprd::start(Spec {
-        app_port: Some(port),
-        protocol: "grpc",
-        ..Spec::new("go-echo", &home)
-    })
+    let (_server, client, _seen) = echo_behind_sidecars("sdk-go-proxy", "go-echo", "go-proxy-client").await;
+    let mut cmd = Command::new(bin);
+    cmd.args([&client.grpc_port.to_string(), "go-echo"]);
+    passes_checks(
+        cmd,
+        &[
+            PROXY_CHECKS,
+            &[
+                "error details",
+                "bidirectional streaming a",
+                "bidirectional streaming b",
+            ],
+        ]
+        .concat(),
+    )
     .await;
-    let client = Daprd::start(Spec::new("go-proxy-client", &home)).await;
-    let grpc_port = client.grpc_port.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(bin)
-            .args([&grpc_port, "go-echo"])
-            .output()
-            .expect("run the grpc-go client")
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "grpc-go client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for check in [
-        "unary",
-        "metadata",
-        "binary metadata",
-        "error status",
-        "error details",
-        "server streaming",
-        "client streaming",
-        "bidirectional streaming a",
-        "bidirectional streaming b",
-        "bidirectional streaming",
-        "deadline",
-        "unknown app",
-    ] {
-        assert!(stdout.contains(&format!("ok {check}\n")), "{stdout}");
-    }
 }
 
 /// Runs `grpcurl -plaintext <opts> 127.0.0.1:<port> <what>` (grpcurl is
@@ -281,15 +284,7 @@ async fn grpcurl(python: &std::path::Path, port: u16, opts: &[&str], what: &str)
 #[tokio::test]
 async fn grpcurl_lists_describes_and_calls_through_the_proxy() {
     let Some(python) = sdk_python() else { return };
-    let (port, _seen) = super::proxy::echo_app().await;
-    let home = temp_dir("sdk-grpcurl");
-    let _server = Daprd::start(Spec {
-        app_port: Some(port),
-        protocol: "grpc",
-        ..Spec::new("curl-echo", &home)
-    })
-    .await;
-    let client = Daprd::start(Spec::new("curl-client", &home)).await;
+    let (_server, client, _seen) = echo_behind_sidecars("sdk-grpcurl", "curl-echo", "curl-client").await;
     let p = client.grpc_port;
     // The sidecar's own services, through reflection (grpcurl 1.8 asks v1alpha).
     let (ok, out, err) = grpcurl(&python, p, &[], "list").await;
@@ -402,33 +397,15 @@ async fn python_sdk_publishes_subscribes_and_streams() {
 /// The folder holding the JavaScript SDK, or `None` (with one line saying
 /// why) when it is not installed and the run does not require it.
 pub fn sdk_node() -> Option<PathBuf> {
-    let dir = std::env::var_os("DAPRS_SDK_NODE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sdk-node"));
-    if dir.join("node_modules/@dapr/dapr/package.json").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("DAPRS_REQUIRE_SDK").is_none(),
-        "the JavaScript SDK is required but {} does not hold it",
-        dir.display()
-    );
-    eprintln!("skipped: JavaScript SDK not installed (bash scripts/test.sh sets it up)");
-    None
+    installed("DAPRS_SDK_NODE", "sdk-node", "the JavaScript SDK", |dir| {
+        dir.join("node_modules/@dapr/dapr/package.json").is_file()
+    })
 }
 
 #[tokio::test]
 async fn js_sdk_proxy_helper_calls_a_user_service_through_two_sidecars() {
     let Some(dir) = sdk_node() else { return };
-    let (port, seen) = super::proxy::echo_app().await;
-    let home = temp_dir("sdk-js-proxy");
-    let _server = Daprd::start(Spec {
-        app_port: Some(port),
-        protocol: "grpc",
-        ..Spec::new("js-echo", &home)
-    })
-    .await;
-    let client = Daprd::start(Spec::new("js-proxy-client", &home)).await;
+    let (_server, client, seen) = echo_behind_sidecars("sdk-js-proxy", "js-echo", "js-proxy-client").await;
     let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/proto/echo.proto");
     let args = vec![proto.display().to_string(), client.grpc_port.to_string()];
     // The helper addresses every call to the app in APP_ID.
