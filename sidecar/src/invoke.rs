@@ -19,7 +19,6 @@ use crate::{
 };
 
 /// Headers or gRPC metadata carried with an invocation.
-/// Invocation metadata, as the internal protocol carries it.
 pub type Metadata = std::collections::BTreeMap<String, ListStringValue>;
 
 /// Routes invocations to other sidecars.
