@@ -15,7 +15,10 @@ Usage: bench/callgrind.py [DAPRD ...]   (default target/release/daprd)
        CALLGRIND_REQUESTS=2000 changes N; CALLGRIND_KEEP=DIR keeps the
        callgrind.N.out files there for callgrind_annotate;
        CALLGRIND_TRACING=1 runs every daprd with tracing at sampling rate 1,
-       exporting over OTLP/HTTP to the echo app (which answers each export).
+       exporting over OTLP/HTTP to the echo app (which answers each export);
+       CALLGRIND_GRPC_PYTHON=PYTHON (one with grpcio and the Dapr SDK, such
+       as target/sdk-venv/bin/python) adds N gRPC `InvokeService` calls of
+       1 KiB on one channel through the same pair of sidecars.
 """
 
 import http.client
@@ -90,12 +93,12 @@ spec:
 
 
 def start(daprd, app_id, out, work, extra=()):
-    """daprd under callgrind; returns the process and its HTTP port."""
-    port = free_port()
+    """daprd under callgrind; returns the process and its HTTP and gRPC ports."""
+    port, grpc_port = free_port(), free_port()
     args = [
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
         daprd, "--app-id", app_id, "--resources-path", work,
-        "--dapr-http-port", str(port), "--dapr-grpc-port", str(free_port()),
+        "--dapr-http-port", str(port), "--dapr-grpc-port", str(grpc_port),
         "--metrics-port", str(free_port()), "--dapr-listen-addresses", "127.0.0.1",
         "--log-level", "warn", *EXTRA, *TRACING, *extra,
     ]
@@ -107,7 +110,7 @@ def start(daprd, app_id, out, work, extra=()):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             c.request("GET", "/v1.0/healthz/outbound")
             if c.getresponse().status == 204:
-                return p, port
+                return p, port, grpc_port
         except OSError:
             pass
         if time.time() > deadline:
@@ -139,7 +142,7 @@ def send(port, requests, request):
 
 def run(daprd, requests, work):
     out = os.path.join(work, f"callgrind.{requests}.out")
-    p, port = start(daprd, "cg", out, work)
+    p, port, _ = start(daprd, "cg", out, work)
     body = b'[{"key":"k","value":{"n":1,"text":"' + b"x" * 900 + b'"}}]'
     # Half saves, half reads, all on one keep-alive connection.
     send(port, requests, lambda i: ("POST", "/v1.0/state/store", body, {"content-type": "application/json"})
@@ -147,13 +150,31 @@ def run(daprd, requests, work):
     return total(p, out)
 
 
-def run_invoke(daprd, requests, work, app_port):
-    outs = [os.path.join(work, f"callgrind.{role}.{requests}.out") for role in ("caller", "target")]
-    target, _ = start(daprd, "cg-target", outs[1], work, ["--app-port", str(app_port)])
-    caller, port = start(daprd, "cg-caller", outs[0], work)
-    body = b"x" * 1024
-    send(port, requests, lambda i: ("POST", "/v1.0/invoke/cg-target/method/echo", body,
-                                    {"content-type": "application/octet-stream"}))
+GRPC_CLIENT = """
+import sys, grpc
+from dapr.proto.common.v1 import common_pb2
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, invoke_pb2
+from google.protobuf import any_pb2
+stub = dapr_pb2_grpc.DaprStub(grpc.insecure_channel("127.0.0.1:" + sys.argv[1]))
+ext = common_pb2.HTTPExtension(verb=common_pb2.HTTPExtension.POST)
+msg = common_pb2.InvokeRequest(method="echo", data=any_pb2.Any(value=b"x" * 1024),
+                               content_type="application/octet-stream", http_extension=ext)
+for _ in range(int(sys.argv[2])):
+    assert len(stub.InvokeService(invoke_pb2.InvokeServiceRequest(id="cg-target", message=msg)).data.value) == 1024
+"""
+
+
+def run_invoke(daprd, requests, work, app_port, grpc_python=None):
+    kind = "grpc" if grpc_python else "http"
+    outs = [os.path.join(work, f"callgrind.{kind}.{role}.{requests}.out") for role in ("caller", "target")]
+    target, _, _ = start(daprd, "cg-target", outs[1], work, ["--app-port", str(app_port)])
+    caller, port, grpc_port = start(daprd, "cg-caller", outs[0], work)
+    if grpc_python:
+        subprocess.run([grpc_python, "-c", GRPC_CLIENT, str(grpc_port), str(requests)], check=True)
+    else:
+        body = b"x" * 1024
+        send(port, requests, lambda i: ("POST", "/v1.0/invoke/cg-target/method/echo", body,
+                                        {"content-type": "application/octet-stream"}))
     return total(caller, outs[0]), total(target, outs[1])
 
 
@@ -191,6 +212,21 @@ def main():
             os.makedirs(work, exist_ok=True)
             idle = run_invoke(daprd, 0, work, app_port)
             busy = run_invoke(daprd, N, work, app_port)
+        print(f"| {daprd} | {(busy[0] - idle[0]) / N:,.0f} | {(busy[1] - idle[1]) / N:,.0f} |")
+
+    grpc_python = os.environ.get("CALLGRIND_GRPC_PYTHON")
+    if not grpc_python:
+        return
+    print()
+    print(f"| daprd | caller instructions per request | target instructions per request ({N} 1 KiB gRPC InvokeService calls) |")
+    print("|---|---|---|")
+    for daprd in binaries:
+        keep = os.environ.get("CALLGRIND_KEEP")
+        with tempfile.TemporaryDirectory() as tmp:
+            work = keep or tmp
+            os.makedirs(work, exist_ok=True)
+            idle = run_invoke(daprd, 0, work, app_port, grpc_python)
+            busy = run_invoke(daprd, N, work, app_port, grpc_python)
         print(f"| {daprd} | {(busy[0] - idle[0]) / N:,.0f} | {(busy[1] - idle[1]) / N:,.0f} |")
 
 
