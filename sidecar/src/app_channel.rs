@@ -150,7 +150,6 @@ const PERMANENT_HEADERS: &[&str] = &[
 
 /// Converts invocation metadata into gRPC metadata for the app.
 pub fn grpc_metadata(metadata: &Metadata) -> MetadataMap {
-    use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, MetadataKey};
     let mut out = MetadataMap::new();
     for (key, list) in metadata {
         let lower = key.to_ascii_lowercase();
@@ -167,39 +166,53 @@ pub fn grpc_metadata(metadata: &Metadata) -> MetadataMap {
             lower
         };
         for v in &list.values {
-            if name.ends_with("-bin") {
-                use base64::Engine;
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(v)
-                    .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(v));
-                if let (Ok(k), Ok(bytes)) = (MetadataKey::from_bytes(name.as_bytes()), decoded) {
-                    out.append_bin(k, BinaryMetadataValue::from_bytes(&bytes));
-                }
-            } else if let (Ok(k), Ok(val)) = (
-                MetadataKey::from_bytes(name.as_bytes()),
-                AsciiMetadataValue::try_from(v.as_str()),
-            ) {
-                out.append(k, val);
-            }
+            append_metadata(&mut out, &name, v);
         }
     }
     out
 }
 
-/// Collects gRPC metadata into invocation metadata (binary values base64-encoded).
-pub fn from_grpc_metadata(map: &MetadataMap) -> Metadata {
-    use base64::Engine;
+/// Adds one invocation metadata value to gRPC metadata: a `-bin` key's
+/// value is base64 and is decoded; a value gRPC cannot carry is left out.
+pub fn append_metadata(out: &mut MetadataMap, name: &str, v: &str) {
+    use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, MetadataKey};
+    if name.ends_with("-bin") {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(v)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(v));
+        if let (Ok(k), Ok(bytes)) = (MetadataKey::from_bytes(name.as_bytes()), decoded) {
+            out.append_bin(k, BinaryMetadataValue::from_bytes(&bytes));
+        }
+    } else if let (Ok(k), Ok(val)) = (
+        MetadataKey::from_bytes(name.as_bytes()),
+        AsciiMetadataValue::try_from(v),
+    ) {
+        out.append(k, val);
+    }
+}
+
+/// Collects gRPC metadata into invocation metadata, leaving out the keys in
+/// `skip`. Binary values travel base64-encoded, as Dapr's do: the header
+/// already holds them so, and only padding is added where a client left it off.
+pub fn from_grpc_metadata(map: &MetadataMap, skip: &[&str]) -> Metadata {
     let mut out = Metadata::new();
     for kv in map.iter() {
         let (key, value) = match kv {
             tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
                 (k.as_str(), v.to_str().unwrap_or_default().to_string())
             }
-            tonic::metadata::KeyAndValueRef::Binary(k, v) => (
-                k.as_str(),
-                base64::engine::general_purpose::STANDARD.encode(v.as_encoded_bytes()),
-            ),
+            tonic::metadata::KeyAndValueRef::Binary(k, v) => {
+                let mut text = String::from_utf8_lossy(v.as_encoded_bytes()).into_owned();
+                while !text.len().is_multiple_of(4) {
+                    text.push('=');
+                }
+                (k.as_str(), text)
+            }
         };
+        if skip.contains(&key) {
+            continue;
+        }
         out.entry(key.to_string())
             .or_insert_with(|| ListStringValue { values: vec![] })
             .values
@@ -525,7 +538,7 @@ impl AppChannel {
             .max_encoding_message_size(self.max_body.max(MAX_UNARY));
         match client.on_invoke(request).await {
             Ok(res) => {
-                let headers = from_grpc_metadata(res.metadata());
+                let headers = from_grpc_metadata(res.metadata(), &[]);
                 let body = res.into_inner();
                 Ok(InternalInvokeResponse {
                     status: Some(Status {
@@ -548,7 +561,7 @@ impl AppChannel {
                     message: status.message().to_string(),
                     details: vec![],
                 }),
-                headers: from_grpc_metadata(status.metadata()),
+                headers: from_grpc_metadata(status.metadata(), &[]),
                 trailers: Metadata::new(),
                 message: Some(InvokeResponse::default()),
             }),

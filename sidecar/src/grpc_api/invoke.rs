@@ -5,7 +5,7 @@
 use daprs_proto::{common::InvokeResponse, internals::InternalInvokeResponse};
 use tonic::{
     Code, Response, Status,
-    metadata::{MetadataKey, MetadataMap, MetadataValue},
+    metadata::{MetadataMap, MetadataValue},
 };
 
 use crate::app_channel::HOP_BY_HOP;
@@ -39,13 +39,8 @@ fn response_metadata(headers: &crate::invoke::Metadata) -> MetadataMap {
         {
             continue;
         }
-        let Ok(key) = MetadataKey::from_bytes(lower.as_bytes()) else {
-            continue;
-        };
         for v in &list.values {
-            if let Ok(v) = MetadataValue::try_from(v.as_str()) {
-                out.append(key.clone(), v);
-            }
+            crate::app_channel::append_metadata(&mut out, &lower, v);
         }
     }
     out

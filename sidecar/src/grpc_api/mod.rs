@@ -47,13 +47,33 @@ fn meta_map(m: std::collections::HashMap<String, String>) -> BTreeMap<String, St
     m.into_iter().collect()
 }
 
+/// Request metadata an `InvokeService` call does not pass to the target.
+const NOT_FORWARDED: &[&str] = &[
+    "dapr-api-token",
+    "dapr-app-id",
+    "content-type",
+    "user-agent",
+    "te",
+    "grpc-accept-encoding",
+    "grpc-timeout",
+    "grpc-trace-bin",
+];
+
 #[tonic::async_trait]
 impl Dapr for DaprApi {
     async fn invoke_service(
         &self,
         request: Request<InvokeServiceRequest>,
     ) -> Result<Response<InvokeResponse>, Status> {
-        let metadata = from_grpc_metadata(request.metadata());
+        // With tracing on, the API layer wrote the call's span into both
+        // trace headers; the target reads `traceparent`, so the binary copy
+        // (the list's last entry) is not sent.
+        let skip = if self.rt.tracer.enabled() {
+            NOT_FORWARDED
+        } else {
+            &NOT_FORWARDED[..NOT_FORWARDED.len() - 1]
+        };
+        let metadata = from_grpc_metadata(request.metadata(), skip);
         let rename = request.extensions().get::<crate::trace::Rename>().cloned();
         let req = request.into_inner();
         let target = Target::parse(&req.id).map_err(Status::invalid_argument)?;
@@ -62,18 +82,6 @@ impl Dapr for DaprApi {
             .ok_or_else(|| Status::invalid_argument("message is required"))?;
         if let Some(r) = rename {
             r.set(format!("CallLocal/{}/{}", req.id, message.method));
-        }
-        let mut metadata = metadata;
-        for skip in [
-            "dapr-api-token",
-            "dapr-app-id",
-            "content-type",
-            "user-agent",
-            "te",
-            "grpc-accept-encoding",
-            "grpc-timeout",
-        ] {
-            metadata.remove(skip);
         }
         let internal = InternalInvokeRequest {
             ver: 0,

@@ -97,8 +97,8 @@ impl AppCallback for GrpcApp {
         &self,
         req: GrpcRequest<InvokeRequest>,
     ) -> Result<GrpcResponse<InvokeResponse>, Status> {
-        let caller = req
-            .metadata()
+        let md = req.metadata().clone();
+        let caller = md
             .get("dapr-caller-app-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
@@ -124,6 +124,9 @@ impl AppCallback for GrpcApp {
                     content_type: "text/plain".into(),
                 });
                 res.metadata_mut().insert("x-app", "grpc".parse().expect("value"));
+                if let Some(b) = md.get_bin("x-raw-bin") {
+                    res.metadata_mut().insert_bin("x-raw-bin", b.clone());
+                }
                 Ok(res)
             }
         }

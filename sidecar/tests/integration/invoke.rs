@@ -178,10 +178,23 @@ async fn grpc_app_is_invoked_over_http_and_grpc_apis() {
             http_extension: None,
         }),
     };
-    let res = client.invoke_service(req.clone()).await.expect("invoke");
+    // Binary metadata reaches the app as the caller sent it, and comes back.
+    let mut with_bin = tonic::Request::new(req.clone());
+    with_bin.metadata_mut().insert_bin(
+        "x-raw-bin",
+        tonic::metadata::BinaryMetadataValue::from_bytes(b"\x00\xff\x10"),
+    );
+    let res = client.invoke_service(with_bin).await.expect("invoke");
     assert_eq!(
         res.metadata().get("x-app").and_then(|v| v.to_str().ok()),
         Some("grpc")
+    );
+    assert_eq!(
+        res.metadata()
+            .get_bin("x-raw-bin")
+            .and_then(|v| v.to_bytes().ok())
+            .as_deref(),
+        Some(&b"\x00\xff\x10"[..])
     );
     assert_eq!(
         res.into_inner().data.map(|a| a.value).unwrap_or_default(),
