@@ -202,23 +202,16 @@ def main():
             busy = run(daprd, N, work)
         print(f"| {daprd} | {(busy - idle) / N:,.0f} |")
 
-    print()
-    print(f"| daprd | caller instructions per request | target instructions per request ({N} 1 KiB HTTP invocations) |")
-    print("|---|---|---|")
-    for daprd in binaries:
-        keep = os.environ.get("CALLGRIND_KEEP")
-        with tempfile.TemporaryDirectory() as tmp:
-            work = keep or tmp
-            os.makedirs(work, exist_ok=True)
-            idle = run_invoke(daprd, 0, work, app_port)
-            busy = run_invoke(daprd, N, work, app_port)
-        print(f"| {daprd} | {(busy[0] - idle[0]) / N:,.0f} | {(busy[1] - idle[1]) / N:,.0f} |")
-
+    invoke_table(binaries, app_port, f"{N} 1 KiB HTTP invocations")
     grpc_python = os.environ.get("CALLGRIND_GRPC_PYTHON")
-    if not grpc_python:
-        return
+    if grpc_python:
+        invoke_table(binaries, app_port, f"{N} 1 KiB gRPC InvokeService calls", grpc_python)
+
+
+def invoke_table(binaries, app_port, what, grpc_python=None):
+    """Prints each daprd's instructions per invocation, as caller and as target."""
     print()
-    print(f"| daprd | caller instructions per request | target instructions per request ({N} 1 KiB gRPC InvokeService calls) |")
+    print(f"| daprd | caller instructions per request | target instructions per request ({what}) |")
     print("|---|---|---|")
     for daprd in binaries:
         keep = os.environ.get("CALLGRIND_KEEP")
