@@ -197,22 +197,25 @@ pub fn append_metadata(out: &mut MetadataMap, name: &str, v: &str) {
 /// already holds them so, and only padding is added where a client left it off.
 pub fn from_grpc_metadata(map: &MetadataMap, skip: &[&str]) -> Metadata {
     let mut out = Metadata::new();
+    use tonic::metadata::KeyAndValueRef;
     for kv in map.iter() {
-        let (key, value) = match kv {
-            tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
-                (k.as_str(), v.to_str().unwrap_or_default().to_string())
-            }
-            tonic::metadata::KeyAndValueRef::Binary(k, v) => {
-                let mut text = String::from_utf8_lossy(v.as_encoded_bytes()).into_owned();
-                while !text.len().is_multiple_of(4) {
-                    text.push('=');
-                }
-                (k.as_str(), text)
-            }
+        let key = match &kv {
+            KeyAndValueRef::Ascii(k, _) => k.as_str(),
+            KeyAndValueRef::Binary(k, _) => k.as_str(),
         };
         if skip.contains(&key) {
             continue;
         }
+        let value = match kv {
+            KeyAndValueRef::Ascii(_, v) => v.to_str().unwrap_or_default().to_string(),
+            KeyAndValueRef::Binary(_, v) => {
+                let mut text = String::from_utf8_lossy(v.as_encoded_bytes()).into_owned();
+                while !text.len().is_multiple_of(4) {
+                    text.push('=');
+                }
+                text
+            }
+        };
         out.entry(key.to_string())
             .or_insert_with(|| ListStringValue { values: vec![] })
             .values
