@@ -88,7 +88,8 @@ pub async fn section(
     out.push('\n');
     for (i, (name, _)) in sides.iter().enumerate() {
         // Flatness is judged after the first minute, once pools and buffers have grown.
-        let settled = rss[i].get(REPORT.as_secs() as usize..).unwrap_or_default();
+        let first_minute = (REPORT.as_millis() / SAMPLE.as_millis()) as usize;
+        let settled = rss[i].get(first_minute..).unwrap_or_default();
         let (lo, hi) = settled
             .iter()
             .fold((u64::MAX, 0), |(lo, hi), &v| (lo.min(v), hi.max(v)));
