@@ -23,7 +23,7 @@ use std::{
 };
 
 pub use context::SpanContext;
-pub use span::{MAX_ATTRIBUTES, SpanData};
+pub use span::SpanData;
 use tokio::sync::mpsc;
 
 /// What a span stands for, as OpenTelemetry names it.
