@@ -17,6 +17,7 @@ pub mod configuration;
 mod https;
 pub mod lock;
 mod pg_conn;
+mod pg_tls;
 pub mod pubsub;
 mod redis_conn;
 pub mod registry;
@@ -135,6 +136,29 @@ pub fn uuid_v4() -> String {
         &h[16..20],
         &h[20..]
     )
+}
+
+/// `%XX` escapes of a URL part decoded (an invalid escape is kept as is).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|&c| hex(c)),
+                b.get(i + 2).and_then(|&c| hex(c)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Days since 1970-01-01 of a civil date.

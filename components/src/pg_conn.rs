@@ -10,11 +10,14 @@ use std::{net::IpAddr, time::Duration};
 
 use deadpool_postgres::{Manager, Pool};
 use tokio_postgres::{
-    NoTls,
+    Client, Connection, Socket,
     config::{SslMode, TargetSessionAttrs},
 };
 
-use crate::{Metadata, meta, parse_duration};
+use crate::{
+    Metadata, meta, parse_duration, percent_decode,
+    pg_tls::{self, Check, Tls},
+};
 
 /// Everything needed to open connections.
 pub struct Settings {
@@ -24,6 +27,24 @@ pub struct Settings {
     pub max_conns: usize,
     /// Limit on connecting and on each operation.
     pub timeout: Duration,
+    /// TLS as `sslmode` asks.
+    pub tls: Tls,
+}
+
+/// The TLS keywords, gathered before the connector is built.
+#[derive(Default)]
+struct TlsWanted {
+    check: Option<Check>,
+    options: pg_tls::Options,
+}
+
+impl Settings {
+    /// Opens one connection outside the pool (for `LISTEN`).
+    pub async fn connect(
+        &self,
+    ) -> Result<(Client, Connection<Socket, pg_tls::Stream<Socket>>), tokio_postgres::Error> {
+        self.config.connect(self.tls.clone()).await
+    }
 }
 
 /// Server parameters a connection string may set for the session (sent as
@@ -111,28 +132,6 @@ fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|&c| hex(c)),
-                b.get(i + 2).and_then(|&c| hex(c)),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The pairs of a `postgres://user:password@host:port,host2/db?k=v` URL.
 fn url_pairs(url: &str) -> Result<Vec<(String, String)>, String> {
     let rest = url
@@ -189,7 +188,13 @@ fn url_pairs(url: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// Applies one keyword to the driver configuration.
-fn apply(s: &mut Settings, options: &mut Vec<String>, key: &str, value: &str) -> Result<(), String> {
+fn apply(
+    s: &mut Settings,
+    tls: &mut TlsWanted,
+    options: &mut Vec<String>,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
     let c = &mut s.config;
     let bad = |what: &str| format!("connectionString: {key}={value:?} is not {what}");
     let seconds = |v: &str| {
@@ -234,23 +239,33 @@ fn apply(s: &mut Settings, options: &mut Vec<String>, key: &str, value: &str) ->
             }
         }
         "sslmode" => {
-            c.ssl_mode(match value {
-                "disable" => SslMode::Disable,
-                "allow" | "prefer" => SslMode::Prefer,
-                "require" | "verify-ca" | "verify-full" => {
-                    return Err(format!(
-                        "connectionString: sslmode={value} needs TLS to PostgreSQL, which this build \
-                         does not have; use sslmode=disable or prefer"
-                    ));
-                }
+            // libpq's `allow` (plain first, TLS if refused) is not in the
+            // driver; `prefer` is the nearest and no weaker.
+            let (mode, check) = match value {
+                "disable" => (SslMode::Disable, None),
+                "allow" | "prefer" => (SslMode::Prefer, Some(Check::Nothing)),
+                "require" => (SslMode::Require, Some(Check::Require)),
+                "verify-ca" => (SslMode::Require, Some(Check::Chain)),
+                "verify-full" => (SslMode::Require, Some(Check::Full)),
                 _ => {
                     return Err(bad(
                         "one of disable, allow, prefer, require, verify-ca, verify-full",
                     ));
                 }
-            });
+            };
+            c.ssl_mode(mode);
+            tls.check = check;
         }
-        "sslrootcert" | "sslcert" | "sslkey" | "sslpassword" | "sslsni" => {}
+        "sslrootcert" => tls.options.root_cert = Some(value.to_string()),
+        "sslcert" => tls.options.cert = Some(value.to_string()),
+        "sslkey" => tls.options.key = Some(value.to_string()),
+        "sslsni" => tls.options.no_sni = value.trim() == "0",
+        "sslpassword" => {
+            return Err(
+                "connectionString: sslpassword (an encrypted sslkey) is not supported; give an unencrypted key"
+                    .into(),
+            );
+        }
         "target_session_attrs" => {
             c.target_session_attrs(match value {
                 "any" => TargetSessionAttrs::Any,
@@ -297,6 +312,12 @@ pub fn settings(metadata: &Metadata) -> Result<Settings, String> {
         config: tokio_postgres::Config::new(),
         max_conns: 16,
         timeout: Duration::from_secs(20),
+        tls: Tls::off(),
+    };
+    // libpq's default is `prefer`.
+    let mut tls = TlsWanted {
+        check: Some(Check::Nothing),
+        ..TlsWanted::default()
     };
     let conn = meta(metadata, "connectionString").unwrap_or("");
     let given_parts = ["host", "hostaddr", "port", "database", "user", "password"]
@@ -312,16 +333,19 @@ pub fn settings(metadata: &Metadata) -> Result<Settings, String> {
     };
     let mut options = Vec::new();
     for (k, v) in &pairs {
-        apply(&mut s, &mut options, k, v)?;
+        apply(&mut s, &mut tls, &mut options, k, v)?;
     }
     // Individual metadata fields win over the string, as Dapr documents.
     for key in ["host", "hostaddr", "port", "database", "user", "password"] {
         if let Some(v) = meta(metadata, key) {
-            apply(&mut s, &mut options, key, v)?;
+            apply(&mut s, &mut tls, &mut options, key, v)?;
         }
     }
     if !options.is_empty() {
         s.config.options(options.join(" "));
+    }
+    if let Some(check) = tls.check {
+        s.tls = Tls::new(check, &tls.options).map_err(|e| format!("connectionString: {e}"))?;
     }
     if s.config.get_hosts().is_empty() && s.config.get_hostaddrs().is_empty() {
         s.config.host("localhost");
@@ -346,15 +370,30 @@ pub fn settings(metadata: &Metadata) -> Result<Settings, String> {
 /// A pool for the server `s` names, and its first connection, made to
 /// prove the server answers (and for the caller's set-up statements).
 pub async fn pool(s: &Settings) -> Result<(Pool, deadpool_postgres::Client), String> {
-    let pool = Pool::builder(Manager::new(s.config.clone(), NoTls))
+    let pool = Pool::builder(Manager::new(s.config.clone(), s.tls.clone()))
         .max_size(s.max_conns)
         .build()
         .map_err(|e| e.to_string())?;
     let first = tokio::time::timeout(s.timeout, pool.get())
         .await
         .map_err(|_| format!("timed out connecting to PostgreSQL after {:?}", s.timeout))?
-        .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+        .map_err(|e| format!("cannot connect to PostgreSQL: {}", causes(&e)))?;
     Ok((pool, first))
+}
+
+/// An error and its causes, so a TLS failure says why the handshake failed.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -413,12 +452,16 @@ mod tests {
         assert!(e.contains("\"colour\""), "{e}");
         let e = conn("host=db port=high").err().unwrap_or_default();
         assert!(e.contains("port"), "{e}");
-        assert!(
-            conn("host=db sslmode=require")
-                .err()
-                .unwrap_or_default()
-                .contains("TLS")
-        );
+        let e = conn("host=db sslmode=verify-full sslrootcert=/nonexistent/root.crt")
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("sslrootcert /nonexistent/root.crt"), "{e}");
+        let e = conn("host=db sslmode=require sslcert=/a.crt")
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("sslkey"), "{e}");
+        let e = conn("host=db sslmode=verify").err().unwrap_or_default();
+        assert!(e.contains("verify-full"), "{e}");
         assert!(conn("host=db password='open").is_err());
         assert!(settings(&md(&[])).is_err());
     }

@@ -6,6 +6,7 @@ mod conformance {
     pub mod bindings;
     pub mod configuration;
     pub mod lock;
+    pub mod pg_tls;
     pub mod pubsub;
     pub mod restart;
     pub mod secretstores;

@@ -1,5 +1,5 @@
 //! `bindings.cron`: an input binding that fires on a schedule
-//! ([`super::schedule`]), each firing one event with `timeZone` and
+//! ([`super::schedule`]), each firing one event with `timeZone` (the schedule's `CRON_TZ`, or UTC) and
 //! `readTimeUTC` metadata. A firing the app refuses is not repeated. Its
 //! one output operation, `delete`, stops the schedule, as in Dapr.
 
@@ -60,7 +60,7 @@ impl Binding for Cron {
                     _ = stopped.wait_for(|s| *s) => return,
                 }
                 let metadata = Metadata::from([
-                    ("timeZone".to_string(), "UTC".to_string()),
+                    ("timeZone".to_string(), schedule.zone_name().to_string()),
                     (
                         "readTimeUTC".to_string(),
                         crate::state::rfc3339(SystemTime::now()),

@@ -1,19 +1,93 @@
 //! Cron schedules as Dapr's cron binding reads them: six fields with
 //! seconds (`*/15 * * * * *`), five without (seconds then 0), ranges,
 //! steps, lists, month and weekday names, `?` for any, the descriptors
-//! `@yearly` … `@hourly`, and `@every <duration>`. Times are UTC.
+//! `@yearly` … `@hourly`, and `@every <duration>`. Times are UTC unless
+//! the schedule starts with `CRON_TZ=<zone>` (or `TZ=<zone>`), an IANA zone
+//! read from the system's tz database: then the fields are wall-clock time
+//! there. A wall-clock time that a change to summer time skips does not
+//! fire; one that the change back repeats fires at both instants.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use crate::{civil_from_days, days_from_civil};
 
 /// A parsed schedule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Schedule {
-    /// Fires at the given fields.
-    Cron(Fields),
+    /// Fires at the given fields, read in the zone.
+    Cron(Fields, Zone),
     /// Fires every interval after the start.
     Every(Duration),
+}
+
+/// The time zone a schedule's fields are read in.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    name: String,
+    /// `None` for UTC.
+    rules: Option<Arc<tz::TimeZone>>,
+}
+
+impl Zone {
+    fn utc() -> Self {
+        Self {
+            name: "UTC".into(),
+            rules: None,
+        }
+    }
+
+    /// The zone's IANA name (`UTC` by default).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Loads an IANA zone (`Europe/Paris`) from the tz database:
+    /// `$ZONEINFO` first, then the system's directories.
+    fn load(name: &str) -> Result<Self, String> {
+        if name == "UTC" || name == "Etc/UTC" {
+            return Ok(Self::utc());
+        }
+        let valid = !name.is_empty()
+            && !name.starts_with('/')
+            && name.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
+        if !valid {
+            return Err(format!(
+                "{name:?} is not a time zone name such as America/New_York"
+            ));
+        }
+        let zoneinfo = std::env::var("ZONEINFO").ok();
+        let mut dirs: Vec<&str> = zoneinfo.iter().map(String::as_str).collect();
+        dirs.extend(tz::TimeZoneSettings::DEFAULT_DIRECTORIES);
+        let rules = dirs
+            .iter()
+            .find_map(|dir| std::fs::read(format!("{dir}/{name}")).ok())
+            .ok_or_else(|| {
+                format!(
+                    "time zone {name:?} is not in the tz database ({}); install tzdata or set ZONEINFO",
+                    dirs.join(", ")
+                )
+            })
+            .and_then(|bytes| {
+                tz::TimeZone::from_tz_data(&bytes).map_err(|e| format!("time zone {name:?}: {e}"))
+            })?;
+        Ok(Self {
+            name: name.to_string(),
+            rules: Some(Arc::new(rules)),
+        })
+    }
+
+    /// Seconds east of UTC at Unix time `t`.
+    fn offset(&self, t: i64) -> i64 {
+        self.rules.as_ref().map_or(0, |r| {
+            r.find_local_time_type(t).map_or(0, |l| i64::from(l.ut_offset()))
+        })
+    }
 }
 
 /// Allowed values of each field, as bit sets.
@@ -86,8 +160,16 @@ fn field(spec: &str, lo: u32, hi: u32, names: &[&str], base: u32) -> Result<u64,
 
 /// Parses a schedule.
 pub fn parse(text: &str) -> Result<Schedule, String> {
-    let t = text.trim();
     let bad = |why: String| format!("schedule {text:?}: {why}");
+    let mut t = text.trim();
+    let mut zone = Zone::utc();
+    if let Some(rest) = t.strip_prefix("CRON_TZ=").or_else(|| t.strip_prefix("TZ=")) {
+        let (name, spec) = rest
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| bad("nothing follows the time zone".into()))?;
+        zone = Zone::load(name).map_err(bad)?;
+        t = spec.trim();
+    }
     if let Some(d) = t.strip_prefix("@every") {
         let d = crate::parse_duration(d.trim())
             .filter(|d| !d.is_zero())
@@ -112,7 +194,7 @@ pub fn parse(text: &str) -> Result<Schedule, String> {
     let f = |i: usize, lo, hi, names: &[&str], base, what: &str| {
         field(parts[i], lo, hi, names, base).map_err(|e| bad(format!("{what}: {e}")))
     };
-    Ok(Schedule::Cron(Fields {
+    let fields = Fields {
         sec: f(0, 0, 59, &[], 0, "seconds")?,
         min: f(1, 0, 59, &[], 0, "minutes")?,
         hour: f(2, 0, 23, &[], 0, "hours")?,
@@ -120,7 +202,8 @@ pub fn parse(text: &str) -> Result<Schedule, String> {
         month: f(4, 1, 12, &MONTHS, 1, "month")?,
         dow: f(5, 0, 7, &DAYS, 0, "day of week")?,
         either_day: !matches!(parts[3], "*" | "?") && !matches!(parts[5], "*" | "?"),
-    }))
+    };
+    Ok(Schedule::Cron(fields, zone))
 }
 
 impl Fields {
@@ -130,49 +213,64 @@ impl Fields {
         if self.either_day { a || b } else { a && b }
     }
 
-    /// The first second after `after` (Unix seconds) the fields allow,
-    /// within five years.
-    fn next(&self, after: i64) -> Option<i64> {
+    /// `None` if the wall-clock second `local` (seconds since the epoch
+    /// on the wall clock) matches; otherwise the next wall-clock time that
+    /// could, skipping whole months, days, hours and minutes that cannot.
+    fn skip(&self, local: i64) -> Option<i64> {
+        let days = local.div_euclid(86_400);
+        let secs = local.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        if self.month & (1 << m) == 0 {
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            return Some(days_from_civil(ny, nm, 1) * 86_400);
+        }
+        if !self.day_ok(days, d) {
+            return Some((days + 1) * 86_400);
+        }
+        let (h, mi, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+        if self.hour & (1 << h) == 0 {
+            return Some(days * 86_400 + (h + 1) * 3600);
+        }
+        if self.min & (1 << mi) == 0 {
+            return Some(days * 86_400 + h * 3600 + (mi + 1) * 60);
+        }
+        (self.sec & (1 << s) == 0).then_some(local + 1)
+    }
+
+    /// The first second after `after` (Unix seconds) whose wall-clock time
+    /// in `zone` the fields allow, within five years.
+    fn next(&self, after: i64, zone: &Zone) -> Option<i64> {
         let mut t = after + 1;
         let limit = after + 5 * 366 * 86_400;
         while t < limit {
-            let days = t.div_euclid(86_400);
-            let secs = t.rem_euclid(86_400);
-            let (y, m, d) = civil_from_days(days);
-            if self.month & (1 << m) == 0 {
-                // First day of the next month.
-                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                t = days_from_civil(ny, nm, 1) * 86_400;
-                continue;
-            }
-            if !self.day_ok(days, d) {
-                t = (days + 1) * 86_400;
-                continue;
-            }
-            let (h, mi, s) = (
-                (secs / 3600) as u32,
-                ((secs % 3600) / 60) as u32,
-                (secs % 60) as u32,
-            );
-            if self.hour & (1 << h) == 0 {
-                t = days * 86_400 + i64::from(h + 1) * 3600;
-                continue;
-            }
-            if self.min & (1 << mi) == 0 {
-                t = days * 86_400 + i64::from(h) * 3600 + i64::from(mi + 1) * 60;
-                continue;
-            }
-            if self.sec & (1 << s) == 0 {
-                t += 1;
-                continue;
-            }
-            return Some(t);
+            let offset = zone.offset(t);
+            let Some(wall) = self.skip(t + offset) else {
+                return Some(t);
+            };
+            let guess = wall - offset;
+            // Summer time began on the way: the wall clock at `guess` is
+            // past `wall`, so land on `wall` by the new offset if it exists.
+            let later = zone.offset(guess);
+            let exact = wall - later;
+            t = if later > offset && exact > t && zone.offset(exact) == later {
+                exact
+            } else {
+                guess
+            };
         }
         None
     }
 }
 
 impl Schedule {
+    /// The zone the schedule is read in.
+    pub fn zone_name(&self) -> &str {
+        match self {
+            Schedule::Cron(_, zone) => zone.name(),
+            Schedule::Every(_) => "UTC",
+        }
+    }
+
     /// When the schedule next fires after `now` (for `@every`, `start` is
     /// when counting began).
     pub fn next_after(&self, now: SystemTime, start: SystemTime) -> Option<SystemTime> {
@@ -183,9 +281,9 @@ impl Schedule {
                 let n = u32::try_from(n).ok()?;
                 start.checked_add(d.checked_mul(n)?)
             }
-            Schedule::Cron(f) => {
+            Schedule::Cron(f, zone) => {
                 let secs = i64::try_from(now.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()?;
-                let next = f.next(secs)?;
+                let next = f.next(secs, zone)?;
                 UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(next).ok()?))
             }
         }
@@ -240,6 +338,49 @@ mod tests {
             every.next_after(now + Duration::from_secs(16), now),
             Some(now + Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn zoned_schedules_follow_the_wall_clock() {
+        // New York: summer time starts 2024-03-10 02:00 EST (07:00 UTC)
+        // and ends 2024-11-03 02:00 EDT (06:00 UTC).
+        let ny = |s: &str| format!("CRON_TZ=America/New_York {s}");
+        let noon = at(2024, 3, 9, 12, 0, 0);
+        assert_eq!(next(&ny("0 30 4 * * *"), noon), at(2024, 3, 10, 8, 30, 0));
+        assert_eq!(
+            next(&ny("0 30 2 * * *"), noon),
+            at(2024, 3, 11, 6, 30, 0),
+            "02:30 does not exist on 10 March"
+        );
+        assert_eq!(
+            next(&ny("0 30 0 * * MON"), at(2024, 3, 10, 6, 0, 0)),
+            at(2024, 3, 11, 4, 30, 0),
+            "skipping a day across the change lands on midnight by the new offset"
+        );
+        let first = next(&ny("0 30 1 * * *"), at(2024, 11, 3, 4, 0, 0));
+        assert_eq!(first, at(2024, 11, 3, 5, 30, 0));
+        assert_eq!(
+            next(&ny("0 30 1 * * *"), first),
+            at(2024, 11, 3, 6, 30, 0),
+            "01:30 happens twice on 3 November"
+        );
+        let every_hour = next(&ny("0 0 * * * *"), at(2024, 11, 3, 5, 30, 0));
+        assert_eq!(every_hour, at(2024, 11, 3, 6, 0, 0), "the repeated hour starts");
+        assert_eq!(next("TZ=Asia/Tokyo 0 0 9 * * *", noon), at(2024, 3, 10, 0, 0, 0));
+        assert_eq!(next("CRON_TZ=UTC @daily", noon), at(2024, 3, 10, 0, 0, 0));
+        assert_eq!(
+            parse(&ny("@daily")).expect("valid").zone_name(),
+            "America/New_York"
+        );
+        for bad in [
+            "CRON_TZ=Mars/Olympus_Mons * * * * *",
+            "CRON_TZ=../../etc/passwd * * * * *",
+            "CRON_TZ=/etc/localtime * * * * *",
+            "CRON_TZ=Europe/Paris",
+        ] {
+            let e = parse(bad).err().unwrap_or_default();
+            assert!(e.contains("schedule"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::{BACKLOG, ConfigurationStore, Item, Items, Watch};
 use crate::{Error, Metadata, meta, state::sqlite::valid_identifier};
@@ -20,7 +20,7 @@ pub struct PostgresConfig {
     pool: Pool,
     table: String,
     /// Where subscriptions open their own LISTEN connection.
-    config: tokio_postgres::Config,
+    settings: crate::pg_conn::Settings,
     /// The component's `notifyChannel`, used when a subscription names none.
     channel: Option<String>,
 }
@@ -101,7 +101,7 @@ impl PostgresConfig {
         Ok(Self {
             pool,
             table,
-            config: settings.config,
+            settings,
             channel: meta(metadata, "notifyChannel").map(str::to_string),
         })
     }
@@ -163,7 +163,7 @@ impl ConfigurationStore for PostgresConfig {
                 "pgNotifyChannel {channel:?} must be letters, digits and underscores"
             )));
         }
-        let (client, mut connection) = self.config.connect(NoTls).await.map_err(backend)?;
+        let (client, mut connection) = self.settings.connect().await.map_err(backend)?;
         let (note_tx, mut notes) = mpsc::unbounded_channel();
         // The connection delivers notifications while it is polled.
         let conn_task = tokio::spawn(async move {
