@@ -1,16 +1,20 @@
 //! The connection settings every Redis component shares, with Dapr's
-//! metadata names: `redisHost`, `redisPassword`, `redisUsername`, `redisDB`.
+//! metadata names: `redisHost`, `redisPassword`, `redisUsername`, `redisDB`,
+//! and TLS by `enableTLS` (the server's certificate checked against the
+//! system's roots unless `insecureSkipTLSVerify`), with a client
+//! certificate from `clientCert` and `clientKey` (PEM).
 
-use ::redis::{IntoConnectionInfo, RedisConnectionInfo};
+use ::redis::{ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
 
 use crate::{Metadata, meta};
+
+fn flag(metadata: &Metadata, key: &str) -> bool {
+    meta(metadata, key).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
 
 /// A client for the server the metadata names, and its `host:port` for messages.
 pub fn client(metadata: &Metadata) -> Result<(::redis::Client, String), String> {
     let host = meta(metadata, "redisHost").ok_or("metadata redisHost is required (host:port)")?;
-    if meta(metadata, "enableTLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return Err("enableTLS is not supported by this build's Redis client".into());
-    }
     if meta(metadata, "redisType").is_some_and(|v| v.eq_ignore_ascii_case("cluster")) {
         return Err("redisType cluster is not supported; use node".into());
     }
@@ -29,11 +33,43 @@ pub fn client(metadata: &Metadata) -> Result<(::redis::Client, String), String> 
     if let Some(user) = meta(metadata, "redisUsername") {
         settings = settings.set_username(user);
     }
-    let info = (h.trim_matches(|c| c == '[' || c == ']').to_string(), port)
+    let name = h.trim_matches(|c| c == '[' || c == ']').to_string();
+    let tls = flag(metadata, "enableTLS");
+    let addr = if tls {
+        ConnectionAddr::TcpTls {
+            host: name,
+            port,
+            insecure: flag(metadata, "insecureSkipTLSVerify"),
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(name, port)
+    };
+    let info = addr
         .into_connection_info()
         .map_err(|e| e.to_string())?
         .set_redis_settings(settings);
-    let client = ::redis::Client::open(info).map_err(|e| e.to_string())?;
+    let client_tls = match (meta(metadata, "clientCert"), meta(metadata, "clientKey")) {
+        (None, None) => None,
+        (Some(cert), Some(key)) if tls => Some(ClientTlsConfig {
+            client_cert: cert.as_bytes().to_vec(),
+            client_key: key.as_bytes().to_vec(),
+        }),
+        (Some(_), Some(_)) => return Err("clientCert and clientKey need enableTLS: true".into()),
+        _ => return Err("clientCert and clientKey go together: give both or neither".into()),
+    };
+    let client = if tls {
+        ::redis::Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls,
+                root_cert: None,
+            },
+        )
+    } else {
+        ::redis::Client::open(info)
+    }
+    .map_err(|e| e.to_string())?;
     Ok((client, host.to_string()))
 }
 

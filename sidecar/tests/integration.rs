@@ -8,6 +8,8 @@ mod acl;
 mod apps;
 #[path = "integration/bindings.rs"]
 mod bindings;
+#[path = "integration/broker_tls.rs"]
+mod broker_tls;
 #[path = "integration/collector.rs"]
 mod collector;
 #[path = "integration/configuration.rs"]

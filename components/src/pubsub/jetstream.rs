@@ -94,6 +94,19 @@ fn nats_name(s: &str) -> String {
         .collect()
 }
 
+/// The user and password (or token) of the first server in `natsURL`
+/// (`nats://user:pw@host:4222,nats://host2:4222`), percent-decoded.
+fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
+    let first = url.split(',').next()?.trim();
+    let rest = first.split_once("://").map_or(first, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    Some(match userinfo.split_once(':') {
+        Some((u, p)) => (crate::percent_decode(u), Some(crate::percent_decode(p))),
+        None => (crate::percent_decode(userinfo), None),
+    })
+}
+
 fn backend(e: impl std::fmt::Display) -> Error {
     Error::Backend(e.to_string())
 }
@@ -105,8 +118,39 @@ impl JetStreamBroker {
         let mut opts = async_nats::ConnectOptions::new()
             .name(meta(metadata, "name").unwrap_or("dapr.io - pubsub.jetstream"))
             .connection_timeout(Duration::from_secs(5));
+        // The client library does not read credentials from the URL, so
+        // they are read here: `user:password@` or, alone, a token.
+        match url_credentials(url) {
+            Some((user, Some(password))) => opts = opts.user_and_password(user, password),
+            Some((token, None)) => opts = opts.token(token),
+            None => {}
+        }
         if let Some(token) = meta(metadata, "token") {
             opts = opts.token(token.to_string());
+        }
+        // TLS: a `tls://` URL or a server that asks for it; the server is
+        // checked against the system's roots.
+        match (
+            meta(metadata, "tls_client_cert"),
+            meta(metadata, "tls_client_key"),
+        ) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                for (what, path) in [("tls_client_cert", cert), ("tls_client_key", key)] {
+                    if !std::path::Path::new(path).is_file() {
+                        return Err(format!("{what} {path:?} is not a readable file"));
+                    }
+                }
+                opts = opts.add_client_certificate(cert.into(), key.into());
+            }
+            _ => return Err("tls_client_cert and tls_client_key go together: give both or neither".into()),
+        }
+        if meta(metadata, "jwt").is_some() || meta(metadata, "seedKey").is_some() {
+            return Err(
+                "jwt and seedKey (decentralised NATS authentication) are not supported; use token, \
+                 user:password in natsURL, or tls_client_cert and tls_client_key"
+                    .into(),
+            );
         }
         let client = opts
             .connect(url)
@@ -272,6 +316,22 @@ impl PubSub for JetStreamBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_the_url() {
+        let both = |u: &str, p: &str| Some((u.to_string(), Some(p.to_string())));
+        assert_eq!(url_credentials("nats://app:p%40ss@db:4222"), both("app", "p@ss"));
+        assert_eq!(
+            url_credentials("tls://app:pw@a:4222,nats://b:4222"),
+            both("app", "pw")
+        );
+        assert_eq!(
+            url_credentials("nats://s3cr3t@host"),
+            Some(("s3cr3t".to_string(), None))
+        );
+        assert_eq!(url_credentials("nats://host:4222"), None);
+        assert_eq!(url_credentials("nats://host:4222/path@x"), None);
+    }
 
     #[test]
     fn deliver_policies() {

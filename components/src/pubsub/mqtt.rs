@@ -10,6 +10,11 @@
 //! is acknowledged (PUBACK) only after the handler succeeded; a failed one
 //! is handed to the handler again after a growing pause. A publish returns
 //! once the broker acknowledged it. MQTT 3 carries no per-message metadata.
+//!
+//! `url` is `tcp://[user[:password]@]host[:port]` (1883), or `ssl://` (also
+//! `tls://`, `mqtts://`; 8883) for TLS, checked against `caCert` (PEM) or
+//! the system's roots, with `clientCert`/`clientKey` for client
+//! certificates.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -35,6 +40,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 struct Settings {
     host: String,
     port: u16,
+    credentials: Option<(String, String)>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     consumer: String,
     qos: QoS,
     retain: bool,
@@ -42,18 +49,88 @@ struct Settings {
     concurrency: usize,
 }
 
-fn parse_url(url: &str) -> std::result::Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("tcp://")
-        .or_else(|| url.strip_prefix("mqtt://"))
-        .ok_or_else(|| format!("url {url:?}: only tcp:// (or mqtt://) is supported by this build"))?;
+/// Where the broker is, as `url` says.
+#[derive(Debug, PartialEq, Eq)]
+struct Endpoint {
+    host: String,
+    port: u16,
+    tls: bool,
+    credentials: Option<(String, String)>,
+}
+
+fn parse_url(url: &str) -> std::result::Result<Endpoint, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("url {url:?} needs a scheme: tcp://host:1883 or ssl://host:8883"))?;
+    let (tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "tcp" | "mqtt" => (false, "1883"),
+        "ssl" | "tls" | "tcps" | "mqtts" => (true, "8883"),
+        other => {
+            return Err(format!(
+                "url {url:?}: scheme {other}:// is not supported; use tcp:// or ssl://"
+            ));
+        }
+    };
     let rest = rest.trim_end_matches('/');
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+    let (credentials, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, hostport)) => {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            (
+                Some((crate::percent_decode(user), crate::percent_decode(password))),
+                hostport,
+            )
+        }
+        None => (None, rest),
+    };
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("url {url:?}: unclosed ["))?;
+            (addr, after.strip_prefix(':').unwrap_or(default_port))
+        }
+        None => rest.rsplit_once(':').unwrap_or((rest, default_port)),
+    };
     let port = port
         .parse()
         .map_err(|_| format!("url {url:?} has an invalid port"))?;
-    Ok((host.trim_matches(|c| c == '[' || c == ']').to_string(), port))
+    Ok(Endpoint {
+        host: host.to_string(),
+        port,
+        tls,
+        credentials,
+    })
+}
+
+/// The TLS client of an `ssl://` url.
+fn tls_config(metadata: &Metadata) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
+    let roots = match meta(metadata, "caCert") {
+        Some(pem) => crate::https::roots(pem.as_bytes())?,
+        None => crate::https::native_roots(),
+    };
+    let client = match (meta(metadata, "clientCert"), meta(metadata, "clientKey")) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((c.as_bytes().to_vec(), k.as_bytes().to_vec())),
+        _ => return Err("clientCert and clientKey go together: give both or neither".into()),
+    };
+    Ok(Arc::new(crate::https::config(roots, client)?))
+}
+
+impl Settings {
+    /// Connection options for the client `id`.
+    fn options(&self, id: &str) -> MqttOptions {
+        let mut opts = MqttOptions::new(id, &self.host, self.port);
+        opts.set_keep_alive(Duration::from_secs(20));
+        if let Some((user, password)) = &self.credentials {
+            opts.set_credentials(user, password);
+        }
+        if let Some(tls) = &self.tls {
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
+        opts
+    }
 }
 
 /// Waiting publishes: in the order sent until the event loop numbers them,
@@ -84,8 +161,17 @@ impl Drop for MqttBroker {
 impl MqttBroker {
     /// Reads `url`, `consumerID`, `qos`, `retain`, `cleanSession`, `concurrency`.
     pub async fn connect(metadata: &Metadata) -> std::result::Result<Self, String> {
-        let (host, port) =
-            parse_url(meta(metadata, "url").ok_or("metadata url is required (tcp://host:1883)")?)?;
+        let endpoint = parse_url(meta(metadata, "url").ok_or("metadata url is required (tcp://host:1883)")?)?;
+        let has_tls_files = ["caCert", "clientCert", "clientKey"]
+            .iter()
+            .any(|k| meta(metadata, k).is_some());
+        let tls = match (endpoint.tls, has_tls_files) {
+            (true, _) => Some(tls_config(metadata)?),
+            (false, true) => {
+                return Err("caCert, clientCert and clientKey need an ssl:// url".into());
+            }
+            (false, false) => None,
+        };
         let qos = match meta_num(metadata, "qos", 1u8)? {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
@@ -94,21 +180,18 @@ impl MqttBroker {
         };
         let flag = |k: &str| meta(metadata, k).is_some_and(daprs_api::contract::truthy);
         let settings = Settings {
-            host,
-            port,
+            host: endpoint.host,
+            port: endpoint.port,
+            credentials: endpoint.credentials,
+            tls,
             consumer: meta(metadata, CONSUMER_ID).unwrap_or("daprs").to_string(),
             qos,
             retain: flag("retain"),
             clean_session: flag("cleanSession"),
             concurrency: meta_num(metadata, "concurrency", 16usize)?.max(1),
         };
-        let mut opts = MqttOptions::new(
-            format!("{}-pub-{}", settings.consumer, &crate::uuid_v4()[..8]),
-            &settings.host,
-            settings.port,
-        );
-        opts.set_keep_alive(Duration::from_secs(20))
-            .set_clean_session(true);
+        let mut opts = settings.options(&format!("{}-pub-{}", settings.consumer, &crate::uuid_v4()[..8]));
+        opts.set_clean_session(true);
         let (publisher, mut events) = AsyncClient::new(opts, 64);
         // The first connection attempt decides whether the component starts.
         connected(&mut events)
@@ -287,10 +370,8 @@ impl Group {
     async fn start(&self, s: &Settings) -> Result<()> {
         let mut running = self.running.lock().await;
         if running.is_none() {
-            let mut opts = MqttOptions::new(&self.name, &s.host, s.port);
-            opts.set_keep_alive(Duration::from_secs(20))
-                .set_clean_session(s.clean_session)
-                .set_manual_acks(true);
+            let mut opts = s.options(&self.name);
+            opts.set_clean_session(s.clean_session).set_manual_acks(true);
             let (client, mut events) = AsyncClient::new(opts, 64);
             connected(&mut events)
                 .await
@@ -458,12 +539,39 @@ impl Consumer {
 mod tests {
     use super::*;
 
+    fn endpoint(host: &str, port: u16, tls: bool, credentials: Option<(&str, &str)>) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port,
+            tls,
+            credentials: credentials.map(|(u, p)| (u.into(), p.into())),
+        }
+    }
+
     #[test]
     fn urls() {
-        assert_eq!(parse_url("tcp://localhost:1883"), Ok(("localhost".into(), 1883)));
-        assert_eq!(parse_url("tcp://user:pw@10.0.0.1"), Ok(("10.0.0.1".into(), 1883)));
-        assert_eq!(parse_url("mqtt://[::1]:1884/"), Ok(("::1".into(), 1884)));
-        assert!(parse_url("ssl://h:8883").is_err());
-        assert!(parse_url("tcp://h:port").is_err());
+        assert_eq!(
+            parse_url("tcp://localhost:1883"),
+            Ok(endpoint("localhost", 1883, false, None))
+        );
+        assert_eq!(
+            parse_url("tcp://user:p%40ss@10.0.0.1"),
+            Ok(endpoint("10.0.0.1", 1883, false, Some(("user", "p@ss"))))
+        );
+        assert_eq!(
+            parse_url("mqtt://[::1]:1884/"),
+            Ok(endpoint("::1", 1884, false, None))
+        );
+        assert_eq!(
+            parse_url("ssl://broker.example"),
+            Ok(endpoint("broker.example", 8883, true, None))
+        );
+        assert_eq!(
+            parse_url("tls://u@[::1]:9883"),
+            Ok(endpoint("::1", 9883, true, Some(("u", ""))))
+        );
+        for bad in ["tcp://h:port", "ws://h:80", "broker:1883", "ssl://[::1:8883"] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
     }
 }
