@@ -158,7 +158,7 @@ spec:
   type: state.postgresql
   version: v1
   metadata:
-  - {{name: connectionString, value: \"host=127.0.0.1 user=postgres database=test\"}}
+  - {{name: connectionString, value: \"host=127.0.0.1 user=postgres database=test sslmode=disable\"}}
   - {{name: tableName, value: {table}}}
 "
         ),
