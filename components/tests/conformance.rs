@@ -5,6 +5,7 @@
 mod conformance {
     pub mod bindings;
     pub mod configuration;
+    pub mod jetstream;
     pub mod lock;
     pub mod pg_tls;
     pub mod pubsub;

@@ -7,6 +7,15 @@
 //! A message is acknowledged after the handler succeeded; a failure is a
 //! NAK with a growing delay, so JetStream delivers it again. A publish
 //! returns once the stream stored the message. Metadata travels as headers.
+//!
+//! The consumer options Dapr documents: `backOff` (the pauses before each
+//! redelivery of a failed message, the last repeating), `ackPolicy`
+//! (`explicit`, `all`, or `none`: delivered at most once), `replicas`,
+//! `memoryStorage`, `heartbeat` (the idle heartbeat of each pull),
+//! `rateLimit` (bits per second, paced here because the server takes it only
+//! for push consumers), `queueGroupName` (the group, when no durable is
+//! named), and the JetStream `domain` or `apiPrefix`. `flowControl` belongs
+//! to push consumers and has no effect on these pull consumers.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -38,6 +47,41 @@ struct Settings {
     max_ack_pending: Option<i64>,
     deliver_policy: DeliverPolicy,
     concurrency: usize,
+    back_off: Vec<Duration>,
+    ack_policy: jetstream::consumer::AckPolicy,
+    replicas: usize,
+    memory_storage: bool,
+    heartbeat: Option<Duration>,
+    /// Bytes per second handed to the app.
+    rate: Option<u64>,
+    queue_group: Option<String>,
+}
+
+/// `backOff`: durations separated by commas (`50ms, 1s, 10s`).
+fn back_off(metadata: &Metadata) -> std::result::Result<Vec<Duration>, String> {
+    let Some(v) = meta(metadata, "backOff") else {
+        return Ok(Vec::new());
+    };
+    v.split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            crate::parse_duration(d)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("backOff: {d:?} is not a positive duration (write 50ms, 1s, 10s)"))
+        })
+        .collect()
+}
+
+/// `ackPolicy`.
+fn ack_policy(metadata: &Metadata) -> std::result::Result<jetstream::consumer::AckPolicy, String> {
+    use jetstream::consumer::AckPolicy;
+    Ok(match meta(metadata, "ackPolicy").unwrap_or("explicit") {
+        "explicit" => AckPolicy::Explicit,
+        "all" => AckPolicy::All,
+        "none" => AckPolicy::None,
+        other => return Err(format!("ackPolicy {other:?} is not one of explicit, all, none")),
+    })
 }
 
 /// `deliverPolicy` (with `startSequence` or `startTime`, Unix seconds), as Dapr reads them.
@@ -152,10 +196,16 @@ impl JetStreamBroker {
                     .into(),
             );
         }
+        if meta(metadata, "flowControl").is_some_and(daprs_api::contract::truthy) {
+            tracing::info!(
+                "pubsub.jetstream: flowControl is for push consumers and has no effect on pull consumers"
+            );
+        }
         let client = opts
             .connect(url)
             .await
             .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+        let rate_bits: u64 = meta_num(metadata, "rateLimit", 0)?;
         let settings = Settings {
             stream_name: meta(metadata, "streamName").map(str::to_string),
             durable: meta(metadata, "durableName").map(nats_name),
@@ -168,9 +218,26 @@ impl JetStreamBroker {
             },
             deliver_policy: deliver_policy(metadata)?,
             concurrency: meta_num(metadata, "concurrency", 16usize)?.max(1),
+            back_off: back_off(metadata)?,
+            ack_policy: ack_policy(metadata)?,
+            replicas: meta_num(metadata, "replicas", 0usize)?,
+            memory_storage: meta(metadata, "memoryStorage").is_some_and(daprs_api::contract::truthy),
+            heartbeat: match meta(metadata, "heartbeat") {
+                Some(_) => {
+                    Some(meta_duration(metadata, "heartbeat", Duration::ZERO)?).filter(|d| !d.is_zero())
+                }
+                None => None,
+            },
+            rate: (rate_bits > 0).then(|| (rate_bits / 8).max(1)),
+            queue_group: meta(metadata, "queueGroupName").map(nats_name),
+        };
+        let js = match (meta(metadata, "domain"), meta(metadata, "apiPrefix")) {
+            (Some(domain), _) => jetstream::with_domain(client, domain),
+            (None, Some(prefix)) => jetstream::with_prefix(client, prefix),
+            (None, None) => jetstream::new(client),
         };
         Ok(Self {
-            js: jetstream::new(client),
+            js,
             settings,
             ready: Default::default(),
         })
@@ -234,6 +301,7 @@ impl PubSub for JetStreamBroker {
             .map(nats_name)
             .or_else(|| meta(&sub.metadata, CONSUMER_ID).map(nats_name))
             .or_else(|| s.durable.clone())
+            .or_else(|| s.queue_group.clone())
             .unwrap_or_else(|| nats_name(&s.consumer));
         // One durable per group and topic: a durable is filtered to one subject.
         let durable = if s.stream_name.is_some() {
@@ -245,18 +313,28 @@ impl PubSub for JetStreamBroker {
         let config = pull::Config {
             durable_name: Some(durable.clone()),
             filter_subject: sub.topic.clone(),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_policy: s.ack_policy,
             ack_wait: s.ack_wait,
             max_deliver: s.max_deliver,
             deliver_policy: s.deliver_policy,
             max_ack_pending: s.max_ack_pending.unwrap_or_default(),
+            backoff: s.back_off.clone(),
+            num_replicas: s.replicas,
+            memory_storage: s.memory_storage,
             ..Default::default()
         };
         let consumer = stream
             .get_or_create_consumer(&durable, config)
             .await
             .map_err(backend)?;
-        let mut messages = consumer.messages().await.map_err(backend)?;
+        let mut pull = consumer.stream();
+        if let Some(h) = s.heartbeat {
+            pull = pull.heartbeat(h);
+        }
+        let mut messages = pull.messages().await.map_err(backend)?;
+        let answers = !matches!(s.ack_policy, jetstream::consumer::AckPolicy::None);
+        let back_off = s.back_off.clone();
+        let mut pace = s.rate.map(Pace::new);
         let (stop, mut stopped) = watch::channel(false);
         let concurrency = s.concurrency;
         let topic = sub.topic;
@@ -276,7 +354,14 @@ impl PubSub for JetStreamBroker {
                     }
                     None => break,
                 };
+                if let Some(p) = pace.as_mut() {
+                    tokio::select! {
+                        _ = stopped.wait_for(|v| *v) => break,
+                        () = p.admit(m.payload.len()) => {}
+                    }
+                }
                 let handler = handler.clone();
+                let back_off = back_off.clone();
                 workers
                     .spawn(async move {
                         let metadata = m
@@ -292,11 +377,21 @@ impl PubSub for JetStreamBroker {
                             metadata,
                         };
                         let delivered = m.info().map_or(1, |i| i.delivered).max(1);
-                        let outcome = match handler(msg).await {
+                        let handled = handler(msg).await;
+                        if !answers {
+                            return;
+                        }
+                        let outcome = match handled {
                             Ok(()) => m.ack().await,
                             Err(_) => {
-                                let attempt = u32::try_from(delivered - 1).unwrap_or(u32::MAX);
-                                let pause = redelivery_pause(attempt, LONGEST_PAUSE);
+                                let attempt = usize::try_from(delivered - 1).unwrap_or(usize::MAX);
+                                let pause = match back_off.last() {
+                                    Some(last) => *back_off.get(attempt).unwrap_or(last),
+                                    None => redelivery_pause(
+                                        u32::try_from(attempt).unwrap_or(u32::MAX),
+                                        LONGEST_PAUSE,
+                                    ),
+                                };
                                 m.ack_with(AckKind::Nak(Some(pause))).await
                             }
                         };
@@ -313,9 +408,55 @@ impl PubSub for JetStreamBroker {
     }
 }
 
+/// Paces deliveries to a byte rate (`rateLimit`).
+struct Pace {
+    bytes_per_s: u64,
+    start: tokio::time::Instant,
+    sent: u64,
+}
+
+impl Pace {
+    fn new(bytes_per_s: u64) -> Self {
+        Self {
+            bytes_per_s,
+            start: tokio::time::Instant::now(),
+            sent: 0,
+        }
+    }
+
+    /// Waits until `len` more bytes keep the rate since the start.
+    async fn admit(&mut self, len: usize) {
+        let due = Duration::from_secs_f64(self.sent as f64 / self.bytes_per_s as f64);
+        tokio::time::sleep_until(self.start + due).await;
+        self.sent += len as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumer_options_as_dapr_writes_them() {
+        let md = |k: &str, v: &str| Metadata::from([(k.to_string(), v.to_string())]);
+        assert_eq!(
+            back_off(&md("backOff", "50ms, 1s,10s")),
+            Ok(vec![
+                Duration::from_millis(50),
+                Duration::from_secs(1),
+                Duration::from_secs(10)
+            ])
+        );
+        assert_eq!(back_off(&Metadata::new()), Ok(vec![]));
+        for bad in ["soon", "1s, 0s", "1s,,x"] {
+            let e = back_off(&md("backOff", bad)).err().unwrap_or_default();
+            assert!(e.contains("backOff"), "{bad}: {e}");
+        }
+        use jetstream::consumer::AckPolicy;
+        assert_eq!(ack_policy(&Metadata::new()), Ok(AckPolicy::Explicit));
+        assert_eq!(ack_policy(&md("ackPolicy", "none")), Ok(AckPolicy::None));
+        assert!(ack_policy(&md("ackPolicy", "some")).is_err());
+    }
 
     #[test]
     fn credentials_in_the_url() {

@@ -24,16 +24,16 @@ pub async fn open(kind: &str, metadata: &[(&str, &str)]) -> Arc<dyn PubSub> {
 
 /// What one subscriber saw: payloads in order of arrival.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<String>>>);
+pub struct Seen(Arc<Mutex<Vec<String>>>);
 
 impl Seen {
-    fn all(&self) -> Vec<String> {
+    pub fn all(&self) -> Vec<String> {
         self.0.lock().expect("lock").clone()
     }
 
     /// A handler that records each delivery and fails the first
     /// `fail_first` deliveries of each payload.
-    fn handler(&self, fail_first: usize) -> Handler {
+    pub fn handler(&self, fail_first: usize) -> Handler {
         let seen = self.clone();
         let tries: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         Arc::new(move |msg: Message| {
@@ -53,7 +53,7 @@ impl Seen {
     }
 }
 
-fn message(topic: &str, text: &str) -> Message {
+pub fn message(topic: &str, text: &str) -> Message {
     Message {
         topic: topic.into(),
         data: Bytes::from(text.to_string()),
@@ -62,7 +62,7 @@ fn message(topic: &str, text: &str) -> Message {
     }
 }
 
-async fn subscribe(p: &dyn PubSub, topic: &str, group: &str, handler: Handler) -> Subscribed {
+pub async fn subscribe(p: &dyn PubSub, topic: &str, group: &str, handler: Handler) -> Subscribed {
     let sub = Subscription {
         topic: topic.into(),
         metadata: md(&[(CONSUMER_ID, group)]),
@@ -71,7 +71,7 @@ async fn subscribe(p: &dyn PubSub, topic: &str, group: &str, handler: Handler) -
 }
 
 /// Waits until `check` holds, or fails after 10 s.
-async fn until(what: &str, check: impl Fn() -> bool) {
+pub async fn until(what: &str, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check() {
         assert!(
@@ -82,7 +82,7 @@ async fn until(what: &str, check: impl Fn() -> bool) {
     }
 }
 
-fn sorted(mut v: Vec<String>) -> Vec<String> {
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
 }
@@ -423,40 +423,4 @@ async fn rabbitmq_dead_letters_what_fails_when_not_requeued() {
     let _ = ch
         .exchange_delete(format!("dlx-{group}-{topic}").as_str().into(), Default::default())
         .await;
-}
-
-#[tokio::test]
-async fn jetstream_deliver_policies_start_where_asked() {
-    let stream = unique("conf-policy");
-    let topic = unique("conf-policy");
-    let publisher = open(
-        "pubsub.jetstream",
-        &[("natsURL", "nats://127.0.0.1:4222"), ("streamName", &stream)],
-    )
-    .await;
-    for m in ["m1", "m2", "m3"] {
-        publisher.publish(message(&topic, m)).await.expect("publish");
-    }
-    // Each policy on a consumer group of its own, after the three were stored.
-    for (policy, extra, want) in [
-        ("all", None, vec!["m1", "m2", "m3"]),
-        ("last", None, vec!["m3"]),
-        ("sequence", Some(("startSequence", "2")), vec!["m2", "m3"]),
-    ] {
-        let mut md = vec![
-            ("natsURL", "nats://127.0.0.1:4222"),
-            ("streamName", stream.as_str()),
-            ("deliverPolicy", policy),
-        ];
-        md.extend(extra);
-        let p = open("pubsub.jetstream", &md).await;
-        let seen = Seen::default();
-        let s = subscribe(&*p, &topic, &unique("g"), seen.handler(0)).await;
-        until(policy, || seen.all().len() >= want.len()).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(sorted(seen.all()), want, "deliverPolicy {policy}");
-        s.stop().await;
-    }
-    let client = async_nats::connect("127.0.0.1:4222").await.expect("nats");
-    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
 }
