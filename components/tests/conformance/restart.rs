@@ -24,6 +24,9 @@ struct Broker {
     child: Option<Child>,
     start: Box<dyn Fn() -> Child + Send>,
     port: u16,
+    /// Where a broker started through a wrapper writes the pid of the
+    /// process that must get the signal.
+    pid_file: Option<PathBuf>,
 }
 
 impl Broker {
@@ -33,24 +36,51 @@ impl Broker {
             child,
             start: Box::new(start),
             port,
+            pid_file: None,
         }
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let _ = c.wait();
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let server = self
+            .pid_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|p| p.trim().to_string());
+        let pid = server.clone().unwrap_or_else(|| c.id().to_string());
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        if let Some(pid) = server {
+            // Not our child: wait for it to go, then for its wrapper.
+            let proc = PathBuf::from(format!("/proc/{pid}"));
+            for _ in 0..600 {
+                if !proc.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
         }
+        let _ = c.wait();
     }
 
     async fn restart(&mut self) {
         self.stop();
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_err(),
+            "the broker on {} is still up after it was stopped",
+            self.port
+        );
         self.child = Some((self.start)());
         self.ready().await;
     }
 
     async fn ready(&self) {
-        for _ in 0..200 {
+        // RabbitMQ takes seconds to start on a busy machine.
+        for _ in 0..2400 {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                 .await
                 .is_ok()
@@ -218,4 +248,54 @@ async fn mqtt_survives_a_restart() {
         &[("url", url.as_str()), ("consumerID", id.as_str())],
     )
     .await;
+}
+
+#[tokio::test]
+async fn rabbitmq_survives_a_restart() {
+    // A node of its own: its own name, ports, config and data folder, run
+    // as the rabbitmq user as the server's wrapper insists.
+    let (port, dist, dir) = (free_port(), free_port(), data_dir("daprs-restart-rabbit"));
+    let _cleanup = Cleanup(dir.clone());
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).expect("config");
+    write(
+        "rabbitmq.conf",
+        format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
+    );
+    write("enabled_plugins", "[].\n".into());
+    write(
+        "env.conf",
+        format!("NODENAME=daprs{port}@localhost\nERL_EPMD_ADDRESS=127.0.0.1\n"),
+    );
+    let owned = Command::new("chown")
+        .args(["-R", "rabbitmq:rabbitmq"])
+        .arg(&dir)
+        .status()
+        .expect("chown");
+    assert!(owned.success());
+    let pid_file = dir.join("pid");
+    let start_dir = dir.clone();
+    let mut broker = Broker::new(port, move || {
+        let d = |name: &str| start_dir.join(name);
+        quiet(
+            Command::new("rabbitmq-server")
+                .current_dir(&start_dir)
+                .env("RABBITMQ_CONF_ENV_FILE", d("env.conf"))
+                .env("RABBITMQ_CONFIG_FILE", d("rabbitmq.conf"))
+                .env("RABBITMQ_ENABLED_PLUGINS_FILE", d("enabled_plugins"))
+                .env("RABBITMQ_MNESIA_BASE", d("mnesia"))
+                .env("RABBITMQ_LOG_BASE", d("log"))
+                .env("RABBITMQ_PID_FILE", d("pid"))
+                .env("RABBITMQ_DIST_PORT", dist.to_string()),
+        )
+    });
+    broker.pid_file = Some(pid_file);
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}");
+    let md = [
+        ("connectionString", url.as_str()),
+        ("durable", "true"),
+        ("deletedWhenUnused", "false"),
+        ("deliveryMode", "2"),
+        ("reconnectWaitSeconds", "1"),
+    ];
+    no_acknowledged_message_lost(broker, "pubsub.rabbitmq", &md).await;
 }
