@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{
     harness::{Daprd, Spec, free_port, resources, temp_dir},
-    pubsub::{subscribed, subscriber},
+    pubsub::{numbers, publish_numbered, subscribed, subscriber},
 };
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate,
@@ -162,21 +162,8 @@ fn refused(home: &Path, yaml: &str, trust: Option<&Pki>) -> String {
 /// Publishes three events through `d` and waits for the app to get them.
 async fn round_trip(d: &Daprd, inbox: &super::pubsub::Inbox, topic: &str) {
     subscribed(d, 1).await;
-    for i in 0..3 {
-        let r = d
-            .send(
-                "POST",
-                &format!("/v1.0/publish/pubsub/{topic}"),
-                &[("content-type", "application/json")],
-                format!("{{\"i\": {i}}}"),
-            )
-            .await;
-        assert_eq!(r.status, 204, "{}", r.text());
-    }
-    let got = inbox.wait("/in", 3).await;
-    let mut ids: Vec<i64> = got.iter().filter_map(|r| r.event["data"]["i"].as_i64()).collect();
-    ids.sort();
-    assert_eq!(ids, [0, 1, 2]);
+    publish_numbered(d, topic, 3).await;
+    assert_eq!(numbers(&inbox.wait("/in", 3).await), [0, 1, 2]);
 }
 
 #[tokio::test]

@@ -194,6 +194,28 @@ pub async fn subscribed(d: &Daprd, n: usize) -> Value {
     }
 }
 
+/// Publishes `{"i": 0}` to `{"i": n - 1}` on `pubsub`/`topic` through `d`.
+pub async fn publish_numbered(d: &Daprd, topic: &str, n: i64) {
+    for i in 0..n {
+        let r = d
+            .send(
+                "POST",
+                &format!("/v1.0/publish/pubsub/{topic}"),
+                &[("content-type", "application/json")],
+                format!("{{\"i\": {i}}}"),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+}
+
+/// The numbers of the events an app got, in order.
+pub fn numbers(got: &[Received]) -> Vec<i64> {
+    let mut ids: Vec<i64> = got.iter().filter_map(|r| r.event["data"]["i"].as_i64()).collect();
+    ids.sort();
+    ids
+}
+
 #[tokio::test]
 async fn http_publish_reaches_programmatic_and_declarative_subscribers_as_cloudevents() {
     let (inbox, app) = subscriber(json!([

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{
     harness::{Daprd, Spec, free_port, resources},
-    pubsub::{sidecar, subscribed, subscriber},
+    pubsub::{numbers, publish_numbered, sidecar, subscribed, subscriber},
 };
 
 /// Three sidecars on one broker: a publisher and two apps that each get
@@ -28,22 +28,10 @@ async fn each_app_once(kind: &str, metadata: &[&str], topic: Option<&str>) {
     let (publisher, _h3) = sidecar(&format!("publisher-{n}"), yaml, None).await;
     subscribed(&b, 1).await;
     subscribed(&a, 1).await;
-    for i in 0..5 {
-        let r = publisher
-            .send(
-                "POST",
-                &format!("/v1.0/publish/pubsub/{topic}"),
-                &[("content-type", "application/json")],
-                format!("{{\"i\": {i}}}"),
-            )
-            .await;
-        assert_eq!(r.status, 204, "{}", r.text());
-    }
+    publish_numbered(&publisher, &topic, 5).await;
     for inbox in [&billing, &audit] {
         let got = inbox.wait("/in", 5).await;
-        let mut ids: Vec<i64> = got.iter().filter_map(|r| r.event["data"]["i"].as_i64()).collect();
-        ids.sort();
-        assert_eq!(ids, [0, 1, 2, 3, 4], "each app gets every message");
+        assert_eq!(numbers(&got), [0, 1, 2, 3, 4], "each app gets every message");
         assert!(
             got.iter()
                 .all(|r| r.event["source"] == format!("publisher-{n}").as_str())
