@@ -6,6 +6,7 @@
 
 mod apps;
 mod load;
+mod mtls;
 mod nginx;
 mod observability;
 mod sidecar;
@@ -50,6 +51,10 @@ struct Args {
     /// Run only the protocols whose name contains this (http, grpc, proxied).
     #[arg(long)]
     only: Option<String>,
+    /// Mutual TLS between the sidecars, each with a certificate from the
+    /// operator's CA (run in this process over an in-memory API server).
+    #[arg(long)]
+    mtls: bool,
     /// Instead of everything else: HTTP invocation at `--rate` for this many
     /// seconds, each sidecar's memory reported minute by minute.
     #[arg(long)]
@@ -247,10 +252,26 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&home)?;
     let payload = Bytes::from(vec![b'x'; args.payload]);
 
+    let control_plane = match args.mtls {
+        true => Some(mtls::ControlPlane::start(&home).await?),
+        false => None,
+    };
+    // Every sidecar of the run, with a certificate of its own under --mtls.
+    let start = async |app_id: &str, app: Option<(u16, &str)>| -> anyhow::Result<Daprd> {
+        match &control_plane {
+            None => Daprd::start(&binary, &home, app_id, app).await,
+            Some(cp) => {
+                let (flags, env) = cp.identity(app_id)?;
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                Daprd::start_with(&binary, &home, app_id, app, &flags, &env).await
+            }
+        }
+    };
+
     // (c) Start-up: spawn to the first 204 from /v1.0/healthz/outbound.
     let mut starts = Vec::with_capacity(args.starts);
     for i in 0..args.starts {
-        let d = Daprd::start(&binary, &home, &format!("start-{i}"), None).await?;
+        let d = start(&format!("start-{i}"), None).await?;
         starts.push(d.ready_in);
     }
     starts.sort_unstable();
@@ -267,10 +288,10 @@ async fn main() -> anyhow::Result<()> {
     let echo_port = echo_app.local_addr()?.port();
     stream::serve(echo_app);
 
-    let caller = Daprd::start(&binary, &home, "bench-caller", None).await?;
-    let http_side = Daprd::start(&binary, &home, "bench-http", Some((http_port, "http"))).await?;
-    let grpc_side = Daprd::start(&binary, &home, "bench-grpc", Some((grpc_port, "grpc"))).await?;
-    let stream_side = Daprd::start(&binary, &home, "bench-stream", Some((echo_port, "grpc"))).await?;
+    let caller = start("bench-caller", None).await?;
+    let http_side = start("bench-http", Some((http_port, "http"))).await?;
+    let grpc_side = start("bench-grpc", Some((grpc_port, "grpc"))).await?;
+    let stream_side = start("bench-stream", Some((echo_port, "grpc"))).await?;
 
     // (b) Idle usage, after the start-up work has settled.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -31,13 +31,14 @@ async fn pair(
 ) -> anyhow::Result<Pair> {
     Ok(Pair {
         tag,
-        caller: Daprd::start_with(binary, home, &format!("obs-caller-{tag}"), None, extra).await?,
+        caller: Daprd::start_with(binary, home, &format!("obs-caller-{tag}"), None, extra, &[]).await?,
         http: Daprd::start_with(
             binary,
             home,
             &format!("obs-http-{tag}"),
             Some((ports.0, "http")),
             extra,
+            &[],
         )
         .await?,
         grpc: Daprd::start_with(
@@ -46,6 +47,7 @@ async fn pair(
             &format!("obs-grpc-{tag}"),
             Some((ports.1, "grpc")),
             extra,
+            &[],
         )
         .await?,
     })

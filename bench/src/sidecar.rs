@@ -61,16 +61,17 @@ impl Daprd {
         app_id: &str,
         app: Option<(u16, &str)>,
     ) -> anyhow::Result<Self> {
-        Self::start_with(binary, home, app_id, app, &[]).await
+        Self::start_with(binary, home, app_id, app, &[], &[]).await
     }
 
-    /// As [`Daprd::start`], with more command-line arguments.
+    /// As [`Daprd::start`], with more command-line arguments and environment.
     pub async fn start_with(
         binary: &Path,
         home: &Path,
         app_id: &str,
         app: Option<(u16, &str)>,
         extra: &[&str],
+        env: &[(String, String)],
     ) -> anyhow::Result<Self> {
         let http_port = free_port()?;
         let grpc_port = free_port()?;
@@ -82,6 +83,7 @@ impl Daprd {
             .args(["--dapr-listen-addresses", "127.0.0.1"])
             .args(extra)
             .env("DAPRS_HOME", home)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         if let Some((port, protocol)) = app {

@@ -169,6 +169,7 @@ spec:
         "bench",
         None,
         &["--resources-path", &res.display().to_string()],
+        &[],
     )
     .await?;
     let (secs, conns) = (args.seconds, args.conns);

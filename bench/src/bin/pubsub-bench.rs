@@ -381,6 +381,7 @@ async fn main() -> anyhow::Result<()> {
             &format!("bench-sub-{i}"),
             Some((app_port, "http")),
             &["--resources-path", &dir_arg],
+            &[],
         )
         .await?;
         // Let the subscription start before the first publish.
