@@ -18,6 +18,13 @@ pub fn client(metadata: &Metadata) -> Result<(::redis::Client, String), String> 
     if meta(metadata, "redisType").is_some_and(|v| v.eq_ignore_ascii_case("cluster")) {
         return Err("redisType cluster is not supported; use node".into());
     }
+    // Sentinel addresses in redisHost would otherwise be sent data commands.
+    if flag(metadata, "failover") {
+        return Err(
+            "failover (Redis Sentinel, with sentinelMasterName) is not supported; point redisHost at the master"
+                .into(),
+        );
+    }
     let (h, p) = host.rsplit_once(':').unwrap_or((host, "6379"));
     let port: u16 = p
         .parse()
@@ -93,4 +100,34 @@ pub async fn connect(
         .await
         .map_err(|e| format!("cannot connect to {host}: {e}"))?;
     Ok((client, conn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(pairs: &[(&str, &str)]) -> String {
+        let md: Metadata = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        client(&md).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn settings_it_cannot_honour_are_refused_by_name() {
+        let host = ("redisHost", "127.0.0.1:6379");
+        for (extra, named) in [
+            (("failover", "true"), "failover"),
+            (("redisType", "cluster"), "cluster"),
+            (("clientCert", "PEM"), "clientKey"),
+            (("redisDB", "first"), "redisDB"),
+        ] {
+            let e = refused(&[host, extra]);
+            assert!(e.contains(named), "{extra:?}: {e}");
+        }
+        let e = refused(&[host, ("clientCert", "PEM"), ("clientKey", "PEM")]);
+        assert!(e.contains("enableTLS"), "{e}");
+        assert!(refused(&[("redisHost", "127.0.0.1:port")]).contains("port"));
+    }
 }
