@@ -333,7 +333,8 @@ impl PubSub for JetStreamBroker {
         }
         let mut messages = pull.messages().await.map_err(backend)?;
         let answers = !matches!(s.ack_policy, jetstream::consumer::AckPolicy::None);
-        let back_off = s.back_off.clone();
+        // Shared by the deliveries, so none copies the list.
+        let back_off: std::sync::Arc<[Duration]> = s.back_off.clone().into();
         let mut pace = s.rate.map(Pace::new);
         let (stop, mut stopped) = watch::channel(false);
         let concurrency = s.concurrency;
