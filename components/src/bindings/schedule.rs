@@ -19,8 +19,9 @@ use crate::{civil_from_days, days_from_civil};
 pub enum Schedule {
     /// Fires at the given fields, read in the zone.
     Cron(Fields, Zone),
-    /// Fires every interval after the start.
-    Every(Duration),
+    /// Fires every interval after the start; a zone given with it only
+    /// names the events' time zone.
+    Every(Duration, Zone),
 }
 
 /// The time zone a schedule's fields are read in.
@@ -174,7 +175,7 @@ pub fn parse(text: &str) -> Result<Schedule, String> {
         let d = crate::parse_duration(d.trim())
             .filter(|d| !d.is_zero())
             .ok_or_else(|| bad("@every needs a positive duration such as 15s or 1h30m".into()))?;
-        return Ok(Schedule::Every(d));
+        return Ok(Schedule::Every(d, zone));
     }
     let expanded = match t {
         "@yearly" | "@annually" => "0 0 0 1 1 *",
@@ -266,8 +267,7 @@ impl Schedule {
     /// The zone the schedule is read in.
     pub fn zone_name(&self) -> &str {
         match self {
-            Schedule::Cron(_, zone) => zone.name(),
-            Schedule::Every(_) => "UTC",
+            Schedule::Cron(_, zone) | Schedule::Every(_, zone) => zone.name(),
         }
     }
 
@@ -275,7 +275,7 @@ impl Schedule {
     /// when counting began).
     pub fn next_after(&self, now: SystemTime, start: SystemTime) -> Option<SystemTime> {
         match self {
-            Schedule::Every(d) => {
+            Schedule::Every(d, _) => {
                 let since = now.duration_since(start).unwrap_or_default();
                 let n = since.as_nanos() / d.as_nanos().max(1) + 1;
                 let n = u32::try_from(n).ok()?;
@@ -372,6 +372,11 @@ mod tests {
             parse(&ny("@daily")).expect("valid").zone_name(),
             "America/New_York"
         );
+        assert_eq!(
+            parse(&ny("@every 1m")).expect("valid").zone_name(),
+            "America/New_York"
+        );
+        assert_eq!(parse("@every 1m").expect("valid").zone_name(), "UTC");
         for bad in [
             "CRON_TZ=Mars/Olympus_Mons * * * * *",
             "CRON_TZ=../../etc/passwd * * * * *",

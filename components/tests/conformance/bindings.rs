@@ -68,7 +68,13 @@ impl Received {
 
 #[tokio::test]
 async fn cron_fires_on_schedule() {
-    let b = open("bindings.cron", &[("schedule", "* * * * * *")]).await;
+    // Every second in a zone half an hour off UTC still lands on whole
+    // seconds, and the events name the zone.
+    let b = open(
+        "bindings.cron",
+        &[("schedule", "CRON_TZ=Asia/Kolkata * * * * * *")],
+    )
+    .await;
     assert!(b.operations() == ["delete"] && b.is_input());
     let got = Received::default();
     let _reading = b.read(got.handler(false)).await.expect("read");
@@ -82,6 +88,7 @@ async fn cron_fires_on_schedule() {
             .subsec_millis();
         assert!(!(100..=900).contains(&ms), "fired {ms} ms past the second");
         assert!(e.metadata.contains_key("readTimeUTC"));
+        assert_eq!(e.metadata["timeZone"], "Asia/Kolkata");
     }
     let gaps: Vec<u128> = events.windows(2).map(|w| (w[1].0 - w[0].0).as_millis()).collect();
     assert!(gaps.iter().all(|g| (900..=1100).contains(g)), "{gaps:?}");
