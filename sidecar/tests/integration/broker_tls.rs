@@ -14,7 +14,7 @@ use std::{
 use serde_json::json;
 
 use super::{
-    harness::{Daprd, Spec, free_port, resources, temp_dir},
+    harness::{Daprd, Spec, free_port, free_ports, resources, temp_dir},
     pubsub::{numbers, publish_numbered, subscribed, subscriber},
 };
 
@@ -138,13 +138,14 @@ async fn sidecar(home: &Path, pki: &Pki, yaml: &str, app_port: Option<u16>) -> D
 /// names it, and expects it to refuse to start; returns what it said.
 fn refused(home: &Path, yaml: &str, trust: Option<&Pki>) -> String {
     let res = resources(home, yaml);
+    let [http, grpc, metrics] = free_ports();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_daprd"));
     cmd.args(["--app-id", "tls-refused"])
         .arg("--resources-path")
         .arg(&res)
-        .args(["--dapr-http-port", &free_port().to_string()])
-        .args(["--dapr-grpc-port", &free_port().to_string()])
-        .args(["--metrics-port", &free_port().to_string()])
+        .args(["--dapr-http-port", &http.to_string()])
+        .args(["--dapr-grpc-port", &grpc.to_string()])
+        .args(["--metrics-port", &metrics.to_string()])
         .env("DAPRS_HOME", home);
     if let Some(pki) = trust {
         cmd.env("SSL_CERT_FILE", pki.path("ca.pem"));
@@ -234,7 +235,7 @@ async fn redis_over_tls_with_a_client_certificate() {
 async fn mqtt_over_tls_and_with_a_password() {
     let home = temp_dir("tls-mqtt");
     let pki = Pki::new(&home);
-    let (tls_port, plain_port) = (free_port(), free_port());
+    let [tls_port, plain_port] = free_ports();
     let passwords = home.join("passwords");
     let made = Command::new("mosquitto_passwd")
         .args(["-b", "-c"])

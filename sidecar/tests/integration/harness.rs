@@ -19,6 +19,15 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// `N` distinct free loopback ports: the listeners are held until all are
+/// found, so the system cannot hand out one port twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("port").port())
+}
+
 /// A fresh folder for one test's data and registry.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("daprs-it-{name}-{}-{}", std::process::id(), free_port()));
@@ -75,7 +84,8 @@ impl Daprd {
         for _ in 0..3 {
             match Self::try_start(&spec).await {
                 Ok(d) => return d,
-                Err(log) if log.contains("cannot listen on") => continue,
+                // A port a test chose itself may equal one picked here.
+                Err(log) if log.contains("cannot listen on") || log.contains("are both") => continue,
                 Err(log) => panic!("{log}"),
             }
         }
@@ -83,9 +93,7 @@ impl Daprd {
     }
 
     async fn try_start(spec: &Spec<'_>) -> Result<Self, String> {
-        let http_port = free_port();
-        let grpc_port = free_port();
-        let metrics_port = free_port();
+        let [http_port, grpc_port, metrics_port] = free_ports();
         let log = spec.home.join(format!("{}-{http_port}.log", spec.app_id));
         let out = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_daprd"));

@@ -4,7 +4,7 @@ use std::{process::Command, time::Duration};
 
 use super::{
     flags::daprd_exit,
-    harness::{Daprd, Spec, free_port, resources, temp_dir},
+    harness::{Daprd, Spec, free_port, free_ports, resources, temp_dir},
 };
 
 const BROKEN_REDIS: &str = "apiVersion: dapr.io/v1alpha1
@@ -37,16 +37,17 @@ async fn failing_components_stop_startup_unless_errors_are_ignored() {
         &home,
         &BROKEN_REDIS.replace("IGNORE", "false").replace("PORT", &closed),
     );
+    let [http, grpc, metrics] = free_ports();
     let out = Command::new(env!("CARGO_BIN_EXE_daprd"))
         .args([
             "--app-id",
             "broken",
             "--dapr-http-port",
-            &free_port().to_string(),
+            &http.to_string(),
             "--dapr-grpc-port",
-            &free_port().to_string(),
+            &grpc.to_string(),
         ])
-        .args(["--metrics-port", &free_port().to_string()])
+        .args(["--metrics-port", &metrics.to_string()])
         .arg("--resources-path")
         .arg(&fatal)
         .env("DAPRS_HOME", &home)
@@ -520,10 +521,10 @@ async fn uds_request(path: &std::path::Path, method: &str, uri: &str, body: &str
 async fn apis_listen_on_unix_domain_sockets_when_asked() {
     let home = temp_dir("uds");
     let sockets = home.join("sockets");
-    let http_port = free_port();
+    let [http_port, metrics_port] = free_ports();
     let mut child = Command::new(env!("CARGO_BIN_EXE_daprd"))
         .args(["--app-id", "uds", "--dapr-http-port", &http_port.to_string()])
-        .args(["--metrics-port", &free_port().to_string()])
+        .args(["--metrics-port", &metrics_port.to_string()])
         .arg("--unix-domain-socket")
         .arg(&sockets)
         .env("DAPRS_HOME", &home)
