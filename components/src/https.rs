@@ -40,6 +40,15 @@ pub fn config(
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots);
+    with_client(builder, client)
+}
+
+/// Finishes a client configuration whose server check is chosen,
+/// presenting `client` (PEM certificate chain, PEM key) when given.
+pub fn with_client(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    client: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<rustls::ClientConfig, String> {
     match client {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {

@@ -107,20 +107,18 @@ impl Tls {
             .map_err(|e| e.to_string())?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let mut config = match (&options.cert, &options.key) {
-            (None, None) => builder.with_no_client_auth(),
-            (Some(cert), Some(key)) => {
-                let chain = rustls::pki_types::pem::PemObject::pem_slice_iter(&read(cert, "sslcert")?)
-                    .collect::<Result<Vec<CertificateDer<'static>>, _>>()
-                    .map_err(|e| format!("sslcert {cert}: {e}"))?;
-                let key = rustls::pki_types::pem::PemObject::from_pem_slice(&read(key, "sslkey")?)
-                    .map_err(|e| format!("sslkey {key}: {e}"))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("sslcert: {e}"))?
-            }
+        let client = match (&options.cert, &options.key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((read(cert, "sslcert")?, read(key, "sslkey")?)),
             _ => return Err("sslcert and sslkey go together: give both or neither".into()),
         };
+        let mut config = crate::https::with_client(builder, client).map_err(|e| {
+            format!(
+                "sslcert {} and sslkey {}: {e}",
+                options.cert.as_deref().unwrap_or_default(),
+                options.key.as_deref().unwrap_or_default()
+            )
+        })?;
         config.enable_sni = !options.no_sni;
         Ok(Self(Some(Arc::new(config))))
     }
