@@ -14,7 +14,7 @@ use std::{
 use serde_json::json;
 
 use super::{
-    harness::{Daprd, Spec, free_port, free_ports, resources, temp_dir},
+    harness::{Daprd, Spec, free_port, free_ports, resources, start_fails_with, temp_dir},
     pubsub::{numbers, publish_numbered, subscribed, subscriber},
 };
 
@@ -137,27 +137,28 @@ async fn sidecar(home: &Path, pki: &Pki, yaml: &str, app_port: Option<u16>) -> D
 /// Runs daprd with one component, trusting the test CA when `trust`
 /// names it, and expects it to refuse to start; returns what it said.
 fn refused(home: &Path, yaml: &str, trust: Option<&Pki>) -> String {
-    let res = resources(home, yaml);
-    let [http, grpc, metrics] = free_ports();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_daprd"));
-    cmd.args(["--app-id", "tls-refused"])
-        .arg("--resources-path")
-        .arg(&res)
-        .args(["--dapr-http-port", &http.to_string()])
-        .args(["--dapr-grpc-port", &grpc.to_string()])
-        .args(["--metrics-port", &metrics.to_string()])
-        .env("DAPRS_HOME", home);
-    if let Some(pki) = trust {
-        cmd.env("SSL_CERT_FILE", pki.path("ca.pem"));
-    }
-    let out = cmd.output().expect("run daprd");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(out.status.code(), Some(1), "daprd started: {said}");
-    said
+    let res = resources(home, yaml).display().to_string();
+    let [http, grpc, metrics] = free_ports().map(|p| p.to_string());
+    let env: Vec<(&str, String)> = trust
+        .map(|pki| ("SSL_CERT_FILE", pki.path("ca.pem")))
+        .into_iter()
+        .collect();
+    start_fails_with(
+        home,
+        &[
+            "--app-id",
+            "tls-refused",
+            "--resources-path",
+            &res,
+            "--dapr-http-port",
+            &http,
+            "--dapr-grpc-port",
+            &grpc,
+            "--metrics-port",
+            &metrics,
+        ],
+        &env,
+    )
 }
 
 /// Publishes three events through `d` and waits for the app to get them.

@@ -13,10 +13,8 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 /// A free loopback port (bound once and released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    let [port] = free_ports();
+    port
 }
 
 /// `N` distinct free loopback ports: the listeners are held until all are
@@ -269,10 +267,16 @@ async fn reply_of(res: http::Response<hyper::body::Incoming>) -> Result<Reply, S
 /// Runs daprd with `args`, expecting it to refuse to start (exit 1) within
 /// 5 s; returns what it printed.
 pub fn start_fails(home: &Path, args: &[&str]) -> String {
+    start_fails_with(home, args, &[])
+}
+
+/// [`start_fails`] with more environment.
+pub fn start_fails_with(home: &Path, args: &[&str], env: &[(&str, String)]) -> String {
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_daprd"))
         .args(args)
         .env("DAPRS_HOME", home)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run daprd");
     let all = format!(
