@@ -71,7 +71,11 @@ impl Tls {
     pub fn new(check: Check, options: &Options) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let algorithms = provider.signature_verification_algorithms;
-        let root = options.root_cert.clone().or_else(default_root_file);
+        // `prefer` never checks, so it has no root to look for.
+        let root = match check {
+            Check::Nothing => None,
+            _ => options.root_cert.clone().or_else(default_root_file),
+        };
         let check = match (check, &root) {
             (Check::Require, Some(_)) => Check::Chain,
             (Check::Require, None) => Check::Nothing,
