@@ -71,19 +71,19 @@ impl Runtime {
         &self,
         name: &str,
         op: F,
-        failed: impl Fn(&daprs_components::Result<T>) -> Option<Failure>,
+        failed: impl Fn(&daprs_components::Result<T>) -> Option<Failure> + Clone,
     ) -> daprs_components::Result<T>
     where
-        F: FnMut() -> Fut,
+        F: Fn() -> Fut + Clone,
         Fut: std::future::Future<Output = daprs_components::Result<T>>,
     {
+        use tower::{Layer, ServiceExt};
         let policy = self.resiliency.outbound(name, || self.component_type(name));
-        if policy.is_empty() {
-            let mut op = op;
-            return op().await;
-        }
+        let call = tower::service_fn(move |()| op());
         policy
-            .run(op, failed)
+            .layer(failed)
+            .layer(call)
+            .oneshot(())
             .await
             .map_err(|stop| stop.reason().unwrap_or_else(|halt| Error::Backend(halt.message)))
     }

@@ -16,6 +16,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use tower::{Layer, ServiceExt};
 
 use crate::{
     app_channel::HOP_BY_HOP,
@@ -253,7 +254,7 @@ const OWN: &[&str] = &["dapr-app-id", "dapr-api-token", "host", "content-length"
 
 impl Endpoint {
     /// Calls the service under `policy`; its answer comes back as it is.
-    pub async fn call(&self, target: &str, out: Outgoing, policy: &Policy) -> Result<Response, ApiError> {
+    pub async fn call(&self, target: &str, out: Outgoing, policy: Policy) -> Result<Response, ApiError> {
         let mut url = format!("{}/{}", self.base, out.path.trim_start_matches('/'));
         if let Some(q) = out.query.as_deref().filter(|q| !q.is_empty()) {
             url.push('?');
@@ -280,8 +281,8 @@ impl Endpoint {
                 format!("failed to invoke, id: {target}, err: {e}"),
             )
         })?;
-        let attempt = || {
-            let mut req = http::Request::new(Full::new(out.body.clone()));
+        let attempt = tower::service_fn(|body: Bytes| {
+            let mut req = http::Request::new(Full::new(body));
             *req.method_mut() = out.method.clone();
             *req.uri_mut() = uri.clone();
             *req.headers_mut() = headers.clone();
@@ -292,13 +293,13 @@ impl Endpoint {
                 let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
                 Ok::<_, String>(http::Response::from_parts(parts, body))
             }
-        };
+        });
         let failed = |r: &Result<http::Response<Bytes>, String>| match r {
             Ok(res) if res.status().as_u16() >= 400 => Some(Failure::Http(res.status().as_u16())),
             Ok(_) => None,
             Err(_) => Some(Failure::Transport),
         };
-        match policy.run(attempt, failed).await {
+        match policy.layer(failed).layer(attempt).oneshot(out.body).await {
             Ok(res) => {
                 let (mut parts, body) = res.into_parts();
                 for h in HOP_BY_HOP {

@@ -327,7 +327,7 @@ async fn invoke(rt: &Runtime, target: &str, method: String, req: Request) -> Res
             method: parts.method,
             headers: parts.headers,
         };
-        return endpoint.call(target, out, &rt.resiliency.app(target)).await;
+        return endpoint.call(target, out, rt.resiliency.app(target)).await;
     }
     let target = Target::parse(target).map_err(|e| {
         ApiError::new(

@@ -297,24 +297,23 @@ impl Invoker {
         &self,
         target: &Target,
         req: InternalInvokeRequest,
-        policy: &crate::resiliency::Policy,
+        policy: crate::resiliency::Policy,
     ) -> Result<InternalInvokeResponse, ApiError> {
+        use tower::{Layer, ServiceExt};
+
         use crate::resiliency::Failure;
         let shown = match &target.namespace {
             Some(ns) => format!("{}.{ns}", target.app_id),
             None => target.app_id.clone(),
         };
-        let res = policy
-            .run(
-                || self.remote_once(target, &req),
-                |r| match r {
-                    Ok(res) => failure_of(res),
-                    Err(Attempt::Unresolved(_)) => None,
-                    Err(Attempt::Unreachable(..)) => Some(Failure::Transport),
-                    Err(Attempt::Status(s)) => Some(Failure::Grpc(s.code() as i32)),
-                },
-            )
-            .await;
+        let classify = |r: &Result<InternalInvokeResponse, Attempt>| match r {
+            Ok(res) => failure_of(res),
+            Err(Attempt::Unresolved(_)) => None,
+            Err(Attempt::Unreachable(..)) => Some(Failure::Transport),
+            Err(Attempt::Status(s)) => Some(Failure::Grpc(s.code() as i32)),
+        };
+        let once = tower::service_fn(|()| self.remote_once(target, &req));
+        let res = policy.layer(classify).layer(once).oneshot(()).await;
         let stop = match res {
             Ok(res) => return Ok(res),
             Err(stop) => stop,

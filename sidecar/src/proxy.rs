@@ -92,7 +92,7 @@ async fn forward_out(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
         .map_err(|e| Status::unavailable(format!("cannot reach app {}: {}", target.app_id, e.message)))?;
     let policy = rt.resiliency.app(&target.app_id);
     let start = std::time::Instant::now();
-    let sent = resilient::send(rt, channel, req, deadline, &target.app_id, &policy).await;
+    let sent = resilient::send(rt, channel, req, deadline, &target.app_id, policy).await;
     if !rt.metrics.enabled() {
         return sent;
     }

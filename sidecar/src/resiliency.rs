@@ -1,8 +1,9 @@
 //! Resiliency (`kind: Resiliency`): timeouts, retries and circuit breakers
 //! for calls to apps and to components, as Dapr documents them. Policies are
 //! parsed once at start-up (an invalid one stops it, naming the field); every
-//! path runs its calls through [`Policy::run`], so the rules are written once.
-//! A circuit breaker is shared by every call to its target.
+//! path wraps its calls in the policy's tower layer ([`Policy::layer`]), so
+//! the rules are written once. A circuit breaker is shared by every call to
+//! its target.
 //!
 //! Lookup, as Dapr's: a policy named on the target; else the default policy
 //! of its kind by name (`DefaultAppRetryPolicy`, then `DefaultRetryPolicy`,
@@ -10,219 +11,26 @@
 //! with no retry policy, the built-in `DaprBuiltInServiceRetries`.
 
 mod breaker;
+mod layer;
+mod policy;
 mod retry;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    future::Future,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use daprs_api::v1alpha1::{CircuitBreaker, EndpointPolicy, Resiliency as Document};
 
-use self::breaker::Breaker;
-pub use self::{breaker::Refused, retry::Retry};
-use crate::metrics::{Metrics, resiliency::PolicyLabels};
-
-/// Dapr's names for the policies in its metrics.
-const TIMEOUT: &str = "timeout";
-const RETRY: &str = "retry";
-const BREAKER: &str = "circuitbreaker";
-
-/// How an attempt failed, for retry matching.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// The app answered with this HTTP status (400 and above).
-    Http(u16),
-    /// The app or a sidecar answered with this gRPC code (not OK).
-    Grpc(i32),
-    /// The attempt outlasted the policy's timeout.
-    Timeout,
-    /// The call could not be made.
-    Transport,
-}
-
-/// Why a call ended without a usable answer.
-#[derive(Debug)]
-pub enum Stop<E> {
-    /// The last attempt's own error.
-    Failed(E),
-    /// The circuit breaker let no call through.
-    Refused(Refused),
-    /// The last attempt timed out.
-    TimedOut(Duration),
-}
-
-/// Why a policy ended a call before an attempt could answer: the gRPC code
-/// that says so and a message, for each caller to put in its own error.
-pub struct Halt {
-    pub code: tonic::Code,
-    pub message: String,
-}
-
-impl<E> Stop<E> {
-    /// The last attempt's own error, or why the policy halted the call.
-    pub fn reason(self) -> Result<E, Halt> {
-        match self {
-            Self::Failed(e) => Ok(e),
-            Self::Refused(r) => Err(Halt {
-                code: tonic::Code::Unavailable,
-                message: r.to_string(),
-            }),
-            Self::TimedOut(t) => Err(Halt {
-                code: tonic::Code::DeadlineExceeded,
-                message: format!("no answer within the resiliency timeout of {t:?}"),
-            }),
-        }
-    }
-}
-
-/// What applies to one target.
-#[derive(Clone, Default)]
-pub struct Policy {
-    pub timeout: Option<Duration>,
-    pub retry: Option<Arc<Retry>>,
-    breaker: Option<Arc<Breaker>>,
-    /// The retry is the built-in one for transport failures, not the user's.
-    built_in_retry: bool,
-    /// The Resiliency document the user's parts come from.
-    source: Option<Arc<str>>,
-    /// Where the policy's use is counted, when metrics are on.
-    tag: Option<Arc<Tag>>,
-}
-
-/// A policy's labels in Dapr's resiliency metrics.
-struct Tag {
-    metrics: Arc<Metrics>,
-    name: Arc<str>,
-    direction: &'static str,
-    target: String,
-}
-
-impl Tag {
-    fn labels(&self) -> PolicyLabels<'_> {
-        PolicyLabels {
-            name: &self.name,
-            direction: self.direction,
-            target: &self.target,
-        }
-    }
-
-    fn activated(&self, policy: &str, status: &str) {
-        self.metrics.resiliency_activated(&self.labels(), policy, status);
-    }
-}
-
-fn jitter_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-impl Policy {
-    /// Whether there is anything to apply.
-    pub fn is_empty(&self) -> bool {
-        self.timeout.is_none() && self.retry.is_none() && self.breaker.is_none()
-    }
-
-    /// Whether a user's policy would try a call more than once.
-    pub fn user_retries(&self) -> bool {
-        !self.built_in_retry && self.retry.as_ref().is_some_and(|r| r.allows(0))
-    }
-
-    /// The same policy with no retries.
-    pub fn once(&self) -> Self {
-        Self {
-            retry: None,
-            built_in_retry: false,
-            ..self.clone()
-        }
-    }
-
-    /// Counts one call under each of the user's policies.
-    fn applied(&self, tag: &Tag) {
-        let labels = tag.labels();
-        if self.timeout.is_some() {
-            tag.metrics.resiliency_applied(&labels, TIMEOUT, "");
-        }
-        if self.retry.is_some() && !self.built_in_retry {
-            tag.metrics.resiliency_applied(&labels, RETRY, "");
-        }
-        if let Some(b) = &self.breaker {
-            tag.metrics.resiliency_applied(&labels, BREAKER, b.state());
-        }
-    }
-
-    /// Runs `op` under the policy. `failed` says whether an outcome is a
-    /// failure: it is recorded by the breaker and, where the retry policy
-    /// matches it, tried again. A failed answer that is not retried again is
-    /// returned as it is.
-    pub async fn run<T, E, F, Fut>(
-        &self,
-        mut op: F,
-        failed: impl Fn(&Result<T, E>) -> Option<Failure>,
-    ) -> Result<T, Stop<E>>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let mut retries = 0u32;
-        let tag = self.tag.as_deref();
-        if let Some(t) = tag {
-            self.applied(t);
-        }
-        // A breaker's change of state is an activation, labelled with the new state.
-        let moved = |state: Option<&str>| {
-            if let (Some(t), Some(s)) = (tag, state) {
-                t.activated(BREAKER, s);
-            }
-        };
-        loop {
-            if let Some(b) = &self.breaker {
-                moved(b.admit().map_err(Stop::Refused)?);
-            }
-            let outcome = match self.timeout {
-                Some(t) => tokio::time::timeout(t, op()).await.map_err(|_| t),
-                None => Ok(op().await),
-            };
-            let failure = match &outcome {
-                Ok(res) => failed(res),
-                Err(_) => {
-                    if let Some(t) = tag {
-                        t.activated(TIMEOUT, "");
-                    }
-                    Some(Failure::Timeout)
-                }
-            };
-            if let Some(b) = &self.breaker {
-                moved(b.record(failure.is_none()));
-            }
-            let again = match (&failure, &self.retry) {
-                (Some(f), Some(r)) if r.matches(f) && r.allows(retries) => {
-                    Some(r.wait(retries, jitter_unit()))
-                }
-                _ => None,
-            };
-            match (again, outcome) {
-                (Some(wait), _) => {
-                    retries += 1;
-                    if let Some(t) = tag.filter(|_| !self.built_in_retry) {
-                        t.activated(RETRY, "");
-                    }
-                    tokio::time::sleep(wait).await;
-                }
-                (None, Ok(res)) => return res.map_err(Stop::Failed),
-                (None, Err(t)) => return Err(Stop::TimedOut(t)),
-            }
-        }
-    }
-}
+use self::{breaker::Breaker, policy::Tag};
+pub use self::{
+    breaker::Refused,
+    layer::{Once, PolicyLayer, Resilient},
+    policy::{Failure, Halt, Policy, Stop},
+    retry::Retry,
+};
+use crate::metrics::Metrics;
 
 /// A named default policy, kept as its definition: each target it falls
 /// back to gets a breaker of its own.
@@ -516,6 +324,8 @@ fn merge(into: &mut Defaults, from: Defaults) {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    use tower::{Layer, ServiceExt};
+
     use super::*;
 
     fn load(yaml: &str) -> Result<Resiliency, String> {
@@ -567,33 +377,24 @@ spec:
         let p = r.app("orders");
         let calls = AtomicU32::new(0);
         // Fails once, then succeeds: two calls.
-        let res: Result<u32, Stop<()>> = p
-            .run(
-                || async {
-                    let n = calls.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, ()>(n)
-                },
-                |r| match r {
-                    Ok(0) => Some(Failure::Http(503)),
-                    _ => None,
-                },
-            )
-            .await;
+        let counted = tower::service_fn(|()| async { Ok::<_, ()>(calls.fetch_add(1, Ordering::SeqCst)) });
+        let first_fails = |r: &Result<u32, ()>| match r {
+            Ok(0) => Some(Failure::Http(503)),
+            _ => None,
+        };
+        let res = p.clone().layer(first_fails).layer(counted).oneshot(()).await;
         assert_eq!(res.ok(), Some(1));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         // Attempts that outlast the 100 ms timeout fail; the second
         // consecutive failure opens the breaker, which refuses the third.
-        let slow = p
-            .run(
-                || async {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    Ok::<_, ()>(())
-                },
-                |_| None,
-            )
-            .await;
+        let slow = tower::service_fn(|()| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, ()>(())
+        });
+        let slow = p.clone().layer(|_: &_| None).layer(slow).oneshot(()).await;
         assert!(matches!(slow, Err(Stop::Refused(Refused::Open(_)))));
-        let refused = p.run(|| async { Ok::<_, ()>(()) }, |_| None).await;
+        let fast = tower::service_fn(|()| async { Ok::<_, ()>(()) });
+        let refused = p.layer(|_: &_| None).layer(fast).oneshot(()).await;
         assert!(matches!(refused, Err(Stop::Refused(Refused::Open(_)))));
     }
 

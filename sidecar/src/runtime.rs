@@ -400,7 +400,7 @@ impl Runtime {
             self.invoke_local(req).await
         } else {
             let policy = self.resiliency.app(&target.app_id);
-            self.invoker.remote(target, req, &policy).await
+            self.invoker.remote(target, req, policy).await
         };
         if let Some(start) = start {
             self.metrics.invocation_sent(

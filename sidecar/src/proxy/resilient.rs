@@ -8,6 +8,7 @@ use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 use tonic::{Status, transport::Channel};
+use tower::{Layer, ServiceExt};
 
 use super::{
     Req, Resp,
@@ -15,7 +16,7 @@ use super::{
     call,
 };
 use crate::{
-    resiliency::{Failure, Policy, Stop},
+    resiliency::{Failure, Once, Policy, Stop},
     runtime::Runtime,
 };
 
@@ -40,7 +41,7 @@ pub async fn send(
     req: Req,
     mut deadline: Option<Instant>,
     app_id: &str,
-    policy: &Policy,
+    policy: Policy,
 ) -> Result<Resp, Status> {
     let stream = req
         .headers()
@@ -65,20 +66,19 @@ pub async fn send(
         // The timeout is already in the deadline, which also covers the reply.
         attempt.timeout = None;
     }
-    let mut req = Some(req);
+    let once = tower::service_fn(|req: Once<Req>| {
+        let channel = channel.clone();
+        async move {
+            match req.take() {
+                Some(req) => call(rt, channel, req, deadline, app_id, None).await,
+                None => Err(Status::internal("a proxied call is sent once")),
+            }
+        }
+    });
     attempt
-        .run(
-            || {
-                let (req, channel) = (req.take(), channel.clone());
-                async move {
-                    match req {
-                        Some(req) => call(rt, channel, req, deadline, app_id, None).await,
-                        None => Err(Status::internal("a proxied call is sent once")),
-                    }
-                }
-            },
-            failure,
-        )
+        .layer(failure)
+        .layer(once)
+        .oneshot(Once::new(req))
         .await
         .map_err(stopped)
 }
@@ -91,7 +91,7 @@ async fn replayed(
     req: Req,
     deadline: Option<Instant>,
     app_id: &str,
-    policy: &Policy,
+    policy: Policy,
 ) -> Result<Resp, Status> {
     let max = rt.settings.max_body_size;
     let (parts, body) = req.into_parts();
@@ -101,8 +101,8 @@ async fn replayed(
         .await
         .map_err(|_| too_large(max as u64 + 1, max))?
         .to_bytes();
-    let attempt = || {
-        let mut r = Request::new(axum::body::Body::from(sent.clone()));
+    let attempt = tower::service_fn(|sent: Bytes| {
+        let mut r = Request::new(axum::body::Body::from(sent));
         *r.method_mut() = parts.method.clone();
         *r.uri_mut() = parts.uri.clone();
         *r.version_mut() = parts.version;
@@ -125,8 +125,13 @@ async fn replayed(
             }
             Ok(res)
         }
-    };
-    let mut res = policy.run(attempt, failure).await.map_err(stopped)?;
+    });
+    let mut res = policy
+        .layer(failure)
+        .layer(attempt)
+        .oneshot(sent)
+        .await
+        .map_err(stopped)?;
     if res.extensions_mut().remove::<TrailerStatus>().is_some() {
         res.headers_mut().remove("grpc-status");
     }

@@ -21,6 +21,7 @@ use daprs_proto::{
 };
 use daprs_telemetry::trace::{Span, SpanContext};
 use serde_json::{Map, Value};
+use tower::{Layer, ServiceExt};
 
 use super::{
     bulk::Batcher,
@@ -353,17 +354,14 @@ async fn deliver_one(
     trace: Option<SpanContext>,
 ) -> Option<Outcome> {
     let policy = rt.resiliency.inbound(&sub.pubsub, "pubsub");
-    let attempt = || async {
+    let attempt = tower::service_fn(|()| async {
         match call_app(app, sub, path, ev, body, trace).await {
             (Outcome::Retry, failure) => Err(failure.unwrap_or(Failure::Transport)),
             (outcome, _) => Ok(outcome),
         }
-    };
-    if policy.is_empty() {
-        attempt().await.ok()
-    } else {
-        policy.run(attempt, |r| r.as_ref().err().copied()).await.ok()
-    }
+    });
+    let failed = |r: &Result<Outcome, Failure>| r.as_ref().err().copied();
+    policy.layer(failed).layer(attempt).oneshot(()).await.ok()
 }
 
 /// A dropped message goes to the dead-letter topic when there is one; it
