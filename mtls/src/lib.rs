@@ -10,6 +10,7 @@
 //! daprd and the injector share one way of serving HTTP.
 
 pub mod coalesce;
+pub mod forward;
 pub mod http;
 pub mod net;
 pub mod peer;

@@ -61,7 +61,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// The status a failed HTTP/2 exchange means to a gRPC caller, as gRPC's
 /// own clients map it.
-fn status_of(e: &h2::Error) -> Status {
+pub(crate) fn status_of(e: &h2::Error) -> Status {
     if let Some(reason) = e.reason() {
         let code = match reason {
             h2::Reason::REFUSED_STREAM => Code::Unavailable,
@@ -92,13 +92,13 @@ impl Peer {
         self.sender.lock().ok().and_then(|s| s.clone())
     }
 
-    fn forget(&self) {
+    pub(crate) fn forget(&self) {
         if let Ok(mut s) = self.sender.lock() {
             *s = None;
         }
     }
 
-    async fn sender(&self) -> Result<SendRequest<Bytes>, Status> {
+    pub(crate) async fn sender(&self) -> Result<SendRequest<Bytes>, Status> {
         if let Some(s) = self.cached() {
             return Ok(s);
         }
@@ -144,22 +144,12 @@ impl Peer {
         let len = u32::try_from(frame.len() - 5)
             .map_err(|_| Status::resource_exhausted("the message is over 4 GiB"))?;
         frame[1..5].copy_from_slice(&len.to_be_bytes());
-        let invalid = |e: String| Status::internal(format!("invalid request for {path}: {e}"));
-        let authority = self
-            .authority
-            .clone()
-            .ok_or_else(|| invalid(format!("{} is not an address", self.addr)))?;
-        let uri = http::Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
+        let uri = self.uri(path)?;
         let req = http::Request::post(uri)
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(http::header::TE, "trailers")
             .body(())
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(|e| Status::internal(format!("invalid request for {path}: {e}")))?;
         let sender = self.sender().await?;
         let res = self.exchange(sender, req, frame.freeze(), limit).await;
         if let Err(s) = &res
@@ -168,6 +158,21 @@ impl Peer {
             self.forget();
         }
         res
+    }
+
+    /// `path` on this peer, as an HTTP/2 request names it.
+    pub(crate) fn uri(&self, path: &str) -> Result<http::Uri, Status> {
+        let invalid = |e: String| Status::internal(format!("invalid request for {path}: {e}"));
+        let authority = self
+            .authority
+            .clone()
+            .ok_or_else(|| invalid(format!("{} is not an address", self.addr)))?;
+        http::Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| invalid(e.to_string()))
     }
 
     async fn exchange(

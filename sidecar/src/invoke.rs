@@ -34,8 +34,9 @@ pub struct Invoker {
     mtls: Option<Arc<Svid>>,
 }
 
-/// The two ways to one peer sidecar: unary calls in one write each, and a
-/// tonic channel (connected on first use) for streams and proxied calls.
+/// The two ways to one peer sidecar: an HTTP/2 connection of daprd's own
+/// for unary and proxied calls, which sends a whole unary call in one write,
+/// and a tonic channel (connected on first use) for streamed invocations.
 #[derive(Clone)]
 pub struct Link {
     pub unary: Arc<daprs_mtls::peer::Peer>,
@@ -264,11 +265,10 @@ impl Invoker {
         Ok((addr, link))
     }
 
-    /// The channel to the target's sidecar, for a proxied gRPC call (not
-    /// retried: its messages are not kept).
-    pub fn proxy_channel(&self, target: &Target) -> Result<Channel, ApiError> {
+    /// The connection to the target's sidecar, for a proxied gRPC call.
+    pub fn proxy_peer(&self, target: &Target) -> Result<Arc<daprs_mtls::peer::Peer>, ApiError> {
         self.connect(target)
-            .map(|(_, link)| link.channel)
+            .map(|(_, link)| link.unary)
             .map_err(|e| failed(&target.app_id, e))
     }
 

@@ -11,6 +11,7 @@ pub mod timeout;
 use std::{convert::Infallible, sync::Arc};
 
 use axum::body::Body;
+use daprs_mtls::peer::Peer;
 use daprs_telemetry::trace::SpanKind;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
@@ -86,13 +87,13 @@ async fn forward_out(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
     if rt.invoker.is_self(&target) {
         return to_app(rt, req, deadline).await;
     }
-    let channel = rt
+    let peer = rt
         .invoker
-        .proxy_channel(&target)
+        .proxy_peer(&target)
         .map_err(|e| Status::unavailable(format!("cannot reach app {}: {}", target.app_id, e.message)))?;
     let policy = rt.resiliency.app(&target.app_id);
     let start = std::time::Instant::now();
-    let sent = resilient::send(rt, channel, req, deadline, &target.app_id, policy).await;
+    let sent = resilient::send(rt, &peer, req, deadline, &target.app_id, policy).await;
     if !rt.metrics.enabled() {
         return sent;
     }
@@ -176,7 +177,15 @@ async fn to_app(rt: &Runtime, mut req: Req, deadline: Option<Instant>) -> Result
             .map_err(|_| deadline_exceeded())?,
         None => app.admit().await,
     };
-    call(rt, channel, req, deadline, &rt.app_id, permit).await
+    call(rt, Hop::App(channel), req, deadline, &rt.app_id, permit).await
+}
+
+/// Where a proxied call goes next.
+enum Hop<'a> {
+    /// The target app's sidecar.
+    Peer(&'a Peer),
+    /// This sidecar's app.
+    App(Channel),
 }
 
 /// Sends the call on and hands back the reply. The reply ends with
@@ -184,7 +193,7 @@ async fn to_app(rt: &Runtime, mut req: Req, deadline: Option<Instant>) -> Result
 /// RESOURCE_EXHAUSTED if a message either way is over `--max-body-size`.
 async fn call(
     rt: &Runtime,
-    channel: Channel,
+    hop: Hop<'_>,
     mut req: Req,
     deadline: Option<Instant>,
     app_id: &str,
@@ -199,29 +208,41 @@ async fn call(
     }
     let max = rt.settings.max_body_size;
     let trip = Arc::new(Trip::default());
-    let req = req.map(|inner| {
-        tonic::body::Body::new(Checked {
-            inner,
-            frames: Frames::new(),
-            max,
-            trip: trip.clone(),
-        })
+    let req = req.map(|inner| Checked {
+        inner,
+        frames: Frames::new(),
+        max,
+        trip: trip.clone(),
     });
+    let unreachable =
+        |e: &dyn std::fmt::Display| Status::unavailable(format!("cannot reach app {app_id}: {e}"));
+    let exchange = async {
+        match hop {
+            Hop::Peer(peer) => match peer.forward(req).await {
+                Ok(res) => Ok(res.map(tonic::body::Body::new)),
+                Err(s) if s.code() == tonic::Code::Unavailable => Err(unreachable(&s.message())),
+                Err(s) => Err(s),
+            },
+            Hop::App(channel) => channel
+                .oneshot(req.map(tonic::body::Body::new))
+                .await
+                .map_err(|e| unreachable(&e)),
+        }
+    };
     let sent = async {
         match deadline {
-            Some(d) => tokio::time::timeout_at(d, channel.oneshot(req))
-                .await
-                .map_err(|_| deadline_exceeded())?,
-            None => channel.oneshot(req).await,
+            Some(d) => match tokio::time::timeout_at(d, exchange).await {
+                // The next hop enforces the forwarded grpc-timeout too.
+                Ok(Err(_)) if passed(d) => Err(deadline_exceeded()),
+                Ok(res) => res,
+                Err(_) => Err(deadline_exceeded()),
+            },
+            None => exchange.await,
         }
-        .map_err(|e| match deadline {
-            // The channel enforces the forwarded grpc-timeout too.
-            Some(d) if passed(d) => deadline_exceeded(),
-            _ => Status::unavailable(format!("cannot reach app {app_id}: {e}")),
-        })
     };
     let res = tokio::select! {
-        res = sent => res?,
+        // A request refused for its size fails the exchange as it trips.
+        res = sent => res.map_err(|e| if trip.fired() { trip.status(max) } else { e })?,
         () = trip.tripped() => return Err(trip.status(max)),
     };
     if deadline.is_some_and(passed) && cancelled(res.headers()) {

@@ -93,7 +93,7 @@ impl Trip {
         self.notify.notify_waiters();
     }
 
-    fn fired(&self) -> bool {
+    pub fn fired(&self) -> bool {
         self.set.load(Ordering::Acquire)
     }
 

@@ -4,14 +4,15 @@
 //! gets the policy for establishing the stream only, and may not have retries.
 
 use bytes::Bytes;
+use daprs_mtls::peer::Peer;
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
-use tonic::{Status, transport::Channel};
+use tonic::Status;
 use tower::{Layer, ServiceExt};
 
 use super::{
-    Req, Resp,
+    Hop, Req, Resp,
     body::{grpc_status, too_large},
     call,
 };
@@ -37,7 +38,7 @@ fn stopped(e: Stop<Status>) -> Status {
 /// Sends a proxied call to another app's sidecar under `policy`.
 pub async fn send(
     rt: &Runtime,
-    channel: Channel,
+    peer: &Peer,
     req: Req,
     mut deadline: Option<Instant>,
     app_id: &str,
@@ -58,7 +59,7 @@ pub async fn send(
         deadline = Some(deadline.map_or(by_policy, |d| d.min(by_policy)));
     }
     if !stream && policy.user_retries() {
-        return replayed(rt, channel, req, deadline, app_id, policy).await;
+        return replayed(rt, peer, req, deadline, app_id, policy).await;
     }
     // One attempt: the breaker counts it, and a stream's handshake is timed.
     let mut attempt = policy.once();
@@ -66,13 +67,10 @@ pub async fn send(
         // The timeout is already in the deadline, which also covers the reply.
         attempt.timeout = None;
     }
-    let once = tower::service_fn(|req: Once<Req>| {
-        let channel = channel.clone();
-        async move {
-            match req.take() {
-                Some(req) => call(rt, channel, req, deadline, app_id, None).await,
-                None => Err(Status::internal("a proxied call is sent once")),
-            }
+    let once = tower::service_fn(|req: Once<Req>| async move {
+        match req.take() {
+            Some(req) => call(rt, Hop::Peer(peer), req, deadline, app_id, None).await,
+            None => Err(Status::internal("a proxied call is sent once")),
         }
     });
     attempt
@@ -87,7 +85,7 @@ pub async fn send(
 /// the retries and each answer read whole to see its status.
 async fn replayed(
     rt: &Runtime,
-    channel: Channel,
+    peer: &Peer,
     req: Req,
     deadline: Option<Instant>,
     app_id: &str,
@@ -107,9 +105,8 @@ async fn replayed(
         *r.uri_mut() = parts.uri.clone();
         *r.version_mut() = parts.version;
         *r.headers_mut() = parts.headers.clone();
-        let channel = channel.clone();
         async move {
-            let res = call(rt, channel, r, deadline, app_id, None).await?;
+            let res = call(rt, Hop::Peer(peer), r, deadline, app_id, None).await?;
             let (head, body) = res.into_parts();
             let got = Limited::new(body, max + 5)
                 .collect()
