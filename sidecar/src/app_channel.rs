@@ -61,8 +61,17 @@ pub const HOP_BY_HOP: &[&str] = &[
 type AppConnector = HttpsConnector<HttpConnector>;
 
 enum Transport {
-    Http { client: AppHttp, base: String },
-    Grpc { channel: Channel },
+    Http {
+        client: AppHttp,
+        base: String,
+    },
+    /// A gRPC app: tonic's channel for the calls daprd makes itself, and a
+    /// connection of daprd's own for proxied calls, which it forwards frame
+    /// by frame (see `daprs_mtls::forward`).
+    Grpc {
+        channel: Channel,
+        proxied: Arc<daprs_mtls::peer::Peer>,
+    },
 }
 
 /// Calls into the application.
@@ -261,10 +270,18 @@ fn app_connector(protocol: AppProtocol) -> Result<AppConnector, String> {
 }
 
 impl AppChannel {
-    /// The HTTP/2 channel of a gRPC app, for proxied calls.
+    /// The HTTP/2 channel of a gRPC app.
     pub fn grpc_channel(&self) -> Option<Channel> {
         match &self.transport {
-            Transport::Grpc { channel } => Some(channel.clone()),
+            Transport::Grpc { channel, .. } => Some(channel.clone()),
+            Transport::Http { .. } => None,
+        }
+    }
+
+    /// The connection proxied gRPC calls reach a gRPC app by.
+    pub fn proxied(&self) -> Option<&daprs_mtls::peer::Peer> {
+        match &self.transport {
+            Transport::Grpc { proxied, .. } => Some(proxied),
             Transport::Http { .. } => None,
         }
     }
@@ -313,8 +330,17 @@ impl AppChannel {
                 // stall each one on a round trip per window.
                 .initial_stream_window_size(Some(STREAM_WINDOW))
                 .initial_connection_window_size(Some(CONNECTION_WINDOW));
+            let tls = match protocol {
+                AppProtocol::Grpcs => {
+                    let mut config = daprs_mtls::tls::any_server_config()?;
+                    config.alpn_protocols = vec![b"h2".to_vec()];
+                    Some(Arc::new(config))
+                }
+                _ => None,
+            };
             Transport::Grpc {
                 channel: endpoint.connect_with_connector_lazy(app_connector(protocol)?),
+                proxied: Arc::new(daprs_mtls::peer::Peer::new(&format!("{host}:{port}"), tls)),
             }
         } else if protocol == AppProtocol::Http {
             Transport::Http {
@@ -408,7 +434,7 @@ impl AppChannel {
         };
         match &self.transport {
             Transport::Http { client, base } => self.invoke_http(client, base, req).await,
-            Transport::Grpc { channel } => self.invoke_grpc(channel.clone(), req).await,
+            Transport::Grpc { channel, .. } => self.invoke_grpc(channel.clone(), req).await,
         }
     }
 
@@ -585,7 +611,7 @@ impl AppChannel {
                     };
                     client.request(req).await.is_ok_and(|r| r.status().is_success())
                 }
-                Transport::Grpc { channel } => {
+                Transport::Grpc { channel, .. } => {
                     let mut req = tonic::Request::new(());
                     if let Some(token) = &self.grpc_token {
                         req.metadata_mut().insert("dapr-api-token", token.clone());

@@ -15,8 +15,7 @@ use daprs_mtls::peer::Peer;
 use daprs_telemetry::trace::SpanKind;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
-use tonic::{Status, transport::Channel};
-use tower::ServiceExt;
+use tonic::Status;
 
 pub use self::body::grpc_status;
 use self::body::{Checked, Frames, Reply, Trip, cancelled, deadline_exceeded, passed};
@@ -159,7 +158,7 @@ async fn to_app(rt: &Runtime, mut req: Req, deadline: Option<Instant>) -> Result
             rt.app_id
         ))
     })?;
-    let channel = app.grpc_channel().ok_or_else(|| {
+    let peer = app.proxied().ok_or_else(|| {
         Status::failed_precondition(format!(
             "app {} speaks {}, not gRPC: proxied gRPC calls need its sidecar started with \
              --app-protocol grpc (or grpcs)",
@@ -177,15 +176,7 @@ async fn to_app(rt: &Runtime, mut req: Req, deadline: Option<Instant>) -> Result
             .map_err(|_| deadline_exceeded())?,
         None => app.admit().await,
     };
-    call(rt, Hop::App(channel), req, deadline, &rt.app_id, permit).await
-}
-
-/// Where a proxied call goes next.
-enum Hop<'a> {
-    /// The target app's sidecar.
-    Peer(&'a Peer),
-    /// This sidecar's app.
-    App(Channel),
+    call(rt, peer, req, deadline, &rt.app_id, permit).await
 }
 
 /// Sends the call on and hands back the reply. The reply ends with
@@ -193,7 +184,7 @@ enum Hop<'a> {
 /// RESOURCE_EXHAUSTED if a message either way is over `--max-body-size`.
 async fn call(
     rt: &Runtime,
-    hop: Hop<'_>,
+    next: &Peer,
     mut req: Req,
     deadline: Option<Instant>,
     app_id: &str,
@@ -214,19 +205,14 @@ async fn call(
         max,
         trip: trip.clone(),
     });
-    let unreachable =
-        |e: &dyn std::fmt::Display| Status::unavailable(format!("cannot reach app {app_id}: {e}"));
     let exchange = async {
-        match hop {
-            Hop::Peer(peer) => match peer.forward(req).await {
-                Ok(res) => Ok(res.map(tonic::body::Body::new)),
-                Err(s) if s.code() == tonic::Code::Unavailable => Err(unreachable(&s.message())),
-                Err(s) => Err(s),
-            },
-            Hop::App(channel) => channel
-                .oneshot(req.map(tonic::body::Body::new))
-                .await
-                .map_err(|e| unreachable(&e)),
+        match next.forward(req).await {
+            Ok(res) => Ok(res.map(tonic::body::Body::new)),
+            Err(s) if s.code() == tonic::Code::Unavailable => Err(Status::unavailable(format!(
+                "cannot reach app {app_id}: {}",
+                s.message()
+            ))),
+            Err(s) => Err(s),
         }
     };
     let sent = async {

@@ -12,7 +12,7 @@ use tonic::Status;
 use tower::{Layer, ServiceExt};
 
 use super::{
-    Hop, Req, Resp,
+    Req, Resp,
     body::{grpc_status, too_large},
     call,
 };
@@ -69,7 +69,7 @@ pub async fn send(
     }
     let once = tower::service_fn(|req: Once<Req>| async move {
         match req.take() {
-            Some(req) => call(rt, Hop::Peer(peer), req, deadline, app_id, None).await,
+            Some(req) => call(rt, peer, req, deadline, app_id, None).await,
             None => Err(Status::internal("a proxied call is sent once")),
         }
     });
@@ -106,7 +106,7 @@ async fn replayed(
         *r.version_mut() = parts.version;
         *r.headers_mut() = parts.headers.clone();
         async move {
-            let res = call(rt, Hop::Peer(peer), r, deadline, app_id, None).await?;
+            let res = call(rt, peer, r, deadline, app_id, None).await?;
             let (head, body) = res.into_parts();
             let got = Limited::new(body, max + 5)
                 .collect()

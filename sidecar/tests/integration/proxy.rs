@@ -37,7 +37,7 @@ pub struct Seen {
     pub calls: AtomicUsize,
 }
 
-struct App(Arc<Seen>);
+pub struct App(pub Arc<Seen>);
 
 /// Counts a handler as cancelled unless it finishes.
 struct Cancelled(Arc<Seen>, bool);
