@@ -18,7 +18,9 @@ Usage: bench/callgrind.py [DAPRD ...]   (default target/release/daprd)
        exporting over OTLP/HTTP to the echo app (which answers each export);
        CALLGRIND_GRPC_PYTHON=PYTHON (one with grpcio and the Dapr SDK, such
        as target/sdk-venv/bin/python) adds N gRPC `InvokeService` calls of
-       1 KiB on one channel through the same pair of sidecars.
+       1 KiB on one channel through the same pair of sidecars, then N
+       proxied calls (`dapr-app-id`) of a 1 KiB unary echo method that a
+       gRPC app serves behind the target.
 """
 
 import http.client
@@ -164,13 +166,36 @@ for _ in range(int(sys.argv[2])):
 """
 
 
-def run_invoke(daprd, requests, work, app_port, grpc_python=None):
-    kind = "grpc" if grpc_python else "http"
+# A gRPC app whose one method echoes its request's bytes undecoded.
+GRPC_APP = """
+import grpc
+from concurrent import futures
+echo = grpc.unary_unary_rpc_method_handler(lambda req, ctx: req)
+server = grpc.server(futures.ThreadPoolExecutor(4))
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("cg.Echo", {"Echo": echo}),))
+print(server.add_insecure_port("127.0.0.1:0"), flush=True)
+server.start()
+server.wait_for_termination()
+"""
+
+PROXY_CLIENT = """
+import sys, grpc
+echo = grpc.insecure_channel("127.0.0.1:" + sys.argv[1]).unary_unary("/cg.Echo/Echo")
+for _ in range(int(sys.argv[2])):
+    assert len(echo(b"x" * 1024, metadata=(("dapr-app-id", "cg-target"),))) == 1024
+"""
+
+
+def run_invoke(daprd, requests, work, app_port, grpc_python=None, proxied=False):
+    """`proxied`: `app_port` is a gRPC app's, called through the proxy."""
+    kind = "proxied" if proxied else "grpc" if grpc_python else "http"
     outs = [os.path.join(work, f"callgrind.{kind}.{role}.{requests}.out") for role in ("caller", "target")]
-    target, _, _ = start(daprd, "cg-target", outs[1], work, ["--app-port", str(app_port)])
+    app = ["--app-port", str(app_port)] + (["--app-protocol", "grpc"] if proxied else [])
+    target, _, _ = start(daprd, "cg-target", outs[1], work, app)
     caller, port, grpc_port = start(daprd, "cg-caller", outs[0], work)
     if grpc_python:
-        subprocess.run([grpc_python, "-c", GRPC_CLIENT, str(grpc_port), str(requests)], check=True)
+        client = PROXY_CLIENT if proxied else GRPC_CLIENT
+        subprocess.run([grpc_python, "-c", client, str(grpc_port), str(requests)], check=True)
     else:
         body = b"x" * 1024
         send(port, requests, lambda i: ("POST", "/v1.0/invoke/cg-target/method/echo", body,
@@ -206,9 +231,15 @@ def main():
     grpc_python = os.environ.get("CALLGRIND_GRPC_PYTHON")
     if grpc_python:
         invoke_table(binaries, app_port, f"{N} 1 KiB gRPC InvokeService calls", grpc_python)
+        app = subprocess.Popen([grpc_python, "-c", GRPC_APP], stdout=subprocess.PIPE, text=True)
+        try:
+            grpc_app_port = int(app.stdout.readline())
+            invoke_table(binaries, grpc_app_port, f"{N} proxied 1 KiB unary gRPC calls", grpc_python, True)
+        finally:
+            app.kill()
 
 
-def invoke_table(binaries, app_port, what, grpc_python=None):
+def invoke_table(binaries, app_port, what, grpc_python=None, proxied=False):
     """Prints each daprd's instructions per invocation, as caller and as target."""
     print()
     print(f"| daprd | caller instructions per request | target instructions per request ({what}) |")
@@ -218,8 +249,8 @@ def invoke_table(binaries, app_port, what, grpc_python=None):
         with tempfile.TemporaryDirectory() as tmp:
             work = keep or tmp
             os.makedirs(work, exist_ok=True)
-            idle = run_invoke(daprd, 0, work, app_port, grpc_python)
-            busy = run_invoke(daprd, N, work, app_port, grpc_python)
+            idle = run_invoke(daprd, 0, work, app_port, grpc_python, proxied)
+            busy = run_invoke(daprd, N, work, app_port, grpc_python, proxied)
         print(f"| {daprd} | {(busy[0] - idle[0]) / N:,.0f} | {(busy[1] - idle[1]) / N:,.0f} |")
 
 
