@@ -12,7 +12,12 @@ use std::{
     time::Duration,
 };
 
+use futures_util::{
+    TryFutureExt,
+    future::{Either, MapErr},
+};
 use tokio::time::Sleep;
+use tower::{ServiceExt, util::Oneshot};
 
 use super::{Failure, Policy, Stop};
 
@@ -62,7 +67,7 @@ where
 {
     type Response = S::Response;
     type Error = Stop<S::Error>;
-    type Future = Call<S, R, C>;
+    type Future = Either<Direct<S, R>, Call<S, R, C>>;
 
     /// Always ready: each attempt waits for the inner service on its own.
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -70,17 +75,26 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
+        // With nothing to apply, the call is the inner service's alone.
+        if self.policy.is_empty() {
+            let stopped: fn(S::Error) -> Stop<S::Error> = Stop::Failed;
+            return Either::Left(self.inner.clone().oneshot(req).map_err(stopped));
+        }
         self.policy.started();
-        Call {
+        Either::Right(Call {
             inner: self.inner.clone(),
             req,
             policy: self.policy.clone(),
             classify: self.classify.clone(),
             retries: 0,
             state: State::Admit,
-        }
+        })
     }
 }
+
+/// A call under an empty policy: the inner service's own.
+pub type Direct<S, R> =
+    MapErr<Oneshot<S, R>, fn(<S as tower::Service<R>>::Error) -> Stop<<S as tower::Service<R>>::Error>>;
 
 pin_project_lite::pin_project! {
     /// One call under the policy. A hand-written future rather than an
