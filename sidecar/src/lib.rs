@@ -384,6 +384,9 @@ pub async fn run(
     }
 
     // gRPC API, and any other service proxied to the app named by dapr-app-id.
+    // Unlike the internal port's, its writes are not coalesced: in A/B runs
+    // that saved no latency, and small-message streams sometimes fell to
+    // half (BENCHMARKS.md).
     let mut grpc_router = grpc_router::api(rt.clone()).await;
     if observe.any() {
         grpc_router = grpc_router.layer(observe::ObserveLayer::<observe::Grpc>::new(observe.clone()));
@@ -401,9 +404,6 @@ pub async fn run(
     }
 
     // Internal API for other sidecars; calls for other services go on to the app.
-    // Its replies are coalesced into one write each; the API port's are not,
-    // because after heavy load the extra yield slowed small-message streams
-    // to half (BENCHMARKS.md).
     let mut internal_router = grpc_router::internal(rt.clone());
     // Sidecar-to-sidecar calls are counted, not logged as API calls; their
     // spans are begun where the call is read (invocation, proxying).

@@ -143,8 +143,9 @@ fn metadata_too_large(limit: usize) -> axum::response::Response {
 }
 
 /// Serves `router` on `l` until `stop`, then lets in-flight requests finish.
-/// With `coalesce`, each connection's writes are held until the task has
-/// yielded once, so a unary gRPC reply leaves in one write (see [`Coalesce`]).
+/// With `coalesce`, each connection's small writes are held until a flush,
+/// and a burst that opens a response waits one turn of the task, so a unary
+/// gRPC reply leaves in one write (see [`Coalesce`]).
 pub async fn serve_http(
     l: ApiListener,
     router: Router,
