@@ -247,7 +247,9 @@ impl Invoker {
         Ok(link)
     }
 
-    fn forget(&self, target: &Target, addr: &str) {
+    /// Drops the link to `addr` and the target's cached addresses, after a
+    /// call found its sidecar unreachable there.
+    pub fn forget(&self, target: &Target, addr: &str) {
         if let Ok(mut links) = self.links.lock() {
             links.remove(addr);
         }
@@ -265,10 +267,11 @@ impl Invoker {
         Ok((addr, link))
     }
 
-    /// The connection to the target's sidecar, for a proxied gRPC call.
-    pub fn proxy_peer(&self, target: &Target) -> Result<Arc<daprs_mtls::peer::Peer>, ApiError> {
+    /// The address of the target's sidecar and the connection to it, for a
+    /// proxied gRPC call.
+    pub fn proxy_peer(&self, target: &Target) -> Result<(String, Arc<daprs_mtls::peer::Peer>), ApiError> {
         self.connect(target)
-            .map(|(_, link)| link.unary)
+            .map(|(addr, link)| (addr, link.unary))
             .map_err(|e| failed(&target.app_id, e))
     }
 

@@ -86,13 +86,19 @@ async fn forward_out(rt: &Runtime, mut req: Req) -> Result<Resp, Status> {
     if rt.invoker.is_self(&target) {
         return to_app(rt, req, deadline).await;
     }
-    let peer = rt
+    let (addr, peer) = rt
         .invoker
         .proxy_peer(&target)
         .map_err(|e| Status::unavailable(format!("cannot reach app {}: {}", target.app_id, e.message)))?;
     let policy = rt.resiliency.app(&target.app_id);
     let start = std::time::Instant::now();
     let sent = resilient::send(rt, &peer, req, deadline, &target.app_id, policy).await;
+    if let Err(s) = &sent
+        && s.code() == tonic::Code::Unavailable
+    {
+        // The next call resolves the target again: it may have moved.
+        rt.invoker.forget(&target, &addr);
+    }
     if !rt.metrics.enabled() {
         return sent;
     }

@@ -34,8 +34,8 @@ mod logs;
 mod metrics;
 #[path = "integration/proxy.rs"]
 mod proxy;
-#[path = "integration/proxy_tls.rs"]
-mod proxy_tls;
+#[path = "integration/proxy_links.rs"]
+mod proxy_links;
 #[path = "integration/pubsub.rs"]
 mod pubsub;
 #[path = "integration/pubsub_brokers.rs"]

@@ -1,4 +1,6 @@
-//! Proxied gRPC to an app that serves TLS (`--app-protocol grpcs`).
+//! Proxied gRPC over the connections daprd keeps to the next hop: to an
+//! app that serves TLS (`--app-protocol grpcs`), and to a target sidecar
+//! that went away and came back.
 
 use std::sync::{Arc, atomic::Ordering};
 
@@ -8,7 +10,7 @@ use super::{
     proxy::{
         App, Seen, client,
         echo::{Msg, echo_server::EchoServer},
-        to,
+        echo_app, to,
     },
 };
 
@@ -57,4 +59,42 @@ async fn unary_and_streamed_calls_reach_a_grpcs_app_over_tls() {
     assert_eq!((res.count, res.text), (40, format!("|{}", 40 * 4096)));
     // The app's unary handler ran once.
     assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_restarted_target_sidecar_is_reached_again_on_the_next_call() {
+    let (port, _seen) = echo_app().await;
+    let home = temp_dir("px-restart");
+    let spec = || Spec {
+        app_port: Some(port),
+        protocol: "grpc",
+        ..Spec::new("px-restart-server", &home)
+    };
+    let server = Daprd::start(spec()).await;
+    let caller = Daprd::start(Spec::new("px-restart-client", &home)).await;
+    let mut c = client(&caller).await;
+    let ping = || {
+        to(
+            "px-restart-server",
+            Msg {
+                text: "ping".into(),
+                ..Default::default()
+            },
+        )
+    };
+    c.unary(ping()).await.expect("first call");
+
+    // The target goes away: the connection the caller kept breaks.
+    server.stop();
+    let err = c.unary(ping()).await.expect_err("target gone");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+
+    // A new target (on new ports) is found and reached without restarting the caller.
+    let _server = Daprd::start(spec()).await;
+    let res = c.unary(ping()).await.expect("after the restart");
+    assert!(
+        res.into_inner()
+            .text
+            .starts_with("ping|caller=px-restart-client|")
+    );
 }
