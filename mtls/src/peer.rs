@@ -13,6 +13,7 @@ use std::{
 
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
+use http::HeaderValue;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
@@ -138,18 +139,37 @@ impl Peer {
         encode: impl FnOnce(&mut BytesMut),
         limit: usize,
     ) -> Result<Bytes, Status> {
+        let (_, message) = self
+            .unary_with(path, http::HeaderMap::new(), encode, limit)
+            .await?;
+        Ok(message)
+    }
+
+    /// [`Peer::unary`] with request `metadata`, returning the reply's
+    /// headers beside its message.
+    pub async fn unary_with(
+        &self,
+        path: &str,
+        metadata: http::HeaderMap,
+        encode: impl FnOnce(&mut BytesMut),
+        limit: usize,
+    ) -> Result<(http::HeaderMap, Bytes), Status> {
         let mut frame = BytesMut::with_capacity(256);
         frame.put_bytes(0, 5);
         encode(&mut frame);
         let len = u32::try_from(frame.len() - 5)
             .map_err(|_| Status::resource_exhausted("the message is over 4 GiB"))?;
         frame[1..5].copy_from_slice(&len.to_be_bytes());
-        let uri = self.uri(path)?;
-        let req = http::Request::post(uri)
-            .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header(http::header::TE, "trailers")
-            .body(())
-            .map_err(|e| Status::internal(format!("invalid request for {path}: {e}")))?;
+        let mut req = http::Request::new(());
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = self.uri(path)?;
+        *req.headers_mut() = metadata;
+        let h = req.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(http::header::TE, HeaderValue::from_static("trailers"));
         let sender = self.sender().await?;
         let res = self.exchange(sender, req, frame.freeze(), limit).await;
         if let Err(s) = &res
@@ -181,7 +201,7 @@ impl Peer {
         req: http::Request<()>,
         message: Bytes,
         limit: usize,
-    ) -> Result<Bytes, Status> {
+    ) -> Result<(http::HeaderMap, Bytes), Status> {
         let fail = |e: h2::Error| status_of(&e);
         let mut sender = sender.ready().await.map_err(fail)?;
         let (response, mut body_tx) = sender.send_request(req, false).map_err(fail)?;
@@ -219,7 +239,7 @@ impl Peer {
             Some(s) => return Err(s),
             None => return Err(Status::internal("the peer's reply has no grpc-status")),
         }
-        message_of(data.freeze())
+        Ok((parts.headers, message_of(data.freeze())?))
     }
 }
 

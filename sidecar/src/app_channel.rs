@@ -5,13 +5,11 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use daprs_mtls::peer::Peer;
 use daprs_proto::{
     common::{HttpExtension, InvokeRequest, InvokeResponse, http_extension::Verb},
     internals::{InternalInvokeRequest, InternalInvokeResponse, ListStringValue, Status},
-    runtime::{
-        app_callback_client::AppCallbackClient,
-        app_callback_health_check_client::AppCallbackHealthCheckClient,
-    },
+    runtime::app_callback_health_check_client::AppCallbackHealthCheckClient,
 };
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full, Limited};
@@ -20,6 +18,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use prost::Message;
 use tokio::sync::Semaphore;
 use tonic::{
     metadata::{AsciiMetadataValue, MetadataMap},
@@ -43,6 +42,8 @@ pub const CONNECTION_WINDOW: u32 = 4 << 20;
 /// Smallest message limit used for unary gRPC calls between sidecars.
 pub const MAX_UNARY: usize = 4 << 20;
 
+const ON_INVOKE: &str = "/dapr.proto.runtime.v1.AppCallback/OnInvoke";
+
 /// Headers that describe one connection and are never forwarded.
 pub const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -65,12 +66,12 @@ enum Transport {
         client: AppHttp,
         base: String,
     },
-    /// A gRPC app: tonic's channel for the calls daprd makes itself, and a
-    /// connection of daprd's own for proxied calls, which it forwards frame
-    /// by frame (see `daprs_mtls::forward`).
+    /// A gRPC app: tonic's channel for most calls daprd makes, and a
+    /// connection of daprd's own for `OnInvoke`, sent in one write, and for
+    /// proxied calls, forwarded frame by frame (`daprs_mtls::forward`).
     Grpc {
         channel: Channel,
-        proxied: Arc<daprs_mtls::peer::Peer>,
+        peer: Arc<Peer>,
     },
 }
 
@@ -279,9 +280,9 @@ impl AppChannel {
     }
 
     /// The connection proxied gRPC calls reach a gRPC app by.
-    pub fn proxied(&self) -> Option<&daprs_mtls::peer::Peer> {
+    pub fn proxied(&self) -> Option<&Peer> {
         match &self.transport {
-            Transport::Grpc { proxied, .. } => Some(proxied),
+            Transport::Grpc { peer, .. } => Some(peer),
             Transport::Http { .. } => None,
         }
     }
@@ -340,7 +341,7 @@ impl AppChannel {
             };
             Transport::Grpc {
                 channel: endpoint.connect_with_connector_lazy(app_connector(protocol)?),
-                proxied: Arc::new(daprs_mtls::peer::Peer::new(&format!("{host}:{port}"), tls)),
+                peer: Arc::new(Peer::new(&format!("{host}:{port}"), tls)),
             }
         } else if protocol == AppProtocol::Http {
             Transport::Http {
@@ -434,7 +435,7 @@ impl AppChannel {
         };
         match &self.transport {
             Transport::Http { client, base } => self.invoke_http(client, base, req).await,
-            Transport::Grpc { channel, .. } => self.invoke_grpc(channel.clone(), req).await,
+            Transport::Grpc { peer, .. } => self.invoke_grpc(peer, req).await,
         }
     }
 
@@ -548,27 +549,41 @@ impl AppChannel {
         })
     }
 
+    /// `OnInvoke` on the app, sent as one write on daprd's own connection.
     async fn invoke_grpc(
         &self,
-        channel: Channel,
+        app: &Peer,
         req: InternalInvokeRequest,
     ) -> Result<InternalInvokeResponse, ApiError> {
         let msg: InvokeRequest = req.message.unwrap_or_default();
-        let mut request = tonic::Request::new(msg);
-        *request.metadata_mut() = grpc_metadata(&req.metadata);
+        let mut metadata = grpc_metadata(&req.metadata);
         if let Some(ctx) = crate::trace::parent_in_metadata(&req.metadata) {
-            crate::trace::set_grpc_metadata(request.metadata_mut(), &ctx);
+            crate::trace::set_grpc_metadata(&mut metadata, &ctx);
         }
         if let Some(token) = &self.grpc_token {
-            request.metadata_mut().insert("dapr-api-token", token.clone());
+            metadata.insert("dapr-api-token", token.clone());
         }
-        let mut client = AppCallbackClient::new(channel)
-            .max_decoding_message_size(self.max_body.max(MAX_UNARY))
-            .max_encoding_message_size(self.max_body.max(MAX_UNARY));
-        match client.on_invoke(request).await {
-            Ok(res) => {
-                let headers = from_grpc_metadata(res.metadata(), &[]);
-                let body = res.into_inner();
+        let encode = |buf: &mut bytes::BytesMut| {
+            buf.reserve(msg.encoded_len());
+            msg.encode_raw(buf);
+        };
+        let sent = app
+            .unary_with(
+                ON_INVOKE,
+                metadata.into_headers(),
+                encode,
+                self.max_body.max(MAX_UNARY),
+            )
+            .await
+            .and_then(|(headers, reply)| {
+                let body = InvokeResponse::decode(reply).map_err(|e| {
+                    tonic::Status::internal(format!("the app's OnInvoke reply does not decode: {e}"))
+                })?;
+                Ok((MetadataMap::from_headers(headers), body))
+            });
+        match sent {
+            Ok((metadata, body)) => {
+                let headers = from_grpc_metadata(&metadata, &[]);
                 Ok(InternalInvokeResponse {
                     status: Some(Status {
                         code: 0,
