@@ -7,7 +7,8 @@
 //! - [`runtime`]: shared state; [`state_api`], [`secrets_api`], [`pubsub`] and
 //!   [`invoke`] hold the building blocks that both APIs call.
 //! - [`http_api`], [`grpc_api`]: the public APIs; [`internal`]: sidecar-to-sidecar;
-//!   [`grpc_router`] puts the gRPC ports together; [`listen`] binds and serves the ports.
+//!   [`grpc_router`] puts the gRPC ports together; [`listen`] binds and serves
+//!   one port; [`serve`] binds them all and serves each.
 //! - [`proxy`]: gRPC proxying of apps' own services; [`endpoints`]: services
 //!   outside Dapr (HTTPEndpoints and URLs).
 //! - [`acl`]: who may invoke this app; [`resiliency`]: timeouts, retries and
@@ -51,6 +52,7 @@ pub mod resiliency;
 pub mod resources;
 pub mod runtime;
 pub mod secrets_api;
+pub mod serve;
 pub mod settings;
 mod startup;
 pub mod state_api;
@@ -67,7 +69,6 @@ use tokio::sync::watch;
 use crate::{
     error::StartError,
     flags::Mode,
-    listen::ApiListener,
     registry::{DEFAULT_NAMESPACE, LocalRegistry, Resolver},
     runtime::{Health, Runtime},
     settings::Settings,
@@ -144,25 +145,7 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
 
-    // Identity first: the operator answers only callers that prove who they are.
-    let svid = match &settings.control_plane {
-        Some(cp) => Some(Arc::new(
-            identity::Svid::obtain(cp, &flags.app_id, &namespace)
-                .await
-                .map_err(StartError::ControlPlane)?,
-        )),
-        None => None,
-    };
-    let operator = match (&settings.control_plane, &svid) {
-        (Some(cp), Some(svid)) => match &cp.operator_address {
-            Some(addr) => Some(
-                control_plane::Operator::connect(cp, svid, addr, &namespace)
-                    .map_err(StartError::ControlPlane)?,
-            ),
-            None => None,
-        },
-        _ => None,
-    };
+    let (svid, operator) = startup::control_plane(&settings, &namespace).await?;
 
     // Embedded defaults are a laptop convenience; in Kubernetes the
     // resources come from the control plane (and the root file system is
@@ -250,42 +233,8 @@ pub async fn run(
     };
 
     // Bind every port before announcing anything, so a clash fails start-up cleanly.
-    let internal_port = match (flags.dapr_internal_grpc_port, flags.mode) {
-        (Some(p), _) => p,
-        (None, Mode::Kubernetes) => 50002,
-        (None, Mode::Standalone) => 0,
-    };
-    let internal = listen::bind_all("internal gRPC API", &settings.internal_listen, internal_port).await?;
-    let internal_port = listen::port_of(&internal)?;
-    let internal_addr = listen::reachable_addr(&internal);
-    let (http_listeners, grpc_listeners) = match &flags.unix_domain_socket {
-        Some(dir) => (
-            vec![listen::bind_unix(
-                "HTTP API",
-                &dir.join(format!("dapr-{}-http.socket", flags.app_id)),
-            )?],
-            vec![listen::bind_unix(
-                "gRPC API",
-                &dir.join(format!("dapr-{}-grpc.socket", flags.app_id)),
-            )?],
-        ),
-        None => (
-            listen::bind_all("HTTP API", &settings.listen_addresses, flags.dapr_http_port)
-                .await?
-                .into_iter()
-                .map(ApiListener::Tcp)
-                .collect(),
-            listen::bind_all("gRPC API", &settings.listen_addresses, flags.dapr_grpc_port)
-                .await?
-                .into_iter()
-                .map(ApiListener::Tcp)
-                .collect(),
-        ),
-    };
-    let public = match flags.dapr_public_port {
-        Some(p) => listen::bind_all("public health API", &settings.public_listen, p).await?,
-        None => Vec::new(),
-    };
+    let ports = serve::Ports::bind(&settings).await?;
+    let (internal_port, internal_addr) = (ports.internal_port, ports.internal_addr);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut invoker = invoke::Invoker::new(
@@ -349,7 +298,7 @@ pub async fn run(
         });
     }
 
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = serve::all(&rt, ports, internal_tls, &shutdown_rx, tracer).await;
     let stop = {
         let rx = shutdown_rx.clone();
         move || {
@@ -359,105 +308,6 @@ pub async fn run(
             }
         }
     };
-
-    // HTTP API.
-    let observe = observe::Observe::new(&metrics, rt.api_log(), tracer);
-    let mut router = http_api::router(rt.clone());
-    if observe.any() {
-        router = router.layer(observe::ObserveLayer::<observe::Http>::new(observe.clone()));
-    }
-    let limits = listen::http_limits(&rt.settings);
-    for l in http_listeners {
-        let (router, stop) = (router.clone(), stop());
-        tasks.spawn(listen::serve_http(l, router, limits, stop, false));
-    }
-    let public_router = http_api::public_port_router(rt.clone());
-    for l in public {
-        let (router, stop) = (public_router.clone(), stop());
-        tasks.spawn(listen::serve_http(
-            ApiListener::Tcp(l),
-            router,
-            limits,
-            stop,
-            false,
-        ));
-    }
-
-    // gRPC API, and any other service proxied to the app named by dapr-app-id.
-    // Unlike the internal port's, its writes are not coalesced: in A/B runs
-    // that saved no latency, and small-message streams sometimes fell to
-    // half (BENCHMARKS.md).
-    let mut grpc_router = grpc_router::api(rt.clone()).await;
-    if observe.any() {
-        grpc_router = grpc_router.layer(observe::ObserveLayer::<observe::Grpc>::new(observe.clone()));
-    }
-    let windows = Some((app_channel::STREAM_WINDOW, app_channel::CONNECTION_WINDOW));
-    let grpc_limits = listen::grpc_limits(&rt.settings, windows);
-    for l in grpc_listeners {
-        tasks.spawn(listen::serve_http(
-            l,
-            grpc_router.clone(),
-            grpc_limits,
-            stop(),
-            false,
-        ));
-    }
-
-    // Internal API for other sidecars; calls for other services go on to the app.
-    let mut internal_router = grpc_router::internal(rt.clone());
-    // Sidecar-to-sidecar calls are counted, not logged as API calls; their
-    // spans are begun where the call is read (invocation, proxying).
-    if metrics.enabled() {
-        internal_router = internal_router.layer(observe::ObserveLayer::<observe::Grpc>::new(
-            observe::Observe::new(&metrics, None, daprs_telemetry::trace::Tracer::off()),
-        ));
-    }
-    let internal_limits = listen::grpc_limits(&rt.settings, windows);
-    for l in internal {
-        let (router, stop) = (internal_router.clone(), stop());
-        match internal_tls.clone() {
-            Some(config) => {
-                let l = daprs_mtls::coalesce::Coalesce(daprs_mtls::net::TlsListener::new(l, move || {
-                    Some(config.clone())
-                }));
-                tasks.spawn(async move {
-                    daprs_mtls::http::serve(l, router, internal_limits, stop).await;
-                    Ok(())
-                });
-            }
-            None => {
-                tasks.spawn(listen::serve_http(
-                    ApiListener::Tcp(l),
-                    router,
-                    internal_limits,
-                    stop,
-                    true,
-                ));
-            }
-        }
-    }
-
-    // Metrics.
-    if metrics.enabled() {
-        match listen::bind_all("metrics", &rt.settings.metrics_listen, flags.metrics_port).await {
-            Ok(ls) => {
-                let router = axum::Router::new()
-                    .route("/metrics", axum::routing::get(metrics_text))
-                    .with_state(rt.clone());
-                for l in ls {
-                    let (router, stop) = (router.clone(), stop());
-                    tasks.spawn(listen::serve_http(
-                        ApiListener::Tcp(l),
-                        router,
-                        limits,
-                        stop,
-                        false,
-                    ));
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "metrics are off"),
-        }
-    }
 
     // Announce this sidecar to the others.
     let registration = match rt.invoker.local_registry() {
@@ -510,34 +360,44 @@ pub async fn run(
         None => rt.health.app_ready.store(true, Ordering::Relaxed),
     }
 
-    // Signals start the same shutdown as the API.
-    {
-        let rt = rt.clone();
-        tokio::spawn(async move {
-            signal.await;
-            if let Some(limit) = rt.settings.block_shutdown {
-                tracing::info!(
-                    ?limit,
-                    "received termination signal; serving on until the app is unhealthy or the time is up"
-                );
-                let deadline = tokio::time::Instant::now() + limit;
-                while tokio::time::Instant::now() < deadline && rt.health.app_healthy.load(Ordering::Relaxed)
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            tracing::info!("received termination signal, shutting down");
-            rt.begin_shutdown();
-        });
-    }
-
+    tokio::spawn(shut_down_on(signal, rt.clone()));
     let mut rx = shutdown_rx.clone();
     let _ = rx.wait_for(|v| *v).await;
     drop(registration);
+    drain(&rt, tasks, &subscribers).await;
+    tracing::info!("daprd shut down");
+    Ok(())
+}
+
+/// A signal starts the same shutdown as the API, after serving on while
+/// `--dapr-block-shutdown-duration` says to.
+async fn shut_down_on(signal: impl std::future::Future<Output = ()>, rt: Arc<Runtime>) {
+    signal.await;
+    if let Some(limit) = rt.settings.block_shutdown {
+        tracing::info!(
+            ?limit,
+            "received termination signal; serving on until the app is unhealthy or the time is up"
+        );
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline && rt.health.app_healthy.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tracing::info!("received termination signal, shutting down");
+    rt.begin_shutdown();
+}
+
+/// Once shutting down: inbound delivery stops first (what is in flight
+/// finishes, nothing new starts), then every server finishes its requests,
+/// all within `--dapr-graceful-shutdown-seconds`.
+async fn drain(
+    rt: &Runtime,
+    mut tasks: tokio::task::JoinSet<Result<(), String>>,
+    subscribers: &tokio::sync::Mutex<pubsub::delivery::Subscribers>,
+) {
     let grace = rt.settings.graceful_shutdown;
     let drained = tokio::time::timeout(grace, async {
-        // Inbound delivery stops first: what is in flight finishes, nothing new starts.
-        std::mem::take(&mut *subscribers.lock().await).stop(&rt).await;
+        std::mem::take(&mut *subscribers.lock().await).stop(rt).await;
         while let Some(res) = tasks.join_next().await {
             if let Ok(Err(e)) = res {
                 tracing::warn!(error = %e, "server stopped with an error");
@@ -552,26 +412,4 @@ pub async fn run(
         );
         tasks.abort_all();
     }
-    tracing::info!("daprd shut down");
-    Ok(())
-}
-
-async fn metrics_text(axum::extract::State(rt): axum::extract::State<Arc<Runtime>>) -> String {
-    let ready = |b: bool| if b { 1 } else { 0 };
-    let mut out = format!(
-        "# HELP dapr_runtime_ready Whether the sidecar is ready (outbound and app).\n\
-         # TYPE dapr_runtime_ready gauge\n\
-         dapr_runtime_ready{{app_id=\"{id}\",target=\"outbound\"}} {o}\n\
-         dapr_runtime_ready{{app_id=\"{id}\",target=\"app\"}} {a}\n\
-         # HELP dapr_runtime_components Components in use.\n\
-         # TYPE dapr_runtime_components gauge\n\
-         dapr_runtime_components{{app_id=\"{id}\"}} {c}\n",
-        id = rt.app_id,
-        o = ready(rt.health.outbound.load(Ordering::Relaxed)),
-        a = ready(rt.health.app_ready.load(Ordering::Relaxed)),
-        c = rt.components().len(),
-    );
-    rt.metrics.render(&mut out);
-    daprs_telemetry::process::render(&mut out);
-    out
 }

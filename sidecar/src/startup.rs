@@ -1,14 +1,19 @@
-//! What daprd loads before it serves, besides its components: the
+//! What daprd obtains before it serves, besides its components: its
+//! certificate and the operator connection in Kubernetes mode, then the
 //! Configuration, the Resiliency policies and the HTTPEndpoints, from the
-//! resource folders or, in Kubernetes mode, from the operator.
+//! resource folders or from the operator.
+
+use std::sync::Arc;
 
 use daprs_api::{Resource, v1alpha1::Component};
 
 use crate::{
     config::SidecarConfig,
-    control_plane, endpoints,
+    control_plane::{self, Operator},
+    endpoints,
     error::StartError,
     flags::{Flags, Mode},
+    identity::Svid,
     resiliency,
     resources::{Templates, env_secret_resolver},
     settings::Settings,
@@ -109,4 +114,26 @@ pub(crate) async fn load_config(
             "--config {path}: no document of kind Configuration"
         ))),
     }
+}
+
+/// The workload certificate and the operator connection, in Kubernetes
+/// mode. Identity comes first: the operator answers only callers that
+/// prove who they are.
+pub(crate) async fn control_plane(
+    settings: &Settings,
+    namespace: &str,
+) -> Result<(Option<Arc<Svid>>, Option<Operator>), StartError> {
+    let Some(cp) = &settings.control_plane else {
+        return Ok((None, None));
+    };
+    let svid = Arc::new(
+        Svid::obtain(cp, &settings.flags.app_id, namespace)
+            .await
+            .map_err(StartError::ControlPlane)?,
+    );
+    let operator = match &cp.operator_address {
+        Some(addr) => Some(Operator::connect(cp, &svid, addr, namespace).map_err(StartError::ControlPlane)?),
+        None => None,
+    };
+    Ok((Some(svid), operator))
 }

@@ -1,0 +1,240 @@
+//! The ports a sidecar serves: all bound before anything is announced, so
+//! a clash fails start-up cleanly, then each served by a task of its own
+//! until the shutdown: the HTTP and gRPC APIs, the internal port other
+//! sidecars call, the public health port and the metrics port.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+};
+
+use daprs_telemetry::trace::Tracer;
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+use crate::{
+    app_channel,
+    error::StartError,
+    flags::Mode,
+    grpc_router, http_api,
+    listen::{self, ApiListener},
+    observe,
+    runtime::Runtime,
+    settings::Settings,
+};
+
+/// Every port, bound.
+pub struct Ports {
+    internal: Vec<TcpListener>,
+    /// The internal port (chosen by the system when not given).
+    pub internal_port: u16,
+    /// Where other sidecars on this machine reach the internal port.
+    pub internal_addr: Option<SocketAddr>,
+    http: Vec<ApiListener>,
+    grpc: Vec<ApiListener>,
+    public: Vec<TcpListener>,
+}
+
+impl Ports {
+    pub async fn bind(settings: &Settings) -> Result<Self, StartError> {
+        let internal_port = match (settings.flags.dapr_internal_grpc_port, settings.flags.mode) {
+            (Some(p), _) => p,
+            (None, Mode::Kubernetes) => 50002,
+            (None, Mode::Standalone) => 0,
+        };
+        let internal =
+            listen::bind_all("internal gRPC API", &settings.internal_listen, internal_port).await?;
+        let internal_port = listen::port_of(&internal)?;
+        let internal_addr = listen::reachable_addr(&internal);
+        let (http_listeners, grpc_listeners) = match &settings.flags.unix_domain_socket {
+            Some(dir) => (
+                vec![listen::bind_unix(
+                    "HTTP API",
+                    &dir.join(format!("dapr-{}-http.socket", settings.flags.app_id)),
+                )?],
+                vec![listen::bind_unix(
+                    "gRPC API",
+                    &dir.join(format!("dapr-{}-grpc.socket", settings.flags.app_id)),
+                )?],
+            ),
+            None => (
+                listen::bind_all(
+                    "HTTP API",
+                    &settings.listen_addresses,
+                    settings.flags.dapr_http_port,
+                )
+                .await?
+                .into_iter()
+                .map(ApiListener::Tcp)
+                .collect(),
+                listen::bind_all(
+                    "gRPC API",
+                    &settings.listen_addresses,
+                    settings.flags.dapr_grpc_port,
+                )
+                .await?
+                .into_iter()
+                .map(ApiListener::Tcp)
+                .collect(),
+            ),
+        };
+        let public = match settings.flags.dapr_public_port {
+            Some(p) => listen::bind_all("public health API", &settings.public_listen, p).await?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            internal,
+            internal_port,
+            internal_addr,
+            http: http_listeners,
+            grpc: grpc_listeners,
+            public,
+        })
+    }
+}
+
+/// Serves every port until `shutdown` turns true; each server is a task of
+/// the set returned, which ends once its in-flight requests have finished.
+pub async fn all(
+    rt: &Arc<Runtime>,
+    ports: Ports,
+    internal_tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: &watch::Receiver<bool>,
+    tracer: Tracer,
+) -> JoinSet<Result<(), String>> {
+    let mut tasks = JoinSet::new();
+    let stop = {
+        let rx = shutdown.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|v| *v).await;
+            }
+        }
+    };
+
+    // HTTP API.
+    let observe = observe::Observe::new(&rt.metrics, rt.api_log(), tracer);
+    let mut router = http_api::router(rt.clone());
+    if observe.any() {
+        router = router.layer(observe::ObserveLayer::<observe::Http>::new(observe.clone()));
+    }
+    let limits = listen::http_limits(&rt.settings);
+    for l in ports.http {
+        let (router, stop) = (router.clone(), stop());
+        tasks.spawn(listen::serve_http(l, router, limits, stop, false));
+    }
+    let public_router = http_api::public_port_router(rt.clone());
+    for l in ports.public {
+        let (router, stop) = (public_router.clone(), stop());
+        tasks.spawn(listen::serve_http(
+            ApiListener::Tcp(l),
+            router,
+            limits,
+            stop,
+            false,
+        ));
+    }
+
+    // gRPC API, and any other service proxied to the app named by dapr-app-id.
+    // Unlike the internal port's, its writes are not coalesced: in A/B runs
+    // that saved no latency, and small-message streams sometimes fell to
+    // half (BENCHMARKS.md).
+    let mut grpc_router = grpc_router::api(rt.clone()).await;
+    if observe.any() {
+        grpc_router = grpc_router.layer(observe::ObserveLayer::<observe::Grpc>::new(observe.clone()));
+    }
+    let windows = Some((app_channel::STREAM_WINDOW, app_channel::CONNECTION_WINDOW));
+    let grpc_limits = listen::grpc_limits(&rt.settings, windows);
+    for l in ports.grpc {
+        tasks.spawn(listen::serve_http(
+            l,
+            grpc_router.clone(),
+            grpc_limits,
+            stop(),
+            false,
+        ));
+    }
+
+    // Internal API for other sidecars; calls for other services go on to the app.
+    let mut internal_router = grpc_router::internal(rt.clone());
+    // Sidecar-to-sidecar calls are counted, not logged as API calls; their
+    // spans are begun where the call is read (invocation, proxying).
+    if rt.metrics.enabled() {
+        internal_router = internal_router.layer(observe::ObserveLayer::<observe::Grpc>::new(
+            observe::Observe::new(&rt.metrics, None, daprs_telemetry::trace::Tracer::off()),
+        ));
+    }
+    let internal_limits = listen::grpc_limits(&rt.settings, windows);
+    for l in ports.internal {
+        let (router, stop) = (internal_router.clone(), stop());
+        match internal_tls.clone() {
+            Some(config) => {
+                let l = daprs_mtls::coalesce::Coalesce(daprs_mtls::net::TlsListener::new(l, move || {
+                    Some(config.clone())
+                }));
+                tasks.spawn(async move {
+                    daprs_mtls::http::serve(l, router, internal_limits, stop).await;
+                    Ok(())
+                });
+            }
+            None => {
+                tasks.spawn(listen::serve_http(
+                    ApiListener::Tcp(l),
+                    router,
+                    internal_limits,
+                    stop,
+                    true,
+                ));
+            }
+        }
+    }
+
+    // Metrics.
+    if rt.metrics.enabled() {
+        match listen::bind_all(
+            "metrics",
+            &rt.settings.metrics_listen,
+            rt.settings.flags.metrics_port,
+        )
+        .await
+        {
+            Ok(ls) => {
+                let router = axum::Router::new()
+                    .route("/metrics", axum::routing::get(metrics_text))
+                    .with_state(rt.clone());
+                for l in ls {
+                    let (router, stop) = (router.clone(), stop());
+                    tasks.spawn(listen::serve_http(
+                        ApiListener::Tcp(l),
+                        router,
+                        limits,
+                        stop,
+                        false,
+                    ));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics are off"),
+        }
+    }
+    tasks
+}
+
+async fn metrics_text(axum::extract::State(rt): axum::extract::State<Arc<Runtime>>) -> String {
+    let ready = |b: bool| if b { 1 } else { 0 };
+    let mut out = format!(
+        "# HELP dapr_runtime_ready Whether the sidecar is ready (outbound and app).\n\
+         # TYPE dapr_runtime_ready gauge\n\
+         dapr_runtime_ready{{app_id=\"{id}\",target=\"outbound\"}} {o}\n\
+         dapr_runtime_ready{{app_id=\"{id}\",target=\"app\"}} {a}\n\
+         # HELP dapr_runtime_components Components in use.\n\
+         # TYPE dapr_runtime_components gauge\n\
+         dapr_runtime_components{{app_id=\"{id}\"}} {c}\n",
+        id = rt.app_id,
+        o = ready(rt.health.outbound.load(Ordering::Relaxed)),
+        a = ready(rt.health.app_ready.load(Ordering::Relaxed)),
+        c = rt.components().len(),
+    );
+    rt.metrics.render(&mut out);
+    daprs_telemetry::process::render(&mut out);
+    out
+}
