@@ -63,13 +63,12 @@ use std::{
     time::Duration,
 };
 
-use daprs_api::Resource;
 use tokio::sync::watch;
 
 use crate::{
     error::StartError,
     flags::Mode,
-    registry::{DEFAULT_NAMESPACE, LocalRegistry, Resolver},
+    registry::DEFAULT_NAMESPACE,
     runtime::{Health, Runtime},
     settings::Settings,
 };
@@ -147,32 +146,7 @@ pub async fn run(
 
     let (svid, operator) = startup::control_plane(&settings, &namespace).await?;
 
-    // Embedded defaults are a laptop convenience; in Kubernetes the
-    // resources come from the control plane (and the root file system is
-    // read-only), as with Dapr.
-    let mut resources = match (settings.resources_paths.is_empty(), flags.mode) {
-        (true, Mode::Standalone) => resources::embedded_defaults(&settings.env),
-        (true, Mode::Kubernetes) => Vec::new(),
-        (false, _) => resources::load_paths(&settings.resources_paths)?,
-    };
-    let from_operator = match &operator {
-        Some(op) => {
-            let listed = op.components().await.map_err(StartError::ControlPlane)?;
-            tracing::info!(count = listed.len(), "components from the operator");
-            listed
-        }
-        None => {
-            if flags.mode == Mode::Kubernetes {
-                tracing::warn!("no --control-plane-address: no components come from the cluster");
-            }
-            Vec::new()
-        }
-    };
-    resources.extend(from_operator.iter().cloned().map(Resource::Component));
-    if let Some(op) = &operator {
-        let subs = op.subscriptions().await.map_err(StartError::ControlPlane)?;
-        resources.extend(subs.into_iter().map(Resource::SubscriptionV2));
-    }
+    let (resources, from_operator) = startup::resources(&settings, operator.as_ref()).await?;
     let config = startup::load_config(&flags, operator.as_ref()).await?;
     let mut resiliency = startup::load_resiliency(&flags.app_id, &resources, operator.as_ref()).await?;
     let endpoints = startup::load_endpoints(&settings, &resources, operator.as_ref()).await?;
@@ -206,31 +180,8 @@ pub async fn run(
     }
 
     let data_dir = resources::data_dir(&settings.env);
-    let resolver = match flags.mode {
-        Mode::Standalone => Resolver::Local(LocalRegistry::new(&data_dir)),
-        Mode::Kubernetes => Resolver::Kubernetes {
-            cluster_domain: settings
-                .env
-                .get("DAPR_CLUSTER_DOMAIN")
-                .cloned()
-                .unwrap_or_else(|| "cluster.local".into()),
-            port: flags.dapr_internal_grpc_port.unwrap_or(50002),
-        },
-    };
-    let app = match flags.app_port {
-        Some(port) => Some(
-            app_channel::AppChannel::new(
-                flags.app_protocol,
-                &flags.app_channel_address,
-                port,
-                settings.app_token.as_deref(),
-                settings.app_max_concurrency,
-                settings.max_body_size,
-            )
-            .map_err(StartError::Config)?,
-        ),
-        None => None,
-    };
+    let resolver = startup::resolver(&settings, &data_dir);
+    let app = startup::app_channel(&settings)?;
 
     // Bind every port before announcing anything, so a clash fails start-up cleanly.
     let ports = serve::Ports::bind(&settings).await?;

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use daprs_api::{Resource, v1alpha1::Component};
 
 use crate::{
+    app_channel::AppChannel,
     config::SidecarConfig,
     control_plane::{self, Operator},
     endpoints,
     error::StartError,
     flags::{Flags, Mode},
     identity::Svid,
+    registry::{LocalRegistry, Resolver},
     resiliency,
     resources::{Templates, env_secret_resolver},
     settings::Settings,
@@ -136,4 +138,66 @@ pub(crate) async fn control_plane(
         None => None,
     };
     Ok((Some(svid), operator))
+}
+
+/// The resources this sidecar starts with, and the Components among them
+/// that came from the operator (which it then keeps up to date). Embedded
+/// defaults are a laptop convenience; in Kubernetes the resources come from
+/// the control plane (and the root file system is read-only), as with Dapr.
+pub(crate) async fn resources(
+    settings: &Settings,
+    operator: Option<&Operator>,
+) -> Result<(Vec<Resource>, Vec<Component>), StartError> {
+    let mode = settings.flags.mode;
+    let mut resources = match (settings.resources_paths.is_empty(), mode) {
+        (true, Mode::Standalone) => crate::resources::embedded_defaults(&settings.env),
+        (true, Mode::Kubernetes) => Vec::new(),
+        (false, _) => crate::resources::load_paths(&settings.resources_paths)?,
+    };
+    let Some(op) = operator else {
+        if mode == Mode::Kubernetes {
+            tracing::warn!("no --control-plane-address: no components come from the cluster");
+        }
+        return Ok((resources, Vec::new()));
+    };
+    let listed = op.components().await.map_err(StartError::ControlPlane)?;
+    tracing::info!(count = listed.len(), "components from the operator");
+    resources.extend(listed.iter().cloned().map(Resource::Component));
+    let subs = op.subscriptions().await.map_err(StartError::ControlPlane)?;
+    resources.extend(subs.into_iter().map(Resource::SubscriptionV2));
+    Ok((resources, listed))
+}
+
+/// Where other apps' sidecars are found: the registry folder on a laptop,
+/// the `<app-id>-dapr` Services in Kubernetes.
+pub(crate) fn resolver(settings: &Settings, data_dir: &std::path::Path) -> Resolver {
+    match settings.flags.mode {
+        Mode::Standalone => Resolver::Local(LocalRegistry::new(data_dir)),
+        Mode::Kubernetes => Resolver::Kubernetes {
+            cluster_domain: settings
+                .env
+                .get("DAPR_CLUSTER_DOMAIN")
+                .cloned()
+                .unwrap_or_else(|| "cluster.local".into()),
+            port: settings.flags.dapr_internal_grpc_port.unwrap_or(50002),
+        },
+    }
+}
+
+/// The channel into the app, when it has a port.
+pub(crate) fn app_channel(settings: &Settings) -> Result<Option<AppChannel>, StartError> {
+    let flags = &settings.flags;
+    let Some(port) = flags.app_port else {
+        return Ok(None);
+    };
+    AppChannel::new(
+        flags.app_protocol,
+        &flags.app_channel_address,
+        port,
+        settings.app_token.as_deref(),
+        settings.app_max_concurrency,
+        settings.max_body_size,
+    )
+    .map(Some)
+    .map_err(StartError::Config)
 }
