@@ -250,15 +250,6 @@ pub async fn run(
     }
 
     let mut tasks = serve::all(&rt, ports, internal_tls, &shutdown_rx, tracer).await;
-    let stop = {
-        let rx = shutdown_rx.clone();
-        move || {
-            let mut rx = rx.clone();
-            async move {
-                let _ = rx.wait_for(|v| *v).await;
-            }
-        }
-    };
 
     // Announce this sidecar to the others.
     let registration = match rt.invoker.local_registry() {
@@ -286,7 +277,8 @@ pub async fn run(
     let subscribers = Arc::new(tokio::sync::Mutex::new(pubsub::delivery::Subscribers::default()));
     match rt.app.as_ref() {
         Some(app) => {
-            let (rt2, address, port, stop) = (rt.clone(), app.address.clone(), app.port, stop());
+            let (rt2, address, port) = (rt.clone(), app.address.clone(), app.port);
+            let stop = serve::stopped(shutdown_rx.clone());
             let subscribers = subscribers.clone();
             // Waiting for and probing the app ends with the shutdown; it is not
             // in-flight work to drain.

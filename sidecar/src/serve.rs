@@ -8,6 +8,7 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
+use daprs_mtls::http::Limits;
 use daprs_telemetry::trace::Tracer;
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
@@ -45,6 +46,10 @@ impl Ports {
             listen::bind_all("internal gRPC API", &settings.internal_listen, internal_port).await?;
         let internal_port = listen::port_of(&internal)?;
         let internal_addr = listen::reachable_addr(&internal);
+        let tcp = |what, port| async move {
+            let bound = listen::bind_all(what, &settings.listen_addresses, port).await?;
+            Ok::<Vec<_>, StartError>(bound.into_iter().map(ApiListener::Tcp).collect())
+        };
         let (http_listeners, grpc_listeners) = match &settings.flags.unix_domain_socket {
             Some(dir) => (
                 vec![listen::bind_unix(
@@ -57,24 +62,8 @@ impl Ports {
                 )?],
             ),
             None => (
-                listen::bind_all(
-                    "HTTP API",
-                    &settings.listen_addresses,
-                    settings.flags.dapr_http_port,
-                )
-                .await?
-                .into_iter()
-                .map(ApiListener::Tcp)
-                .collect(),
-                listen::bind_all(
-                    "gRPC API",
-                    &settings.listen_addresses,
-                    settings.flags.dapr_grpc_port,
-                )
-                .await?
-                .into_iter()
-                .map(ApiListener::Tcp)
-                .collect(),
+                tcp("HTTP API", settings.flags.dapr_http_port).await?,
+                tcp("gRPC API", settings.flags.dapr_grpc_port).await?,
             ),
         };
         let public = match settings.flags.dapr_public_port {
@@ -92,6 +81,26 @@ impl Ports {
     }
 }
 
+/// Serves `router` on each of `listeners`, a task each, until `shutdown`.
+fn spawn_each(
+    tasks: &mut JoinSet<Result<(), String>>,
+    listeners: impl IntoIterator<Item = ApiListener>,
+    router: &axum::Router,
+    limits: Limits,
+    coalesce: bool,
+    shutdown: &watch::Receiver<bool>,
+) {
+    for l in listeners {
+        let stop = stopped(shutdown.clone());
+        tasks.spawn(listen::serve_http(l, router.clone(), limits, stop, coalesce));
+    }
+}
+
+/// Ends when `shutdown` turns true.
+pub async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|v| *v).await;
+}
+
 /// Serves every port until `shutdown` turns true; each server is a task of
 /// the set returned, which ends once its in-flight requests have finished.
 pub async fn all(
@@ -102,15 +111,6 @@ pub async fn all(
     tracer: Tracer,
 ) -> JoinSet<Result<(), String>> {
     let mut tasks = JoinSet::new();
-    let stop = {
-        let rx = shutdown.clone();
-        move || {
-            let mut rx = rx.clone();
-            async move {
-                let _ = rx.wait_for(|v| *v).await;
-            }
-        }
-    };
 
     // HTTP API.
     let observe = observe::Observe::new(&rt.metrics, rt.api_log(), tracer);
@@ -119,21 +119,10 @@ pub async fn all(
         router = router.layer(observe::ObserveLayer::<observe::Http>::new(observe.clone()));
     }
     let limits = listen::http_limits(&rt.settings);
-    for l in ports.http {
-        let (router, stop) = (router.clone(), stop());
-        tasks.spawn(listen::serve_http(l, router, limits, stop, false));
-    }
+    spawn_each(&mut tasks, ports.http, &router, limits, false, shutdown);
     let public_router = http_api::public_port_router(rt.clone());
-    for l in ports.public {
-        let (router, stop) = (public_router.clone(), stop());
-        tasks.spawn(listen::serve_http(
-            ApiListener::Tcp(l),
-            router,
-            limits,
-            stop,
-            false,
-        ));
-    }
+    let public = ports.public.into_iter().map(ApiListener::Tcp);
+    spawn_each(&mut tasks, public, &public_router, limits, false, shutdown);
 
     // gRPC API, and any other service proxied to the app named by dapr-app-id.
     // Unlike the internal port's, its writes are not coalesced: in A/B runs
@@ -145,15 +134,7 @@ pub async fn all(
     }
     let windows = Some((app_channel::STREAM_WINDOW, app_channel::CONNECTION_WINDOW));
     let grpc_limits = listen::grpc_limits(&rt.settings, windows);
-    for l in ports.grpc {
-        tasks.spawn(listen::serve_http(
-            l,
-            grpc_router.clone(),
-            grpc_limits,
-            stop(),
-            false,
-        ));
-    }
+    spawn_each(&mut tasks, ports.grpc, &grpc_router, grpc_limits, false, shutdown);
 
     // Internal API for other sidecars; calls for other services go on to the app.
     let mut internal_router = grpc_router::internal(rt.clone());
@@ -165,10 +146,22 @@ pub async fn all(
         ));
     }
     let internal_limits = listen::grpc_limits(&rt.settings, windows);
-    for l in ports.internal {
-        let (router, stop) = (internal_router.clone(), stop());
-        match internal_tls.clone() {
-            Some(config) => {
+    match internal_tls {
+        None => {
+            let plain = ports.internal.into_iter().map(ApiListener::Tcp);
+            spawn_each(
+                &mut tasks,
+                plain,
+                &internal_router,
+                internal_limits,
+                true,
+                shutdown,
+            );
+        }
+        Some(config) => {
+            for l in ports.internal {
+                let (router, stop, config) =
+                    (internal_router.clone(), stopped(shutdown.clone()), config.clone());
                 let l = daprs_mtls::coalesce::Coalesce(daprs_mtls::net::TlsListener::new(l, move || {
                     Some(config.clone())
                 }));
@@ -176,15 +169,6 @@ pub async fn all(
                     daprs_mtls::http::serve(l, router, internal_limits, stop).await;
                     Ok(())
                 });
-            }
-            None => {
-                tasks.spawn(listen::serve_http(
-                    ApiListener::Tcp(l),
-                    router,
-                    internal_limits,
-                    stop,
-                    true,
-                ));
             }
         }
     }
@@ -202,16 +186,8 @@ pub async fn all(
                 let router = axum::Router::new()
                     .route("/metrics", axum::routing::get(metrics_text))
                     .with_state(rt.clone());
-                for l in ls {
-                    let (router, stop) = (router.clone(), stop());
-                    tasks.spawn(listen::serve_http(
-                        ApiListener::Tcp(l),
-                        router,
-                        limits,
-                        stop,
-                        false,
-                    ));
-                }
+                let ls = ls.into_iter().map(ApiListener::Tcp);
+                spawn_each(&mut tasks, ls, &router, limits, false, shutdown);
             }
             Err(e) => tracing::warn!(error = %e, "metrics are off"),
         }

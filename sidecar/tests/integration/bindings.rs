@@ -221,13 +221,22 @@ async fn output_and_input_bindings_with_an_http_app() {
     // The app's answers were carried out: a state saved, data sent on.
     let r = d.get("/v1.0/state/statestore/last-tick").await.expect("state");
     assert_eq!((r.status, r.json()), (200, json!({"seen": true})));
-    // Counted under Dapr's names, as the binding and the app saw them.
-    let m = super::metrics::scrape(&d).await;
-    let ticks = super::metrics::value(
-        &m,
-        "dapr_component_input_binding_count",
-        &[("component", "ticker"), ("success", "true")],
-    );
+    // Counted under Dapr's names, as the binding and the app saw them; an
+    // event is counted once the app's answer has been carried out, a moment
+    // after the app has seen it.
+    let mut ticks = None;
+    for _ in 0..50 {
+        let m = super::metrics::scrape(&d).await;
+        ticks = super::metrics::value(
+            &m,
+            "dapr_component_input_binding_count",
+            &[("component", "ticker"), ("success", "true")],
+        );
+        if ticks >= Some(2.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(ticks >= Some(2.0), "{ticks:?}");
     let r = d
         .send(
