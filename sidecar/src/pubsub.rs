@@ -2,6 +2,7 @@
 //! (one event or a batch) with Dapr's CloudEvent envelope, topic scoping and
 //! errors; [`delivery`] runs the app's subscriptions.
 
+pub mod answer;
 pub mod bulk;
 pub mod cloudevent;
 pub mod delivery;

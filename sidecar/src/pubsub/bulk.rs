@@ -23,8 +23,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    answer::{Outcome, grpc_outcome, http_outcome, topic_event_request},
     cloudevent,
-    delivery::{Outcome, grpc_outcome, http_outcome, topic_event_request},
     subscriptions::Subscription,
 };
 use crate::{app_channel::AppChannel, runtime::Runtime};

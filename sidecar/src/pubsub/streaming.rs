@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
 
 use super::{
+    answer::{Outcome, grpc_outcome, topic_event_request},
     cloudevent,
-    delivery::{Outcome, grpc_outcome, topic_event_request},
     subscriptions::{Kind, Subscription},
 };
 use crate::runtime::{PubSubEntry, Runtime};
