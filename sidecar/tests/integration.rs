@@ -36,6 +36,8 @@ mod metrics;
 mod proxy;
 #[path = "integration/proxy_links.rs"]
 mod proxy_links;
+#[path = "integration/proxy_reflection.rs"]
+mod proxy_reflection;
 #[path = "integration/pubsub.rs"]
 mod pubsub;
 #[path = "integration/pubsub_brokers.rs"]

@@ -193,7 +193,7 @@ pub async fn echo_app() -> (u16, Arc<Seen>) {
 }
 
 /// Two sidecars: `client` with no app, `server` in front of the echo app.
-async fn pair(name: &str) -> (Daprd, Daprd, Arc<Seen>, String) {
+pub async fn pair(name: &str) -> (Daprd, Daprd, Arc<Seen>, String) {
     pair_with(name, vec![]).await
 }
 
@@ -228,7 +228,7 @@ pub fn to<T>(app: &str, msg: T) -> Request<T> {
     r
 }
 
-fn msg(text: &str) -> Msg {
+pub fn msg(text: &str) -> Msg {
     Msg {
         text: text.into(),
         ..Default::default()
@@ -426,48 +426,6 @@ async fn wait_for(cond: impl Fn() -> bool) {
 }
 
 #[tokio::test]
-async fn many_concurrent_streams_on_one_connection_do_not_mix() {
-    let (client_d, _server_d, _seen, app) = pair("px-many").await;
-    let c = client(&client_d).await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..1000u32 {
-        let (mut c, app) = (c.clone(), app.clone());
-        tasks.spawn(async move {
-            let out = tokio_stream::iter((0..3).map(move |j| Msg {
-                text: format!("{i}.{j}"),
-                count: i,
-                ..Default::default()
-            }));
-            let mut replies = c.bidi(to(&app, out)).await?.into_inner();
-            let mut got = Vec::new();
-            while let Some(m) = replies.next().await {
-                let m = m?;
-                if m.count != i {
-                    return Err(Status::internal(format!("stream {i} got {}", m.text)));
-                }
-                got.push(m.text);
-            }
-            Ok::<_, Status>(
-                got == [
-                    format!("echo:{i}.0"),
-                    format!("echo:{i}.1"),
-                    format!("echo:{i}.2"),
-                ],
-            )
-        });
-    }
-    let mut ok = 0;
-    while let Some(r) = tasks.join_next().await {
-        assert!(
-            r.expect("task").expect("stream"),
-            "a stream got the wrong replies"
-        );
-        ok += 1;
-    }
-    assert_eq!(ok, 1000);
-}
-
-#[tokio::test]
 async fn an_app_that_is_not_grpc_is_named_with_the_flag_to_fix() {
     let home = temp_dir("px-http-app");
     let port = super::apps::http_app().await;
@@ -519,167 +477,6 @@ async fn messages_over_the_size_limit_are_refused_either_way() {
     // Under both limits all is well.
     let ok = c.unary(to(&app, big(900 << 10))).await.expect("under the limits");
     assert_eq!(ok.into_inner().data.len(), 900 << 10);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-#[tokio::test]
-async fn a_100_mb_stream_keeps_both_sidecars_memory_bounded() {
-    let (client_d, server_d, _seen, app) = pair("px-100mb").await;
-    let mut c = client(&client_d).await;
-    // Warm both sidecars up so idle RSS includes the connection set-up.
-    c.unary(to(&app, msg("warm"))).await.expect("warm");
-    let idle = (rss_kib(client_d.pid()), rss_kib(server_d.pid()));
-    let peak = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
-    let watch = {
-        let (peak, pids) = (peak.clone(), (client_d.pid(), server_d.pid()));
-        tokio::spawn(async move {
-            loop {
-                let now = (rss_kib(pids.0), rss_kib(pids.1));
-                if let Ok(mut p) = peak.lock() {
-                    *p = (p.0.max(now.0), p.1.max(now.1));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
-    let out = tokio_stream::iter((0..100).map(|i| Msg {
-        data: vec![(i % 251) as u8; 1 << 20],
-        count: i,
-        ..Default::default()
-    }));
-    let res = c
-        .client_stream(to(&app, out))
-        .await
-        .expect("100 MB stream")
-        .into_inner();
-    watch.abort();
-    assert_eq!((res.count, res.text.as_str()), (100, "|104857600"));
-    let peak = *peak.lock().expect("peak");
-    for (who, idle, peak) in [("client", idle.0, peak.0), ("server", idle.1, peak.1)] {
-        assert!(
-            peak < idle + 16 * 1024,
-            "{who} sidecar grew from {idle} KiB to {peak} KiB during the stream"
-        );
-    }
-}
-
-/// The services a reflection endpoint lists, by v1 or v1alpha.
-async fn listed(d: &Daprd, app: Option<&str>, alpha: bool) -> Vec<String> {
-    use tonic_reflection::pb::{v1, v1alpha};
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", d.grpc_port))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    fn with_app<T>(app: Option<&str>, mut r: Request<T>) -> Request<T> {
-        if let Some(app) = app {
-            r.metadata_mut()
-                .insert("dapr-app-id", app.parse().expect("app id"));
-        }
-        r
-    }
-    // v1 and v1alpha are the same protocol in two packages.
-    macro_rules! list_services {
-        ($v:ident) => {{
-            let mut c = $v::server_reflection_client::ServerReflectionClient::new(channel);
-            let req = $v::ServerReflectionRequest {
-                host: String::new(),
-                message_request: Some($v::server_reflection_request::MessageRequest::ListServices(
-                    String::new(),
-                )),
-            };
-            let mut replies = c
-                .server_reflection_info(with_app(app, Request::new(tokio_stream::iter([req]))))
-                .await
-                .expect("reflection")
-                .into_inner();
-            match replies
-                .next()
-                .await
-                .expect("a reply")
-                .expect("ok")
-                .message_response
-            {
-                Some($v::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
-                    l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
-                }
-                other => panic!("{other:?}"),
-            }
-        }};
-    }
-    let mut names = if alpha {
-        list_services!(v1alpha)
-    } else {
-        list_services!(v1)
-    };
-    names.sort();
-    names
-}
-
-#[tokio::test]
-async fn reflection_lists_what_the_port_serves_or_what_the_app_serves() {
-    let (client_d, _server_d, _seen, app) = pair("px-reflect").await;
-    let own = [
-        "dapr.proto.runtime.v1.Dapr",
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1.ServerReflection",
-        "grpc.reflection.v1alpha.ServerReflection",
-    ];
-    assert_eq!(listed(&client_d, None, false).await, own);
-    assert_eq!(listed(&client_d, None, true).await, own);
-    // With dapr-app-id, the app's reflection answers through both sidecars.
-    let app_services = listed(&client_d, Some(&app), true).await;
-    assert!(
-        app_services.contains(&"daprs.test.v1.Echo".to_string()),
-        "{app_services:?}"
-    );
-    assert!(
-        !app_services.iter().any(|s| s.starts_with("dapr.proto")),
-        "{app_services:?}"
-    );
-}
-
-#[tokio::test]
-async fn health_watchers_see_the_sidecar_go_down() {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
-    let home = temp_dir("px-health");
-    let d = Daprd::start(Spec::new("px-health", &home)).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", d.grpc_port))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    let mut c = HealthClient::new(channel);
-    let mut watch = c
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = watch.next().await.expect("status").expect("ok");
-    assert_eq!(first.status(), ServingStatus::Serving);
-    let r = d.send("POST", "/v1.0/shutdown", &[], "").await;
-    assert_eq!(r.status, 204);
-    let next = tokio::time::timeout(Duration::from_secs(5), watch.next())
-        .await
-        .expect("a change within 5 s");
-    if let Some(Ok(status)) = next {
-        assert_eq!(status.status(), ServingStatus::NotServing);
-    }
 }
 
 #[tokio::test]
