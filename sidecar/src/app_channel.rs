@@ -115,8 +115,9 @@ impl AppChannel {
         }
     }
 
-    /// The connection proxied gRPC calls reach a gRPC app by.
-    pub fn proxied(&self) -> Option<&Peer> {
+    /// daprd's own connection to a gRPC app: proxied calls, `OnInvoke` and
+    /// `OnTopicEvent` go on it.
+    pub fn peer(&self) -> Option<&Peer> {
         match &self.transport {
             Transport::Grpc { peer, .. } => Some(peer),
             Transport::Http { .. } => None,

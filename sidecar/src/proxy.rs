@@ -164,7 +164,7 @@ async fn to_app(rt: &Runtime, mut req: Req, deadline: Option<Instant>) -> Result
             rt.app_id
         ))
     })?;
-    let peer = app.proxied().ok_or_else(|| {
+    let peer = app.peer().ok_or_else(|| {
         Status::failed_precondition(format!(
             "app {} speaks {}, not gRPC: proxied gRPC calls need its sidecar started with \
              --app-protocol grpc (or grpcs)",

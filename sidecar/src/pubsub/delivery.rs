@@ -12,8 +12,12 @@ use daprs_components::{
     Error,
     pubsub::{self as broker, Handler, Message, Subscribed},
 };
-use daprs_proto::{common::http_extension::Verb, runtime::app_callback_client::AppCallbackClient};
+use daprs_proto::{
+    common::http_extension::Verb,
+    runtime::{TopicEventResponse, app_callback_client::AppCallbackClient},
+};
 use daprs_telemetry::trace::{Span, SpanContext};
+use prost::Message as _;
 use serde_json::{Map, Value};
 use tower::{Layer, ServiceExt};
 
@@ -24,10 +28,12 @@ use super::{
     subscriptions::{self, Subscription},
 };
 use crate::{
-    app_channel::AppChannel,
+    app_channel::{AppChannel, MAX_UNARY},
     resiliency::Failure,
     runtime::{PubSubEntry, Runtime},
 };
+
+const ON_TOPIC_EVENT: &str = "/dapr.proto.runtime.v1.AppCallback/OnTopicEvent";
 
 /// What a delivery reads of an event: the whole event where something needs
 /// it (routing rules, gRPC apps, batches), else only the attributes an HTTP
@@ -103,16 +109,26 @@ async fn call_app(
     body: &Bytes,
     trace: Option<SpanContext>,
 ) -> (Outcome, Option<Failure>) {
-    if let Some(channel) = app.grpc_channel() {
+    if let Some(peer) = app.peer() {
         let _permit = app.admit().await;
         let mut req = app.grpc_request(topic_event_request(&ev.whole(body), path));
         if let Some(ctx) = &trace {
             crate::trace::set_grpc_metadata(req.metadata_mut(), ctx);
         }
-        let res = AppCallbackClient::new(channel)
-            .on_topic_event(req)
+        let (metadata, _, event) = req.into_parts();
+        // One write, on daprd's own connection to the app.
+        let encode = |buf: &mut bytes::BytesMut| {
+            buf.reserve(event.encoded_len());
+            event.encode_raw(buf);
+        };
+        let res = peer
+            .unary_with(ON_TOPIC_EVENT, metadata.into_headers(), encode, MAX_UNARY)
             .await
-            .map(|r| r.into_inner().status)
+            .and_then(|(_, reply)| {
+                TopicEventResponse::decode(reply)
+                    .map_err(|e| tonic::Status::internal(format!("the app's reply does not decode: {e}")))
+            })
+            .map(|r| r.status)
             .map_err(|s| s.code());
         let failure = res.as_ref().err().map(|c| Failure::Grpc(*c as i32));
         return (grpc_outcome(res), failure);
