@@ -126,8 +126,7 @@ pub async fn all(
 
     // gRPC API, and any other service proxied to the app named by dapr-app-id.
     // Unlike the internal port's, its writes are not coalesced: in A/B runs
-    // that saved no latency, and small-message streams sometimes fell to
-    // half (BENCHMARKS.md).
+    // that saved no latency (BENCHMARKS.md).
     let mut grpc_router = grpc_router::api(rt.clone()).await;
     if observe.any() {
         grpc_router = grpc_router.layer(observe::ObserveLayer::<observe::Grpc>::new(observe.clone()));
