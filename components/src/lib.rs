@@ -72,6 +72,26 @@ pub fn meta<'a>(metadata: &'a Metadata, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// `a` and `b` (named `a_name` and `b_name`), which come together or not at
+/// all, as a certificate and its key do.
+pub fn both_or_neither<T>(
+    a: Option<T>,
+    b: Option<T>,
+    a_name: &str,
+    b_name: &str,
+) -> Result<Option<(T, T)>, String> {
+    match (a, b) {
+        (None, None) => Ok(None),
+        (Some(a), Some(b)) => Ok(Some((a, b))),
+        _ => Err(format!("{a_name} and {b_name} go together: give both or neither")),
+    }
+}
+
+/// Metadata keys `a` and `b`, which come together or not at all.
+pub fn meta_pair<'a>(metadata: &'a Metadata, a: &str, b: &str) -> Result<Option<(&'a str, &'a str)>, String> {
+    both_or_neither(meta(metadata, a), meta(metadata, b), a, b)
+}
+
 /// A metadata value parsed as a number, or the default when absent.
 pub fn meta_num<T: std::str::FromStr>(metadata: &Metadata, key: &str, default: T) -> Result<T, String> {
     match meta(metadata, key) {

@@ -111,11 +111,11 @@ impl Tls {
             .map_err(|e| e.to_string())?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let client = match (&options.cert, &options.key) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => Some((read(cert, "sslcert")?, read(key, "sslkey")?)),
-            _ => return Err("sslcert and sslkey go together: give both or neither".into()),
-        };
+        let client =
+            match crate::both_or_neither(options.cert.as_ref(), options.key.as_ref(), "sslcert", "sslkey")? {
+                Some((cert, key)) => Some((read(cert, "sslcert")?, read(key, "sslkey")?)),
+                None => None,
+            };
         let mut config = crate::https::with_client(builder, client).map_err(|e| {
             format!(
                 "sslcert {} and sslkey {}: {e}",

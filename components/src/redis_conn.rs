@@ -56,14 +56,13 @@ pub fn client(metadata: &Metadata) -> Result<(::redis::Client, String), String> 
         .into_connection_info()
         .map_err(|e| e.to_string())?
         .set_redis_settings(settings);
-    let client_tls = match (meta(metadata, "clientCert"), meta(metadata, "clientKey")) {
-        (None, None) => None,
-        (Some(cert), Some(key)) if tls => Some(ClientTlsConfig {
+    let client_tls = match crate::meta_pair(metadata, "clientCert", "clientKey")? {
+        None => None,
+        Some((cert, key)) if tls => Some(ClientTlsConfig {
             client_cert: cert.as_bytes().to_vec(),
             client_key: key.as_bytes().to_vec(),
         }),
-        (Some(_), Some(_)) => return Err("clientCert and clientKey need enableTLS: true".into()),
-        _ => return Err("clientCert and clientKey go together: give both or neither".into()),
+        Some(_) => return Err("clientCert and clientKey need enableTLS: true".into()),
     };
     let client = if tls {
         ::redis::Client::build_with_tls(

@@ -50,10 +50,9 @@ impl HttpBinding {
         if !matches!(uri.scheme_str(), Some("http" | "https")) {
             return Err(format!("url {url:?} must start with http:// or https://"));
         }
-        let client_cert = match (meta(metadata, "MTLSClientCert"), meta(metadata, "MTLSClientKey")) {
-            (Some(c), Some(k)) => Some((pem(c)?, pem(k)?)),
-            (None, None) => None,
-            _ => return Err("MTLSClientCert and MTLSClientKey go together".into()),
+        let client_cert = match crate::meta_pair(metadata, "MTLSClientCert", "MTLSClientKey")? {
+            Some((c, k)) => Some((pem(c)?, pem(k)?)),
+            None => None,
         };
         let roots = match meta(metadata, "MTLSRootCA") {
             Some(ca) => crate::https::roots(&pem(ca)?)?,

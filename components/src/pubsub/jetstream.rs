@@ -174,20 +174,13 @@ impl JetStreamBroker {
         }
         // TLS: a `tls://` URL or a server that asks for it; the server is
         // checked against the system's roots.
-        match (
-            meta(metadata, "tls_client_cert"),
-            meta(metadata, "tls_client_key"),
-        ) {
-            (None, None) => {}
-            (Some(cert), Some(key)) => {
-                for (what, path) in [("tls_client_cert", cert), ("tls_client_key", key)] {
-                    if !std::path::Path::new(path).is_file() {
-                        return Err(format!("{what} {path:?} is not a readable file"));
-                    }
+        if let Some((cert, key)) = crate::meta_pair(metadata, "tls_client_cert", "tls_client_key")? {
+            for (what, path) in [("tls_client_cert", cert), ("tls_client_key", key)] {
+                if !std::path::Path::new(path).is_file() {
+                    return Err(format!("{what} {path:?} is not a readable file"));
                 }
-                opts = opts.add_client_certificate(cert.into(), key.into());
             }
-            _ => return Err("tls_client_cert and tls_client_key go together: give both or neither".into()),
+            opts = opts.add_client_certificate(cert.into(), key.into());
         }
         if meta(metadata, "jwt").is_some() || meta(metadata, "seedKey").is_some() {
             return Err(

@@ -64,11 +64,8 @@ pub(super) fn tls_config(metadata: &Metadata) -> std::result::Result<Arc<rustls:
         Some(pem) => crate::https::roots(pem.as_bytes())?,
         None => crate::https::native_roots(),
     };
-    let client = match (meta(metadata, "clientCert"), meta(metadata, "clientKey")) {
-        (None, None) => None,
-        (Some(c), Some(k)) => Some((c.as_bytes().to_vec(), k.as_bytes().to_vec())),
-        _ => return Err("clientCert and clientKey go together: give both or neither".into()),
-    };
+    let client = crate::meta_pair(metadata, "clientCert", "clientKey")?
+        .map(|(c, k)| (c.as_bytes().to_vec(), k.as_bytes().to_vec()));
     Ok(Arc::new(crate::https::config(roots, client)?))
 }
 
