@@ -26,7 +26,7 @@ use daprs_api::v1alpha1::{CircuitBreaker, EndpointPolicy, Resiliency as Document
 use self::{breaker::Breaker, policy::Tag};
 pub use self::{
     breaker::Refused,
-    layer::{Once, PolicyLayer, Resilient},
+    layer::{PolicyLayer, Resilient},
     policy::{Failure, Halt, Policy, Stop},
     retry::Retry,
 };

@@ -17,7 +17,7 @@ use super::{
     call,
 };
 use crate::{
-    resiliency::{Failure, Once, Policy, Stop},
+    resiliency::{Failure, Policy, Stop},
     runtime::Runtime,
 };
 
@@ -67,16 +67,24 @@ pub async fn send(
         // The timeout is already in the deadline, which also covers the reply.
         attempt.timeout = None;
     }
-    let once = tower::service_fn(|req: Once<Req>| async move {
-        match req.take() {
-            Some(req) => call(rt, peer, req, deadline, app_id, None).await,
-            None => Err(Status::internal("a proxied call is sent once")),
+    // Sent at most once: this policy never retries.
+    let slot = std::sync::Mutex::new(Some(req));
+    let once = tower::service_fn(|()| {
+        let req = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        async move {
+            match req {
+                Some(req) => call(rt, peer, req, deadline, app_id, None).await,
+                None => Err(Status::internal("a proxied call is sent once")),
+            }
         }
     });
     attempt
         .layer(failure)
         .layer(once)
-        .oneshot(Once::new(req))
+        .oneshot(())
         .await
         .map_err(stopped)
 }

@@ -3,7 +3,7 @@
 //! retries and breakers are applied by this code alone. Each request to the
 //! wrapped service is one call; each attempt sends the inner service a clone
 //! of the request, so requests are cheap to clone: references, `Bytes`, or
-//! a request that can only be sent once where the policy never retries.
+//! `()` where the service holds what it sends.
 
 use std::{
     future::Future,
@@ -191,31 +191,6 @@ where
     }
 }
 
-/// A request that goes out at most once, for calls the policy never
-/// retries (a stream cannot be replayed): clones share it, and an attempt
-/// after the first finds it gone.
-pub struct Once<T>(std::sync::Arc<std::sync::Mutex<Option<T>>>);
-
-impl<T> Once<T> {
-    pub fn new(req: T) -> Self {
-        Self(std::sync::Arc::new(std::sync::Mutex::new(Some(req))))
-    }
-
-    /// The request, the first time.
-    pub fn take(&self) -> Option<T> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    }
-}
-
-impl<T> Clone for Once<T> {
-    fn clone(&self) -> Self {
-        Self(self.0.clone())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{
@@ -267,13 +242,5 @@ mod tests {
         assert!(matches!(res, Err(Stop::TimedOut(t)) if t == Duration::from_millis(250)));
         assert_eq!(started.elapsed(), Duration::from_millis(250));
         assert_eq!(Arc::strong_count(&held), 1, "the cut-off attempt was dropped");
-    }
-
-    #[test]
-    fn a_request_sent_once_is_gone_for_any_clone() {
-        let once = Once::new("req");
-        let copy = once.clone();
-        assert_eq!(copy.take(), Some("req"));
-        assert_eq!(once.take(), None);
     }
 }
