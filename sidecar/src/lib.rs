@@ -206,12 +206,11 @@ pub async fn run(
     };
     if let (Some(svid), Some(cp)) = (svid.clone(), settings.control_plane.clone()) {
         let (app_id, ns) = (flags.app_id.clone(), namespace.clone());
-        let renewals = metrics.clone();
-        let mut stopping = shutdown_rx.clone();
+        let (renewals, stop) = (metrics.clone(), serve::stopped(shutdown_rx.clone()));
         tokio::spawn(async move {
             tokio::select! {
                 () = svid.renew(cp, app_id, ns, renewals) => {}
-                _ = stopping.wait_for(|v| *v) => {}
+                () = stop => {}
             }
         });
     }
@@ -240,11 +239,11 @@ pub async fn run(
     // Component changes from the operator, applied while running.
     let subscription_source = operator.clone();
     if let Some(op) = operator {
-        let (rt, mut stopping) = (rt.clone(), shutdown_rx.clone());
+        let (rt, stop) = (rt.clone(), serve::stopped(shutdown_rx.clone()));
         tokio::spawn(async move {
             tokio::select! {
                 () = op.follow(rt, from_operator) => {}
-                _ = stopping.wait_for(|v| *v) => {}
+                () = stop => {}
             }
         });
     }
@@ -304,8 +303,7 @@ pub async fn run(
     }
 
     tokio::spawn(shut_down_on(signal, rt.clone()));
-    let mut rx = shutdown_rx.clone();
-    let _ = rx.wait_for(|v| *v).await;
+    serve::stopped(shutdown_rx).await;
     drop(registration);
     drain(&rt, tasks, &subscribers).await;
     tracing::info!("daprd shut down");
