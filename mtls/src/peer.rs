@@ -131,32 +131,18 @@ impl Peer {
         Ok(send)
     }
 
-    /// Calls `path` with the message `encode` writes, and returns the reply
-    /// message, refusing one over `limit` bytes.
-    pub async fn unary(
-        &self,
-        path: &'static str,
-        encode: impl FnOnce(&mut BytesMut),
-        limit: usize,
-    ) -> Result<Bytes, Status> {
-        let (_, message) = self
-            .unary_with(path, http::HeaderMap::new(), encode, limit)
-            .await?;
-        Ok(message)
-    }
-
-    /// [`Peer::unary`] with request `metadata`, returning the reply's
-    /// headers beside its message.
-    pub async fn unary_with(
+    /// Calls `path` with `message` and request `metadata`; returns the
+    /// reply's headers and message, refusing a reply over `limit` bytes.
+    pub async fn unary<R: prost::Message + Default>(
         &self,
         path: &str,
         metadata: http::HeaderMap,
-        encode: impl FnOnce(&mut BytesMut),
+        message: &impl prost::Message,
         limit: usize,
-    ) -> Result<(http::HeaderMap, Bytes), Status> {
-        let mut frame = BytesMut::with_capacity(256);
+    ) -> Result<(http::HeaderMap, R), Status> {
+        let mut frame = BytesMut::with_capacity(5 + message.encoded_len());
         frame.put_bytes(0, 5);
-        encode(&mut frame);
+        message.encode_raw(&mut frame);
         let len = u32::try_from(frame.len() - 5)
             .map_err(|_| Status::resource_exhausted("the message is over 4 GiB"))?;
         frame[1..5].copy_from_slice(&len.to_be_bytes());
@@ -177,7 +163,10 @@ impl Peer {
         {
             self.forget();
         }
-        res
+        let (headers, reply) = res?;
+        let reply = R::decode(reply)
+            .map_err(|e| Status::internal(format!("the reply to {path} does not decode: {e}")))?;
+        Ok((headers, reply))
     }
 
     /// `path` on this peer, as an HTTP/2 request names it.

@@ -18,7 +18,6 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use prost::Message;
 use tokio::sync::Semaphore;
 use tonic::{
     metadata::{AsciiMetadataValue, MetadataMap},
@@ -400,27 +399,11 @@ impl AppChannel {
         if let Some(token) = &self.grpc_token {
             metadata.insert("dapr-api-token", token.clone());
         }
-        let encode = |buf: &mut bytes::BytesMut| {
-            buf.reserve(msg.encoded_len());
-            msg.encode_raw(buf);
-        };
-        let sent = app
-            .unary_with(
-                ON_INVOKE,
-                metadata.into_headers(),
-                encode,
-                self.max_body.max(MAX_UNARY),
-            )
-            .await
-            .and_then(|(headers, reply)| {
-                let body = InvokeResponse::decode(reply).map_err(|e| {
-                    tonic::Status::internal(format!("the app's OnInvoke reply does not decode: {e}"))
-                })?;
-                Ok((MetadataMap::from_headers(headers), body))
-            });
+        let limit = self.max_body.max(MAX_UNARY);
+        let sent = app.unary(ON_INVOKE, metadata.into_headers(), &msg, limit).await;
         match sent {
-            Ok((metadata, body)) => {
-                let headers = from_grpc_metadata(&metadata, &[]);
+            Ok((headers, body)) => {
+                let headers = from_grpc_metadata(&MetadataMap::from_headers(headers), &[]);
                 Ok(InternalInvokeResponse {
                     status: Some(Status {
                         code: 0,

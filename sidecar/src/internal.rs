@@ -14,7 +14,6 @@ use daprs_proto::{
         service_invocation_server::ServiceInvocation,
     },
 };
-use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -289,19 +288,11 @@ pub async fn call(
         .and_then(|m| m.data.as_ref())
         .map_or(0, |a| a.value.len());
     if body_len <= STREAM_THRESHOLD {
-        let reply = link
+        let (_, reply) = link
             .unary
-            .unary(
-                CALL_LOCAL,
-                |buf| {
-                    buf.reserve(req.encoded_len());
-                    req.encode_raw(buf);
-                },
-                limit,
-            )
+            .unary(CALL_LOCAL, http::HeaderMap::new(), req, limit)
             .await?;
-        return InternalInvokeResponse::decode(reply)
-            .map_err(|e| Status::internal(format!("the callee's reply does not decode: {e}")));
+        return Ok(reply);
     }
     let mut client = ServiceInvocationClient::new(link.channel.clone())
         .max_decoding_message_size(limit)

@@ -17,7 +17,6 @@ use daprs_proto::{
     runtime::{TopicEventResponse, app_callback_client::AppCallbackClient},
 };
 use daprs_telemetry::trace::{Span, SpanContext};
-use prost::Message as _;
 use serde_json::{Map, Value};
 use tower::{Layer, ServiceExt};
 
@@ -117,18 +116,10 @@ async fn call_app(
         }
         let (metadata, _, event) = req.into_parts();
         // One write, on daprd's own connection to the app.
-        let encode = |buf: &mut bytes::BytesMut| {
-            buf.reserve(event.encoded_len());
-            event.encode_raw(buf);
-        };
         let res = peer
-            .unary_with(ON_TOPIC_EVENT, metadata.into_headers(), encode, MAX_UNARY)
+            .unary::<TopicEventResponse>(ON_TOPIC_EVENT, metadata.into_headers(), &event, MAX_UNARY)
             .await
-            .and_then(|(_, reply)| {
-                TopicEventResponse::decode(reply)
-                    .map_err(|e| tonic::Status::internal(format!("the app's reply does not decode: {e}")))
-            })
-            .map(|r| r.status)
+            .map(|(_, r)| r.status)
             .map_err(|s| s.code());
         let failure = res.as_ref().err().map(|c| Failure::Grpc(*c as i32));
         return (grpc_outcome(res), failure);
