@@ -272,7 +272,8 @@ pub async fn run(
         "dapr initialized. Status: Running"
     );
 
-    // App readiness and health; then the app's subscriptions.
+    // The app listens, its subscriptions and input bindings start, then the
+    // sidecar is ready; health probes follow.
     let subscribers = Arc::new(tokio::sync::Mutex::new(pubsub::delivery::Subscribers::default()));
     match rt.app.as_ref() {
         Some(app) => {
@@ -284,10 +285,12 @@ pub async fn run(
             tasks.spawn(async move {
                 let watch_app = async {
                     wait_for_app(&address, port).await;
-                    rt2.health.app_ready.store(true, Ordering::Relaxed);
                     tracing::info!(port, "app is listening");
                     pubsub::delivery::serve(&rt2, &subscribers, declared, subscription_source).await;
                     bindings_api::serve_inputs(&rt2).await;
+                    // Ready once subscribed, as Dapr is: an event published
+                    // after /v1.0/healthz answers 204 reaches the app.
+                    rt2.health.app_ready.store(true, Ordering::Relaxed);
                     if rt2.settings.flags.enable_app_health_check {
                         probe_app(rt2.clone()).await;
                     }

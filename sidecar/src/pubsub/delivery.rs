@@ -34,6 +34,9 @@ use crate::{
 
 const ON_TOPIC_EVENT: &str = "/dapr.proto.runtime.v1.AppCallback/OnTopicEvent";
 
+/// How long each attempt at `GET /dapr/subscribe` may take.
+const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a delivery reads of an event: the whole event where something needs
 /// it (routing rules, gRPC apps, batches), else only the attributes an HTTP
 /// delivery uses, which spares building the event as a map each time.
@@ -450,9 +453,16 @@ pub async fn programmatic(app: &AppChannel) -> Vec<Subscription> {
         // call is tried again a few times, as Dapr's start-up policy does.
         let mut tries = 0;
         let answer = loop {
-            let answer = app
-                .call_http(Verb::Get, "dapr/subscribe", "", Vec::new(), Default::default())
-                .await;
+            // The sidecar is ready only once this is answered: an app that
+            // never answers gets no programmatic subscriptions.
+            let call = app.call_http(Verb::Get, "dapr/subscribe", "", Vec::new(), Default::default());
+            let answer = match tokio::time::timeout(SUBSCRIBE_TIMEOUT, call).await {
+                Ok(answer) => answer,
+                Err(_) => Err(crate::error::ApiError::internal(
+                    "ERR_DIRECT_INVOKE",
+                    "the app did not answer GET /dapr/subscribe in time",
+                )),
+            };
             if answer.is_ok() || tries == 3 {
                 break answer;
             }

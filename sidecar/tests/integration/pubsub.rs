@@ -314,6 +314,23 @@ async fn http_publish_reaches_programmatic_and_declarative_subscribers_as_cloude
     );
 }
 
+/// Scripts wait for `/v1.0/healthz` and publish at once (`dapr run` does):
+/// by then the app's subscriptions have started, so nothing goes to a topic
+/// nobody listens on yet.
+#[tokio::test]
+async fn once_healthz_answers_204_the_apps_subscriptions_receive() {
+    let (inbox, app) =
+        subscriber(json!([{"pubsubname": "pubsub", "topic": "early", "route": "/early"}])).await;
+    let (d, _home) = sidecar("ps-ready", IN_MEMORY, Some(app)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while d.get("/v1.0/healthz").await.map(|r| r.status) != Ok(204) {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    publish_numbered(&d, "early", 1).await;
+    assert_eq!(numbers(&inbox.wait("/early", 1).await), [0]);
+}
+
 #[tokio::test]
 async fn answers_retry_drop_and_dead_letters() {
     let (inbox, app) = subscriber(json!([

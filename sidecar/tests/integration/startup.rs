@@ -117,9 +117,11 @@ async fn healthz_waits_for_the_app_port() {
     let r = d.get("/v1.0/healthz").await.expect("healthz");
     assert_eq!(r.status, 500);
     assert_eq!(r.error_code(), "ERR_HEALTH_NOT_READY");
+    // An app with no routes: GET /dapr/subscribe finds none.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", app_port))
         .await
         .expect("app port");
+    let app = tokio::spawn(async move { axum::serve(listener, axum::Router::new()).await });
     let mut ready = false;
     for _ in 0..100 {
         if d.get("/v1.0/healthz").await.expect("healthz").status == 204 {
@@ -136,7 +138,7 @@ async fn healthz_waits_for_the_app_port() {
             .error_code(),
         "ERR_HEALTH_APPID_NOT_MATCH"
     );
-    drop(listener);
+    app.abort();
 }
 
 #[tokio::test]
