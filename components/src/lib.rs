@@ -147,15 +147,26 @@ pub fn uuid_v4() -> String {
     // Version 4 and the RFC 4122 variant.
     let r = (r & !(0xf << 76)) | (0x4 << 76);
     let r = (r & !(0x3 << 62)) | (0x2 << 62);
-    let h = format!("{r:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    let mut out = String::with_capacity(36);
+    // Groups of 8, 4, 4, 4 and 12 digits, from the most significant.
+    for (i, digits) in [8, 4, 4, 4, 12].into_iter().enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        let shift = [96, 80, 64, 48, 0][i];
+        push_hex(&mut out, r >> shift, digits);
+    }
+    out
+}
+
+/// Appends the `digits` lowest hex digits of `n`, lowercase and zero-padded:
+/// ids and trace contexts are made per message, and `format!` costs several
+/// times as much.
+pub fn push_hex(out: &mut String, n: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(char::from(HEX[((n >> (4 * i)) & 0xf) as usize]));
+    }
 }
 
 /// `%XX` escapes of a URL part decoded (an invalid escape is kept as is).
@@ -228,6 +239,15 @@ mod tests {
         assert_eq!(&u[14..15], "4");
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
         assert_ne!(u, uuid_v4());
+        let dashes: Vec<usize> = u.match_indices('-').map(|(i, _)| i).collect();
+        assert_eq!(dashes, [8, 13, 18, 23]);
+        assert!(
+            u.bytes()
+                .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        let mut h = String::new();
+        push_hex(&mut h, 0xab, 4);
+        assert_eq!(h, "00ab");
     }
 
     #[test]

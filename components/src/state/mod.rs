@@ -219,7 +219,9 @@ pub fn unix_millis(t: SystemTime) -> i64 {
 
 /// A fresh opaque ETag (random 128 bits, hex).
 pub fn new_etag() -> String {
-    format!("{:032x}", crate::random_u128())
+    let mut out = String::with_capacity(32);
+    crate::push_hex(&mut out, crate::random_u128(), 32);
+    out
 }
 
 /// Formats a time as RFC 3339 in UTC (`2024-01-02T03:04:05Z`), as Dapr reports `ttlExpireTime`.
@@ -227,12 +229,23 @@ pub fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (year, month, day) = crate::civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    // Written digit by digit: events carry one each, and `format!` is slow.
+    let mut out = String::with_capacity(20);
+    let mut digits = |n: i64, width: u32, sep: char| {
+        for i in (0..width).rev() {
+            let d = (n / 10i64.pow(i)).rem_euclid(10) as u8;
+            out.push(char::from(b'0' + d));
+        }
+        out.push(sep);
+    };
+    // Past year 9999 (a huge TTL) every digit is written, as `{:04}` would.
+    digits(year, year.max(1).ilog10().max(3) + 1, '-');
+    digits(i64::from(month), 2, '-');
+    digits(i64::from(day), 2, 'T');
+    digits(rem / 3600, 2, ':');
+    digits((rem % 3600) / 60, 2, ':');
+    digits(rem % 60, 2, 'Z');
+    out
 }
 
 pub(crate) use crate::lock;
@@ -313,6 +326,8 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, new_etag());
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let far = UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000_000);
+        assert_eq!(rfc3339(far), "33658-09-27T01:46:40Z");
         assert_eq!(
             rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)),
             "2024-02-29T23:59:59Z"

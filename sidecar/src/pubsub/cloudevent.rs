@@ -7,10 +7,10 @@ use base64::Engine;
 use bytes::Bytes;
 use daprs_components::{Metadata, state::rfc3339};
 use serde::{
-    Deserialize, Deserializer, Serialize,
+    Deserialize, Deserializer,
     de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
 };
-use serde_json::{Map, Value, value::RawValue};
+use serde_json::{Map, Value};
 
 /// The content type of a CloudEvent in JSON.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -56,7 +56,13 @@ fn get<'a>(metadata: &'a Metadata, key: &str) -> Option<&'a str> {
 /// A fresh W3C trace context for an event published without one.
 fn new_traceparent() -> String {
     let r = daprs_components::random_u128();
-    format!("00-{r:032x}-{:016x}-00", (r >> 17) as u64 | 1)
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    daprs_components::push_hex(&mut out, r, 32);
+    out.push('-');
+    daprs_components::push_hex(&mut out, u128::from((r >> 17) as u64 | 1), 16);
+    out.push_str("-00");
+    out
 }
 
 /// Builds the envelope for a publish of `body` with `content_type` and the
@@ -85,56 +91,93 @@ pub fn envelope(
     if media == CONTENT_TYPE {
         return complete(body, metadata, origin, now, &traceparent, expiration);
     }
-    // Wrapped in one pass, with no map or copy of the payload.
+    // Written in one pass, with no map or copy of the payload.
     let traceid = get(metadata, "cloudevent.traceid");
     let binary = matches!(
         media.as_str(),
         "application/octet-stream" | "application/cloudevents+protobuf" | "application/x-protobuf"
     );
-    let json = (media == "application/json" && serde_json::from_slice::<Readable>(body).is_ok())
-        .then(|| serde_json::from_slice::<&RawValue>(body).ok())
-        .flatten();
-    let text = if binary || json.is_some() {
+    // JSON goes in as it came (numbers exact), text as a string, the rest
+    // in base64.
+    let json = media == "application/json" && serde_json::from_slice::<Readable>(body).is_ok();
+    let text = if binary || json {
         None
     } else {
         std::str::from_utf8(body).ok()
     };
-    let data = match (json, text) {
-        (Some(raw), _) => Some(Data::Json(raw)),
-        (None, Some(t)) => Some(Data::Text(t)),
-        (None, None) => None,
-    };
-    let data_base64 = data
-        .is_none()
-        .then(|| base64::engine::general_purpose::STANDARD.encode(body));
+    let fresh;
     let id = match get(metadata, "cloudevent.id") {
-        Some(id) => id.to_string(),
-        None => daprs_components::uuid_v4(),
+        Some(id) => id,
+        None => {
+            fresh = daprs_components::uuid_v4();
+            &fresh
+        }
     };
-    let wrapped = Wrapped {
-        id: &id,
-        source: get(metadata, "cloudevent.source").unwrap_or(origin.app_id),
-        kind: get(metadata, "cloudevent.type").unwrap_or(EVENT_TYPE),
-        specversion: "1.0",
-        datacontenttype: content_type.unwrap_or("text/plain"),
-        topic: origin.topic,
-        pubsubname: origin.pubsub,
-        traceid: traceid.unwrap_or(&traceparent),
-        traceparent: get(metadata, "cloudevent.traceparent")
-            .or(traceid)
-            .unwrap_or(&traceparent),
-        tracestate: get(metadata, "cloudevent.tracestate")
-            .or(origin.tracestate)
-            .unwrap_or_default(),
-        time: rfc3339(now),
-        subject: get(metadata, "cloudevent.subject"),
-        expiration,
-        data,
-        data_base64,
-    };
-    serde_json::to_vec(&wrapped)
-        .map(Bytes::from)
-        .map_err(|e| EnvelopeError(e.to_string()))
+    let mut out = Fields(Vec::with_capacity(body.len() + 512));
+    out.string("id", id);
+    out.string(
+        "source",
+        get(metadata, "cloudevent.source").unwrap_or(origin.app_id),
+    );
+    out.string("type", get(metadata, "cloudevent.type").unwrap_or(EVENT_TYPE));
+    out.string("specversion", "1.0");
+    out.string("datacontenttype", content_type.unwrap_or("text/plain"));
+    out.string("topic", origin.topic);
+    out.string("pubsubname", origin.pubsub);
+    out.string("traceid", traceid.unwrap_or(&traceparent));
+    let parent = get(metadata, "cloudevent.traceparent").or(traceid);
+    out.string("traceparent", parent.unwrap_or(&traceparent));
+    let state = get(metadata, "cloudevent.tracestate").or(origin.tracestate);
+    out.string("tracestate", state.unwrap_or_default());
+    out.string("time", &rfc3339(now));
+    if let Some(subject) = get(metadata, "cloudevent.subject") {
+        out.string("subject", subject);
+    }
+    if let Some(at) = &expiration {
+        out.string("expiration", at);
+    }
+    match (json, text) {
+        // Readable accepted it: one JSON value between optional whitespace.
+        (true, _) => out.raw("data", body.trim_ascii()),
+        (false, Some(t)) => out.string("data", t),
+        (false, None) => {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(body);
+            out.string("data_base64", &encoded);
+        }
+    }
+    Ok(out.end())
+}
+
+/// A JSON object written field by field. Keys are literals that need no
+/// escaping; values are escaped by serde_json.
+struct Fields(Vec<u8>);
+
+impl Fields {
+    fn key(&mut self, key: &str) {
+        self.0.push(if self.0.is_empty() { b'{' } else { b',' });
+        self.0.push(b'"');
+        self.0.extend_from_slice(key.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.0, value);
+    }
+
+    fn raw(&mut self, key: &str, json: &[u8]) {
+        self.key(key);
+        self.0.extend_from_slice(json);
+    }
+
+    fn end(mut self) -> Bytes {
+        if self.0.is_empty() {
+            self.0.push(b'{');
+        }
+        self.0.push(b'}');
+        Bytes::from(self.0)
+    }
 }
 
 /// JSON that subscribers can read back as JSON: well formed, and with every
@@ -192,39 +235,6 @@ impl<'de> Visitor<'de> for Readable {
         while map.next_entry::<IgnoredAny, Readable>()?.is_some() {}
         Ok(Readable)
     }
-}
-
-/// A payload Dapr wraps, as it goes out.
-#[derive(Serialize)]
-struct Wrapped<'a> {
-    id: &'a str,
-    source: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    specversion: &'a str,
-    datacontenttype: &'a str,
-    topic: &'a str,
-    pubsubname: &'a str,
-    traceid: &'a str,
-    traceparent: &'a str,
-    tracestate: &'a str,
-    time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expiration: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Data<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data_base64: Option<String>,
-}
-
-/// `data`: JSON as it came (numbers exact), or text.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Data<'a> {
-    Json(&'a RawValue),
-    Text(&'a str),
 }
 
 /// An app's own CloudEvent, completed with what Dapr adds.
