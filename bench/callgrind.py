@@ -20,7 +20,13 @@ Usage: bench/callgrind.py [DAPRD ...]   (default target/release/daprd)
        as target/sdk-venv/bin/python) adds N gRPC `InvokeService` calls of
        1 KiB on one channel through the same pair of sidecars, then N
        proxied calls (`dapr-app-id`) of a 1 KiB unary echo method that a
-       gRPC app serves behind the target.
+       gRPC app serves behind the target;
+       CALLGRIND_ONLY=state,http,grpc,proxied,pubsub picks tables.
+
+Last, pub/sub: one daprd with `pubsub.in-memory` in front of an HTTP app
+subscribed to one topic (`GET /dapr/subscribe`); N 1 KiB JSON publishes on
+one keep-alive connection, each delivered to the app as a CloudEvent. The
+figure is per message: its publish request and its delivery.
 """
 
 import http.client
@@ -67,6 +73,83 @@ class Echo(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+PUBSUB = """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: bus
+spec:
+  type: pubsub.in-memory
+  version: v1
+  metadata: []
+"""
+
+
+class Subscriber(http.server.BaseHTTPRequestHandler):
+    """Subscribes to topic `t` of `bus` and counts what is delivered."""
+
+    protocol_version = "HTTP/1.1"
+    delivered = 0
+    lock = threading.Condition()
+
+    def do_GET(self):
+        body = b'[{"pubsubname": "bus", "topic": "t", "route": "/ev"}]'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+        with Subscriber.lock:
+            Subscriber.delivered += 1
+            Subscriber.lock.notify_all()
+
+    def log_message(self, *args):
+        pass
+
+
+def run_pubsub(daprd, requests, work, app_port):
+    out = os.path.join(work, f"callgrind.pubsub.{requests}.out")
+    with Subscriber.lock:
+        Subscriber.delivered = 0
+    p, port, _ = start(daprd, "cg-pubsub", out, work, ["--app-port", str(app_port)])
+    # Ready once the app's subscription has started.
+    while True:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/v1.0/healthz")
+        if c.getresponse().status == 204:
+            break
+        time.sleep(0.1)
+    body = b'{"n":1,"text":"' + b"x" * 1000 + b'"}'
+    send(port, requests, lambda i: ("POST", "/v1.0/publish/bus/t", body, {"content-type": "application/json"}))
+    with Subscriber.lock:
+        if not Subscriber.lock.wait_for(lambda: Subscriber.delivered >= requests, timeout=300):
+            sys.exit(f"{Subscriber.delivered} of {requests} events delivered")
+    return total(p, out)
+
+
+def pubsub_table(binaries):
+    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Subscriber)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    print()
+    print(f"| daprd | instructions per message ({N} 1 KiB publishes, each delivered to an HTTP app) |")
+    print("|---|---|")
+    for daprd in binaries:
+        keep = os.environ.get("CALLGRIND_KEEP")
+        with tempfile.TemporaryDirectory() as tmp:
+            work = keep or tmp
+            os.makedirs(work, exist_ok=True)
+            with open(os.path.join(work, "bus.yaml"), "w") as f:
+                f.write(PUBSUB)
+            idle = run_pubsub(daprd, 0, work, app.server_address[1])
+            busy = run_pubsub(daprd, N, work, app.server_address[1])
+        print(f"| {daprd} | {(busy - idle) / N:,.0f} |")
 
 
 def tracing_args(work, app_port):
@@ -209,11 +292,32 @@ TRACING = []
 def main():
     global TRACING
     binaries = sys.argv[1:] or ["target/release/daprd"]
+    only = set(filter(None, os.environ.get("CALLGRIND_ONLY", "").split(",")))
+    wanted = lambda table: not only or table in only  # noqa: E731
     app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     threading.Thread(target=app.serve_forever, daemon=True).start()
     app_port = app.server_address[1]
     config_dir = tempfile.mkdtemp()
     TRACING = tracing_args(config_dir, app_port)
+    if wanted("state"):
+        state_table(binaries)
+    if wanted("http"):
+        invoke_table(binaries, app_port, f"{N} 1 KiB HTTP invocations")
+    grpc_python = os.environ.get("CALLGRIND_GRPC_PYTHON")
+    if grpc_python and wanted("grpc"):
+        invoke_table(binaries, app_port, f"{N} 1 KiB gRPC InvokeService calls", grpc_python)
+    if grpc_python and wanted("proxied"):
+        app = subprocess.Popen([grpc_python, "-c", GRPC_APP], stdout=subprocess.PIPE, text=True)
+        try:
+            grpc_app_port = int(app.stdout.readline())
+            invoke_table(binaries, grpc_app_port, f"{N} proxied 1 KiB unary gRPC calls", grpc_python, True)
+        finally:
+            app.kill()
+    if wanted("pubsub"):
+        pubsub_table(binaries)
+
+
+def state_table(binaries):
     print(f"| daprd | instructions per request ({N} requests: half 1 KiB saves, half reads) |")
     print("|---|---|")
     for daprd in binaries:
@@ -226,17 +330,6 @@ def main():
             idle = run(daprd, 0, work)
             busy = run(daprd, N, work)
         print(f"| {daprd} | {(busy - idle) / N:,.0f} |")
-
-    invoke_table(binaries, app_port, f"{N} 1 KiB HTTP invocations")
-    grpc_python = os.environ.get("CALLGRIND_GRPC_PYTHON")
-    if grpc_python:
-        invoke_table(binaries, app_port, f"{N} 1 KiB gRPC InvokeService calls", grpc_python)
-        app = subprocess.Popen([grpc_python, "-c", GRPC_APP], stdout=subprocess.PIPE, text=True)
-        try:
-            grpc_app_port = int(app.stdout.readline())
-            invoke_table(binaries, grpc_app_port, f"{N} proxied 1 KiB unary gRPC calls", grpc_python, True)
-        finally:
-            app.kill()
 
 
 def invoke_table(binaries, app_port, what, grpc_python=None, proxied=False):

@@ -332,20 +332,46 @@ impl AppChannel {
         let request = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ApiError::bad_request(format!("invalid request to app: {e}")))?;
-        let res = client
-            .request(request)
-            .await
-            .map_err(|e| direct_invoke(format!("error invoking app at {uri}: {e}")))?;
-        let status = res.status().as_u16();
-        let headers = from_http_headers(res.headers(), &["content-length"]);
+        let (res, body) = self.exchange(client, request, &uri).await?;
+        let status = res.status.as_u16();
+        let headers = from_http_headers(&res.headers, &["content-length"]);
         let content_type = res
-            .headers()
+            .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        // One limit for every body: a reply over --max-body-size is refused
-        // rather than held in memory whole (at once when it says its length).
+        Ok(InternalInvokeResponse {
+            status: Some(Status {
+                code: i32::from(status),
+                message: String::new(),
+                details: vec![],
+            }),
+            headers,
+            trailers: Metadata::new(),
+            message: Some(InvokeResponse {
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: Vec::from(body),
+                }),
+                content_type,
+            }),
+        })
+    }
+
+    /// Sends a request to an HTTP app and reads its reply whole. One limit
+    /// for every body: a reply over --max-body-size is refused rather than
+    /// held in memory whole (at once when it says its length).
+    async fn exchange(
+        &self,
+        client: &AppHttp,
+        request: Request<Full<Bytes>>,
+        uri: &str,
+    ) -> Result<(http::response::Parts, Bytes), ApiError> {
+        let res = client
+            .request(request)
+            .await
+            .map_err(|e| direct_invoke(format!("error invoking app at {uri}: {e}")))?;
         let too_large = || {
             direct_invoke(format!(
                 "the app's reply is over the limit of {} bytes; raise it with --max-body-size",
@@ -360,29 +386,37 @@ impl AppChannel {
         if declared.is_some_and(|n| n > self.max_body as u64) {
             return Err(too_large());
         }
-        let body = match Limited::new(res.into_body(), self.max_body).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return Err(too_large());
-            }
-            Err(e) => return Err(direct_invoke(format!("error reading app response: {e}"))),
+        let (parts, body) = res.into_parts();
+        match Limited::new(body, self.max_body).collect().await {
+            Ok(b) => Ok((parts, b.to_bytes())),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+            Err(e) => Err(direct_invoke(format!("error reading app response: {e}"))),
+        }
+    }
+
+    /// POSTs `body` to `/<path>` of an HTTP app with exactly `headers` (and
+    /// the app token): how events are delivered, without the detour through
+    /// an invocation request. The status and body of the answer.
+    pub async fn post(
+        &self,
+        path: &str,
+        mut headers: http::HeaderMap,
+        body: Bytes,
+    ) -> Result<(u16, Bytes), ApiError> {
+        let Transport::Http { client, base } = &self.transport else {
+            return Err(direct_invoke("the app does not speak HTTP"));
         };
-        Ok(InternalInvokeResponse {
-            status: Some(Status {
-                code: i32::from(status),
-                message: String::new(),
-                details: vec![],
-            }),
-            headers,
-            trailers: Metadata::new(),
-            message: Some(InvokeResponse {
-                data: Some(prost_types::Any {
-                    type_url: String::new(),
-                    value: body.to_vec(),
-                }),
-                content_type,
-            }),
-        })
+        let _permit = self.admit().await;
+        let uri = format!("{base}/{}", path.trim_start_matches('/'));
+        if let Some(token) = &self.token {
+            headers.insert("dapr-api-token", token.clone());
+        }
+        let mut request = Request::post(&uri)
+            .body(Full::new(body))
+            .map_err(|e| ApiError::bad_request(format!("invalid request to app: {e}")))?;
+        *request.headers_mut() = headers;
+        let (res, body) = self.exchange(client, request, &uri).await?;
+        Ok((res.status.as_u16(), body))
     }
 
     /// `OnInvoke` on the app, sent as one write on daprd's own connection.

@@ -17,6 +17,7 @@ use daprs_proto::{
     runtime::{TopicEventResponse, app_callback_client::AppCallbackClient},
 };
 use daprs_telemetry::trace::{Span, SpanContext};
+use http::HeaderName;
 use serde_json::{Map, Value};
 use tower::{Layer, ServiceExt};
 
@@ -36,6 +37,11 @@ const ON_TOPIC_EVENT: &str = "/dapr.proto.runtime.v1.AppCallback/OnTopicEvent";
 
 /// How long each attempt at `GET /dapr/subscribe` may take.
 const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+// The headers of a delivery, named once rather than parsed per event.
+const PUBSUBNAME: HeaderName = HeaderName::from_static("pubsubname");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// What a delivery reads of an event: the whole event where something needs
 /// it (routing rules, gRPC apps, batches), else only the attributes an HTTP
@@ -127,34 +133,26 @@ async fn call_app(
         let failure = res.as_ref().err().map(|c| Failure::Grpc(*c as i32));
         return (grpc_outcome(res), failure);
     }
-    let mut metadata = crate::invoke::Metadata::new();
-    let mut header = |k: &str, v: &str| {
-        metadata.insert(
-            k.to_string(),
-            daprs_proto::internals::ListStringValue {
-                values: vec![v.to_string()],
-            },
-        );
+    let mut headers = http::HeaderMap::with_capacity(4);
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(cloudevent::CONTENT_TYPE),
+    );
+    let mut header = |k: HeaderName, v: &str| {
+        if let Ok(v) = http::HeaderValue::from_str(v) {
+            headers.insert(k, v);
+        }
     };
-    header("pubsubname", &sub.pubsub);
+    header(PUBSUBNAME, &sub.pubsub);
     // The app's span is a child of the delivery's, when there is one.
     let traceparent = trace.map(|t| t.traceparent());
-    for k in ["traceparent", "tracestate"] {
+    for (k, name) in [("traceparent", TRACEPARENT), ("tracestate", TRACESTATE)] {
         let own = traceparent.as_deref().filter(|_| k == "traceparent");
         if let Some(v) = own.or(ev.attr(k)).filter(|v| !v.is_empty()) {
-            header(k, v);
+            header(name, v);
         }
     }
-    match app
-        .call_http(
-            Verb::Post,
-            path,
-            cloudevent::CONTENT_TYPE,
-            body.to_vec(),
-            metadata,
-        )
-        .await
-    {
+    match app.post(path, headers, body.clone()).await {
         Ok((status, body)) => {
             let outcome = http_outcome(status, &body);
             let failure = (outcome == Outcome::Retry).then_some(Failure::Http(status));
