@@ -14,6 +14,7 @@
 
 pub mod bindings;
 pub mod configuration;
+pub mod http_client;
 mod https;
 pub mod lock;
 mod pg_conn;

@@ -5,6 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use daprs_components::http_client::{HttpClient, Pool};
 use daprs_mtls::peer::Peer;
 use daprs_proto::{
     common::{HttpExtension, InvokeRequest, InvokeResponse, http_extension::Verb},
@@ -24,12 +25,7 @@ use tonic::{
     transport::Channel,
 };
 
-use crate::{
-    app_http::{AppHttp, Pool},
-    error::ApiError,
-    flags::AppProtocol,
-    invoke::Metadata,
-};
+use crate::{error::ApiError, flags::AppProtocol, invoke::Metadata};
 
 /// HTTP/2 flow-control windows of daprd's gRPC connections (per stream, per
 /// connection): large enough that a stream of large messages is not held
@@ -55,7 +51,7 @@ type AppConnector = HttpsConnector<HttpConnector>;
 
 enum Transport {
     Http {
-        client: AppHttp,
+        client: HttpClient,
         base: String,
     },
     /// A gRPC app: tonic's channel for most calls daprd makes, and a
@@ -181,7 +177,7 @@ impl AppChannel {
             }
         } else if protocol == AppProtocol::Http {
             Transport::Http {
-                client: AppHttp::Pool(Pool::new(format!("{host}:{port}"))),
+                client: HttpClient::Pool(Pool::new(format!("{host}:{port}"))),
                 base,
             }
         } else {
@@ -193,7 +189,7 @@ impl AppChannel {
                 builder.http2_only(true);
             }
             Transport::Http {
-                client: AppHttp::Client(Box::new(builder.build(app_connector(protocol)?))),
+                client: HttpClient::Hyper(Box::new(builder.build(app_connector(protocol)?))),
                 base,
             }
         };
@@ -277,7 +273,7 @@ impl AppChannel {
 
     async fn invoke_http(
         &self,
-        client: &AppHttp,
+        client: &HttpClient,
         base: &str,
         req: InternalInvokeRequest,
     ) -> Result<InternalInvokeResponse, ApiError> {
@@ -364,7 +360,7 @@ impl AppChannel {
     /// held in memory whole (at once when it says its length).
     async fn exchange(
         &self,
-        client: &AppHttp,
+        client: &HttpClient,
         request: Request<Full<Bytes>>,
         uri: &str,
     ) -> Result<(http::response::Parts, Bytes), ApiError> {

@@ -24,7 +24,6 @@
 
 pub mod acl;
 pub mod app_channel;
-pub mod app_http;
 pub mod bindings_api;
 pub mod components;
 pub mod config;

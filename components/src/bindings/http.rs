@@ -10,13 +10,16 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::client::legacy::Client;
 
 use super::{Binding, Request, Response};
-use crate::{Error, Metadata, meta, meta_duration};
+use crate::{
+    Error, Metadata,
+    http_client::{HttpClient, Pool},
+    meta, meta_duration,
+};
 
 /// Largest answer read (Dapr's default `maxResponseBodySize`, 100 MiB).
 const MAX_BODY: usize = 100 << 20;
@@ -24,7 +27,7 @@ const MAX_BODY: usize = 100 << 20;
 /// The HTTP binding.
 pub struct HttpBinding {
     url: String,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     token: Option<(HeaderName, HeaderValue)>,
     error_if_not_2xx: bool,
     timeout: Duration,
@@ -58,12 +61,25 @@ impl HttpBinding {
             Some(ca) => crate::https::roots(&pem(ca)?)?,
             None => crate::https::native_roots(),
         };
-        let config = crate::https::config(roots, client_cert)?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let client = match (uri.scheme_str(), uri.authority()) {
+            // Plain HTTP on daprd's own keep-alive pool.
+            (Some("http"), Some(authority)) => {
+                let port = authority.port_u16().unwrap_or(80);
+                let host =
+                    HeaderValue::from_str(authority.as_str()).map_err(|e| format!("url {url:?}: {e}"))?;
+                HttpClient::Pool(Pool::new(format!("{}:{port}", authority.host())).with_host(host))
+            }
+            _ => {
+                let config = crate::https::config(roots, client_cert)?;
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(config)
+                    .https_or_http()
+                    .enable_http1()
+                    .build();
+                let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+                HttpClient::Hyper(Box::new(client))
+            }
+        };
         let token = match meta(metadata, "securityToken") {
             None => None,
             Some(t) => {
@@ -77,7 +93,7 @@ impl HttpBinding {
         };
         Ok(Self {
             url,
-            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
+            client,
             token,
             error_if_not_2xx: meta(metadata, "errorIfNot2XX").is_none_or(daprs_api::contract::truthy),
             timeout: meta_duration(metadata, "responseTimeout", Duration::from_secs(60))?,
@@ -121,7 +137,7 @@ impl Binding for HttpBinding {
         let res = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| Error::Backend(format!("{url} did not answer within {:?}", self.timeout)))?
-            .map_err(|e| Error::Backend(format!("calling {url} failed: {}", crate::error_chain(&e))))?;
+            .map_err(|e| Error::Backend(format!("calling {url} failed: {e}")))?;
         let status = res.status();
         let mut metadata = Metadata::from([
             ("statusCode".to_string(), status.as_u16().to_string()),

@@ -11,14 +11,17 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::{Rt, metadata_headers, parse_json, read_body};
 use crate::error::ApiError;
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct CallJson {
-    data: Option<serde_json::Value>,
+struct CallJson<'a> {
+    /// As written: it is passed on, not read, so it is not rebuilt.
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
     metadata: BTreeMap<String, String>,
     operation: String,
 }
@@ -29,19 +32,18 @@ pub async fn invoke(State(rt): Rt, Path(name): Path<String>, req: Request) -> Re
     crate::trace::into_binding_metadata(|k| headers.get(k).and_then(|v| v.to_str().ok()), &mut metadata)
         .map_err(ApiError::malformed)?;
     let body = read_body(&rt, req.into_body()).await?;
-    let call: CallJson = parse_json(&body)?;
+    let call: CallJson<'_> = parse_json(&body)?;
     if call.operation.is_empty() {
         return Err(ApiError::malformed("operation is required (e.g. create or get)"));
     }
-    let data = match call.data {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(v) => serde_json::to_vec(&v).map_err(|e| ApiError::malformed(e.to_string()))?,
+    // `null` (a RawValue of it, or the field absent) is no data.
+    let data = match call.data.map(RawValue::get) {
+        None | Some("null") => bytes::Bytes::new(),
+        Some(text) => bytes::Bytes::copy_from_slice(text.as_bytes()),
     };
     // The caller's own metadata wins over what the headers carry.
     metadata.extend(call.metadata);
-    let res = rt
-        .invoke_binding(&name, call.operation, data.into(), metadata)
-        .await?;
+    let res = rt.invoke_binding(&name, call.operation, data, metadata).await?;
     let mut out = match res.data {
         Some(d) if !d.is_empty() => {
             let mut r = (StatusCode::OK, d).into_response();

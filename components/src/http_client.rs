@@ -1,8 +1,9 @@
-//! The HTTP client to an app. A plain `http` app gets a pool of HTTP/1.1
-//! keep-alive connections of its own: one idle list behind one lock, each
-//! connection driven by its own task. hyper-util's pooled client did the same
-//! job with a third of the target sidecar's instructions per invoked request
-//! (BENCHMARKS.md); it still serves `https` (ALPN) and `h2c` apps.
+//! An HTTP client to one server. Plain HTTP goes on a pool of HTTP/1.1
+//! keep-alive connections of daprd's own ([`Pool`]): one idle list behind
+//! one lock, each connection driven by its own task. hyper-util's pooled
+//! client did the same job with about a third more instructions per request
+//! (BENCHMARKS.md); it still serves TLS (with ALPN) and HTTP/2 without TLS.
+//! daprd calls HTTP apps with it, and `bindings.http` its server.
 
 use std::sync::Mutex;
 
@@ -12,33 +13,30 @@ use http_body_util::Full;
 use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
+    client::legacy::{self, connect::HttpConnector},
     rt::TokioIo,
 };
 
-/// Idle connections kept per app.
-const MAX_IDLE: usize = 256;
-
-/// How requests reach an HTTP app.
-pub enum AppHttp {
+/// How requests reach one server.
+pub enum HttpClient {
     /// Plain HTTP/1.1 on pooled keep-alive connections.
     Pool(Pool),
     /// TLS, or HTTP/2 without TLS.
-    Client(Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
+    Hyper(Box<legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
 }
 
-impl AppHttp {
+impl HttpClient {
     /// Sends `req` (its URI absolute, as `http://host:port/path`).
     pub async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
         match self {
             Self::Pool(p) => p.request(req).await,
-            Self::Client(c) => c
-                .request(req)
-                .await
-                .map_err(|e| daprs_components::error_chain(&e)),
+            Self::Hyper(c) => c.request(req).await.map_err(|e| crate::error_chain(&e)),
         }
     }
 }
+
+/// Idle connections kept per `host:port`.
+const MAX_IDLE: usize = 256;
 
 /// Keep-alive HTTP/1.1 connections to one `host:port`.
 pub struct Pool {
@@ -49,12 +47,21 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A pool dialling `addr` (`host:port`); nothing is dialled until the
+    /// first request.
     pub fn new(addr: String) -> Self {
         Self {
             host: HeaderValue::from_str(&addr).ok(),
             addr,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same pool sending `host` as each request's `Host` (a URL's
+    /// authority without its default port, say).
+    pub fn with_host(mut self, host: HeaderValue) -> Self {
+        self.host = Some(host);
+        self
     }
 
     /// A connection ready for a request; busy ones stay, closed ones go.
@@ -82,7 +89,7 @@ impl Pool {
                 .map_err(std::io::Error::other)?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "app connection closed");
+                    tracing::debug!(error = %e, "pooled connection closed");
                 }
             });
             Ok::<_, std::io::Error>(sender)
@@ -93,7 +100,8 @@ impl Pool {
             .map_err(|e| format!("cannot connect to {}: {e}", self.addr))
     }
 
-    async fn request(&self, mut req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
+    /// Sends `req` (its URI absolute, as `http://host:port/path`).
+    pub async fn request(&self, mut req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
         origin_form(&mut req, self.host.as_ref())?;
         // A kept connection the app has closed meanwhile gives the request
         // back unsent; it then goes on another.
@@ -105,7 +113,7 @@ impl Pool {
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(daprs_components::error_chain(&e.into_error())),
+                    None => return Err(crate::error_chain(&e.into_error())),
                 },
             }
         }
@@ -113,7 +121,7 @@ impl Pool {
         let res = sender
             .send_request(req)
             .await
-            .map_err(|e| daprs_components::error_chain(&e))?;
+            .map_err(|e| crate::error_chain(&e))?;
         self.put_back(sender);
         Ok(res)
     }
