@@ -21,7 +21,8 @@ Usage: bench/callgrind.py [DAPRD ...]   (default target/release/daprd)
        1 KiB on one channel through the same pair of sidecars, then N
        proxied calls (`dapr-app-id`) of a 1 KiB unary echo method that a
        gRPC app serves behind the target;
-       CALLGRIND_ONLY=state,http,grpc,proxied,pubsub picks tables.
+       it also adds the state table's requests made over gRPC;
+       CALLGRIND_ONLY=state,grpc-state,http,grpc,proxied,pubsub picks tables.
 
 Last, pub/sub: one daprd with `pubsub.in-memory` in front of an HTTP app
 subscribed to one topic (`GET /dapr/subscribe`); N 1 KiB JSON publishes on
@@ -225,14 +226,32 @@ def send(port, requests, request):
     c.close()
 
 
-def run(daprd, requests, work):
+def run(daprd, requests, work, grpc_python=None):
     out = os.path.join(work, f"callgrind.{requests}.out")
-    p, port, _ = start(daprd, "cg", out, work)
+    p, port, grpc_port = start(daprd, "cg", out, work)
+    if grpc_python:
+        subprocess.run([grpc_python, "-c", GRPC_STATE_CLIENT, str(grpc_port), str(requests)], check=True)
+        return total(p, out)
     body = b'[{"key":"k","value":{"n":1,"text":"' + b"x" * 900 + b'"}}]'
     # Half saves, half reads, all on one keep-alive connection.
     send(port, requests, lambda i: ("POST", "/v1.0/state/store", body, {"content-type": "application/json"})
          if i % 2 == 0 else ("GET", "/v1.0/state/store/k"))
     return total(p, out)
+
+
+# The same half saves, half reads, as gRPC SaveState and GetState calls.
+GRPC_STATE_CLIENT = """
+import sys, grpc
+from dapr.proto.common.v1 import common_pb2
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
+stub = dapr_pb2_grpc.DaprStub(grpc.insecure_channel("127.0.0.1:" + sys.argv[1]))
+item = common_pb2.StateItem(key="k", value=b'{"n":1,"text":"' + b"x" * 900 + b'"}')
+for i in range(int(sys.argv[2])):
+    if i % 2 == 0:
+        stub.SaveState(state_pb2.SaveStateRequest(store_name="store", states=[item]))
+    else:
+        assert len(stub.GetState(state_pb2.GetStateRequest(store_name="store", key="k")).data) > 900
+"""
 
 
 GRPC_CLIENT = """
@@ -299,11 +318,13 @@ def main():
     app_port = app.server_address[1]
     config_dir = tempfile.mkdtemp()
     TRACING = tracing_args(config_dir, app_port)
+    grpc_python = os.environ.get("CALLGRIND_GRPC_PYTHON")
     if wanted("state"):
         state_table(binaries)
+    if grpc_python and wanted("grpc-state"):
+        state_table(binaries, grpc_python)
     if wanted("http"):
         invoke_table(binaries, app_port, f"{N} 1 KiB HTTP invocations")
-    grpc_python = os.environ.get("CALLGRIND_GRPC_PYTHON")
     if grpc_python and wanted("grpc"):
         invoke_table(binaries, app_port, f"{N} 1 KiB gRPC InvokeService calls", grpc_python)
     if grpc_python and wanted("proxied"):
@@ -317,8 +338,10 @@ def main():
         pubsub_table(binaries)
 
 
-def state_table(binaries):
-    print(f"| daprd | instructions per request ({N} requests: half 1 KiB saves, half reads) |")
+def state_table(binaries, grpc_python=None):
+    over = "gRPC SaveState and GetState" if grpc_python else "HTTP"
+    print()
+    print(f"| daprd | instructions per request ({N} requests over {over}: half 1 KiB saves, half reads) |")
     print("|---|---|")
     for daprd in binaries:
         keep = os.environ.get("CALLGRIND_KEEP")
@@ -327,8 +350,8 @@ def state_table(binaries):
             os.makedirs(work, exist_ok=True)
             with open(os.path.join(work, "store.yaml"), "w") as f:
                 f.write(COMPONENT)
-            idle = run(daprd, 0, work)
-            busy = run(daprd, N, work)
+            idle = run(daprd, 0, work, grpc_python)
+            busy = run(daprd, N, work, grpc_python)
         print(f"| {daprd} | {(busy - idle) / N:,.0f} |")
 
 

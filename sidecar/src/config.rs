@@ -199,6 +199,11 @@ impl ApiAccess {
         self.http.restricts()
     }
 
+    /// Whether any gRPC rule exists (without one every method is served).
+    pub fn restricts_grpc(&self) -> bool {
+        self.grpc.restricts()
+    }
+
     /// Whether an HTTP request path (`/<version>/<api>/...`) is served.
     pub fn http_permits(&self, path: &str) -> bool {
         let mut parts = path.trim_start_matches('/').split('/');

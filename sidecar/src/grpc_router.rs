@@ -6,7 +6,7 @@
 use std::{convert::Infallible, sync::Arc};
 
 use axum::{Router, body::Body};
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 use crate::{app_channel, grpc_api, proxy, runtime::Runtime};
 
@@ -107,7 +107,7 @@ fn or_app<S: TonicService>(
 /// tonic checks a message's size before any codec or layer of ours sees it,
 /// and answers OUT_OF_RANGE; a message over the limit is RESOURCE_EXHAUSTED,
 /// as gRPC's own servers and Dapr's say, with the flag that raises it.
-async fn oversize_status(mut res: axum::response::Response) -> axum::response::Response {
+fn oversize_status<B>(mut res: http::Response<B>) -> http::Response<B> {
     let h = res.headers();
     let over = h.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11")
         && h.get("grpc-message").is_some_and(|m| {
@@ -131,34 +131,66 @@ async fn oversize_status(mut res: axum::response::Response) -> axum::response::R
     res
 }
 
+type DaprServer = daprs_proto::runtime::dapr_server::DaprServer<grpc_api::DaprApi>;
+type DaprFuture = <DaprServer as tower::Service<http::Request<Body>>>::Future;
+type DaprResult = Result<http::Response<tonic::body::Body>, Infallible>;
+type Answer = Result<http::Response<Body>, Infallible>;
+
+/// The API port's own dispatch: calls of the Dapr service, nearly all of
+/// them, go straight to it; health, reflection and proxied calls go
+/// through a router. A router for everything cost each Dapr call a route
+/// lookup, two boxed services cloned and a middleware future.
+#[derive(Clone)]
+struct ApiPort {
+    dapr: DaprServer,
+    rest: Router,
+}
+
+impl tower::Service<http::Request<Body>> for ApiPort {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<
+        futures_util::future::Map<DaprFuture, fn(DaprResult) -> Answer>,
+        axum::routing::future::RouteFuture<Infallible>,
+    >;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        // Both are always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        use futures_util::FutureExt;
+        if req.uri().path().starts_with("/dapr.proto.runtime.v1.Dapr/") {
+            let answer: fn(DaprResult) -> Answer = |r| r.map(|res| oversize_status(res.map(Body::new)));
+            futures_util::future::Either::Left(self.dapr.call(req).map(answer))
+        } else {
+            futures_util::future::Either::Right(self.rest.call(req))
+        }
+    }
+}
+
 /// The API port's router.
 pub async fn api(rt: Arc<Runtime>) -> Router {
     let v1 = on_first_call(|| reflection().build_v1());
     let v1alpha = on_first_call(|| reflection().build_v1alpha());
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<daprs_proto::runtime::dapr_server::DaprServer<grpc_api::DaprApi>>()
-        .await;
+    reporter.set_serving::<DaprServer>().await;
     // Health watchers see the sidecar go down when it shuts down.
     let mut stopping = rt.shutdown.subscribe();
     tokio::spawn(async move {
         if stopping.wait_for(|v| *v).await.is_ok() {
-            reporter
-                .set_not_serving::<daprs_proto::runtime::dapr_server::DaprServer<grpc_api::DaprApi>>()
-                .await;
+            reporter.set_not_serving::<DaprServer>().await;
             reporter
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
         }
     });
     let max = rt.settings.max_body_size + ENVELOPE;
-    let dapr = daprs_proto::runtime::dapr_server::DaprServer::new(grpc_api::DaprApi { rt: rt.clone() })
+    let dapr = DaprServer::new(grpc_api::DaprApi { rt: rt.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(app_channel::MAX_UNARY));
-    let token: Option<Arc<str>> = rt.settings.api_token.as_deref().map(Arc::from);
-    let access = Arc::new(rt.config.api.clone());
-    tonic::service::Routes::new(dapr)
-        .add_service(health)
+    let rest = tonic::service::Routes::new(health)
         .into_axum_router()
         .route_service(
             "/grpc.reflection.v1.ServerReflection/{*method}",
@@ -168,12 +200,26 @@ pub async fn api(rt: Arc<Runtime>) -> Router {
             "/grpc.reflection.v1alpha.ServerReflection/{*method}",
             or_app(v1alpha, rt.clone()),
         )
-        .fallback_service(proxy::outbound(rt))
-        .layer(axum::middleware::map_response(oversize_status))
-        .layer(grpc_api::ApiAccessLayer(access))
-        .layer(tonic::service::InterceptorLayer::new(grpc_api::token_check(
-            token,
-        )))
+        .fallback_service(proxy::outbound(rt.clone()))
+        .layer(axum::middleware::map_response(
+            |res: axum::response::Response| async { oversize_status(res) },
+        ));
+    // Without access rules or a token, nothing is checked on each call.
+    let access = rt
+        .config
+        .api
+        .restricts_grpc()
+        .then(|| grpc_api::ApiAccessLayer(Arc::new(rt.config.api.clone())));
+    let port = tower::ServiceBuilder::new()
+        .option_layer(access)
+        .service(ApiPort { dapr, rest });
+    match rt.settings.api_token.as_deref() {
+        Some(t) => {
+            let check = grpc_api::token_check(Some(Arc::from(t)));
+            Router::new().fallback_service(tonic::service::InterceptorLayer::new(check).layer(port))
+        }
+        None => Router::new().fallback_service(port),
+    }
 }
 
 /// The internal port's router.
@@ -187,5 +233,7 @@ pub fn internal(rt: Arc<Runtime>) -> Router {
     tonic::service::Routes::new(svc)
         .into_axum_router()
         .fallback_service(proxy::inbound(rt))
-        .layer(axum::middleware::map_response(oversize_status))
+        .layer(axum::middleware::map_response(
+            |res: axum::response::Response| async { oversize_status(res) },
+        ))
 }
