@@ -132,40 +132,44 @@ fn oversize_status<B>(mut res: http::Response<B>) -> http::Response<B> {
 }
 
 type DaprServer = daprs_proto::runtime::dapr_server::DaprServer<grpc_api::DaprApi>;
-type DaprFuture = <DaprServer as tower::Service<http::Request<Body>>>::Future;
-type DaprResult = Result<http::Response<tonic::body::Body>, Infallible>;
-type Answer = Result<http::Response<Body>, Infallible>;
 
-/// The API port's own dispatch: calls of the Dapr service, nearly all of
-/// them, go straight to it; health, reflection and proxied calls go
-/// through a router. A router for everything cost each Dapr call a route
-/// lookup, two boxed services cloned and a middleware future.
-#[derive(Clone)]
-struct ApiPort {
-    dapr: DaprServer,
-    rest: Router,
+/// A tonic server's answer as the router's, with [`oversize_status`].
+fn answer(res: http::Response<tonic::body::Body>) -> http::Response<Body> {
+    oversize_status(res.map(Body::new))
 }
 
-impl tower::Service<http::Request<Body>> for ApiPort {
+/// A port's dispatch by path: calls of the services named by `prefixes`
+/// go to `matched`, the rest to `other`. Routing every call through an
+/// axum router cost each a route lookup, two boxed services cloned and a
+/// middleware future; most calls are of one service, or proxied.
+#[derive(Clone)]
+struct Split<A, B> {
+    /// `/<package>.<Service>/` each.
+    prefixes: &'static [&'static str],
+    matched: A,
+    other: B,
+}
+
+impl<A, B> tower::Service<http::Request<Body>> for Split<A, B>
+where
+    A: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    B: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+{
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = futures_util::future::Either<
-        futures_util::future::Map<DaprFuture, fn(DaprResult) -> Answer>,
-        axum::routing::future::RouteFuture<Infallible>,
-    >;
+    type Future = futures_util::future::Either<A::Future, B::Future>;
 
     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
-        // Both are always ready.
+        // tonic's generated servers, routers and the proxy are always ready.
         std::task::Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        use futures_util::FutureExt;
-        if req.uri().path().starts_with("/dapr.proto.runtime.v1.Dapr/") {
-            let answer: fn(DaprResult) -> Answer = |r| r.map(|res| oversize_status(res.map(Body::new)));
-            futures_util::future::Either::Left(self.dapr.call(req).map(answer))
+        let path = req.uri().path();
+        if self.prefixes.iter().any(|p| path.starts_with(p)) {
+            futures_util::future::Either::Left(self.matched.call(req))
         } else {
-            futures_util::future::Either::Right(self.rest.call(req))
+            futures_util::future::Either::Right(self.other.call(req))
         }
     }
 }
@@ -190,7 +194,7 @@ pub async fn api(rt: Arc<Runtime>) -> Router {
     let dapr = DaprServer::new(grpc_api::DaprApi { rt: rt.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max.max(app_channel::MAX_UNARY));
-    let rest = tonic::service::Routes::new(health)
+    let local = tonic::service::Routes::new(health)
         .into_axum_router()
         .route_service(
             "/grpc.reflection.v1.ServerReflection/{*method}",
@@ -200,19 +204,30 @@ pub async fn api(rt: Arc<Runtime>) -> Router {
             "/grpc.reflection.v1alpha.ServerReflection/{*method}",
             or_app(v1alpha, rt.clone()),
         )
-        .fallback_service(proxy::outbound(rt.clone()))
         .layer(axum::middleware::map_response(
             |res: axum::response::Response| async { oversize_status(res) },
         ));
+    let proxied = proxy::outbound(rt.clone()).map_response(oversize_status as fn(_) -> _);
+    let port = Split {
+        prefixes: &["/dapr.proto.runtime.v1.Dapr/"],
+        matched: ServiceExt::<http::Request<Body>>::map_response(dapr, answer as fn(_) -> _),
+        other: Split {
+            prefixes: &[
+                "/grpc.health.v1.Health/",
+                "/grpc.reflection.v1.ServerReflection/",
+                "/grpc.reflection.v1alpha.ServerReflection/",
+            ],
+            matched: local,
+            other: proxied,
+        },
+    };
     // Without access rules or a token, nothing is checked on each call.
     let access = rt
         .config
         .api
         .restricts_grpc()
         .then(|| grpc_api::ApiAccessLayer(Arc::new(rt.config.api.clone())));
-    let port = tower::ServiceBuilder::new()
-        .option_layer(access)
-        .service(ApiPort { dapr, rest });
+    let port = tower::ServiceBuilder::new().option_layer(access).service(port);
     match rt.settings.api_token.as_deref() {
         Some(t) => {
             let check = grpc_api::token_check(Some(Arc::from(t)));
@@ -230,10 +245,10 @@ pub fn internal(rt: Arc<Runtime>) -> Router {
     )
     .max_decoding_message_size(max.max(app_channel::MAX_UNARY))
     .max_encoding_message_size(usize::MAX);
-    tonic::service::Routes::new(svc)
-        .into_axum_router()
-        .fallback_service(proxy::inbound(rt))
-        .layer(axum::middleware::map_response(
-            |res: axum::response::Response| async { oversize_status(res) },
-        ))
+    let proxied = proxy::inbound(rt).map_response(oversize_status as fn(_) -> _);
+    Router::new().fallback_service(Split {
+        prefixes: &["/dapr.proto.internals.v1.ServiceInvocation/"],
+        matched: ServiceExt::<http::Request<Body>>::map_response(svc, answer as fn(_) -> _),
+        other: proxied,
+    })
 }
