@@ -518,7 +518,8 @@ where
         builder
             .http2()
             .initial_stream_window_size(stream)
-            .initial_connection_window_size(conn);
+            .initial_connection_window_size(conn)
+            .max_frame_size(crate::MAX_FRAME);
     }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);

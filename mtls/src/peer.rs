@@ -115,6 +115,7 @@ impl Peer {
             let (send, conn) = h2::client::Builder::new()
                 .initial_window_size(1 << 20)
                 .initial_connection_window_size(4 << 20)
+                .max_frame_size(crate::MAX_FRAME)
                 .handshake::<_, Bytes>(io)
                 .await
                 .map_err(std::io::Error::other)?;
