@@ -138,6 +138,36 @@ fn answer(res: http::Response<tonic::body::Body>) -> http::Response<Body> {
     oversize_status(res.map(Body::new))
 }
 
+type Answer = Result<http::Response<Body>, Infallible>;
+
+/// The proxy with its future on the heap: the proxy's future is large, and
+/// [`Split`]'s future is as large as its larger side, so unboxed it would
+/// make every call of the served service move kilobytes around.
+fn boxed<S>(
+    proxy: S,
+) -> impl tower::Service<
+    http::Request<Body>,
+    Response = http::Response<Body>,
+    Error = Infallible,
+    Future = futures_util::future::BoxFuture<'static, Answer>,
+> + Clone
++ Send
++ Sync
++ 'static
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use futures_util::FutureExt;
+    proxy
+        .map_response(oversize_status as fn(_) -> _)
+        .map_future(|f| f.boxed())
+}
+
 /// A port's dispatch by path: calls of the services named by `prefixes`
 /// go to `matched`, the rest to `other`. Routing every call through an
 /// axum router cost each a route lookup, two boxed services cloned and a
@@ -207,7 +237,7 @@ pub async fn api(rt: Arc<Runtime>) -> Router {
         .layer(axum::middleware::map_response(
             |res: axum::response::Response| async { oversize_status(res) },
         ));
-    let proxied = proxy::outbound(rt.clone()).map_response(oversize_status as fn(_) -> _);
+    let proxied = boxed(proxy::outbound(rt.clone()));
     let port = Split {
         prefixes: &["/dapr.proto.runtime.v1.Dapr/"],
         matched: ServiceExt::<http::Request<Body>>::map_response(dapr, answer as fn(_) -> _),
@@ -245,7 +275,7 @@ pub fn internal(rt: Arc<Runtime>) -> Router {
     )
     .max_decoding_message_size(max.max(app_channel::MAX_UNARY))
     .max_encoding_message_size(usize::MAX);
-    let proxied = proxy::inbound(rt).map_response(oversize_status as fn(_) -> _);
+    let proxied = boxed(proxy::inbound(rt));
     Router::new().fallback_service(Split {
         prefixes: &["/dapr.proto.internals.v1.ServiceInvocation/"],
         matched: ServiceExt::<http::Request<Body>>::map_response(svc, answer as fn(_) -> _),
