@@ -138,19 +138,28 @@ def run_pubsub(daprd, requests, work, app_port):
 def pubsub_table(binaries):
     app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Subscriber)
     threading.Thread(target=app.serve_forever, daemon=True).start()
+    per_request_table(binaries, [f"instructions per message ({N} 1 KiB publishes, each delivered to an HTTP app)"],
+                      {"bus.yaml": PUBSUB}, lambda daprd, n, work: [run_pubsub(daprd, n, work, app.server_address[1])])
+
+
+def per_request_table(binaries, headings, files, measure):
+    """Prints each daprd's instructions per request, a column per process:
+    `measure` (totals under callgrind, one per process) of N requests less
+    that of none, with `files` as resources."""
     print()
-    print(f"| daprd | instructions per message ({N} 1 KiB publishes, each delivered to an HTTP app) |")
-    print("|---|---|")
+    print("| daprd | " + " | ".join(headings) + " |")
+    print("|---" * (len(headings) + 1) + "|")
     for daprd in binaries:
         keep = os.environ.get("CALLGRIND_KEEP")
         with tempfile.TemporaryDirectory() as tmp:
             work = keep or tmp
             os.makedirs(work, exist_ok=True)
-            with open(os.path.join(work, "bus.yaml"), "w") as f:
-                f.write(PUBSUB)
-            idle = run_pubsub(daprd, 0, work, app.server_address[1])
-            busy = run_pubsub(daprd, N, work, app.server_address[1])
-        print(f"| {daprd} | {(busy - idle) / N:,.0f} |")
+            for name, text in files.items():
+                with open(os.path.join(work, name), "w") as f:
+                    f.write(text)
+            idle = measure(daprd, 0, work)
+            busy = measure(daprd, N, work)
+        print(f"| {daprd} | " + " | ".join(f"{(b - i) / N:,.0f}" for b, i in zip(busy, idle)) + " |")
 
 
 def tracing_args(work, app_port):
@@ -340,34 +349,14 @@ def main():
 
 def state_table(binaries, grpc_python=None):
     over = "gRPC SaveState and GetState" if grpc_python else "HTTP"
-    print()
-    print(f"| daprd | instructions per request ({N} requests over {over}: half 1 KiB saves, half reads) |")
-    print("|---|---|")
-    for daprd in binaries:
-        keep = os.environ.get("CALLGRIND_KEEP")
-        with tempfile.TemporaryDirectory() as tmp:
-            work = keep or tmp
-            os.makedirs(work, exist_ok=True)
-            with open(os.path.join(work, "store.yaml"), "w") as f:
-                f.write(COMPONENT)
-            idle = run(daprd, 0, work, grpc_python)
-            busy = run(daprd, N, work, grpc_python)
-        print(f"| {daprd} | {(busy - idle) / N:,.0f} |")
+    per_request_table(binaries, [f"instructions per request ({N} requests over {over}: half 1 KiB saves, half reads)"],
+                      {"store.yaml": COMPONENT}, lambda daprd, n, work: [run(daprd, n, work, grpc_python)])
 
 
 def invoke_table(binaries, app_port, what, grpc_python=None, proxied=False):
     """Prints each daprd's instructions per invocation, as caller and as target."""
-    print()
-    print(f"| daprd | caller instructions per request | target instructions per request ({what}) |")
-    print("|---|---|---|")
-    for daprd in binaries:
-        keep = os.environ.get("CALLGRIND_KEEP")
-        with tempfile.TemporaryDirectory() as tmp:
-            work = keep or tmp
-            os.makedirs(work, exist_ok=True)
-            idle = run_invoke(daprd, 0, work, app_port, grpc_python, proxied)
-            busy = run_invoke(daprd, N, work, app_port, grpc_python, proxied)
-        print(f"| {daprd} | {(busy[0] - idle[0]) / N:,.0f} | {(busy[1] - idle[1]) / N:,.0f} |")
+    per_request_table(binaries, ["caller instructions per request", f"target instructions per request ({what})"],
+                      {}, lambda daprd, n, work: run_invoke(daprd, n, work, app_port, grpc_python, proxied))
 
 
 if __name__ == "__main__":
