@@ -35,7 +35,9 @@ use crate::{
 
 const ON_TOPIC_EVENT: &str = "/dapr.proto.runtime.v1.AppCallback/OnTopicEvent";
 
-/// How long each attempt at `GET /dapr/subscribe` may take.
+/// How long each attempt at `GET /dapr/subscribe` (or
+/// `ListTopicSubscriptions`) may take: the sidecar is ready only once the
+/// app has answered.
 const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 // The headers of a delivery, named once rather than parsed per event.
@@ -435,10 +437,12 @@ pub async fn serve(
 pub async fn programmatic(app: &AppChannel) -> Vec<Subscription> {
     let mut errors = Vec::new();
     let subs = if let Some(channel) = app.grpc_channel() {
-        match AppCallbackClient::new(channel)
-            .list_topic_subscriptions(app.grpc_request(()))
+        let mut client = AppCallbackClient::new(channel);
+        let call = client.list_topic_subscriptions(app.grpc_request(()));
+        let answer = tokio::time::timeout(SUBSCRIBE_TIMEOUT, call)
             .await
-        {
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("the app did not answer in time")));
+        match answer {
             Ok(res) => subscriptions::from_grpc_app(res.into_inner(), &mut errors),
             Err(s) if s.code() == tonic::Code::Unimplemented => Vec::new(),
             Err(s) => {

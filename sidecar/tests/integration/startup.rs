@@ -141,6 +141,34 @@ async fn healthz_waits_for_the_app_port() {
     app.abort();
 }
 
+/// A gRPC app that accepts connections but never answers is given up on
+/// when it does not list its subscriptions in time: the sidecar still
+/// becomes ready.
+#[tokio::test]
+async fn an_app_that_never_answers_does_not_hold_readiness_back() {
+    let home = temp_dir("mute-app");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app_port = listener.local_addr().expect("addr").port();
+    let app = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let d = Daprd::start(Spec {
+        app_port: Some(app_port),
+        protocol: "grpc",
+        ..Spec::new("mute", &home)
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while d.get("/v1.0/healthz").await.map(|r| r.status) != Ok(204) {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.abort();
+}
+
 #[tokio::test]
 async fn metadata_api_over_http_and_grpc() {
     let home = temp_dir("metadata");
