@@ -260,7 +260,7 @@ pub async fn api(rt: Arc<Runtime>) -> Router {
     let port = tower::ServiceBuilder::new().option_layer(access).service(port);
     match rt.settings.api_token.as_deref() {
         Some(t) => {
-            let check = grpc_api::token_check(Some(Arc::from(t)));
+            let check = grpc_api::token_check(Arc::from(t));
             Router::new().fallback_service(tonic::service::InterceptorLayer::new(check).layer(port))
         }
         None => Router::new().fallback_service(port),

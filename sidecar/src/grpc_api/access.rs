@@ -52,23 +52,19 @@ where
     }
 }
 
-/// Checks `dapr-api-token` on every gRPC call when `DAPR_API_TOKEN` is set.
-pub fn token_check(
-    token: Option<Arc<str>>,
-) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |mut req: Request<()>| {
-        let Some(want) = &token else { return Ok(req) };
-        match req.metadata().get("dapr-api-token") {
-            None => Err(Status::unauthenticated(
-                "Unauthorized: missing api token in request metadata",
-            )),
-            Some(v) if v.as_bytes() == want.as_bytes() => {
-                req.metadata_mut().remove("dapr-api-token");
-                Ok(req)
-            }
-            Some(_) => Err(Status::unauthenticated(
-                "Unauthorized: authentication error: api token mismatch",
-            )),
+/// Checks `dapr-api-token` on every gRPC call against `DAPR_API_TOKEN`
+/// (the layer is only there when it is set).
+pub fn token_check(want: Arc<str>) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut req: Request<()>| match req.metadata().get("dapr-api-token") {
+        None => Err(Status::unauthenticated(
+            "Unauthorized: missing api token in request metadata",
+        )),
+        Some(v) if v.as_bytes() == want.as_bytes() => {
+            req.metadata_mut().remove("dapr-api-token");
+            Ok(req)
         }
+        Some(_) => Err(Status::unauthenticated(
+            "Unauthorized: authentication error: api token mismatch",
+        )),
     }
 }
