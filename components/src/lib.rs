@@ -150,11 +150,10 @@ pub fn uuid_v4() -> String {
     let r = (r & !(0x3 << 62)) | (0x2 << 62);
     let mut out = String::with_capacity(36);
     // Groups of 8, 4, 4, 4 and 12 digits, from the most significant.
-    for (i, digits) in [8, 4, 4, 4, 12].into_iter().enumerate() {
-        if i > 0 {
+    for (shift, digits) in [(96, 8), (80, 4), (64, 4), (48, 4), (0, 12)] {
+        if shift < 96 {
             out.push('-');
         }
-        let shift = [96, 80, 64, 48, 0][i];
         push_hex(&mut out, r >> shift, digits);
     }
     out

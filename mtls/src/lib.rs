@@ -18,11 +18,11 @@ pub mod spiffe;
 pub mod tls;
 
 pub use net::{PeerId, TlsConn};
+pub use spiffe::SpiffeId;
+pub use tls::{Authorize, Identity};
 
 /// The largest HTTP/2 frame daprd's gRPC connections accept. At h2's
 /// default of 16 KiB a message of 16 KiB crosses each hop as two DATA
 /// frames (its 5-byte prefix does not fit); 64 KiB keeps a message of that
 /// size whole without letting one stream's frame hold the others back long.
 pub const MAX_FRAME: u32 = 64 << 10;
-pub use spiffe::SpiffeId;
-pub use tls::{Authorize, Identity};
