@@ -13,7 +13,7 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 
-use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers, redelivery_pause};
+use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, redelivery_pause};
 use crate::{Metadata, Result, lock, meta, meta_num};
 
 /// Messages a group's queue holds before publishers wait.
@@ -27,8 +27,7 @@ struct Delivery {
 }
 
 struct Group {
-    tx: mpsc::Sender<Delivery>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Delivery>>>,
+    queue: Queue,
     members: usize,
 }
 
@@ -49,14 +48,7 @@ impl MemoryBroker {
         })
     }
 
-    fn join(
-        &self,
-        topic: &str,
-        group: &str,
-    ) -> (
-        mpsc::Sender<Delivery>,
-        Arc<tokio::sync::Mutex<mpsc::Receiver<Delivery>>>,
-    ) {
+    fn join(&self, topic: &str, group: &str) -> Queue {
         let mut topics = lock(&self.topics);
         let g = topics
             .entry(topic.to_string())
@@ -65,13 +57,55 @@ impl MemoryBroker {
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 Group {
-                    tx,
-                    rx: Arc::new(tokio::sync::Mutex::new(rx)),
+                    queue: Queue {
+                        tx,
+                        rx: Arc::new(tokio::sync::Mutex::new(rx)),
+                    },
                     members: 0,
                 }
             });
         g.members += 1;
-        (g.tx.clone(), g.rx.clone())
+        g.queue.clone()
+    }
+}
+
+/// One group's queue.
+#[derive(Clone)]
+struct Queue {
+    tx: mpsc::Sender<Delivery>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Delivery>>>,
+}
+
+impl Queue {
+    /// Delivers messages one at a time until the subscription stops.
+    async fn work(self, handler: Handler, mut stopped: watch::Receiver<bool>) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stopped.wait_for(|v| *v) => break,
+                d = async { self.rx.lock().await.recv().await } => d,
+            };
+            let Some(d) = next else { break };
+            if handler(d.msg.clone()).await.is_ok() {
+                continue;
+            }
+            // A stop cuts the pause short; the message goes back at once.
+            tokio::select! {
+                () = tokio::time::sleep(redelivery_pause(d.attempt, LAST_RETRY)) => {}
+                _ = stopped.wait_for(|v| *v) => {}
+            }
+            let again = Delivery {
+                msg: d.msg,
+                attempt: d.attempt.saturating_add(1),
+            };
+            // Waiting for room here could wait for this very worker.
+            if let Err(mpsc::error::TrySendError::Full(again)) = self.tx.try_send(again) {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(again).await;
+                });
+            }
+        }
     }
 }
 
@@ -98,15 +132,21 @@ impl PubSub for MemoryBroker {
     }
 
     async fn publish(&self, msg: Message) -> Result<()> {
-        let queues: Vec<mpsc::Sender<Delivery>> = lock(&self.topics)
-            .get(&msg.topic)
-            .map(|groups| groups.values().map(|g| g.tx.clone()).collect())
-            .unwrap_or_default();
-        for tx in queues {
-            let d = Delivery {
-                msg: msg.clone(),
-                attempt: 0,
-            };
+        // Queues with room take the message at once; the full ones are
+        // waited for outside the lock.
+        let mut full = Vec::new();
+        if let Some(groups) = lock(&self.topics).get(&msg.topic) {
+            for g in groups.values() {
+                let d = Delivery {
+                    msg: msg.clone(),
+                    attempt: 0,
+                };
+                if let Err(mpsc::error::TrySendError::Full(d)) = g.queue.tx.try_send(d) {
+                    full.push((g.queue.tx.clone(), d));
+                }
+            }
+        }
+        for (tx, d) in full {
             // A group that went away meanwhile has no one to deliver to.
             let _ = tx.send(d).await;
         }
@@ -117,43 +157,18 @@ impl PubSub for MemoryBroker {
         let group = meta(&sub.metadata, CONSUMER_ID)
             .unwrap_or(&self.consumer)
             .to_string();
-        let (tx, rx) = self.join(&sub.topic, &group);
-        let (stop, mut stopped) = watch::channel(false);
+        let queue = self.join(&sub.topic, &group);
+        let (stop, stopped) = watch::channel(false);
+        // A fixed set of workers take turns at the group's queue: as many
+        // deliveries at once as `concurrency`, with no task per message.
+        let workers: Vec<_> = (0..self.concurrency.max(1))
+            .map(|_| tokio::spawn(queue.clone().work(handler.clone(), stopped.clone())))
+            .collect();
         let topics = self.topics.clone();
-        let concurrency = self.concurrency;
         let task = tokio::spawn(async move {
-            let mut workers = Workers::new(concurrency);
-            loop {
-                let next = tokio::select! {
-                    _ = stopped.wait_for(|v| *v) => break,
-                    d = async { rx.lock().await.recv().await } => d,
-                };
-                let Some(d) = next else { break };
-                let (handler, tx, mut stopping) = (handler.clone(), tx.clone(), stopped.clone());
-                workers
-                    .spawn(async move {
-                        if handler(d.msg.clone()).await.is_err() {
-                            // A stop cuts the pause short; the message goes back at once.
-                            tokio::select! {
-                                () = tokio::time::sleep(redelivery_pause(d.attempt, LAST_RETRY)) => {}
-                                _ = stopping.wait_for(|v| *v) => {}
-                            }
-                            let again = Delivery {
-                                msg: d.msg,
-                                attempt: d.attempt.saturating_add(1),
-                            };
-                            // Waiting for room here, in a worker's slot, could wait
-                            // for a reader that waits for this slot.
-                            if let Err(mpsc::error::TrySendError::Full(again)) = tx.try_send(again) {
-                                tokio::spawn(async move {
-                                    let _ = tx.send(again).await;
-                                });
-                            }
-                        }
-                    })
-                    .await;
+            for w in workers {
+                let _ = w.await;
             }
-            workers.drain().await;
             leave(&topics, &sub.topic, &group);
         });
         Ok(Subscribed::new(stop, task))
