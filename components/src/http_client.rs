@@ -142,6 +142,9 @@ fn origin_form(req: &mut Request<Full<Bytes>>, host: Option<&HeaderValue>) -> Re
             req.headers_mut().insert(HOST, h);
         }
     }
+    if req.uri().scheme().is_none() && req.uri().authority().is_none() {
+        return Ok(());
+    }
     // The path is already parsed: keep it, drop scheme and authority.
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
     parts.scheme = None;

@@ -28,7 +28,6 @@ pub mod state;
 use std::{
     collections::BTreeMap,
     hash::{BuildHasher, Hasher},
-    sync::atomic::{AtomicU64, Ordering},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -124,22 +123,33 @@ pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// 128 fresh random bits. `RandomState` is seeded from the OS; mixing in a
-/// counter and the clock makes every value unique within the process.
+/// 128 fresh random bits: a per-thread splitmix64 stream, seeded once from
+/// the OS (through `RandomState`). Each thread's stream never repeats within
+/// 2^64 draws and seeds differ between threads, so values are unique within
+/// the process; drawing costs a few multiplications, not a hash.
 pub fn random_u128() -> u128 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut out = 0u128;
-    for salt in [0x9e37_79b9_7f4a_7c15u64, 0xc2b2_ae3d_27d4_eb4f] {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(n ^ salt);
-        h.write_u128(now);
-        out = (out << 64) | u128::from(h.finish());
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
     }
-    out
+    fn seed() -> u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    }
+    STATE.with(|state| {
+        let next = || {
+            let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            state.set(s);
+            let z = (s ^ (s >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        (u128::from(next()) << 64) | u128::from(next())
+    })
 }
 
 /// A random (version 4) UUID in its usual text form, as Dapr gives event ids.

@@ -328,7 +328,7 @@ impl AppChannel {
         let request = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ApiError::bad_request(format!("invalid request to app: {e}")))?;
-        let (res, body) = self.exchange(client, request, &uri).await?;
+        let (res, body) = self.exchange(client, request).await?;
         let status = res.status.as_u16();
         let headers = from_http_headers(&res.headers, &["content-length"]);
         let content_type = res
@@ -362,8 +362,9 @@ impl AppChannel {
         &self,
         client: &HttpClient,
         request: Request<Full<Bytes>>,
-        uri: &str,
     ) -> Result<(http::response::Parts, Bytes), ApiError> {
+        // Shared, not copied: named only if the call fails.
+        let uri = request.uri().clone();
         let res = client
             .request(request)
             .await
@@ -390,28 +391,44 @@ impl AppChannel {
         }
     }
 
-    /// POSTs `body` to `/<path>` of an HTTP app with exactly `headers` (and
-    /// the app token): how events are delivered, without the detour through
-    /// an invocation request. The status and body of the answer.
+    /// The URI `post` sends to for `/<path>`: made once per route rather
+    /// than per event. Plain HTTP goes out in origin form on daprd's pool.
+    pub fn event_uri(&self, path: &str) -> Result<http::Uri, ApiError> {
+        let path = path.trim_start_matches('/');
+        let uri = match &self.transport {
+            Transport::Http {
+                client: HttpClient::Pool(_),
+                ..
+            } => format!("/{path}"),
+            Transport::Http { base, .. } => format!("{base}/{path}"),
+            Transport::Grpc { .. } => return Err(direct_invoke("the app does not speak HTTP")),
+        };
+        uri.parse()
+            .map_err(|e| ApiError::bad_request(format!("invalid route {path:?}: {e}")))
+    }
+
+    /// POSTs `body` to `uri` (from [`Self::event_uri`]) of an HTTP app with
+    /// exactly `headers` (and the app token): how events are delivered,
+    /// without the detour through an invocation request. The status and
+    /// body of the answer.
     pub async fn post(
         &self,
-        path: &str,
+        uri: http::Uri,
         mut headers: http::HeaderMap,
         body: Bytes,
     ) -> Result<(u16, Bytes), ApiError> {
-        let Transport::Http { client, base } = &self.transport else {
+        let Transport::Http { client, .. } = &self.transport else {
             return Err(direct_invoke("the app does not speak HTTP"));
         };
         let _permit = self.admit().await;
-        let uri = format!("{base}/{}", path.trim_start_matches('/'));
         if let Some(token) = &self.token {
             headers.insert("dapr-api-token", token.clone());
         }
-        let mut request = Request::post(&uri)
-            .body(Full::new(body))
-            .map_err(|e| ApiError::bad_request(format!("invalid request to app: {e}")))?;
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        let (res, body) = self.exchange(client, request, &uri).await?;
+        let (res, body) = self.exchange(client, request).await?;
         Ok((res.status.as_u16(), body))
     }
 

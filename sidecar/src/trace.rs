@@ -18,7 +18,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::invoke::Metadata;
 
 /// The header names, known once rather than parsed on every request.
-const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+pub const TRACESTATE_HEADER: HeaderName = HeaderName::from_static("tracestate");
 const GRPC_TRACE_BIN_HEADER: HeaderName = HeaderName::from_static(GRPC_TRACE_BIN);
 
 /// The tracer for `spec`. Tracing is on when the Configuration has a

@@ -19,7 +19,7 @@ use crate::{
     runtime::Runtime,
 };
 
-fn header_value(req: &Request, name: &str) -> Option<String> {
+fn header_value(req: &Request, name: &http::HeaderName) -> Option<String> {
     req.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -33,10 +33,10 @@ pub async fn publish(
     req: Request,
 ) -> Result<StatusCode, ApiError> {
     let metadata = query_metadata(&query_pairs(req.uri().query()));
-    let content_type = header_value(&req, header::CONTENT_TYPE.as_str());
+    let content_type = header_value(&req, &header::CONTENT_TYPE);
     let (traceparent, tracestate) = (
-        header_value(&req, "traceparent"),
-        header_value(&req, "tracestate"),
+        header_value(&req, &crate::trace::TRACEPARENT_HEADER),
+        header_value(&req, &crate::trace::TRACESTATE_HEADER),
     );
     let data = read_body(&rt, req.into_body()).await?;
     rt.publish(Publish {

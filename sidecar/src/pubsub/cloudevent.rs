@@ -162,8 +162,16 @@ impl Fields {
 
     fn string(&mut self, key: &str, value: &str) {
         self.key(key);
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut self.0, value);
+        let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        if plain {
+            // Nothing to escape: the common case, copied as it is.
+            self.0.push(b'"');
+            self.0.extend_from_slice(value.as_bytes());
+            self.0.push(b'"');
+        } else {
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut self.0, value);
+        }
     }
 
     fn raw(&mut self, key: &str, json: &[u8]) {
@@ -405,6 +413,17 @@ mod tests {
         assert!(ce.get("data").is_none());
         let ce = build(b"{not json", Some("application/json"), &[]);
         assert_eq!(ce["data"], "{not json");
+        // Text that needs escaping comes back exactly.
+        let text = "say \"hi\" \\ caf\u{e9}\n\t\u{1}";
+        let ce = build(
+            text.as_bytes(),
+            Some("text/plain"),
+            &[("cloudevent.subject", text)],
+        );
+        assert_eq!(
+            (ce["data"].as_str(), ce["subject"].as_str()),
+            (Some(text), Some(text))
+        );
         // Valid syntax, but no parser reads it back as a number: text.
         let ce = build(b"[1e400]", Some("application/json"), &[]);
         assert_eq!(ce["data"], "[1e400]");

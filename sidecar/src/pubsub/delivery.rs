@@ -42,8 +42,6 @@ const SUBSCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 
 // The headers of a delivery, named once rather than parsed per event.
 const PUBSUBNAME: HeaderName = HeaderName::from_static("pubsubname");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// What a delivery reads of an event: the whole event where something needs
 /// it (routing rules, gRPC apps, batches), else only the attributes an HTTP
@@ -113,12 +111,13 @@ impl Event {
 /// Calls the app once with an event; transport failures count as Retry.
 async fn call_app(
     app: &AppChannel,
-    sub: &Subscription,
+    to: &Subscriber,
     path: &str,
     ev: &Event,
     body: &Bytes,
     trace: Option<SpanContext>,
 ) -> (Outcome, Option<Failure>) {
+    let sub = &*to.sub;
     if let Some(peer) = app.peer() {
         let _permit = app.admit().await;
         let mut req = app.grpc_request(topic_event_request(&ev.whole(body), path));
@@ -148,13 +147,24 @@ async fn call_app(
     header(PUBSUBNAME, &sub.pubsub);
     // The app's span is a child of the delivery's, when there is one.
     let traceparent = trace.map(|t| t.traceparent());
-    for (k, name) in [("traceparent", TRACEPARENT), ("tracestate", TRACESTATE)] {
+    for (k, name) in [
+        ("traceparent", crate::trace::TRACEPARENT_HEADER),
+        ("tracestate", crate::trace::TRACESTATE_HEADER),
+    ] {
         let own = traceparent.as_deref().filter(|_| k == "traceparent");
         if let Some(v) = own.or(ev.attr(k)).filter(|v| !v.is_empty()) {
             header(name, v);
         }
     }
-    match app.post(path, headers, body.clone()).await {
+    let uri = match &to.default_uri {
+        Some(uri) if sub.default_path.as_deref() == Some(path) => Ok(uri.clone()),
+        _ => app.event_uri(path),
+    };
+    let answer = match uri {
+        Ok(uri) => app.post(uri, headers, body.clone()).await,
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok((status, body)) => {
             let outcome = http_outcome(status, &body);
             let failure = (outcome == Outcome::Retry).then_some(Failure::Http(status));
@@ -169,13 +179,8 @@ async fn call_app(
 
 /// One delivery: everything between the broker handing over a message and
 /// the answer it gets.
-async fn handle(
-    rt: &Runtime,
-    entry: &PubSubEntry,
-    sub: &Subscription,
-    batcher: Option<&Batcher>,
-    msg: Message,
-) -> Result<(), Error> {
+async fn handle(rt: &Runtime, to: &Subscriber, msg: Message) -> Result<(), Error> {
+    let (sub, entry, batcher) = (&*to.sub, &to.entry, to.batcher.as_ref());
     let (ev, body) = if sub.raw_payload() {
         let ce = cloudevent::wrap_raw(&msg.data, &sub.pubsub, &sub.topic);
         let body = Bytes::from(serde_json::to_vec(&ce).unwrap_or_default());
@@ -218,7 +223,7 @@ async fn handle(
     let trace = span.as_ref().map(Span::context);
     let outcome = match batcher {
         Some(b) => Some(b.deliver(path, ev.whole(&body).into_owned()).await),
-        None => deliver_one(rt, app, sub, &path, &ev, &body, trace).await,
+        None => deliver_one(rt, app, to, &path, &ev, &body, trace).await,
     };
     let status = match outcome {
         Some(Outcome::Success) => "success",
@@ -251,15 +256,15 @@ async fn handle(
 async fn deliver_one(
     rt: &Runtime,
     app: &AppChannel,
-    sub: &Subscription,
+    to: &Subscriber,
     path: &str,
     ev: &Event,
     body: &Bytes,
     trace: Option<SpanContext>,
 ) -> Option<Outcome> {
-    let policy = rt.resiliency.inbound(&sub.pubsub, "pubsub");
+    let policy = rt.resiliency.inbound(&to.sub.pubsub, "pubsub");
     let attempt = tower::service_fn(|()| async {
-        match call_app(app, sub, path, ev, body, trace).await {
+        match call_app(app, to, path, ev, body, trace).await {
             (Outcome::Retry, failure) => Err(failure.unwrap_or(Failure::Transport)),
             (outcome, _) => Ok(outcome),
         }
@@ -281,6 +286,15 @@ pub(crate) async fn drop_message(
     };
     msg.topic = dead.clone();
     rt.send(entry, &sub.pubsub, msg).await
+}
+
+/// What every delivery of one subscription shares, made once when it starts.
+struct Subscriber {
+    sub: Arc<Subscription>,
+    entry: Arc<PubSubEntry>,
+    batcher: Option<Batcher>,
+    /// The default route's URI, when the app speaks HTTP.
+    default_uri: Option<http::Uri>,
 }
 
 /// The running subscriptions of the app.
@@ -314,13 +328,24 @@ impl Subscribers {
                 .as_ref()
                 .is_some_and(|b| b.enabled)
                 .then(|| Batcher::start(Arc::downgrade(rt), sub.clone()));
+            let default_uri = rt
+                .app
+                .as_ref()
+                .zip(sub.default_path.as_deref())
+                .and_then(|(app, path)| app.event_uri(path).ok());
+            let to = Arc::new(Subscriber {
+                sub: sub.clone(),
+                entry: entry.clone(),
+                batcher,
+                default_uri,
+            });
             let handler: Handler = {
-                let (rt, entry, sub) = (Arc::downgrade(rt), entry.clone(), sub.clone());
+                let rt = Arc::downgrade(rt);
                 Arc::new(move |msg| {
-                    let (rt, entry, sub, batcher) = (rt.clone(), entry.clone(), sub.clone(), batcher.clone());
+                    let (rt, to) = (rt.clone(), to.clone());
                     Box::pin(async move {
                         let rt = rt.upgrade().ok_or(Error::Closed)?;
-                        handle(&rt, &entry, &sub, batcher.as_ref(), msg).await
+                        handle(&rt, &to, msg).await
                     })
                 })
             };
