@@ -11,6 +11,7 @@ mod conformance {
     pub mod pubsub;
     pub mod restart;
     pub mod secretstores;
+    pub mod sentinel;
     pub mod state;
 }
 

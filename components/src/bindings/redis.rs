@@ -2,7 +2,9 @@
 //! `ttlInSeconds`), `get` reads it, `delete` removes it, `increment` adds
 //! one, as Dapr's Redis binding does.
 
-use ::redis::{AsyncCommands, aio::ConnectionManager};
+use ::redis::AsyncCommands;
+
+use crate::redis_conn::Conn;
 use async_trait::async_trait;
 
 use super::{Binding, Request, Response};
@@ -10,7 +12,7 @@ use crate::{Error, Metadata, meta};
 
 /// The Redis binding.
 pub struct RedisBinding {
-    conn: ConnectionManager,
+    conn: Conn,
 }
 
 const OPERATIONS: &[&str] = &["create", "get", "delete", "increment"];

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use ::redis::{AsyncCommands, aio::ConnectionManager};
+use ::redis::AsyncCommands;
+
+use crate::redis_conn::{Conn, Redis};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -15,8 +17,8 @@ use crate::{Error, Metadata, meta};
 
 /// The Redis configuration store.
 pub struct RedisConfig {
-    client: ::redis::Client,
-    conn: ConnectionManager,
+    redis: Redis,
+    conn: Conn,
     db: i64,
 }
 
@@ -37,11 +39,11 @@ pub fn parse_item(raw: &str) -> Item {
 impl RedisConfig {
     /// Connects with the shared Redis metadata (`redisHost`, `redisDB`, …).
     pub async fn connect(metadata: &Metadata) -> Result<Self, String> {
-        let (client, conn) = crate::redis_conn::connect(metadata).await?;
+        let (redis, conn) = crate::redis_conn::connect(metadata).await?;
         let db = meta(metadata, "redisDB")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        Ok(Self { client, conn, db })
+        Ok(Self { redis, conn, db })
     }
 
     async fn read(&self, keys: &[String]) -> crate::Result<Items> {
@@ -108,7 +110,8 @@ impl ConfigurationStore for RedisConfig {
 
     async fn subscribe(&self, keys: &[String], _metadata: &Metadata) -> crate::Result<Watch> {
         self.ensure_notifications().await?;
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(backend)?;
+        let client = self.redis.client().await.map_err(backend)?;
+        let mut pubsub = client.get_async_pubsub().await.map_err(backend)?;
         let prefix = format!("__keyspace@{}__:", self.db);
         if keys.is_empty() {
             pubsub.psubscribe(format!("{prefix}*")).await.map_err(backend)?;

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use ::redis::{AsyncCommands, Script, aio::ConnectionManager};
+use ::redis::{AsyncCommands, Script};
+
+use crate::redis_conn::Conn;
 use async_trait::async_trait;
 
 use super::{LockStore, Unlocked};
@@ -22,7 +24,7 @@ return 0
 
 /// The Redis lock store.
 pub struct RedisLocks {
-    conn: ConnectionManager,
+    conn: Conn,
     release: Script,
 }
 

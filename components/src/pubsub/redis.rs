@@ -11,7 +11,6 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use ::redis::{
     AsyncCommands, Value,
-    aio::ConnectionManager,
     streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply},
 };
 use async_trait::async_trait;
@@ -19,7 +18,10 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers};
-use crate::{Error, Metadata, Result, meta, meta_duration, meta_num};
+use crate::{
+    Error, Metadata, Result, meta, meta_duration, meta_num,
+    redis_conn::{Conn, Redis},
+};
 
 /// How long one blocking read waits before it looks at the stop signal again.
 const BLOCK: Duration = Duration::from_secs(1);
@@ -37,8 +39,8 @@ struct Settings {
 
 /// The broker.
 pub struct RedisBroker {
-    client: ::redis::Client,
-    conn: ConnectionManager,
+    redis: Redis,
+    conn: Conn,
     settings: Settings,
 }
 
@@ -60,9 +62,9 @@ impl RedisBroker {
                 None => None,
             },
         };
-        let (client, conn) = crate::redis_conn::connect(metadata).await?;
+        let (redis, conn) = crate::redis_conn::connect(metadata).await?;
         Ok(Self {
-            client,
+            redis,
             conn,
             settings,
         })
@@ -83,7 +85,7 @@ fn entry_fields(msg: &Message) -> Vec<(&'static str, Vec<u8>)> {
 /// the stream, when absent); a group that exists already is fine. Used when
 /// subscribing, and again when a server restarted without persistence has
 /// lost it.
-async fn create_group(conn: &mut ConnectionManager, topic: &str, group: &str) -> ::redis::RedisResult<()> {
+async fn create_group(conn: &mut Conn, topic: &str, group: &str) -> ::redis::RedisResult<()> {
     let created: ::redis::RedisResult<Value> = ::redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(topic)
@@ -146,9 +148,7 @@ impl PubSub for RedisBroker {
         // Blocking reads get their own connection, with room for the block.
         let config =
             crate::redis_conn::manager_config().set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
-        let reader = ConnectionManager::new_with_config(self.client.clone(), config)
-            .await
-            .map_err(backend)?;
+        let reader = self.redis.open(config).await.map_err(backend)?;
         let (stop, stopped) = watch::channel(false);
         let consumer = Consumer {
             topic: sub.topic,
@@ -168,14 +168,14 @@ struct Consumer {
     topic: String,
     group: String,
     settings: Settings,
-    conn: ConnectionManager,
+    conn: Conn,
     handler: Handler,
     /// Entries being delivered, so a claim does not start them twice here.
     in_flight: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Consumer {
-    async fn run(self, mut reader: ConnectionManager, mut stopped: watch::Receiver<bool>) {
+    async fn run(self, mut reader: Conn, mut stopped: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let mut workers = Workers::new(this.settings.concurrency);
         let opts = StreamReadOptions::default()
@@ -246,10 +246,7 @@ impl Consumer {
     }
 
     /// Entries pending longer than `processingTimeout`, now this consumer's.
-    async fn claim(
-        &self,
-        conn: &mut ConnectionManager,
-    ) -> std::result::Result<Vec<StreamId>, ::redis::RedisError> {
+    async fn claim(&self, conn: &mut Conn) -> std::result::Result<Vec<StreamId>, ::redis::RedisError> {
         let idle = self.settings.processing_timeout.as_millis() as u64;
         let reply: StreamAutoClaimReply = ::redis::cmd("XAUTOCLAIM")
             .arg(&self.topic)

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use ::redis::{Script, aio::ConnectionManager};
+use ::redis::Script;
 use async_trait::async_trait;
 
 use super::*;
@@ -48,7 +48,7 @@ return #KEYS
 
 /// The Redis store.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: crate::redis_conn::Conn,
     script: Script,
 }
 

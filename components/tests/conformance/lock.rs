@@ -10,7 +10,7 @@ use daprs_components::{
 
 use crate::unique;
 
-async fn open(kind: &str, metadata: &[(&str, &str)]) -> Arc<dyn LockStore> {
+pub async fn open(kind: &str, metadata: &[(&str, &str)]) -> Arc<dyn LockStore> {
     match crate::build(kind, metadata, &Default::default()).await {
         Built::Lock(l) => l,
         _ => panic!("{kind} is not a lock store"),
@@ -21,7 +21,7 @@ const LONG: Duration = Duration::from_secs(30);
 
 /// Everything a lock store promises; `a` and `b` may be the same store or
 /// two clients of one server.
-async fn suite(a: Arc<dyn LockStore>, b: Arc<dyn LockStore>) {
+pub async fn suite(a: Arc<dyn LockStore>, b: Arc<dyn LockStore>) {
     let r = unique("res");
 
     // One owner at a time; not even the holder takes it twice.

@@ -88,15 +88,15 @@ pub fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 /// What a broker can do beyond the contract every one keeps.
-struct Caps {
+pub struct Caps {
     /// Holds messages for a group while none of its subscribers runs.
-    keeps: bool,
+    pub keeps: bool,
     /// Carries per-message metadata to subscribers.
-    metadata: bool,
+    pub metadata: bool,
 }
 
 /// Everything a broker promises.
-async fn suite(p: Arc<dyn PubSub>, caps: Caps) {
+pub async fn suite(p: Arc<dyn PubSub>, caps: Caps) {
     let p = &*p;
     // Group names are client ids on some brokers: unique per run.
     let (g, ga, gb, other) = (unique("g"), unique("a"), unique("b"), unique("other"));

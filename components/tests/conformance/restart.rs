@@ -20,7 +20,7 @@ use super::pubsub::open;
 use crate::{md, unique};
 
 /// A broker process, stopped (SIGTERM, so it saves its data) on drop.
-struct Broker {
+pub struct Broker {
     child: Option<Child>,
     start: Box<dyn Fn() -> Child + Send>,
     port: u16,
@@ -30,7 +30,7 @@ struct Broker {
 }
 
 impl Broker {
-    fn new(port: u16, start: impl Fn() -> Child + Send + 'static) -> Self {
+    pub fn new(port: u16, start: impl Fn() -> Child + Send + 'static) -> Self {
         let child = Some(start());
         Self {
             child,
@@ -40,7 +40,7 @@ impl Broker {
         }
     }
 
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let Some(mut c) = self.child.take() else {
             return;
         };
@@ -78,7 +78,7 @@ impl Broker {
         self.ready().await;
     }
 
-    async fn ready(&self) {
+    pub async fn ready(&self) {
         // RabbitMQ takes seconds to start on a busy machine.
         for _ in 0..2400 {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
@@ -99,21 +99,21 @@ impl Drop for Broker {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
 }
 
-fn data_dir(name: &str) -> PathBuf {
+pub fn data_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(unique(name));
     std::fs::create_dir_all(&dir).expect("data dir");
     dir
 }
 
 /// Removes a broker's data folder when the test ends (after the broker stopped).
-struct Cleanup(PathBuf);
+pub struct Cleanup(pub PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -121,7 +121,7 @@ impl Drop for Cleanup {
     }
 }
 
-fn quiet(cmd: &mut Command) -> Child {
+pub fn quiet(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -11,14 +11,14 @@ use daprs_components::{
 
 use crate::unique;
 
-async fn open(kind: &str, metadata: &[(&str, &str)]) -> Arc<dyn StateStore> {
+pub async fn open(kind: &str, metadata: &[(&str, &str)]) -> Arc<dyn StateStore> {
     match crate::build(kind, metadata, &Default::default()).await {
         Built::State(s) => s,
         _ => panic!("{kind} is not a state store"),
     }
 }
 
-fn set(key: &str, value: &str) -> SetRequest {
+pub fn set(key: &str, value: &str) -> SetRequest {
     SetRequest {
         key: key.into(),
         value: Bytes::from(value.to_string()),
@@ -28,13 +28,13 @@ fn set(key: &str, value: &str) -> SetRequest {
     }
 }
 
-async fn value(s: &dyn StateStore, key: &str) -> Option<String> {
+pub async fn value(s: &dyn StateStore, key: &str) -> Option<String> {
     let item = s.get(key).await.expect("get")?;
     Some(String::from_utf8_lossy(&item.data).into_owned())
 }
 
 /// Everything a state store promises, on keys of its own.
-async fn suite(s: Arc<dyn StateStore>) {
+pub async fn suite(s: Arc<dyn StateStore>) {
     let s = &*s;
     let k = |name: &str| format!("{}||{name}", unique("conf"));
     let (a, b, c) = (k("a"), k("b"), k("c"));
