@@ -13,6 +13,10 @@
 //! there would be lost when it rejoins as a replica). A command that finds
 //! the master gone or read-only also asks Sentinel again and is sent once
 //! more to the new master.
+//!
+//! With `redisType: cluster`, `redisHost` lists some of the cluster's nodes
+//! (comma-separated); commands go to the node that holds their key's slot.
+//! A cluster has only database 0.
 
 use std::{
     future::Future,
@@ -27,8 +31,10 @@ use futures_util::StreamExt;
 
 use ::redis::{
     Client, ClientTlsConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisConnectionInfo,
-    RedisError, RedisFuture, RedisResult, TlsCertificates, Value,
+    RedisError, RedisFuture, RedisResult, TlsCertificates, TlsMode, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig},
+    cluster_async::ClusterConnection,
 };
 
 use crate::{Metadata, meta};
@@ -40,11 +46,13 @@ fn flag(metadata: &Metadata, key: &str) -> bool {
     meta(metadata, key).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
-/// Where a component's Redis is: one server, or the master Sentinel names.
+/// Where a component's Redis is: one server, the master Sentinel names, or
+/// a cluster.
 #[derive(Clone)]
 pub enum Redis {
     Node(Box<Client>),
     Failover(Arc<Sentinel>),
+    Cluster(Box<ClusterClient>),
 }
 
 /// The Sentinels of one master, and how many switches they have announced.
@@ -226,12 +234,18 @@ fn host_port(host: &str, default_port: u16) -> Result<(String, u16), String> {
 /// Where the metadata says Redis is, and `redisHost` for messages.
 pub fn locate(metadata: &Metadata) -> Result<(Redis, String), String> {
     let host = meta(metadata, "redisHost").ok_or("metadata redisHost is required (host:port)")?;
-    if meta(metadata, "redisType").is_some_and(|v| v.eq_ignore_ascii_case("cluster")) {
-        return Err("redisType cluster is not supported; use node".into());
-    }
     let s = settings(metadata)?;
-    if flag(metadata, "failover") {
-        return sentinel(metadata, host, s).map(|r| (r, host.to_string()));
+    let cluster = match meta(metadata, "redisType").map(str::trim) {
+        None | Some("") => false,
+        Some(t) if t.eq_ignore_ascii_case("node") => false,
+        Some(t) if t.eq_ignore_ascii_case("cluster") => true,
+        Some(t) => return Err(format!("redisType {t:?} is neither node nor cluster")),
+    };
+    match (cluster, flag(metadata, "failover")) {
+        (true, true) => return Err("failover (Sentinel) and redisType cluster exclude each other".into()),
+        (true, false) => return cluster_client(host, &s).map(|c| (c, host.to_string())),
+        (false, true) => return sentinel(metadata, host, s).map(|r| (r, host.to_string())),
+        (false, false) => {}
     }
     let (h, port) = host_port(host, 6379)?;
     let client = node_client(&h, port, &s).map_err(|e| e.to_string())?;
@@ -260,6 +274,42 @@ fn node_client(host: &str, port: u16, s: &Settings) -> RedisResult<Client> {
         ),
         None => Client::open(info),
     }
+}
+
+fn cluster_client(hosts: &str, s: &Settings) -> Result<Redis, String> {
+    if s.redis.db() != 0 {
+        return Err("a Redis cluster has only database 0: remove redisDB or set it to 0".into());
+    }
+    let nodes = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            let (host, port) = host_port(h, 6379)?;
+            Ok(ConnectionAddr::Tcp(host, port))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut b = ClusterClientBuilder::new(nodes).connection_timeout(Duration::from_secs(1));
+    if let Some(user) = s.redis.username() {
+        b = b.username(user);
+    }
+    if let Some(pw) = s.redis.password() {
+        b = b.password(pw);
+    }
+    if let Some(insecure) = s.tls {
+        b = b
+            .tls(if insecure {
+                TlsMode::Insecure
+            } else {
+                TlsMode::Secure
+            })
+            .certs(TlsCertificates {
+                client_tls: s.client_tls.clone(),
+                root_cert: None,
+            });
+    }
+    let client = b.build().map_err(|e| e.to_string())?;
+    Ok(Redis::Cluster(Box::new(client)))
 }
 
 fn sentinel(metadata: &Metadata, hosts: &str, node: Settings) -> Result<Redis, String> {
@@ -297,12 +347,23 @@ fn sentinel(metadata: &Metadata, hosts: &str, node: Settings) -> Result<Redis, S
 }
 
 impl Redis {
-    /// A client for the server commands go to now: the master, under Sentinel.
+    /// A client for the server commands go to now: the master, under
+    /// Sentinel. A cluster has no one such server.
     pub async fn client(&self) -> RedisResult<Client> {
         match self {
             Self::Node(c) => Ok((**c).clone()),
             Self::Failover(s) => s.master().await,
+            Self::Cluster(_) => Err(RedisError::from((
+                ::redis::ErrorKind::InvalidClientConfig,
+                "this component needs one Redis server; redisType cluster is not supported for it",
+            ))),
         }
+    }
+
+    /// Whether commands go to a cluster, where a multi-key command's keys
+    /// must share a hash slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
     }
 
     /// A new managed connection, reconnecting as `config` says.
@@ -311,6 +372,13 @@ impl Redis {
             Self::Node(c) => Ok(Conn::Node(
                 ConnectionManager::new_with_config((**c).clone(), config).await?,
             )),
+            Self::Cluster(c) => {
+                let mut cluster = ClusterConfig::new();
+                if let Some(t) = config.response_timeout() {
+                    cluster = cluster.set_response_timeout(t);
+                }
+                Ok(Conn::Cluster(c.get_async_connection_with_config(cluster).await?))
+            }
             Self::Failover(sentinel) => {
                 sentinel.watch();
                 let switches = sentinel.switches.load(Ordering::Acquire);
@@ -358,6 +426,7 @@ pub async fn connect(metadata: &Metadata) -> Result<(Redis, Conn), String> {
 pub enum Conn {
     Node(ConnectionManager),
     Failover(Arc<Failover>),
+    Cluster(ClusterConnection),
 }
 
 /// The connection to the master Sentinel named last, and how to find the next.
@@ -446,6 +515,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Node(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
             Self::Failover(f) => {
                 Box::pin(f.send(move |mut c| async move { c.req_packed_command(cmd).await }))
             }
@@ -460,6 +530,7 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Failover(f) => Box::pin(
                 f.send(move |mut c| async move { c.req_packed_commands(pipeline, offset, count).await }),
             ),
@@ -469,6 +540,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Self::Node(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
             Self::Failover(f) => crate::lock(&f.current).conn.get_db(),
         }
     }
@@ -503,7 +575,7 @@ mod tests {
         let host = ("redisHost", "127.0.0.1:6379");
         for (extra, named) in [
             (("failover", "true"), "sentinelMasterName"),
-            (("redisType", "cluster"), "cluster"),
+            (("redisType", "sharded"), "redisType"),
             (("clientCert", "PEM"), "clientKey"),
             (("redisDB", "first"), "redisDB"),
         ] {

@@ -4,6 +4,7 @@
 
 mod conformance {
     pub mod bindings;
+    pub mod cluster;
     pub mod configuration;
     pub mod jetstream;
     pub mod lock;

@@ -40,6 +40,14 @@ impl RedisConfig {
     /// Connects with the shared Redis metadata (`redisHost`, `redisDB`, …).
     pub async fn connect(metadata: &Metadata) -> Result<Self, String> {
         let (redis, conn) = crate::redis_conn::connect(metadata).await?;
+        if redis.is_cluster() {
+            // Keyspace notifications come from each node for its own keys.
+            return Err(
+                "configuration.redis needs one Redis server (its subscriptions listen to \
+                        keyspace notifications); redisType cluster is not supported for it"
+                    .into(),
+            );
+        }
         let db = meta(metadata, "redisDB")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);

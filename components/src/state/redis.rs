@@ -49,6 +49,8 @@ return #KEYS
 /// The Redis store.
 pub struct RedisStore {
     conn: crate::redis_conn::Conn,
+    /// Whether keys live on different nodes (one pipeline per key then).
+    cluster: bool,
     script: Script,
 }
 
@@ -56,6 +58,12 @@ fn backend(e: ::redis::RedisError) -> StoreError {
     let text = e.to_string();
     if text.contains("ETAG_MISMATCH") {
         StoreError::EtagMismatch("the etag does not match the stored version".into())
+    } else if e.code() == Some("CROSSSLOT") {
+        StoreError::Backend(
+            "in a Redis cluster the keys of one transaction must share a hash slot: \
+             give them a common {tag} (the part in braces decides the slot)"
+                .into(),
+        )
     } else {
         StoreError::Backend(text)
     }
@@ -64,9 +72,10 @@ fn backend(e: ::redis::RedisError) -> StoreError {
 impl RedisStore {
     /// Connects to `redisHost` (`host:port`) with the optional password, username and database.
     pub async fn connect(metadata: &BTreeMap<String, String>) -> Result<Self, String> {
-        let (_, conn) = crate::redis_conn::connect(metadata).await?;
+        let (redis, conn) = crate::redis_conn::connect(metadata).await?;
         Ok(Self {
             conn,
+            cluster: redis.is_cluster(),
             script: Script::new(APPLY),
         })
     }
@@ -159,6 +168,10 @@ impl StateStore for RedisStore {
     }
 
     async fn bulk_get(&self, keys: &[String]) -> Vec<StoreResult<Option<Item>>> {
+        if self.cluster {
+            // A pipeline goes to one node; the keys' slots may be anywhere.
+            return futures_util::future::join_all(keys.iter().map(|k| self.get(k))).await;
+        }
         let mut pipe = ::redis::pipe();
         for k in keys {
             pipe.cmd("HMGET")

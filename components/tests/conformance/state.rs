@@ -36,7 +36,10 @@ pub async fn value(s: &dyn StateStore, key: &str) -> Option<String> {
 /// Everything a state store promises, on keys of its own.
 pub async fn suite(s: Arc<dyn StateStore>) {
     let s = &*s;
-    let k = |name: &str| format!("{}||{name}", unique("conf"));
+    // One hash tag for the run's keys, so a store that shards by slot (a
+    // Redis cluster) can run a transaction over them.
+    let tag = unique("conf");
+    let k = |name: &str| format!("{{{tag}}}||{name}");
     let (a, b, c) = (k("a"), k("b"), k("c"));
 
     // Write, read, overwrite; absent keys read as None.
