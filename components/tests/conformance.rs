@@ -10,6 +10,7 @@ mod conformance {
     pub mod lock;
     pub mod pg_tls;
     pub mod pubsub;
+    pub mod rabbitmq_tls;
     pub mod restart;
     pub mod secretstores;
     pub mod sentinel;

@@ -6,7 +6,9 @@
 use super::broker::BrokerBinding;
 use crate::{Metadata, meta, pubsub::rabbitmq::RabbitBroker};
 
-/// Reads `host`, `queueName`, `durable`, `deleteWhenUnused`, `prefetchCount`.
+/// Reads `host`, `queueName`, `durable`, `deleteWhenUnused`, `prefetchCount`,
+/// and TLS as `pubsub.rabbitmq` does (`caCert`, `clientCert`, `clientKey`,
+/// with `externalSasl`).
 pub async fn connect(metadata: &Metadata) -> Result<BrokerBinding<RabbitBroker>, String> {
     let queue = meta(metadata, "queueName")
         .ok_or("metadata queueName is required")?
@@ -14,6 +16,10 @@ pub async fn connect(metadata: &Metadata) -> Result<BrokerBinding<RabbitBroker>,
     let mut settings = metadata.clone();
     if let Some(host) = meta(metadata, "host") {
         settings.insert("connectionString".into(), host.to_string());
+    }
+    // The binding's name for what the pub/sub calls saslExternal.
+    if let Some(v) = meta(metadata, "externalSasl") {
+        settings.insert("saslExternal".into(), v.to_string());
     }
     // A refused message goes back on the queue, as Dapr's binding does.
     settings.insert("requeueInFailure".into(), "true".into());

@@ -19,16 +19,20 @@ use lapin::{
         BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
         ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
+    tcp::{OwnedIdentity, OwnedTLSConfig},
     types::{AMQPValue, FieldTable},
+    uri::{AMQPScheme, AMQPUri, SASLMechanism},
 };
 use tokio::sync::watch;
 
 use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers};
 use crate::{Error, Metadata, Result, meta, meta_num};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Settings {
-    uri: String,
+    uri: AMQPUri,
+    /// TLS for `amqps://`: trust roots and the client certificate.
+    tls: OwnedTLSConfig,
     consumer: String,
     durable: bool,
     delete_when_unused: bool,
@@ -52,7 +56,8 @@ fn backend(e: impl std::fmt::Display) -> Error {
 }
 
 impl RabbitBroker {
-    /// Reads `connectionString` (or `hostname`, `username`, `password`) and Dapr's options.
+    /// Reads `connectionString` (or `hostname`, `username`, `password`),
+    /// TLS (`caCert`, `clientCert`, `clientKey`, `saslExternal`) and Dapr's options.
     pub async fn connect(metadata: &Metadata) -> std::result::Result<Self, String> {
         let uri = match meta(metadata, "connectionString") {
             Some(c) => c.to_string(),
@@ -67,6 +72,7 @@ impl RabbitBroker {
             }
         };
         let flag = |k: &str, default: bool| meta(metadata, k).map_or(default, daprs_api::contract::truthy);
+        let (uri, tls) = tls(&uri, metadata, flag("saslExternal", false))?;
         let exchange_kind = match meta(metadata, "exchangeKind").unwrap_or("fanout") {
             "fanout" => ExchangeKind::Fanout,
             "topic" => ExchangeKind::Topic,
@@ -80,6 +86,7 @@ impl RabbitBroker {
         };
         let settings = Settings {
             uri,
+            tls,
             consumer: meta(metadata, CONSUMER_ID).unwrap_or("daprs").to_string(),
             durable: flag("durable", false),
             delete_when_unused: flag("deletedWhenUnused", true),
@@ -111,7 +118,7 @@ impl RabbitBroker {
         {
             return Ok(ch.clone());
         }
-        let (conn, ch) = open(&self.settings.uri).await?;
+        let (conn, ch) = open(&self.settings).await?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(backend)?;
@@ -120,10 +127,58 @@ impl RabbitBroker {
     }
 }
 
-async fn open(uri: &str) -> Result<(Connection, Channel)> {
-    let conn = Connection::connect(uri, ConnectionProperties::default())
-        .await
-        .map_err(backend)?;
+/// The connection string parsed, with SASL EXTERNAL when asked for, and the
+/// TLS it is opened with: `amqps://` trusts the system's roots and `caCert`
+/// and presents `clientCert`/`clientKey` when given; certificates
+/// with `amqp://` are refused, since they would not be used.
+fn tls(
+    uri: &str,
+    metadata: &Metadata,
+    sasl_external: bool,
+) -> std::result::Result<(AMQPUri, OwnedTLSConfig), String> {
+    let mut uri: AMQPUri = uri
+        .parse()
+        .map_err(|e| format!("the connection string is not an AMQP URI: {e}"))?;
+    let client = crate::meta_pair(metadata, "clientCert", "clientKey")?;
+    let ca = meta(metadata, "caCert");
+    if uri.scheme != AMQPScheme::AMQPS {
+        if ca.is_some() || client.is_some() || sasl_external {
+            return Err(
+                "caCert, clientCert, clientKey and saslExternal need an amqps:// connection string".into(),
+            );
+        }
+        return Ok((uri, OwnedTLSConfig::default()));
+    }
+    if sasl_external {
+        if client.is_none() {
+            return Err(
+                "saslExternal needs clientCert and clientKey: the broker reads the user from the certificate"
+                    .into(),
+            );
+        }
+        uri.query.auth_mechanism = Some(SASLMechanism::External);
+    }
+    let tls = OwnedTLSConfig {
+        identity: client.map(|(cert, key)| OwnedIdentity::PKCS8 {
+            pem: cert.as_bytes().to_vec(),
+            key: key.as_bytes().to_vec(),
+        }),
+        // Added to the system's roots.
+        cert_chain: ca.map(str::to_string),
+    };
+    Ok((uri, tls))
+}
+
+async fn open(s: &Settings) -> Result<(Connection, Channel)> {
+    let runtime = lapin::runtime::default_runtime().map_err(backend)?;
+    let conn = Connection::connect_uri_with_config(
+        s.uri.clone(),
+        ConnectionProperties::default(),
+        s.tls.clone(),
+        runtime,
+    )
+    .await
+    .map_err(backend)?;
     let channel = conn.create_channel().await.map_err(backend)?;
     Ok((conn, channel))
 }
@@ -302,7 +357,7 @@ impl QueueConsumer {
 
     /// Connects, declares and starts consuming.
     async fn connect(&self) -> Result<(Connection, lapin::Consumer)> {
-        let (conn, ch) = open(&self.settings.uri).await?;
+        let (conn, ch) = open(&self.settings).await?;
         self.declare(&ch).await?;
         let prefetch = if self.settings.prefetch > 0 {
             self.settings.prefetch

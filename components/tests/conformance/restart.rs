@@ -26,7 +26,7 @@ pub struct Broker {
     port: u16,
     /// Where a broker started through a wrapper writes the pid of the
     /// process that must get the signal.
-    pid_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Broker {
