@@ -24,7 +24,6 @@ use std::{
 };
 
 use axum::{
-    Router,
     body::Body,
     response::{IntoResponse, Response},
 };
@@ -169,9 +168,28 @@ impl DrainHandle {
     }
 }
 
+/// What serves requests: an [`axum::Router`], or any service like it.
+pub trait Api:
+    tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Api for S where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Serves `router` on connections from `l` until `stop`, then lets the
 /// requests in flight finish.
-pub async fn serve<L: Listener>(mut l: L, router: Router, limits: Limits, stop: impl Future<Output = ()>) {
+pub async fn serve<L: Listener, S: Api>(mut l: L, router: S, limits: Limits, stop: impl Future<Output = ()>) {
     let (drain, handle) = Drain::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -439,7 +457,7 @@ fn declared_length(req: &Request<Incoming>) -> Option<u64> {
 /// Serves one accepted connection (after any TLS handshake) until the
 /// client closes it, it times out, or the drain asks it to finish. `ext`
 /// is added to each request's extensions.
-pub async fn serve_connection<I>(io: I, router: Router, limits: Limits, drain: Drain, ext: Extensions)
+pub async fn serve_connection<I, S: Api>(io: I, router: S, limits: Limits, drain: Drain, ext: Extensions)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

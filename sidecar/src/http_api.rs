@@ -31,11 +31,13 @@ use crate::{
 mod bindings;
 mod configuration;
 mod cors;
+mod direct;
 mod lock;
 mod pubsub;
 mod state;
 mod unbuilt;
 
+pub use direct::Api;
 pub use state::{decode_bulk_keys, decode_save, decode_transaction};
 
 type Rt = State<Arc<Runtime>>;

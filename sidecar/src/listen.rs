@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::{Router, response::IntoResponse};
+use axum::response::IntoResponse;
 use daprs_mtls::{coalesce::Coalesce, http::Limits};
 use tokio::net::TcpListener;
 
@@ -146,9 +146,9 @@ fn metadata_too_large(limit: usize) -> axum::response::Response {
 /// With `coalesce`, each connection's small writes are held until a flush,
 /// and a burst that opens a response waits one turn of the task, so a unary
 /// gRPC reply leaves in one write (see [`Coalesce`]).
-pub async fn serve_http(
+pub async fn serve_http<S: daprs_mtls::http::Api>(
     l: ApiListener,
-    router: Router,
+    router: S,
     limits: Limits,
     stop: impl std::future::Future<Output = ()>,
     coalesce: bool,

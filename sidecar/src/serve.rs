@@ -82,10 +82,10 @@ impl Ports {
 }
 
 /// Serves `router` on each of `listeners`, a task each, until `shutdown`.
-fn spawn_each(
+fn spawn_each<S: daprs_mtls::http::Api>(
     tasks: &mut JoinSet<Result<(), String>>,
     listeners: impl IntoIterator<Item = ApiListener>,
-    router: &axum::Router,
+    router: &S,
     limits: Limits,
     coalesce: bool,
     shutdown: &watch::Receiver<bool>,
@@ -114,12 +114,15 @@ pub async fn all(
 
     // HTTP API.
     let observe = observe::Observe::new(&rt.metrics, rt.api_log(), tracer);
-    let mut router = http_api::router(rt.clone());
-    if observe.any() {
-        router = router.layer(observe::ObserveLayer::<observe::Http>::new(observe.clone()));
-    }
+    let api = http_api::Api::new(rt.clone());
     let limits = listen::http_limits(&rt.settings);
-    spawn_each(&mut tasks, ports.http, &router, limits, false, shutdown);
+    if observe.any() {
+        let observed =
+            tower::Layer::layer(&observe::ObserveLayer::<observe::Http>::new(observe.clone()), api);
+        spawn_each(&mut tasks, ports.http, &observed, limits, false, shutdown);
+    } else {
+        spawn_each(&mut tasks, ports.http, &api, limits, false, shutdown);
+    }
     let public_router = http_api::public_port_router(rt.clone());
     let public = ports.public.into_iter().map(ApiListener::Tcp);
     spawn_each(&mut tasks, public, &public_router, limits, false, shutdown);
