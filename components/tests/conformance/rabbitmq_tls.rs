@@ -4,14 +4,14 @@
 //! pub/sub, `externalSasl` for the binding). The test runs its own node
 //! with a TLS listener only.
 
-use std::{process::Command, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use daprs_components::{bindings::Request, pubsub::PubSub, registry::Built};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 use super::{
     pubsub::{Seen, message, subscribe, until},
-    restart::{Broker, Cleanup, data_dir, free_port, quiet},
+    restart::{Broker, Cleanup, data_dir, free_port, rabbitmq_node},
 };
 use crate::{try_build, unique};
 
@@ -49,11 +49,14 @@ fn pki() -> Pki {
 /// A node whose only listener is TLS on `port`, with EXTERNAL enabled and
 /// the user taken from a client certificate's common name.
 async fn tls_node(pki: &Pki) -> (Broker, Cleanup, u16) {
-    let (port, dist, dir) = (free_port(), free_port(), data_dir("daprs-rabbit-tls"));
-    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).expect("config");
-    write("ca.pem", &pki.ca);
-    write("server.pem", &pki.server.0);
-    write("server.key", &pki.server.1);
+    let (port, dir) = (free_port(), data_dir("daprs-rabbit-tls"));
+    for (name, pem) in [
+        ("ca.pem", &pki.ca),
+        ("server.pem", &pki.server.0),
+        ("server.key", &pki.server.1),
+    ] {
+        std::fs::write(dir.join(name), pem).expect("certificate");
+    }
     let path = |name: &str| dir.join(name).display().to_string();
     let conf = format!(
         "listeners.tcp = none\nlisteners.ssl.1 = 127.0.0.1:{port}\nloopback_users = none\n\
@@ -65,34 +68,7 @@ async fn tls_node(pki: &Pki) -> (Broker, Cleanup, u16) {
         path("server.pem"),
         path("server.key")
     );
-    write("rabbitmq.conf", &conf);
-    write("enabled_plugins", "[rabbitmq_auth_mechanism_ssl].\n");
-    write(
-        "env.conf",
-        &format!("NODENAME=daprs{port}@localhost\nERL_EPMD_ADDRESS=127.0.0.1\n"),
-    );
-    let owned = Command::new("chown")
-        .args(["-R", "rabbitmq:rabbitmq"])
-        .arg(&dir)
-        .status()
-        .expect("chown");
-    assert!(owned.success());
-    let start_dir = dir.clone();
-    let mut broker = Broker::new(port, move || {
-        let d = |name: &str| start_dir.join(name);
-        quiet(
-            Command::new("rabbitmq-server")
-                .current_dir(&start_dir)
-                .env("RABBITMQ_CONF_ENV_FILE", d("env.conf"))
-                .env("RABBITMQ_CONFIG_FILE", d("rabbitmq.conf"))
-                .env("RABBITMQ_ENABLED_PLUGINS_FILE", d("enabled_plugins"))
-                .env("RABBITMQ_MNESIA_BASE", d("mnesia"))
-                .env("RABBITMQ_LOG_BASE", d("log"))
-                .env("RABBITMQ_PID_FILE", d("pid"))
-                .env("RABBITMQ_DIST_PORT", dist.to_string()),
-        )
-    });
-    broker.pid_file = Some(dir.join("pid"));
+    let broker = rabbitmq_node(&dir, port, &conf, "rabbitmq_auth_mechanism_ssl");
     broker.ready().await;
     (broker, Cleanup(dir), port)
 }

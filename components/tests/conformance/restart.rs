@@ -26,7 +26,7 @@ pub struct Broker {
     port: u16,
     /// Where a broker started through a wrapper writes the pid of the
     /// process that must get the signal.
-    pub pid_file: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
 }
 
 impl Broker {
@@ -250,30 +250,26 @@ async fn mqtt_survives_a_restart() {
     .await;
 }
 
-#[tokio::test]
-async fn rabbitmq_survives_a_restart() {
-    // A node of its own: its own name, ports, config and data folder, run
-    // as the rabbitmq user as the server's wrapper insists.
-    let (port, dist, dir) = (free_port(), free_port(), data_dir("daprs-restart-rabbit"));
-    let _cleanup = Cleanup(dir.clone());
-    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).expect("config");
-    write(
-        "rabbitmq.conf",
-        format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
-    );
-    write("enabled_plugins", "[].\n".into());
+/// A RabbitMQ node of its own: its own name, ports, config and data folder
+/// (`dir`, which holds any files `conf` names), run as the rabbitmq user as
+/// the server's wrapper insists. `conf` is the node's `rabbitmq.conf`,
+/// `plugins` its enabled plugins. Its port is `port`.
+pub fn rabbitmq_node(dir: &std::path::Path, port: u16, conf: &str, plugins: &str) -> Broker {
+    let dist = free_port();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).expect("config");
+    write("rabbitmq.conf", conf);
+    write("enabled_plugins", &format!("[{plugins}].\n"));
     write(
         "env.conf",
-        format!("NODENAME=daprs{port}@localhost\nERL_EPMD_ADDRESS=127.0.0.1\n"),
+        &format!("NODENAME=daprs{port}@localhost\nERL_EPMD_ADDRESS=127.0.0.1\n"),
     );
     let owned = Command::new("chown")
         .args(["-R", "rabbitmq:rabbitmq"])
-        .arg(&dir)
+        .arg(dir)
         .status()
         .expect("chown");
     assert!(owned.success());
-    let pid_file = dir.join("pid");
-    let start_dir = dir.clone();
+    let start_dir = dir.to_path_buf();
     let mut broker = Broker::new(port, move || {
         let d = |name: &str| start_dir.join(name);
         quiet(
@@ -288,7 +284,16 @@ async fn rabbitmq_survives_a_restart() {
                 .env("RABBITMQ_DIST_PORT", dist.to_string()),
         )
     });
-    broker.pid_file = Some(pid_file);
+    broker.pid_file = Some(dir.join("pid"));
+    broker
+}
+
+#[tokio::test]
+async fn rabbitmq_survives_a_restart() {
+    let (port, dir) = (free_port(), data_dir("daprs-restart-rabbit"));
+    let _cleanup = Cleanup(dir.clone());
+    let conf = format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n");
+    let broker = rabbitmq_node(&dir, port, &conf, "");
     let url = format!("amqp://guest:guest@127.0.0.1:{port}");
     let md = [
         ("connectionString", url.as_str()),

@@ -98,14 +98,7 @@ impl Deployment {
             _servers: servers,
             _cleanup: Cleanup(dir),
         };
-        let masters = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(MASTER)
-            .clone();
-        until("Sentinel to know the master", || async {
-            d.master_port(&masters).await == Some(master)
-        })
-        .await;
+        d.wait_for_master(master, "Sentinel to know the master").await;
         if let Some(r) = replica {
             let replicas = redis::cmd("SENTINEL").arg("replicas").arg(MASTER).clone();
             until("Sentinel to know the replica", || async {
@@ -117,9 +110,17 @@ impl Deployment {
         d
     }
 
-    async fn master_port(&self, cmd: &redis::Cmd) -> Option<u16> {
-        let v: Vec<String> = redis::from_redis_value(query(self.sentinel, cmd).await.ok()?).ok()?;
-        v.get(1)?.parse().ok()
+    /// Waits until Sentinel names the server on `port` as the master.
+    async fn wait_for_master(&self, port: u16, what: &str) {
+        let ask = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(MASTER)
+            .clone();
+        let named = || async {
+            let v: Vec<String> = redis::from_redis_value(query(self.sentinel, &ask).await.ok()?).ok()?;
+            v.get(1)?.parse::<u16>().ok()
+        };
+        until(what, || async { named().await == Some(port) }).await;
     }
 
     /// Component metadata that reaches the master through Sentinel; the
@@ -175,14 +176,7 @@ async fn a_failover_is_followed_without_losing_a_write() {
         query(d.sentinel, &failover).await.is_ok()
     })
     .await;
-    let masters = redis::cmd("SENTINEL")
-        .arg("get-master-addr-by-name")
-        .arg(MASTER)
-        .clone();
-    until("the replica to be promoted", || async {
-        d.master_port(&masters).await == Some(replica)
-    })
-    .await;
+    d.wait_for_master(replica, "the replica to be promoted").await;
 
     // The old master turns into a replica (read-only) or goes away; the
     // store's next writes land on the new master either way.
