@@ -148,6 +148,32 @@ pub fn envelope(
     Ok(out.end())
 }
 
+/// Whether JSON must escape any byte of `s` (a control character, `"` or
+/// `\\`), eight bytes at a time: each test below sets a byte's high bit
+/// exactly when some byte of the word matches.
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let mut words = s.chunks_exact(8);
+    for chunk in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(bytes);
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let found =
+            control | (quote.wrapping_sub(ONES) & !quote) | (backslash.wrapping_sub(ONES) & !backslash);
+        if found & HIGH != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// A JSON object written field by field. Keys are literals that need no
 /// escaping; values are escaped by serde_json.
 struct Fields(Vec<u8>);
@@ -162,8 +188,7 @@ impl Fields {
 
     fn string(&mut self, key: &str, value: &str) {
         self.key(key);
-        let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-        if plain {
+        if !needs_escape(value.as_bytes()) {
             // Nothing to escape: the common case, copied as it is.
             self.0.push(b'"');
             self.0.extend_from_slice(value.as_bytes());
@@ -399,6 +424,28 @@ mod tests {
         assert_eq!(ce["traceparent"], ce["traceid"]);
         assert_eq!(ce["time"], "2023-11-14T22:13:20Z");
         assert_eq!(ce["id"].as_str().map(str::len), Some(36));
+    }
+
+    #[test]
+    fn escapes_are_found_wherever_they_are() {
+        let naive = |s: &[u8]| s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for b in 0..=255u8 {
+            for at in 0..20 {
+                let mut text = vec![b'a'; 20];
+                text[at] = b;
+                assert_eq!(needs_escape(&text), naive(&text), "byte {b:#04x} at {at}");
+                // Neighbours that borrow in the word arithmetic.
+                text[(at + 1) % 20] = 0x80;
+                text[(at + 19) % 20] = 0xff;
+                assert_eq!(
+                    needs_escape(&text),
+                    naive(&text),
+                    "byte {b:#04x} at {at}, high neighbours"
+                );
+            }
+        }
+        assert!(!needs_escape(b""));
+        assert!(!needs_escape("caf\u{e9} \u{1f600} plain".as_bytes()));
     }
 
     #[test]
