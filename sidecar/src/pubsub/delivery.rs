@@ -186,9 +186,7 @@ async fn handle(rt: &Runtime, to: &Subscriber, msg: Message) -> Result<(), Error
         let body = Bytes::from(serde_json::to_vec(&ce).unwrap_or_default());
         (Event::Full(ce), body)
     } else {
-        let http_app = rt.app.as_ref().is_some_and(|a| a.grpc_channel().is_none());
-        let whole = !(http_app && sub.rules.is_empty() && batcher.is_none());
-        match Event::parse(&msg.data, whole) {
+        match Event::parse(&msg.data, to.whole_event) {
             Some(ev) => (ev, msg.data.clone()),
             None => {
                 tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, "a message is not a CloudEvent; set rawPayload on the subscription to receive raw messages");
@@ -295,6 +293,9 @@ struct Subscriber {
     batcher: Option<Batcher>,
     /// The default route's URI, when the app speaks HTTP.
     default_uri: Option<http::Uri>,
+    /// Whether deliveries read the whole event (routing rules, a gRPC app,
+    /// batches) rather than the attributes an HTTP delivery uses.
+    whole_event: bool,
 }
 
 /// The running subscriptions of the app.
@@ -333,11 +334,14 @@ impl Subscribers {
                 .as_ref()
                 .zip(sub.default_path.as_deref())
                 .and_then(|(app, path)| app.event_uri(path).ok());
+            let http_app = rt.app.as_ref().is_some_and(|a| a.grpc_channel().is_none());
+            let whole_event = !(http_app && sub.rules.is_empty() && batcher.is_none());
             let to = Arc::new(Subscriber {
                 sub: sub.clone(),
                 entry: entry.clone(),
                 batcher,
                 default_uri,
+                whole_event,
             });
             let handler: Handler = {
                 let rt = Arc::downgrade(rt);
