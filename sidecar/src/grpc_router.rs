@@ -5,7 +5,7 @@
 
 use std::{convert::Infallible, sync::Arc};
 
-use axum::{Router, body::Body};
+use axum::body::Body;
 use tower::{Layer, ServiceExt};
 
 use crate::{app_channel, grpc_api, proxy, runtime::Runtime};
@@ -204,8 +204,8 @@ where
     }
 }
 
-/// The API port's router.
-pub async fn api(rt: Arc<Runtime>) -> Router {
+/// The API port's service.
+pub async fn api(rt: Arc<Runtime>) -> impl daprs_mtls::http::Api {
     let v1 = on_first_call(|| reflection().build_v1());
     let v1alpha = on_first_call(|| reflection().build_v1alpha());
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -257,18 +257,22 @@ pub async fn api(rt: Arc<Runtime>) -> Router {
         .api
         .restricts_grpc()
         .then(|| grpc_api::ApiAccessLayer(Arc::new(rt.config.api.clone())));
-    let port = tower::ServiceBuilder::new().option_layer(access).service(port);
-    match rt.settings.api_token.as_deref() {
-        Some(t) => {
-            let check = grpc_api::token_check(Arc::from(t));
-            Router::new().fallback_service(tonic::service::InterceptorLayer::new(check).layer(port))
-        }
-        None => Router::new().fallback_service(port),
-    }
+    let token = rt.settings.api_token.as_deref().map(|t| {
+        let check = tonic::service::InterceptorLayer::new(grpc_api::token_check(Arc::from(t)));
+        tower::layer::layer_fn(move |inner| {
+            ServiceExt::<http::Request<Body>>::map_response(check.layer(inner), |res: http::Response<_>| {
+                res.map(Body::new)
+            })
+        })
+    });
+    tower::ServiceBuilder::new()
+        .option_layer(token)
+        .option_layer(access)
+        .service(port)
 }
 
-/// The internal port's router.
-pub fn internal(rt: Arc<Runtime>) -> Router {
+/// The internal port's service.
+pub fn internal(rt: Arc<Runtime>) -> impl daprs_mtls::http::Api {
     let max = rt.settings.max_body_size + ENVELOPE;
     let svc = daprs_proto::internals::service_invocation_server::ServiceInvocationServer::new(
         crate::internal::InternalServer { rt: rt.clone() },
@@ -276,9 +280,9 @@ pub fn internal(rt: Arc<Runtime>) -> Router {
     .max_decoding_message_size(max.max(app_channel::MAX_UNARY))
     .max_encoding_message_size(usize::MAX);
     let proxied = boxed(proxy::inbound(rt));
-    Router::new().fallback_service(Split {
+    Split {
         prefixes: &["/dapr.proto.internals.v1.ServiceInvocation/"],
         matched: ServiceExt::<http::Request<Body>>::map_response(svc, answer as fn(_) -> _),
         other: proxied,
-    })
+    }
 }

@@ -114,15 +114,15 @@ pub async fn all(
 
     // HTTP API.
     let observe = observe::Observe::new(&rt.metrics, rt.api_log(), tracer);
-    let api = http_api::Api::new(rt.clone());
+    let api = tower::ServiceBuilder::new()
+        .option_layer(
+            observe
+                .any()
+                .then(|| observe::ObserveLayer::<observe::Http>::new(observe.clone())),
+        )
+        .service(http_api::Api::new(rt.clone()));
     let limits = listen::http_limits(&rt.settings);
-    if observe.any() {
-        let observed =
-            tower::Layer::layer(&observe::ObserveLayer::<observe::Http>::new(observe.clone()), api);
-        spawn_each(&mut tasks, ports.http, &observed, limits, false, shutdown);
-    } else {
-        spawn_each(&mut tasks, ports.http, &api, limits, false, shutdown);
-    }
+    spawn_each(&mut tasks, ports.http, &api, limits, false, shutdown);
     let public_router = http_api::public_port_router(rt.clone());
     let public = ports.public.into_iter().map(ApiListener::Tcp);
     spawn_each(&mut tasks, public, &public_router, limits, false, shutdown);
@@ -130,23 +130,30 @@ pub async fn all(
     // gRPC API, and any other service proxied to the app named by dapr-app-id.
     // Unlike the internal port's, its writes are not coalesced: in A/B runs
     // that saved no latency (BENCHMARKS.md).
-    let mut grpc_router = grpc_router::api(rt.clone()).await;
-    if observe.any() {
-        grpc_router = grpc_router.layer(observe::ObserveLayer::<observe::Grpc>::new(observe.clone()));
-    }
+    let grpc_router = tower::ServiceBuilder::new()
+        .option_layer(
+            observe
+                .any()
+                .then(|| observe::ObserveLayer::<observe::Grpc>::new(observe.clone())),
+        )
+        .service(grpc_router::api(rt.clone()).await);
     let windows = Some((app_channel::STREAM_WINDOW, app_channel::CONNECTION_WINDOW));
     let grpc_limits = listen::grpc_limits(&rt.settings, windows);
     spawn_each(&mut tasks, ports.grpc, &grpc_router, grpc_limits, false, shutdown);
 
     // Internal API for other sidecars; calls for other services go on to the app.
-    let mut internal_router = grpc_router::internal(rt.clone());
     // Sidecar-to-sidecar calls are counted, not logged as API calls; their
     // spans are begun where the call is read (invocation, proxying).
-    if rt.metrics.enabled() {
-        internal_router = internal_router.layer(observe::ObserveLayer::<observe::Grpc>::new(
-            observe::Observe::new(&rt.metrics, None, daprs_telemetry::trace::Tracer::off()),
-        ));
-    }
+    let counted = rt.metrics.enabled().then(|| {
+        observe::ObserveLayer::<observe::Grpc>::new(observe::Observe::new(
+            &rt.metrics,
+            None,
+            daprs_telemetry::trace::Tracer::off(),
+        ))
+    });
+    let internal_router = tower::ServiceBuilder::new()
+        .option_layer(counted)
+        .service(grpc_router::internal(rt.clone()));
     let internal_limits = listen::grpc_limits(&rt.settings, windows);
     match internal_tls {
         None => {
