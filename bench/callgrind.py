@@ -22,12 +22,16 @@ Usage: bench/callgrind.py [DAPRD ...]   (default target/release/daprd)
        proxied calls (`dapr-app-id`) of a 1 KiB unary echo method that a
        gRPC app serves behind the target;
        it also adds the state table's requests made over gRPC;
-       CALLGRIND_ONLY=state,grpc-state,http,grpc,proxied,pubsub picks tables.
+       CALLGRIND_ONLY=state,grpc-state,http,grpc,proxied,pubsub,pubsub-redis,
+       pubsub-jetstream picks tables.
 
 Last, pub/sub: one daprd with `pubsub.in-memory` in front of an HTTP app
 subscribed to one topic (`GET /dapr/subscribe`); N 1 KiB JSON publishes on
 one keep-alive connection, each delivered to the app as a CloudEvent. The
-figure is per message: its publish request and its delivery.
+figure is per message: its publish request and its delivery. The same
+again on `pubsub.redis` (CALLGRIND_REDIS, default 127.0.0.1:6379) and
+`pubsub.jetstream` (CALLGRIND_NATS, default 127.0.0.1:4222), each run on an
+empty stream, adds what a broker's client costs.
 """
 
 import http.client
@@ -81,10 +85,37 @@ kind: Component
 metadata:
   name: bus
 spec:
-  type: pubsub.in-memory
+  type: pubsub.{kind}
   version: v1
-  metadata: []
+  metadata: {metadata}
 """
+REDIS = os.environ.get("CALLGRIND_REDIS", "127.0.0.1:6379")
+NATS = os.environ.get("CALLGRIND_NATS", "127.0.0.1:4222")
+BROKERS = {
+    "in-memory": "[]",
+    "redis": f"[{{name: redisHost, value: '{REDIS}'}}]",
+    "jetstream": f"[{{name: natsURL, value: 'nats://{NATS}'}}, {{name: streamName, value: CALLGRIND}}]",
+}
+
+
+def empty_stream(broker):
+    """Deletes the broker's stream, so each run starts with none."""
+    if broker == "redis":
+        host, port = REDIS.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"DEL t\r\n")
+            s.recv(64)
+    elif broker == "jetstream":
+        host, port = NATS.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.recv(4096)  # INFO
+            s.sendall(b"CONNECT {}\r\nSUB _INBOX.cg 1\r\nPUB $JS.API.STREAM.DELETE.CALLGRIND _INBOX.cg 0\r\n\r\n")
+            reply = b""
+            while b"MSG _INBOX.cg" not in reply:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
 
 
 class Subscriber(http.server.BaseHTTPRequestHandler):
@@ -115,8 +146,9 @@ class Subscriber(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def run_pubsub(daprd, requests, work, app_port):
-    out = os.path.join(work, f"callgrind.pubsub.{requests}.out")
+def run_pubsub(daprd, requests, work, app_port, broker):
+    out = os.path.join(work, f"callgrind.pubsub-{broker}.{requests}.out")
+    empty_stream(broker)
     with Subscriber.lock:
         Subscriber.delivered = 0
     p, port, _ = start(daprd, "cg-pubsub", out, work, ["--app-port", str(app_port)])
@@ -135,11 +167,12 @@ def run_pubsub(daprd, requests, work, app_port):
     return total(p, out)
 
 
-def pubsub_table(binaries):
+def pubsub_table(binaries, broker):
     app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Subscriber)
     threading.Thread(target=app.serve_forever, daemon=True).start()
-    per_request_table(binaries, [f"instructions per message ({N} 1 KiB publishes, each delivered to an HTTP app)"],
-                      {"bus.yaml": PUBSUB}, lambda daprd, n, work: [run_pubsub(daprd, n, work, app.server_address[1])])
+    yaml = PUBSUB.format(kind=broker, metadata=BROKERS[broker])
+    per_request_table(binaries, [f"instructions per message ({N} 1 KiB publishes on pubsub.{broker}, each delivered to an HTTP app)"],
+                      {"bus.yaml": yaml}, lambda daprd, n, work: [run_pubsub(daprd, n, work, app.server_address[1], broker)])
 
 
 def per_request_table(binaries, headings, files, measure):
@@ -343,8 +376,9 @@ def main():
             invoke_table(binaries, grpc_app_port, f"{N} proxied 1 KiB unary gRPC calls", grpc_python, True)
         finally:
             app.kill()
-    if wanted("pubsub"):
-        pubsub_table(binaries)
+    for broker, table in [("in-memory", "pubsub"), ("redis", "pubsub-redis"), ("jetstream", "pubsub-jetstream")]:
+        if wanted(table):
+            pubsub_table(binaries, broker)
 
 
 def state_table(binaries, grpc_python=None):

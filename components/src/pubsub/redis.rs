@@ -9,13 +9,10 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use ::redis::{
-    AsyncCommands, Value,
-    streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply},
-};
+use ::redis::Value;
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers};
 use crate::{
@@ -71,14 +68,14 @@ impl RedisBroker {
     }
 }
 
-/// The fields of one stream entry for a message.
-fn entry_fields(msg: &Message) -> Vec<(&'static str, Vec<u8>)> {
-    let mut fields = vec![("data", msg.data.to_vec())];
+/// Appends `XADD`'s field-value pairs for a message: `data` and, when there
+/// is any, `metadata` (JSON).
+fn entry_fields(cmd: &mut ::redis::Cmd, msg: &Message) {
+    cmd.arg("data").arg(&msg.data[..]);
     if !msg.metadata.is_empty() {
-        let json = serde_json::to_vec(&msg.metadata).unwrap_or_default();
-        fields.push(("metadata", json));
+        cmd.arg("metadata")
+            .arg(serde_json::to_vec(&msg.metadata).unwrap_or_default());
     }
-    fields
 }
 
 /// Creates consumer group `group` on `topic` from the stream's start (and
@@ -100,19 +97,77 @@ async fn create_group(conn: &mut Conn, topic: &str, group: &str) -> ::redis::Red
     }
 }
 
-/// A stream entry back as a message.
-fn message(topic: &str, entry: &StreamId) -> Message {
-    let bytes = |v: Option<&Value>| match v {
-        Some(Value::BulkString(b)) => b.clone(),
-        Some(Value::SimpleString(s)) => s.clone().into_bytes(),
+/// One stream entry read back: its id and, unless the entry was deleted
+/// after it was delivered, its message.
+#[derive(Debug, PartialEq)]
+struct Entry {
+    id: String,
+    msg: Option<Message>,
+}
+
+/// The elements of an array, or of a map as key, value, key, value.
+fn items(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) | Value::Set(a) => a,
+        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
         _ => Vec::new(),
-    };
-    let metadata = serde_json::from_slice(&bytes(entry.map.get("metadata"))).unwrap_or_default();
-    Message {
-        topic: topic.to_string(),
-        data: Bytes::from(bytes(entry.map.get("data"))),
-        content_type: None,
-        metadata,
+    }
+}
+
+fn into_bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+/// The entries of a list `[[id, [field, value, ...]], ...]`, moved out of
+/// the reply (a message's data is not copied).
+fn entries(topic: &str, list: Value, out: &mut Vec<Entry>) {
+    for entry in items(list) {
+        let mut parts = items(entry).into_iter();
+        let Some(id) = parts.next().and_then(into_bytes) else {
+            continue;
+        };
+        let Ok(id) = String::from_utf8(id) else {
+            continue;
+        };
+        let fields = parts.next().unwrap_or(Value::Nil);
+        let msg = (!matches!(fields, Value::Nil)).then(|| {
+            let (mut data, mut metadata) = (Vec::new(), Metadata::new());
+            let mut fields = items(fields).into_iter();
+            while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
+                match (into_bytes(k).as_deref(), into_bytes(v)) {
+                    (Some(b"data"), Some(v)) => data = v,
+                    (Some(b"metadata"), Some(v)) => metadata = serde_json::from_slice(&v).unwrap_or_default(),
+                    _ => {}
+                }
+            }
+            Message {
+                topic: topic.to_string(),
+                data: Bytes::from(data),
+                content_type: None,
+                metadata,
+            }
+        });
+        out.push(Entry { id, msg });
+    }
+}
+
+/// The entries of an `XREADGROUP` reply: per stream `[name, entries]`
+/// (RESP2) or a map of name to entries (RESP3); nil when the block timed out.
+fn read_reply(topic: &str, reply: Value, out: &mut Vec<Entry>) {
+    if let Value::Map(streams) = reply {
+        for (_, list) in streams {
+            entries(topic, list, out);
+        }
+        return;
+    }
+    for stream in items(reply) {
+        if let Some(list) = items(stream).into_iter().nth(1) {
+            entries(topic, list, out);
+        }
     }
 }
 
@@ -129,9 +184,7 @@ impl PubSub for RedisBroker {
             cmd.arg("MAXLEN").arg("~").arg(n);
         }
         cmd.arg("*");
-        for (k, v) in entry_fields(&msg) {
-            cmd.arg(k).arg(v);
-        }
+        entry_fields(&mut cmd, &msg);
         let mut conn = self.conn.clone();
         cmd.query_async::<Value>(&mut conn).await.map_err(backend)?;
         Ok(())
@@ -150,18 +203,23 @@ impl PubSub for RedisBroker {
             crate::redis_conn::manager_config().set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
         let reader = self.redis.open(config).await.map_err(backend)?;
         let (stop, stopped) = watch::channel(false);
+        let (acks, acks_rx) = mpsc::unbounded_channel();
         let consumer = Consumer {
             topic: sub.topic,
             group,
             settings: s.clone(),
             conn: self.conn.clone(),
             handler,
+            acks,
             in_flight: Default::default(),
         };
-        let task = tokio::spawn(consumer.run(reader, stopped));
+        let task = tokio::spawn(consumer.run(reader, acks_rx, stopped));
         Ok(Subscribed::new(stop, task))
     }
 }
+
+/// Most entries one `XACK` names.
+const ACK_BATCH: usize = 256;
 
 /// One subscription's reading, claiming and acknowledging.
 struct Consumer {
@@ -170,40 +228,52 @@ struct Consumer {
     settings: Settings,
     conn: Conn,
     handler: Handler,
-    /// Entries being delivered, so a claim does not start them twice here.
+    /// Ids of entries handled, for the acknowledging task.
+    acks: mpsc::UnboundedSender<String>,
+    /// Entries being delivered or acknowledged, so a claim does not start
+    /// them twice here.
     in_flight: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Consumer {
-    async fn run(self, mut reader: Conn, mut stopped: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        mut reader: Conn,
+        acks: mpsc::UnboundedReceiver<String>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
         let this = Arc::new(self);
+        let acking = tokio::spawn(this.clone().acknowledge(acks));
         let mut workers = Workers::new(this.settings.concurrency);
-        let opts = StreamReadOptions::default()
-            .group(&this.group, &this.settings.consumer)
-            .count(this.settings.queue_depth)
-            .block(BLOCK.as_millis() as usize);
+        let mut read = ::redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(&this.group)
+            .arg(&this.settings.consumer)
+            .arg("COUNT")
+            .arg(this.settings.queue_depth)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&this.topic)
+            .arg(">");
         let mut claim_at = tokio::time::Instant::now() + this.settings.redeliver_interval;
         let mut failures = 0u32;
-        let (keys, ids) = ([this.topic.as_str()], [">"]);
+        let mut entries = Vec::new();
         while !*stopped.borrow() {
-            let mut entries = Vec::new();
             if !this.settings.redeliver_interval.is_zero() && tokio::time::Instant::now() >= claim_at {
                 claim_at = tokio::time::Instant::now() + this.settings.redeliver_interval;
-                match this.claim(&mut reader).await {
-                    Ok(claimed) => entries.extend(claimed),
-                    Err(e) => {
-                        tracing::warn!(topic = %this.topic, error = %e, "claiming pending messages failed")
-                    }
+                if let Err(e) = this.claim(&mut reader, &mut entries).await {
+                    tracing::warn!(topic = %this.topic, error = %e, "claiming pending messages failed")
                 }
             }
-            let read = tokio::select! {
+            let reply = tokio::select! {
                 _ = stopped.wait_for(|v| *v) => break,
-                r = reader.xread_options::<_, _, StreamReadReply>(&keys, &ids, &opts) => r,
+                r = read.query_async::<Value>(&mut reader) => r,
             };
-            match read {
+            match reply {
                 Ok(reply) => {
                     failures = 0;
-                    entries.extend(reply.keys.into_iter().flat_map(|k| k.ids));
+                    read_reply(&this.topic, reply, &mut entries);
                 }
                 Err(e) => {
                     // The server is away: wait a little longer each time, then
@@ -220,35 +290,64 @@ impl Consumer {
                     }
                 }
             }
-            for entry in entries {
-                if !crate::lock(&this.in_flight).insert(entry.id.clone()) {
+            for Entry { id, msg } in entries.drain(..) {
+                if !crate::lock(&this.in_flight).insert(id.clone()) {
                     continue;
                 }
+                let Some(msg) = msg else {
+                    // Deleted from the stream: nothing to deliver, only to
+                    // take off the pending list.
+                    let _ = this.acks.send(id);
+                    continue;
+                };
                 let this = this.clone();
-                workers.spawn(async move { this.deliver(entry).await }).await;
+                workers.spawn(async move { this.deliver(id, msg).await }).await;
             }
         }
         workers.drain().await;
+        // The last acknowledgements go out before the subscription has stopped.
+        drop(this);
+        let _ = acking.await;
     }
 
-    async fn deliver(&self, entry: StreamId) {
-        let msg = message(&self.topic, &entry);
+    async fn deliver(&self, id: String, msg: Message) {
         if (self.handler)(msg).await.is_ok() {
-            let mut conn = self.conn.clone();
-            let acked: std::result::Result<Value, _> =
-                conn.xack(&self.topic, &self.group, &[&entry.id]).await;
-            if let Err(e) = acked {
-                // The entry stays pending and is claimed again: at least once.
-                tracing::warn!(topic = %self.topic, id = %entry.id, error = %e, "acknowledging failed");
-            }
+            let _ = self.acks.send(id);
+        } else {
+            crate::lock(&self.in_flight).remove(&id);
         }
-        crate::lock(&self.in_flight).remove(&entry.id);
+    }
+
+    /// Acknowledges handled entries: those that arrive while one `XACK` is
+    /// on its way go together in the next, so a busy subscription sends
+    /// one command for many entries and an idle one waits for nothing.
+    /// Ends when every sender (the consumer and its deliveries) is gone.
+    async fn acknowledge(self: Arc<Self>, mut acks: mpsc::UnboundedReceiver<String>) {
+        let this = Arc::downgrade(&self);
+        let (topic, group, mut conn) = (self.topic.clone(), self.group.clone(), self.conn.clone());
+        drop(self);
+        let mut ids = Vec::with_capacity(ACK_BATCH);
+        while acks.recv_many(&mut ids, ACK_BATCH).await > 0 {
+            let mut cmd = ::redis::cmd("XACK");
+            cmd.arg(&topic).arg(&group).arg(&ids);
+            if let Err(e) = cmd.query_async::<Value>(&mut conn).await {
+                // The entries stay pending and are claimed again: at least once.
+                tracing::warn!(%topic, entries = ids.len(), error = %e, "acknowledging failed");
+            }
+            if let Some(this) = this.upgrade() {
+                let mut in_flight = crate::lock(&this.in_flight);
+                for id in &ids {
+                    in_flight.remove(id);
+                }
+            }
+            ids.clear();
+        }
     }
 
     /// Entries pending longer than `processingTimeout`, now this consumer's.
-    async fn claim(&self, conn: &mut Conn) -> std::result::Result<Vec<StreamId>, ::redis::RedisError> {
+    async fn claim(&self, conn: &mut Conn, out: &mut Vec<Entry>) -> ::redis::RedisResult<()> {
         let idle = self.settings.processing_timeout.as_millis() as u64;
-        let reply: StreamAutoClaimReply = ::redis::cmd("XAUTOCLAIM")
+        let reply: Value = ::redis::cmd("XAUTOCLAIM")
             .arg(&self.topic)
             .arg(&self.group)
             .arg(&self.settings.consumer)
@@ -258,13 +357,21 @@ impl Consumer {
             .arg(self.settings.queue_depth)
             .query_async(conn)
             .await?;
-        Ok(reply.claimed)
+        // `[next cursor, entries, ids deleted meanwhile]`.
+        if let Some(list) = items(reply).into_iter().nth(1) {
+            entries(&self.topic, list, out);
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bulk(b: &[u8]) -> Value {
+        Value::BulkString(b.to_vec())
+    }
 
     #[test]
     fn entries_round_trip() {
@@ -274,17 +381,45 @@ mod tests {
             content_type: None,
             metadata: Metadata::from([("k".to_string(), "v".to_string())]),
         };
-        let fields = entry_fields(&msg);
-        let entry = StreamId {
-            id: "1-0".into(),
-            map: fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), Value::BulkString(v)))
-                .collect(),
-            ..Default::default()
+        let mut cmd = ::redis::cmd("XADD");
+        entry_fields(&mut cmd, &msg);
+        let fields: Vec<Value> = cmd
+            .args_iter()
+            .skip(1)
+            .map(|a| match a {
+                ::redis::Arg::Simple(b) => bulk(b),
+                _ => Value::Nil,
+            })
+            .collect();
+        assert_eq!(fields.len(), 4);
+        let list = || {
+            Value::Array(vec![
+                Value::Array(vec![bulk(b"1-0"), Value::Array(fields.clone())]),
+                Value::Array(vec![bulk(b"2-0"), Value::Nil]),
+            ])
         };
-        assert_eq!(message("t", &entry), msg);
-        let bare = StreamId::default();
-        assert_eq!(message("t", &bare).data, Bytes::new());
+        let want = vec![
+            Entry {
+                id: "1-0".into(),
+                msg: Some(msg),
+            },
+            Entry {
+                id: "2-0".into(),
+                msg: None,
+            },
+        ];
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk(b"t"), list()])]);
+        let resp3 = Value::Map(vec![(bulk(b"t"), list())]);
+        for reply in [resp2, resp3] {
+            let mut out = Vec::new();
+            read_reply("t", reply, &mut out);
+            assert_eq!(out, want);
+        }
+        // A timed-out block, and replies of no expected shape, give nothing.
+        for reply in [Value::Nil, Value::Int(3), Value::Array(vec![Value::Int(1)])] {
+            let mut out = Vec::new();
+            read_reply("t", reply, &mut out);
+            assert!(out.is_empty());
+        }
     }
 }
