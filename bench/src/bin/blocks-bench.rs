@@ -2,11 +2,15 @@
 //! run — an output binding round trip (`bindings.http` to a loopback
 //! server vs calling the server), `TryLock`/`Unlock` pairs on Redis (vs the
 //! same commands from a Rust Redis client), and a state query over 100,000
-//! items in PostgreSQL (vs the equivalent SQL).
+//! items in PostgreSQL (vs the equivalent SQL). Beside the binding, when
+//! nginx is installed, the same POST through one nginx reverse-proxy hop:
+//! what a plain proxy hop costs on this machine, for scale.
 //!
 //! Build `daprd` in release mode first; see BENCHMARKS.md.
 
 // Shared with `daprs-bench`, which uses all of it.
+#[path = "../nginx.rs"]
+mod nginx;
 #[allow(dead_code)]
 #[path = "../sidecar.rs"]
 mod sidecar;
@@ -193,6 +197,27 @@ spec:
     })
     .await?;
     line("bindings.http round trip (1 KiB)", via, direct, "req/s");
+    match nginx::binary() {
+        Some(bin) => {
+            let hop = nginx::Nginx::start(&bin, &home, "nginx", web).await?;
+            let (c, u, b) = (
+                http.clone(),
+                format!("http://127.0.0.1:{}/", hop.port),
+                body.clone(),
+            );
+            let proxied = rate(secs, conns, move |_| {
+                let (c, u, b) = (c.clone(), u.clone(), b.clone());
+                async move { post(&c, &u, b).await }
+            })
+            .await?;
+            println!(
+                "{:<34} nginx {proxied:>10.0} req/s   ratio {:.0}% (one reverse-proxy hop, for scale)",
+                "the same POST through nginx",
+                100.0 * proxied / direct
+            );
+        }
+        None => println!("nginx not installed: the one-hop reference is skipped"),
+    }
 
     // Lock pairs.
     let grpc = DaprClient::connect(format!("http://127.0.0.1:{}", d.grpc_port)).await?;
