@@ -275,15 +275,17 @@ impl PubSub for JetStreamBroker {
         if !lock(&self.ready).contains(&msg.topic) {
             self.ensure_stream(&msg.topic).await?;
         }
-        let mut headers = HeaderMap::new();
-        for (k, v) in &msg.metadata {
-            headers.insert(k.as_str(), v.as_str());
+        // Without metadata the message goes without a header block at all.
+        let ack = if msg.metadata.is_empty() {
+            self.js.publish(msg.topic, msg.data).await
+        } else {
+            let mut headers = HeaderMap::new();
+            for (k, v) in &msg.metadata {
+                headers.insert(k.as_str(), v.as_str());
+            }
+            self.js.publish_with_headers(msg.topic, headers, msg.data).await
         }
-        let ack = self
-            .js
-            .publish_with_headers(msg.topic.clone(), headers, msg.data)
-            .await
-            .map_err(backend)?;
+        .map_err(backend)?;
         ack.await.map_err(backend)?;
         Ok(())
     }
@@ -370,7 +372,6 @@ impl PubSub for JetStreamBroker {
                             content_type: None,
                             metadata,
                         };
-                        let delivered = m.info().map_or(1, |i| i.delivered).max(1);
                         let handled = handler(msg).await;
                         if !answers {
                             return;
@@ -378,6 +379,8 @@ impl PubSub for JetStreamBroker {
                         let outcome = match handled {
                             Ok(()) => m.ack().await,
                             Err(_) => {
+                                // Read from the reply subject only when needed.
+                                let delivered = m.info().map_or(1, |i| i.delivered).max(1);
                                 let attempt = usize::try_from(delivered - 1).unwrap_or(usize::MAX);
                                 let pause = match back_off.last() {
                                     Some(last) => *back_off.get(attempt).unwrap_or(last),
