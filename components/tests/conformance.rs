@@ -8,6 +8,7 @@ mod conformance {
     pub mod configuration;
     pub mod jetstream;
     pub mod lock;
+    pub mod nats_jwt;
     pub mod pg_tls;
     pub mod pubsub;
     pub mod rabbitmq_tls;

@@ -182,12 +182,16 @@ impl JetStreamBroker {
             }
             opts = opts.add_client_certificate(cert.into(), key.into());
         }
-        if meta(metadata, "jwt").is_some() || meta(metadata, "seedKey").is_some() {
-            return Err(
-                "jwt and seedKey (decentralised NATS authentication) are not supported; use token, \
-                 user:password in natsURL, or tls_client_cert and tls_client_key"
-                    .into(),
-            );
+        // Decentralised authentication: the user's JWT, and the server's
+        // nonce signed with the user's seed at every connect.
+        if let Some((jwt, seed)) = crate::meta_pair(metadata, "jwt", "seedKey")? {
+            let key = nkeys::KeyPair::from_seed(seed.trim())
+                .map_err(|e| format!("seedKey is not a NATS user seed (SU...): {e}"))?;
+            let key = std::sync::Arc::new(key);
+            opts = opts.jwt(jwt.trim().to_string(), move |nonce| {
+                let key = key.clone();
+                async move { key.sign(&nonce).map_err(async_nats::AuthError::new) }
+            });
         }
         if meta(metadata, "flowControl").is_some_and(daprs_api::contract::truthy) {
             tracing::info!(
