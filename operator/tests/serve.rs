@@ -42,6 +42,19 @@ async fn published_anchors(api: &FakeApi) -> String {
     wait_for(api, ANCHORS, |m| m["data"]["ca.crt"].as_str().map(str::to_string)).await
 }
 
+/// Waits up to 10 s for a server to listen on `addr` (it starts once its
+/// certificate is issued, which a loaded machine can take a while to do).
+async fn listening(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(tcp) => return tcp,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{addr}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A client trusting only `anchors`, presenting `client` (PEM chain and key) when given.
 fn client_tls(anchors: &str, client: Option<(String, String)>, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
@@ -170,7 +183,7 @@ async fn the_operator_api_requires_a_workload_certificate() {
             .expect("sign");
         (signed.chain_pem, key.serialize_pem())
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(listening(s.api_addr).await);
 
     let api_name = "dapr-api.dapr-system.svc";
     let orders = channel(
@@ -214,11 +227,8 @@ async fn the_conversion_webhook_converts_subscriptions_over_https() {
     use http_body_util::BodyExt;
     let (api, s) = start();
     let anchors = published_anchors(&api).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let tls = client_tls(&anchors, None, &[]);
-    let tcp = tokio::net::TcpStream::connect(s.webhook_addr)
-        .await
-        .expect("connect");
+    let tcp = listening(s.webhook_addr).await;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(
             ServerName::try_from("dapr-webhook.dapr-system.svc").expect("name"),
