@@ -7,7 +7,11 @@
 //! are claimed again every `redeliverInterval`, which is how failed and
 //! abandoned deliveries come back.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use ::redis::Value;
 use async_trait::async_trait;
@@ -32,6 +36,8 @@ struct Settings {
     processing_timeout: Duration,
     redeliver_interval: Duration,
     max_len_approx: Option<u64>,
+    /// Entries older than this are trimmed as new ones are added.
+    stream_ttl: Option<Duration>,
 }
 
 /// The broker.
@@ -58,6 +64,7 @@ impl RedisBroker {
                 Some(_) => Some(meta_num(metadata, "maxLenApprox", 0u64)?),
                 None => None,
             },
+            stream_ttl: Some(meta_duration(metadata, "streamTTL", Duration::ZERO)?).filter(|d| !d.is_zero()),
         };
         let (redis, conn) = crate::redis_conn::connect(metadata).await?;
         Ok(Self {
@@ -75,6 +82,22 @@ fn entry_fields(cmd: &mut ::redis::Cmd, msg: &Message) {
     if !msg.metadata.is_empty() {
         cmd.arg("metadata")
             .arg(serde_json::to_vec(&msg.metadata).unwrap_or_default());
+    }
+}
+
+/// `XADD`'s trimming: `maxLenApprox` entries at most or, without it, none
+/// older than `streamTTL` (by their ids, which are milliseconds since the
+/// epoch). Approximate (`~`): Redis drops whole nodes of old entries, which
+/// is cheap.
+fn trim(cmd: &mut ::redis::Cmd, settings: &Settings, now: SystemTime) {
+    if let Some(n) = settings.max_len_approx {
+        cmd.arg("MAXLEN").arg("~").arg(n);
+    } else if let Some(ttl) = settings.stream_ttl {
+        let oldest = now
+            .checked_sub(ttl)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis());
+        cmd.arg("MINID").arg("~").arg(oldest.to_string());
     }
 }
 
@@ -180,9 +203,7 @@ impl PubSub for RedisBroker {
     async fn publish(&self, msg: Message) -> Result<()> {
         let mut cmd = ::redis::cmd("XADD");
         cmd.arg(&msg.topic);
-        if let Some(n) = self.settings.max_len_approx {
-            cmd.arg("MAXLEN").arg("~").arg(n);
-        }
+        trim(&mut cmd, &self.settings, SystemTime::now());
         cmd.arg("*");
         entry_fields(&mut cmd, &msg);
         let mut conn = self.conn.clone();
@@ -371,6 +392,45 @@ mod tests {
 
     fn bulk(b: &[u8]) -> Value {
         Value::BulkString(b.to_vec())
+    }
+
+    #[test]
+    fn trimming_by_length_or_age() {
+        let args = |settings: &Settings| {
+            let mut cmd = ::redis::cmd("XADD");
+            trim(&mut cmd, settings, UNIX_EPOCH + Duration::from_secs(100));
+            cmd.args_iter()
+                .skip(1)
+                .map(|a| match a {
+                    ::redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut s = Settings {
+            consumer: "c".into(),
+            queue_depth: 1,
+            concurrency: 1,
+            processing_timeout: Duration::ZERO,
+            redeliver_interval: Duration::ZERO,
+            max_len_approx: None,
+            stream_ttl: None,
+        };
+        assert!(args(&s).is_empty());
+        s.stream_ttl = Some(Duration::from_secs(30));
+        assert_eq!(args(&s), ["MINID", "~", "70000"]);
+        s.stream_ttl = Some(Duration::from_secs(1000));
+        assert_eq!(
+            args(&s),
+            ["MINID", "~", "0"],
+            "a TTL longer than the clock keeps all"
+        );
+        s.max_len_approx = Some(5);
+        assert_eq!(
+            args(&s),
+            ["MAXLEN", "~", "5"],
+            "a length limit comes first, as in Dapr"
+        );
     }
 
     #[test]

@@ -218,6 +218,38 @@ async fn redis_streams() {
 }
 
 #[tokio::test]
+async fn redis_stream_ttl_trims_old_entries() {
+    let topic = unique("ttl");
+    let p = open(
+        "pubsub.redis",
+        &[("redisHost", "127.0.0.1:6379"), ("streamTTL", "1s")],
+    )
+    .await;
+    for i in 0..200 {
+        p.publish(message(&topic, &i.to_string())).await.expect("publish");
+    }
+    let mut redis = ::redis::Client::open("redis://127.0.0.1:6379")
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let len = || ::redis::cmd("XLEN").arg(&topic).clone();
+    let before: u64 = len().query_async(&mut redis).await.expect("XLEN");
+    assert_eq!(before, 200, "entries younger than the TTL stay");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    p.publish(message(&topic, "late")).await.expect("publish");
+    let after: u64 = len().query_async(&mut redis).await.expect("XLEN");
+    // Trimming is approximate: Redis drops whole nodes (up to 100 entries
+    // each), so at most the node the new entry joined is left of the old.
+    assert!((1..=101).contains(&after), "{after} entries left");
+    let _: () = ::redis::cmd("DEL")
+        .arg(&topic)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+}
+
+#[tokio::test]
 async fn mqtt3() {
     let id = unique("conf-mqtt");
     let p = open(
