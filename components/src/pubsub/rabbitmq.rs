@@ -26,7 +26,7 @@ use lapin::{
 use tokio::sync::watch;
 
 use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers};
-use crate::{Error, Metadata, Result, meta, meta_num};
+use crate::{Error, Metadata, Result, meta, meta_duration, meta_num};
 
 #[derive(Clone)]
 struct Settings {
@@ -42,6 +42,11 @@ struct Settings {
     prefetch: u16,
     exchange_kind: ExchangeKind,
     concurrency: usize,
+    /// Queue limits (`maxLen`, `maxLenBytes`): past them the oldest go.
+    max_len: Option<u64>,
+    max_len_bytes: Option<u64>,
+    /// `clientName`: the connection's name in the broker's management UI.
+    client_name: Option<String>,
 }
 
 /// The broker.
@@ -72,7 +77,13 @@ impl RabbitBroker {
             }
         };
         let flag = |k: &str, default: bool| meta(metadata, k).map_or(default, daprs_api::contract::truthy);
-        let (uri, tls) = tls(&uri, metadata, flag("saslExternal", false))?;
+        let (mut uri, tls) = tls(&uri, metadata, flag("saslExternal", false))?;
+        let heartbeat = meta_duration(metadata, "heartBeat", Duration::from_secs(10))?;
+        uri.query.heartbeat = Some(u16::try_from(heartbeat.as_secs()).unwrap_or(u16::MAX));
+        let limit = |k: &str| match meta(metadata, k) {
+            Some(_) => meta_num(metadata, k, 0u64).map(Some),
+            None => Ok(None),
+        };
         let exchange_kind = match meta(metadata, "exchangeKind").unwrap_or("fanout") {
             "fanout" => ExchangeKind::Fanout,
             "topic" => ExchangeKind::Topic,
@@ -96,6 +107,9 @@ impl RabbitBroker {
             prefetch: meta_num(metadata, "prefetchCount", 0u16)?,
             exchange_kind,
             concurrency: meta_num(metadata, "concurrency", 16usize)?.max(1),
+            max_len: limit("maxLen")?,
+            max_len_bytes: limit("maxLenBytes")?,
+            client_name: meta(metadata, "clientName").map(str::to_string),
         };
         let broker = Self {
             settings,
@@ -171,14 +185,13 @@ fn tls(
 
 async fn open(s: &Settings) -> Result<(Connection, Channel)> {
     let runtime = lapin::runtime::default_runtime().map_err(backend)?;
-    let conn = Connection::connect_uri_with_config(
-        s.uri.clone(),
-        ConnectionProperties::default(),
-        s.tls.clone(),
-        runtime,
-    )
-    .await
-    .map_err(backend)?;
+    let mut props = ConnectionProperties::default();
+    if let Some(name) = &s.client_name {
+        props = props.with_connection_name(name.as_str().into());
+    }
+    let conn = Connection::connect_uri_with_config(s.uri.clone(), props, s.tls.clone(), runtime)
+        .await
+        .map_err(backend)?;
     let channel = conn.create_channel().await.map_err(backend)?;
     Ok((conn, channel))
 }
@@ -332,6 +345,17 @@ impl QueueConsumer {
                 "x-dead-letter-exchange".into(),
                 AMQPValue::LongString(dlx.as_str().into()),
             );
+        }
+        for (arg, limit) in [
+            ("x-max-length", s.max_len),
+            ("x-max-length-bytes", s.max_len_bytes),
+        ] {
+            if let Some(n) = limit {
+                args.insert(
+                    arg.into(),
+                    AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
+                );
+            }
         }
         let opts = QueueDeclareOptions {
             durable: s.durable,

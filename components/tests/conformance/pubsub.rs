@@ -322,16 +322,60 @@ async fn rabbitmq_durable_queues_keep_messages_while_no_one_consumes() {
     let s = subscribe(&*p, &topic, &group, seen.handler(0)).await;
     until("the kept message", || seen.all() == ["kept"]).await;
     s.stop().await;
-    // Leave nothing behind.
+    rabbit_remove(&topic, &group).await;
+}
+
+/// Removes a test's queue and exchange from the shared RabbitMQ.
+async fn rabbit_remove(topic: &str, group: &str) {
     let conn = lapin::Connection::connect(RABBIT, lapin::ConnectionProperties::default())
         .await
         .expect("connect");
     let ch = conn.create_channel().await.expect("channel");
     let queue = format!("{group}-{topic}");
     let _ = ch.queue_delete(queue.as_str().into(), Default::default()).await;
-    let _ = ch
-        .exchange_delete(topic.as_str().into(), Default::default())
-        .await;
+    let _ = ch.exchange_delete(topic.into(), Default::default()).await;
+}
+
+#[tokio::test]
+async fn rabbitmq_max_len_keeps_the_newest() {
+    let p = open(
+        "pubsub.rabbitmq",
+        &[
+            ("connectionString", RABBIT),
+            ("durable", "true"),
+            ("deletedWhenUnused", "false"),
+            ("maxLen", "2"),
+            ("clientName", "daprs-conformance"),
+            ("heartBeat", "5s"),
+        ],
+    )
+    .await;
+    let (topic, group) = (unique("conf-maxlen"), unique("app"));
+    let seen = Seen::default();
+    subscribe(&*p, &topic, &group, seen.handler(0)).await.stop().await;
+    for i in 0..5 {
+        p.publish(message(&topic, &format!("m{i}")))
+            .await
+            .expect("publish");
+    }
+    let s = subscribe(&*p, &topic, &group, seen.handler(0)).await;
+    until("the newest two", || seen.all().len() == 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(seen.all(), ["m3", "m4"], "the queue kept only the newest");
+    // The broker lists the connection under its name, with the heartbeat asked for.
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "timeout", "client_properties"])
+        .output()
+        .expect("rabbitmqctl");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("5\t") && l.contains("daprs-conformance")),
+        "{listed}"
+    );
+    s.stop().await;
+    rabbit_remove(&topic, &group).await;
 }
 
 /// With one delivery at a time (`concurrency: 1`), a subscriber sees the
