@@ -47,6 +47,11 @@ struct Settings {
     max_len_bytes: Option<u64>,
     /// `clientName`: the connection's name in the broker's management UI.
     client_name: Option<String>,
+    /// `autoAck`: the broker counts a message delivered once it is sent
+    /// (at most once); nothing is acknowledged or requeued.
+    auto_ack: bool,
+    /// `reconnectWaitSeconds`: the pause before connecting again.
+    reconnect_wait: Duration,
 }
 
 /// The broker.
@@ -110,6 +115,8 @@ impl RabbitBroker {
             max_len: limit("maxLen")?,
             max_len_bytes: limit("maxLenBytes")?,
             client_name: meta(metadata, "clientName").map(str::to_string),
+            auto_ack: flag("autoAck", false),
+            reconnect_wait: Duration::from_secs(meta_num(metadata, "reconnectWaitSeconds", 3u64)?),
         };
         let broker = Self {
             settings,
@@ -395,7 +402,10 @@ impl QueueConsumer {
             .basic_consume(
                 self.queue.as_str().into(),
                 "".into(),
-                BasicConsumeOptions::default(),
+                BasicConsumeOptions {
+                    no_ack: self.settings.auto_ack,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -418,7 +428,7 @@ impl QueueConsumer {
                     tracing::warn!(queue = %this.queue, error = %e, "RabbitMQ unavailable; trying again");
                     tokio::select! {
                         _ = stopped.wait_for(|v| *v) => break,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = tokio::time::sleep(this.settings.reconnect_wait) => continue,
                     }
                 }
             };
@@ -440,7 +450,11 @@ impl QueueConsumer {
                             content_type: d.properties.content_type().as_ref().map(|c| c.to_string()),
                             metadata: metadata_of(&d.properties),
                         };
-                        let answered = match (this.handler)(msg).await {
+                        let handled = (this.handler)(msg).await;
+                        if this.settings.auto_ack {
+                            return;
+                        }
+                        let answered = match handled {
                             Ok(()) => d.ack(BasicAckOptions::default()).await,
                             Err(_) => {
                                 // A pause keeps a failing message from spinning.

@@ -337,6 +337,29 @@ async fn rabbit_remove(topic: &str, group: &str) {
 }
 
 #[tokio::test]
+async fn rabbitmq_auto_ack_delivers_at_most_once() {
+    let p = open(
+        "pubsub.rabbitmq",
+        &[
+            ("connectionString", RABBIT),
+            ("autoAck", "true"),
+            ("requeueInFailure", "true"),
+        ],
+    )
+    .await;
+    let (topic, group) = (unique("conf-autoack"), unique("app"));
+    let seen = Seen::default();
+    let s = subscribe(&*p, &topic, &group, seen.handler(1)).await;
+    p.publish(message(&topic, "once")).await.expect("publish");
+    until("the delivery", || seen.all() == ["once"]).await;
+    // The handler failed it, yet it does not come back: the broker let it go on delivery.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(seen.all(), ["once"]);
+    s.stop().await;
+    rabbit_remove(&topic, &group).await;
+}
+
+#[tokio::test]
 async fn rabbitmq_max_len_keeps_the_newest() {
     let p = open(
         "pubsub.rabbitmq",
