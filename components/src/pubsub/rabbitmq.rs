@@ -52,7 +52,13 @@ struct Settings {
     auto_ack: bool,
     /// `reconnectWaitSeconds`: the pause before connecting again.
     reconnect_wait: Duration,
+    /// `ttlInSeconds`: how long a message waits in a queue unless its
+    /// publish says otherwise.
+    ttl: Option<u64>,
 }
+
+/// Message time to live, in the component's and in a publish's metadata.
+const TTL: &str = "ttlInSeconds";
 
 /// The broker.
 pub struct RabbitBroker {
@@ -117,6 +123,10 @@ impl RabbitBroker {
             client_name: meta(metadata, "clientName").map(str::to_string),
             auto_ack: flag("autoAck", false),
             reconnect_wait: Duration::from_secs(meta_num(metadata, "reconnectWaitSeconds", 3u64)?),
+            ttl: match meta(metadata, TTL) {
+                Some(_) => Some(meta_num(metadata, TTL, 0u64)?),
+                None => None,
+            },
         };
         let broker = Self {
             settings,
@@ -241,7 +251,7 @@ fn metadata_of(props: &BasicProperties) -> Metadata {
 #[async_trait]
 impl PubSub for RabbitBroker {
     fn features(&self) -> &'static [&'static str] {
-        &[]
+        &["MESSAGE_TTL"]
     }
 
     async fn publish(&self, msg: Message) -> Result<()> {
@@ -254,6 +264,18 @@ impl PubSub for RabbitBroker {
         }
         if self.settings.persistent {
             props = props.with_delivery_mode(2);
+        }
+        // RabbitMQ drops the message once it has waited this long.
+        let ttl = match meta(&msg.metadata, TTL) {
+            Some(v) => Some(
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| Error::Invalid(format!("{TTL} {v:?} is not a whole number of seconds")))?,
+            ),
+            None => self.settings.ttl,
+        };
+        if let Some(secs) = ttl {
+            props = props.with_expiration(secs.saturating_mul(1000).to_string().into());
         }
         let confirm = ch
             .basic_publish(

@@ -337,6 +337,40 @@ async fn rabbit_remove(topic: &str, group: &str) {
 }
 
 #[tokio::test]
+async fn rabbitmq_messages_expire_in_the_queue() {
+    let p = open(
+        "pubsub.rabbitmq",
+        &[
+            ("connectionString", RABBIT),
+            ("durable", "true"),
+            ("deletedWhenUnused", "false"),
+            ("ttlInSeconds", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(p.features(), ["MESSAGE_TTL"], "reported as Dapr reports it");
+    let (topic, group) = (unique("conf-ttl"), unique("app"));
+    let seen = Seen::default();
+    subscribe(&*p, &topic, &group, seen.handler(0)).await.stop().await;
+    // The component's TTL, and a publish's own longer one.
+    p.publish(message(&topic, "short")).await.expect("publish");
+    let mut long = message(&topic, "long");
+    long.metadata.insert("ttlInSeconds".into(), "60".into());
+    p.publish(long).await.expect("publish");
+    let mut bad = message(&topic, "bad");
+    bad.metadata.insert("ttlInSeconds".into(), "soon".into());
+    let e = p.publish(bad).await.expect_err("a TTL that is not a number");
+    assert!(e.to_string().contains("ttlInSeconds"), "{e}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = subscribe(&*p, &topic, &group, seen.handler(0)).await;
+    until("the message still in time", || seen.all() == ["long"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(seen.all(), ["long"], "the expired message was dropped");
+    s.stop().await;
+    rabbit_remove(&topic, &group).await;
+}
+
+#[tokio::test]
 async fn rabbitmq_auto_ack_delivers_at_most_once() {
     let p = open(
         "pubsub.rabbitmq",
