@@ -304,17 +304,19 @@ async fn rabbitmq() {
 
 const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672";
 
+/// `pubsub.rabbitmq` on the shared broker, with `metadata` beside the URL.
+async fn rabbit(metadata: &[(&str, &str)]) -> Arc<dyn PubSub> {
+    let mut md = vec![("connectionString", RABBIT)];
+    md.extend_from_slice(metadata);
+    open("pubsub.rabbitmq", &md).await
+}
+
+/// Durable queues that outlive their consumers, so messages wait in them.
+const KEPT: [(&str, &str); 2] = [("durable", "true"), ("deletedWhenUnused", "false")];
+
 #[tokio::test]
 async fn rabbitmq_durable_queues_keep_messages_while_no_one_consumes() {
-    let p = open(
-        "pubsub.rabbitmq",
-        &[
-            ("connectionString", RABBIT),
-            ("durable", "true"),
-            ("deletedWhenUnused", "false"),
-        ],
-    )
-    .await;
+    let p = rabbit(&KEPT).await;
     let (topic, group) = (unique("conf-durable"), unique("app"));
     let seen = Seen::default();
     subscribe(&*p, &topic, &group, seen.handler(0)).await.stop().await;
@@ -338,16 +340,7 @@ async fn rabbit_remove(topic: &str, group: &str) {
 
 #[tokio::test]
 async fn rabbitmq_messages_expire_in_the_queue() {
-    let p = open(
-        "pubsub.rabbitmq",
-        &[
-            ("connectionString", RABBIT),
-            ("durable", "true"),
-            ("deletedWhenUnused", "false"),
-            ("ttlInSeconds", "1"),
-        ],
-    )
-    .await;
+    let p = rabbit(&[KEPT[0], KEPT[1], ("ttlInSeconds", "1")]).await;
     assert_eq!(p.features(), ["MESSAGE_TTL"], "reported as Dapr reports it");
     let (topic, group) = (unique("conf-ttl"), unique("app"));
     let seen = Seen::default();
@@ -372,15 +365,7 @@ async fn rabbitmq_messages_expire_in_the_queue() {
 
 #[tokio::test]
 async fn rabbitmq_auto_ack_delivers_at_most_once() {
-    let p = open(
-        "pubsub.rabbitmq",
-        &[
-            ("connectionString", RABBIT),
-            ("autoAck", "true"),
-            ("requeueInFailure", "true"),
-        ],
-    )
-    .await;
+    let p = rabbit(&[("autoAck", "true"), ("requeueInFailure", "true")]).await;
     let (topic, group) = (unique("conf-autoack"), unique("app"));
     let seen = Seen::default();
     let s = subscribe(&*p, &topic, &group, seen.handler(1)).await;
@@ -395,17 +380,13 @@ async fn rabbitmq_auto_ack_delivers_at_most_once() {
 
 #[tokio::test]
 async fn rabbitmq_max_len_keeps_the_newest() {
-    let p = open(
-        "pubsub.rabbitmq",
-        &[
-            ("connectionString", RABBIT),
-            ("durable", "true"),
-            ("deletedWhenUnused", "false"),
-            ("maxLen", "2"),
-            ("clientName", "daprs-conformance"),
-            ("heartBeat", "5s"),
-        ],
-    )
+    let p = rabbit(&[
+        KEPT[0],
+        KEPT[1],
+        ("maxLen", "2"),
+        ("clientName", "daprs-conformance"),
+        ("heartBeat", "5s"),
+    ])
     .await;
     let (topic, group) = (unique("conf-maxlen"), unique("app"));
     let seen = Seen::default();
