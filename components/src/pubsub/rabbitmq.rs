@@ -6,7 +6,11 @@
 //! A publish waits for the broker's confirm. A delivery is acknowledged
 //! after the handler succeeded; a failure is rejected, back onto the queue
 //! when `requeueInFailure` is set, else to the dead-letter queue when
-//! `enableDeadLetter` is set. Lost connections are made again.
+//! `enableDeadLetter` is set; with `autoAck` nothing is answered and a
+//! message is delivered at most once. Messages expire in the queue after
+//! `ttlInSeconds` (the publish's, else the component's), and queues hold at
+//! most `maxLen` messages or `maxLenBytes` bytes. Lost connections are made
+//! again after `reconnectWaitSeconds`.
 
 use std::time::Duration;
 

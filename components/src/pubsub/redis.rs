@@ -5,7 +5,8 @@
 //! from the stream's start. An entry is acknowledged (`XACK`) only after the
 //! handler succeeded; entries left pending longer than `processingTimeout`
 //! are claimed again every `redeliverInterval`, which is how failed and
-//! abandoned deliveries come back.
+//! abandoned deliveries come back. Streams are trimmed as entries are added:
+//! to about `maxLenApprox` entries, or of those older than `streamTTL`.
 
 use std::{
     collections::HashSet,
