@@ -93,8 +93,11 @@ impl RabbitBroker {
         };
         let flag = |k: &str, default: bool| meta(metadata, k).map_or(default, daprs_api::contract::truthy);
         let (mut uri, tls) = tls(&uri, metadata, flag("saslExternal", false))?;
-        let heartbeat = meta_duration(metadata, "heartBeat", Duration::from_secs(10))?;
-        uri.query.heartbeat = Some(u16::try_from(heartbeat.as_secs()).unwrap_or(u16::MAX));
+        // A heartbeat in the connection string stands unless `heartBeat` is given.
+        if meta(metadata, "heartBeat").is_some() || uri.query.heartbeat.is_none() {
+            let heartbeat = meta_duration(metadata, "heartBeat", Duration::from_secs(10))?;
+            uri.query.heartbeat = Some(u16::try_from(heartbeat.as_secs()).unwrap_or(u16::MAX));
+        }
         let limit = |k: &str| match meta(metadata, k) {
             Some(_) => meta_num(metadata, k, 0u64).map(Some),
             None => Ok(None),
@@ -127,10 +130,7 @@ impl RabbitBroker {
             client_name: meta(metadata, "clientName").map(str::to_string),
             auto_ack: flag("autoAck", false),
             reconnect_wait: Duration::from_secs(meta_num(metadata, "reconnectWaitSeconds", 3u64)?),
-            ttl: match meta(metadata, TTL) {
-                Some(_) => Some(meta_num(metadata, TTL, 0u64)?),
-                None => None,
-            },
+            ttl: limit(TTL)?,
         };
         let broker = Self {
             settings,
