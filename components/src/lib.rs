@@ -94,13 +94,18 @@ pub fn meta_pair<'a>(metadata: &'a Metadata, a: &str, b: &str) -> Result<Option<
 
 /// A metadata value parsed as a number, or the default when absent.
 pub fn meta_num<T: std::str::FromStr>(metadata: &Metadata, key: &str, default: T) -> Result<T, String> {
-    match meta(metadata, key) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("metadata {key}: {v:?} is not a number")),
-    }
+    Ok(meta_opt_num(metadata, key)?.unwrap_or(default))
+}
+
+/// A metadata value parsed as a number, when it is there.
+pub fn meta_opt_num<T: std::str::FromStr>(metadata: &Metadata, key: &str) -> Result<Option<T>, String> {
+    meta(metadata, key)
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|_| format!("metadata {key}: {v:?} is not a number"))
+        })
+        .transpose()
 }
 
 /// A metadata value parsed as a duration (`10s`, `1m30s`, `500ms`), or the

@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers, redelivery_pause};
-use crate::{Error, Metadata, Result, lock, meta, meta_duration, meta_num};
+use crate::{Error, Metadata, Result, lock, meta, meta_duration, meta_num, meta_opt_num};
 
 /// The longest pause before a failed message is handed over again.
 const LONGEST_PAUSE: Duration = Duration::from_millis(3200);
@@ -209,10 +209,7 @@ impl JetStreamBroker {
             consumer: meta(metadata, CONSUMER_ID).unwrap_or("daprs").to_string(),
             ack_wait: meta_duration(metadata, "ackWait", Duration::from_secs(30))?,
             max_deliver: meta_num(metadata, "maxDeliver", -1i64)?,
-            max_ack_pending: match meta(metadata, "maxAckPending") {
-                Some(_) => Some(meta_num(metadata, "maxAckPending", 0i64)?),
-                None => None,
-            },
+            max_ack_pending: meta_opt_num(metadata, "maxAckPending")?,
             deliver_policy: deliver_policy(metadata)?,
             concurrency: meta_num(metadata, "concurrency", 16usize)?.max(1),
             back_off: back_off(metadata)?,

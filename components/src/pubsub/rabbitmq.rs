@@ -30,7 +30,7 @@ use lapin::{
 use tokio::sync::watch;
 
 use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers};
-use crate::{Error, Metadata, Result, meta, meta_duration, meta_num};
+use crate::{Error, Metadata, Result, meta, meta_duration, meta_num, meta_opt_num};
 
 #[derive(Clone)]
 struct Settings {
@@ -98,10 +98,6 @@ impl RabbitBroker {
             let heartbeat = meta_duration(metadata, "heartBeat", Duration::from_secs(10))?;
             uri.query.heartbeat = Some(u16::try_from(heartbeat.as_secs()).unwrap_or(u16::MAX));
         }
-        let limit = |k: &str| match meta(metadata, k) {
-            Some(_) => meta_num(metadata, k, 0u64).map(Some),
-            None => Ok(None),
-        };
         let exchange_kind = match meta(metadata, "exchangeKind").unwrap_or("fanout") {
             "fanout" => ExchangeKind::Fanout,
             "topic" => ExchangeKind::Topic,
@@ -125,12 +121,12 @@ impl RabbitBroker {
             prefetch: meta_num(metadata, "prefetchCount", 0u16)?,
             exchange_kind,
             concurrency: meta_num(metadata, "concurrency", 16usize)?.max(1),
-            max_len: limit("maxLen")?,
-            max_len_bytes: limit("maxLenBytes")?,
+            max_len: meta_opt_num(metadata, "maxLen")?,
+            max_len_bytes: meta_opt_num(metadata, "maxLenBytes")?,
             client_name: meta(metadata, "clientName").map(str::to_string),
             auto_ack: flag("autoAck", false),
             reconnect_wait: Duration::from_secs(meta_num(metadata, "reconnectWaitSeconds", 3u64)?),
-            ttl: limit(TTL)?,
+            ttl: meta_opt_num(metadata, TTL)?,
         };
         let broker = Self {
             settings,

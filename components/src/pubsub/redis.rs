@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{CONSUMER_ID, Handler, Message, PubSub, Subscribed, Subscription, Workers};
 use crate::{
-    Error, Metadata, Result, meta, meta_duration, meta_num,
+    Error, Metadata, Result, meta, meta_duration, meta_num, meta_opt_num,
     redis_conn::{Conn, Redis},
 };
 
@@ -61,10 +61,7 @@ impl RedisBroker {
             concurrency: meta_num(metadata, "concurrency", 10usize)?.max(1),
             processing_timeout: meta_duration(metadata, "processingTimeout", Duration::from_secs(15))?,
             redeliver_interval: meta_duration(metadata, "redeliverInterval", Duration::from_secs(60))?,
-            max_len_approx: match meta(metadata, "maxLenApprox") {
-                Some(_) => Some(meta_num(metadata, "maxLenApprox", 0u64)?),
-                None => None,
-            },
+            max_len_approx: meta_opt_num(metadata, "maxLenApprox")?,
             stream_ttl: Some(meta_duration(metadata, "streamTTL", Duration::ZERO)?).filter(|d| !d.is_zero()),
         };
         let (redis, conn) = crate::redis_conn::connect(metadata).await?;
