@@ -231,6 +231,17 @@ fn host_port(host: &str, default_port: u16) -> Result<(String, u16), String> {
     Ok((name.to_string(), port))
 }
 
+/// The comma-separated `host:port` list of `redisHost` (a cluster's nodes,
+/// or the Sentinels).
+fn host_list(hosts: &str, default_port: u16) -> Result<Vec<(String, u16)>, String> {
+    hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| host_port(h, default_port))
+        .collect()
+}
+
 /// Where the metadata says Redis is, and `redisHost` for messages.
 pub fn locate(metadata: &Metadata) -> Result<(Redis, String), String> {
     let host = meta(metadata, "redisHost").ok_or("metadata redisHost is required (host:port)")?;
@@ -280,15 +291,10 @@ fn cluster_client(hosts: &str, s: &Settings) -> Result<Redis, String> {
     if s.redis.db() != 0 {
         return Err("a Redis cluster has only database 0: remove redisDB or set it to 0".into());
     }
-    let nodes = hosts
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(|h| {
-            let (host, port) = host_port(h, 6379)?;
-            Ok(ConnectionAddr::Tcp(host, port))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let nodes = host_list(hosts, 6379)?
+        .into_iter()
+        .map(|(host, port)| ConnectionAddr::Tcp(host, port))
+        .collect::<Vec<_>>();
     let mut b = ClusterClientBuilder::new(nodes).connection_timeout(Duration::from_secs(1));
     if let Some(user) = s.redis.username() {
         b = b.username(user);
@@ -328,14 +334,9 @@ fn sentinel(metadata: &Metadata, hosts: &str, node: Settings) -> Result<Redis, S
         redis: own,
         ..node.clone()
     };
-    let sentinels = hosts
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(|h| {
-            let (host, port) = host_port(h, SENTINEL_PORT)?;
-            node_client(&host, port, &at).map_err(|e| e.to_string())
-        })
+    let sentinels = host_list(hosts, SENTINEL_PORT)?
+        .into_iter()
+        .map(|(host, port)| node_client(&host, port, &at).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Redis::Failover(Arc::new(Sentinel {
         sentinels,
