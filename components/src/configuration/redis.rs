@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use ::redis::AsyncCommands;
+use ::redis::{AsyncCommands, aio::ConnectionLike};
 
 use crate::redis_conn::{Conn, Redis};
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{BACKLOG, ConfigurationStore, Item, Items, Watch};
-use crate::{Error, Metadata, meta};
+use crate::{Error, Metadata};
 
 /// The Redis configuration store.
 pub struct RedisConfig {
@@ -48,9 +48,8 @@ impl RedisConfig {
                     .into(),
             );
         }
-        let db = meta(metadata, "redisDB")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        // The database the connection settled on (`redisDB`, already checked).
+        let db = conn.get_db();
         Ok(Self { redis, conn, db })
     }
 
