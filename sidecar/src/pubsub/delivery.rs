@@ -147,12 +147,12 @@ async fn call_app(
     header(PUBSUBNAME, &sub.pubsub);
     // The app's span is a child of the delivery's, when there is one.
     let traceparent = trace.map(|t| t.traceparent());
-    for (k, name) in [
-        ("traceparent", crate::trace::TRACEPARENT_HEADER),
-        ("tracestate", crate::trace::TRACESTATE_HEADER),
+    // The event's attributes carry the same names as the headers.
+    for (name, own) in [
+        (crate::trace::TRACEPARENT_HEADER, traceparent.as_deref()),
+        (crate::trace::TRACESTATE_HEADER, None),
     ] {
-        let own = traceparent.as_deref().filter(|_| k == "traceparent");
-        if let Some(v) = own.or(ev.attr(k)).filter(|v| !v.is_empty()) {
+        if let Some(v) = own.or(ev.attr(name.as_str())).filter(|v| !v.is_empty()) {
             header(name, v);
         }
     }
