@@ -115,11 +115,7 @@ pub async fn all(
     // HTTP API.
     let observe = observe::Observe::new(&rt.metrics, rt.api_log(), tracer);
     let api = tower::ServiceBuilder::new()
-        .option_layer(
-            observe
-                .any()
-                .then(|| observe::ObserveLayer::<observe::Http>::new(observe.clone())),
-        )
+        .option_layer(observe.layer::<observe::Http>())
         .service(http_api::Api::new(rt.clone()));
     let limits = listen::http_limits(&rt.settings);
     spawn_each(&mut tasks, ports.http, &api, limits, false, shutdown);
@@ -131,11 +127,7 @@ pub async fn all(
     // Unlike the internal port's, its writes are not coalesced: in A/B runs
     // that saved no latency (BENCHMARKS.md).
     let grpc_router = tower::ServiceBuilder::new()
-        .option_layer(
-            observe
-                .any()
-                .then(|| observe::ObserveLayer::<observe::Grpc>::new(observe.clone())),
-        )
+        .option_layer(observe.layer::<observe::Grpc>())
         .service(grpc_router::api(rt.clone()).await);
     let windows = Some((app_channel::STREAM_WINDOW, app_channel::CONNECTION_WINDOW));
     let grpc_limits = listen::grpc_limits(&rt.settings, windows);
@@ -144,15 +136,9 @@ pub async fn all(
     // Internal API for other sidecars; calls for other services go on to the app.
     // Sidecar-to-sidecar calls are counted, not logged as API calls; their
     // spans are begun where the call is read (invocation, proxying).
-    let counted = rt.metrics.enabled().then(|| {
-        observe::ObserveLayer::<observe::Grpc>::new(observe::Observe::new(
-            &rt.metrics,
-            None,
-            daprs_telemetry::trace::Tracer::off(),
-        ))
-    });
+    let counted = observe::Observe::new(&rt.metrics, None, daprs_telemetry::trace::Tracer::off());
     let internal_router = tower::ServiceBuilder::new()
-        .option_layer(counted)
+        .option_layer(counted.layer::<observe::Grpc>())
         .service(grpc_router::internal(rt.clone()));
     let internal_limits = listen::grpc_limits(&rt.settings, windows);
     match internal_tls {

@@ -66,6 +66,12 @@ impl Observe {
         self.metrics.is_some() || self.log.is_some() || self.tracer.enabled()
     }
 
+    /// The layer that records calls of kind `K`, when anything is recorded;
+    /// otherwise none, so calls pay nothing for it.
+    pub fn layer<K>(&self) -> Option<ObserveLayer<K>> {
+        self.any().then(|| ObserveLayer::new(self.clone()))
+    }
+
     /// The call's span, its context written over the request's trace
     /// headers so that everything downstream carries it. Health checks
     /// are not traced, as in Dapr.
