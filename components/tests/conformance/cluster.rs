@@ -8,7 +8,7 @@ use daprs_components::state::{Concurrency, Operation, SetRequest};
 
 use super::{
     lock, pubsub,
-    restart::{Broker, Cleanup, data_dir, free_port, quiet},
+    restart::{Broker, Cleanup, data_dir, free_port, redis_server},
     state,
 };
 use crate::unique;
@@ -28,18 +28,14 @@ impl Cluster {
         for _ in 0..3 {
             // The bus port is set too: the default, port + 10000, may not exist.
             let (port, bus) = (free_port(), free_port());
-            let dir = dir.clone();
-            let node = Broker::new(port, move || {
-                quiet(
-                    Command::new("redis-server")
-                        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                        .args(["--appendonly", "no", "--cluster-enabled", "yes"])
-                        .args(["--cluster-port", &bus.to_string()])
-                        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                        .arg("--dir")
-                        .arg(&dir),
-                )
-            });
+            let args = ["--appendonly", "no", "--cluster-enabled", "yes", "--cluster-port"];
+            let mut args: Vec<String> = args.map(String::from).to_vec();
+            args.extend([
+                bus.to_string(),
+                "--cluster-config-file".into(),
+                format!("nodes-{port}.conf"),
+            ]);
+            let node = redis_server(port, &dir, args);
             node.ready().await;
             nodes.push(node);
             ports.push(port);

@@ -121,6 +121,20 @@ impl Drop for Cleanup {
     }
 }
 
+/// A redis-server on `port`, keeping its files in `dir`, with `args` added.
+pub fn redis_server(port: u16, dir: &std::path::Path, args: Vec<String>) -> Broker {
+    let dir = dir.to_path_buf();
+    Broker::new(port, move || {
+        quiet(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(&args)
+                .arg("--dir")
+                .arg(&dir),
+        )
+    })
+}
+
 pub fn quiet(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -194,15 +208,8 @@ async fn no_acknowledged_message_lost(mut broker: Broker, kind: &str, metadata: 
 async fn redis_streams_survive_a_restart() {
     let (port, dir) = (free_port(), data_dir("daprs-restart-redis"));
     let _cleanup = Cleanup(dir.clone());
-    let broker = Broker::new(port, move || {
-        quiet(
-            Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "yes", "--appendfsync", "always"])
-                .arg("--dir")
-                .arg(&dir),
-        )
-    });
+    let always = ["--appendonly", "yes", "--appendfsync", "always"];
+    let broker = redis_server(port, &dir, always.map(String::from).to_vec());
     let host = format!("127.0.0.1:{port}");
     let md = [
         ("redisHost", host.as_str()),

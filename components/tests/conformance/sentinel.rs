@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 
 use super::{
     lock, pubsub,
-    restart::{Broker, Cleanup, data_dir, free_port, quiet},
+    restart::{Broker, Cleanup, data_dir, free_port, quiet, redis_server},
     state,
 };
 use crate::unique;
@@ -25,19 +25,13 @@ struct Deployment {
     _cleanup: Cleanup,
 }
 
-fn redis_server(port: u16, dir: &std::path::Path, replica_of: Option<u16>) -> Broker {
-    let dir = dir.to_path_buf();
-    Broker::new(port, move || {
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--dbfilename", &format!("dump-{port}.rdb")])
-            .arg("--dir")
-            .arg(&dir);
-        if let Some(m) = replica_of {
-            cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
-        }
-        quiet(&mut cmd)
-    })
+fn data_server(port: u16, dir: &std::path::Path, replica_of: Option<u16>) -> Broker {
+    let mut args: Vec<String> = ["--appendonly", "no", "--dbfilename"].map(String::from).to_vec();
+    args.push(format!("dump-{port}.rdb"));
+    if let Some(m) = replica_of {
+        args.extend(["--replicaof".into(), "127.0.0.1".into(), m.to_string()]);
+    }
+    redis_server(port, dir, args)
 }
 
 async fn query(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
@@ -61,11 +55,11 @@ impl Deployment {
     async fn start(with_replica: bool) -> Self {
         let dir = data_dir("daprs-sentinel");
         let master = free_port();
-        let mut servers = vec![redis_server(master, &dir, None)];
+        let mut servers = vec![data_server(master, &dir, None)];
         servers[0].ready().await;
         let replica = if with_replica {
             let port = free_port();
-            let r = redis_server(port, &dir, Some(master));
+            let r = data_server(port, &dir, Some(master));
             r.ready().await;
             servers.push(r);
             let info = redis::cmd("INFO").arg("replication").clone();
