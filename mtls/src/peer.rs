@@ -229,21 +229,22 @@ impl Peer {
             Some(s) => return Err(s),
             None => return Err(Status::internal("the peer's reply has no grpc-status")),
         }
-        Ok((parts.headers, message_of(data.freeze())?))
+        Ok((parts.headers, message_of(data.freeze(), "the peer's reply")?))
     }
 }
 
-/// The one uncompressed message of a unary reply.
-fn message_of(mut data: Bytes) -> Result<Bytes, Status> {
+/// The one uncompressed message of a unary call's body (`what` names the
+/// body in errors: the request, or a reply).
+pub fn message_of(mut data: Bytes, what: &str) -> Result<Bytes, Status> {
     if data.len() < 5 {
-        return Err(Status::internal("the peer's reply has no message"));
+        return Err(Status::internal(format!("{what} has no message")));
     }
     if data[0] != 0 {
-        return Err(Status::unimplemented("the peer compressed its reply"));
+        return Err(Status::unimplemented(format!("{what} is compressed")));
     }
     let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
     if data.len() != len + 5 {
-        return Err(Status::internal("the peer's reply is not one whole message"));
+        return Err(Status::internal(format!("{what} is not one whole message")));
     }
     Ok(data.split_off(5))
 }
@@ -280,16 +281,18 @@ mod tests {
     #[test]
     fn a_reply_is_one_whole_uncompressed_message() {
         let ok = Bytes::from_static(&[0, 0, 0, 0, 2, 8, 1]);
-        assert_eq!(message_of(ok).expect("ok").as_ref(), &[8, 1]);
+        assert_eq!(message_of(ok, "reply").expect("ok").as_ref(), &[8, 1]);
         assert_eq!(
-            message_of(Bytes::from_static(&[1, 0, 0, 0, 0]))
+            message_of(Bytes::from_static(&[1, 0, 0, 0, 0]), "reply")
                 .expect_err("gzip")
                 .code(),
             Code::Unimplemented
         );
         for bad in [&[0u8, 0, 0][..], &[0, 0, 0, 0, 3, 1], &[0, 0, 0, 0, 0, 1]] {
             assert_eq!(
-                message_of(Bytes::copy_from_slice(bad)).expect_err("bad").code(),
+                message_of(Bytes::copy_from_slice(bad), "reply")
+                    .expect_err("bad")
+                    .code(),
                 Code::Internal
             );
         }

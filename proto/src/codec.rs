@@ -36,6 +36,13 @@ where
     }
 }
 
+/// The status of a message that does not decode as a `U`.
+pub fn invalid<U>(why: impl std::fmt::Display) -> Status {
+    let name = std::any::type_name::<U>();
+    let name = name.rsplit("::").next().unwrap_or(name);
+    Status::invalid_argument(format!("the message is not a valid {name}: {why}"))
+}
+
 /// Decodes `U`, reporting undecodable input as `INVALID_ARGUMENT`.
 pub struct Decoder<U>(ProstDecoder<U>);
 
@@ -45,11 +52,7 @@ impl<U: prost::Message + Default> tonic::codec::Decoder for Decoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|s| match s.code() {
-            Code::Internal => {
-                let name = std::any::type_name::<U>();
-                let name = name.rsplit("::").next().unwrap_or(name);
-                Status::invalid_argument(format!("the message is not a valid {name}: {}", s.message()))
-            }
+            Code::Internal => invalid::<U>(s.message()),
             _ => s,
         })
     }

@@ -10,6 +10,8 @@ use tower::{Layer, ServiceExt};
 
 use crate::{app_channel, grpc_api, proxy, runtime::Runtime};
 
+mod unary;
+
 /// What the API port serves itself, as reflection lists it.
 const SERVED: [&str; 4] = [
     "dapr.proto.runtime.v1.Dapr",
@@ -121,12 +123,7 @@ fn oversize_status<B>(mut res: http::Response<B>) -> http::Response<B> {
             "grpc-status",
             http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
         );
-        h.insert(
-            "grpc-message",
-            http::HeaderValue::from_static(
-                "the message is over the size limit; raise it with --max-body-size",
-            ),
-        );
+        h.insert("grpc-message", http::HeaderValue::from_static(unary::OVER_LIMIT));
     }
     res
 }
@@ -174,7 +171,8 @@ where
 /// middleware future; most calls are of one service, or proxied.
 #[derive(Clone)]
 struct Split<A, B> {
-    /// `/<package>.<Service>/` each.
+    /// `/<package>.<Service>/` (the service's every method) or
+    /// `/<package>.<Service>/<Method>` (that method) each.
     prefixes: &'static [&'static str],
     matched: A,
     other: B,
@@ -196,7 +194,14 @@ where
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let path = req.uri().path();
-        if self.prefixes.iter().any(|p| path.starts_with(p)) {
+        let matches = |p: &&str| {
+            if p.ends_with('/') {
+                path.starts_with(p)
+            } else {
+                path == *p
+            }
+        };
+        if self.prefixes.iter().any(matches) {
             futures_util::future::Either::Left(self.matched.call(req))
         } else {
             futures_util::future::Either::Right(self.other.call(req))
@@ -238,9 +243,19 @@ pub async fn api(rt: Arc<Runtime>) -> impl daprs_mtls::http::Api {
             |res: axum::response::Response| async { oversize_status(res) },
         ));
     let proxied = boxed(proxy::outbound(rt.clone()));
+    let api = Arc::new(grpc_api::DaprApi { rt: rt.clone() });
+    let invoke = unary::method(max, max.max(app_channel::MAX_UNARY), move |req| {
+        let api = api.clone();
+        async move { daprs_proto::runtime::dapr_server::Dapr::invoke_service(&*api, req).await }
+    });
+    let dapr = Split {
+        prefixes: &["/dapr.proto.runtime.v1.Dapr/InvokeService"],
+        matched: invoke,
+        other: ServiceExt::<http::Request<Body>>::map_response(dapr, answer as fn(_) -> _),
+    };
     let port = Split {
         prefixes: &["/dapr.proto.runtime.v1.Dapr/"],
-        matched: ServiceExt::<http::Request<Body>>::map_response(dapr, answer as fn(_) -> _),
+        matched: dapr,
         other: Split {
             prefixes: &[
                 "/grpc.health.v1.Health/",
@@ -273,16 +288,25 @@ pub async fn api(rt: Arc<Runtime>) -> impl daprs_mtls::http::Api {
 
 /// The internal port's service.
 pub fn internal(rt: Arc<Runtime>) -> impl daprs_mtls::http::Api {
-    let max = rt.settings.max_body_size + ENVELOPE;
-    let svc = daprs_proto::internals::service_invocation_server::ServiceInvocationServer::new(
-        crate::internal::InternalServer { rt: rt.clone() },
-    )
-    .max_decoding_message_size(max.max(app_channel::MAX_UNARY))
-    .max_encoding_message_size(usize::MAX);
+    use daprs_proto::internals::service_invocation_server::{ServiceInvocation, ServiceInvocationServer};
+    let max = (rt.settings.max_body_size + ENVELOPE).max(app_channel::MAX_UNARY);
+    let server = Arc::new(crate::internal::InternalServer { rt: rt.clone() });
+    let local = server.clone();
+    let call_local = unary::method(max, usize::MAX, move |req| {
+        let server = local.clone();
+        async move { server.call_local(req).await }
+    });
+    let svc = ServiceInvocationServer::from_arc(server)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
     let proxied = boxed(proxy::inbound(rt));
     Split {
-        prefixes: &["/dapr.proto.internals.v1.ServiceInvocation/"],
-        matched: ServiceExt::<http::Request<Body>>::map_response(svc, answer as fn(_) -> _),
-        other: proxied,
+        prefixes: &["/dapr.proto.internals.v1.ServiceInvocation/CallLocal"],
+        matched: call_local,
+        other: Split {
+            prefixes: &["/dapr.proto.internals.v1.ServiceInvocation/"],
+            matched: ServiceExt::<http::Request<Body>>::map_response(svc, answer as fn(_) -> _),
+            other: proxied,
+        },
     }
 }
