@@ -22,8 +22,12 @@ Usage: bench/callgrind.py [DAPRD ...]   (default target/release/daprd)
        proxied calls (`dapr-app-id`) of a 1 KiB unary echo method that a
        gRPC app serves behind the target;
        it also adds the state table's requests made over gRPC;
-       CALLGRIND_ONLY=state,grpc-state,http,grpc,proxied,pubsub,pubsub-redis,
-       pubsub-jetstream picks tables.
+       CALLGRIND_ONLY=state,grpc-state,http,grpc,proxied,bindings,pubsub,
+       pubsub-redis,pubsub-jetstream picks tables.
+
+The output binding table is one daprd with a `bindings.http` component
+pointing at the echo app: N `POST /v1.0/bindings/web` of a `post` with 1 KiB
+of JSON data, each answered with the data echoed.
 
 Last, pub/sub: one daprd with `pubsub.in-memory` in front of an HTTP app
 subscribed to one topic (`GET /dapr/subscribe`); N 1 KiB JSON publishes on
@@ -89,6 +93,15 @@ spec:
   version: v1
   metadata: {metadata}
 """
+BINDING = """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: web
+spec:
+  type: bindings.http
+  version: v1
+  metadata: [{{name: url, value: 'http://127.0.0.1:{port}/echo'}}]
+"""
 REDIS = os.environ.get("CALLGRIND_REDIS", "127.0.0.1:6379")
 NATS = os.environ.get("CALLGRIND_NATS", "127.0.0.1:4222")
 BROKERS = {
@@ -144,6 +157,14 @@ class Subscriber(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def run_binding(daprd, requests, work):
+    out = os.path.join(work, f"callgrind.bindings.{requests}.out")
+    p, port, _ = start(daprd, "cg-bindings", out, work)
+    body = b'{"operation":"post","data":{"n":1,"text":"' + b"x" * 1000 + b'"}}'
+    send(port, requests, lambda i: ("POST", "/v1.0/bindings/web", body, {"content-type": "application/json"}))
+    return total(p, out)
 
 
 def run_pubsub(daprd, requests, work, app_port, broker):
@@ -376,6 +397,10 @@ def main():
             invoke_table(binaries, grpc_app_port, f"{N} proxied 1 KiB unary gRPC calls", grpc_python, True)
         finally:
             app.kill()
+    if wanted("bindings"):
+        per_request_table(binaries, [f"instructions per request ({N} 1 KiB output binding calls to bindings.http)"],
+                          {"web.yaml": BINDING.format(port=app_port)},
+                          lambda daprd, n, work: [run_binding(daprd, n, work)])
     for broker, table in [("in-memory", "pubsub"), ("redis", "pubsub-redis"), ("jetstream", "pubsub-jetstream")]:
         if wanted(table):
             pubsub_table(binaries, broker)

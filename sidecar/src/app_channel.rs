@@ -52,15 +52,15 @@ type AppConnector = HttpsConnector<HttpConnector>;
 enum Transport {
     Http {
         client: HttpClient,
+        /// What each request's path follows: the app's scheme and
+        /// authority, or nothing on daprd's own pool, which sends requests
+        /// in origin form (a URI of a path alone is cheaper to make).
         base: String,
     },
     /// A gRPC app: tonic's channel for most calls daprd makes, and a
     /// connection of daprd's own for `OnInvoke`, sent in one write, and for
     /// proxied calls, forwarded frame by frame (`daprs_mtls::forward`).
-    Grpc {
-        channel: Channel,
-        peer: Arc<Peer>,
-    },
+    Grpc { channel: Channel, peer: Arc<Peer> },
 }
 
 /// Calls into the application.
@@ -178,7 +178,7 @@ impl AppChannel {
         } else if protocol == AppProtocol::Http {
             Transport::Http {
                 client: HttpClient::Pool(Pool::new(format!("{host}:{port}"))),
-                base,
+                base: String::new(),
             }
         } else {
             let mut builder = Client::builder(TokioExecutor::new());
@@ -291,10 +291,15 @@ impl AppChannel {
             .headers_mut()
             .ok_or_else(|| ApiError::bad_request(format!("invalid method path {path:?}")))?;
         for (key, list) in &req.metadata {
-            let lower = key.to_ascii_lowercase();
-            if HOP_BY_HOP.contains(&lower.as_str())
+            // Keys from sidecars arrive in lower case already.
+            let lower = if key.bytes().any(|b| b.is_ascii_uppercase()) {
+                std::borrow::Cow::Owned(key.to_ascii_lowercase())
+            } else {
+                std::borrow::Cow::Borrowed(key.as_str())
+            };
+            if HOP_BY_HOP.contains(&lower.as_ref())
                 || matches!(
-                    lower.as_str(),
+                    lower.as_ref(),
                     "content-length" | "content-type" | "host" | "destination-app-id" | "dapr-api-token"
                 )
                 || lower.ends_with("-bin")
@@ -303,7 +308,7 @@ impl AppChannel {
                 continue;
             }
             let name = if lower.starts_with("grpc-") {
-                format!("dapr-{lower}")
+                std::borrow::Cow::Owned(format!("dapr-{lower}"))
             } else {
                 lower
             };
@@ -396,10 +401,6 @@ impl AppChannel {
     pub fn event_uri(&self, path: &str) -> Result<http::Uri, ApiError> {
         let path = path.trim_start_matches('/');
         let uri = match &self.transport {
-            Transport::Http {
-                client: HttpClient::Pool(_),
-                ..
-            } => format!("/{path}"),
             Transport::Http { base, .. } => format!("{base}/{path}"),
             Transport::Grpc { .. } => return Err(direct_invoke("the app does not speak HTTP")),
         };

@@ -250,11 +250,13 @@ fn query_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str>
 /// answers state reads and output bindings; a pair that cannot be a
 /// header is left out.
 fn metadata_headers(h: &mut HeaderMap, metadata: impl IntoIterator<Item = (String, String)>) {
+    const PREFIX: &[u8] = b"metadata.";
+    let mut name = Vec::with_capacity(64);
     for (k, v) in metadata {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::try_from(format!("metadata.{k}")),
-            HeaderValue::try_from(v),
-        ) {
+        name.truncate(0);
+        name.extend_from_slice(PREFIX);
+        name.extend_from_slice(k.as_bytes());
+        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(&name), HeaderValue::try_from(v)) {
             h.insert(name, value);
         }
     }

@@ -27,6 +27,11 @@ const MAX_BODY: usize = 100 << 20;
 /// The HTTP binding.
 pub struct HttpBinding {
     url: String,
+    /// What a call's `path` follows: `url`, or on daprd's own pool (which
+    /// sends requests in origin form) only its path.
+    base: String,
+    /// `base` parsed, for calls without a `path`.
+    uri: http::Uri,
     client: HttpClient,
     token: Option<(HeaderName, HeaderValue)>,
     error_if_not_2xx: bool,
@@ -57,19 +62,23 @@ impl HttpBinding {
             Some((c, k)) => Some((pem(c)?, pem(k)?)),
             None => None,
         };
-        let roots = match meta(metadata, "MTLSRootCA") {
-            Some(ca) => crate::https::roots(&pem(ca)?)?,
-            None => crate::https::native_roots(),
+        let root_ca = match meta(metadata, "MTLSRootCA") {
+            Some(ca) => Some(crate::https::roots(&pem(ca)?)?),
+            None => None,
         };
-        let client = match (uri.scheme_str(), uri.authority()) {
+        let (client, base) = match (uri.scheme_str(), uri.authority()) {
             // Plain HTTP on daprd's own keep-alive pool.
             (Some("http"), Some(authority)) => {
                 let port = authority.port_u16().unwrap_or(80);
                 let host =
                     HeaderValue::from_str(authority.as_str()).map_err(|e| format!("url {url:?}: {e}"))?;
-                HttpClient::Pool(Pool::new(format!("{}:{port}", authority.host())).with_host(host))
+                let pool = Pool::new(format!("{}:{port}", authority.host())).with_host(host);
+                let path = uri.path_and_query().map_or("", |p| p.as_str());
+                (HttpClient::Pool(pool), path.trim_end_matches('/').to_string())
             }
             _ => {
+                // Reading the system's roots takes milliseconds: only for TLS.
+                let roots = root_ca.unwrap_or_else(crate::https::native_roots);
                 let config = crate::https::config(roots, client_cert)?;
                 let connector = hyper_rustls::HttpsConnectorBuilder::new()
                     .with_tls_config(config)
@@ -77,8 +86,12 @@ impl HttpBinding {
                     .enable_http1()
                     .build();
                 let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-                HttpClient::Hyper(Box::new(client))
+                (HttpClient::Hyper(Box::new(client)), url.clone())
             }
+        };
+        let uri = match base.as_str() {
+            "" => http::Uri::from_static("/"),
+            b => b.parse().map_err(|e| format!("url {url:?}: {e}"))?,
         };
         let token = match meta(metadata, "securityToken") {
             None => None,
@@ -93,6 +106,8 @@ impl HttpBinding {
         };
         Ok(Self {
             url,
+            base,
+            uri,
             client,
             token,
             error_if_not_2xx: meta(metadata, "errorIfNot2XX").is_none_or(daprs_api::contract::truthy),
@@ -113,16 +128,24 @@ impl Binding for HttpBinding {
 
     async fn run(&self, req: Request) -> crate::Result<Response> {
         let method = match req.operation.as_str() {
-            "create" => Method::POST,
+            "create" | "post" => Method::POST,
+            "get" => Method::GET,
+            "put" => Method::PUT,
             op => Method::from_bytes(op.to_ascii_uppercase().as_bytes())
                 .map_err(|e| Error::Invalid(e.to_string()))?,
         };
         let path = meta(&req.metadata, "path").unwrap_or("");
-        let url = match path {
-            "" => self.url.clone(),
-            p => format!("{}/{}", self.url, p.trim_start_matches('/')),
+        let (url, uri) = match path {
+            "" => (std::borrow::Cow::Borrowed(self.url.as_str()), self.uri.clone()),
+            p => {
+                let p = p.trim_start_matches('/');
+                let uri = format!("{}/{p}", self.base)
+                    .parse()
+                    .map_err(|e| Error::Invalid(format!("invalid path {p:?}: {e}")))?;
+                (format!("{}/{p}", self.url).into(), uri)
+            }
         };
-        let mut builder = http::Request::builder().method(method).uri(&url);
+        let mut builder = http::Request::builder().method(method).uri(uri);
         for (k, v) in &req.metadata {
             if k.starts_with(|c: char| c.is_ascii_uppercase()) {
                 builder = builder.header(k.as_str(), v.as_str());
@@ -139,14 +162,14 @@ impl Binding for HttpBinding {
             .map_err(|_| Error::Backend(format!("{url} did not answer within {:?}", self.timeout)))?
             .map_err(|e| Error::Backend(format!("calling {url} failed: {e}")))?;
         let status = res.status();
+        let mut text = status.as_str().to_string();
+        if let Some(reason) = status.canonical_reason() {
+            text.push(' ');
+            text.push_str(reason);
+        }
         let mut metadata = Metadata::from([
-            ("statusCode".to_string(), status.as_u16().to_string()),
-            (
-                "status".to_string(),
-                format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))
-                    .trim()
-                    .to_string(),
-            ),
+            ("statusCode".to_string(), status.as_str().to_string()),
+            ("status".to_string(), text),
         ]);
         for (k, v) in res.headers() {
             if let Ok(v) = v.to_str() {

@@ -195,6 +195,7 @@ async fn http_calls_the_endpoint() {
         (Some("t1"), Some("hello"))
     );
     assert_eq!(res.metadata.get("statusCode").map(String::as_str), Some("200"));
+    assert_eq!(res.metadata.get("status").map(String::as_str), Some("200 OK"));
     assert_eq!(res.metadata.get("x-answer").map(String::as_str), Some("yes"));
     let res = b.invoke(call("get", "", &[])).await.expect("get");
     assert!(String::from_utf8_lossy(&res.data.expect("body")).contains("GET /api HTTP/1.1"));

@@ -139,8 +139,10 @@ fn reply<R: prost::Message>(res: Response<R>, limit: usize) -> Result<http::Resp
     )));
     let headers = out.headers_mut();
     *headers = metadata.into_headers();
-    for name in RESERVED {
-        headers.remove(name);
+    if !headers.is_empty() {
+        for name in RESERVED {
+            headers.remove(name);
+        }
     }
     headers.insert(
         http::header::CONTENT_TYPE,
