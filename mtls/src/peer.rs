@@ -201,9 +201,7 @@ impl Peer {
         let res = response.await.map_err(fail)?;
         let (parts, mut body) = res.into_parts();
         // A trailers-only answer carries its status in the headers.
-        if let Some(status) = Status::from_header_map(&parts.headers)
-            && status.code() != Code::Ok
-        {
+        if let Some(status) = failure(&parts.headers) {
             return Err(status);
         }
         if parts.status != http::StatusCode::OK {
@@ -224,12 +222,26 @@ impl Peer {
             data.extend_from_slice(&chunk);
         }
         let trailers = body.trailers().await.map_err(fail)?.unwrap_or_default();
-        match Status::from_header_map(&trailers) {
-            Some(s) if s.code() == Code::Ok => {}
-            Some(s) => return Err(s),
-            None => return Err(Status::internal("the peer's reply has no grpc-status")),
+        if !trailers.contains_key(GRPC_STATUS) {
+            return Err(Status::internal("the peer's reply has no grpc-status"));
+        }
+        if let Some(status) = failure(&trailers) {
+            return Err(status);
         }
         Ok((parts.headers, message_of(data.freeze(), "the peer's reply")?))
+    }
+}
+
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// The failure that `h` (headers or trailers) reports, if any. Most replies
+/// succeed, and tonic's parsing of a status copies every other header too,
+/// so a plain `0` is recognised first.
+fn failure(h: &http::HeaderMap) -> Option<Status> {
+    match h.get(GRPC_STATUS) {
+        None => None,
+        Some(v) if v.as_bytes() == b"0" => None,
+        Some(_) => Status::from_header_map(h).filter(|s| s.code() != Code::Ok),
     }
 }
 
@@ -277,6 +289,24 @@ async fn drive<T: AsyncRead + AsyncWrite + Unpin>(mut conn: h2::client::Connecti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_status_other_than_ok_is_a_failure() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            failure(&h).map(|s| (s.code(), s.message().to_string()))
+        };
+        assert_eq!(with(&[]), None);
+        assert_eq!(with(&[("grpc-status", "0"), ("grpc-message", "fine")]), None);
+        assert_eq!(
+            with(&[("grpc-status", "5"), ("grpc-message", "no%20such")]),
+            Some((Code::NotFound, "no such".to_string()))
+        );
+        assert_eq!(with(&[("grpc-status", "x")]).map(|f| f.0), Some(Code::Unknown));
+    }
 
     #[test]
     fn a_reply_is_one_whole_uncompressed_message() {

@@ -290,7 +290,7 @@ impl AppChannel {
         let headers = builder
             .headers_mut()
             .ok_or_else(|| ApiError::bad_request(format!("invalid method path {path:?}")))?;
-        for (key, list) in &req.metadata {
+        for (key, list) in req.metadata {
             // Keys from sidecars arrive in lower case already.
             let lower = if key.bytes().any(|b| b.is_ascii_uppercase()) {
                 std::borrow::Cow::Owned(key.to_ascii_lowercase())
@@ -315,8 +315,9 @@ impl AppChannel {
             let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
                 continue;
             };
-            for v in &list.values {
-                if let Ok(v) = HeaderValue::from_str(v) {
+            // Each value's bytes move into the header, uncopied.
+            for v in list.values {
+                if let Ok(v) = HeaderValue::try_from(v) {
                     headers.append(name.clone(), v);
                 }
             }
