@@ -86,8 +86,9 @@ impl Resolver {
     }
 }
 
-/// Addresses read for (app-id, namespace), and when.
-type AddressCache = HashMap<(String, String), (Instant, Vec<String>)>;
+/// Addresses read for each app-id and namespace, and when; looked up by
+/// `&str` at every call, so without allocating a key.
+type AddressCache = HashMap<String, HashMap<String, (Instant, Vec<String>)>>;
 
 /// The standalone registry folder.
 pub struct LocalRegistry {
@@ -184,39 +185,41 @@ impl LocalRegistry {
 
     /// One address of `app_id`, spreading calls over its instances.
     pub fn resolve(&self, app_id: &str, namespace: &str) -> Result<String, String> {
-        let key = (app_id.to_string(), namespace.to_string());
         let cached = self.cache.lock().ok().and_then(|c| {
-            c.get(&key)
+            c.get(app_id)?
+                .get(namespace)
                 .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-                .map(|(_, a)| a.clone())
+                .and_then(|(_, a)| self.pick(a))
         });
-        let addrs = match cached {
-            Some(a) => a,
-            None => {
-                let a = self.read(app_id, namespace);
-                // An app not running yet is looked for again on the next
-                // call, so one that starts is reached at once.
-                if !a.is_empty()
-                    && let Ok(mut c) = self.cache.lock()
-                {
-                    c.insert(key, (Instant::now(), a.clone()));
-                }
-                a
-            }
-        };
-        if addrs.is_empty() {
-            return Err(format!(
-                "app id {app_id} not found in namespace {namespace}: no sidecar with that id is running"
-            ));
+        if let Some(addr) = cached {
+            return Ok(addr);
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
-        Ok(addrs[i].clone())
+        let addrs = self.read(app_id, namespace);
+        let picked = self.pick(&addrs).ok_or_else(|| {
+            format!("app id {app_id} not found in namespace {namespace}: no sidecar with that id is running")
+        })?;
+        // An app not running yet is looked for again on the next call, so
+        // one that starts is reached at once.
+        if let Ok(mut c) = self.cache.lock() {
+            c.entry(app_id.to_string())
+                .or_default()
+                .insert(namespace.to_string(), (Instant::now(), addrs));
+        }
+        Ok(picked)
+    }
+
+    /// The next of `addrs` in turn.
+    fn pick(&self, addrs: &[String]) -> Option<String> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        addrs.get(n.checked_rem(addrs.len())?).cloned()
     }
 
     /// Drops cached addresses of an app.
     pub fn invalidate(&self, app_id: &str, namespace: &str) {
-        if let Ok(mut c) = self.cache.lock() {
-            c.remove(&(app_id.to_string(), namespace.to_string()));
+        if let Ok(mut c) = self.cache.lock()
+            && let Some(by_namespace) = c.get_mut(app_id)
+        {
+            by_namespace.remove(namespace);
         }
     }
 }
