@@ -171,8 +171,7 @@ where
 /// middleware future; most calls are of one service, or proxied.
 #[derive(Clone)]
 struct Split<A, B> {
-    /// `/<package>.<Service>/` (the service's every method) or
-    /// `/<package>.<Service>/<Method>` (that method) each.
+    /// `/<package>.<Service>/` each.
     prefixes: &'static [&'static str],
     matched: A,
     other: B,
@@ -194,19 +193,59 @@ where
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let path = req.uri().path();
-        let matches = |p: &&str| {
-            if p.ends_with('/') {
-                path.starts_with(p)
-            } else {
-                path == *p
-            }
-        };
-        if self.prefixes.iter().any(matches) {
+        if self.prefixes.iter().any(|p| path.starts_with(p)) {
             futures_util::future::Either::Left(self.matched.call(req))
         } else {
             futures_util::future::Either::Right(self.other.call(req))
         }
     }
+}
+
+/// The Dapr service's path prefix.
+const DAPR: &str = "/dapr.proto.runtime.v1.Dapr/";
+
+/// A method of the Dapr service, as [`busiest`] lists them.
+type DaprMethod<M, R> =
+    for<'a> fn(
+        &'a grpc_api::DaprApi,
+        tonic::Request<M>,
+    ) -> futures_util::future::BoxFuture<'a, Result<tonic::Response<R>, tonic::Status>>;
+
+fn dapr_method<M, R>(api: &Arc<grpc_api::DaprApi>, max: usize, f: DaprMethod<M, R>) -> unary::Handle
+where
+    M: prost::Message + Default + Send + 'static,
+    R: prost::Message + Send + 'static,
+{
+    let api = api.clone();
+    unary::method(max, max.max(app_channel::MAX_UNARY), move |req| {
+        let api = api.clone();
+        async move { f(&api, req).await }
+    })
+}
+
+/// The unary methods SDKs call most, served by [`unary::method`]; tonic's
+/// server keeps the rest of the service.
+fn busiest(api: &Arc<grpc_api::DaprApi>, max: usize) -> Vec<(&'static str, unary::Handle)> {
+    use daprs_proto::runtime::dapr_server::Dapr;
+    vec![
+        ("InvokeService", dapr_method(api, max, |a, r| a.invoke_service(r))),
+        ("GetState", dapr_method(api, max, |a, r| a.get_state(r))),
+        ("GetBulkState", dapr_method(api, max, |a, r| a.get_bulk_state(r))),
+        ("SaveState", dapr_method(api, max, |a, r| a.save_state(r))),
+        ("DeleteState", dapr_method(api, max, |a, r| a.delete_state(r))),
+        (
+            "ExecuteStateTransaction",
+            dapr_method(api, max, |a, r| a.execute_state_transaction(r)),
+        ),
+        ("PublishEvent", dapr_method(api, max, |a, r| a.publish_event(r))),
+        ("InvokeBinding", dapr_method(api, max, |a, r| a.invoke_binding(r))),
+        ("GetSecret", dapr_method(api, max, |a, r| a.get_secret(r))),
+        (
+            "TryLockAlpha1",
+            dapr_method(api, max, |a, r| a.try_lock_alpha1(r)),
+        ),
+        ("UnlockAlpha1", dapr_method(api, max, |a, r| a.unlock_alpha1(r))),
+    ]
 }
 
 /// The API port's service.
@@ -243,18 +282,13 @@ pub async fn api(rt: Arc<Runtime>) -> impl daprs_mtls::http::Api {
             |res: axum::response::Response| async { oversize_status(res) },
         ));
     let proxied = boxed(proxy::outbound(rt.clone()));
-    let api = Arc::new(grpc_api::DaprApi { rt: rt.clone() });
-    let invoke = unary::method(max, max.max(app_channel::MAX_UNARY), move |req| {
-        let api = api.clone();
-        async move { daprs_proto::runtime::dapr_server::Dapr::invoke_service(&*api, req).await }
-    });
-    let dapr = Split {
-        prefixes: &["/dapr.proto.runtime.v1.Dapr/InvokeService"],
-        matched: invoke,
-        other: ServiceExt::<http::Request<Body>>::map_response(dapr, answer as fn(_) -> _),
-    };
+    let dapr = unary::Methods::new(
+        DAPR,
+        busiest(&Arc::new(grpc_api::DaprApi { rt: rt.clone() }), max),
+        ServiceExt::<http::Request<Body>>::map_response(dapr, answer as fn(_) -> _),
+    );
     let port = Split {
-        prefixes: &["/dapr.proto.runtime.v1.Dapr/"],
+        prefixes: &[DAPR],
         matched: dapr,
         other: Split {
             prefixes: &[
@@ -299,14 +333,14 @@ pub fn internal(rt: Arc<Runtime>) -> impl daprs_mtls::http::Api {
     let svc = ServiceInvocationServer::from_arc(server)
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);
-    let proxied = boxed(proxy::inbound(rt));
-    Split {
-        prefixes: &["/dapr.proto.internals.v1.ServiceInvocation/CallLocal"],
-        matched: call_local,
-        other: Split {
-            prefixes: &["/dapr.proto.internals.v1.ServiceInvocation/"],
+    const INTERNAL: &str = "/dapr.proto.internals.v1.ServiceInvocation/";
+    unary::Methods::new(
+        INTERNAL,
+        vec![("CallLocal", call_local)],
+        Split {
+            prefixes: &[INTERNAL],
             matched: ServiceExt::<http::Request<Body>>::map_response(svc, answer as fn(_) -> _),
-            other: proxied,
+            other: boxed(proxy::inbound(rt)),
         },
-    }
+    )
 }

@@ -6,7 +6,7 @@
 //! the trailers. Each method keeps its handler, written against tonic's
 //! `Request` and `Response`, so both paths answer alike.
 
-use std::{convert::Infallible, future::Future};
+use std::{convert::Infallible, future::Future, sync::Arc};
 
 use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -25,32 +25,27 @@ const RESERVED: [&str; 6] = [
     "grpc-status",
 ];
 
-/// A unary method's service: requests over `decode_limit` bytes and
-/// replies over `encode_limit` are refused, as tonic's limits refuse them.
-pub fn method<M, R, H, F>(
-    decode_limit: usize,
-    encode_limit: usize,
-    handler: H,
-) -> impl tower::Service<
-    http::Request<Body>,
-    Response = http::Response<Body>,
-    Error = Infallible,
-    Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>,
-> + Clone
-+ Send
-+ Sync
-+ 'static
+/// What a call's answer is on its way as.
+pub type Answer = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+/// One method's handling of a call.
+pub type Handle = Arc<dyn Fn(http::Request<Body>) -> Answer + Send + Sync>;
+
+/// A unary method: requests over `decode_limit` bytes and replies over
+/// `encode_limit` are refused, as tonic's limits refuse them.
+pub fn method<M, R, H, F>(decode_limit: usize, encode_limit: usize, handler: H) -> Handle
 where
     M: prost::Message + Default + Send + 'static,
     R: prost::Message + Send + 'static,
-    H: Fn(Request<M>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<M>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Response<R>, Status>> + Send + 'static,
 {
-    tower::service_fn(move |req: http::Request<Body>| {
+    let handler = Arc::new(handler);
+    Arc::new(move |req: http::Request<Body>| {
         let handler = handler.clone();
         // Boxed: the handler's future is large, and the port's dispatch
         // future is as large as its largest side.
-        let answer: BoxFuture<'static, _> = Box::pin(async move {
+        let answer: Answer = Box::pin(async move {
             let res = match request::<M>(req, decode_limit).await {
                 Ok(req) => match handler(req).await {
                     Ok(res) => reply(res, encode_limit),
@@ -62,6 +57,52 @@ where
         });
         answer
     })
+}
+
+/// One service's methods served here, by name; its other methods, and
+/// every other call, go to `other`.
+#[derive(Clone)]
+pub struct Methods<S> {
+    /// `/<package>.<Service>/`.
+    service: &'static str,
+    table: Arc<[(&'static str, Handle)]>,
+    other: S,
+}
+
+impl<S> Methods<S> {
+    pub fn new(service: &'static str, table: Vec<(&'static str, Handle)>, other: S) -> Self {
+        Self {
+            service,
+            table: table.into(),
+            other,
+        }
+    }
+}
+
+impl<S> tower::Service<http::Request<Body>> for Methods<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<Answer, S::Future>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        // As the port's other services, always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let found = req
+            .uri()
+            .path()
+            .strip_prefix(self.service)
+            .and_then(|name| self.table.iter().position(|(n, _)| *n == name));
+        match found.and_then(|i| self.table.get(i)) {
+            Some((_, handle)) => futures_util::future::Either::Left(handle(req)),
+            None => futures_util::future::Either::Right(self.other.call(req)),
+        }
+    }
 }
 
 /// What a message over the size limit is told.
@@ -157,14 +198,12 @@ mod tests {
     use super::*;
     use tower::ServiceExt;
 
-    /// An echo of `StringValue` that answers with metadata of its own.
-    fn echo() -> impl tower::Service<
-        http::Request<Body>,
-        Response = http::Response<Body>,
-        Error = Infallible,
-        Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>,
-    > + Clone {
-        method(16, 64, |req: Request<String>| async move {
+    /// An echo of strings that answers with metadata of its own, as the
+    /// one method of `/t.S/`; other calls are answered 404.
+    fn echo() -> Methods<
+        impl tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone,
+    > {
+        let echo = method(16, 64, |req: Request<String>| async move {
             let said = req
                 .metadata()
                 .get("said")
@@ -180,7 +219,13 @@ mod tests {
             res.metadata_mut()
                 .insert("grpc-status", "13".parse().expect("valid"));
             Ok(res)
-        })
+        });
+        let other = tower::service_fn(|_: http::Request<Body>| async {
+            let mut res = http::Response::new(Body::empty());
+            *res.status_mut() = http::StatusCode::NOT_FOUND;
+            Ok::<_, Infallible>(res)
+        });
+        Methods::new("/t.S/", vec![("Echo", echo)], other)
     }
 
     fn framed(message: &impl prost::Message) -> Bytes {
@@ -193,6 +238,7 @@ mod tests {
 
     fn call(body: Body) -> http::Request<Body> {
         let mut req = http::Request::new(body);
+        *req.uri_mut() = http::Uri::from_static("/t.S/Echo");
         req.headers_mut().insert("said", HeaderValue::from_static(">"));
         req
     }
@@ -249,10 +295,19 @@ mod tests {
         let long = method(1 << 10, 4, |req: Request<String>| async move {
             Ok(Response::new(req.into_inner()))
         });
-        let res = long
-            .oneshot(call(Body::from(framed(&"too long".to_string()))))
+        let res = long(call(Body::from(framed(&"too long".to_string()))))
             .await
             .expect("infallible");
         assert_eq!(res.headers()["grpc-status"], "8");
+    }
+
+    #[tokio::test]
+    async fn other_methods_and_services_pass_by() {
+        for path in ["/t.S/Other", "/t.T/Echo", "/t.S/EchoMore", "/t.S/"] {
+            let mut req = call(Body::from(framed(&"hi".to_string())));
+            *req.uri_mut() = http::Uri::from_static(path);
+            let res = echo().oneshot(req).await.expect("infallible");
+            assert_eq!(res.status(), http::StatusCode::NOT_FOUND, "{path}");
+        }
     }
 }
