@@ -22,12 +22,17 @@ Usage: bench/callgrind.py [DAPRD ...]   (default target/release/daprd)
        proxied calls (`dapr-app-id`) of a 1 KiB unary echo method that a
        gRPC app serves behind the target;
        it also adds the state table's requests made over gRPC;
-       CALLGRIND_ONLY=state,grpc-state,http,grpc,proxied,bindings,pubsub,
+       CALLGRIND_ONLY=state,grpc-state,http,grpc,proxied,bindings,nginx,pubsub,
        pubsub-redis,pubsub-jetstream picks tables.
 
 The output binding table is one daprd with a `bindings.http` component
 pointing at the echo app: N `POST /v1.0/bindings/web` of a `post` with 1 KiB
 of JSON data, each answered with the data echoed.
+
+For scale, the nginx table counts one nginx reverse-proxy hop (one worker,
+HTTP/1.1 keep-alive upstream, as daprs-bench runs it) in front of the same
+echo app, with the invocation table's requests sent to it (when nginx is
+installed).
 
 Last, pub/sub: one daprd with `pubsub.in-memory` in front of an HTTP app
 subscribed to one topic (`GET /dapr/subscribe`); N 1 KiB JSON publishes on
@@ -42,6 +47,7 @@ import http.client
 import http.server
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -167,6 +173,58 @@ def run_binding(daprd, requests, work):
     return total(p, out)
 
 
+NGINX = """daemon off;
+master_process off;
+worker_processes 1;
+error_log {work}/nginx-error.log crit;
+pid {work}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/body;
+  proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi;
+  uwsgi_temp_path {work}/uwsgi;
+  scgi_temp_path {work}/scgi;
+  upstream next {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    keepalive_requests 1000000;
+    location / {{
+      proxy_pass http://next;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }}
+  }}
+}}
+"""
+
+
+def run_nginx(nginx, requests, work, app_port):
+    out = os.path.join(work, f"callgrind.nginx.{requests}.out")
+    port = free_port()
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX.format(work=work, upstream=app_port, port=port))
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", nginx, "-p", work, "-c", conf],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline:
+                p.kill()
+                sys.exit("nginx did not start under valgrind")
+            time.sleep(0.2)
+    body = b"x" * 1024
+    send(port, requests, lambda i: ("POST", "/echo", body, {"content-type": "application/octet-stream"}))
+    return total(p, out)
+
+
 def run_pubsub(daprd, requests, work, app_port, broker):
     out = os.path.join(work, f"callgrind.pubsub-{broker}.{requests}.out")
     empty_stream(broker)
@@ -196,12 +254,12 @@ def pubsub_table(binaries, broker):
                       {"bus.yaml": yaml}, lambda daprd, n, work: [run_pubsub(daprd, n, work, app.server_address[1], broker)])
 
 
-def per_request_table(binaries, headings, files, measure):
+def per_request_table(binaries, headings, files, measure, what="daprd"):
     """Prints each daprd's instructions per request, a column per process:
     `measure` (totals under callgrind, one per process) of N requests less
     that of none, with `files` as resources."""
     print()
-    print("| daprd | " + " | ".join(headings) + " |")
+    print(f"| {what} | " + " | ".join(headings) + " |")
     print("|---" * (len(headings) + 1) + "|")
     for daprd in binaries:
         keep = os.environ.get("CALLGRIND_KEEP")
@@ -397,6 +455,10 @@ def main():
             invoke_table(binaries, grpc_app_port, f"{N} proxied 1 KiB unary gRPC calls", grpc_python, True)
         finally:
             app.kill()
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if nginx and wanted("nginx"):
+        per_request_table([nginx], [f"instructions per request ({N} 1 KiB POSTs through one reverse-proxy hop)"],
+                          {}, lambda binary, n, work: [run_nginx(binary, n, work, app_port)], "nginx")
     if wanted("bindings"):
         per_request_table(binaries, [f"instructions per request ({N} 1 KiB output binding calls to bindings.http)"],
                           {"web.yaml": BINDING.format(port=app_port)},
