@@ -22,11 +22,18 @@ pub fn roots(ca_pem: &[u8]) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
-/// The system's trust roots.
+/// The system's trust roots, read once: reading and parsing them takes
+/// milliseconds, and every TLS client without roots of its own asks.
+/// A certificate rustls cannot use is skipped, as browsers do.
 pub fn native_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    roots
+    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            roots
+        })
+        .clone()
 }
 
 /// A client configuration trusting `roots`, presenting `client` (PEM

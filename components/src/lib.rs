@@ -25,6 +25,8 @@ pub mod registry;
 pub mod secretstores;
 pub mod state;
 
+pub use https::native_roots;
+
 use std::{
     collections::BTreeMap,
     hash::{BuildHasher, Hasher},

@@ -58,7 +58,7 @@ impl LazyClient {
             None => rustls::ClientConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()
                 .map_err(|e| e.to_string())?
-                .with_root_certificates(system_roots().clone())
+                .with_root_certificates(daprs_components::native_roots())
                 .with_no_client_auth(),
         };
         Ok(self.0.get_or_init(|| client(tls)).clone())
@@ -91,19 +91,6 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The system's trust anchors, for endpoints that give no `rootCA`; read once.
-fn system_roots() -> &'static rustls::RootCertStore {
-    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            // A system certificate rustls cannot use is skipped, as browsers do.
-            let _ = roots.add(cert);
-        }
-        roots
-    })
-}
-
 /// The endpoint's own TLS settings; None when it has none (the system's
 /// trust store is then used, read on first use).
 fn tls_config(
@@ -120,7 +107,7 @@ fn tls_config(
     let spec = Some(spec);
     let roots = match spec.and_then(|t| t.root_ca.as_ref()) {
         Some(d) => daprs_mtls::tls::roots(&doc("rootCA", d)?)?,
-        None => system_roots().clone(),
+        None => daprs_components::native_roots(),
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
