@@ -9,10 +9,10 @@
 use std::{convert::Infallible, future::Future, sync::Arc};
 
 use axum::body::Body;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 /// Headers a reply's metadata may not set: the transport's own.
@@ -117,37 +117,20 @@ async fn request<M: prost::Message + Default>(
     req: http::Request<Body>,
     limit: usize,
 ) -> Result<Request<M>, Status> {
-    let (parts, mut body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    // One frame's data is taken as it is; several are joined.
+    let collected = Limited::new(body, limit.saturating_add(5))
+        .collect()
+        .await
+        .map_err(|e| match e.downcast_ref::<LengthLimitError>() {
+            Some(_) => over_limit(),
+            None => Status::from_error(e),
+        })?;
     let mut headers = parts.headers;
-    let mut whole = Bytes::new();
-    let mut joined: Option<BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Status::from_error(Box::new(e)))?;
-        let data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    headers.extend(trailers);
-                }
-                continue;
-            }
-        };
-        let len = joined.as_ref().map_or(whole.len(), BytesMut::len) + data.len();
-        if len > limit.saturating_add(5) {
-            return Err(over_limit());
-        }
-        match &mut joined {
-            Some(j) => j.extend_from_slice(&data),
-            None if whole.is_empty() => whole = data,
-            None => {
-                let mut j = BytesMut::with_capacity(len);
-                j.extend_from_slice(&whole);
-                j.extend_from_slice(&data);
-                joined = Some(j);
-            }
-        }
+    if let Some(trailers) = collected.trailers() {
+        headers.extend(trailers.clone());
     }
-    let body = joined.map_or(whole, BytesMut::freeze);
+    let body = collected.to_bytes();
     let message = daprs_mtls::peer::message_of(body, "the request")?;
     let message = M::decode(message).map_err(daprs_proto::codec::invalid::<M>)?;
     Ok(Request::from_parts(
@@ -196,6 +179,7 @@ fn reply<R: prost::Message>(res: Response<R>, limit: usize) -> Result<http::Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use tower::ServiceExt;
 
     /// An echo of strings that answers with metadata of its own, as the
