@@ -266,14 +266,9 @@ impl PubSub for RabbitBroker {
             props = props.with_delivery_mode(2);
         }
         // RabbitMQ drops the message once it has waited this long.
-        let ttl = match meta(&msg.metadata, TTL) {
-            Some(v) => Some(
-                v.trim()
-                    .parse::<u64>()
-                    .map_err(|_| Error::Invalid(format!("{TTL} {v:?} is not a whole number of seconds")))?,
-            ),
-            None => self.settings.ttl,
-        };
+        let ttl = meta_opt_num::<u64>(&msg.metadata, TTL)
+            .map_err(Error::Invalid)?
+            .or(self.settings.ttl);
         if let Some(secs) = ttl {
             props = props.with_expiration(secs.saturating_mul(1000).to_string().into());
         }
