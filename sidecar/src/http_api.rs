@@ -253,7 +253,7 @@ fn metadata_headers(h: &mut HeaderMap, metadata: impl IntoIterator<Item = (Strin
     const PREFIX: &[u8] = b"metadata.";
     let mut name = Vec::with_capacity(64);
     for (k, v) in metadata {
-        name.truncate(0);
+        name.clear();
         name.extend_from_slice(PREFIX);
         name.extend_from_slice(k.as_bytes());
         if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(&name), HeaderValue::try_from(v)) {

@@ -392,17 +392,25 @@ mod tests {
         Value::BulkString(b.to_vec())
     }
 
+    /// The arguments a command was given after its name.
+    fn args(cmd: &::redis::Cmd) -> Vec<&[u8]> {
+        cmd.args_iter()
+            .skip(1)
+            .map(|a| match a {
+                ::redis::Arg::Simple(b) => b,
+                _ => &[],
+            })
+            .collect()
+    }
+
     #[test]
     fn trimming_by_length_or_age() {
         let args = |settings: &Settings| {
             let mut cmd = ::redis::cmd("XADD");
             trim(&mut cmd, settings, UNIX_EPOCH + Duration::from_secs(100));
-            cmd.args_iter()
-                .skip(1)
-                .map(|a| match a {
-                    ::redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
-                    _ => String::new(),
-                })
+            args(&cmd)
+                .into_iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect::<Vec<_>>()
         };
         let mut s = Settings {
@@ -441,14 +449,7 @@ mod tests {
         };
         let mut cmd = ::redis::cmd("XADD");
         entry_fields(&mut cmd, &msg);
-        let fields: Vec<Value> = cmd
-            .args_iter()
-            .skip(1)
-            .map(|a| match a {
-                ::redis::Arg::Simple(b) => bulk(b),
-                _ => Value::Nil,
-            })
-            .collect();
+        let fields: Vec<Value> = args(&cmd).into_iter().map(bulk).collect();
         assert_eq!(fields.len(), 4);
         let list = || {
             Value::Array(vec![
