@@ -22,6 +22,7 @@ Usage: bench/callgrind.py [DAPRD ...]   (default target/release/daprd)
        proxied calls (`dapr-app-id`) of a 1 KiB unary echo method that a
        gRPC app serves behind the target;
        it also adds the state table's requests made over gRPC;
+       CALLGRIND_VALGRIND_ARGS adds valgrind arguments for every daprd;
        CALLGRIND_ONLY=state,grpc-state,http,grpc,proxied,bindings,nginx,pubsub,
        pubsub-redis,pubsub-jetstream picks tables.
 
@@ -59,6 +60,8 @@ import time
 N = int(os.environ.get("CALLGRIND_REQUESTS", "2000"))
 # More daprd arguments for every process, e.g. "--enable-metrics=false".
 EXTRA = os.environ.get("CALLGRIND_DAPRD_ARGS", "").split()
+# More valgrind arguments for every daprd, e.g. "--demangle=no" (bench/symbol-order.py).
+VALGRIND = os.environ.get("CALLGRIND_VALGRIND_ARGS", "").split()
 COMPONENT = """apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata:
@@ -303,7 +306,7 @@ def start(daprd, app_id, out, work, extra=()):
     """daprd under callgrind; returns the process and its HTTP and gRPC ports."""
     port, grpc_port = free_port(), free_port()
     args = [
-        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *VALGRIND,
         daprd, "--app-id", app_id, "--resources-path", work,
         "--dapr-http-port", str(port), "--dapr-grpc-port", str(grpc_port),
         "--metrics-port", str(free_port()), "--dapr-listen-addresses", "127.0.0.1",

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Writes sidecar/symbol-order.txt: daprd's functions in the order the linker
+should lay them out.
+
+A process's resident code is not the code it runs but every page the kernel
+mapped around it (a fault maps its neighbours too), so functions that run
+scattered among 20 MB of text that never runs keep most of the text
+resident. Listed first are the functions an idle sidecar has run (start-up on
+the embedded defaults and on each benchmark's resources), then those that
+serve requests, hottest first; the linker (`--symbol-ordering-file`, passed by
+sidecar/build.rs) places them together at the start of the text.
+
+Usage: bench/symbol-order.py [DAPRD] [OUT]
+       (defaults target/release/daprd and sidecar/symbol-order.txt)
+
+It runs daprd alone on its embedded defaults, then every table of
+bench/callgrind.py with CALLGRIND_REQUESTS=200 (CALLGRIND_GRPC_PYTHON and the
+brokers add theirs as there), all under callgrind with names left mangled.
+Regenerate it after a change of dependencies or of the release profile: a
+name that no longer exists is skipped, and a new function is merely left
+where the compiler put it.
+"""
+
+import collections
+import glob
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def defaults_run(daprd, work):
+    """daprd on its embedded defaults, idle, under callgrind."""
+    out = os.path.join(work, "callgrind.defaults.0.out")
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    env = dict(os.environ, DAPRS_HOME=os.path.join(work, "home"))
+    p = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={out}", daprd,
+         "--app-id", "order", "--dapr-http-port", str(port), "--dapr-grpc-port", str(grpc_port),
+         "--metrics-port", str(metrics_port), "--dapr-listen-addresses", "127.0.0.1", "--log-level", "warn"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/v1.0/healthz")
+            if c.getresponse().status == 204:
+                break
+        except OSError:
+            time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=120)
+
+
+def self_costs(path):
+    """Each function's own instructions in one callgrind file, by mangled name."""
+    names, costs = {}, collections.Counter()
+    fn, after_call = None, False
+    with open(path) as f:
+        for line in f:
+            if line.startswith("fn="):
+                m = re.match(r"fn=\((\d+)\)(?: (.*))?", line)
+                if m.group(2):
+                    names[m.group(1)] = m.group(2).strip()
+                fn = names.get(m.group(1))
+                costs[fn] += 0
+            elif line.startswith("cfn="):
+                m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line)
+                if m.group(2):
+                    names[m.group(1)] = m.group(2).strip()
+            elif line.startswith("calls="):
+                after_call = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                if after_call:
+                    after_call = False
+                elif fn:
+                    parts = line.split()
+                    if len(parts) > 1:
+                        costs[fn] += int(parts[1])
+    return costs
+
+
+def main():
+    daprd = sys.argv[1] if len(sys.argv) > 1 else "target/release/daprd"
+    dest = sys.argv[2] if len(sys.argv) > 2 else os.path.join(HERE, "..", "sidecar", "symbol-order.txt")
+    nm = subprocess.run(["nm", "--defined-only", daprd], capture_output=True, text=True, check=True).stdout
+    text = {p[2] for p in (line.split() for line in nm.splitlines()) if len(p) == 3 and p[1] in "tTwW"}
+    with tempfile.TemporaryDirectory() as work:
+        defaults_run(daprd, work)
+        env = dict(os.environ, CALLGRIND_KEEP=work, CALLGRIND_VALGRIND_ARGS="--demangle=no",
+                   CALLGRIND_REQUESTS=os.environ.get("CALLGRIND_REQUESTS", "200"))
+        subprocess.run([sys.executable, os.path.join(HERE, "callgrind.py"), daprd], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        runs = {os.path.basename(path): self_costs(path)
+                for path in glob.glob(os.path.join(work, "callgrind.*.out")) if "nginx" not in path}
+    # Start-up code first, what every run ran before what only some did, the
+    # embedded defaults' (daprd's main job) ahead of the rest; then the request
+    # paths, what more of them share first, hottest first among equals.
+    idle = [costs for name, costs in runs.items() if name.endswith(".0.out")]
+    busy = [costs for name, costs in runs.items() if not name.endswith(".0.out")]
+    defaults = runs["callgrind.defaults.0.out"]
+    key = collections.defaultdict(lambda: [0, 0, 0, 0])
+    for costs in idle:
+        for n in costs:
+            key[n][1] += 1
+    for costs in busy:
+        for n, c in costs.items():
+            key[n][2] += 1
+            key[n][3] += c
+    for n in defaults:
+        key[n][0] = 1
+    names = [n for n in key if n in text]
+    names.sort(key=lambda n: (-key[n][0], -key[n][1], -key[n][2], -key[n][3]))
+    first = [n for n in names if key[n][1]]
+    rest = [n for n in names if not key[n][1]]
+    with open(dest, "w") as f:
+        f.write("\n".join(first + rest) + "\n")
+    print(f"{dest}: {len(first)} functions run by an idle sidecar, then {len(rest)} more that serve requests")
+
+
+if __name__ == "__main__":
+    main()
