@@ -5,7 +5,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin daprd
+# -p: the sidecar's own dependency features, as sidecar/symbol-order.txt expects.
+RUN cargo build --release --locked -p daprs-sidecar --bin daprd
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/daprd /daprd
