@@ -35,7 +35,20 @@ pub struct Daprd {
 }
 
 impl Drop for Daprd {
+    /// Stops daprd as a pod's termination does (SIGTERM, then SIGKILL after
+    /// ten seconds), so a profiler it runs under writes its output.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let asked = Command::new("kill").args(["-TERM", &pid]).status();
+        if asked.is_ok_and(|s| s.success()) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
