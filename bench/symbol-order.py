@@ -13,7 +13,9 @@ sidecar/build.rs) places them together at the start of the text.
 Usage: bench/symbol-order.py [DAPRD] [OUT]
        (defaults target/release/daprd and sidecar/symbol-order.txt)
 
-It runs daprd alone on its embedded defaults, then every table of
+It runs daprd alone on its embedded defaults; sidecars with mutual TLS
+through `daprs-bench --mtls` (SYMBOL_ORDER_BENCH, default
+target/release/daprs-bench, left out when not built); then every table of
 bench/callgrind.py with CALLGRIND_REQUESTS=200 (CALLGRIND_GRPC_PYTHON and the
 brokers add theirs as there), all under callgrind with names left mangled.
 Regenerate it after a change of dependencies or of the release profile: a
@@ -65,6 +67,23 @@ def defaults_run(daprd, work):
     p.wait(timeout=120)
 
 
+def mtls_runs(daprd, work):
+    """Sidecars with mutual TLS, as `daprs-bench --mtls` starts them (each
+    with a certificate from the operator's CA, which the bench runs), under
+    callgrind: a short HTTP invocation run through two of them."""
+    bench = os.environ.get("SYMBOL_ORDER_BENCH", "target/release/daprs-bench")
+    if not os.path.exists(bench):
+        print(f"{bench} not built: sidecars with mutual TLS left out")
+        return
+    wrapper = os.path.join(work, "daprd-under-callgrind")
+    out = os.path.join(work, "callgrind.mtls.%p.out")
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\nexec valgrind --tool=callgrind --demangle=no --callgrind-out-file={out} {daprd} "$@"\n')
+    os.chmod(wrapper, 0o755)
+    subprocess.run([bench, "--daprd", wrapper, "--mtls", "--only", "http", "--starts", "1",
+                    "--rate", "50", "--seconds", "1", "--conns", "2"], check=True, stdout=subprocess.DEVNULL)
+
+
 def self_costs(path):
     """Each function's own instructions in one callgrind file, by mangled name."""
     names, costs = {}, collections.Counter()
@@ -100,6 +119,7 @@ def main():
     text = {p[2] for p in (line.split() for line in nm.splitlines()) if len(p) == 3 and p[1] in "tTwW"}
     with tempfile.TemporaryDirectory() as work:
         defaults_run(daprd, work)
+        mtls_runs(daprd, work)
         env = dict(os.environ, CALLGRIND_KEEP=work, CALLGRIND_VALGRIND_ARGS="--demangle=no",
                    CALLGRIND_REQUESTS=os.environ.get("CALLGRIND_REQUESTS", "200"))
         subprocess.run([sys.executable, os.path.join(HERE, "callgrind.py"), daprd], env=env, check=True,
@@ -108,9 +128,12 @@ def main():
                 for path in glob.glob(os.path.join(work, "callgrind.*.out")) if "nginx" not in path}
     # Start-up code first, what every run ran before what only some did, the
     # embedded defaults' (daprd's main job) ahead of the rest; then the request
-    # paths, what more of them share first, hottest first among equals.
+    # paths, what more of them share first, hottest first among equals. What
+    # only sidecars with mutual TLS ran (certificates, handshakes, records)
+    # goes with start-up code: such a sidecar runs most of it before it
+    # serves anything.
     idle = [costs for name, costs in runs.items() if name.endswith(".0.out")]
-    busy = [costs for name, costs in runs.items() if not name.endswith(".0.out")]
+    busy = [costs for name, costs in runs.items() if not name.endswith(".0.out") and ".mtls." not in name]
     defaults = runs["callgrind.defaults.0.out"]
     key = collections.defaultdict(lambda: [0, 0, 0, 0])
     for costs in idle:
@@ -120,6 +143,10 @@ def main():
         for n, c in costs.items():
             key[n][2] += 1
             key[n][3] += c
+    for costs in (costs for name, costs in runs.items() if ".mtls." in name):
+        for n in costs:
+            if not key[n][2]:
+                key[n][1] += 1
     for n in defaults:
         key[n][0] = 1
     names = [n for n in key if n in text]
