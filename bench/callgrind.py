@@ -302,12 +302,13 @@ spec:
 """
 
 
-def start(daprd, app_id, out, work, extra=()):
-    """daprd under callgrind; returns the process and its HTTP and gRPC ports."""
+def start(daprd, app_id, out, work, extra=(), resources=True):
+    """daprd under callgrind, with `work` as its resources (else on its
+    embedded defaults); returns the process and its HTTP and gRPC ports."""
     port, grpc_port = free_port(), free_port()
     args = [
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *VALGRIND,
-        daprd, "--app-id", app_id, "--resources-path", work,
+        daprd, "--app-id", app_id, *(["--resources-path", work] if resources else []),
         "--dapr-http-port", str(port), "--dapr-grpc-port", str(grpc_port),
         "--metrics-port", str(free_port()), "--dapr-listen-addresses", "127.0.0.1",
         "--log-level", "warn", *EXTRA, *TRACING, *extra,

@@ -25,48 +25,23 @@ where the compiler put it.
 
 import collections
 import glob
-import http.client
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import callgrind  # noqa: E402
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+callgrind.VALGRIND = ["--demangle=no"]
 
 
 def defaults_run(daprd, work):
     """daprd on its embedded defaults, idle, under callgrind."""
-    out = os.path.join(work, "callgrind.defaults.0.out")
-    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    env = dict(os.environ, DAPRS_HOME=os.path.join(work, "home"))
-    p = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={out}", daprd,
-         "--app-id", "order", "--dapr-http-port", str(port), "--dapr-grpc-port", str(grpc_port),
-         "--metrics-port", str(metrics_port), "--dapr-listen-addresses", "127.0.0.1", "--log-level", "warn"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while True:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            c.request("GET", "/v1.0/healthz")
-            if c.getresponse().status == 204:
-                break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            p.kill()
-            sys.exit("daprd did not start under valgrind on its embedded defaults")
-        time.sleep(0.2)
+    p, _, _ = callgrind.start(daprd, "order", os.path.join(work, "callgrind.defaults.0.out"), work, resources=False)
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=120)
 
