@@ -23,12 +23,15 @@ Usage: bench/callgrind.py [DAPRD ...]   (default target/release/daprd)
        gRPC app serves behind the target;
        it also adds the state table's requests made over gRPC;
        CALLGRIND_VALGRIND_ARGS adds valgrind arguments for every daprd;
-       CALLGRIND_ONLY=state,grpc-state,http,grpc,proxied,bindings,nginx,pubsub,
-       pubsub-redis,pubsub-jetstream picks tables.
+       CALLGRIND_ONLY=state,grpc-state,http,grpc,proxied,bindings,nginx,locks,
+       pubsub,pubsub-redis,pubsub-jetstream picks tables.
 
 The output binding table is one daprd with a `bindings.http` component
 pointing at the echo app: N `POST /v1.0/bindings/web` of a `post` with 1 KiB
 of JSON data, each answered with the data echoed.
+
+The locks table is one daprd with `lock.redis` (CALLGRIND_REDIS, below):
+N HTTP calls, a lock then its unlock, each pair on a resource of its own.
 
 For scale, the nginx table counts one nginx reverse-proxy hop (one worker,
 HTTP/1.1 keep-alive upstream, as daprs-bench runs it) in front of the same
@@ -173,6 +176,35 @@ def run_binding(daprd, requests, work):
     p, port, _ = start(daprd, "cg-bindings", out, work)
     body = b'{"operation":"post","data":{"n":1,"text":"' + b"x" * 1000 + b'"}}'
     send(port, requests, lambda i: ("POST", "/v1.0/bindings/web", body, {"content-type": "application/json"}))
+    return total(p, out)
+
+
+LOCK = """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: lockstore
+spec:
+  type: lock.redis
+  version: v1
+  metadata:
+  - name: redisHost
+    value: "{redis}"
+"""
+
+
+def run_locks(daprd, requests, work):
+    """Alternate lock and unlock calls, each pair on a resource of its own."""
+    out = os.path.join(work, f"callgrind.locks.{requests}.out")
+    p, port, _ = start(daprd, "cg-locks", out, work)
+
+    def request(i):
+        resource = f'"resourceId":"cg-{os.getpid()}-{i // 2}","lockOwner":"cg"'
+        if i % 2 == 0:
+            return ("POST", "/v1.0-alpha1/lock/lockstore", "{" + resource + ',"expiryInSeconds":60}',
+                    {"content-type": "application/json"})
+        return ("POST", "/v1.0-alpha1/unlock/lockstore", "{" + resource + "}", {"content-type": "application/json"})
+
+    send(port, requests, request)
     return total(p, out)
 
 
@@ -467,6 +499,10 @@ def main():
         per_request_table(binaries, [f"instructions per request ({N} 1 KiB output binding calls to bindings.http)"],
                           {"web.yaml": BINDING.format(port=app_port)},
                           lambda daprd, n, work: [run_binding(daprd, n, work)])
+    if wanted("locks"):
+        per_request_table(binaries, [f"instructions per request ({N} lock and unlock calls on lock.redis, alternating)"],
+                          {"lock.yaml": LOCK.format(redis=REDIS)},
+                          lambda daprd, n, work: [run_locks(daprd, n, work)])
     for broker, table in [("in-memory", "pubsub"), ("redis", "pubsub-redis"), ("jetstream", "pubsub-jetstream")]:
         if wanted(table):
             pubsub_table(binaries, broker)
