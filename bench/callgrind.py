@@ -334,12 +334,17 @@ spec:
 """
 
 
+def under_callgrind(out):
+    """The command line that runs a daprd under callgrind, writing to `out`."""
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *VALGRIND]
+
+
 def start(daprd, app_id, out, work, extra=(), resources=True):
     """daprd under callgrind, with `work` as its resources (else on its
     embedded defaults); returns the process and its HTTP and gRPC ports."""
     port, grpc_port = free_port(), free_port()
     args = [
-        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *VALGRIND,
+        *under_callgrind(out),
         daprd, "--app-id", app_id, *(["--resources-path", work] if resources else []),
         "--dapr-http-port", str(port), "--dapr-grpc-port", str(grpc_port),
         "--metrics-port", str(free_port()), "--dapr-listen-addresses", "127.0.0.1",

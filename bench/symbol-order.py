@@ -36,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import callgrind  # noqa: E402
 
+# Names left mangled, as the linker knows them.
 callgrind.VALGRIND = ["--demangle=no"]
 
 
@@ -57,7 +58,7 @@ def mtls_runs(daprd, work):
     wrapper = os.path.join(work, "daprd-under-callgrind")
     out = os.path.join(work, "callgrind.mtls.%p.out")
     with open(wrapper, "w") as f:
-        f.write(f'#!/bin/sh\nexec valgrind --tool=callgrind --demangle=no --callgrind-out-file={out} {daprd} "$@"\n')
+        f.write(f'#!/bin/sh\nexec {" ".join(callgrind.under_callgrind(out))} {daprd} "$@"\n')
     os.chmod(wrapper, 0o755)
     subprocess.run([bench, "--daprd", wrapper, "--mtls", "--only", "http", "--starts", "1",
                     "--rate", "50", "--seconds", "1", "--conns", "2"], check=True, stdout=subprocess.DEVNULL)
@@ -100,7 +101,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         defaults_run(daprd, work)
         mtls_runs(daprd, work)
-        env = dict(os.environ, CALLGRIND_KEEP=work, CALLGRIND_VALGRIND_ARGS="--demangle=no",
+        env = dict(os.environ, CALLGRIND_KEEP=work, CALLGRIND_VALGRIND_ARGS=" ".join(callgrind.VALGRIND),
                    CALLGRIND_REQUESTS=os.environ.get("CALLGRIND_REQUESTS", "200"))
         subprocess.run([sys.executable, os.path.join(HERE, "callgrind.py"), daprd], env=env, check=True,
                        stdout=subprocess.DEVNULL)
@@ -115,6 +116,7 @@ def main():
     idle = [costs for name, costs in runs.items() if name.endswith(".0.out")]
     busy = [costs for name, costs in runs.items() if not name.endswith(".0.out") and ".mtls." not in name]
     defaults = runs["callgrind.defaults.0.out"]
+    # Per name: [run on the defaults, idle runs it was in, busy runs it was in, its instructions in those].
     key = collections.defaultdict(lambda: [0, 0, 0, 0])
     for costs in idle:
         for n in costs:
