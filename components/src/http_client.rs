@@ -1,21 +1,53 @@
 //! An HTTP client to one server. Plain HTTP goes on a pool of HTTP/1.1
 //! keep-alive connections of daprd's own ([`Pool`]): one idle list behind
-//! one lock, each connection driven by its own task. hyper-util's pooled
-//! client did the same job with about a third more instructions per request
-//! (BENCHMARKS.md); it still serves TLS (with ALPN) and HTTP/2 without TLS.
-//! daprd calls HTTP apps with it, and `bindings.http` its server.
+//! one lock, each connection used by one request at a time and driven by
+//! the task that makes it ([`h1`]). hyper's pooled client, which runs a
+//! task per connection and hands each request to it over a channel, still
+//! serves TLS (with ALPN) and HTTP/2 without TLS. daprd calls HTTP apps
+//! with it, and `bindings.http` its server. Answers are read whole, up to
+//! a limit the caller gives.
+
+mod h1;
 
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, header::HOST};
-use http_body_util::Full;
-use hyper::{body::Incoming, client::conn::http1::SendRequest};
+use http::{HeaderValue, Method, Request, Uri, header::HOST, response};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{self, connect::HttpConnector},
-    rt::TokioIo,
-};
+use hyper_util::client::legacy::{self, connect::HttpConnector};
+
+use h1::{Conn, Failure};
+
+/// Why a request got no usable answer.
+#[derive(Debug)]
+pub enum CallError {
+    /// The answer's body is over the caller's limit.
+    TooLarge,
+    /// No answer: the connection, the request or the answer failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge => f.write_str("the answer is over the size limit"),
+            Self::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<Failure> for CallError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::TooLarge => Self::TooLarge,
+            f => Self::Failed(f.message()),
+        }
+    }
+}
+
+/// An answer: its head and its whole body.
+pub type Answer = (response::Parts, Bytes);
 
 /// How requests reach one server.
 pub enum HttpClient {
@@ -26,11 +58,33 @@ pub enum HttpClient {
 }
 
 impl HttpClient {
-    /// Sends `req` (its URI absolute, as `http://host:port/path`).
-    pub async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
+    /// Sends `req` (its URI absolute, as `http://host:port/path`) and reads
+    /// the answer, its body at most `limit` bytes.
+    pub async fn request(&self, req: Request<Bytes>, limit: usize) -> Result<Answer, CallError> {
         match self {
-            Self::Pool(p) => p.request(req).await,
-            Self::Hyper(c) => c.request(req).await.map_err(|e| crate::error_chain(&e)),
+            Self::Pool(p) => p.request(req, limit).await,
+            Self::Hyper(c) => {
+                let res = c
+                    .request(req.map(Full::new))
+                    .await
+                    .map_err(|e| CallError::Failed(crate::error_chain(&e)))?;
+                let declared = res
+                    .headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if declared.is_some_and(|n| n > limit as u64) {
+                    return Err(CallError::TooLarge);
+                }
+                let (parts, body) = res.into_parts();
+                match Limited::new(body, limit).collect().await {
+                    Ok(b) => Ok((parts, b.to_bytes())),
+                    Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                        Err(CallError::TooLarge)
+                    }
+                    Err(e) => Err(CallError::Failed(format!("reading the answer failed: {e}"))),
+                }
+            }
         }
     }
 }
@@ -43,7 +97,16 @@ pub struct Pool {
     addr: String,
     /// `addr` as the `Host` of each request, made once.
     host: Option<HeaderValue>,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// Whether a request that may have reached the server can be sent again:
+/// only when repeating it changes nothing (RFC 9110, 9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 impl Pool {
@@ -64,95 +127,94 @@ impl Pool {
         self
     }
 
-    /// A connection ready for a request; busy ones stay, closed ones go.
-    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+    /// The most recently used kept connection that the server has not
+    /// closed; closed ones go.
+    fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
-        idle.retain(|s| !s.is_closed());
-        let i = idle.iter().position(SendRequest::is_ready)?;
-        Some(idle.swap_remove(i))
+        while let Some(conn) = idle.pop() {
+            if conn.reusable() {
+                return Some(conn);
+            }
+        }
+        None
     }
 
-    fn put_back(&self, sender: SendRequest<Full<Bytes>>) {
+    fn put_back(&self, conn: Conn) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
         {
-            idle.push(sender);
+            idle.push(conn);
         }
     }
 
-    async fn dial(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+    async fn dial(&self) -> Result<Conn, CallError> {
         let connect = async {
             let tcp = tokio::net::TcpStream::connect(self.addr.as_str()).await?;
             tcp.set_nodelay(true)?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(std::io::Error::other)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "pooled connection closed");
-                }
-            });
-            Ok::<_, std::io::Error>(sender)
+            Ok::<_, std::io::Error>(Conn::new(tcp))
         };
         tokio::time::timeout(std::time::Duration::from_secs(5), connect)
             .await
-            .map_err(|_| format!("connecting to {} timed out", self.addr))?
-            .map_err(|e| format!("cannot connect to {}: {e}", self.addr))
+            .map_err(|_| CallError::Failed(format!("connecting to {} timed out", self.addr)))?
+            .map_err(|e| CallError::Failed(format!("cannot connect to {}: {e}", self.addr)))
     }
 
-    /// Sends `req` (its URI absolute, as `http://host:port/path`).
-    pub async fn request(&self, mut req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
-        origin_form(&mut req, self.host.as_ref())?;
-        // A kept connection the app has closed meanwhile gives the request
-        // back unsent; it then goes on another.
-        while let Some(mut sender) = self.take_idle() {
-            match sender.try_send_request(req).await {
-                Ok(res) => {
-                    self.put_back(sender);
-                    return Ok(res);
+    /// Sends `req` (its URI absolute, as `http://host:port/path`) and reads
+    /// the answer, its body at most `limit` bytes.
+    pub async fn request(&self, req: Request<Bytes>, limit: usize) -> Result<Answer, CallError> {
+        let (mut head, body) = req.into_parts();
+        origin_form(&mut head, self.host.as_ref())?;
+        // A kept connection the server closed just before the request was
+        // sent: the request goes on another.
+        while let Some(mut conn) = self.take_idle() {
+            match conn.exchange(&head, &body, limit).await {
+                Ok((parts, body, keep)) => {
+                    if keep {
+                        self.put_back(conn);
+                    }
+                    return Ok((parts, body));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(crate::error_chain(&e.into_error())),
-                },
+                Err(Failure::NotSent(_)) => {}
+                Err(Failure::Unanswered(_)) if idempotent(&head.method) => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        let mut sender = self.dial().await?;
-        let res = sender
-            .send_request(req)
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
-        self.put_back(sender);
-        Ok(res)
+        let mut conn = self.dial().await?;
+        let (parts, body, keep) = conn.exchange(&head, &body, limit).await?;
+        if keep {
+            self.put_back(conn);
+        }
+        Ok((parts, body))
     }
 }
 
 /// HTTP/1.1 sends the path and query, with the authority in `Host` (the
 /// pool's own, else the URI's).
-fn origin_form(req: &mut Request<Full<Bytes>>, host: Option<&HeaderValue>) -> Result<(), String> {
-    if !req.headers().contains_key(HOST) {
-        let host = match (host, req.uri().authority()) {
+fn origin_form(head: &mut http::request::Parts, host: Option<&HeaderValue>) -> Result<(), CallError> {
+    if !head.headers.contains_key(HOST) {
+        let host = match (host, head.uri.authority()) {
             (Some(h), _) => Some(h.clone()),
-            (None, Some(a)) => {
-                Some(HeaderValue::from_str(a.as_str()).map_err(|e| format!("invalid host: {e}"))?)
-            }
+            (None, Some(a)) => Some(
+                HeaderValue::from_str(a.as_str())
+                    .map_err(|e| CallError::Failed(format!("invalid host: {e}")))?,
+            ),
             (None, None) => None,
         };
         if let Some(h) = host {
-            req.headers_mut().insert(HOST, h);
+            head.headers.insert(HOST, h);
         }
     }
-    if req.uri().scheme().is_none() && req.uri().authority().is_none() {
+    if head.uri.scheme().is_none() && head.uri.authority().is_none() {
         return Ok(());
     }
     // The path is already parsed: keep it, drop scheme and authority.
-    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    let mut parts = std::mem::take(&mut head.uri).into_parts();
     parts.scheme = None;
     parts.authority = None;
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
-    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| format!("invalid request path: {e}"))?;
+    head.uri = Uri::from_parts(parts).map_err(|e| CallError::Failed(format!("invalid request path: {e}")))?;
     Ok(())
 }
 
@@ -163,7 +225,6 @@ mod tests {
         atomic::{AtomicUsize, Ordering},
     };
 
-    use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -171,15 +232,24 @@ mod tests {
     /// An app that answers `ok` to each request, closing each connection
     /// after `per_conn` of them; the count of connections it accepted.
     async fn app(per_conn: usize) -> (String, Arc<AtomicUsize>) {
+        let (addr, accepted, _) = app_swallowing(per_conn, false).await;
+        (addr, accepted)
+    }
+
+    /// The same, and with `swallow` each connection reads one more request
+    /// and closes without answering it; also the count of requests read.
+    async fn app_swallowing(per_conn: usize, swallow: bool) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
+        let heard = Arc::new(AtomicUsize::new(0));
+        let (count, requests) = (accepted.clone(), heard.clone());
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
+                let requests = requests.clone();
                 tokio::spawn(async move {
-                    for _ in 0..per_conn {
+                    for i in 0..per_conn.saturating_add(usize::from(swallow)) {
                         let mut head = Vec::new();
                         let mut byte = [0u8; 1];
                         while !head.ends_with(b"\r\n\r\n") {
@@ -187,6 +257,10 @@ mod tests {
                                 return;
                             }
                             head.push(byte[0]);
+                        }
+                        requests.fetch_add(1, Ordering::SeqCst);
+                        if i == per_conn {
+                            return;
                         }
                         let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                         if s.write_all(reply).await.is_err() {
@@ -196,15 +270,14 @@ mod tests {
                 });
             }
         });
-        (addr, accepted)
+        (addr, accepted, heard)
     }
 
     async fn get(pool: &Pool, addr: &str) -> String {
         let req = Request::get(format!("http://{addr}/x"))
-            .body(Full::new(Bytes::new()))
+            .body(Bytes::new())
             .expect("request");
-        let res = pool.request(req).await.expect("answered");
-        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let (_, body) = pool.request(req, 1 << 20).await.expect("answered");
         String::from_utf8_lossy(&body).into_owned()
     }
 
@@ -227,20 +300,46 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
+    #[tokio::test]
+    async fn a_request_the_app_may_have_seen_is_repeated_only_when_idempotent() {
+        let (addr, accepted, heard) = app_swallowing(1, true).await;
+        let pool = Pool::new(addr.clone());
+        assert_eq!(get(&pool, &addr).await, "ok");
+        // The kept connection's next request is read, then dropped unanswered:
+        // a GET goes again on a new connection.
+        assert_eq!(get(&pool, &addr).await, "ok");
+        assert_eq!(
+            (accepted.load(Ordering::SeqCst), heard.load(Ordering::SeqCst)),
+            (2, 3)
+        );
+        // A POST is not sent twice: its failure is the caller's to see.
+        let post = Request::post(format!("http://{addr}/x"))
+            .body(Bytes::from_static(b"{}"))
+            .expect("request");
+        let failed = pool.request(post, 1 << 20).await;
+        assert!(matches!(failed, Err(CallError::Failed(_))), "{failed:?}");
+        assert_eq!(
+            (accepted.load(Ordering::SeqCst), heard.load(Ordering::SeqCst)),
+            (2, 4)
+        );
+    }
+
     #[test]
     fn requests_go_out_in_origin_form_with_a_host() {
-        let mut req = Request::post("http://127.0.0.1:3000/orders/new?x=1")
-            .body(Full::new(Bytes::new()))
-            .expect("request");
+        let (mut req, ()) = Request::post("http://127.0.0.1:3000/orders/new?x=1")
+            .body(())
+            .expect("request")
+            .into_parts();
         origin_form(&mut req, None).expect("origin form");
-        assert_eq!(req.uri().to_string(), "/orders/new?x=1");
-        assert_eq!(req.headers()[HOST], "127.0.0.1:3000");
-        let mut req = Request::get("http://127.0.0.1:3000")
-            .body(Full::new(Bytes::new()))
-            .expect("request");
+        assert_eq!(req.uri.to_string(), "/orders/new?x=1");
+        assert_eq!(req.headers[HOST], "127.0.0.1:3000");
+        let (mut req, ()) = Request::get("http://127.0.0.1:3000")
+            .body(())
+            .expect("request")
+            .into_parts();
         let pool_host = HeaderValue::from_static("[::1]:3000");
         origin_form(&mut req, Some(&pool_host)).expect("origin form");
-        assert_eq!(req.uri().to_string(), "/");
-        assert_eq!(req.headers()[HOST], "[::1]:3000");
+        assert_eq!(req.uri.to_string(), "/");
+        assert_eq!(req.headers[HOST], "[::1]:3000");
     }
 }

@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use daprs_components::http_client::{HttpClient, Pool};
+use daprs_components::http_client::{CallError, HttpClient, Pool};
 use daprs_mtls::peer::Peer;
 use daprs_proto::{
     common::{HttpExtension, InvokeRequest, InvokeResponse, http_extension::Verb},
@@ -13,7 +13,6 @@ use daprs_proto::{
     runtime::app_callback_health_check_client::AppCallbackHealthCheckClient,
 };
 use http::{HeaderName, HeaderValue, Request};
-use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -332,7 +331,7 @@ impl AppChannel {
         }
         let body = msg.data.map(|a| a.value).unwrap_or_default();
         let request = builder
-            .body(Full::new(Bytes::from(body)))
+            .body(Bytes::from(body))
             .map_err(|e| ApiError::bad_request(format!("invalid request to app: {e}")))?;
         let (res, body) = self.exchange(client, request).await?;
         let status = res.status.as_u16();
@@ -367,34 +366,17 @@ impl AppChannel {
     async fn exchange(
         &self,
         client: &HttpClient,
-        request: Request<Full<Bytes>>,
+        request: Request<Bytes>,
     ) -> Result<(http::response::Parts, Bytes), ApiError> {
         // Shared, not copied: named only if the call fails.
         let uri = request.uri().clone();
-        let res = client
-            .request(request)
-            .await
-            .map_err(|e| direct_invoke(format!("error invoking app at {uri}: {e}")))?;
-        let too_large = || {
-            direct_invoke(format!(
+        client.request(request, self.max_body).await.map_err(|e| match e {
+            CallError::TooLarge => direct_invoke(format!(
                 "the app's reply is over the limit of {} bytes; raise it with --max-body-size",
                 self.max_body
-            ))
-        };
-        let declared = res
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body as u64) {
-            return Err(too_large());
-        }
-        let (parts, body) = res.into_parts();
-        match Limited::new(body, self.max_body).collect().await {
-            Ok(b) => Ok((parts, b.to_bytes())),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-            Err(e) => Err(direct_invoke(format!("error reading app response: {e}"))),
-        }
+            )),
+            CallError::Failed(e) => direct_invoke(format!("error invoking app at {uri}: {e}")),
+        })
     }
 
     /// The URI `post` sends to for `/<path>`: made once per route rather
@@ -426,7 +408,7 @@ impl AppChannel {
         if let Some(token) = &self.token {
             headers.insert("dapr-api-token", token.clone());
         }
-        let mut request = Request::new(Full::new(body));
+        let mut request = Request::new(body);
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
@@ -490,10 +472,13 @@ impl AppChannel {
                     if let (Some(h), Some(t)) = (req.headers_mut(), &self.token) {
                         h.insert("dapr-api-token", t.clone());
                     }
-                    let Ok(req) = req.body(Full::new(Bytes::new())) else {
+                    let Ok(req) = req.body(Bytes::new()) else {
                         return false;
                     };
-                    client.request(req).await.is_ok_and(|r| r.status().is_success())
+                    client
+                        .request(req, self.max_body)
+                        .await
+                        .is_ok_and(|(r, _)| r.status.is_success())
                 }
                 Transport::Grpc { channel, .. } => {
                     let mut req = tonic::Request::new(());

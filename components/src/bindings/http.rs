@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue, Method};
-use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 
 use super::{Binding, Request, Response};
@@ -155,13 +154,13 @@ impl Binding for HttpBinding {
             builder = builder.header(h, v);
         }
         let request = builder
-            .body(Full::new(req.data))
+            .body(req.data)
             .map_err(|e| Error::Invalid(format!("cannot build a request to {url}: {e}")))?;
-        let res = tokio::time::timeout(self.timeout, self.client.request(request))
+        let (res, body) = tokio::time::timeout(self.timeout, self.client.request(request, MAX_BODY))
             .await
             .map_err(|_| Error::Backend(format!("{url} did not answer within {:?}", self.timeout)))?
             .map_err(|e| Error::Backend(format!("calling {url} failed: {e}")))?;
-        let status = res.status();
+        let status = res.status;
         let mut text = status.as_str().to_string();
         if let Some(reason) = status.canonical_reason() {
             text.push(' ');
@@ -171,18 +170,13 @@ impl Binding for HttpBinding {
             ("statusCode".to_string(), status.as_str().to_string()),
             ("status".to_string(), text),
         ]);
-        for (k, v) in res.headers() {
+        for (k, v) in &res.headers {
             if let Ok(v) = v.to_str() {
                 metadata
                     .entry(k.as_str().to_string())
                     .or_insert_with(|| v.to_string());
             }
         }
-        let body = Limited::new(res.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| Error::Backend(format!("reading the answer of {url} failed: {e}")))?
-            .to_bytes();
         if self.error_if_not_2xx && status.as_u16() >= 400 {
             return Err(Error::Backend(format!(
                 "received status code {}: {}",

@@ -1,0 +1,553 @@
+//! One HTTP/1.1 keep-alive connection, driven by the task that makes the
+//! request: the request goes out in one write and the answer is read whole
+//! into the connection's buffer. No connection task and no channel stand
+//! between the caller and the socket, so an exchange wakes nothing but the
+//! caller; the answer's body is a slice of the buffer it was read into.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, request, response};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// Largest response head read; a larger one is refused.
+const MAX_HEAD: usize = 64 << 10;
+/// Most header fields in a response head.
+const MAX_HEADERS: usize = 128;
+/// A body at most this long goes out in the same buffer as the head.
+const JOINED_BODY: usize = 64 << 10;
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The answer's body is over the caller's limit.
+    TooLarge,
+    /// The request could not be written: the server never saw it whole.
+    NotSent(std::io::Error),
+    /// The request went out and the connection ended before any byte of
+    /// the answer: on a kept connection the server may have closed it
+    /// meanwhile, or failed while handling the request.
+    Unanswered(std::io::Error),
+    /// Anything else: a broken or malformed answer.
+    Broken(String),
+}
+
+impl Failure {
+    pub fn message(&self) -> String {
+        match self {
+            Self::TooLarge => "the answer is over the size limit".to_string(),
+            Self::NotSent(e) => format!("the request could not be sent: {e}"),
+            Self::Unanswered(e) => format!("the connection closed before an answer: {e}"),
+            Self::Broken(m) => m.clone(),
+        }
+    }
+}
+
+/// A connection and what has been read from it but not used.
+pub struct Conn {
+    tcp: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    pub fn new(tcp: TcpStream) -> Self {
+        Self {
+            tcp,
+            buf: BytesMut::with_capacity(8 << 10),
+        }
+    }
+
+    /// Whether a kept connection can take a request: the server has neither
+    /// closed it nor sent anything unasked. Costs no system call unless the
+    /// socket was seen readable.
+    pub fn reusable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends the request and reads the answer; the body at most `limit`
+    /// bytes. Also whether the connection may be kept.
+    pub async fn exchange(
+        &mut self,
+        head: &request::Parts,
+        body: &Bytes,
+        limit: usize,
+    ) -> Result<(response::Parts, Bytes, bool), Failure> {
+        let mut out = Vec::with_capacity(256 + body.len().min(JOINED_BODY));
+        encode_head(&mut out, head, body.len());
+        if body.len() <= JOINED_BODY {
+            out.extend_from_slice(body);
+            self.tcp.write_all(&out).await.map_err(Failure::NotSent)?;
+        } else {
+            self.tcp.write_all(&out).await.map_err(Failure::NotSent)?;
+            self.tcp.write_all(body).await.map_err(Failure::NotSent)?;
+        }
+        let (parts, framing, mut keep) = loop {
+            let (parts, framing, keep) = self.read_head(&head.method).await?;
+            // An interim answer (100 Continue, 103 Early Hints) precedes the real one.
+            if parts.status.is_informational() && parts.status != StatusCode::SWITCHING_PROTOCOLS {
+                continue;
+            }
+            break (parts, framing, keep);
+        };
+        let body = match framing {
+            Framing::Empty => Bytes::new(),
+            Framing::Length(n) => {
+                if n > limit as u64 {
+                    return Err(Failure::TooLarge);
+                }
+                self.read_exact(n as usize).await?
+            }
+            Framing::Chunked => self.read_chunked(limit).await?,
+            Framing::UntilClose => {
+                keep = false;
+                self.read_to_close(limit).await?
+            }
+        };
+        // Bytes nobody asked for make the connection's state unknown.
+        Ok((parts, body, keep && self.buf.is_empty()))
+    }
+
+    /// Reads more into the buffer; an error at its end.
+    async fn fill(&mut self) -> Result<(), Failure> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(8 << 10);
+        }
+        match self.tcp.read_buf(&mut self.buf).await {
+            Ok(0) => Err(Failure::Broken(
+                "the server closed the connection mid-answer".into(),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(Failure::Broken(format!("reading the answer failed: {e}"))),
+        }
+    }
+
+    async fn read_head(&mut self, method: &Method) -> Result<(response::Parts, Framing, bool), Failure> {
+        let mut answered = !self.buf.is_empty();
+        loop {
+            if let Some(done) = parse_head(&self.buf, method)? {
+                let (parts, framing, keep, len) = done;
+                self.buf.advance(len);
+                return Ok((parts, framing, keep));
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(Failure::Broken(format!(
+                    "the answer's head is over {MAX_HEAD} bytes"
+                )));
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(8 << 10);
+            }
+            match self.tcp.read_buf(&mut self.buf).await {
+                Ok(0) if !answered => {
+                    return Err(Failure::Unanswered(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(0) => {
+                    return Err(Failure::Broken(
+                        "the server closed the connection mid-answer".into(),
+                    ));
+                }
+                Ok(_) => answered = true,
+                Err(e) if !answered => return Err(Failure::Unanswered(e)),
+                Err(e) => return Err(Failure::Broken(format!("reading the answer failed: {e}"))),
+            }
+        }
+    }
+
+    async fn read_exact(&mut self, n: usize) -> Result<Bytes, Failure> {
+        if self.buf.len() < n {
+            self.buf.reserve(n - self.buf.len());
+        }
+        while self.buf.len() < n {
+            self.fill().await?;
+        }
+        Ok(self.buf.split_to(n).freeze())
+    }
+
+    async fn read_line(&mut self) -> Result<BytesMut, Failure> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.buf.split_to(i);
+                self.buf.advance(2);
+                return Ok(line);
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(Failure::Broken("a chunk's size line is too long".into()));
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn read_chunked(&mut self, limit: usize) -> Result<Bytes, Failure> {
+        let mut body = BytesMut::new();
+        loop {
+            let line = self.read_line().await?;
+            let size = chunk_size(&line)?;
+            if size == 0 {
+                // Trailer fields, up to the empty line, are not kept.
+                while !self.read_line().await?.is_empty() {}
+                return Ok(body.freeze());
+            }
+            if size > (limit - body.len()) as u64 {
+                return Err(Failure::TooLarge);
+            }
+            let chunk = self.read_exact(size as usize).await?;
+            body.extend_from_slice(&chunk);
+            if !self.read_line().await?.is_empty() {
+                return Err(Failure::Broken("a chunk does not end where its size says".into()));
+            }
+        }
+    }
+
+    async fn read_to_close(&mut self, limit: usize) -> Result<Bytes, Failure> {
+        loop {
+            if self.buf.len() > limit {
+                return Err(Failure::TooLarge);
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(8 << 10);
+            }
+            match self.tcp.read_buf(&mut self.buf).await {
+                Ok(0) => return Ok(self.buf.split().freeze()),
+                Ok(_) => {}
+                Err(e) => return Err(Failure::Broken(format!("reading the answer failed: {e}"))),
+            }
+        }
+    }
+}
+
+/// How the answer's body is delimited.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Methods whose requests carry a `content-length` even when empty.
+fn sends_length(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE | Method::CONNECT
+    )
+}
+
+/// The request line and header fields, in origin form, with the body's
+/// length; the caller's own framing fields are replaced by it.
+fn encode_head(out: &mut Vec<u8>, head: &request::Parts, body_len: usize) {
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(if target.is_empty() {
+        b"/"
+    } else {
+        target.as_bytes()
+    });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &head.headers {
+        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if body_len > 0 || sends_length(&head.method) {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a comma-separated header value lists `token`.
+fn lists(value: &HeaderValue, token: &str) -> bool {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+type Head = (response::Parts, Framing, bool, usize);
+
+/// The answer's head, when `buf` holds all of it: its parts, the body's
+/// framing, whether the connection may be kept, and the head's length.
+fn parse_head(buf: &[u8], method: &Method) -> Result<Option<Head>, Failure> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut fields);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(Failure::Broken(format!("the answer is not HTTP/1.1: {e}"))),
+    };
+    let status = res
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| Failure::Broken("the answer has no valid status".into()))?;
+    let version = if res.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    for field in res.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| Failure::Broken(format!("invalid header name {:?}", field.name)))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| Failure::Broken(format!("invalid value of header {name}")))?;
+        headers.append(name, value);
+    }
+    let mut keep = match headers.get(http::header::CONNECTION) {
+        Some(c) if lists(c, "close") => false,
+        Some(c) if lists(c, "keep-alive") => true,
+        _ => version == Version::HTTP_11,
+    };
+    let framing = if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if let Some(te) = headers.get(http::header::TRANSFER_ENCODING) {
+        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or_default();
+        if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+        match lengths.next() {
+            None => Framing::UntilClose,
+            Some(first) => {
+                let n = parse_length(first.as_bytes())?;
+                if lengths.any(|v| parse_length(v.as_bytes()).ok() != Some(n)) {
+                    return Err(Failure::Broken(
+                        "the answer has conflicting content-length values".into(),
+                    ));
+                }
+                Framing::Length(n)
+            }
+        }
+    };
+    if framing == Framing::UntilClose {
+        keep = false;
+    }
+    let mut parts = response::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some((parts, framing, keep, len)))
+}
+
+fn parse_length(v: &[u8]) -> Result<u64, Failure> {
+    std::str::from_utf8(v)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Failure::Broken(format!("invalid content-length {:?}", String::from_utf8_lossy(v))))
+}
+
+/// A chunk's size, from its line (hex digits, then any extensions).
+fn chunk_size(line: &[u8]) -> Result<u64, Failure> {
+    let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+    std::str::from_utf8(digits)
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 15)
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+        .ok_or_else(|| {
+            Failure::Broken(format!(
+                "invalid chunk size {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(40)])
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: Method, uri: &str, headers: &[(&str, &str)]) -> request::Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn requests_carry_their_length_and_not_the_callers_framing() {
+        let mut out = Vec::new();
+        let h = head(
+            Method::POST,
+            "/orders?x=1",
+            &[
+                ("host", "app:3000"),
+                ("content-length", "99"),
+                ("transfer-encoding", "chunked"),
+            ],
+        );
+        encode_head(&mut out, &h, 5);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "POST /orders?x=1 HTTP/1.1\r\nhost: app:3000\r\ncontent-length: 5\r\n\r\n"
+        );
+        out.clear();
+        encode_head(&mut out, &head(Method::GET, "/", &[]), 0);
+        assert_eq!(String::from_utf8_lossy(&out), "GET / HTTP/1.1\r\n\r\n");
+        out.clear();
+        encode_head(&mut out, &head(Method::PUT, "/k", &[]), 0);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "PUT /k HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    fn parsed(text: &str, method: Method) -> Head {
+        match parse_head(text.as_bytes(), &method) {
+            Ok(Some(h)) => h,
+            Ok(None) => panic!("partial: {text:?}"),
+            Err(e) => panic!("{}: {text:?}", e.message()),
+        }
+    }
+
+    #[test]
+    fn framing_and_keep_alive_follow_the_answer() {
+        let (p, f, keep, len) = parsed(
+            "HTTP/1.1 201 Created\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc",
+            Method::POST,
+        );
+        assert_eq!(
+            (p.status.as_u16(), f, keep, len),
+            (201, Framing::Length(3), true, 51)
+        );
+        assert_eq!(p.headers["x-a"], "b");
+        let (_, f, keep, _) = parsed(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((f, keep), (Framing::Chunked, true));
+        let (_, f, keep, _) = parsed("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
+        assert_eq!((f, keep), (Framing::UntilClose, false));
+        let (_, f, keep, _) = parsed(
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((f, keep), (Framing::Length(4), false));
+        let (_, f, keep, _) = parsed("HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\n", Method::GET);
+        assert_eq!((f, keep), (Framing::Length(4), false));
+        let (_, f, _, _) = parsed("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", Method::HEAD);
+        assert_eq!(f, Framing::Empty);
+        let (_, f, keep, _) = parsed("HTTP/1.1 204 No Content\r\n\r\n", Method::DELETE);
+        assert_eq!((f, keep), (Framing::Empty, true));
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", &Method::GET),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn malformed_answers_are_refused() {
+        for text in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1 2\r\n\r\n",
+            "SMTP ready\r\n\r\n",
+            "HTTP/1.1 999999 Odd\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_head(text.as_bytes(), &Method::GET), Err(Failure::Broken(_))),
+                "{text:?}"
+            );
+        }
+        assert_eq!(chunk_size(b"1f;name=v").ok(), Some(31));
+        assert!(chunk_size(b"").is_err());
+        assert!(chunk_size(b"zz").is_err());
+        assert!(chunk_size(b"ffffffffffffffffff").is_err());
+    }
+
+    /// A server that answers one request per entry of `answers`, written as
+    /// given, then closes.
+    async fn server(answers: Vec<&'static [u8]>) -> TcpStream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            for answer in answers {
+                buf.clear();
+                let mut byte = [0u8; 1];
+                while !buf.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    buf.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&buf).to_lowercase();
+                if let Some(n) = text
+                    .split("content-length: ")
+                    .nth(1)
+                    .and_then(|r| r.split("\r\n").next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    let mut body = vec![0u8; n];
+                    if s.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                }
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+        TcpStream::connect(addr).await.expect("connect")
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_whole_whatever_their_framing() {
+        let tcp = server(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+        ])
+        .await;
+        let mut conn = Conn::new(tcp);
+        let post = head(Method::POST, "/x", &[]);
+        let body = Bytes::from_static(b"ping");
+        let (p, b, keep) = conn.exchange(&post, &body, 1 << 20).await.expect("first");
+        assert_eq!((p.status.as_u16(), &b[..], keep), (200, &b"hello"[..], true));
+        assert!(conn.reusable());
+        let (_, b, keep) = conn.exchange(&post, &body, 1 << 20).await.expect("chunked");
+        assert_eq!((&b[..], keep), (&b"abcde"[..], true));
+        assert!(matches!(
+            conn.exchange(&post, &body, 9).await,
+            Err(Failure::TooLarge)
+        ));
+        let mut conn = Conn::new(server(vec![b"HTTP/1.1 200 OK\r\n\r\nuntil the end"]).await);
+        let (_, b, keep) = conn.exchange(&post, &body, 1 << 20).await.expect("until close");
+        assert_eq!((&b[..], keep), (&b"until the end"[..], false));
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_is_seen_before_and_after_a_request() {
+        let mut conn = Conn::new(server(vec![]).await);
+        // The server closes without answering.
+        let get = head(Method::GET, "/", &[]);
+        let failed = conn.exchange(&get, &Bytes::new(), 1 << 20).await;
+        assert!(matches!(failed, Err(Failure::Unanswered(_))), "{failed:?}");
+        let conn = Conn::new(server(vec![]).await);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!conn.reusable());
+        let mut conn = Conn::new(server(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort"]).await);
+        let cut = conn.exchange(&get, &Bytes::new(), 1 << 20).await;
+        assert!(matches!(cut, Err(Failure::Broken(_))), "{cut:?}");
+    }
+}
