@@ -41,7 +41,11 @@ impl Peer {
         B::Error: Send,
     {
         let (mut head, body) = req.into_parts();
-        head.uri = self.uri(head.uri.path_and_query().map_or("/", |p| p.as_str()))?;
+        let path = match head.uri.path_and_query() {
+            Some(p) => p.clone(),
+            None => http::uri::PathAndQuery::from_static("/"),
+        };
+        head.uri = self.uri(path)?;
         for h in &CONNECTION_SPECIFIC {
             head.headers.remove(h);
         }

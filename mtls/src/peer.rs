@@ -136,7 +136,7 @@ impl Peer {
     /// reply's headers and message, refusing a reply over `limit` bytes.
     pub async fn unary<R: prost::Message + Default>(
         &self,
-        path: &str,
+        path: &http::uri::PathAndQuery,
         metadata: http::HeaderMap,
         message: &impl prost::Message,
         limit: usize,
@@ -149,7 +149,7 @@ impl Peer {
         frame[1..5].copy_from_slice(&len.to_be_bytes());
         let mut req = http::Request::new(());
         *req.method_mut() = http::Method::POST;
-        *req.uri_mut() = self.uri(path)?;
+        *req.uri_mut() = self.uri(path.clone())?;
         *req.headers_mut() = metadata;
         let h = req.headers_mut();
         h.insert(
@@ -170,19 +170,20 @@ impl Peer {
         Ok((headers, reply))
     }
 
-    /// `path` on this peer, as an HTTP/2 request names it.
-    pub(crate) fn uri(&self, path: &str) -> Result<http::Uri, Status> {
-        let invalid = |e: String| Status::internal(format!("invalid request for {path}: {e}"));
-        let authority = self
-            .authority
-            .clone()
-            .ok_or_else(|| invalid(format!("{} is not an address", self.addr)))?;
-        http::Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|e| invalid(e.to_string()))
+    /// `path` on this peer, as an HTTP/2 request names it (the path is
+    /// parsed already, so it is not parsed again).
+    pub(crate) fn uri(&self, path: http::uri::PathAndQuery) -> Result<http::Uri, Status> {
+        let Some(authority) = self.authority.clone() else {
+            return Err(Status::internal(format!(
+                "invalid request for {path}: {} is not an address",
+                self.addr
+            )));
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(path);
+        http::Uri::from_parts(parts).map_err(|e| Status::internal(format!("invalid request: {e}")))
     }
 
     async fn exchange(

@@ -36,7 +36,9 @@ pub const CONNECTION_WINDOW: u32 = 4 << 20;
 /// Smallest message limit used for unary gRPC calls between sidecars.
 pub const MAX_UNARY: usize = 4 << 20;
 
-const ON_INVOKE: &str = "/dapr.proto.runtime.v1.AppCallback/OnInvoke";
+static ON_INVOKE: std::sync::LazyLock<http::uri::PathAndQuery> = std::sync::LazyLock::new(|| {
+    http::uri::PathAndQuery::from_static("/dapr.proto.runtime.v1.AppCallback/OnInvoke")
+});
 
 pub use self::convert::{
     HOP_BY_HOP, append_metadata, from_grpc_metadata, from_http_headers, grpc_metadata, http_extension,
@@ -431,7 +433,7 @@ impl AppChannel {
             metadata.insert("dapr-api-token", token.clone());
         }
         let limit = self.max_body.max(MAX_UNARY);
-        let sent = app.unary(ON_INVOKE, metadata.into_headers(), &msg, limit).await;
+        let sent = app.unary(&ON_INVOKE, metadata.into_headers(), &msg, limit).await;
         match sent {
             Ok((headers, body)) => {
                 let headers = from_grpc_metadata(&MetadataMap::from_headers(headers), &[]);

@@ -27,7 +27,9 @@ pub const STREAM_THRESHOLD: usize = 256 << 10;
 pub const CHUNK: usize = 64 << 10;
 
 /// The unary call's path.
-const CALL_LOCAL: &str = "/dapr.proto.internals.v1.ServiceInvocation/CallLocal";
+static CALL_LOCAL: std::sync::LazyLock<http::uri::PathAndQuery> = std::sync::LazyLock::new(|| {
+    http::uri::PathAndQuery::from_static("/dapr.proto.internals.v1.ServiceInvocation/CallLocal")
+});
 
 /// Serves calls from other sidecars.
 pub struct InternalServer {
@@ -290,7 +292,7 @@ pub async fn call(
     if body_len <= STREAM_THRESHOLD {
         let (_, reply) = link
             .unary
-            .unary(CALL_LOCAL, http::HeaderMap::new(), req, limit)
+            .unary(&CALL_LOCAL, http::HeaderMap::new(), req, limit)
             .await?;
         return Ok(reply);
     }

@@ -33,7 +33,9 @@ use crate::{
     runtime::{PubSubEntry, Runtime},
 };
 
-const ON_TOPIC_EVENT: &str = "/dapr.proto.runtime.v1.AppCallback/OnTopicEvent";
+static ON_TOPIC_EVENT: std::sync::LazyLock<http::uri::PathAndQuery> = std::sync::LazyLock::new(|| {
+    http::uri::PathAndQuery::from_static("/dapr.proto.runtime.v1.AppCallback/OnTopicEvent")
+});
 
 /// How long each attempt at `GET /dapr/subscribe` (or
 /// `ListTopicSubscriptions`) may take: the sidecar is ready only once the
@@ -127,7 +129,7 @@ async fn call_app(
         let (metadata, _, event) = req.into_parts();
         // One write, on daprd's own connection to the app.
         let res = peer
-            .unary::<TopicEventResponse>(ON_TOPIC_EVENT, metadata.into_headers(), &event, MAX_UNARY)
+            .unary::<TopicEventResponse>(&ON_TOPIC_EVENT, metadata.into_headers(), &event, MAX_UNARY)
             .await
             .map(|(_, r)| r.status)
             .map_err(|s| s.code());
