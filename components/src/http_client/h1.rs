@@ -17,6 +17,8 @@ const MAX_HEAD: usize = 64 << 10;
 const MAX_HEADERS: usize = 128;
 /// A body at most this long goes out in the same buffer as the head.
 const JOINED_BODY: usize = 64 << 10;
+/// The largest write buffer a connection keeps between requests.
+const KEPT_OUT: usize = 16 << 10;
 
 /// Why an exchange failed.
 #[derive(Debug)]
@@ -44,10 +46,12 @@ impl Failure {
     }
 }
 
-/// A connection and what has been read from it but not used.
+/// A connection, what has been read from it but not used, and the buffer
+/// requests are written from (kept, so a request allocates nothing).
 pub struct Conn {
     tcp: TcpStream,
     buf: BytesMut,
+    out: Vec<u8>,
 }
 
 impl Conn {
@@ -55,6 +59,7 @@ impl Conn {
         Self {
             tcp,
             buf: BytesMut::with_capacity(8 << 10),
+            out: Vec::new(),
         }
     }
 
@@ -77,14 +82,18 @@ impl Conn {
         body: &Bytes,
         limit: usize,
     ) -> Result<(response::Parts, Bytes, bool), Failure> {
-        let mut out = Vec::with_capacity(256 + body.len().min(JOINED_BODY));
-        encode_head(&mut out, head, body.len());
+        self.out.clear();
+        encode_head(&mut self.out, head, body.len());
         if body.len() <= JOINED_BODY {
-            out.extend_from_slice(body);
-            self.tcp.write_all(&out).await.map_err(Failure::NotSent)?;
+            self.out.extend_from_slice(body);
+            self.tcp.write_all(&self.out).await.map_err(Failure::NotSent)?;
         } else {
-            self.tcp.write_all(&out).await.map_err(Failure::NotSent)?;
+            self.tcp.write_all(&self.out).await.map_err(Failure::NotSent)?;
             self.tcp.write_all(body).await.map_err(Failure::NotSent)?;
+        }
+        // A large request's buffer is not kept by an idle connection.
+        if self.out.capacity() > KEPT_OUT {
+            self.out = Vec::new();
         }
         let (parts, framing, mut keep) = loop {
             let (parts, framing, keep) = self.read_head(&head.method).await?;
@@ -279,9 +288,17 @@ type Head = (response::Parts, Framing, bool, usize);
 /// The answer's head, when `buf` holds all of it: its parts, the body's
 /// framing, whether the connection may be kept, and the head's length.
 fn parse_head(buf: &[u8], method: &Method) -> Result<Option<Head>, Failure> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut fields);
-    let len = match res.parse(buf) {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Left uninitialised: httparse writes the fields it finds.
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(Failure::Broken(format!("the answer is not HTTP/1.1: {e}"))),
