@@ -13,6 +13,8 @@ use tokio::{
 
 /// Largest response head read; a larger one is refused.
 const MAX_HEAD: usize = 64 << 10;
+/// Most interim (1xx) answers before the real one.
+const MAX_INTERIM: usize = 8;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 128;
 /// A body at most this long goes out in the same buffer as the head.
@@ -95,10 +97,17 @@ impl Conn {
         if self.out.capacity() > KEPT_OUT {
             self.out = Vec::new();
         }
+        let mut interim = 0;
         let (parts, framing, mut keep) = loop {
             let (parts, framing, keep) = self.read_head(&head.method).await?;
             // An interim answer (100 Continue, 103 Early Hints) precedes the real one.
             if parts.status.is_informational() && parts.status != StatusCode::SWITCHING_PROTOCOLS {
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(Failure::Broken(format!(
+                        "more than {MAX_INTERIM} interim answers"
+                    )));
+                }
                 continue;
             }
             break (parts, framing, keep);
@@ -198,8 +207,19 @@ impl Conn {
             let size = chunk_size(&line)?;
             if size == 0 {
                 // Trailer fields, up to the empty line, are not kept.
-                while !self.read_line().await?.is_empty() {}
-                return Ok(body.freeze());
+                let mut trailers = 0;
+                loop {
+                    let line = self.read_line().await?;
+                    if line.is_empty() {
+                        return Ok(body.freeze());
+                    }
+                    trailers += line.len() + 2;
+                    if trailers > MAX_HEAD {
+                        return Err(Failure::Broken(format!(
+                            "the answer's trailers are over {MAX_HEAD} bytes"
+                        )));
+                    }
+                }
             }
             if size > (limit - body.len()) as u64 {
                 return Err(Failure::TooLarge);
@@ -551,6 +571,24 @@ mod tests {
         let mut conn = Conn::new(server(vec![b"HTTP/1.1 200 OK\r\n\r\nuntil the end"]).await);
         let (_, b, keep) = conn.exchange(&post, &body, 1 << 20).await.expect("until close");
         assert_eq!((&b[..], keep), (&b"until the end"[..], false));
+    }
+
+    #[tokio::test]
+    async fn endless_interim_answers_and_trailers_are_refused() {
+        let post = head(Method::POST, "/x", &[]);
+        let body = Bytes::from_static(b"ping");
+        let interim = "HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM + 1)
+            + "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let mut conn = Conn::new(server(vec![Box::leak(interim.into_bytes().into_boxed_slice())]).await);
+        let refused = conn.exchange(&post, &body, 1 << 20).await;
+        assert!(matches!(refused, Err(Failure::Broken(_))), "{refused:?}");
+        let trailers = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n{}\r\n",
+            "T: vvvvvvvvvvvvvvvvvvvvvvvvvvvvvv\r\n".repeat(MAX_HEAD / 30)
+        );
+        let mut conn = Conn::new(server(vec![Box::leak(trailers.into_bytes().into_boxed_slice())]).await);
+        let refused = conn.exchange(&post, &body, 1 << 20).await;
+        assert!(matches!(refused, Err(Failure::Broken(_))), "{refused:?}");
     }
 
     #[tokio::test]
