@@ -7,7 +7,7 @@
 //! with it, and `bindings.http` its server. Answers are read whole, up to
 //! a limit the caller gives.
 
-mod h1;
+pub mod h1;
 
 use std::sync::Mutex;
 

@@ -9,7 +9,9 @@ fuzz_target!(|data: &[u8]| {
     let mut errors = Vec::new();
     let subs = subscriptions::from_http_app(data, &mut errors);
     let event = serde_json::json!({"type": "t", "data": {"n": 1, "s": "x"}});
-    let serde_json::Value::Object(event) = event else { return };
+    let serde_json::Value::Object(event) = event else {
+        return;
+    };
     for s in &subs {
         let _ = s.route(&event);
     }

@@ -7,7 +7,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, request, response};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 
@@ -50,21 +50,13 @@ impl Failure {
 
 /// A connection, what has been read from it but not used, and the buffer
 /// requests are written from (kept, so a request allocates nothing).
-pub struct Conn {
-    tcp: TcpStream,
+pub struct Conn<S = TcpStream> {
+    io: S,
     buf: BytesMut,
     out: Vec<u8>,
 }
 
 impl Conn {
-    pub fn new(tcp: TcpStream) -> Self {
-        Self {
-            tcp,
-            buf: BytesMut::with_capacity(8 << 10),
-            out: Vec::new(),
-        }
-    }
-
     /// Whether a kept connection can take a request: the server has neither
     /// closed it nor sent anything unasked. Costs no system call unless the
     /// socket was seen readable.
@@ -73,7 +65,18 @@ impl Conn {
             return false;
         }
         let mut probe = [0u8; 1];
-        matches!(self.tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// A connection over `io`, which nothing has been sent or read on.
+    pub fn new(io: S) -> Self {
+        Self {
+            io,
+            buf: BytesMut::with_capacity(8 << 10),
+            out: Vec::new(),
+        }
     }
 
     /// Sends the request and reads the answer; the body at most `limit`
@@ -88,10 +91,10 @@ impl Conn {
         encode_head(&mut self.out, head, body.len());
         if body.len() <= JOINED_BODY {
             self.out.extend_from_slice(body);
-            self.tcp.write_all(&self.out).await.map_err(Failure::NotSent)?;
+            self.io.write_all(&self.out).await.map_err(Failure::NotSent)?;
         } else {
-            self.tcp.write_all(&self.out).await.map_err(Failure::NotSent)?;
-            self.tcp.write_all(body).await.map_err(Failure::NotSent)?;
+            self.io.write_all(&self.out).await.map_err(Failure::NotSent)?;
+            self.io.write_all(body).await.map_err(Failure::NotSent)?;
         }
         // A large request's buffer is not kept by an idle connection.
         if self.out.capacity() > KEPT_OUT {
@@ -135,7 +138,7 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(8 << 10);
         }
-        match self.tcp.read_buf(&mut self.buf).await {
+        match self.io.read_buf(&mut self.buf).await {
             Ok(0) => Err(Failure::Broken(
                 "the server closed the connection mid-answer".into(),
             )),
@@ -160,7 +163,7 @@ impl Conn {
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(8 << 10);
             }
-            match self.tcp.read_buf(&mut self.buf).await {
+            match self.io.read_buf(&mut self.buf).await {
                 Ok(0) if !answered => {
                     return Err(Failure::Unanswered(std::io::ErrorKind::UnexpectedEof.into()));
                 }
@@ -240,7 +243,7 @@ impl Conn {
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(8 << 10);
             }
-            match self.tcp.read_buf(&mut self.buf).await {
+            match self.io.read_buf(&mut self.buf).await {
                 Ok(0) => return Ok(self.buf.split().freeze()),
                 Ok(_) => {}
                 Err(e) => return Err(Failure::Broken(format!("reading the answer failed: {e}"))),
