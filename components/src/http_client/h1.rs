@@ -135,9 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Reads more into the buffer; an error at its end.
     async fn fill(&mut self) -> Result<(), Failure> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(8 << 10);
-        }
+        self.make_room();
         match self.io.read_buf(&mut self.buf).await {
             Ok(0) => Err(Failure::Broken(
                 "the server closed the connection mid-answer".into(),
@@ -160,9 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     "the answer's head is over {MAX_HEAD} bytes"
                 )));
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(8 << 10);
-            }
+            self.make_room();
             match self.io.read_buf(&mut self.buf).await {
                 Ok(0) if !answered => {
                     return Err(Failure::Unanswered(std::io::ErrorKind::UnexpectedEof.into()));
@@ -240,14 +236,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if self.buf.len() > limit {
                 return Err(Failure::TooLarge);
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(8 << 10);
-            }
+            self.make_room();
             match self.io.read_buf(&mut self.buf).await {
+                Ok(0) if self.buf.len() > limit => return Err(Failure::TooLarge),
                 Ok(0) => return Ok(self.buf.split().freeze()),
                 Ok(_) => {}
                 Err(e) => return Err(Failure::Broken(format!("reading the answer failed: {e}"))),
             }
+        }
+    }
+
+    /// Room in the buffer for the next read.
+    fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(8 << 10);
         }
     }
 }
@@ -574,6 +576,11 @@ mod tests {
         let mut conn = Conn::new(server(vec![b"HTTP/1.1 200 OK\r\n\r\nuntil the end"]).await);
         let (_, b, keep) = conn.exchange(&post, &body, 1 << 20).await.expect("until close");
         assert_eq!((&b[..], keep), (&b"until the end"[..], false));
+        let mut conn = Conn::new(server(vec![b"HTTP/1.1 200 OK\r\n\r\nuntil the end"]).await);
+        assert!(matches!(
+            conn.exchange(&post, &body, 5).await,
+            Err(Failure::TooLarge)
+        ));
     }
 
     #[tokio::test]
