@@ -148,10 +148,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn read_head(&mut self, method: &Method) -> Result<(response::Parts, Framing, bool), Failure> {
         let mut answered = !self.buf.is_empty();
         loop {
-            if let Some(done) = parse_head(&self.buf, method)? {
-                let (parts, framing, keep, len) = done;
-                self.buf.advance(len);
-                return Ok((parts, framing, keep));
+            if let Some(head) = parse_head(&mut self.buf, method)? {
+                return Ok(head);
             }
             if self.buf.len() > MAX_HEAD {
                 return Err(Failure::Broken(format!(
@@ -308,22 +306,21 @@ fn lists(value: &HeaderValue, token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-type Head = (response::Parts, Framing, bool, usize);
+type Head = (response::Parts, Framing, bool);
 
-/// The answer's head, when `buf` holds all of it: its parts, the body's
-/// framing, whether the connection may be kept, and the head's length.
-fn parse_head(buf: &[u8], method: &Method) -> Result<Option<Head>, Failure> {
+/// The answer's head, when `buf` holds all of it, taken off the buffer:
+/// its parts, the body's framing and whether the connection may be kept.
+/// Header values are slices of the head's bytes, not copies.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Failure> {
     if buf.is_empty() {
         return Ok(None);
     }
     // Left uninitialised: httparse writes the fields it finds.
-    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut res,
-        buf,
-        &mut fields,
-    ) {
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(Failure::Broken(format!("the answer is not HTTP/1.1: {e}"))),
@@ -337,11 +334,19 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<Head>, Failure> {
     } else {
         Version::HTTP_11
     };
-    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    // Where each value lies in the head, to slice it once the head is taken.
+    let start = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(res.headers.len());
     for field in res.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Failure::Broken(format!("invalid header name {:?}", field.name)))?;
-        let value = HeaderValue::from_bytes(field.value)
+        let at = field.value.as_ptr() as usize - start;
+        fields.push((name, at..at + field.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, range) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(range))
             .map_err(|_| Failure::Broken(format!("invalid value of header {name}")))?;
         headers.append(name, value);
     }
@@ -385,7 +390,7 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<Head>, Failure> {
     parts.status = status;
     parts.version = version;
     parts.headers = headers;
-    Ok(Some((parts, framing, keep, len)))
+    Ok(Some((parts, framing, keep)))
 }
 
 fn parse_length(v: &[u8]) -> Result<u64, Failure> {
@@ -451,9 +456,11 @@ mod tests {
         );
     }
 
-    fn parsed(text: &str, method: Method) -> Head {
-        match parse_head(text.as_bytes(), &method) {
-            Ok(Some(h)) => h,
+    /// The head of `text`, and how many of its bytes it took.
+    fn parsed(text: &str, method: Method) -> (response::Parts, Framing, bool, usize) {
+        let mut buf = BytesMut::from(text);
+        match parse_head(&mut buf, &method) {
+            Ok(Some((p, f, keep))) => (p, f, keep, text.len() - buf.len()),
             Ok(None) => panic!("partial: {text:?}"),
             Err(e) => panic!("{}: {text:?}", e.message()),
         }
@@ -489,7 +496,7 @@ mod tests {
         let (_, f, keep, _) = parsed("HTTP/1.1 204 No Content\r\n\r\n", Method::DELETE);
         assert_eq!((f, keep), (Framing::Empty, true));
         assert!(matches!(
-            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", &Method::GET),
+            parse_head(&mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le"), &Method::GET),
             Ok(None)
         ));
     }
@@ -504,7 +511,10 @@ mod tests {
             "HTTP/1.1 999999 Odd\r\n\r\n",
         ] {
             assert!(
-                matches!(parse_head(text.as_bytes(), &Method::GET), Err(Failure::Broken(_))),
+                matches!(
+                    parse_head(&mut BytesMut::from(text), &Method::GET),
+                    Err(Failure::Broken(_))
+                ),
                 "{text:?}"
             );
         }
