@@ -31,7 +31,7 @@ pub enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::TooLarge => f.write_str("the answer is over the size limit"),
+            Self::TooLarge => f.write_str(h1::TOO_LARGE),
             Self::Failed(m) => f.write_str(m),
         }
     }

@@ -22,6 +22,9 @@ const JOINED_BODY: usize = 64 << 10;
 /// The largest write buffer a connection keeps between requests.
 const KEPT_OUT: usize = 16 << 10;
 
+/// What a body over the caller's limit is called.
+pub const TOO_LARGE: &str = "the answer is over the size limit";
+
 /// Why an exchange failed.
 #[derive(Debug)]
 pub enum Failure {
@@ -40,7 +43,7 @@ pub enum Failure {
 impl Failure {
     pub fn message(&self) -> String {
         match self {
-            Self::TooLarge => "the answer is over the size limit".to_string(),
+            Self::TooLarge => TOO_LARGE.to_string(),
             Self::NotSent(e) => format!("the request could not be sent: {e}"),
             Self::Unanswered(e) => format!("the connection closed before an answer: {e}"),
             Self::Broken(m) => m.clone(),
