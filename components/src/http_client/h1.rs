@@ -136,15 +136,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok((parts, body, keep && self.buf.is_empty()))
     }
 
+    /// Reads more into the buffer: how many bytes came (0 at its end).
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(8 << 10);
+        }
+        self.io.read_buf(&mut self.buf).await
+    }
+
     /// Reads more into the buffer; an error at its end.
     async fn fill(&mut self) -> Result<(), Failure> {
-        self.make_room();
-        match self.io.read_buf(&mut self.buf).await {
-            Ok(0) => Err(Failure::Broken(
+        match self.read_more().await.map_err(read_failed)? {
+            0 => Err(Failure::Broken(
                 "the server closed the connection mid-answer".into(),
             )),
-            Ok(_) => Ok(()),
-            Err(e) => Err(Failure::Broken(format!("reading the answer failed: {e}"))),
+            _ => Ok(()),
         }
     }
 
@@ -159,19 +165,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     "the answer's head is over {MAX_HEAD} bytes"
                 )));
             }
-            self.make_room();
-            match self.io.read_buf(&mut self.buf).await {
-                Ok(0) if !answered => {
-                    return Err(Failure::Unanswered(std::io::ErrorKind::UnexpectedEof.into()));
-                }
-                Ok(0) => {
-                    return Err(Failure::Broken(
-                        "the server closed the connection mid-answer".into(),
-                    ));
-                }
+            if answered {
+                self.fill().await?;
+                continue;
+            }
+            // Nothing of the answer yet: a failure here may be a kept
+            // connection the server had closed.
+            match self.read_more().await {
+                Ok(0) => return Err(Failure::Unanswered(std::io::ErrorKind::UnexpectedEof.into())),
                 Ok(_) => answered = true,
-                Err(e) if !answered => return Err(Failure::Unanswered(e)),
-                Err(e) => return Err(Failure::Broken(format!("reading the answer failed: {e}"))),
+                Err(e) => return Err(Failure::Unanswered(e)),
             }
         }
     }
@@ -237,22 +240,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if self.buf.len() > limit {
                 return Err(Failure::TooLarge);
             }
-            self.make_room();
-            match self.io.read_buf(&mut self.buf).await {
-                Ok(0) if self.buf.len() > limit => return Err(Failure::TooLarge),
-                Ok(0) => return Ok(self.buf.split().freeze()),
-                Ok(_) => {}
-                Err(e) => return Err(Failure::Broken(format!("reading the answer failed: {e}"))),
+            if self.read_more().await.map_err(read_failed)? == 0 {
+                if self.buf.len() > limit {
+                    return Err(Failure::TooLarge);
+                }
+                return Ok(self.buf.split().freeze());
             }
         }
     }
+}
 
-    /// Room in the buffer for the next read.
-    fn make_room(&mut self) {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(8 << 10);
-        }
-    }
+fn read_failed(e: std::io::Error) -> Failure {
+    Failure::Broken(format!("reading the answer failed: {e}"))
 }
 
 /// How the answer's body is delimited.
