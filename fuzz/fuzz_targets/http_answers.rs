@@ -10,7 +10,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use daprs_components::http_client::h1::Conn;
+use daprs_mtls::h1::Conn;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 

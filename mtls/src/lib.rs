@@ -2,8 +2,9 @@
 //! ([`spiffe`]), the rustls configurations that check them ([`tls`]), and
 //! the accept loop and dialer that carry them into tonic ([`net`]), unary
 //! calls to a peer in one write each ([`peer`]), gRPC replies in one write
-//! each ([`coalesce`]), and the HTTP serving loop with the limits every
-//! server facing clients needs ([`http`]).
+//! each ([`coalesce`]), the HTTP serving loop with the limits every
+//! server facing clients needs ([`http`]), and HTTP/1.1 connections driven
+//! by the task that makes each request ([`h1`]).
 //!
 //! daprd and the operator both speak mutual TLS with certificates from the
 //! operator's CA, so they share one implementation of what a peer must prove;
@@ -11,6 +12,7 @@
 
 pub mod coalesce;
 pub mod forward;
+pub mod h1;
 pub mod http;
 pub mod net;
 pub mod peer;

@@ -178,7 +178,7 @@ impl AppChannel {
             }
         } else if protocol == AppProtocol::Http {
             Transport::Http {
-                client: HttpClient::Pool(Pool::new(format!("{host}:{port}"))),
+                client: HttpClient::Pool(Pool::new(format!("{host}:{port}"), None)),
                 base: String::new(),
             }
         } else {

@@ -71,7 +71,7 @@ impl HttpBinding {
                 let port = authority.port_u16().unwrap_or(80);
                 let host =
                     HeaderValue::from_str(authority.as_str()).map_err(|e| format!("url {url:?}: {e}"))?;
-                let pool = Pool::new(format!("{}:{port}", authority.host())).with_host(host);
+                let pool = Pool::new(format!("{}:{port}", authority.host()), None).with_host(host);
                 let path = uri.path_and_query().map_or("", |p| p.as_str());
                 (HttpClient::Pool(pool), path.trim_end_matches('/').to_string())
             }

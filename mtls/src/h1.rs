@@ -3,11 +3,19 @@
 //! into the connection's buffer. No connection task and no channel stand
 //! between the caller and the socket, so an exchange wakes nothing but the
 //! caller; the answer's body is a slice of the buffer it was read into.
+//! [`pool`] keeps such connections to one server.
+
+pub mod pool;
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll, Waker},
+};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, request, response};
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
 };
 
@@ -38,6 +46,8 @@ pub enum Failure {
     Unanswered(std::io::Error),
     /// Anything else: a broken or malformed answer.
     Broken(String),
+    /// No connection to the server could be made.
+    Unreachable(String),
 }
 
 impl Failure {
@@ -46,7 +56,7 @@ impl Failure {
             Self::TooLarge => TOO_LARGE.to_string(),
             Self::NotSent(e) => format!("the request could not be sent: {e}"),
             Self::Unanswered(e) => format!("the connection closed before an answer: {e}"),
-            Self::Broken(m) => m.clone(),
+            Self::Broken(m) | Self::Unreachable(m) => m.clone(),
         }
     }
 }
@@ -59,20 +69,29 @@ pub struct Conn<S = TcpStream> {
     out: Vec<u8>,
 }
 
-impl Conn {
+/// The trailer fields of a chunked answer, kept in its extensions.
+#[derive(Clone, Debug)]
+pub struct Trailers(pub HeaderMap);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Whether a kept connection can take a request: the server has neither
-    /// closed it nor sent anything unasked. Costs no system call unless the
-    /// socket was seen readable.
-    pub fn reusable(&self) -> bool {
+    /// closed it nor sent anything unasked. The stream is read once without
+    /// waiting, which costs no system call unless the socket was seen
+    /// readable (and over TLS takes in any record the server sent meanwhile,
+    /// such as a session ticket or a close).
+    pub fn reusable(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
         }
         let mut probe = [0u8; 1];
-        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        let mut probe = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut probe),
+            Poll::Pending
+        )
     }
-}
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// A connection over `io`, which nothing has been sent or read on.
     pub fn new(io: S) -> Self {
         Self {
@@ -118,6 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             break (parts, framing, keep);
         };
+        let mut parts = parts;
         let body = match framing {
             Framing::Empty => Bytes::new(),
             Framing::Length(n) => {
@@ -126,7 +146,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 self.read_exact(n as usize).await?
             }
-            Framing::Chunked => self.read_chunked(limit).await?,
+            Framing::Chunked => {
+                let (body, trailers) = self.read_chunked(limit).await?;
+                if !trailers.is_empty() {
+                    parts.extensions.insert(Trailers(trailers));
+                }
+                body
+            }
             Framing::UntilClose => {
                 keep = false;
                 self.read_to_close(limit).await?
@@ -203,25 +229,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    async fn read_chunked(&mut self, limit: usize) -> Result<Bytes, Failure> {
+    /// A chunked body and its trailer fields.
+    async fn read_chunked(&mut self, limit: usize) -> Result<(Bytes, HeaderMap), Failure> {
         let mut body = BytesMut::new();
         loop {
             let line = self.read_line().await?;
             let size = chunk_size(&line)?;
             if size == 0 {
-                // Trailer fields, up to the empty line, are not kept.
-                let mut trailers = 0;
+                // Trailer fields, up to the empty line.
+                let mut block = BytesMut::new();
                 loop {
                     let line = self.read_line().await?;
                     if line.is_empty() {
-                        return Ok(body.freeze());
+                        return Ok((body.freeze(), parse_trailers(block)?));
                     }
-                    trailers += line.len() + 2;
-                    if trailers > MAX_HEAD {
+                    if block.len() + line.len() + 2 > MAX_HEAD {
                         return Err(Failure::Broken(format!(
                             "the answer's trailers are over {MAX_HEAD} bytes"
                         )));
                     }
+                    block.extend_from_slice(&line);
+                    block.extend_from_slice(b"\r\n");
                 }
             }
             if size > (limit - body.len()) as u64 {
@@ -393,6 +421,34 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Failu
     parts.version = version;
     parts.headers = headers;
     Ok(Some((parts, framing, keep)))
+}
+
+/// Trailer field lines, each ended by CRLF.
+fn parse_trailers(mut block: BytesMut) -> Result<HeaderMap, Failure> {
+    let mut trailers = HeaderMap::new();
+    if block.is_empty() {
+        return Ok(trailers);
+    }
+    block.extend_from_slice(b"\r\n");
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(&block, &mut fields) {
+        Ok(httparse::Status::Complete((_, fields))) => {
+            for f in fields {
+                let name = HeaderName::from_bytes(f.name.as_bytes());
+                let value = HeaderValue::from_bytes(f.value);
+                match (name, value) {
+                    (Ok(name), Ok(value)) => {
+                        trailers.append(name, value);
+                    }
+                    _ => return Err(Failure::Broken(format!("invalid trailer field {:?}", f.name))),
+                }
+            }
+            Ok(trailers)
+        }
+        Ok(httparse::Status::Partial) | Err(_) => {
+            Err(Failure::Broken("the answer's trailers are malformed".into()))
+        }
+    }
 }
 
 fn parse_length(v: &[u8]) -> Result<u64, Failure> {
@@ -579,8 +635,13 @@ mod tests {
         let (p, b, keep) = conn.exchange(&post, &body, 1 << 20).await.expect("first");
         assert_eq!((p.status.as_u16(), &b[..], keep), (200, &b"hello"[..], true));
         assert!(conn.reusable());
-        let (_, b, keep) = conn.exchange(&post, &body, 1 << 20).await.expect("chunked");
+        let (p, b, keep) = conn.exchange(&post, &body, 1 << 20).await.expect("chunked");
         assert_eq!((&b[..], keep), (&b"abcde"[..], true));
+        let trailers = p.extensions.get::<Trailers>().map(|t| t.0.clone());
+        assert_eq!(
+            trailers.as_ref().and_then(|t| t.get("t")).map(|v| v.as_bytes()),
+            Some(&b"v"[..])
+        );
         assert!(matches!(
             conn.exchange(&post, &body, 9).await,
             Err(Failure::TooLarge)
@@ -620,7 +681,7 @@ mod tests {
         let get = head(Method::GET, "/", &[]);
         let failed = conn.exchange(&get, &Bytes::new(), 1 << 20).await;
         assert!(matches!(failed, Err(Failure::Unanswered(_))), "{failed:?}");
-        let conn = Conn::new(server(vec![]).await);
+        let mut conn = Conn::new(server(vec![]).await);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!conn.reusable());
         let mut conn = Conn::new(server(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort"]).await);
