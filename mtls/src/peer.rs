@@ -20,6 +20,8 @@ use tokio::{
 };
 use tonic::{Code, Status};
 
+use crate::h1::{Failure, Trailers, pool::Pool};
+
 /// How often an idle connection is checked, and how long the answer may take.
 const KEEPALIVE: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -33,6 +35,8 @@ pub struct Peer {
     tls: Option<Arc<rustls::ClientConfig>>,
     sender: Mutex<Option<SendRequest<Bytes>>>,
     connecting: tokio::sync::Mutex<()>,
+    /// For a sidecar, the connections unary calls take.
+    h1: Option<Pool>,
 }
 
 /// Dials `addr` (`host:port`) with Nagle's algorithm off, then TLS with
@@ -86,6 +90,21 @@ impl Peer {
             tls,
             sender: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            h1: None,
+        }
+    }
+
+    /// Another daprd at `addr`: unary calls go over HTTP/1.1, the rest over
+    /// HTTP/2 as to any peer.
+    pub fn sidecar(addr: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        let h1_tls = tls.as_deref().map(|config| {
+            let mut config = config.clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        });
+        Self {
+            h1: Some(Pool::new(addr.to_string(), h1_tls)),
+            ..Self::new(addr, tls)
         }
     }
 
@@ -147,6 +166,12 @@ impl Peer {
         let len = u32::try_from(frame.len() - 5)
             .map_err(|_| Status::resource_exhausted("the message is over 4 GiB"))?;
         frame[1..5].copy_from_slice(&len.to_be_bytes());
+        if let Some(pool) = &self.h1 {
+            let (headers, reply) = over_h1(pool, path, metadata, frame.freeze(), limit).await?;
+            let reply = R::decode(reply)
+                .map_err(|e| Status::internal(format!("the reply to {path} does not decode: {e}")))?;
+            return Ok((headers, reply));
+        }
         let mut req = http::Request::new(());
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = self.uri(path.clone())?;
@@ -231,6 +256,57 @@ impl Peer {
         }
         Ok((parts.headers, message_of(data.freeze(), "the peer's reply")?))
     }
+}
+
+/// A unary call over one of `pool`'s HTTP/1.1 connections: the reply's
+/// headers and message.
+async fn over_h1(
+    pool: &Pool,
+    path: &http::uri::PathAndQuery,
+    metadata: http::HeaderMap,
+    frame: Bytes,
+    limit: usize,
+) -> Result<(http::HeaderMap, Bytes), Status> {
+    let mut req = http::Request::new(frame);
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from(path.clone());
+    *req.headers_mut() = metadata;
+    let h = req.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    let (parts, body) = pool
+        .request(req, limit.saturating_add(5))
+        .await
+        .map_err(|f| match f {
+            Failure::TooLarge => {
+                Status::resource_exhausted(format!("the reply is over the limit of {limit} bytes"))
+            }
+            f => Status::unavailable(format!("the call to the peer failed: {}", f.message())),
+        })?;
+    if let Some(status) = failure(&parts.headers) {
+        return Err(status);
+    }
+    if parts.status != http::StatusCode::OK {
+        return Err(Status::unknown(format!(
+            "the peer answered HTTP {} to a gRPC call",
+            parts.status
+        )));
+    }
+    if !parts.headers.contains_key(GRPC_STATUS) {
+        let trailers = parts.extensions.get::<Trailers>().map(|t| &t.0);
+        match trailers {
+            Some(t) if t.contains_key(GRPC_STATUS) => {
+                if let Some(status) = failure(t) {
+                    return Err(status);
+                }
+            }
+            _ => return Err(Status::internal("the peer's reply has no grpc-status")),
+        }
+    }
+    Ok((parts.headers, message_of(body, "the peer's reply")?))
 }
 
 const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
@@ -327,5 +403,81 @@ mod tests {
                 Code::Internal
             );
         }
+    }
+
+    /// A server that reads each request (head and `content-length` body)
+    /// and writes the next of `answers`; also what the first request was.
+    async fn answering(answers: Vec<&'static str>) -> (String, tokio::sync::oneshot::Receiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (seen, heard) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut seen = Some(seen);
+            for answer in answers {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let len = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                if s.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                if let Some(tx) = seen.take() {
+                    let _ = tx.send(text);
+                }
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        (addr, heard)
+    }
+
+    #[tokio::test]
+    async fn a_sidecar_is_called_over_http1_with_the_status_in_the_head_or_the_trailers() {
+        // `8` and `1` framed: a message of one varint field.
+        let ok_head = "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: 0\r\n\
+                       content-length: 7\r\n\r\n\x00\x00\x00\x00\x02\x08\x01";
+        let ok_trailers = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                           7\r\n\x00\x00\x00\x00\x02\x08\x01\r\n0\r\ngrpc-status: 0\r\n\r\n";
+        let failed = "HTTP/1.1 200 OK\r\ngrpc-status: 5\r\ngrpc-message: gone\r\ncontent-length: 0\r\n\r\n";
+        let failed_late = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                           0\r\ngrpc-status: 7\r\n\r\n";
+        let silent = "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n\x00\x00\x00\x00\x02\x08\x01";
+        let (addr, heard) = answering(vec![ok_head, ok_trailers, failed, failed_late, silent]).await;
+        let peer = Peer::sidecar(&addr, None);
+        let path = http::uri::PathAndQuery::from_static("/p.S/M");
+        let call = || peer.unary::<u32>(&path, http::HeaderMap::new(), &1u32, 1 << 20);
+        assert_eq!(call().await.expect("status in the head").1, 1);
+        let head = heard.await.expect("request");
+        assert!(head.starts_with("POST /p.S/M HTTP/1.1\r\n"), "{head}");
+        for field in [
+            "content-type: application/grpc",
+            "te: trailers",
+            &format!("host: {addr}"),
+        ] {
+            assert!(head.contains(field), "{field} in {head}");
+        }
+        assert_eq!(call().await.expect("status in the trailers").1, 1);
+        let err = call().await.expect_err("not found");
+        assert_eq!((err.code(), err.message()), (Code::NotFound, "gone"));
+        assert_eq!(call().await.expect_err("denied").code(), Code::PermissionDenied);
+        assert_eq!(call().await.expect_err("no status").code(), Code::Internal);
+        // The server is gone: the peer is unavailable.
+        assert_eq!(call().await.expect_err("closed").code(), Code::Unavailable);
     }
 }

@@ -34,9 +34,9 @@ pub struct Invoker {
     mtls: Option<Arc<Svid>>,
 }
 
-/// The two ways to one peer sidecar: an HTTP/2 connection of daprd's own
-/// for unary and proxied calls, which sends a whole unary call in one write,
-/// and a tonic channel (connected on first use) for streamed invocations.
+/// The two ways to one peer sidecar: daprd's own connections for unary
+/// calls (HTTP/1.1, one write each) and proxied calls (HTTP/2), and a tonic
+/// channel (connected on first use) for streamed invocations.
 #[derive(Clone)]
 pub struct Link {
     pub unary: Arc<daprs_mtls::peer::Peer>,
@@ -241,7 +241,7 @@ impl Invoker {
         };
         let link = Link {
             channel: daprs_mtls::net::channel(addr, tls.clone())?,
-            unary: Arc::new(daprs_mtls::peer::Peer::new(addr, tls)),
+            unary: Arc::new(daprs_mtls::peer::Peer::sidecar(addr, tls)),
         };
         links.insert(addr.to_string(), link.clone());
         Ok(link)

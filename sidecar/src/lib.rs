@@ -197,8 +197,10 @@ pub async fn run(
     let internal_tls = match (&svid, &settings.control_plane) {
         (Some(svid), Some(cp)) if cp.mtls => {
             invoker = invoker.with_mtls(svid.clone());
-            let config = daprs_mtls::tls::server_config(svid.identity.clone(), Some(svid.roots.clone()))
+            let mut config = daprs_mtls::tls::server_config(svid.identity.clone(), Some(svid.roots.clone()))
                 .map_err(StartError::ControlPlane)?;
+            // Other sidecars make unary calls over HTTP/1.1 (`Peer::sidecar`).
+            config.alpn_protocols.push(b"http/1.1".to_vec());
             Some(Arc::new(config))
         }
         _ => None,

@@ -25,6 +25,8 @@ const RESERVED: [&str; 6] = [
     "grpc-status",
 ];
 
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// What a call's answer is on its way as.
 pub type Answer = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
 
@@ -46,9 +48,10 @@ where
         // Boxed: the handler's future is large, and the port's dispatch
         // future is as large as its largest side.
         let answer: Answer = Box::pin(async move {
+            let h1 = req.version() < http::Version::HTTP_2;
             let res = match request::<M>(req, decode_limit).await {
                 Ok(req) => match handler(req).await {
-                    Ok(res) => reply(res, encode_limit),
+                    Ok(res) => reply(res, encode_limit, h1),
                     Err(status) => Err(status),
                 },
                 Err(status) => Err(status),
@@ -140,8 +143,15 @@ async fn request<M: prost::Message + Default>(
     ))
 }
 
-/// `res` as one framed message and the trailers that end it.
-fn reply<R: prost::Message>(res: Response<R>, limit: usize) -> Result<http::Response<Body>, Status> {
+/// `res` as one framed message and the trailers that end it. Over HTTP/1.1
+/// (another daprd's unary call, see `daprs_mtls::peer`) the status goes in
+/// the head instead and the body's length is given, which the caller reads
+/// in one piece.
+fn reply<R: prost::Message>(
+    res: Response<R>,
+    limit: usize,
+    h1: bool,
+) -> Result<http::Response<Body>, Status> {
     let (metadata, message, extensions) = res.into_parts();
     let len = message.encoded_len();
     let prefix = u32::try_from(len)
@@ -152,15 +162,20 @@ fn reply<R: prost::Message>(res: Response<R>, limit: usize) -> Result<http::Resp
     frame.put_u8(0);
     frame.put_u32(prefix);
     message.encode_raw(&mut frame);
-    let mut trailers = HeaderMap::with_capacity(1);
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    let frames = [
-        Ok::<_, Infallible>(http_body::Frame::data(frame.freeze())),
-        Ok(http_body::Frame::trailers(trailers)),
-    ];
-    let mut out = http::Response::new(Body::new(http_body_util::StreamBody::new(
-        futures_util::stream::iter(frames),
-    )));
+    let ok = HeaderValue::from_static("0");
+    let mut out = if h1 {
+        http::Response::new(Body::from(frame.freeze()))
+    } else {
+        let mut trailers = HeaderMap::with_capacity(1);
+        trailers.insert(GRPC_STATUS, ok.clone());
+        let frames = [
+            Ok::<_, Infallible>(http_body::Frame::data(frame.freeze())),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        http::Response::new(Body::new(http_body_util::StreamBody::new(
+            futures_util::stream::iter(frames),
+        )))
+    };
     let headers = out.headers_mut();
     *headers = metadata.into_headers();
     if !headers.is_empty() {
@@ -172,6 +187,9 @@ fn reply<R: prost::Message>(res: Response<R>, limit: usize) -> Result<http::Resp
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
+    if h1 {
+        headers.insert(GRPC_STATUS, ok);
+    }
     *out.extensions_mut() = extensions;
     Ok(out)
 }
@@ -180,6 +198,7 @@ fn reply<R: prost::Message>(res: Response<R>, limit: usize) -> Result<http::Resp
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use http_body::Body as _;
     use tower::ServiceExt;
 
     /// An echo of strings that answers with metadata of its own, as the
@@ -222,13 +241,17 @@ mod tests {
 
     fn call(body: Body) -> http::Request<Body> {
         let mut req = http::Request::new(body);
+        *req.version_mut() = http::Version::HTTP_2;
         *req.uri_mut() = http::Uri::from_static("/t.S/Echo");
         req.headers_mut().insert("said", HeaderValue::from_static(">"));
         req
     }
 
     async fn answer(req: http::Request<Body>) -> (HeaderMap, Bytes, HeaderMap) {
-        let res = echo().oneshot(req).await.expect("infallible");
+        answer_of(echo().oneshot(req).await.expect("infallible")).await
+    }
+
+    async fn answer_of(res: http::Response<Body>) -> (HeaderMap, Bytes, HeaderMap) {
         let (parts, body) = res.into_parts();
         let collected = body.collect().await.expect("body");
         let trailers = collected.trailers().cloned().unwrap_or_default();
@@ -250,6 +273,20 @@ mod tests {
         assert!(headers.get("grpc-status").is_none());
         assert_eq!(trailers["grpc-status"], "0");
         assert_eq!(data, framed(&">hi".to_string()));
+    }
+
+    #[tokio::test]
+    async fn over_http1_the_status_is_in_the_head_and_the_length_known() {
+        let mut req = call(Body::from(framed(&"hi".to_string())));
+        *req.version_mut() = http::Version::HTTP_11;
+        let res = echo().oneshot(req).await.expect("infallible");
+        let expected = framed(&">hi".to_string());
+        assert_eq!(res.body().size_hint().exact(), Some(expected.len() as u64));
+        let (headers, data, trailers) = answer_of(res).await;
+        assert_eq!(headers["grpc-status"], "0");
+        assert_eq!(headers["heard"], "yes");
+        assert!(trailers.is_empty());
+        assert_eq!(data, expected);
     }
 
     #[tokio::test]
