@@ -46,6 +46,7 @@ const LIMITS: daprs_mtls::http::Limits = daprs_mtls::http::Limits {
         idle: Duration::from_secs(120),
     },
     h2_windows: None,
+    h1_whole: false,
 };
 
 fn review_too_large(limit: usize) -> Response {

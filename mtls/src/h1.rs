@@ -6,6 +6,7 @@
 //! [`pool`] keeps such connections to one server.
 
 pub mod pool;
+pub mod serve;
 
 use std::{
     pin::Pin,
@@ -122,9 +123,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if self.out.capacity() > KEPT_OUT {
             self.out = Vec::new();
         }
+        let (parts, body, keep) = self.answer(&head.method, limit).await?;
+        // Bytes nobody asked for make the connection's state unknown.
+        Ok((parts, body, keep && self.buf.is_empty()))
+    }
+
+    /// The answer to a request of `method`, its body at most `limit` bytes,
+    /// and whether the server lets the connection be kept.
+    async fn answer(
+        &mut self,
+        method: &Method,
+        limit: usize,
+    ) -> Result<(response::Parts, Bytes, bool), Failure> {
         let mut interim = 0;
         let (parts, framing, mut keep) = loop {
-            let (parts, framing, keep) = self.read_head(&head.method).await?;
+            let (parts, framing, keep) = self.read_head(method).await?;
             // An interim answer (100 Continue, 103 Early Hints) precedes the real one.
             if parts.status.is_informational() && parts.status != StatusCode::SWITCHING_PROTOCOLS {
                 interim += 1;
@@ -158,8 +171,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.read_to_close(limit).await?
             }
         };
-        // Bytes nobody asked for make the connection's state unknown.
-        Ok((parts, body, keep && self.buf.is_empty()))
+        Ok((parts, body, keep))
+    }
+
+    /// The next answer on the connection, whatever was asked.
+    #[cfg(test)]
+    pub(crate) async fn read_answer(&mut self) -> (response::Parts, Bytes) {
+        let (parts, body, _) = self.answer(&Method::POST, 1 << 20).await.expect("an answer");
+        (parts, body)
     }
 
     /// Reads more into the buffer: how many bytes came (0 at its end).

@@ -28,7 +28,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{Extensions, Request, header::CONTENT_LENGTH};
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::Body as HttpBody;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -40,6 +40,12 @@ use tokio::{
     time::Sleep,
 };
 use tower::ServiceExt;
+
+use crate::h1::serve::{Prefixed, sniff};
+
+mod body;
+
+use body::{Counted, TimedBody};
 
 /// The time limits of one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +85,10 @@ pub struct Limits {
     pub timeouts: Timeouts,
     /// HTTP/2 flow-control windows (stream, connection); hyper's defaults when None.
     pub h2_windows: Option<(u32, u32)>,
+    /// HTTP/1.1 requests are read whole and answered by the connection's
+    /// own task ([`crate::h1::serve`]): the internal port, where they are
+    /// other sidecars' unary calls.
+    pub h1_whole: bool,
 }
 
 /// The error a request body yields when its client stopped sending it.
@@ -221,6 +231,9 @@ struct Activity {
     first_byte: AtomicU64,
     /// HTTP/2 clients keep connections open and ping; only the idle limit applies.
     h2: AtomicBool,
+    /// Served by [`crate::h1::serve`], which stops taking requests at a
+    /// drain but is not told when idle: the watcher closes it then.
+    whole: AtomicBool,
 }
 
 /// Milliseconds since the first call, never 0 (0 marks "not yet").
@@ -233,6 +246,11 @@ fn tick() -> u64 {
 }
 
 impl Activity {
+    /// Nothing in flight and no request begun.
+    fn quiet(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.first_byte.load(Ordering::Acquire) == 0
+    }
+
     fn expired(&self, t: &Timeouts, now: u64) -> Option<&'static str> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
@@ -248,7 +266,7 @@ impl Activity {
 }
 
 /// Counts a request in flight until its response body is gone.
-struct InFlight(Arc<Activity>);
+pub(crate) struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn enter(a: &Arc<Activity>) -> Self {
@@ -348,80 +366,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 }
 
-/// A request body that fails when its client stops sending it.
-struct TimedBody {
-    inner: Incoming,
-    limit: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
-    armed: bool,
-}
-
-impl HttpBody for TimedBody {
-    type Data = bytes::Bytes;
-    type Error = axum::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.armed = false;
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
-            Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + this.limit;
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if !this.armed {
-                    sleep.as_mut().reset(deadline);
-                    this.armed = true;
-                }
-                match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.limit).into()))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body that keeps its request counted until it is sent or dropped.
-struct Counted {
-    inner: Body,
-    _in_flight: InFlight,
-}
-
-impl HttpBody for Counted {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// The head's size as HTTP/2 counts it: name and value plus 32 per field,
 /// pseudo-header fields included.
 fn head_size<B>(req: &Request<B>) -> usize {
@@ -463,12 +407,71 @@ where
 {
     let activity = Arc::new(Activity::default());
     activity.idle_since.store(tick(), Ordering::Release);
-    let io = Watched {
+    let mut io = Watched {
         io,
         activity: activity.clone(),
         linger: None,
         seen: false,
     };
+    let stop = drain.stop.clone();
+    let work = async {
+        let mut first = bytes::Bytes::new();
+        if limits.h1_whole {
+            let Ok((h2, read)) = sniff(&mut io).await else {
+                return;
+            };
+            if !h2 {
+                activity.whole.store(true, Ordering::Release);
+                let enter = || InFlight::enter(&activity);
+                let served = crate::h1::serve::serve(io, read, router, limits, &ext, &stop, enter).await;
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "HTTP/1.1 connection ended with an error");
+                }
+                return;
+            }
+            first = read.freeze();
+        }
+        let io = Prefixed { first, io };
+        serve_with_hyper(io, router, limits, &activity, ext.clone(), stop.clone()).await;
+    };
+    let mut work = std::pin::pin!(work);
+    let t = limits.timeouts;
+    // The watcher wakes a few times per limit; nothing is done per request.
+    let period = (t.read_header.min(t.idle) / 4).max(Duration::from_millis(5));
+    let mut stop = drain.stop.clone();
+    let mut draining = *stop.borrow();
+    loop {
+        tokio::select! {
+            () = work.as_mut() => break,
+            changed = stop.changed(), if !draining => {
+                draining = changed.is_err() || *stop.borrow();
+            }
+            () = tokio::time::sleep(period) => {
+                if let Some(why) = activity.expired(&t, tick()) {
+                    tracing::debug!(reason = why, "closing HTTP connection");
+                    break;
+                }
+            }
+        }
+        if draining && activity.whole.load(Ordering::Acquire) && activity.quiet() {
+            break;
+        }
+    }
+    drop(drain);
+}
+
+/// Serves a connection with hyper (HTTP/1 or HTTP/2, as the client
+/// speaks), finishing gracefully once `stop` turns true.
+async fn serve_with_hyper<I, S: Api>(
+    io: I,
+    router: S,
+    limits: Limits,
+    activity: &Arc<Activity>,
+    ext: Extensions,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc_activity = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let in_flight = InFlight::enter(&svc_activity);
@@ -541,10 +544,6 @@ where
     }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
-    let t = limits.timeouts;
-    // The watcher wakes a few times per limit; nothing is done per request.
-    let period = (t.read_header.min(t.idle) / 4).max(Duration::from_millis(5));
-    let mut stop = drain.stop.clone();
     let mut draining = *stop.borrow();
     if draining {
         conn.as_mut().graceful_shutdown();
@@ -555,7 +554,7 @@ where
                 if let Err(e) = done {
                     tracing::debug!(error = %e, "HTTP connection ended with an error");
                 }
-                break;
+                return;
             }
             changed = stop.changed(), if !draining => {
                 if changed.is_err() || *stop.borrow() {
@@ -563,15 +562,8 @@ where
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            () = tokio::time::sleep(period) => {
-                if let Some(why) = activity.expired(&t, tick()) {
-                    tracing::debug!(reason = why, "closing HTTP connection");
-                    break;
-                }
-            }
         }
     }
-    drop(drain);
 }
 
 /// The smallest request-head buffer hyper accepts.

@@ -140,7 +140,11 @@ pub async fn all(
     let internal_router = tower::ServiceBuilder::new()
         .option_layer(counted.layer::<observe::Grpc>())
         .service(grpc_router::internal(rt.clone()));
-    let internal_limits = listen::grpc_limits(&rt.settings, windows);
+    // Other sidecars' unary calls come over HTTP/1.1 (`daprs_mtls::peer`).
+    let internal_limits = Limits {
+        h1_whole: true,
+        ..listen::grpc_limits(&rt.settings, windows)
+    };
     match internal_tls {
         None => {
             let plain = ports.internal.into_iter().map(ApiListener::Tcp);
