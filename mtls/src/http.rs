@@ -443,7 +443,9 @@ where
     loop {
         tokio::select! {
             () = work.as_mut() => break,
-            changed = stop.changed(), if !draining => {
+            // hyper drains its own connections; only whole-request ones
+            // need telling when they are idle.
+            changed = stop.changed(), if !draining && limits.h1_whole => {
                 draining = changed.is_err() || *stop.borrow();
             }
             () = tokio::time::sleep(period) => {
