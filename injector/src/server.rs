@@ -46,7 +46,7 @@ const LIMITS: daprs_mtls::http::Limits = daprs_mtls::http::Limits {
         idle: Duration::from_secs(120),
     },
     h2_windows: None,
-    h1_whole: false,
+    h1_whole: None,
 };
 
 fn review_too_large(limit: usize) -> Response {

@@ -85,10 +85,11 @@ pub struct Limits {
     pub timeouts: Timeouts,
     /// HTTP/2 flow-control windows (stream, connection); hyper's defaults when None.
     pub h2_windows: Option<(u32, u32)>,
-    /// HTTP/1.1 requests are read whole and answered by the connection's
-    /// own task ([`crate::h1::serve`]): the internal port, where they are
-    /// other sidecars' unary calls.
-    pub h1_whole: bool,
+    /// With a size, HTTP/1.1 requests are read whole, their bodies at most
+    /// that long, and answered by the connection's own task
+    /// ([`crate::h1::serve`]): the internal port, where they are other
+    /// sidecars' unary calls.
+    pub h1_whole: Option<usize>,
 }
 
 /// The error a request body yields when its client stopped sending it.
@@ -416,7 +417,7 @@ where
     let stop = drain.stop.clone();
     let work = async {
         let mut first = bytes::Bytes::new();
-        if limits.h1_whole {
+        if limits.h1_whole.is_some() {
             let Ok((h2, read)) = sniff(&mut io).await else {
                 return;
             };
@@ -445,7 +446,7 @@ where
             () = work.as_mut() => break,
             // hyper drains its own connections; only whole-request ones
             // need telling when they are idle.
-            changed = stop.changed(), if !draining && limits.h1_whole => {
+            changed = stop.changed(), if !draining && limits.h1_whole.is_some() => {
                 draining = changed.is_err() || *stop.borrow();
             }
             () = tokio::time::sleep(period) => {

@@ -320,10 +320,16 @@ pub async fn api(rt: Arc<Runtime>) -> impl daprs_mtls::http::Api {
         .service(port)
 }
 
+/// The largest message the internal port decodes: a body of the largest
+/// size the API takes, in its envelope.
+pub fn internal_message_limit(settings: &crate::settings::Settings) -> usize {
+    (settings.max_body_size + ENVELOPE).max(app_channel::MAX_UNARY)
+}
+
 /// The internal port's service.
 pub fn internal(rt: Arc<Runtime>) -> impl daprs_mtls::http::Api {
     use daprs_proto::internals::service_invocation_server::{ServiceInvocation, ServiceInvocationServer};
-    let max = (rt.settings.max_body_size + ENVELOPE).max(app_channel::MAX_UNARY);
+    let max = internal_message_limit(&rt.settings);
     let server = Arc::new(crate::internal::InternalServer { rt: rt.clone() });
     let local = server.clone();
     let call_local = unary::method(max, usize::MAX, move |req| {

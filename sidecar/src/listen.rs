@@ -108,7 +108,7 @@ pub fn http_limits(settings: &Settings) -> Limits {
         too_large: body_too_large,
         timeouts: settings.http_timeouts,
         h2_windows: None,
-        h1_whole: false,
+        h1_whole: None,
     }
 }
 

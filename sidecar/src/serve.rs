@@ -142,7 +142,7 @@ pub async fn all(
         .service(grpc_router::internal(rt.clone()));
     // Other sidecars' unary calls come over HTTP/1.1 (`daprs_mtls::peer`).
     let internal_limits = Limits {
-        h1_whole: true,
+        h1_whole: Some(grpc_router::internal_message_limit(&rt.settings) + 5),
         ..listen::grpc_limits(&rt.settings, windows)
     };
     match internal_tls {

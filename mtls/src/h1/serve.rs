@@ -63,6 +63,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
     S: Api,
 {
+    let max_body = limits.max_body.min(limits.h1_whole.unwrap_or(usize::MAX));
     let mut out = Vec::new();
     loop {
         let head = loop {
@@ -84,8 +85,8 @@ where
             }
         };
         let guard = enter();
-        if head.length > limits.max_body {
-            let res = (limits.too_large)(limits.max_body);
+        if head.length > max_body {
+            let res = (limits.too_large)(max_body);
             out.clear();
             let (parts, body) = res.into_parts();
             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -391,7 +392,7 @@ mod tests {
             too_large: |_| (StatusCode::PAYLOAD_TOO_LARGE, "too large").into_response(),
             timeouts: crate::http::Timeouts::default(),
             h2_windows: None,
-            h1_whole: true,
+            h1_whole: Some(64),
         }
     }
 
