@@ -1,4 +1,4 @@
-//! What an HTTP/1.1 app answers daprd, read by the components crate's
+//! What an HTTP/1.1 app answers daprd, read by the transport crate's
 //! client. The first byte picks the request's method and the body limit,
 //! the second how many bytes each read returns; the rest is the answer.
 //! Property: no panic, and an accepted body is within the limit.
