@@ -74,25 +74,39 @@ pub struct Conn<S = TcpStream> {
 #[derive(Clone, Debug)]
 pub struct Trailers(pub HeaderMap);
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    /// Whether a kept connection can take a request: the server has neither
-    /// closed it nor sent anything unasked. The stream is read once without
-    /// waiting, which costs no system call unless the socket was seen
-    /// readable (and over TLS takes in any record the server sent meanwhile,
-    /// such as a session ticket or a close).
-    pub fn reusable(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        let mut probe = ReadBuf::new(&mut probe);
-        let mut cx = Context::from_waker(Waker::noop());
-        matches!(
-            Pin::new(&mut self.io).poll_read(&mut cx, &mut probe),
-            Poll::Pending
-        )
-    }
+/// A stream a kept connection is checked on before its next request.
+pub trait Probe {
+    /// Whether the server has neither closed the stream nor sent anything
+    /// unasked. Costs no system call unless the socket was seen readable.
+    fn quiet(&mut self) -> bool;
+}
 
+impl Probe for TcpStream {
+    fn quiet(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// [`Probe::quiet`] for any stream: one read without waiting (over TLS it
+/// takes in any record the server sent meanwhile, such as a session ticket
+/// or a close).
+pub fn nothing_to_read<S: AsyncRead + Unpin>(io: &mut S) -> bool {
+    let mut probe = [0u8; 1];
+    let mut probe = ReadBuf::new(&mut probe);
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(Pin::new(io).poll_read(&mut cx, &mut probe), Poll::Pending)
+}
+
+impl<S: Probe> Conn<S> {
+    /// Whether a kept connection can take a request: nothing unread is
+    /// left and the stream is [quiet](Probe::quiet).
+    pub fn reusable(&mut self) -> bool {
+        self.buf.is_empty() && self.io.quiet()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// A connection over `io`, which nothing has been sent or read on.
     pub fn new(io: S) -> Self {
         Self {

@@ -7,7 +7,9 @@
 //! peer once more.
 
 use std::{
+    pin::Pin,
     sync::{Arc, Mutex},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -15,7 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::HeaderValue;
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
 use tonic::{Code, Status};
@@ -42,10 +44,24 @@ pub struct Peer {
 /// Dials `addr` (`host:port`) with Nagle's algorithm off, then TLS with
 /// `config` when given.
 pub async fn dial(addr: &str, config: Option<Arc<rustls::ClientConfig>>) -> std::io::Result<Box<dyn Io>> {
+    Ok(match connect(addr, config).await? {
+        Stream::Plain(tcp) => Box::new(tcp),
+        Stream::Tls(tls) => tls,
+    })
+}
+
+/// A dialled connection, plain or TLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// As [`dial`], without boxing a plain connection.
+pub async fn connect(addr: &str, config: Option<Arc<rustls::ClientConfig>>) -> std::io::Result<Stream> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let Some(config) = config else {
-        return Ok(Box::new(tcp));
+        return Ok(Stream::Plain(tcp));
     };
     let host = addr
         .rsplit_once(':')
@@ -57,7 +73,66 @@ pub async fn dial(addr: &str, config: Option<Arc<rustls::ClientConfig>>) -> std:
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await?;
-    Ok(Box::new(tls))
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl crate::h1::Probe for Stream {
+    fn quiet(&mut self) -> bool {
+        match self {
+            Self::Plain(s) => s.quiet(),
+            Self::Tls(s) => crate::h1::nothing_to_read(s),
+        }
+    }
 }
 
 /// A connection's byte stream, plain or TLS.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Uri, header::HOST};
 
 use super::{Conn, Failure};
-use crate::peer::{Io, dial};
+use crate::peer::{Stream, connect};
 
 /// An answer: its head and its whole body.
 pub type Answer = (http::response::Parts, Bytes);
@@ -23,7 +23,7 @@ pub struct Pool {
     host: Option<HeaderValue>,
     /// TLS, when the server speaks it; its ALPN should offer `http/1.1`.
     tls: Option<Arc<rustls::ClientConfig>>,
-    idle: Mutex<Vec<Conn<Box<dyn Io>>>>,
+    idle: Mutex<Vec<Conn<Stream>>>,
 }
 
 /// Whether a request that may have reached the server can be sent again:
@@ -56,7 +56,7 @@ impl Pool {
 
     /// The most recently used kept connection that the server has not
     /// closed; closed ones go.
-    fn take_idle(&self) -> Option<Conn<Box<dyn Io>>> {
+    fn take_idle(&self) -> Option<Conn<Stream>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(mut conn) = idle.pop() {
             if conn.reusable() {
@@ -66,7 +66,7 @@ impl Pool {
         None
     }
 
-    fn put_back(&self, conn: Conn<Box<dyn Io>>) {
+    fn put_back(&self, conn: Conn<Stream>) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
         {
@@ -74,8 +74,8 @@ impl Pool {
         }
     }
 
-    async fn dial(&self) -> Result<Conn<Box<dyn Io>>, Failure> {
-        let connect = dial(&self.addr, self.tls.clone());
+    async fn dial(&self) -> Result<Conn<Stream>, Failure> {
+        let connect = connect(&self.addr, self.tls.clone());
         tokio::time::timeout(std::time::Duration::from_secs(5), connect)
             .await
             .map_err(|_| Failure::Unreachable(format!("connecting to {} timed out", self.addr)))?
