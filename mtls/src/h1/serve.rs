@@ -102,6 +102,8 @@ where
         }
         let body = buf.split_to(head.length).freeze();
         let (keep, trailers) = (head.keep, head.trailers);
+        // An answer to HEAD states its length but carries no body.
+        let bodiless = head.parts.method == Method::HEAD;
         let mut req = Request::from_parts(head.parts, Body::from(body));
         if !ext.is_empty() {
             req.extensions_mut().extend(ext.clone());
@@ -117,18 +119,18 @@ where
         };
         let sent = collected
             .trailers()
-            .filter(|t| trailers && !t.is_empty())
+            .filter(|t| trailers && !bodiless && !t.is_empty())
             .cloned();
         let body = collected.to_bytes();
         out.clear();
         let keep = keep && !*stop.borrow();
         encode(&mut out, &parts, &body, sent.as_ref(), keep);
-        let joined = sent.is_none() && body.len() <= JOINED_BODY;
-        if joined {
+        let (unchunked, joined) = (sent.is_none() && !bodiless, body.len() <= JOINED_BODY);
+        if unchunked && joined {
             out.extend_from_slice(&body);
         }
         io.write_all(&out).await?;
-        if !joined && sent.is_none() {
+        if unchunked && !joined {
             io.write_all(&body).await?;
         }
         io.flush().await?;
@@ -409,6 +411,11 @@ mod tests {
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
+            let body = if path == "/h" {
+                Bytes::from_static(b"hidden")
+            } else {
+                body
+            };
             let res = if path == "/trailers" {
                 let mut t = HeaderMap::new();
                 t.insert("grpc-status", HeaderValue::from_static("0"));
@@ -490,6 +497,21 @@ mod tests {
             .expect("plain");
         assert!(parts.extensions.get::<Trailers>().is_none());
         assert_eq!(parts.headers["content-length"], "1");
+    }
+
+    #[tokio::test]
+    async fn an_answer_to_head_has_a_length_and_no_body() {
+        let (io, _stop) = served();
+        let mut conn = Conn::new(io);
+        let head = Request::head("/h").body(()).expect("request").into_parts().0;
+        let (parts, body, keep) = conn.exchange(&head, &Bytes::new(), 1 << 10).await.expect("head");
+        assert_eq!((parts.status, body.len(), keep), (StatusCode::OK, 0, true));
+        assert_eq!(parts.headers["content-length"], "6");
+        let (_, answer, _) = conn
+            .exchange(&post("/a", &[]), &Bytes::from_static(b"next"), 1 << 10)
+            .await
+            .expect("next");
+        assert_eq!(&answer[..], b"next");
     }
 
     #[tokio::test]
