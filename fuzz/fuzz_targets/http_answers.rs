@@ -4,55 +4,12 @@
 //! Property: no panic, and an accepted body is within the limit.
 #![no_main]
 
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-};
+#[path = "common/scripted.rs"]
+mod scripted;
 
 use bytes::Bytes;
 use daprs_mtls::h1::Conn;
 use libfuzzer_sys::fuzz_target;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-/// An app that answers with `data`, `step` bytes per read, and takes
-/// whatever is written to it.
-struct App {
-    data: Vec<u8>,
-    at: usize,
-    step: usize,
-}
-
-impl AsyncRead for App {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let end = self
-            .data
-            .len()
-            .min(self.at + self.step)
-            .min(self.at + buf.remaining());
-        let at = self.at;
-        buf.put_slice(&self.data[at..end]);
-        self.at = end;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for App {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let [pick, step, answer @ ..] = data else { return };
@@ -62,11 +19,7 @@ fuzz_target!(|data: &[u8]| {
         _ => http::Method::POST,
     };
     let limit = usize::from(pick / 3) * 64;
-    let app = App {
-        data: answer.to_vec(),
-        at: 0,
-        step: usize::from(*step).max(1),
-    };
+    let app = scripted::Scripted::new(answer, *step);
     let (head, ()) = http::Request::builder()
         .method(method)
         .uri("/orders")

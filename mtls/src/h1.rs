@@ -362,7 +362,7 @@ fn encode_head(out: &mut Vec<u8>, head: &request::Parts, body_len: usize) {
 }
 
 /// Whether a comma-separated header value lists `token`.
-fn lists(value: &HeaderValue, token: &str) -> bool {
+pub(crate) fn lists(value: &HeaderValue, token: &str) -> bool {
     value
         .as_bytes()
         .split(|b| *b == b',')
@@ -508,4 +508,4 @@ fn chunk_size(line: &[u8]) -> Result<u64, Failure> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

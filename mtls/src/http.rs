@@ -41,7 +41,7 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use crate::h1::serve::{Prefixed, sniff};
+use crate::h1::serve::sniff;
 
 mod body;
 
@@ -294,6 +294,8 @@ struct Watched<I> {
     linger: Option<Pin<Box<Sleep>>>,
     /// Whether the first bytes (which tell HTTP/2 from HTTP/1) were looked at.
     seen: bool,
+    /// Bytes read before the server took the connection, read again first.
+    first: bytes::Bytes,
 }
 
 /// How long a closing connection keeps reading what the client still sends.
@@ -307,6 +309,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.first.is_empty() {
+            let n = self.first.len().min(buf.remaining());
+            let first = self.first.split_to(n);
+            buf.put_slice(&first);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let res = Pin::new(&mut self.io).poll_read(cx, buf);
         let this = &mut *self;
@@ -413,10 +421,10 @@ where
         activity: activity.clone(),
         linger: None,
         seen: false,
+        first: bytes::Bytes::new(),
     };
     let stop = drain.stop.clone();
     let work = async {
-        let mut first = bytes::Bytes::new();
         if limits.h1_whole.is_some() {
             let Ok((h2, read)) = sniff(&mut io).await else {
                 return;
@@ -430,9 +438,8 @@ where
                 }
                 return;
             }
-            first = read.freeze();
+            io.first = read.freeze();
         }
-        let io = Prefixed { first, io };
         serve_with_hyper(io, router, limits, &activity, ext.clone(), stop.clone()).await;
     };
     let mut work = std::pin::pin!(work);

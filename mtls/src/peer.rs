@@ -251,12 +251,7 @@ impl Peer {
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = self.uri(path.clone())?;
         *req.headers_mut() = metadata;
-        let h = req.headers_mut();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        grpc_request(req.headers_mut());
         let sender = self.sender().await?;
         let res = self.exchange(sender, req, frame.freeze(), limit).await;
         if let Err(s) = &res
@@ -301,16 +296,7 @@ impl Peer {
         body_tx.send_data(message, true).map_err(fail)?;
         let res = response.await.map_err(fail)?;
         let (parts, mut body) = res.into_parts();
-        // A trailers-only answer carries its status in the headers.
-        if let Some(status) = failure(&parts.headers) {
-            return Err(status);
-        }
-        if parts.status != http::StatusCode::OK {
-            return Err(Status::unknown(format!(
-                "the peer answered HTTP {} to a gRPC call",
-                parts.status
-            )));
-        }
+        refused(&parts)?;
         let mut data = BytesMut::new();
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(fail)?;
@@ -346,12 +332,7 @@ async fn over_h1(
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = http::Uri::from(path.clone());
     *req.headers_mut() = metadata;
-    let h = req.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    grpc_request(req.headers_mut());
     let (parts, body) = pool
         .request(req, limit.saturating_add(5))
         .await
@@ -361,15 +342,7 @@ async fn over_h1(
             }
             f => Status::unavailable(format!("the call to the peer failed: {}", f.message())),
         })?;
-    if let Some(status) = failure(&parts.headers) {
-        return Err(status);
-    }
-    if parts.status != http::StatusCode::OK {
-        return Err(Status::unknown(format!(
-            "the peer answered HTTP {} to a gRPC call",
-            parts.status
-        )));
-    }
+    refused(&parts)?;
     if !parts.headers.contains_key(GRPC_STATUS) {
         let trailers = parts.extensions.get::<Trailers>().map(|t| &t.0);
         match trailers {
@@ -385,6 +358,30 @@ async fn over_h1(
 }
 
 const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// The failure a reply's head reports: a status in it (a trailers-only
+/// answer), or an HTTP status other than 200.
+fn refused(parts: &http::response::Parts) -> Result<(), Status> {
+    if let Some(status) = failure(&parts.headers) {
+        return Err(status);
+    }
+    if parts.status != http::StatusCode::OK {
+        return Err(Status::unknown(format!(
+            "the peer answered HTTP {} to a gRPC call",
+            parts.status
+        )));
+    }
+    Ok(())
+}
+
+/// Marks `h` as a gRPC request's.
+fn grpc_request(h: &mut http::HeaderMap) {
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+}
 
 /// The failure that `h` (headers or trailers) reports, if any. Most replies
 /// succeed, and tonic's parsing of a status copies every other header too,
@@ -483,7 +480,7 @@ mod tests {
     /// A server that reads each request (head and `content-length` body)
     /// and writes the next of `answers`; also what the first request was.
     async fn answering(answers: Vec<&'static str>) -> (String, tokio::sync::oneshot::Receiver<String>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let (seen, heard) = tokio::sync::oneshot::channel();
@@ -493,24 +490,9 @@ mod tests {
             };
             let mut seen = Some(seen);
             for answer in answers {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
-                let len = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .and_then(|n| n.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0u8; len];
-                if s.read_exact(&mut body).await.is_err() {
+                let Some(text) = crate::h1::tests::read_request(&mut s).await else {
                     return;
-                }
+                };
                 if let Some(tx) = seen.take() {
                     let _ = tx.send(text);
                 }

@@ -150,7 +150,7 @@ mod tests {
         atomic::{AtomicUsize, Ordering},
     };
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     use super::*;
 
@@ -175,13 +175,8 @@ mod tests {
                 let requests = requests.clone();
                 tokio::spawn(async move {
                     for i in 0..per_conn.saturating_add(usize::from(swallow)) {
-                        let mut head = Vec::new();
-                        let mut byte = [0u8; 1];
-                        while !head.ends_with(b"\r\n\r\n") {
-                            if s.read(&mut byte).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            head.push(byte[0]);
+                        if crate::h1::tests::read_request(&mut s).await.is_none() {
+                            return;
                         }
                         requests.fetch_add(1, Ordering::SeqCst);
                         if i == per_conn {

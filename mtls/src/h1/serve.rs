@@ -10,11 +10,7 @@
 //! connection closed. Time limits are the connection watcher's (see
 //! [`crate::http`]): it sees each head begin and each request finish.
 
-use std::{
-    io,
-    pin::Pin,
-    task::{Context, Poll},
-};
+use std::io;
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
@@ -23,9 +19,10 @@ use http::{
     header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE},
 };
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tower::ServiceExt;
 
+use super::lists;
 use crate::http::{Api, Limits};
 
 /// Most header fields in a request head.
@@ -149,14 +146,6 @@ where
 async fn finish<I: AsyncWrite + Unpin>(io: &mut I, out: &[u8]) -> io::Result<()> {
     io.write_all(out).await?;
     io.shutdown().await
-}
-
-/// Whether a comma-separated header value lists `token`.
-fn lists(value: &HeaderValue, token: &str) -> bool {
-    value
-        .as_bytes()
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// The request head at the start of `buf`, taken off it, once all of it
@@ -316,52 +305,8 @@ fn refusal(out: &mut Vec<u8>, status: StatusCode, why: &str) {
     out.extend_from_slice(&body);
 }
 
-/// A stream whose first bytes were already read: they are read again first.
-pub struct Prefixed<I> {
-    pub(crate) first: Bytes,
-    pub(crate) io: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.first.is_empty() {
-            let n = self.first.len().min(buf.remaining());
-            let first = self.first.split_to(n);
-            buf.put_slice(&first);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// Reads the connection's first bytes: HTTP/2's preface (the bytes, to be
-/// read again by the HTTP/2 server), or anything else (for [`serve`]).
+/// Reads the connection's first bytes: HTTP/2's preface (the bytes then go
+/// to the HTTP/2 server ahead of the rest), or anything else (for [`serve`]).
 pub async fn sniff<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(bool, BytesMut)> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut buf = BytesMut::with_capacity(8 << 10);
@@ -595,13 +540,7 @@ mod tests {
             .expect("write");
         let (h2, read) = sniff(&mut b).await.expect("sniff");
         assert!(h2);
-        let mut again = Prefixed {
-            first: read.freeze(),
-            io: b,
-        };
-        let mut all = vec![0u8; 26];
-        again.read_exact(&mut all).await.expect("read again");
-        assert!(all.starts_with(b"PRI * HTTP/2.0"));
+        assert!(read.starts_with(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
         let (mut a, mut b) = tokio::io::duplex(1024);
         a.write_all(b"POST / HTTP/1.1\r\n").await.expect("write");
         let (h2, read) = sniff(&mut b).await.expect("sniff");

@@ -108,6 +108,32 @@ fn malformed_answers_are_refused() {
 
 /// A server that answers one request per entry of `answers`, written as
 /// given, then closes.
+/// One request read off `s`: its head, as text, after its body (when it
+/// states a length) was read too; None once the client is gone.
+pub(crate) async fn read_request(s: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let len = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_string)
+        })
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.ok()?;
+    Some(text)
+}
+
 async fn server(answers: Vec<&'static [u8]>) -> TcpStream {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -115,27 +141,9 @@ async fn server(answers: Vec<&'static [u8]>) -> TcpStream {
         let Ok((mut s, _)) = listener.accept().await else {
             return;
         };
-        let mut buf = Vec::new();
         for answer in answers {
-            buf.clear();
-            let mut byte = [0u8; 1];
-            while !buf.ends_with(b"\r\n\r\n") {
-                if s.read(&mut byte).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                buf.push(byte[0]);
-            }
-            let text = String::from_utf8_lossy(&buf).to_lowercase();
-            if let Some(n) = text
-                .split("content-length: ")
-                .nth(1)
-                .and_then(|r| r.split("\r\n").next())
-                .and_then(|n| n.parse::<usize>().ok())
-            {
-                let mut body = vec![0u8; n];
-                if s.read_exact(&mut body).await.is_err() {
-                    return;
-                }
+            if read_request(&mut s).await.is_none() {
+                return;
             }
             if s.write_all(answer).await.is_err() {
                 return;
