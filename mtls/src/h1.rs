@@ -5,6 +5,7 @@
 //! caller; the answer's body is a slice of the buffer it was read into.
 //! [`pool`] keeps such connections to one server.
 
+mod head;
 pub mod pool;
 pub mod serve;
 
@@ -14,6 +15,7 @@ use std::{
 };
 
 use bytes::{Buf, Bytes, BytesMut};
+use head::{BadField, BadLength, content_length, keeps_alive, sliced, spans, write_fields};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, request, response};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
@@ -344,29 +346,17 @@ fn encode_head(out: &mut Vec<u8>, head: &request::Parts, body_len: usize) {
         target.as_bytes()
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &head.headers {
-        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    write_fields(
+        out,
+        &head.headers,
+        &[http::header::CONTENT_LENGTH, http::header::TRANSFER_ENCODING],
+    );
     if body_len > 0 || sends_length(&head.method) {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// Whether a comma-separated header value lists `token`.
-pub(crate) fn lists(value: &HeaderValue, token: &str) -> bool {
-    value
-        .as_bytes()
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 type Head = (response::Parts, Framing, bool);
@@ -397,27 +387,16 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Failu
     } else {
         Version::HTTP_11
     };
-    // Where each value lies in the head, to slice it once the head is taken.
-    let start = buf.as_ptr() as usize;
-    let mut fields = Vec::with_capacity(res.headers.len());
-    for field in res.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| Failure::Broken(format!("invalid header name {:?}", field.name)))?;
-        let at = field.value.as_ptr() as usize - start;
-        fields.push((name, at..at + field.value.len()));
-    }
-    let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, range) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(range))
-            .map_err(|_| Failure::Broken(format!("invalid value of header {name}")))?;
-        headers.append(name, value);
-    }
-    let mut keep = match headers.get(http::header::CONNECTION) {
-        Some(c) if lists(c, "close") => false,
-        Some(c) if lists(c, "keep-alive") => true,
-        _ => version == Version::HTTP_11,
+    let bad_field = |e| {
+        Failure::Broken(match e {
+            BadField::Name(name) => format!("invalid header name {name:?}"),
+            BadField::Value(name) => format!("invalid value of header {name}"),
+        })
     };
+    let spans = spans(buf.as_ptr(), res.headers).map_err(bad_field)?;
+    let head = buf.split_to(len).freeze();
+    let headers = sliced(&head, spans).map_err(bad_field)?;
+    let mut keep = keeps_alive(&headers, version);
     let framing = if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -432,17 +411,16 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Failu
             Framing::UntilClose
         }
     } else {
-        let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
-        match lengths.next() {
-            None => Framing::UntilClose,
-            Some(first) => {
-                let n = parse_length(first.as_bytes())?;
-                if lengths.any(|v| parse_length(v.as_bytes()).ok() != Some(n)) {
-                    return Err(Failure::Broken(
-                        "the answer has conflicting content-length values".into(),
-                    ));
-                }
-                Framing::Length(n)
+        match content_length(&headers) {
+            Ok(None) => Framing::UntilClose,
+            Ok(Some(n)) => Framing::Length(n),
+            Err(BadLength::Invalid(v)) => {
+                return Err(Failure::Broken(format!("invalid content-length {v:?}")));
+            }
+            Err(BadLength::Conflicting) => {
+                return Err(Failure::Broken(
+                    "the answer has conflicting content-length values".into(),
+                ));
             }
         }
     };
@@ -482,14 +460,6 @@ fn parse_trailers(mut block: BytesMut) -> Result<HeaderMap, Failure> {
             Err(Failure::Broken("the answer's trailers are malformed".into()))
         }
     }
-}
-
-fn parse_length(v: &[u8]) -> Result<u64, Failure> {
-    std::str::from_utf8(v)
-        .ok()
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Failure::Broken(format!("invalid content-length {:?}", String::from_utf8_lossy(v))))
 }
 
 /// A chunk's size, from its line (hex digits, then any extensions).

@@ -423,7 +423,8 @@ where
         seen: false,
         first: bytes::Bytes::new(),
     };
-    let stop = drain.stop.clone();
+    // The work's own view of the drain; the watcher below keeps another.
+    let work_stop = drain.stop.clone();
     let work = async {
         if limits.h1_whole.is_some() {
             let Ok((h2, read)) = sniff(&mut io).await else {
@@ -432,7 +433,7 @@ where
             if !h2 {
                 activity.whole.store(true, Ordering::Release);
                 let enter = || InFlight::enter(&activity);
-                let served = crate::h1::serve::serve(io, read, router, limits, &ext, &stop, enter).await;
+                let served = crate::h1::serve::serve(io, read, router, limits, &ext, &work_stop, enter).await;
                 if let Err(e) = served {
                     tracing::debug!(error = %e, "HTTP/1.1 connection ended with an error");
                 }
@@ -440,7 +441,7 @@ where
             }
             io.first = read.freeze();
         }
-        serve_with_hyper(io, router, limits, &activity, ext.clone(), stop.clone()).await;
+        serve_with_hyper(io, router, limits, &activity, ext, work_stop).await;
     };
     let mut work = std::pin::pin!(work);
     let t = limits.timeouts;

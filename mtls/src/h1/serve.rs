@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tower::ServiceExt;
 
-use super::lists;
+use super::head::{BadField, BadLength, content_length, keeps_alive, lists, sliced, spans, write_fields};
 use crate::http::{Api, Limits};
 
 /// Most header fields in a request head.
@@ -83,12 +83,10 @@ where
         };
         let guard = enter();
         if head.length > max_body {
-            let res = (limits.too_large)(max_body);
-            out.clear();
-            let (parts, body) = res.into_parts();
+            let (parts, body) = (limits.too_large)(max_body).into_parts();
             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            encode(&mut out, &parts, &body, None, false);
-            out.extend_from_slice(&body);
+            out.clear();
+            last_answer(&mut out, &parts, &body);
             return finish(&mut io, &out).await;
         }
         while buf.len() < head.length {
@@ -181,20 +179,14 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
     let start = buf.as_ptr() as usize;
     let target = req.path.unwrap_or_default();
     let target_at = target.as_ptr() as usize - start..target.as_ptr() as usize - start + target.len();
-    let mut fields = Vec::with_capacity(req.headers.len());
-    for field in req.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
-        let at = field.value.as_ptr() as usize - start;
-        fields.push((name, at..at + field.value.len()));
-    }
+    let bad_field = |e| match e {
+        BadField::Name(_) => bad("invalid header name"),
+        BadField::Value(_) => bad("invalid header value"),
+    };
+    let spans = spans(buf.as_ptr(), req.headers).map_err(bad_field)?;
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target_at)).map_err(|_| bad("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, range) in fields {
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(range)).map_err(|_| bad("invalid header value"))?;
-        headers.append(name, value);
-    }
+    let headers = sliced(&head, spans).map_err(bad_field)?;
     if headers.contains_key(TRANSFER_ENCODING)
         || headers.contains_key(EXPECT)
         || headers.contains_key(UPGRADE)
@@ -204,22 +196,12 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
             "chunked bodies, Expect and upgrades are not served on this port".into(),
         ));
     }
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
-    let length = match lengths.next() {
-        None => 0,
-        Some(first) => {
-            let n = length_of(first).ok_or_else(|| bad("invalid content-length"))?;
-            if lengths.any(|v| length_of(v) != Some(n)) {
-                return Err(bad("conflicting content-length values"));
-            }
-            n
-        }
+    let length = match content_length(&headers) {
+        Ok(n) => usize::try_from(n.unwrap_or(0)).map_err(|_| bad("invalid content-length"))?,
+        Err(BadLength::Invalid(_)) => return Err(bad("invalid content-length")),
+        Err(BadLength::Conflicting) => return Err(bad("conflicting content-length values")),
     };
-    let keep = match headers.get(CONNECTION) {
-        Some(c) if lists(c, "close") => false,
-        Some(c) if lists(c, "keep-alive") => true,
-        _ => version == Version::HTTP_11,
-    };
+    let keep = keeps_alive(&headers, version);
     let trailers = headers
         .get(http::header::TE)
         .is_some_and(|te| lists(te, "trailers"));
@@ -236,14 +218,6 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
     }))
 }
 
-fn length_of(v: &HeaderValue) -> Option<usize> {
-    let s = std::str::from_utf8(v.as_bytes()).ok()?;
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
 /// The answer's status line and fields: its length, or chunked framing
 /// with the trailers after the body (written here too).
 fn encode(
@@ -258,18 +232,9 @@ fn encode(
     out.push(b' ');
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let fields = |out: &mut Vec<u8>, map: &HeaderMap| {
-        for (name, value) in map {
-            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION {
-                continue;
-            }
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-    };
-    fields(out, &parts.headers);
+    // The answer's framing is set here.
+    const FRAMING: [HeaderName; 3] = [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION];
+    write_fields(out, &parts.headers, &FRAMING);
     if !keep {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -287,10 +252,16 @@ fn encode(
                 out.extend_from_slice(b"\r\n");
             }
             out.extend_from_slice(b"0\r\n");
-            fields(out, t);
+            write_fields(out, t, &FRAMING);
             out.extend_from_slice(b"\r\n");
         }
     }
+}
+
+/// An answer after which the connection closes, its body included.
+fn last_answer(out: &mut Vec<u8>, parts: &http::response::Parts, body: &Bytes) {
+    encode(out, parts, body, None, false);
+    out.extend_from_slice(body);
 }
 
 /// A refusal, after which the connection closes.
@@ -300,9 +271,7 @@ fn refusal(out: &mut Vec<u8>, status: StatusCode, why: &str) {
     parts
         .headers
         .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    let body = Bytes::copy_from_slice(why.as_bytes());
-    encode(out, &parts, &body, None, false);
-    out.extend_from_slice(&body);
+    last_answer(out, &parts, &Bytes::copy_from_slice(why.as_bytes()));
 }
 
 /// Reads the connection's first bytes: HTTP/2's preface (the bytes then go
